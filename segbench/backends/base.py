@@ -1,0 +1,24 @@
+"""The backend interface: turn a built adapter into the callable that the harness times."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Callable, ClassVar
+
+import torch
+
+from segbench.models.base import SegmentationAdapter
+
+ForwardFn = Callable[[torch.Tensor], Any]
+
+
+class Backend(ABC):
+    name: ClassVar[str]
+    description: ClassVar[str]
+
+    def unsupported_reason(self, device: torch.device) -> str | None:
+        return None
+
+    @abstractmethod
+    def prepare(self, adapter: SegmentationAdapter, example: torch.Tensor) -> ForwardFn:
+        """Return the forward callable. Its cost (compile, export) is recorded as prepare_s, never as latency."""

@@ -1,0 +1,203 @@
+"""What happens inside one isolated cell: build, warm up, time, sample memory, report a dict.
+
+This module runs in the spawned child. The sequence follows optimum-benchmark: a latency pass with
+nothing else running, a stage pass (preprocess / forward / postprocess, end to end), and a memory
+pass with the poller on, so sampling never disturbs the timed loop.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from segbench.backends import get_backend
+from segbench.errors import SegbenchError, UnsupportedError
+from segbench.matrix import CellSpec
+from segbench.measure import memory
+from segbench.measure.stats import LatencyStats
+from segbench.measure.timing import StopRule, TimedRun, synchronize, time_steps, warm_up
+from segbench.models.base import SegmentationAdapter
+from segbench.models.registry import create_model, load_plugin
+from segbench.precision import get_precision
+from segbench.suite import Timing
+
+STAGES = ("preprocess", "forward", "postprocess")
+OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
+@dataclass(frozen=True)
+class CellRequest:
+    """Everything the child needs, as plain data (it crosses a process boundary)."""
+
+    cell: CellSpec
+    device: str
+    timing: Timing
+    poll_interval_ms: float
+    threads: int | None
+    plugins: tuple[str, ...] = ()
+    plugin_dir: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cell": self.cell.to_dict(),
+            "device": self.device,
+            "timing": self.timing.model_dump(),
+            "poll_interval_ms": self.poll_interval_ms,
+            "threads": self.threads,
+            "plugins": list(self.plugins),
+            "plugin_dir": self.plugin_dir,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CellRequest:
+        return cls(
+            cell=CellSpec.from_dict(data["cell"]),
+            device=data["device"],
+            timing=Timing(**data["timing"]),
+            poll_interval_ms=data["poll_interval_ms"],
+            threads=data["threads"],
+            plugins=tuple(data["plugins"]),
+            plugin_dir=data["plugin_dir"],
+        )
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and any(marker in str(exc).lower() for marker in OOM_MARKERS)
+
+
+def last_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[-1].strip()}" if lines else type(exc).__name__
+
+
+def synthetic_images(cell: CellSpec, device: torch.device) -> torch.Tensor:
+    """A seeded host uint8 batch (N, H, W, 3): what a camera or decoder hands the pipeline."""
+    generator = torch.Generator().manual_seed(0)
+    height, width = cell.resolution
+    images = torch.randint(0, 256, (cell.batch_size, height, width, 3), dtype=torch.uint8, generator=generator)
+    return images.pin_memory() if device.type == "cuda" else images
+
+
+def _stop_rule(timing: Timing) -> StopRule:
+    return StopRule(timing.min_iters, timing.max_iters, timing.min_time_s, timing.max_time_s)
+
+
+def _time_stages(adapter: SegmentationAdapter, forward: Callable[[torch.Tensor], Any], images: torch.Tensor, rule: StopRule, device: torch.device) -> dict[str, list[float]]:
+    """Wall-clock each stage with a device sync at its end: the latency a caller of the pipeline sees."""
+    size = tuple(images.shape[1:3])
+    samples: dict[str, list[float]] = {stage: [] for stage in (*STAGES, "end_to_end")}
+    clock = time.perf_counter_ns
+    start = clock()
+    while not rule.done(len(samples["end_to_end"]), (clock() - start) / 1e9):
+        t0 = clock()
+        inputs = adapter.preprocess(images)
+        synchronize(device)
+        t1 = clock()
+        outputs = forward(inputs)
+        synchronize(device)
+        t2 = clock()
+        adapter.postprocess(outputs, size)  # ends on the host, so it is complete when it returns
+        t3 = clock()
+        for stage, (a, b) in zip((*STAGES, "end_to_end"), ((t0, t1), (t1, t2), (t2, t3), (t0, t3))):
+            samples[stage].append((b - a) / 1e6)
+    return samples
+
+
+def _memory_pass(adapter: SegmentationAdapter, forward: Callable[[torch.Tensor], Any], images: torch.Tensor, request: CellRequest, device: torch.device, baseline: float | None) -> memory.MemoryPeaks:
+    memory.reset_allocator_peaks(device)
+    size = tuple(images.shape[1:3])
+    with memory.MemoryPoller(device, request.poll_interval_ms) as poller:
+        for _ in range(max(1, request.timing.memory_iters)):
+            adapter.postprocess(forward(adapter.preprocess(images)), size)
+        synchronize(device)
+    assert adapter.model is not None
+    return memory.collect_peaks(poller, device, baseline, memory.module_size_mb(adapter.model))
+
+
+def _prepare_device(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.empty(1, device=device)  # creates the CUDA context, so the baseline includes it
+
+
+def measure_cell(request: CellRequest) -> dict[str, Any]:
+    """Run one cell in this process and return its measurements (raises on failure)."""
+    cell, device = request.cell, torch.device(request.device)
+    precision, backend = get_precision(cell.precision), get_backend(cell.backend)
+    for reason in (precision.unsupported_reason(device), backend.unsupported_reason(device)):
+        if reason:
+            raise UnsupportedError(reason)
+    _prepare_device(device)
+    baseline = memory.baseline_mb(device)
+
+    adapter = create_model(cell.model, cell.weights, cell.options)
+    adapter.build(device)
+    adapter.model = precision.apply(adapter.model, device)
+    adapter.input_dtype = precision.input_dtype
+    images = synthetic_images(cell, device)
+    rule = _stop_rule(request.timing)
+
+    with ExitStack() as stack:
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(precision.autocast(device))
+        inputs = adapter.preprocess(images)
+        started = time.perf_counter()
+        forward = backend.prepare(adapter, inputs)
+        prepare_s = time.perf_counter() - started
+
+        step = lambda: forward(inputs)  # noqa: E731: the timed closure
+        warm_up(step, request.timing.warmup_iters, device)
+        latency_run: TimedRun = time_steps(step, rule, device)
+        stage_samples = _time_stages(adapter, forward, images, rule, device)
+        peaks = _memory_pass(adapter, forward, images, request, device, baseline)
+
+    latency = LatencyStats.from_samples(latency_run.samples_ms)
+    stages = {stage: LatencyStats.from_samples(stage_samples[stage]) for stage in STAGES}
+    end_to_end = LatencyStats.from_samples(stage_samples["end_to_end"])
+    height, width = cell.resolution
+    return {
+        "latency_ms": latency.summary(),
+        "samples_ms": list(latency.samples),
+        "fps": cell.batch_size * 1000.0 / latency.median,
+        "iterations": latency.n,
+        "measured_s": latency_run.measured_s,
+        "prepare_s": prepare_s,
+        "stages_ms": {stage: stats.summary() for stage, stats in stages.items()},
+        "stage_samples_ms": {stage: list(stats.samples) for stage, stats in stages.items()},
+        "end_to_end_ms": end_to_end.summary(),
+        "end_to_end_fps": cell.batch_size * 1000.0 / end_to_end.median,
+        "memory_mb": peaks.to_dict(),
+        "memory_unavailable": peaks.unavailable,
+        "params": adapter.parameter_count(),
+        "model_input": list(adapter.model_input_size(height, width)),
+        "notes": precision.notes(device),
+        "noisy": latency.is_noisy,
+    }
+
+
+def run_cell(request: CellRequest) -> dict[str, Any]:
+    """measure_cell with every failure turned into a status: the parent always gets a dict back."""
+    try:
+        if request.threads:
+            torch.set_num_threads(request.threads)
+        for plugin in request.plugins:
+            load_plugin(plugin, Path(request.plugin_dir) if request.plugin_dir else None)
+        outcome = {"status": "ok", **measure_cell(request)}
+    except UnsupportedError as exc:
+        outcome = {"status": "unsupported", "error": str(exc)}
+    except SegbenchError as exc:
+        outcome = {"status": "error", "error": str(exc)}
+    except BaseException as exc:  # noqa: BLE001: a cell's failure is a result, whatever it is
+        status = "oom" if is_out_of_memory(exc) else "error"
+        outcome = {"status": status, "error": last_line(exc), "traceback": traceback.format_exc(limit=20)}
+    outcome["threads"] = torch.get_num_threads()
+    outcome["interop_threads"] = torch.get_num_interop_threads()
+    return outcome

@@ -1,0 +1,180 @@
+"""The command line: thin typer commands over the library API, rich for progress and tables."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any, Callable, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from segbench.errors import SegbenchError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, help="Benchmark semantic-segmentation models: latency, FPS and peak memory you can trust.")
+console = Console()
+errors = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(command: F) -> F:
+    """A user's mistake prints one line and exits 2; never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except SegbenchError as exc:
+            for line in str(exc).splitlines():
+                errors.print(f"error: {line}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+# ---- run ------------------------------------------------------------------------------------------
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+class ProgressObserver:
+    """Rich progress: cell count, the current cell, elapsed time and an ETA."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.task: Any = None
+
+    def run_started(self, run_dir: Path, cells: list[Any], skipped: int) -> None:
+        note = f" ({skipped} already finished, skipped)" if skipped else ""
+        console.print(f"run folder: [bold]{run_dir}[/] · {len(cells)} cell(s) to run{note}")
+        self.task = self.progress.add_task("starting", total=len(cells))
+
+    def cell_started(self, cell: Any, index: int) -> None:
+        self.progress.update(self.task, description=cell.label)
+
+    def cell_finished(self, cell: Any, record: dict[str, Any]) -> None:
+        from segbench.report.summary import status_text
+
+        self.progress.console.print(f"  {cell.label}: {status_text(record)}", highlight=False)
+        self.progress.advance(self.task)
+
+
+def _dry_run_table(cells: list[Any]) -> Table:
+    table = Table(title=f"{len(cells)} cell(s)")
+    for column in ("#", "cell_id", "model", "resolution", "batch", "precision", "backend"):
+        table.add_column(column)
+    for index, cell in enumerate(cells, start=1):
+        table.add_row(str(index), cell.cell_id, cell.model, f"{cell.resolution[0]}x{cell.resolution[1]}", str(cell.batch_size), cell.precision, cell.backend)
+    return table
+
+
+@app.command()
+@user_errors
+def run(
+    suite_path: Path = typer.Argument(..., metavar="SUITE", help="suite YAML file"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the matrix and exit"),
+    device: Optional[str] = typer.Option(None, "--device", help="override the suite's device (cpu, cuda, cuda:N, auto)"),
+    out: Path = typer.Option(Path("results"), "--out", help="parent folder of the run folder"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="continue this run folder, skipping finished cells"),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="with --resume, rerun cells that did not end ok"),
+) -> None:
+    """Run a suite's matrix, each cell isolated; write results/<suite>-<UTC time>/."""
+    from segbench.matrix import expand
+    from segbench.report.summary import summary_table
+    from segbench.runner import run_suite
+    from segbench.suite import load_suite
+
+    suite = load_suite(suite_path)
+    if device is not None and device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise SegbenchError(f"--device: invalid device {device!r}; use auto, cpu, cuda or cuda:N")
+    cells = expand(suite)
+    if dry_run:
+        console.print(_dry_run_table(cells))
+        return
+    if retry_failed and resume is None:
+        raise SegbenchError("--retry-failed needs --resume RUN_DIR (the run whose failed cells to rerun)")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=console, refresh_per_second=2) as progress:
+        result = run_suite(suite, suite_path, out, device, resume, retry_failed, ProgressObserver(progress))
+    console.print(summary_table(result.records, title=f"{suite.name}: {result.run_dir}"))
+
+
+# ---- env, models, selfcheck ----------------------------------------------------------------------------
+
+@app.command()
+@user_errors
+def env(as_json: bool = typer.Option(False, "--json", help="print the raw JSON")) -> None:
+    """Print the hardware and software fingerprint stored with every run."""
+    from segbench.env import fingerprint
+
+    data = fingerprint()
+    if as_json:
+        console.print_json(json.dumps(data, default=str))
+        return
+    table = Table(show_header=False)
+    cpu = data["cpu"]
+    rows = [
+        ("machine", data["machine"]),
+        ("cpu", f"{cpu['model']} · {cpu['physical_cores']} cores / {cpu['logical_cores']} threads · {' '.join(cpu['flags'])}"),
+        ("ram", f"{data['ram_gb']} GiB"),
+        ("gpus", "; ".join(f"{g['name']} {g['memory_mb'] / 1024:.1f} GiB cc {g['compute_capability']} driver {g['driver']}" for g in data["gpus"]) or "none"),
+        ("nvml", data["nvml"]),
+        ("cuda", f"available={data['cuda']['available']} torch build {data['cuda']['torch_cuda_build']} cudnn {data['cuda']['cudnn']}"),
+        ("torch threads", str(data["torch_threads"])),
+        ("packages", ", ".join(f"{k} {v}" for k, v in data["packages"].items() if v)),
+        ("segbench", f"{data['segbench']['version']} ({data['segbench']['commit']})"),
+    ]
+    for key, value in rows:
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+@app.command()
+@user_errors
+def models(pattern: str = typer.Argument("*", help="wildcard, e.g. 'segformer-*'")) -> None:
+    """List the registered models."""
+    from segbench.models.registry import get_card, list_models
+
+    table = Table()
+    for column in ("name", "family", "source", "classes", "published params (M)", "description"):
+        table.add_column(column)
+    for name in list_models(pattern):
+        card = get_card(name)
+        table.add_row(name, card.family, card.source, str(card.num_classes), _fmt(card.published_params_m), card.description)
+    console.print(table)
+
+
+@app.command()
+@user_errors
+def selfcheck(
+    model: str = typer.Option("fast-scnn", help="registered model to time"),
+    resolution: int = typer.Option(256, help="square input side"),
+    repeats: int = typer.Option(5, help="repeats of each timing (for the CV of the median)"),
+    min_time_s: float = typer.Option(2.0, help="seconds per timing"),
+    device: str = typer.Option("auto", help="cpu, cuda or auto"),
+) -> None:
+    """Time one model with the harness and with a bare inference_mode loop, in one process; print the overhead ratio."""
+    from segbench.env import resolve_device
+    from segbench.selfcheck import run_selfcheck
+
+    report = run_selfcheck(model, resolution, repeats, min_time_s, resolve_device(device))
+    table = Table(title=f"selfcheck: {model} {resolution}x{resolution} on {report.device}")
+    for column in ("repeat", "harness median ms", "bare median ms", "ratio"):
+        table.add_column(column)
+    for index, (harness, bare) in enumerate(zip(report.harness_medians, report.bare_medians), start=1):
+        table.add_row(str(index), f"{harness:.3f}", f"{bare:.3f}", f"{harness / bare:.4f}")
+    console.print(table)
+    console.print(
+        f"ratio of medians (harness / bare): [bold]{report.ratio:.4f}[/] (target ≤ {report.ratio_target}) · "
+        f"CV of the harness median over {repeats} repeats: [bold]{report.cv_of_median * 100:.2f} %[/] (target ≤ {report.cv_target * 100:.0f} %)"
+    )
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,106 @@
+"""Matrix expansion: a suite becomes an ordered list of frozen cells, each with a stable id."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import itertools
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from segbench.suite import ModelEntry, Rule, Suite, rule_resolutions
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """One point of the matrix. `cell_id` hashes the axes, so it survives reordering and resumes."""
+
+    model: str
+    resolution: tuple[int, int]
+    batch_size: int
+    precision: str
+    backend: str
+    weights: str | None = None
+    options: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def cell_id(self) -> str:
+        axes = {
+            "model": self.model,
+            "weights": self.weights,
+            "options": self.options,
+            "resolution": list(self.resolution),
+            "batch_size": self.batch_size,
+            "precision": self.precision,
+            "backend": self.backend,
+        }
+        canonical = json.dumps(axes, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha1(canonical.encode()).hexdigest()[:12]
+
+    @property
+    def label(self) -> str:
+        height, width = self.resolution
+        return f"{self.model} {height}x{width} b{self.batch_size} {self.precision} {self.backend}"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["resolution"] = list(self.resolution)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CellSpec:
+        return cls(**{**data, "resolution": tuple(data["resolution"])})
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def rule_matches(rule: Rule, cell: CellSpec) -> bool:
+    """True when every axis the rule names matches the cell (model names accept wildcards)."""
+    if rule.model is not None and not any(fnmatch.fnmatch(cell.model, pattern) for pattern in _as_list(rule.model)):
+        return False
+    if rule.resolution is not None and cell.resolution not in rule_resolutions(rule.resolution):
+        return False
+    if rule.batch_size is not None and cell.batch_size not in _as_list(rule.batch_size):
+        return False
+    if rule.precision is not None and cell.precision not in _as_list(rule.precision):
+        return False
+    if rule.backend is not None and cell.backend not in _as_list(rule.backend):
+        return False
+    return True
+
+
+def _cell(entry: ModelEntry, resolution: tuple[int, int], batch: int, precision: str, backend: str) -> CellSpec:
+    return CellSpec(
+        model=entry.name,
+        resolution=resolution,
+        batch_size=batch,
+        precision=precision,
+        backend=backend,
+        weights=str(entry.weights) if entry.weights else None,
+        options=dict(entry.options),
+    )
+
+
+def expand(suite: Suite) -> list[CellSpec]:
+    """The suite's cells in a deterministic order: models, then resolutions, batch sizes, precisions, backends.
+
+    `include` keeps only cells matching at least one rule (no rules: keep all); `exclude` then drops
+    cells matching any rule. Duplicate cells (e.g. a resolution listed twice) appear once.
+    """
+    cells: list[CellSpec] = []
+    seen: set[str] = set()
+    for entry, resolution, batch, precision, backend in itertools.product(
+        suite.models, suite.resolutions, suite.batch_sizes, suite.precisions, suite.backends
+    ):
+        cell = _cell(entry, resolution, batch, precision, backend)
+        if suite.include and not any(rule_matches(rule, cell) for rule in suite.include):
+            continue
+        if any(rule_matches(rule, cell) for rule in suite.exclude):
+            continue
+        if cell.cell_id not in seen:
+            seen.add(cell.cell_id)
+            cells.append(cell)
+    return cells

@@ -1,0 +1,82 @@
+"""Latency statistics as a small frozen value object that keeps its samples."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+BOOTSTRAP_RESAMPLES = 2000
+HIGH_CV = 0.10  # above this a cell's spread is worth a warning in tables and reports
+
+
+def bootstrap_ci(samples: np.ndarray, statistic: Any = np.median, confidence: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of a statistic; seeded, so the same samples give the same interval."""
+    if samples.size < 2:
+        value = float(statistic(samples)) if samples.size else float("nan")
+        return value, value
+    rng = np.random.default_rng(seed)
+    draws = rng.choice(samples, size=(resamples, samples.size), replace=True)
+    estimates = statistic(draws, axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(estimates, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Summary of per-iteration latencies in milliseconds; `samples` keeps every measurement."""
+
+    mean: float
+    median: float
+    p90: float
+    p95: float
+    p99: float
+    min: float
+    max: float
+    std: float
+    cv: float
+    ci95: tuple[float, float]
+    n: int
+    samples: tuple[float, ...] = field(repr=False, default=())
+
+    @classmethod
+    def from_samples(cls, samples_ms: list[float] | np.ndarray) -> LatencyStats:
+        values = np.asarray(samples_ms, dtype=np.float64)
+        if values.size == 0:
+            raise ValueError("no samples")
+        mean = float(values.mean())
+        std = float(values.std(ddof=1)) if values.size > 1 else 0.0
+        p90, p95, p99 = (float(v) for v in np.percentile(values, [90, 95, 99]))
+        return cls(
+            mean=mean,
+            median=float(np.median(values)),
+            p90=p90,
+            p95=p95,
+            p99=p99,
+            min=float(values.min()),
+            max=float(values.max()),
+            std=std,
+            cv=std / mean if mean > 0 else 0.0,
+            ci95=bootstrap_ci(values),
+            n=int(values.size),
+            samples=tuple(float(v) for v in values),
+        )
+
+    @property
+    def is_noisy(self) -> bool:
+        return self.cv > HIGH_CV
+
+    def summary(self) -> dict[str, Any]:
+        """The statistics without the samples (what results.jsonl stores under latency_ms)."""
+        data = asdict(self)
+        data.pop("samples")
+        data["ci95"] = list(self.ci95)
+        return data
+
+    @classmethod
+    def from_dict(cls, summary: dict[str, Any], samples: list[float] | None = None) -> LatencyStats:
+        fields = {k: v for k, v in summary.items() if k in cls.__dataclass_fields__}
+        fields["ci95"] = tuple(fields["ci95"])
+        return cls(**fields, samples=tuple(samples or ()))

@@ -1,0 +1,164 @@
+"""The adapter contract every model family implements.
+
+An adapter turns a registered model card into a built `nn.Module` on a device and knows the
+family's own pre- and postprocessing, so the harness can time every family the same way:
+
+    adapter = create_model("fast-scnn")
+    adapter.build(device)                      # random weights unless the suite gives a file
+    x = adapter.preprocess(images_uint8)        # host uint8 (N, H, W, 3) -> device float NCHW
+    out = adapter.forward(x)                    # the timed forward pass
+    labels = adapter.postprocess(out, (H, W))   # int64 class-id map (N, H, W) on the host
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from segbench.errors import WeightsError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class InputConstraints:
+    """What input sizes a model accepts, and what the harness does with others.
+
+    policy "any": every size >= min_size works; "pad": sizes are padded up to a multiple of
+    `multiple_of` (and the padding is recorded); "refuse": other sizes are a suite error.
+    """
+
+    min_size: int = 32
+    multiple_of: int = 1
+    policy: Literal["any", "pad", "refuse"] = "any"
+
+    def problem(self, height: int, width: int) -> str | None:
+        """Why (height, width) cannot be run, or None when it can."""
+        if min(height, width) < self.min_size:
+            return f"smaller than the model's minimum side of {self.min_size} px"
+        if self.policy == "refuse" and (height % self.multiple_of or width % self.multiple_of):
+            return f"not a multiple of {self.multiple_of} (use e.g. {self.padded(height, width)})"
+        return None
+
+    def padded(self, height: int, width: int) -> tuple[int, int]:
+        """The size the model actually sees."""
+        if self.policy != "pad":
+            return height, width
+        m = self.multiple_of
+        return math.ceil(height / m) * m, math.ceil(width / m) * m
+
+
+class NoOptions(BaseModel):
+    """Options schema for families that take none: any key is a mistake."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Static facts about one registered model, known without building it."""
+
+    name: str
+    family: str
+    variant: str
+    source: str  # the library that defines the architecture: segbench, ultralytics, transformers, torchvision
+    num_classes: int
+    dataset: str  # which label set the head is sized for
+    published_params_m: float | None = None
+    params_source: str = ""
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # family-specific build arguments
+
+
+class SegmentationAdapter(ABC):
+    """One family's way of building, feeding and reading a segmentation model."""
+
+    constraints: ClassVar[InputConstraints] = InputConstraints()
+    options_schema: ClassVar[type[BaseModel]] = NoOptions
+    mean: ClassVar[tuple[float, float, float]] = IMAGENET_MEAN
+    std: ClassVar[tuple[float, float, float]] = IMAGENET_STD
+
+    def __init__(self, card: ModelCard, weights: Path | None = None, options: dict[str, Any] | None = None):
+        self.card = card
+        self.weights = Path(weights) if weights else None
+        self.options = self.options_schema.model_validate(options or {})
+        self.model: nn.Module | None = None
+        self.device = torch.device("cpu")
+        self.input_dtype = torch.float32
+
+    # ---- building -------------------------------------------------------------------------
+    @abstractmethod
+    def build_module(self) -> nn.Module:
+        """Construct the architecture on the CPU with random weights (no downloads)."""
+
+    def load_weights(self, module: nn.Module, path: Path) -> None:
+        """Load a local state dict; families with their own formats override this."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        try:
+            module.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[1:2] or [str(exc)]
+            raise WeightsError(f"{self.card.name}: weights file {path} does not match the architecture ({first[0].strip()})") from None
+
+    def build(self, device: torch.device | str = "cpu") -> nn.Module:
+        """Build (seeded, so every process gets the same random weights), load weights, move to device."""
+        if self.weights is not None and not self.weights.is_file():
+            raise WeightsError(f"{self.card.name}: weights file not found: {self.weights} (fix the path under models[].weights)")
+        torch.manual_seed(0)
+        module = self.build_module()
+        if self.weights is not None:
+            self.load_weights(module, self.weights)
+        self.device = torch.device(device)
+        self.model = module.eval().to(self.device)
+        return self.model
+
+    def parameter_count(self) -> int:
+        assert self.model is not None, "build() first"
+        return sum(p.numel() for p in self.model.parameters())
+
+    # ---- the three timed stages -----------------------------------------------------------------
+    def model_input_size(self, height: int, width: int) -> tuple[int, int]:
+        return self.constraints.padded(height, width)
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """Host uint8 (N, H, W, 3) -> normalised float NCHW on the device, padded where the family needs it."""
+        x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+        mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
+        x = (x - mean) / std
+        height, width = x.shape[-2:]
+        target_h, target_w = self.model_input_size(height, width)
+        if (target_h, target_w) != (height, width):
+            x = F.pad(x, (0, target_w - width, 0, target_h - height))
+        return x.to(self.input_dtype).contiguous(memory_format=self.memory_format())
+
+    def memory_format(self) -> torch.memory_format:
+        return torch.contiguous_format
+
+    def forward(self, inputs: torch.Tensor) -> Any:
+        assert self.model is not None, "build() first"
+        return self.model(inputs)
+
+    def logits(self, outputs: Any) -> torch.Tensor:
+        """Per-class scores (N, C, h, w) from the raw forward output (used by postprocess and fidelity)."""
+        return outputs
+
+    def postprocess(self, outputs: Any, size: tuple[int, int]) -> torch.Tensor:
+        """Class-id map (N, H, W) int64 on the host at the input resolution (padding cropped)."""
+        scores = self.logits(outputs)
+        padded = self.model_input_size(*size)
+        if tuple(scores.shape[-2:]) != padded:
+            scores = F.interpolate(scores.float(), size=padded, mode="bilinear", align_corners=False)
+        labels = scores[..., : size[0], : size[1]].argmax(dim=1)
+        return labels.cpu()

@@ -1,0 +1,95 @@
+"""The model registry: timm-style names, wildcards, and near-match suggestions for typos.
+
+Family modules in `segbench/models/` register their cards when imported; they are discovered
+automatically, so a new family is one new file. Plugin modules named in a suite register more.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import importlib.util
+import pkgutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from segbench.errors import SegbenchError, UnknownModelError
+from segbench.models.base import ModelCard, SegmentationAdapter
+from segbench.naming import unknown_name_message
+
+_CARDS: dict[str, ModelCard] = {}
+_ADAPTERS: dict[str, type[SegmentationAdapter]] = {}
+_NOT_FAMILIES = {"base", "registry"}
+_discovered = False
+
+
+def register(card: ModelCard, adapter: type[SegmentationAdapter]) -> None:
+    """Register one model; registering the same name twice is a programming error."""
+    if card.name in _CARDS and _ADAPTERS[card.name] is not adapter:
+        raise ValueError(f"model {card.name!r} is registered twice")
+    _CARDS[card.name] = card
+    _ADAPTERS[card.name] = adapter
+
+
+def _discover_families() -> None:
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    import segbench.models as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name not in _NOT_FAMILIES and not module.name.startswith("_"):
+            importlib.import_module(f"segbench.models.{module.name}")
+
+
+def load_plugin(spec: str, base_dir: Path | None = None) -> None:
+    """Import a plugin that registers extra models: a module name or a path to a .py file."""
+    if spec.endswith(".py"):
+        path = Path(spec)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        if not path.is_file():
+            raise SegbenchError(f"plugins: file not found: {path}")
+        name = f"segbench_plugin_{path.stem}"
+        if name in sys.modules:
+            return
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        assert module_spec and module_spec.loader
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        module_spec.loader.exec_module(module)
+        return
+    try:
+        importlib.import_module(spec)
+    except ImportError as exc:
+        raise SegbenchError(f"plugins: cannot import {spec!r} ({exc}); give an importable module or a .py path") from None
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered names matching a shell-style wildcard, sorted."""
+    _discover_families()
+    return sorted(name for name in _CARDS if fnmatch.fnmatch(name, pattern))
+
+
+def unknown_model_message(name: str) -> str:
+    return unknown_name_message("model", name, list_models()).removesuffix(")") + "; `segbench models` lists them)"
+
+
+def get_card(name: str) -> ModelCard:
+    _discover_families()
+    if name not in _CARDS:
+        raise UnknownModelError(unknown_model_message(name))
+    return _CARDS[name]
+
+
+def adapter_class(name: str) -> type[SegmentationAdapter]:
+    get_card(name)
+    return _ADAPTERS[name]
+
+
+def create_model(name: str, weights: Path | str | None = None, options: dict[str, Any] | None = None) -> SegmentationAdapter:
+    """An unbuilt adapter for a registered model; call `.build(device)` on it."""
+    card = get_card(name)
+    return _ADAPTERS[name](card, Path(weights) if weights else None, options)

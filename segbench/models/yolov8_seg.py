@@ -1,0 +1,112 @@
+"""YOLOv8-seg (ultralytics): instance segmentation read out as a semantic class map.
+
+Built offline from the model YAML shipped inside the ultralytics package. Postprocessing is
+ultralytics' own: NMS, then prototype-mask assembly cropped to each box. The instances are then
+merged into one class-id map: 0 is background and 1..80 are COCO class ids + 1, so the card has
+81 classes. Where instances overlap, the most confident one owns the pixel.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from segbench.models._ultralytics import UltralyticsAdapter, import_ultralytics
+from segbench.models.base import ModelCard
+from segbench.models.registry import register
+
+COCO_CLASSES = 80
+PROTO_STRIDE = 4  # the Proto module upsamples the stride-8 P3 features once: masks come at 1/4 of the input
+
+
+class YoloSegOptions(BaseModel):
+    """Postprocessing thresholds; the defaults are ultralytics' predict defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    conf: float = Field(0.25, ge=0.0, le=1.0, description="confidence threshold for detections")
+    iou: float = Field(0.7, ge=0.0, le=1.0, description="IoU threshold of the class-aware NMS")
+    max_det: int = Field(300, ge=1, description="most instances kept per image")
+
+
+Instances = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # masks (n, H, W) uint8, confidences (n,), classes (n,)
+
+
+class YoloV8SegAdapter(UltralyticsAdapter):
+    task_class: ClassVar[str] = "SegmentationModel"
+    options_schema: ClassVar[type[BaseModel]] = YoloSegOptions
+
+    def instances(self, outputs: Any) -> list[Instances]:
+        """Per image: the NMS survivors' binary masks at the model-input size, their confidences and classes."""
+        import_ultralytics()
+        from ultralytics.utils.nms import non_max_suppression
+        from ultralytics.utils.ops import process_mask
+
+        options: YoloSegOptions = self.options  # type: ignore[assignment]
+        (predictions, protos), _ = outputs  # eval output: ((decoded boxes+scores+coefficients, protos), raw head)
+        # fp32 on purpose: process_mask multiplies the coefficients with fp32 prototypes
+        predictions, protos = predictions.float(), protos.float()
+        size = (protos.shape[-2] * PROTO_STRIDE, protos.shape[-1] * PROTO_STRIDE)
+        detections = non_max_suppression(
+            predictions, options.conf, options.iou, max_det=options.max_det, nc=COCO_CLASSES
+        )
+        result = []
+        for det, proto in zip(detections, protos):
+            masks = process_mask(proto, det[:, 6:], det[:, :4], size, upsample=True)
+            result.append((masks, det[:, 4], det[:, 5].long()))
+        return result
+
+    def logits(self, outputs: Any) -> torch.Tensor:
+        """Per-pixel score map (N, 81, H, W) at the model-input size, the one postprocess takes the argmax of.
+
+        Channel c + 1 holds the confidence of the most confident class-c instance covering the pixel
+        (0 where none does); channel 0 (background) holds the confidence threshold, which every kept
+        instance exceeds.
+        """
+        maps = []
+        for masks, confidences, classes in self.instances(outputs):
+            scores = torch.zeros(COCO_CLASSES + 1, *masks.shape[-2:], device=masks.device)
+            scores[0] = self.options.conf  # type: ignore[attr-defined]
+            if len(classes):
+                scores.index_reduce_(0, classes + 1, masks.float() * confidences.view(-1, 1, 1), "amax")
+            maps.append(scores)
+        return torch.stack(maps)
+
+    def postprocess(self, outputs: Any, size: tuple[int, int]) -> torch.Tensor:
+        """Class-id map (N, H, W) int64 on the host: 0 background, 1..80 COCO class + 1."""
+        labels = [_merge_instances(*instance) for instance in self.instances(outputs)]
+        return torch.stack(labels)[:, : size[0], : size[1]].cpu()
+
+
+def _merge_instances(masks: torch.Tensor, confidences: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """One class-id map from instance masks: the most confident covering instance wins, else background 0."""
+    if not len(classes):
+        return torch.zeros(masks.shape[-2:], dtype=torch.int64, device=masks.device)
+    best, owner = (masks.float() * confidences.view(-1, 1, 1)).max(dim=0)
+    return torch.where(best > 0, classes[owner] + 1, 0)
+
+
+# Published parameter counts (M) are those of the fused model, as ultralytics prints them.
+_VARIANTS = {"n": 3.4, "s": 11.8, "m": 27.3, "l": 46.0, "x": 71.8}
+
+for _scale, _params in _VARIANTS.items():
+    register(
+        ModelCard(
+            name=f"yolov8{_scale}-seg",
+            family="yolov8-seg",
+            variant=_scale,
+            source="ultralytics",
+            num_classes=COCO_CLASSES + 1,
+            dataset="coco",
+            published_params_m=_params,
+            params_source="Ultralytics docs, docs/en/models/yolov8.md (segmentation table; Conv+BN fused)",
+            description=(
+                "YOLOv8-seg instances (NMS conf 0.25, IoU 0.7) merged into a semantic map: 0 = background, "
+                "k = COCO class k-1; overlaps go to the most confident instance"
+            ),
+            extra={"yaml": f"yolov8{_scale}-seg.yaml"},
+        ),
+        YoloV8SegAdapter,
+    )

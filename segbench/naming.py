@@ -1,0 +1,35 @@
+"""Shared helpers for name-keyed registries: discovery of one-file-per-entry packages and typo hints."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import pkgutil
+from typing import Iterable, TypeVar
+
+T = TypeVar("T")
+
+
+def did_you_mean(name: str, known: Iterable[str], cutoff: float = 0.5) -> str:
+    """' did you mean 'x'?' style hint, or '' when nothing is close."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=cutoff)
+    return f"did you mean '{close[0]}'? " if close else ""
+
+
+def unknown_name_message(kind: str, name: str, known: Iterable[str]) -> str:
+    known = sorted(known)
+    return f"unknown {kind} '{name}' ({did_you_mean(name, known)}known: {', '.join(known)})"
+
+
+def discover_instances(package: str, search_path: Iterable[str], base: type[T], skip: Iterable[str] = ("base",)) -> dict[str, T]:
+    """Import every module of a package and instantiate each concrete `base` subclass it defines, keyed by `.name`."""
+    found: dict[str, T] = {}
+    for module_info in pkgutil.iter_modules(list(search_path)):
+        if module_info.name in skip or module_info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{package}.{module_info.name}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, base) and not inspect.isabstract(cls) and cls.__module__ == module.__name__:
+                found[cls.name] = cls()  # type: ignore[attr-defined]
+    return found

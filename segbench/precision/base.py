@@ -1,0 +1,40 @@
+"""The precision interface: apply a numeric format to a model, and say when a device cannot run it."""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from typing import ClassVar, ContextManager
+
+import torch
+from torch import nn
+
+
+class Precision(ABC):
+    """One numeric format. Subclasses live one per file and register themselves by `name`."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    input_dtype: ClassVar[torch.dtype] = torch.float32
+
+    def unsupported_reason(self, device: torch.device) -> str | None:
+        """Why this device cannot run the precision, or None when it can."""
+        return None
+
+    def notes(self, device: torch.device) -> list[str]:
+        """Caveats worth recording next to the numbers (e.g. a format the device only emulates)."""
+        return []
+
+    @abstractmethod
+    def apply(self, model: nn.Module, device: torch.device) -> nn.Module:
+        """Convert the model (in place where possible) and return the module to run."""
+
+    def autocast(self, device: torch.device) -> ContextManager[object]:
+        """The context the forward pass runs in (autocast precisions override it)."""
+        return contextlib.nullcontext()
+
+
+def cuda_capability(device: torch.device) -> tuple[int, int] | None:
+    if device.type != "cuda":
+        return None
+    return torch.cuda.get_device_capability(device)

@@ -1,0 +1,44 @@
+"""fp16 and bf16 with the weights cast: what `model.half()` users deploy."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from segbench.precision.base import Precision, cuda_capability
+
+
+class FP16(Precision):
+    name = "fp16"
+    description = "weights and activations cast to float16"
+    input_dtype = torch.float16
+
+    def notes(self, device: torch.device) -> list[str]:
+        if device.type == "cpu":
+            return ["fp16 on a CPU is emulated or slow on most CPUs: impractical for deployment, shown for completeness"]
+        return []
+
+    def apply(self, model: nn.Module, device: torch.device) -> nn.Module:
+        return model.half()
+
+
+class BF16(Precision):
+    name = "bf16"
+    description = "weights and activations cast to bfloat16"
+    input_dtype = torch.bfloat16
+
+    def notes(self, device: torch.device) -> list[str]:
+        from segbench.env import cpu_flags
+
+        if device.type == "cpu" and not {"avx512_bf16", "amx_bf16"} & set(cpu_flags()):
+            return ["this CPU has no bf16 instructions (avx512_bf16 / amx_bf16): bf16 is emulated and usually far slower than fp32"]
+        return []
+
+    def unsupported_reason(self, device: torch.device) -> str | None:
+        capability = cuda_capability(device)
+        if capability is not None and capability < (8, 0):
+            return f"bf16 needs compute capability >= 8.0 (Ampere); this GPU is {capability[0]}.{capability[1]}"
+        return None
+
+    def apply(self, model: nn.Module, device: torch.device) -> nn.Module:
+        return model.to(torch.bfloat16)

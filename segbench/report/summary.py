@@ -1,0 +1,61 @@
+"""Terminal summaries of cell records (rich tables), shared by `segbench run` and later reports."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from rich.table import Table
+
+STATUS_STYLE = {"ok": "green", "oom": "yellow", "timeout": "red", "error": "red", "unsupported": "dim"}
+
+
+def headline_memory(record: dict[str, Any]) -> tuple[float | None, str]:
+    """The peak-memory figure a table headlines, and its name.
+
+    On a GPU: NVML's per-process peak (what the card really gives the process: context, allocator
+    cache and libraries), falling back to the allocator's reserved peak. On a CPU: peak RSS.
+    """
+    memory = record.get("memory_mb") or {}
+    if str(record.get("device", "")).startswith("cuda"):
+        for name in ("nvml_process_peak", "torch_reserved_peak"):
+            if memory.get(name) is not None:
+                return memory[name], name
+        return None, "nvml_process_peak"
+    return memory.get("rss_peak"), "rss_peak"
+
+
+def status_text(record: dict[str, Any]) -> str:
+    status = record.get("status") or "?"
+    style = STATUS_STYLE.get(status, "")
+    if status == "ok":
+        latency = record["latency_ms"]
+        peak, _ = headline_memory(record)
+        peak_text = f" · peak {peak:.0f} MiB" if peak is not None else ""
+        noisy = " [yellow](! noisy)[/]" if record.get("noisy") else ""
+        return f"[{style}]ok[/] median {latency['median']:.2f} ms · {record['fps']:.1f} FPS{peak_text}{noisy}"
+    return f"[{style}]{status}[/]: {record.get('error') or ''}"
+
+
+def summary_table(records: Iterable[dict[str, Any]], title: str = "") -> Table:
+    table = Table(title=title)
+    for column in ("model", "resolution", "batch", "precision", "backend", "status", "median ms", "p95 ms", "CV %", "FPS", "peak MiB"):
+        table.add_column(column, justify="right" if column in ("batch", "median ms", "p95 ms", "CV %", "FPS", "peak MiB") else "left")
+    for record in records:
+        status = record.get("status") or "?"
+        latency = record.get("latency_ms") or {}
+        peak, _ = headline_memory(record)
+        height, width = record["resolution"]
+        table.add_row(
+            record["model"],
+            f"{height}x{width}",
+            str(record["batch_size"]),
+            record["precision"],
+            record["backend"],
+            f"[{STATUS_STYLE.get(status, '')}]{status}[/]",
+            f"{latency['median']:.2f}" if latency else "–",
+            f"{latency['p95']:.2f}" if latency else "–",
+            f"{latency['cv'] * 100:.1f}" if latency else "–",
+            f"{record['fps']:.1f}" if record.get("fps") else "–",
+            f"{peak:.0f}" if peak is not None else "–",
+        )
+    return table

@@ -1,0 +1,80 @@
+"""Self-check: is the harness's timing as fast and as stable as a bare `inference_mode` loop?
+
+In one process, the same model and input are timed alternately by the harness's timer and by a
+bare loop. The ratio of medians shows the harness's overhead; the CV of the harness median over
+the repeats shows its stability.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+
+from segbench.matrix import CellSpec
+from segbench.measure.timing import StopRule, synchronize, time_steps, warm_up
+from segbench.models.registry import create_model
+from segbench.cell import synthetic_images
+
+
+@dataclass(frozen=True)
+class SelfCheckReport:
+    device: str
+    harness_medians: list[float]
+    bare_medians: list[float]
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device.startswith("cuda")
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.harness_medians) / statistics.median(self.bare_medians)
+
+    @property
+    def cv_of_median(self) -> float:
+        return statistics.stdev(self.harness_medians) / statistics.mean(self.harness_medians)
+
+    @property
+    def ratio_target(self) -> float:
+        return 1.02 if self.on_gpu else 1.03
+
+    @property
+    def cv_target(self) -> float:
+        return 0.02 if self.on_gpu else 0.05
+
+    @property
+    def passed(self) -> bool:
+        return self.ratio <= self.ratio_target and self.cv_of_median <= self.cv_target
+
+
+def bare_loop_median(model: torch.nn.Module, inputs: torch.Tensor, seconds: float, device: torch.device) -> float:
+    """The simplest honest timing a user would write: perf_counter around each call, synchronised."""
+    samples = []
+    deadline = time.perf_counter() + seconds
+    with torch.inference_mode():
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            model(inputs)
+            synchronize(device)
+            samples.append((time.perf_counter() - start) * 1000)
+    return statistics.median(samples)
+
+
+def run_selfcheck(model_name: str, resolution: int, repeats: int, seconds: float, device_name: str) -> SelfCheckReport:
+    device = torch.device(device_name)
+    adapter = create_model(model_name)
+    model = adapter.build(device)
+    cell = CellSpec(model_name, (resolution, resolution), 1, "fp32", "eager")
+    inputs = adapter.preprocess(synthetic_images(cell, device))
+    rule = StopRule(min_iters=10, max_iters=100_000, min_time_s=seconds, max_time_s=seconds * 2)
+    harness, bare = [], []
+    with torch.inference_mode():
+        warm_up(lambda: model(inputs), 5, device)
+        for _ in range(repeats):
+            run = time_steps(lambda: adapter.forward(inputs), rule, device)
+            harness.append(statistics.median(run.samples_ms))
+            bare.append(bare_loop_median(model, inputs, seconds, device))
+    return SelfCheckReport(device_name, harness, bare)

@@ -1,0 +1,252 @@
+"""The suite YAML schema (pydantic v2, unknown keys forbidden) and friendly, one-line errors."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from segbench.errors import SuiteError
+
+MAX_SIDE = 16384
+DeviceName = Annotated[str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+)$")]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelEntry(StrictModel):
+    """A model of the matrix: a registered name, optional local weights and family options."""
+
+    name: str
+    weights: Path | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+
+class Timing(StrictModel):
+    """When a cell's measurement stops: both minimums met, or either maximum reached."""
+
+    warmup_iters: Annotated[int, Field(ge=0)] = 5
+    min_iters: PositiveInt = 10
+    max_iters: PositiveInt = 1000
+    min_time_s: Annotated[float, Field(ge=0)] = 1.0
+    max_time_s: Annotated[float, Field(gt=0)] = 10.0
+    timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    memory_iters: Annotated[int, Field(ge=0)] = 3
+
+    @model_validator(mode="after")
+    def _bounds_are_ordered(self) -> Timing:
+        if self.max_iters < self.min_iters:
+            raise ValueError(f"max_iters ({self.max_iters}) is below min_iters ({self.min_iters}); raise max_iters")
+        if self.max_time_s < self.min_time_s:
+            raise ValueError(f"max_time_s ({self.max_time_s}) is below min_time_s ({self.min_time_s}); raise max_time_s")
+        return self
+
+
+class MemoryConfig(StrictModel):
+    poll_interval_ms: Annotated[float, Field(gt=0, le=10_000)] = 10.0
+
+
+class Rule(StrictModel):
+    """Matches cells on any subset of axes; a list means any of its values."""
+
+    model: str | list[str] | None = None
+    resolution: Any = None
+    batch_size: int | list[int] | None = None
+    precision: str | list[str] | None = None
+    backend: str | list[str] | None = None
+
+
+def parse_resolution(value: Any) -> tuple[int, int]:
+    """An int means a square; [height, width] otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"resolution must be an int or [height, width], got {value!r}")
+    if isinstance(value, int):
+        height = width = value
+    elif isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        height, width = value
+    else:
+        raise ValueError(f"resolution must be an int (square) or [height, width], got {value!r}")
+    if not (0 < height <= MAX_SIDE and 0 < width <= MAX_SIDE):
+        raise ValueError(f"impossible resolution {value!r}: each side must be between 1 and {MAX_SIDE} px")
+    return height, width
+
+
+def rule_resolutions(value: Any) -> list[tuple[int, int]]:
+    """A rule's resolution: 512, [360, 640] (one height x width), or a list of those ([[360, 640], 512])."""
+    if isinstance(value, list) and not (len(value) == 2 and all(isinstance(v, int) for v in value)):
+        return [parse_resolution(v) for v in value]
+    return [parse_resolution(value)]
+
+
+class Suite(StrictModel):
+    name: Annotated[str, Field(min_length=1)]
+    description: str = ""
+    device: DeviceName = "auto"
+    hardware: str | None = None
+    threads: PositiveInt | None = None
+    plugins: list[str] = Field(default_factory=list)
+    models: Annotated[list[ModelEntry], Field(min_length=1)]
+    resolutions: Annotated[list[tuple[int, int]], Field(min_length=1)]
+    batch_sizes: Annotated[list[PositiveInt], Field(min_length=1)] = [1]
+    precisions: Annotated[list[str], Field(min_length=1)] = ["fp32"]
+    backends: Annotated[list[str], Field(min_length=1)] = ["eager"]
+    timing: Timing = Timing()
+    memory: MemoryConfig = MemoryConfig()
+    include: list[Rule] = Field(default_factory=list)
+    exclude: list[Rule] = Field(default_factory=list)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _names_to_entries(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("resolutions", mode="before")
+    @classmethod
+    def _parse_resolutions(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            raise ValueError("resolutions must be a list, e.g. [512, [360, 640]]")
+        return [parse_resolution(v) for v in value]
+
+
+# ---- loading with friendly errors ---------------------------------------------------------------
+
+def _format_location(location: tuple[Any, ...]) -> str:
+    path = ""
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in ("function-after[_bounds_are_ordered(), Timing]",):
+            continue
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "(top level)"
+
+
+def _fields_at(location: tuple[Any, ...]) -> list[str]:
+    """The keys allowed where an unknown key was found, for did-you-mean hints."""
+    model: type[BaseModel] | None = Suite
+    for part in location[:-1]:
+        if model is None or isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        annotation = field.annotation
+        inner = getattr(annotation, "__args__", (annotation,))
+        model = next((t for t in inner if isinstance(t, type) and issubclass(t, BaseModel)), None)
+    return list(model.model_fields) if model else []
+
+
+def _describe(error: dict[str, Any]) -> tuple[str, str]:
+    location = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        key = str(location[-1])
+        allowed = _fields_at(location)
+        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.5)
+        hint = f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(allowed)}"
+        return _format_location(location), f"unknown key '{key}' ({hint})"
+    if kind == "missing":
+        return _format_location(location), "required field is missing; add it"
+    message = error["msg"].removeprefix("Value error, ")
+    if kind == "string_pattern_mismatch" and location and location[-1] == "device":
+        message = f"invalid device {error.get('input')!r}; use auto, cpu, cuda or cuda:N"
+    elif "input" in error and kind not in ("value_error",) and not isinstance(error["input"], (dict, list)):
+        message = f"{message} (got {error['input']!r})"
+    return _format_location(location), message
+
+
+def _check_names(suite: Suite) -> list[tuple[str, str]]:
+    """Names that only the registries know: models, options, precisions, backends, rules."""
+    from segbench.backends import backend_names, unknown_backend_message
+    from segbench.models.registry import adapter_class, load_plugin, list_models, unknown_model_message
+    from segbench.precision import precision_names, unknown_precision_message
+
+    problems: list[tuple[str, str]] = []
+    for index, entry in enumerate(suite.models):
+        if entry.name not in list_models():
+            problems.append((f"models[{index}]", unknown_model_message(entry.name)))
+            continue
+        try:
+            adapter_class(entry.name).options_schema.model_validate(entry.options)
+        except ValidationError as exc:
+            where, what = _describe(exc.errors()[0])
+            problems.append((f"models[{index}].options.{where}", what))
+    for index, name in enumerate(suite.precisions):
+        if name not in precision_names():
+            problems.append((f"precisions[{index}]", unknown_precision_message(name)))
+    for index, name in enumerate(suite.backends):
+        if name not in backend_names():
+            problems.append((f"backends[{index}]", unknown_backend_message(name)))
+    for rules_name in ("include", "exclude"):
+        for index, rule in enumerate(getattr(suite, rules_name)):
+            if rule.resolution is not None:
+                try:
+                    rule_resolutions(rule.resolution)
+                except ValueError as exc:
+                    problems.append((f"{rules_name}[{index}].resolution", str(exc)))
+    return problems
+
+
+def _check_resolutions(suite: Suite) -> list[tuple[str, str]]:
+    from segbench.models.registry import adapter_class, list_models
+
+    problems = []
+    for entry in suite.models:
+        if entry.name not in list_models():
+            continue
+        constraints = adapter_class(entry.name).constraints
+        for index, (height, width) in enumerate(suite.resolutions):
+            problem = constraints.problem(height, width)
+            if problem:
+                problems.append((f"resolutions[{index}]", f"{height}x{width} is {problem} for model '{entry.name}'; change the resolution or exclude the pair"))
+    return problems
+
+
+def parse_suite(data: Any, source: str = "<suite>", base_dir: Path | None = None) -> Suite:
+    """Validate suite data; raise SuiteError whose message is one line per problem."""
+    if not isinstance(data, dict):
+        raise SuiteError(f"{source}: (top level): a suite must be a mapping with name, models, resolutions, …")
+    for plugin in data.get("plugins", []) or []:
+        from segbench.models.registry import load_plugin
+
+        try:
+            load_plugin(str(plugin), base_dir)
+        except Exception as exc:  # a plugin's own bug is still the user's input: one line
+            raise SuiteError(f"{source}: plugins: {exc}") from None
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{source}: {where}: {what}" for where, what in map(_describe, exc.errors())]
+        raise SuiteError("\n".join(lines)) from None
+    problems = _check_names(suite) or _check_resolutions(suite)
+    if problems:
+        raise SuiteError("\n".join(f"{source}: {where}: {what}" for where, what in problems))
+    return suite
+
+
+def load_suite(path: Path | str) -> Suite:
+    """Read and validate a suite YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SuiteError(f"{path}: suite file not found; check the path (examples live in suites/)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(syntax)"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SuiteError(f"{path}: {where}: invalid YAML: {problem}; fix the syntax") from None
+    return parse_suite(data, str(path), path.parent)

@@ -134,11 +134,11 @@ def resolve_device(requested: str) -> str:
     if requested.startswith("cuda"):
         if not torch.cuda.is_available():
             raise SegbenchError(
-                f"device '{requested}' requested but CUDA is not available on this machine "
+                f"'{requested}' requested but CUDA is not available on this machine "
                 f"(torch {torch.__version__}, no NVIDIA GPU found); pass --device cpu to run it on the CPU, or use suites/quick.yaml"
             )
         index = int(requested.split(":")[1]) if ":" in requested else 0
         if index >= torch.cuda.device_count():
-            raise SegbenchError(f"device '{requested}' requested but only {torch.cuda.device_count()} CUDA device(s) exist; use cuda:0 … cuda:{torch.cuda.device_count() - 1}")
+            raise SegbenchError(f"'{requested}' requested but only {torch.cuda.device_count()} CUDA device(s) exist; use cuda:0 … cuda:{torch.cuda.device_count() - 1}")
         return f"cuda:{index}"
     return requested

@@ -51,6 +51,16 @@ def copy_suite(suite_path: Path, run_dir: Path) -> None:
     shutil.copyfile(suite_path, run_dir / SUITE_FILE)
 
 
+def drop_torn_tail(run_dir: Path) -> None:
+    """Cut a half-written last line (left by a run killed mid-write) so appends start on a clean line."""
+    path = run_dir / RESULTS_FILE
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
 def append_record(run_dir: Path, record: dict[str, Any]) -> None:
     line = json.dumps({"schema_version": SCHEMA_VERSION, **record}, default=str, allow_nan=True)
     with open(run_dir / RESULTS_FILE, "a", encoding="utf-8") as handle:

@@ -156,6 +156,7 @@ def _check_resume(run_dir: Path, suite: Suite, device: str) -> None:
 def _start_run(suite: Suite, suite_path: Path, out_dir: Path, device: str, resume: Path | None) -> tuple[Path, dict[str, Any]]:
     if resume is not None:
         _check_resume(resume, suite, device)
+        results.drop_torn_tail(resume)
         meta = results.read_meta(resume)
         meta.setdefault("resumed_at", []).append(results.utc_now())
         meta.update(status="running", end_time=None)
@@ -190,7 +191,11 @@ def run_suite(
 ) -> RunResult:
     """Expand the suite and run every cell not yet finished, each isolated; returns the run folder and its records."""
     observer = observer or SilentObserver()
-    device = resolve_device(device_override or suite.device)
+    try:
+        device = resolve_device(device_override or suite.device)
+    except SegbenchError as exc:
+        field = "--device" if device_override else "device"
+        raise SegbenchError(f"{suite_path}: {field}: {exc}") from None
     cells = expand(suite)
     run_dir, meta = _start_run(suite, suite_path, out_dir, device, resume)
     done = results.finished_cell_ids(run_dir, retry_failed) if resume else set()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -10,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from segbench.errors import SuiteError
+from segbench.naming import did_you_mean
 
 MAX_SIDE = 16384
 DeviceName = Annotated[str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+)$")]
@@ -134,9 +134,9 @@ def _format_location(location: tuple[Any, ...]) -> str:
     return path or "(top level)"
 
 
-def _fields_at(location: tuple[Any, ...]) -> list[str]:
+def _fields_at(location: tuple[Any, ...], root: type[BaseModel]) -> list[str]:
     """The keys allowed where an unknown key was found, for did-you-mean hints."""
-    model: type[BaseModel] | None = Suite
+    model: type[BaseModel] | None = root
     for part in location[:-1]:
         if model is None or isinstance(part, int):
             continue
@@ -149,14 +149,13 @@ def _fields_at(location: tuple[Any, ...]) -> list[str]:
     return list(model.model_fields) if model else []
 
 
-def _describe(error: dict[str, Any]) -> tuple[str, str]:
+def _describe(error: dict[str, Any], root: type[BaseModel] | None = None) -> tuple[str, str]:
     location = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     kind = error["type"]
     if kind == "extra_forbidden":
         key = str(location[-1])
-        allowed = _fields_at(location)
-        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.5)
-        hint = f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(allowed)}"
+        allowed = _fields_at(location, root or Suite)
+        hint = did_you_mean(key, allowed).strip() or f"allowed keys: {', '.join(allowed) or 'none'}"
         return _format_location(location), f"unknown key '{key}' ({hint})"
     if kind == "missing":
         return _format_location(location), "required field is missing; add it"
@@ -171,7 +170,7 @@ def _describe(error: dict[str, Any]) -> tuple[str, str]:
 def _check_names(suite: Suite) -> list[tuple[str, str]]:
     """Names that only the registries know: models, options, precisions, backends, rules."""
     from segbench.backends import backend_names, unknown_backend_message
-    from segbench.models.registry import adapter_class, load_plugin, list_models, unknown_model_message
+    from segbench.models.registry import adapter_class, list_models, unknown_model_message
     from segbench.precision import precision_names, unknown_precision_message
 
     problems: list[tuple[str, str]] = []
@@ -182,7 +181,7 @@ def _check_names(suite: Suite) -> list[tuple[str, str]]:
         try:
             adapter_class(entry.name).options_schema.model_validate(entry.options)
         except ValidationError as exc:
-            where, what = _describe(exc.errors()[0])
+            where, what = _describe(exc.errors()[0], adapter_class(entry.name).options_schema)
             problems.append((f"models[{index}].options.{where}", what))
     for index, name in enumerate(suite.precisions):
         if name not in precision_names():

@@ -1,6 +1,6 @@
 """SegFormer B0-B5 (transformers), built from configs written here, never downloaded.
 
-The encoder sizes follow the public nvidia/mit-b0..b5 configs (SegFormer paper, Table 6); the
+The encoder sizes follow the public nvidia/mit-b0..b5 configs (the MiT settings of the paper); the
 all-MLP decoder is 256 wide for B0/B1 and 768 for B2-B5. Logits come at 1/4 of the input; the base
 postprocess (bilinear upsample to the input, argmax) is what SegformerImageProcessor does.
 """

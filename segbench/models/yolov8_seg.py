@@ -70,7 +70,9 @@ class YoloV8SegAdapter(UltralyticsAdapter):
             scores = torch.zeros(COCO_CLASSES + 1, *masks.shape[-2:], device=masks.device)
             scores[0] = self.options.conf  # type: ignore[attr-defined]
             if len(classes):
-                scores.index_reduce_(0, classes + 1, masks.float() * confidences.view(-1, 1, 1), "amax")
+                weighted = masks.float() * confidences.view(-1, 1, 1)
+                channel = (classes + 1).view(-1, 1, 1).expand_as(weighted)
+                scores.scatter_reduce_(0, channel, weighted, reduce="amax")
             maps.append(scores)
         return torch.stack(maps)
 

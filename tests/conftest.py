@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import torch
+import yaml
+
+TESTS_DIR = Path(__file__).parent
+FAULT_PLUGIN = str(TESTS_DIR / "fault_models.py")
+
+FAST_TIMING = {"warmup_iters": 1, "min_iters": 3, "max_iters": 20, "min_time_s": 0.05, "max_time_s": 1.0, "timeout_s": 60, "memory_iters": 1}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU; this machine has none (run these where CUDA exists: pytest -m gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def write_suite(tmp_path: Path) -> Callable[..., Path]:
+    """Write a suite YAML into tmp_path; fields override a small valid CPU suite of test models."""
+
+    def write(filename: str = "suite.yaml", **fields: Any) -> Path:
+        data: dict[str, Any] = {
+            "name": "t",
+            "device": "cpu",
+            "plugins": [FAULT_PLUGIN],
+            "models": ["test-tiny"],
+            "resolutions": [16],
+            "timing": FAST_TIMING,
+        }
+        data.update(fields)
+        path = tmp_path / filename
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    return write

@@ -1,0 +1,83 @@
+"""A plugin of test models: a tiny real network, and models that hang, crash or run out of memory.
+
+Suites in the tests name this file under `plugins:`, exactly as a user registers their own models,
+so the spawned cell process imports it too.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from segbench.models.base import InputConstraints, ModelCard, SegmentationAdapter
+from segbench.models.registry import register
+
+
+class TinyNet(nn.Module):
+    def __init__(self, num_classes: int = 4):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, num_classes, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.interpolate(self.body(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class TinyOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sleep_ms: float = 0.0
+
+
+class TinyAdapter(SegmentationAdapter):
+    constraints = InputConstraints(min_size=8)
+    options_schema = TinyOptions
+
+    def build_module(self) -> nn.Module:
+        return TinyNet(self.card.num_classes)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self.options.sleep_ms:
+            time.sleep(self.options.sleep_ms / 1000)
+        return super().forward(inputs)
+
+
+class HangAdapter(TinyAdapter):
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        time.sleep(3600)
+        return super().forward(inputs)
+
+
+class SegfaultAdapter(TinyAdapter):
+    def build_module(self) -> nn.Module:
+        os.kill(os.getpid(), signal.SIGSEGV)
+        return super().build_module()
+
+
+class HostOOMAdapter(TinyAdapter):
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        # A real allocator failure: a petabyte activation cannot be allocated on any host.
+        torch.empty(2**50, dtype=torch.uint8)
+        return super().forward(inputs)
+
+
+class RaisingAdapter(TinyAdapter):
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        raise ValueError("first line\nthe last line of a multi-line failure")
+
+
+def _card(name: str) -> ModelCard:
+    return ModelCard(name=name, family="test", variant=name, source="tests", num_classes=4, dataset="synthetic")
+
+
+for _name, _adapter in {
+    "test-tiny": TinyAdapter,
+    "test-hang": HangAdapter,
+    "test-segfault": SegfaultAdapter,
+    "test-oom": HostOOMAdapter,
+    "test-raise": RaisingAdapter,
+}.items():
+    register(_card(_name), _adapter)

@@ -1,0 +1,125 @@
+"""Real cells in real spawned processes: ok, timeout, crash by signal, out-of-memory, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from segbench import results
+from segbench.matrix import expand
+from segbench.runner import run_suite
+from segbench.suite import load_suite
+
+REQUIRED_FIELDS = ("cell_id", "status", "model", "resolution", "batch_size", "precision", "backend", "device", "latency_ms", "fps", "memory_mb", "error")
+LATENCY_FIELDS = ("mean", "median", "p90", "p95", "p99", "min", "max", "std", "cv", "ci95")
+MEMORY_FIELDS = ("nvml_device_peak", "nvml_process_peak", "torch_allocated_peak", "torch_reserved_peak", "rss_peak", "baseline")
+
+
+def _run(suite_path: Path, out: Path, **kwargs: Any) -> results.Path:
+    return run_suite(load_suite(suite_path), suite_path, out, **kwargs).run_dir
+
+
+def _lines(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run_dir / results.RESULTS_FILE).read_text().splitlines()]
+
+
+def test_real_fast_scnn_cell_writes_valid_results(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    suite_path = write_suite(models=["fast-scnn"], resolutions=[[64, 128]], batch_sizes=[2])
+    run_dir = _run(suite_path, tmp_path / "results")
+    [record] = _lines(run_dir)
+    assert record["status"] == "ok", record.get("traceback") or record["error"]
+    for name in REQUIRED_FIELDS:
+        assert name in record
+    assert set(LATENCY_FIELDS) <= set(record["latency_ms"])
+    assert set(MEMORY_FIELDS) <= set(record["memory_mb"])
+    latency = record["latency_ms"]
+    assert latency["min"] <= latency["median"] <= latency["p95"] <= latency["max"]
+    assert len(record["samples_ms"]) == latency["n"] == record["iterations"] >= 3
+    assert record["fps"] == pytest.approx(2 * 1000 / latency["median"])
+    assert record["resolution"] == [64, 128] and record["batch_size"] == 2 and record["device"] == "cpu"
+    assert record["memory_mb"]["rss_peak"] >= record["memory_mb"]["baseline"] > 0
+    assert record["memory_mb"]["nvml_device_peak"] is None and "nvml_device_peak" in record["memory_unavailable"]
+    assert set(record["stages_ms"]) == {"preprocess", "forward", "postprocess"}
+    assert record["params"] == pytest.approx(1.11e6, rel=0.03)
+    assert record["threads"] >= 1
+    meta = results.read_meta(run_dir)
+    assert meta["status"] == "complete" and meta["device"] == "cpu" and meta["fingerprint"]["cpu"]["logical_cores"] >= 1
+    assert (run_dir / results.SUITE_FILE).read_text() == suite_path.read_text()
+    frame = results.load(run_dir)
+    assert frame.loc[0, "latency_ms.median"] == latency["median"] and frame.loc[0, "status"] == "ok"
+
+
+def test_failures_are_results_and_the_run_goes_on(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    timing = {"warmup_iters": 1, "min_iters": 3, "max_iters": 20, "min_time_s": 0.05, "max_time_s": 1.0, "timeout_s": 8, "memory_iters": 1}
+    models = ["test-hang", "test-segfault", "test-oom", "test-raise", "test-tiny"]
+    run_dir = _run(write_suite(models=models, timing=timing), tmp_path / "results")
+    by_model = {r["model"]: r for r in _lines(run_dir)}
+    assert list(by_model) == models  # every cell recorded, in order, after the failures
+    assert by_model["test-hang"]["status"] == "timeout" and "timeout_s=8" in by_model["test-hang"]["error"]
+    assert by_model["test-segfault"]["status"] == "error" and "SIGSEGV" in by_model["test-segfault"]["error"]
+    assert by_model["test-oom"]["status"] == "oom" and "allocate" in by_model["test-oom"]["error"]
+    assert by_model["test-raise"]["status"] == "error"
+    assert by_model["test-raise"]["error"] == "ValueError: the last line of a multi-line failure"
+    assert by_model["test-tiny"]["status"] == "ok"
+
+
+def test_unsupported_precision_is_recorded_with_reason(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    run_dir = _run(write_suite(precisions=["tf32", "fp32"]), tmp_path / "results")
+    tf32, fp32 = _lines(run_dir)
+    assert tf32["status"] == "unsupported" and "NVIDIA GPU" in tf32["error"]
+    assert fp32["status"] == "ok"
+
+
+def _wait_for_lines(path: Path, count: int, deadline_s: float) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if path.is_file() and len(path.read_text().splitlines()) >= count:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{path} did not reach {count} lines")
+
+
+def test_resume_after_sigkill_loses_and_repeats_nothing(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    # Each cell sleeps in forward, so the kill lands while a cell is in flight.
+    models = [{"name": "test-tiny", "options": {"sleep_ms": 30}}]
+    suite_path = write_suite(models=models, batch_sizes=[1, 2, 3, 4])
+    out = tmp_path / "results"
+    process = subprocess.Popen([sys.executable, "-m", "segbench", "run", str(suite_path), "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(out.glob("*/results.jsonl")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        [results_file] = out.glob("*/results.jsonl")
+        _wait_for_lines(results_file, 1, 60)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+    run_dir = results_file.parent
+    before = {r["cell_id"] for r in _lines(run_dir)}
+    assert 1 <= len(before) < 4
+
+    resumed = _run(suite_path, out, resume=run_dir)
+    assert resumed == run_dir
+    ids = [r["cell_id"] for r in _lines(run_dir)]
+    expected = {cell.cell_id for cell in expand(load_suite(suite_path))}
+    assert sorted(ids) == sorted(expected)  # each cell exactly once
+    assert results.read_meta(run_dir)["status"] == "complete"
+
+
+def test_retry_failed_reruns_only_failed_cells(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    suite_path = write_suite(models=["test-tiny", "test-raise"])
+    run_dir = _run(suite_path, tmp_path / "results")
+    _run(suite_path, tmp_path / "results", resume=run_dir)  # nothing left to do
+    assert len(_lines(run_dir)) == 2
+    _run(suite_path, tmp_path / "results", resume=run_dir, retry_failed=True)
+    lines = _lines(run_dir)
+    assert [r["model"] for r in lines] == ["test-tiny", "test-raise", "test-raise"]
+    assert len(results.read_records(run_dir)) == 2  # the latest attempt per cell

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import psutil
 import torch
 
 from segbench.backends import get_backend
@@ -24,7 +25,10 @@ from segbench.measure.stats import LatencyStats
 from segbench.measure.timing import StopRule, TimedRun, synchronize, time_steps, warm_up
 from segbench.models.base import SegmentationAdapter
 from segbench.models.registry import create_model, load_plugin
+from segbench.images import photo_batches
+from segbench.measure.fidelity import RANDOM_WEIGHTS_NOTE, FidelityAccumulator
 from segbench.precision import get_precision
+from segbench.precision.base import PrecisionContext
 from segbench.suite import Timing
 
 STAGES = ("preprocess", "forward", "postprocess")
@@ -128,6 +132,45 @@ def _prepare_device(device: torch.device) -> None:
         torch.empty(1, device=device)  # creates the CUDA context, so the baseline includes it
 
 
+def _precision_context(adapter: SegmentationAdapter, images: torch.Tensor, photos: list[torch.Tensor]) -> PrecisionContext:
+    """fp32 inputs for tracing and calibration, made before the precision changes the input dtype."""
+    with torch.inference_mode():
+        return PrecisionContext(example=adapter.preprocess(images), calibration=tuple(adapter.preprocess(batch) for batch in photos))
+
+
+def _scores(adapter: SegmentationAdapter, outputs: Any) -> torch.Tensor | None:
+    try:
+        return adapter.logits(outputs).float().cpu()
+    except NotImplementedError:
+        return None
+
+
+def _fidelity_pass(cell: CellSpec, adapter: SegmentationAdapter, forward: Callable[[torch.Tensor], Any], photos: list[torch.Tensor], device: torch.device, autocast: Any) -> dict[str, Any]:
+    """Run the same photographs through an fp32 eager build of the same model and compare outputs."""
+    reference = create_model(cell.model, cell.weights, cell.options)
+    reference.build(device)
+    size = tuple(photos[0].shape[1:3])
+    accumulator = FidelityAccumulator(adapter.card.num_classes)
+    with torch.inference_mode():
+        for batch in photos:
+            ref_out = reference.forward(reference.preprocess(batch))
+            with autocast:
+                out = forward(adapter.preprocess(batch))
+            accumulator.add_labels(reference.postprocess(ref_out, size), adapter.postprocess(out, size))
+            ref_scores, scores = _scores(reference, ref_out), _scores(adapter, out)
+            if ref_scores is not None and scores is not None:
+                accumulator.add_logits(ref_scores, scores)
+    result = accumulator.result()
+    result["images"] = sum(batch.shape[0] for batch in photos)
+    if cell.weights is None:
+        result["note"] = RANDOM_WEIGHTS_NOTE
+    return result
+
+
+def _is_reference(cell: CellSpec) -> bool:
+    return cell.precision == "fp32" and cell.backend == "eager"
+
+
 def measure_cell(request: CellRequest) -> dict[str, Any]:
     """Run one cell in this process and return its measurements (raises on failure)."""
     cell, device = request.cell, torch.device(request.device)
@@ -140,9 +183,11 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
 
     adapter = create_model(cell.model, cell.weights, cell.options)
     adapter.build(device)
-    adapter.model = precision.apply(adapter.model, device)
-    adapter.input_dtype = precision.input_dtype
     images = synthetic_images(cell, device)
+    photos = photo_batches(*cell.resolution, cell.batch_size)
+    context = _precision_context(adapter, images, photos)
+    adapter.model = precision.apply(adapter.model, device, context)
+    adapter.input_dtype = precision.input_dtype
     rule = _stop_rule(request.timing)
 
     with ExitStack() as stack:
@@ -158,6 +203,13 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         latency_run: TimedRun = time_steps(step, rule, device)
         stage_samples = _time_stages(adapter, forward, images, rule, device)
         peaks = _memory_pass(adapter, forward, images, request, device, baseline)
+
+    fidelity, fidelity_unavailable = None, "this is the fp32 eager reference"
+    if not _is_reference(cell):
+        try:
+            fidelity, fidelity_unavailable = _fidelity_pass(cell, adapter, forward, photos, device, precision.autocast(device)), None
+        except Exception as exc:  # the measurement stands even when the fp32 reference cannot be built
+            fidelity_unavailable = f"fp32 reference failed: {last_line(exc)}"
 
     latency = LatencyStats.from_samples(latency_run.samples_ms)
     stages = {stage: LatencyStats.from_samples(stage_samples[stage]) for stage in STAGES}
@@ -176,6 +228,9 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         "end_to_end_fps": cell.batch_size * 1000.0 / end_to_end.median,
         "memory_mb": peaks.to_dict(),
         "memory_unavailable": peaks.unavailable,
+        "fidelity": fidelity,
+        "fidelity_unavailable": fidelity_unavailable,
+        "quantized_share": precision.quantized_share(adapter.model),
         "params": adapter.parameter_count(),
         "model_input": list(adapter.model_input_size(height, width)),
         "notes": precision.notes(device),
@@ -186,8 +241,8 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
 def run_cell(request: CellRequest) -> dict[str, Any]:
     """measure_cell with every failure turned into a status: the parent always gets a dict back."""
     try:
-        if request.threads:
-            torch.set_num_threads(request.threads)
+        # Explicit, so every cell runs with the same thread count whatever a library set at import.
+        torch.set_num_threads(request.threads or psutil.cpu_count(logical=False) or 1)
         for plugin in request.plugins:
             load_plugin(plugin, Path(request.plugin_dir) if request.plugin_dir else None)
         outcome = {"status": "ok", **measure_cell(request)}

@@ -123,3 +123,15 @@ def test_retry_failed_reruns_only_failed_cells(write_suite: Callable[..., Path],
     lines = _lines(run_dir)
     assert [r["model"] for r in lines] == ["test-tiny", "test-raise", "test-raise"]
     assert len(results.read_records(run_dir)) == 2  # the latest attempt per cell
+
+
+def test_fidelity_against_fp32_is_recorded_for_other_precisions(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    suite_path = write_suite(models=["fast-scnn"], resolutions=[[64, 128]], precisions=["fp32", "bf16"])
+    fp32, bf16 = _lines(_run(suite_path, tmp_path / "results"))
+    assert fp32["fidelity"] is None and "reference" in fp32["fidelity_unavailable"]
+    assert bf16["status"] == "ok", bf16.get("traceback")
+    fidelity = bf16["fidelity"]
+    assert 0.5 < fidelity["pixel_agreement"] <= 1.0  # bf16 rounding flips only near-tied pixels
+    assert 0.0 < fidelity["miou_vs_fp32"] <= 1.0
+    assert 0.0 < fidelity["max_abs_logit_diff"] < 10.0
+    assert fidelity["images"] >= 8 and "random weights" in fidelity["note"]

@@ -26,6 +26,7 @@ from segbench.models.flops import count_flops
 
 torch.set_num_threads(2)
 
+REPO = Path(__file__).parents[1]
 ZOO_FAMILIES = {"yolov8-seg", "yolo26-sem", "segformer", "mask2former", "deeplabv3"}
 ZOO_MODELS = [name for name in list_models() if get_card(name).family in ZOO_FAMILIES]
 
@@ -149,8 +150,9 @@ def test_yolov8_instances_become_class_plus_one() -> None:
     """Two overlapping instances and one below threshold, fed through ultralytics' NMS and mask assembly."""
     adapter = create_model("yolov8n-seg")
     predictions = torch.zeros(1, 4 + 80 + 32, 3)
-    for anchor, (box, cls, score) in enumerate([((16, 16, 32, 32), 2, 0.9), ((32, 32, 32, 32), 5, 0.6), ((48, 48, 8, 8), 7, 0.1)]):
-        predictions[0, :4, anchor] = torch.tensor(box, dtype=torch.float32)  # centre x, centre y, width, height
+    boxes = [((16, 16, 32, 32), 2, 0.9), ((32, 32, 32, 32), 5, 0.6), ((48, 48, 8, 8), 7, 0.1)]  # (cx, cy, w, h), class, score
+    for anchor, (box, cls, score) in enumerate(boxes):
+        predictions[0, :4, anchor] = torch.tensor(box, dtype=torch.float32)
         predictions[0, 4 + cls, anchor] = score
         predictions[0, 84, anchor] = 1.0  # mask coefficient on an all-ones prototype: the mask is the box
     protos = torch.ones(1, 32, 16, 16)  # 1/4 of a 64 x 64 input
@@ -172,7 +174,10 @@ def test_yolov8_options_are_validated() -> None:
         create_model("yolov8n-seg", options={"iou": 1.5})
 
 
-@pytest.mark.parametrize("name", ["yolov8n-seg", "yolo26n-sem", "segformer-b0", "mask2former-swin-t", "deeplabv3-mobilenetv3-large"])
+ONE_PER_FAMILY = ["yolov8n-seg", "yolo26n-sem", "segformer-b0", "mask2former-swin-t", "deeplabv3-mobilenetv3-large"]
+
+
+@pytest.mark.parametrize("name", ONE_PER_FAMILY)
 def test_missing_weights_name_model_and_file(name: str, tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.pt"
     with pytest.raises(WeightsError) as error:
@@ -248,7 +253,7 @@ def test_listing_models_imports_no_heavy_library() -> None:
         "import segbench.models.mask2former, segbench.models.deeplabv3, segbench.models.flops\n"
         "print(sorted(m for m in ('ultralytics', 'transformers', 'torchvision') if m in sys.modules))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1])
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert result.stdout.strip() == "[]"
 
 
@@ -261,5 +266,5 @@ def test_ultralytics_import_keeps_thread_settings() -> None:
         "print(torch.get_num_threads(), os.environ.get('OMP_NUM_THREADS'), os.environ.get('YOLO_OFFLINE'))\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "YOLO_OFFLINE")}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=Path(__file__).parents[1])
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=REPO)
     assert result.stdout.split() == ["2", "None", "1"]

@@ -7,6 +7,7 @@ imported lazily, inside the functions, so listing models stays fast.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
@@ -25,6 +26,8 @@ def import_ultralytics() -> None:
     ultralytics sets OMP_NUM_THREADS=1 at import, which reaches child processes and any torch
     that has not started its thread pool yet, so that variable is restored along with torch's count.
     """
+    if "ultralytics" in sys.modules:  # postprocess calls this on every batch: keep it free after the first time
+        return
     os.environ.setdefault("YOLO_OFFLINE", "1")
     threads = torch.get_num_threads()
     omp = os.environ.get("OMP_NUM_THREADS")

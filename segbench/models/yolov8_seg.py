@@ -59,11 +59,12 @@ class YoloV8SegAdapter(UltralyticsAdapter):
         return result
 
     def logits(self, outputs: Any) -> torch.Tensor:
-        """Per-pixel score map (N, 81, H, W) at the model-input size, the one postprocess takes the argmax of.
+        """Per-pixel score map (N, 81, H, W) at the model-input size, for fidelity comparisons.
 
         Channel c + 1 holds the confidence of the most confident class-c instance covering the pixel
         (0 where none does); channel 0 (background) holds the confidence threshold, which every kept
-        instance exceeds.
+        instance exceeds. Its argmax is postprocess's class map; postprocess gets there without
+        materialising this map.
         """
         maps = []
         for masks, confidences, classes in self.instances(outputs):

@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import ClassVar, ContextManager
 
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class PrecisionContext:
+    """Inputs a precision may need: an example batch (for export/tracing) and calibration batches.
+
+    Both are preprocessed float32 tensors at the cell's shape on the cell's device; calibration
+    batches come from real photographs (see `segbench.images`), the same ones fidelity uses.
+    """
+
+    example: torch.Tensor
+    calibration: tuple[torch.Tensor, ...] = ()
 
 
 class Precision(ABC):
@@ -26,8 +39,12 @@ class Precision(ABC):
         return []
 
     @abstractmethod
-    def apply(self, model: nn.Module, device: torch.device) -> nn.Module:
+    def apply(self, model: nn.Module, device: torch.device, context: PrecisionContext) -> nn.Module:
         """Convert the model (in place where possible) and return the module to run."""
+
+    def quantized_share(self, model: nn.Module) -> dict[str, float] | None:
+        """Share of parameters (and FLOPs, where known) the conversion actually changed; None for plain casts."""
+        return None
 
     def autocast(self, device: torch.device) -> ContextManager[object]:
         """The context the forward pass runs in (autocast precisions override it)."""

@@ -3,14 +3,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segbench.precision.base import Precision
+from segbench.precision.base import Precision, PrecisionContext
 
 
 class FP32(Precision):
     name = "fp32"
     description = "float32 weights and activations; TF32 tensor cores explicitly off (the reference)"
 
-    def apply(self, model: nn.Module, device: torch.device) -> nn.Module:
+    def apply(self, model: nn.Module, device: torch.device, context: PrecisionContext) -> nn.Module:
         # Explicit, because some builds enable TF32 by default and fp32 must mean fp32.
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False

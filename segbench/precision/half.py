@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segbench.precision.base import Precision, cuda_capability
+from segbench.precision.base import Precision, PrecisionContext, cuda_capability
 
 
 class FP16(Precision):
@@ -18,7 +18,7 @@ class FP16(Precision):
             return ["fp16 on a CPU is emulated or slow on most CPUs: impractical for deployment, shown for completeness"]
         return []
 
-    def apply(self, model: nn.Module, device: torch.device) -> nn.Module:
+    def apply(self, model: nn.Module, device: torch.device, context: PrecisionContext) -> nn.Module:
         return model.half()
 
 
@@ -40,5 +40,5 @@ class BF16(Precision):
             return f"bf16 needs compute capability >= 8.0 (Ampere); this GPU is {capability[0]}.{capability[1]}"
         return None
 
-    def apply(self, model: nn.Module, device: torch.device) -> nn.Module:
+    def apply(self, model: nn.Module, device: torch.device, context: PrecisionContext) -> nn.Module:
         return model.to(torch.bfloat16)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segbench.precision.base import Precision, cuda_capability
+from segbench.precision.base import Precision, PrecisionContext, cuda_capability
 
 
 class TF32(Precision):
@@ -18,7 +18,7 @@ class TF32(Precision):
             return f"tf32 needs compute capability >= 8.0 (Ampere); this GPU is {capability[0]}.{capability[1]}"
         return None
 
-    def apply(self, model: nn.Module, device: torch.device) -> nn.Module:
+    def apply(self, model: nn.Module, device: torch.device, context: PrecisionContext) -> nn.Module:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         return model.float()

@@ -29,7 +29,9 @@ from segbench.images import photo_batches
 from segbench.measure.fidelity import RANDOM_WEIGHTS_NOTE, FidelityAccumulator
 from segbench.precision import get_precision
 from segbench.precision.base import PrecisionContext
-from segbench.suite import Timing
+from segbench.sources import open_source
+from segbench.stream import find_max_rate, run_stream
+from segbench.suite import StreamConfig, Timing
 
 STAGES = ("preprocess", "forward", "postprocess")
 OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
@@ -45,7 +47,8 @@ class CellRequest:
     poll_interval_ms: float
     threads: int | None
     plugins: tuple[str, ...] = ()
-    plugin_dir: str | None = None
+    suite_dir: str | None = None
+    stream: StreamConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,7 +58,8 @@ class CellRequest:
             "poll_interval_ms": self.poll_interval_ms,
             "threads": self.threads,
             "plugins": list(self.plugins),
-            "plugin_dir": self.plugin_dir,
+            "suite_dir": self.suite_dir,
+            "stream": self.stream.model_dump() if self.stream else None,
         }
 
     @classmethod
@@ -67,7 +71,8 @@ class CellRequest:
             poll_interval_ms=data["poll_interval_ms"],
             threads=data["threads"],
             plugins=tuple(data["plugins"]),
-            plugin_dir=data["plugin_dir"],
+            suite_dir=data["suite_dir"],
+            stream=StreamConfig(**data["stream"]) if data.get("stream") else None,
         )
 
 
@@ -167,6 +172,24 @@ def _fidelity_pass(cell: CellSpec, adapter: SegmentationAdapter, forward: Callab
     return result
 
 
+def _stream_pass(adapter: SegmentationAdapter, forward: Callable[[torch.Tensor], Any], request: CellRequest, device: torch.device, end_to_end: LatencyStats) -> dict[str, Any]:
+    """Frames on a clock at the target rate, or a search for the highest rate with no drops."""
+    config = request.stream
+    assert config is not None
+    source = open_source(config.source, *request.cell.resolution, Path(request.suite_dir) if request.suite_dir else None)
+    frames = source.frames()
+
+    def trial(rate: float, duration_s: float) -> Any:
+        return run_stream(adapter, forward, frames, rate, duration_s, device, config.queue_size, config.overlap)
+
+    if config.target_fps == "max":
+        estimate = 1000.0 / end_to_end.median
+        best, trials = find_max_rate(lambda rate: trial(rate, config.duration_s), estimate, config.search_steps)
+        result = trial(best, config.duration_s).to_dict() if best > 0 else {"target_fps": 0.0, "keeps_up": False}
+        return {**result, "max_sustainable_fps": best, "search": trials, "source": config.source, "overlap": config.overlap}
+    return {**trial(float(config.target_fps), config.duration_s).to_dict(), "source": config.source, "overlap": config.overlap}
+
+
 def _is_reference(cell: CellSpec) -> bool:
     return cell.precision == "fp32" and cell.backend == "eager"
 
@@ -203,6 +226,8 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         latency_run: TimedRun = time_steps(step, rule, device)
         stage_samples = _time_stages(adapter, forward, images, rule, device)
         peaks = _memory_pass(adapter, forward, images, request, device, baseline)
+        end_to_end = LatencyStats.from_samples(stage_samples["end_to_end"])
+        stream = _stream_pass(adapter, forward, request, device, end_to_end) if request.stream else None
 
     fidelity, fidelity_unavailable = None, "this is the fp32 eager reference"
     if not _is_reference(cell):
@@ -213,7 +238,6 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
 
     latency = LatencyStats.from_samples(latency_run.samples_ms)
     stages = {stage: LatencyStats.from_samples(stage_samples[stage]) for stage in STAGES}
-    end_to_end = LatencyStats.from_samples(stage_samples["end_to_end"])
     height, width = cell.resolution
     return {
         "latency_ms": latency.summary(),
@@ -235,6 +259,7 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         "model_input": list(adapter.model_input_size(height, width)),
         "notes": precision.notes(device),
         "noisy": latency.is_noisy,
+        "stream": stream,
     }
 
 
@@ -244,7 +269,7 @@ def run_cell(request: CellRequest) -> dict[str, Any]:
         # Explicit, so every cell runs with the same thread count whatever a library set at import.
         torch.set_num_threads(request.threads or psutil.cpu_count(logical=False) or 1)
         for plugin in request.plugins:
-            load_plugin(plugin, Path(request.plugin_dir) if request.plugin_dir else None)
+            load_plugin(plugin, Path(request.suite_dir) if request.suite_dir else None)
         outcome = {"status": "ok", **measure_cell(request)}
     except UnsupportedError as exc:
         outcome = {"status": "unsupported", "error": str(exc)}

@@ -23,6 +23,7 @@ class CellSpec:
     backend: str
     weights: str | None = None
     options: dict[str, Any] = field(default_factory=dict, hash=False)
+    scenario: str = "offline"
 
     @property
     def cell_id(self) -> str:
@@ -35,6 +36,8 @@ class CellSpec:
             "precision": self.precision,
             "backend": self.backend,
         }
+        if self.scenario != "offline":  # offline ids predate scenarios and must not change
+            axes["scenario"] = self.scenario
         canonical = json.dumps(axes, sort_keys=True, separators=(",", ":"))
         return hashlib.sha1(canonical.encode()).hexdigest()[:12]
 
@@ -72,7 +75,7 @@ def rule_matches(rule: Rule, cell: CellSpec) -> bool:
     return True
 
 
-def _cell(entry: ModelEntry, resolution: tuple[int, int], batch: int, precision: str, backend: str) -> CellSpec:
+def _cell(entry: ModelEntry, resolution: tuple[int, int], batch: int, precision: str, backend: str, scenario: str) -> CellSpec:
     return CellSpec(
         model=entry.name,
         resolution=resolution,
@@ -81,6 +84,7 @@ def _cell(entry: ModelEntry, resolution: tuple[int, int], batch: int, precision:
         backend=backend,
         weights=str(entry.weights) if entry.weights else None,
         options=dict(entry.options),
+        scenario=scenario,
     )
 
 
@@ -95,7 +99,7 @@ def expand(suite: Suite) -> list[CellSpec]:
     for entry, resolution, batch, precision, backend in itertools.product(
         suite.models, suite.resolutions, suite.batch_sizes, suite.precisions, suite.backends
     ):
-        cell = _cell(entry, resolution, batch, precision, backend)
+        cell = _cell(entry, resolution, batch, precision, backend, suite.scenario)
         if suite.include and not any(rule_matches(rule, cell) for rule in suite.include):
             continue
         if any(rule_matches(rule, cell) for rule in suite.exclude):

@@ -135,6 +135,7 @@ def _base_record(cell: CellSpec, device: str) -> dict[str, Any]:
         "batch_size": cell.batch_size,
         "precision": cell.precision,
         "backend": cell.backend,
+        "scenario": cell.scenario,
         "device": device,
         "weights": cell.weights,
         "options": cell.options,
@@ -203,11 +204,12 @@ def run_suite(
     outcome = RunResult(run_dir=run_dir, skipped=len(cells) - len(todo))
     observer.run_started(run_dir, todo, outcome.skipped)
     (run_dir / LOG_DIR).mkdir(exist_ok=True)
-    plugin_dir = str(suite_path.resolve().parent)
+    suite_dir = str(suite_path.resolve().parent)
     started = time.perf_counter()
     for index, cell in enumerate(todo):
         observer.cell_started(cell, index)
-        request = CellRequest(cell, device, suite.timing, suite.memory.poll_interval_ms, suite.threads, tuple(suite.plugins), plugin_dir)
+        stream = suite.stream if suite.scenario == "stream" else None
+        request = CellRequest(cell, device, suite.timing, suite.memory.poll_interval_ms, suite.threads, tuple(suite.plugins), suite_dir, stream)
         record = _base_record(cell, device) | {"started_at": results.utc_now()}
         cell_started = time.perf_counter()
         record.update(execute_isolated(request, suite.timing.timeout_s, run_dir / LOG_DIR / f"{cell.cell_id}.log"))

@@ -56,6 +56,17 @@ class MemoryConfig(StrictModel):
     poll_interval_ms: Annotated[float, Field(gt=0, le=10_000)] = 10.0
 
 
+class StreamConfig(StrictModel):
+    """The stream scenario: frames arrive at `target_fps` for `duration_s` (or the highest sustainable rate is searched)."""
+
+    target_fps: Annotated[float, Field(gt=0, le=10_000)] | Literal["max"] = 30.0
+    duration_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    source: str = "synthetic"
+    queue_size: Annotated[int, Field(ge=1, le=1000)] = 2
+    overlap: bool = False
+    search_steps: Annotated[int, Field(ge=1, le=20)] = 6
+
+
 class Rule(StrictModel):
     """Matches cells on any subset of axes; a list means any of its values."""
 
@@ -102,6 +113,8 @@ class Suite(StrictModel):
     backends: Annotated[list[str], Field(min_length=1)] = ["eager"]
     timing: Timing = Timing()
     memory: MemoryConfig = MemoryConfig()
+    scenario: Literal["offline", "stream"] = "offline"
+    stream: StreamConfig = StreamConfig()
     include: list[Rule] = Field(default_factory=list)
     exclude: list[Rule] = Field(default_factory=list)
 
@@ -214,6 +227,23 @@ def _check_resolutions(suite: Suite) -> list[tuple[str, str]]:
     return problems
 
 
+def _check_stream(suite: Suite, base_dir: Path | None) -> list[tuple[str, str]]:
+    if suite.scenario != "stream":
+        return []
+    if suite.stream.source != "synthetic":
+        from segbench.errors import SegbenchError
+        from segbench.sources import check_video
+
+        path = Path(suite.stream.source)
+        try:
+            check_video(path if path.is_absolute() or base_dir is None else base_dir / path)
+        except SegbenchError as exc:
+            return [("stream.source", str(exc).removeprefix("stream.source: "))]
+    if any(batch != 1 for batch in suite.batch_sizes):
+        return [("batch_sizes", "the stream scenario processes one frame at a time; use batch_sizes: [1]")]
+    return []
+
+
 def parse_suite(data: Any, source: str = "<suite>", base_dir: Path | None = None) -> Suite:
     """Validate suite data; raise SuiteError whose message is one line per problem."""
     if not isinstance(data, dict):
@@ -230,7 +260,7 @@ def parse_suite(data: Any, source: str = "<suite>", base_dir: Path | None = None
     except ValidationError as exc:
         lines = [f"{source}: {where}: {what}" for where, what in map(_describe, exc.errors())]
         raise SuiteError("\n".join(lines)) from None
-    problems = _check_names(suite) or _check_resolutions(suite)
+    problems = _check_names(suite) or _check_resolutions(suite) or _check_stream(suite, base_dir)
     if problems:
         raise SuiteError("\n".join(f"{source}: {where}: {what}" for where, what in problems))
     return suite

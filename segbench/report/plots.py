@@ -1,0 +1,276 @@
+"""Report plots: matplotlib figures rendered by Agg (Figure + FigureCanvasAgg, never pyplot, so no
+display is needed and the caller's backend is untouched), embedded as base64 PNG.
+
+Each builder returns a Plot; when the run has no data for it the Plot carries no image and a
+sentence saying why, so the report can show the gap instead of an empty chart.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import matplotlib
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from segbench.report.tables import STAGES, RunData, cell_label, fidelity_points, option_text, pareto_front, peak_memory, pixels, resolution_text
+
+STYLE = {
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "legend.fontsize": 8,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+DPI = 100
+PANEL_SIZE = (5.0, 3.6)  # inches per model panel
+MAX_ROWS = 60  # per-cell plots beyond this many cells become unreadable; the rest are left out with a note
+STAGE_COLOURS = {"preprocess": "#8da0cb", "forward": "#fc8d62", "postprocess": "#66c2a5"}
+Records = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Plot:
+    key: str
+    title: str
+    image_png: str | None  # base64; None when skipped
+    note: str = ""
+
+
+def all_plots(run: RunData) -> list[Plot]:
+    return [
+        latency_vs_resolution(run),
+        fps_vs_batch(run),
+        memory_vs_resolution(run),
+        stage_breakdown(run),
+        latency_distribution(run),
+    ]
+
+
+# ---- helpers ---------------------------------------------------------------------------------------
+
+def _encode(figure: Figure) -> str:
+    FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _by_model(records: Records) -> dict[str, Records]:
+    grouped: dict[str, Records] = {}
+    for record in records:
+        grouped.setdefault(record["model"], []).append(record)
+    return dict(sorted(grouped.items()))
+
+
+def _panels(models: list[str], title: str, draw: Callable[[Axes, str], None]) -> str:
+    """One panel per model in a grid of up to three columns, encoded as PNG."""
+    columns = min(3, len(models))
+    rows = math.ceil(len(models) / columns)
+    with matplotlib.rc_context(STYLE):
+        figure = Figure(figsize=(PANEL_SIZE[0] * columns, PANEL_SIZE[1] * rows + 0.5), layout="constrained")
+        axes = figure.subplots(rows, columns, squeeze=False)
+        for index, model in enumerate(models):
+            draw(axes[index // columns][index % columns], model)
+        for spare in axes.flat[len(models):]:
+            spare.set_visible(False)
+        figure.suptitle(title, fontsize=13, fontweight="bold")
+        return _encode(figure)
+
+
+def _resolution_axis(axis: Axes, records: Records) -> dict[tuple[int, int], int]:
+    """Resolutions as evenly spaced categories, ordered by pixel count, labelled HxW."""
+    ordered = sorted({tuple(r["resolution"]) for r in records}, key=lambda res: res[0] * res[1])
+    axis.set_xticks(range(len(ordered)), [f"{h}x{w}" for h, w in ordered])
+    axis.set_xlim(-0.4, len(ordered) - 0.6)
+    return {resolution: position for position, resolution in enumerate(ordered)}
+
+
+def _series(records: Records, key: Callable[[dict[str, Any]], str]) -> dict[str, Records]:
+    grouped: dict[str, Records] = {}
+    for record in records:
+        grouped.setdefault(key(record), []).append(record)
+    return grouped
+
+
+def _legend(axis: Axes) -> None:
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend(loc="best", frameon=False)
+
+
+def _log_if_wide(values: Iterable[float], set_scale: Callable[[str], Any], ratio: float = 30.0) -> None:
+    values = [v for v in values if v and v > 0]
+    if values and max(values) / min(values) > ratio:
+        set_scale("log")
+
+
+# ---- the plots -------------------------------------------------------------------------------------
+
+def latency_vs_resolution(run: RunData) -> Plot:
+    key, title = "plot-latency-resolution", "Latency vs resolution"
+    models = {m: rs for m, rs in _by_model(run.ok).items() if len({tuple(r["resolution"]) for r in rs}) > 1}
+    if not models:
+        resolutions = sorted({resolution_text(r) for r in run.ok})
+        why = f"every model ran at one resolution ({', '.join(resolutions)})" if resolutions else "no cell finished ok"
+        return Plot(key, title, None, f"Skipped: {why}, so there is no trend to draw; the leaderboard has the figures.")
+
+    def draw(axis: Axes, model: str) -> None:
+        batch = min(r["batch_size"] for r in models[model])
+        here = [r for r in models[model] if r["batch_size"] == batch]
+        positions = _resolution_axis(axis, here)
+        for label, series in _series(here, option_text).items():
+            series = sorted(series, key=pixels)
+            axis.plot([positions[tuple(r["resolution"])] for r in series], [r["latency_ms"]["median"] for r in series], marker="o", label=label)
+        _log_if_wide([r["latency_ms"]["median"] for r in here], axis.set_yscale)
+        axis.set(title=f"{model} (batch {batch})", xlabel="input resolution (H x W)", ylabel="median latency (ms)")
+        _legend(axis)
+
+    note = "Median forward latency at each model's smallest batch; one line per precision / backend."
+    return Plot(key, title, _panels(list(models), title, draw), note)
+
+
+def fps_vs_batch(run: RunData) -> Plot:
+    key, title = "plot-fps-batch", "Throughput vs batch size"
+    models = {m: rs for m, rs in _by_model(run.ok).items() if len({r["batch_size"] for r in rs}) > 1}
+    if not models:
+        return Plot(key, title, None, "Skipped: every model ran at a single batch size, so there is no batch trend.")
+
+    def draw(axis: Axes, model: str) -> None:
+        here = models[model]
+        for label, series in _series(here, lambda r: f"{resolution_text(r)} {option_text(r)}").items():
+            series = sorted(series, key=lambda r: r["batch_size"])
+            axis.plot([r["batch_size"] for r in series], [r["fps"] for r in series], marker="o", label=label)
+        batches = sorted({r["batch_size"] for r in here})
+        if batches[-1] / batches[0] >= 4:
+            axis.set_xscale("log", base=2)
+        axis.set_xticks(batches, [str(b) for b in batches])
+        axis.minorticks_off()
+        axis.set(title=model, xlabel="batch size (images)", ylabel="throughput (images/s)")
+        axis.set_ylim(bottom=0)
+        _legend(axis)
+
+    note = "Images per second from the median forward latency (batch × 1000 / median ms); one line per resolution and precision / backend."
+    return Plot(key, title, _panels(list(models), title, draw), note)
+
+
+def memory_vs_resolution(run: RunData) -> Plot:
+    key, title = "plot-memory-resolution", "Peak memory vs resolution"
+    measured = [r for r in run.ok if peak_memory(r)[0] is not None]
+    if not measured:
+        return Plot(key, title, None, "Skipped: no cell recorded a peak-memory figure.")
+    figures = sorted({peak_memory(r)[1] for r in measured})
+    capacity, budget = run.device_memory(), run.budget_mb()
+    notes = []
+
+    def draw(axis: Axes, model: str) -> None:
+        here = [r for r in measured if r["model"] == model]
+        positions = _resolution_axis(axis, here)
+        for label, series in _series(here, lambda r: f"{option_text(r)} b{r['batch_size']}").items():
+            series = sorted(series, key=pixels)
+            axis.plot([positions[tuple(r["resolution"])] for r in series], [peak_memory(r)[0] for r in series], marker="o", label=label)
+        top = max(peak_memory(r)[0] or 0 for r in here)
+        if capacity and capacity[0] <= 4 * top:
+            axis.axhline(capacity[0], color="black", linestyle="--", linewidth=1.2, label=f"{capacity[1]} ({capacity[0] / 1024:.3g} GiB)")
+        if budget:
+            axis.axhline(budget, color="crimson", linestyle=":", linewidth=1.5, label=f"budget ({budget / 1024:.3g} GiB)")
+        axis.set(title=model, xlabel="input resolution (H x W)", ylabel="peak memory (MiB)")
+        axis.set_ylim(bottom=0)
+        _legend(axis)
+
+    if capacity and capacity[0] > 4 * max(peak_memory(r)[0] or 0 for r in measured):
+        notes.append(f"{capacity[1]} ({capacity[0] / 1024:.3g} GiB) is far above every peak, so its line is not drawn.")
+    image = _panels(sorted({r["model"] for r in measured}), title, draw)
+    note = f"Headline figure: {', '.join(figures)}; one line per precision / backend and batch. " + " ".join(notes)
+    return Plot(key, title, image, note.strip())
+
+
+def stage_breakdown(run: RunData) -> Plot:
+    key, title = "plot-stages", "Stage breakdown"
+    cells = [r for r in run.ok if all(((r.get("stages_ms") or {}).get(s) or {}).get("median") is not None for s in STAGES)]
+    if not cells:
+        return Plot(key, title, None, "Skipped: no cell recorded per-stage timings.")
+    shown = cells[:MAX_ROWS]
+    with matplotlib.rc_context(STYLE):
+        figure = Figure(figsize=(10, 1.2 + 0.32 * len(shown)), layout="constrained")
+        axis = figure.subplots()
+        labels = [cell_label(r) for r in shown]
+        left = [0.0] * len(shown)
+        totals = [sum(r["stages_ms"][s]["median"] for s in STAGES) for r in shown]
+        for stage in STAGES:
+            shares = [r["stages_ms"][stage]["median"] / total * 100 if total else 0 for r, total in zip(shown, totals)]
+            axis.barh(labels, shares, left=left, color=STAGE_COLOURS[stage], label=stage, height=0.7)
+            left = [a + b for a, b in zip(left, shares)]
+        for row, total in enumerate(totals):
+            axis.text(101, row, f"{total:.3g} ms", va="center", fontsize=8)
+        axis.invert_yaxis()
+        axis.set_xlim(0, 112)
+        axis.set(xlabel="share of the summed stage medians (%)", title=f"{title}: preprocess / forward / postprocess")
+        axis.grid(axis="y", visible=False)
+        axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 if len(shown) < 6 else -0.04), ncol=3, frameon=False)
+        image = _encode(figure)
+    left_out = f" {len(cells) - len(shown)} more cells are left out." if len(cells) > len(shown) else ""
+    return Plot(key, title, image, "Each bar is one cell; the number at its end is the sum of the three stage medians." + left_out)
+
+
+def latency_distribution(run: RunData) -> Plot:
+    key, title = "plot-latency-distribution", "Latency distribution per cell"
+    cells = [r for r in run.ok if r.get("samples_ms")]
+    if not cells:
+        return Plot(key, title, None, "Skipped: no cell kept its latency samples.")
+    shown = cells[:MAX_ROWS]
+    with matplotlib.rc_context(STYLE):
+        figure = Figure(figsize=(10, 1.2 + 0.32 * len(shown)), layout="constrained")
+        axis = figure.subplots()
+        axis.boxplot([r["samples_ms"] for r in shown], orientation="horizontal", tick_labels=[f"{cell_label(r)} (n={len(r['samples_ms'])})" for r in shown],
+                     widths=0.6, showfliers=True, flierprops={"markersize": 3, "alpha": 0.5})
+        axis.invert_yaxis()
+        _log_if_wide([v for r in shown for v in r["samples_ms"]], axis.set_xscale)
+        axis.set(xlabel="forward latency per iteration (ms)", title=f"{title} (every kept sample)")
+        axis.grid(axis="y", visible=False)
+        image = _encode(figure)
+    left_out = f" {len(cells) - len(shown)} more cells are left out." if len(cells) > len(shown) else ""
+    return Plot(key, title, image, "Box: middle half of the samples, line: median, whiskers: 1.5 × IQR, dots: outliers." + left_out)
+
+
+def pareto_plot(run: RunData) -> Plot:
+    key, title = "plot-pareto", "Latency vs pixel agreement (Pareto front)"
+    points = fidelity_points(run)
+    if not run.has_fidelity or not points:
+        return Plot(key, title, None, "Skipped: this run has no fidelity data.")
+    front = pareto_front(run)
+    models = sorted({p["record"]["model"] for p in points})
+
+    def draw(axis: Axes, model: str) -> None:
+        here = [p for p in points if p["record"]["model"] == model]
+        for label, group in _series_points(here).items():
+            group = sorted(group, key=lambda p: p["median_ms"])
+            line = axis.scatter([p["median_ms"] for p in group], [p["agreement"] * 100 for p in group], label=label, s=30)
+            on_front = [p for p in group if p["record"]["cell_id"] in front]
+            if len(on_front) > 1:
+                axis.plot([p["median_ms"] for p in on_front], [p["agreement"] * 100 for p in on_front], drawstyle="steps-post", color=line.get_facecolor()[0], linewidth=1)
+            for p in group:
+                axis.annotate(option_text(p["record"]), (p["median_ms"], p["agreement"] * 100), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        _log_if_wide([p["median_ms"] for p in here], axis.set_xscale)
+        axis.set(title=model, xlabel="median latency (ms)", ylabel="pixel agreement with fp32 (%)")
+        _legend(axis)
+
+    note = "Each point is a precision / backend; the step line joins the options no other beats on both speed and agreement (per resolution and batch)."
+    return Plot(key, title, _panels(models, title, draw), note)
+
+
+def _series_points(points: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for point in points:
+        record = point["record"]
+        grouped.setdefault(f"{resolution_text(record)} b{record['batch_size']}", []).append(point)
+    return grouped

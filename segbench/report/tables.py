@@ -1,0 +1,334 @@
+"""A run loaded for reporting, and the pandas tables every report format shares.
+
+Each table is built from the records alone; optional fields (fidelity, GFLOPs, telemetry, stages,
+quantized share, a memory budget) become columns only when at least one cell has them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from segbench import results
+from segbench.report.summary import headline_memory
+
+REFERENCE = ("fp32", "eager")  # speed-ups and fidelity are measured against this precision/backend
+MEMORY_FIGURES = {
+    "nvml_process_peak": "NVML process peak",
+    "torch_reserved_peak": "allocator reserved peak",
+    "rss_peak": "host RSS peak",
+}
+STAGES = ("preprocess", "forward", "postprocess")
+
+
+@dataclass(frozen=True)
+class RunData:
+    """Everything a report reads from one run folder."""
+
+    path: Path
+    meta: dict[str, Any]
+    records: list[dict[str, Any]]
+    suite: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def suite_name(self) -> str:
+        return str(self.meta.get("suite") or self.suite.get("name") or self.path.name)
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        return self.meta.get("fingerprint") or {}
+
+    @property
+    def ok(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r.get("status") == "ok"]
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r.get("status") != "ok"]
+
+    @property
+    def has_fidelity(self) -> bool:
+        return any(fidelity(r).get("pixel_agreement") is not None for r in self.ok)
+
+    @property
+    def random_weight_models(self) -> list[str]:
+        """Models that ran without a local weights file (random weights from a fixed seed)."""
+        return sorted({r["model"] for r in self.records if not r.get("weights")})
+
+    @property
+    def is_gpu_run(self) -> bool:
+        return str(self.meta.get("device") or "").startswith("cuda") or any(str(r.get("device", "")).startswith("cuda") for r in self.ok)
+
+    def device_memory(self) -> tuple[float, str] | None:
+        """The memory the headline figure competes for: the GPU's on a CUDA run, host RAM otherwise."""
+        if self.is_gpu_run:
+            gpus = self.fingerprint.get("gpus") or []
+            index = _cuda_index(str(self.meta.get("device") or "cuda"))
+            if index < len(gpus) and gpus[index].get("memory_mb"):
+                gpu = gpus[index]
+                return float(gpu["memory_mb"]), f"{gpu.get('name') or 'GPU'} memory"
+            return None
+        ram_gb = self.fingerprint.get("ram_gb")
+        return (float(ram_gb) * 1024, "host RAM") if ram_gb else None
+
+    def budget_mb(self) -> float | None:
+        """A memory budget from meta.json or the suite's hardware target, when one is given."""
+        for source in (self.meta, self.meta.get("hardware_target"), self.suite.get("hardware")):
+            budget = _budget_from(source)
+            if budget is not None:
+                return budget
+        return None
+
+
+def _cuda_index(device: str) -> int:
+    _, _, index = device.partition(":")
+    return int(index) if index.isdigit() else 0
+
+
+def _budget_from(source: Any) -> float | None:
+    if not isinstance(source, dict):
+        return None
+    for key, scale in (("budget_mb", 1.0), ("budget_gb", 1024.0)):
+        value = source.get(key)
+        if isinstance(value, (int, float)) and value > 0:
+            return float(value) * scale
+    return None
+
+
+def load_run(run_dir: Path | str) -> RunData:
+    """Read a run folder; a missing or corrupt folder raises ResultsError (one line in the CLI)."""
+    path = Path(run_dir)
+    records = results.read_records(path)
+    meta = results.read_meta(path)
+    return RunData(path=path.resolve(), meta=meta, records=records, suite=_read_suite(path))
+
+
+def _read_suite(path: Path) -> dict[str, Any]:
+    """The suite copy is informative only (a budget); a broken one must not stop a report."""
+    try:
+        data = yaml.safe_load((path / results.SUITE_FILE).read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+# ---- record accessors: every optional field may be missing or null ------------------------------
+
+def fidelity(record: dict[str, Any]) -> dict[str, Any]:
+    value = record.get("fidelity")
+    return value if isinstance(value, dict) else {}
+
+
+def resolution_text(record: dict[str, Any]) -> str:
+    height, width = record["resolution"]
+    return f"{height}x{width}"
+
+
+def pixels(record: dict[str, Any]) -> int:
+    height, width = record["resolution"]
+    return int(height) * int(width)
+
+
+def is_reference(record: dict[str, Any]) -> bool:
+    return (record.get("precision"), record.get("backend")) == REFERENCE
+
+
+def variant_key(record: dict[str, Any]) -> tuple[Any, ...]:
+    """The axes that a precision/backend comparison holds fixed."""
+    return (record["model"], tuple(record["resolution"]), record["batch_size"], record.get("weights"), json.dumps(record.get("options") or {}, sort_keys=True))
+
+
+def option_text(record: dict[str, Any]) -> str:
+    """precision/backend, plus options and weights when a suite varies them."""
+    text = f"{record['precision']} / {record['backend']}"
+    if record.get("options"):
+        text += " " + json.dumps(record["options"], sort_keys=True)
+    if record.get("weights"):
+        text += f" [{Path(str(record['weights'])).name}]"
+    return text
+
+
+def cell_label(record: dict[str, Any]) -> str:
+    return f"{record['model']} {resolution_text(record)} b{record['batch_size']} {option_text(record)}"
+
+
+def peak_memory(record: dict[str, Any]) -> tuple[float | None, str]:
+    """headline_memory with a reader-facing name for the figure."""
+    value, name = headline_memory(record)
+    return value, MEMORY_FIGURES.get(name, name)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _latency(record: dict[str, Any], key: str) -> float | None:
+    return _number((record.get("latency_ms") or {}).get(key))
+
+
+def _share(value: Any) -> float | None:
+    """quantized_share is a fraction or a dict of fractions ({params, flops}); tables show the parameter share."""
+    if isinstance(value, dict):
+        value = value.get("params", next(iter(value.values()), None))
+    return _number(value)
+
+
+# ---- tables -----------------------------------------------------------------------------------------
+
+def sort_cells(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(records, key=lambda r: (r["model"], pixels(r), r["batch_size"], not is_reference(r), r["precision"], r["backend"], json.dumps(r.get("options") or {})))
+
+
+def leaderboard(run: RunData) -> pd.DataFrame:
+    """One row per ok cell, with the figures people choose by."""
+    rows = []
+    for record in sort_cells(run.ok):
+        peak, figure = peak_memory(record)
+        params = _number(record.get("params"))
+        rows.append({
+            "cell_id": record["cell_id"],
+            "model": record["model"],
+            "resolution": resolution_text(record),
+            "pixels": pixels(record),
+            "batch": record["batch_size"],
+            "precision": record["precision"],
+            "backend": record["backend"],
+            "options": json.dumps(record["options"], sort_keys=True) if record.get("options") else "",
+            "median_ms": _latency(record, "median"),
+            "p95_ms": _latency(record, "p95"),
+            "cv_pct": None if _latency(record, "cv") is None else _latency(record, "cv") * 100,
+            "noisy": bool(record.get("noisy")),
+            "fps": _number(record.get("fps")),
+            "end_to_end_ms": _number((record.get("end_to_end_ms") or {}).get("median")),
+            "peak_mb": peak,
+            "memory_figure": figure,
+            "params_m": None if params is None else params / 1e6,
+            "gflops": _number(record.get("gflops")),
+            "notes": "; ".join(str(n) for n in record.get("notes") or []),
+        })
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame = frame.drop(columns=[c for c in ("gflops", "options", "end_to_end_ms") if frame[c].isna().all() or (frame[c] == "").all()])
+    return frame
+
+
+def quantization(run: RunData) -> pd.DataFrame:
+    """Each non-reference cell against fp32 eager on the same model, resolution, batch, weights and options."""
+    references = {variant_key(r): r for r in run.ok if is_reference(r)}
+    rows = []
+    for record in sort_cells(run.ok):
+        reference = references.get(variant_key(record))
+        if is_reference(record) or reference is None:
+            continue
+        median, reference_median = _latency(record, "median"), _latency(reference, "median")
+        peak, _ = headline_memory(record)
+        reference_peak, _ = headline_memory(reference)
+        measured = fidelity(record)
+        rows.append({
+            "cell_id": record["cell_id"],
+            "model": record["model"],
+            "resolution": resolution_text(record),
+            "batch": record["batch_size"],
+            "precision": record["precision"],
+            "backend": record["backend"],
+            "median_ms": median,
+            "reference_ms": reference_median,
+            "speedup": reference_median / median if median and reference_median else None,
+            "memory_saving_pct": (1 - peak / reference_peak) * 100 if peak is not None and reference_peak else None,
+            "pixel_agreement_pct": _percent(measured.get("pixel_agreement")),
+            "miou_vs_fp32_pct": _percent(measured.get("miou_vs_fp32")),
+            "max_abs_logit_diff": _number(measured.get("max_abs_logit_diff")),
+            "quantized_share_pct": _percent(_share(record.get("quantized_share"))),
+            "fidelity_note": "" if measured else str(record.get("fidelity_unavailable") or "no fidelity data"),
+        })
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    frame["pareto"] = False
+    for index in pareto_front(run):
+        frame.loc[frame["cell_id"] == index, "pareto"] = True
+    optional = ("pixel_agreement_pct", "miou_vs_fp32_pct", "max_abs_logit_diff", "quantized_share_pct")
+    return frame.drop(columns=[c for c in optional if frame[c].isna().all()])
+
+
+def _percent(value: Any) -> float | None:
+    number = _number(value)
+    return None if number is None else number * 100
+
+
+def fidelity_points(run: RunData) -> list[dict[str, Any]]:
+    """(latency, pixel agreement) per ok cell with fidelity; the fp32 eager reference agrees with itself (100 %)."""
+    points = []
+    for record in sort_cells(run.ok):
+        agreement = _number(fidelity(record).get("pixel_agreement"))
+        if agreement is None and is_reference(record):
+            agreement = 1.0
+        median = _latency(record, "median")
+        if agreement is not None and median is not None:
+            points.append({"record": record, "median_ms": median, "agreement": agreement, "group": variant_key(record)})
+    return points
+
+
+def pareto_front(run: RunData) -> set[str]:
+    """Cell ids no other option beats on both latency and agreement, within each model/resolution/batch."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for point in fidelity_points(run):
+        groups.setdefault(point["group"], []).append(point)
+    front: set[str] = set()
+    for points in groups.values():
+        if len(points) < 2:
+            continue  # a lone reference is no trade-off
+        best_agreement = -1.0
+        for point in sorted(points, key=lambda p: (p["median_ms"], -p["agreement"])):
+            if point["agreement"] > best_agreement:
+                front.add(point["record"]["cell_id"])
+                best_agreement = point["agreement"]
+    return front
+
+
+def failures(run: RunData) -> pd.DataFrame:
+    rows = [{
+        "cell_id": r["cell_id"],
+        "model": r["model"],
+        "resolution": resolution_text(r),
+        "batch": r["batch_size"],
+        "precision": r["precision"],
+        "backend": r["backend"],
+        "status": r.get("status") or "?",
+        "reason": str(r.get("error") or "no reason recorded"),
+    } for r in sort_cells(run.failed)]
+    return pd.DataFrame(rows)
+
+
+def stages(run: RunData) -> pd.DataFrame:
+    """Median time per stage per ok cell that has a stage breakdown."""
+    rows = []
+    for record in sort_cells(run.ok):
+        stage_stats = record.get("stages_ms") or {}
+        medians = {stage: _number((stage_stats.get(stage) or {}).get("median")) for stage in STAGES}
+        if all(value is not None for value in medians.values()):
+            rows.append({"label": cell_label(record), **medians})
+    return pd.DataFrame(rows)
+
+
+def telemetry(run: RunData) -> pd.DataFrame:
+    """Numeric telemetry per ok cell, flattened one level (e.g. `power_w.mean`), when any cell has it."""
+    rows = []
+    for record in sort_cells(run.ok):
+        data = record.get("telemetry")
+        if not isinstance(data, dict) or not data:
+            continue
+        flat = pd.json_normalize(data, sep=".").iloc[0].to_dict()
+        numbers = {key: value for key, value in flat.items() if _number(value) is not None}
+        if numbers:
+            rows.append({"cell": cell_label(record), **numbers})
+    return pd.DataFrame(rows)

@@ -16,7 +16,9 @@ from segbench.errors import SegbenchError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, help="Benchmark semantic-segmentation models: latency, FPS and peak memory you can trust.")
 console = Console()
-errors = Console(stderr=True)
+if not console.is_terminal:  # logs and CI: rich would wrap tables at 80 columns
+    console = Console(width=160)
+errors = Console(stderr=True, width=1000)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -81,8 +83,11 @@ def run(
     out: Path = typer.Option(Path("results"), "--out", help="parent folder of the run folder"),
     resume: Optional[Path] = typer.Option(None, "--resume", help="continue this run folder, skipping finished cells"),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="with --resume, rerun cells that did not end ok"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray; overrides the suite's"),
+    address: Optional[str] = typer.Option(None, "--address", help="with --executor ray: the cluster to join (default: start a local one)"),
 ) -> None:
     """Run a suite's matrix, each cell isolated; write results/<suite>-<UTC time>/."""
+    from segbench.executors import get_executor
     from segbench.matrix import expand
     from segbench.report.summary import summary_table
     from segbench.runner import run_suite
@@ -99,7 +104,8 @@ def run(
         raise SegbenchError("--retry-failed needs --resume RUN_DIR (the run whose failed cells to rerun)")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     with Progress(*columns, console=console, refresh_per_second=2) as progress:
-        result = run_suite(suite, suite_path, out, device, resume, retry_failed, ProgressObserver(progress))
+        chosen = get_executor(executor or suite.executor, address, suite.ray.cpus_per_cell)
+        result = run_suite(suite, suite_path, out, device, resume, retry_failed, ProgressObserver(progress), chosen, executor or suite.executor)
     console.print(summary_table(result.records, title=f"{suite.name}: {result.run_dir}"))
 
 
@@ -174,6 +180,62 @@ def selfcheck(
     )
     if not report.passed:
         raise typer.Exit(1)
+
+
+# ---- report, compare -------------------------------------------------------------------------------
+
+@app.command()
+@user_errors
+def report(
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="a run folder made by `segbench run`"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="file to write (default: reports/<run folder name>.<format>)"),
+    fmt: str = typer.Option("html", "--format", help="html (self-contained page), md (Markdown for a pull request) or csv"),
+) -> None:
+    """Write a run's report: leaderboard, plots, quantization, failed cells and a best-choice summary."""
+    from segbench.report.exports import write_report
+
+    path = write_report(run_dir, output, fmt)
+    console.print(f"report written: [bold]{path}[/]", highlight=False)
+
+
+@app.command()
+@user_errors
+def compare(
+    run_a: Path = typer.Argument(..., metavar="RUN_A", help="baseline run folder"),
+    run_b: Path = typer.Argument(..., metavar="RUN_B", help="run folder compared against the baseline"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="also write the comparison as HTML to this file"),
+    threshold: float = typer.Option(5.0, "--threshold", min=0.0, help="smallest change in % that can count as significant"),
+    fail_on_regression: Optional[float] = typer.Option(None, "--fail-on-regression", metavar="PCT", min=0.0, help="exit 1 if a cell is significantly slower by PCT % or more, or ran ok in A but not in B"),
+) -> None:
+    """Compare two runs cell by cell: % change per metric, bootstrap CI, significance; warn when setups differ."""
+    from rich.markup import escape
+
+    from segbench.report.compare import compare_runs, comparison_table
+    from segbench.report.html import render_comparison
+
+    comparison = compare_runs(run_a, run_b, threshold=threshold)
+    for line in comparison.fingerprint_differences:
+        console.print(f"[yellow]warning: fingerprints differ: {escape(line)}[/]", highlight=False)
+    console.print(comparison_table(comparison))
+    worse, better = comparison.significant_count
+    console.print(f"{len(comparison.cells)} matched cell(s): {worse} significantly slower, {better} significantly faster (!: 95 % CI excludes 0 and |change| > {threshold:g} %)")
+    for side, labels in (("A", comparison.only_in_a), ("B", comparison.only_in_b)):
+        if labels:
+            console.print(f"only in {side}: " + "; ".join(escape(label) for label in labels), highlight=False)
+    if output is not None:
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(render_comparison(comparison), encoding="utf-8")
+        except OSError as exc:
+            raise SegbenchError(f"{output}: cannot write the comparison ({exc.strerror or exc})") from None
+        console.print(f"comparison written: [bold]{escape(str(output))}[/]", highlight=False)
+    if fail_on_regression is not None:
+        slower = comparison.latency_regressions(fail_on_regression)
+        broken = comparison.status_regressions
+        if slower or broken:
+            names = [f"{cell.label} ({cell.metric('median_ms').change_pct:+.1f} %)" for cell in slower] + [f"{cell.label} ({cell.status_a} → {cell.status_b})" for cell in broken]  # type: ignore[union-attr]
+            errors.print(f"regression: {'; '.join(names)}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
 
 
 def main() -> None:

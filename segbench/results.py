@@ -105,9 +105,14 @@ def read_records(run_dir: Path | str, latest_only: bool = True) -> list[dict[str
         return records
     latest: dict[str, dict[str, Any]] = {}
     for record in records:
-        latest.pop(record["cell_id"], None)
-        latest[record["cell_id"]] = record
+        latest.pop(record_key(record), None)
+        latest[record_key(record)] = record
     return list(latest.values())
+
+
+def record_key(record: dict[str, Any]) -> str:
+    """A cell's identity in a run: its id, qualified by the card when one run spans several cards."""
+    return record.get("cell_key") or record["cell_id"]
 
 
 def read_meta(run_dir: Path | str) -> dict[str, Any]:
@@ -124,7 +129,7 @@ def finished_cell_ids(run_dir: Path, retry_failed: bool = False) -> set[str]:
     """Cells a resume skips: all recorded ones, or only the `ok` ones with --retry-failed."""
     if not (run_dir / RESULTS_FILE).is_file():
         return set()
-    return {r["cell_id"] for r in read_records(run_dir) if not retry_failed or r.get("status") == "ok"}
+    return {record_key(r) for r in read_records(run_dir) if not retry_failed or r.get("status") == "ok"}
 
 
 _BULKY_COLUMNS = ("samples_ms", "stage_samples_ms", "traceback")

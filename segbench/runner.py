@@ -1,32 +1,25 @@
-"""Runs a suite: every cell in a fresh spawned child with a hard timeout, results appended as they end.
+"""Runs a suite: expands the matrix, hands cells to an executor, appends each record as it ends.
 
-The parent blocks on the child's pipe (`poll(timeout)`), never spinning a core the model needs.
-A cell that hangs is killed at its timeout; one that crashes or dies by a signal becomes an
-`error` record; out-of-memory becomes `oom`. The run always goes on to the next cell.
+The run folder is created first (suite copy + meta.json), so a run killed at any moment loses at
+most the cells in flight, and `--resume` continues it on any executor.
 """
 
 from __future__ import annotations
 
-import ctypes
-import multiprocessing
-import os
-import signal
-import sys
 import time
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
 
 from segbench import results
-from segbench.cell import CellRequest, run_cell
+from segbench.cell import CellRequest
 from segbench.env import fingerprint, resolve_device
 from segbench.errors import SegbenchError
+from segbench.executors import Executor, Job, get_executor
 from segbench.matrix import CellSpec, expand
 from segbench.models.registry import get_card
 from segbench.suite import Suite
 
-PR_SET_PDEATHSIG = 1
 LOG_DIR = "logs"
 
 
@@ -47,80 +40,6 @@ class RunResult:
     run_dir: Path
     records: list[dict[str, Any]] = field(default_factory=list)
     skipped: int = 0
-
-
-# ---- the child ------------------------------------------------------------------------------------
-
-def _die_with_parent() -> None:
-    """Ask Linux to kill this child if the parent dies, so a killed run leaves no orphan measuring on."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        except OSError:
-            pass
-
-
-def _redirect_output(log_path: str | None) -> None:
-    """Libraries print while building models; that goes to the cell's log, not over the progress bar."""
-    if log_path is None:
-        return
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(log)
-
-
-def _child_main(request: dict[str, Any], connection: Connection, log_path: str | None) -> None:
-    _die_with_parent()
-    _redirect_output(log_path)
-    outcome = run_cell(CellRequest.from_dict(request))
-    connection.send(outcome)
-    connection.close()
-
-
-# ---- the parent -----------------------------------------------------------------------------------
-
-def _signal_name(exit_code: int) -> str:
-    try:
-        return signal.Signals(-exit_code).name
-    except ValueError:
-        return f"signal {-exit_code}"
-
-
-def _death_outcome(exit_code: int | None) -> dict[str, Any]:
-    if exit_code is not None and exit_code < 0:
-        name = _signal_name(exit_code)
-        hint = " (the kernel's out-of-memory killer sends SIGKILL when host memory runs out)" if name == "SIGKILL" else ""
-        return {"status": "error", "error": f"cell process killed by {name}{hint}"}
-    return {"status": "error", "error": f"cell process exited with code {exit_code} before reporting"}
-
-
-def execute_isolated(request: CellRequest, timeout_s: float, log_path: Path | None = None) -> dict[str, Any]:
-    """Run one cell in a fresh spawned process; always returns an outcome dict with a status."""
-    context = multiprocessing.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_child_main, args=(request.to_dict(), sender, str(log_path) if log_path else None), name="segbench-cell")
-    process.start()
-    sender.close()  # so EOF reaches us if the child dies
-    try:
-        if not receiver.poll(timeout_s):
-            process.kill()
-            process.join()
-            return {"status": "timeout", "error": f"cell did not finish within timeout_s={timeout_s:g} s; killed"}
-        try:
-            outcome = receiver.recv()
-        except EOFError:
-            process.join()
-            return _death_outcome(process.exitcode)
-        process.join(timeout=30)
-        if process.is_alive():
-            process.kill()
-            process.join()
-        return outcome
-    finally:
-        receiver.close()
 
 
 def _base_record(cell: CellSpec, device: str) -> dict[str, Any]:
@@ -181,6 +100,26 @@ def _start_run(suite: Suite, suite_path: Path, out_dir: Path, device: str, resum
     return run_dir, meta
 
 
+def _hardware_targets(suite: Suite, executor_name: str) -> list[str | None]:
+    """The cards each cell runs on: one pass on this machine, or one per card listed for a Ray cluster."""
+    cards = suite.hardware_targets
+    if len(cards) > 1 and executor_name != "ray":
+        raise SegbenchError(f"hardware: {len(cards)} cards listed ({', '.join(cards)}); several cards need --executor ray (one machine has one kind of card)")
+    return list(cards) if executor_name == "ray" and cards else [None]
+
+
+def _jobs(suite: Suite, suite_path: Path, cells: list[CellSpec], device: str, run_dir: Path, cards: list[str | None]) -> list[Job]:
+    stream = suite.stream if suite.scenario == "stream" else None
+    suite_dir = str(suite_path.resolve().parent)
+    jobs = []
+    for cell in cells:
+        request = CellRequest(cell, device, suite.timing, suite.memory.poll_interval_ms, suite.threads, tuple(suite.plugins), suite_dir, stream)
+        for card in cards:
+            suffix = f"@{card}" if card else ""
+            jobs.append(Job(request, suite.timing.timeout_s, run_dir / LOG_DIR / f"{cell.cell_id}{suffix}.log", card))
+    return jobs
+
+
 def run_suite(
     suite: Suite,
     suite_path: Path,
@@ -189,34 +128,40 @@ def run_suite(
     resume: Path | None = None,
     retry_failed: bool = False,
     observer: RunObserver | None = None,
+    executor: Executor | None = None,
+    executor_name: str | None = None,
 ) -> RunResult:
     """Expand the suite and run every cell not yet finished, each isolated; returns the run folder and its records."""
     observer = observer or SilentObserver()
+    executor_name = executor_name or suite.executor
     try:
         device = resolve_device(device_override or suite.device)
     except SegbenchError as exc:
-        field = "--device" if device_override else "device"
-        raise SegbenchError(f"{suite_path}: {field}: {exc}") from None
-    cells = expand(suite)
+        field_name = "--device" if device_override else "device"
+        raise SegbenchError(f"{suite_path}: {field_name}: {exc}") from None
+    cards = _hardware_targets(suite, executor_name)
+    executor = executor or get_executor(executor_name, cpus_per_cell=suite.ray.cpus_per_cell)
     run_dir, meta = _start_run(suite, suite_path, out_dir, device, resume)
-    done = results.finished_cell_ids(run_dir, retry_failed) if resume else set()
-    todo = [cell for cell in cells if cell.cell_id not in done]
-    outcome = RunResult(run_dir=run_dir, skipped=len(cells) - len(todo))
-    observer.run_started(run_dir, todo, outcome.skipped)
     (run_dir / LOG_DIR).mkdir(exist_ok=True)
-    suite_dir = str(suite_path.resolve().parent)
+    done = results.finished_cell_ids(run_dir, retry_failed) if resume else set()
+    jobs = [job for job in _jobs(suite, suite_path, expand(suite), device, run_dir, cards) if job.key not in done]
+    outcome = RunResult(run_dir=run_dir, skipped=len(expand(suite)) * len(cards) - len(jobs))
+    observer.run_started(run_dir, [job.request.cell for job in jobs], outcome.skipped)
     started = time.perf_counter()
-    for index, cell in enumerate(todo):
-        observer.cell_started(cell, index)
-        stream = suite.stream if suite.scenario == "stream" else None
-        request = CellRequest(cell, device, suite.timing, suite.memory.poll_interval_ms, suite.threads, tuple(suite.plugins), suite_dir, stream)
-        record = _base_record(cell, device) | {"started_at": results.utc_now()}
-        cell_started = time.perf_counter()
-        record.update(execute_isolated(request, suite.timing.timeout_s, run_dir / LOG_DIR / f"{cell.cell_id}.log"))
-        record["wall_s"] = round(time.perf_counter() - cell_started, 3)
+    positions = {id(job): index for index, job in enumerate(jobs)}
+
+    def job_started(job: Job) -> None:
+        observer.cell_started(job.request.cell, positions[id(job)])
+
+    def job_finished(job: Job, cell_outcome: dict[str, Any]) -> None:
+        record = _base_record(job.request.cell, device) | cell_outcome
+        if job.hardware is not None:
+            record.update(hardware=job.hardware, cell_key=job.key)
         results.append_record(run_dir, record)
         outcome.records.append(record)
-        observer.cell_finished(cell, record)
-    meta.update(status="complete", end_time=results.utc_now(), duration_s=meta.get("duration_s", 0) + round(time.perf_counter() - started, 3))
+        observer.cell_finished(job.request.cell, record)
+
+    executor.run(jobs, job_started, job_finished)
+    meta.update(status="complete", end_time=results.utc_now(), executor=executor_name, duration_s=meta.get("duration_s", 0) + round(time.perf_counter() - started, 3))
     results.write_json(run_dir / results.META_FILE, meta)
     return outcome

@@ -67,6 +67,12 @@ class StreamConfig(StrictModel):
     search_steps: Annotated[int, Field(ge=1, le=20)] = 6
 
 
+class RayConfig(StrictModel):
+    """How cells ask a Ray cluster for resources (each still runs in its own fresh process)."""
+
+    cpus_per_cell: Annotated[float, Field(gt=0)] = 1.0
+
+
 class Rule(StrictModel):
     """Matches cells on any subset of axes; a list means any of its values."""
 
@@ -103,7 +109,9 @@ class Suite(StrictModel):
     name: Annotated[str, Field(min_length=1)]
     description: str = ""
     device: DeviceName = "auto"
-    hardware: str | None = None
+    hardware: str | list[str] | None = None
+    executor: Literal["local", "ray"] = "local"
+    ray: RayConfig = RayConfig()
     threads: PositiveInt | None = None
     plugins: list[str] = Field(default_factory=list)
     models: Annotated[list[ModelEntry], Field(min_length=1)]
@@ -117,6 +125,12 @@ class Suite(StrictModel):
     stream: StreamConfig = StreamConfig()
     include: list[Rule] = Field(default_factory=list)
     exclude: list[Rule] = Field(default_factory=list)
+
+    @property
+    def hardware_targets(self) -> list[str]:
+        if self.hardware is None:
+            return []
+        return [self.hardware] if isinstance(self.hardware, str) else list(self.hardware)
 
     @field_validator("models", mode="before")
     @classmethod

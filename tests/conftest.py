@@ -10,7 +10,7 @@ import yaml
 TESTS_DIR = Path(__file__).parent
 FAULT_PLUGIN = str(TESTS_DIR / "fault_models.py")
 
-FAST_TIMING = {"warmup_iters": 1, "min_iters": 3, "max_iters": 20, "min_time_s": 0.05, "max_time_s": 1.0, "timeout_s": 60, "memory_iters": 1}
+FAST_TIMING = {"warmup_iters": 1, "min_iters": 3, "max_iters": 20, "min_time_s": 0.05, "max_time_s": 1.0, "timeout_s": 240, "memory_iters": 1}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -31,7 +31,7 @@ ZOO_FAMILIES = {"yolov8-seg", "yolo26-sem", "segformer", "mask2former", "deeplab
 ZOO_MODELS = [name for name in list_models() if get_card(name).family in ZOO_FAMILIES]
 
 # Published parameter counts, written as printed by their source; a count matches when it rounds to
-# the printed figure (3.8 means 3.75 <= M < 3.85).
+# the printed figure (3.8 means 3.75 to 3.85 M).
 PUBLISHED: dict[str, tuple[str, str]] = {
     # Conv+BN fused, the way ultralytics counts (the unfused counts round to the same figures)
     "yolov8n-seg": ("3.4", "Ultralytics docs, docs/en/models/yolov8.md"),

@@ -17,6 +17,7 @@ import matplotlib
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from segbench.report.tables import STAGES, RunData, cell_label, fidelity_points, option_text, pareto_front, peak_memory, pixels, resolution_text
 
@@ -33,7 +34,8 @@ STYLE = {
     "axes.spines.right": False,
 }
 DPI = 100
-PANEL_SIZE = (5.0, 3.6)  # inches per model panel
+WIDE_PX = 760
+PANEL_SIZE = (6.4, 3.8)  # inches per model panel, legend beside it
 MAX_ROWS = 60  # per-cell plots beyond this many cells become unreadable; the rest are left out with a note
 STAGE_COLOURS = {"preprocess": "#8da0cb", "forward": "#fc8d62", "postprocess": "#66c2a5"}
 Records = list[dict[str, Any]]
@@ -45,6 +47,14 @@ class Plot:
     title: str
     image_png: str | None  # base64; None when skipped
     note: str = ""
+
+    @property
+    def wide(self) -> bool:
+        """Wider than half a page: the report gives it a row of its own (PNG width is bytes 16-19)."""
+        if not self.image_png:
+            return False
+        header = base64.b64decode(self.image_png[:32])
+        return int.from_bytes(header[16:20], "big") > WIDE_PX
 
 
 def all_plots(run: RunData) -> list[Plot]:
@@ -74,8 +84,8 @@ def _by_model(records: Records) -> dict[str, Records]:
 
 
 def _panels(models: list[str], title: str, draw: Callable[[Axes, str], None]) -> str:
-    """One panel per model in a grid of up to three columns, encoded as PNG."""
-    columns = min(3, len(models))
+    """One panel per model in a grid of up to two columns, encoded as PNG."""
+    columns = min(2, len(models))
     rows = math.ceil(len(models) / columns)
     with matplotlib.rc_context(STYLE):
         figure = Figure(figsize=(PANEL_SIZE[0] * columns, PANEL_SIZE[1] * rows + 0.5), layout="constrained")
@@ -104,14 +114,21 @@ def _series(records: Records, key: Callable[[dict[str, Any]], str]) -> dict[str,
 
 
 def _legend(axis: Axes) -> None:
+    """Beside the panel, never over the data (constrained layout makes room for it)."""
     if axis.get_legend_handles_labels()[0]:
-        axis.legend(loc="best", frameon=False)
+        axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
 
 
-def _log_if_wide(values: Iterable[float], set_scale: Callable[[str], Any], ratio: float = 30.0) -> None:
+def _log_if_wide(values: Iterable[float], axis: Axes, which: str = "y", ratio: float = 30.0) -> None:
+    """A log scale when values span more than `ratio`, ticked 1-2-5 with plain numbers (not 10^n)."""
     values = [v for v in values if v and v > 0]
-    if values and max(values) / min(values) > ratio:
-        set_scale("log")
+    if not values or max(values) / min(values) <= ratio:
+        return
+    target = axis.yaxis if which == "y" else axis.xaxis
+    (axis.set_yscale if which == "y" else axis.set_xscale)("log")
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    target.set_minor_formatter(NullFormatter())
 
 
 # ---- the plots -------------------------------------------------------------------------------------
@@ -131,7 +148,7 @@ def latency_vs_resolution(run: RunData) -> Plot:
         for label, series in _series(here, option_text).items():
             series = sorted(series, key=pixels)
             axis.plot([positions[tuple(r["resolution"])] for r in series], [r["latency_ms"]["median"] for r in series], marker="o", label=label)
-        _log_if_wide([r["latency_ms"]["median"] for r in here], axis.set_yscale)
+        _log_if_wide([r["latency_ms"]["median"] for r in here], axis, "y")
         axis.set(title=f"{model} (batch {batch})", xlabel="input resolution (H x W)", ylabel="median latency (ms)")
         _legend(axis)
 
@@ -216,7 +233,7 @@ def stage_breakdown(run: RunData) -> Plot:
         axis.set_xlim(0, 112)
         axis.set(xlabel="share of the summed stage medians (%)", title=f"{title}: preprocess / forward / postprocess")
         axis.grid(axis="y", visible=False)
-        axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 if len(shown) < 6 else -0.04), ncol=3, frameon=False)
+        figure.legend(loc="outside lower center", ncol=3, frameon=False)
         image = _encode(figure)
     left_out = f" {len(cells) - len(shown)} more cells are left out." if len(cells) > len(shown) else ""
     return Plot(key, title, image, "Each bar is one cell; the number at its end is the sum of the three stage medians." + left_out)
@@ -234,7 +251,7 @@ def latency_distribution(run: RunData) -> Plot:
         axis.boxplot([r["samples_ms"] for r in shown], orientation="horizontal", tick_labels=[f"{cell_label(r)} (n={len(r['samples_ms'])})" for r in shown],
                      widths=0.6, showfliers=True, flierprops={"markersize": 3, "alpha": 0.5})
         axis.invert_yaxis()
-        _log_if_wide([v for r in shown for v in r["samples_ms"]], axis.set_xscale)
+        _log_if_wide([v for r in shown for v in r["samples_ms"]], axis, "x")
         axis.set(xlabel="forward latency per iteration (ms)", title=f"{title} (every kept sample)")
         axis.grid(axis="y", visible=False)
         image = _encode(figure)
@@ -244,7 +261,10 @@ def latency_distribution(run: RunData) -> Plot:
 
 def pareto_plot(run: RunData) -> Plot:
     key, title = "plot-pareto", "Latency vs pixel agreement (Pareto front)"
-    points = fidelity_points(run)
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for point in fidelity_points(run):
+        groups.setdefault(point["group"], []).append(point)
+    points = [p for group in groups.values() if len(group) > 1 for p in group]  # a lone reference has nothing to trade off
     if not run.has_fidelity or not points:
         return Plot(key, title, None, "Skipped: this run has no fidelity data.")
     front = pareto_front(run)
@@ -258,13 +278,18 @@ def pareto_plot(run: RunData) -> Plot:
             on_front = [p for p in group if p["record"]["cell_id"] in front]
             if len(on_front) > 1:
                 axis.plot([p["median_ms"] for p in on_front], [p["agreement"] * 100 for p in on_front], drawstyle="steps-post", color=line.get_facecolor()[0], linewidth=1)
-            for p in group:
+            for p in on_front:  # labelling every point would pile labels on top of each other
                 axis.annotate(option_text(p["record"]), (p["median_ms"], p["agreement"] * 100), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        _log_if_wide([p["median_ms"] for p in here], axis.set_xscale)
+        _log_if_wide([p["median_ms"] for p in here], axis, "x")
+        lowest = min(p["agreement"] for p in here) * 100
+        margin = max(0.02, (100 - lowest) * 0.1)
+        axis.set_ylim(lowest - margin, 100 + margin)  # agreement never exceeds 100 %: no empty band above it
+        axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}" if margin >= 0.5 else f"{value:.3f}"))
         axis.set(title=model, xlabel="median latency (ms)", ylabel="pixel agreement with fp32 (%)")
         _legend(axis)
 
-    note = "Each point is a precision / backend; the step line joins the options no other beats on both speed and agreement (per resolution and batch)."
+    note = ("Each point is a precision / backend at one resolution and batch; the labelled points joined by the step line are the "
+            "Pareto front, the options no other beats on both speed and agreement.")
     return Plot(key, title, _panels(models, title, draw), note)
 
 

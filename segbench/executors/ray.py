@@ -1,0 +1,112 @@
+"""The Ray executor: cells as Ray tasks across a cluster, each still in its own fresh process.
+
+Each task asks for one GPU (or `cpus_per_cell` CPUs on a CPU cluster) and, when the suite targets
+several cards, one unit of a custom resource named after the card, so a cell runs on a node with
+that card. On the worker the task calls the same `execute_isolated` as the local executor, so the
+spawned child, the hard timeout and the status mapping are identical. The driver appends each
+record as its task ends. A task whose worker or node dies is recorded as `error: node lost` and
+retried once, on another node with the same card when there is one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from segbench.errors import SegbenchError
+from segbench.executors import Job, JobFinished, JobStarted
+
+LOG_TAIL_CHARS = 100_000
+INSTALL_HINT = "--executor ray needs Ray: pip install 'segbench[ray]'"
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise SegbenchError(INSTALL_HINT) from None
+    return ray
+
+
+def _run_on_worker(request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """Runs inside a Ray worker: the same isolation as a local run, plus where it ran."""
+    import ray
+
+    from segbench.cell import CellRequest
+    from segbench.env import fingerprint
+    from segbench.isolation import execute_isolated
+    from segbench.results import utc_now
+
+    with tempfile.TemporaryDirectory() as folder:
+        log_path = Path(folder) / "cell.log"
+        began_at, clock = utc_now(), time.perf_counter()
+        outcome = execute_isolated(CellRequest.from_dict(request), timeout_s, log_path)
+        outcome.update(started_at=began_at, wall_s=round(time.perf_counter() - clock, 3))
+        log = log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:] if log_path.is_file() else ""
+    context = ray.get_runtime_context()
+    outcome["node"] = {"node_id": context.get_node_id(), "hostname": socket.gethostname(), "fingerprint": fingerprint()}
+    outcome["_log"] = log
+    return outcome
+
+
+class RayExecutor:
+    def __init__(self, address: str | None = None, cpus_per_cell: float = 1.0, retries_on_node_loss: int = 1):
+        self.ray = _import_ray()
+        self.address = address
+        self.cpus_per_cell = cpus_per_cell
+        self.retries_on_node_loss = retries_on_node_loss
+
+    def _connect(self) -> None:
+        if not self.ray.is_initialized():
+            # No address: start a local instance (its lifetime is the driver's).
+            self.ray.init(address=self.address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+
+    def _alive_nodes_with(self, resource: str | None) -> list[str]:
+        return [node["NodeID"] for node in self.ray.nodes() if node.get("Alive") and (resource is None or node["Resources"].get(resource, 0) > 0)]
+
+    def _submit(self, job: Job, avoid_node: str | None = None) -> Any:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        on_gpu = job.request.device.startswith("cuda")
+        options: dict[str, Any] = {"num_gpus": 1 if on_gpu else 0, "num_cpus": self.cpus_per_cell, "max_retries": 0}
+        if on_gpu:
+            # Inside the task, the GPU Ray assigned is always cuda:0 (Ray sets CUDA_VISIBLE_DEVICES).
+            job = dataclasses.replace(job, request=dataclasses.replace(job.request, device="cuda:0"))
+        if job.hardware:
+            options["resources"] = {job.hardware: 1}
+        if avoid_node is not None:
+            others = [node for node in self._alive_nodes_with(job.hardware) if node != avoid_node]
+            if others:
+                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(others[0], soft=True)
+        task = self.ray.remote(_run_on_worker).options(**options)
+        return task.remote(job.request.to_dict(), job.timeout_s)
+
+    def _node_of(self, error: Exception) -> str | None:
+        return getattr(error, "node_id", None)
+
+    def run(self, jobs: list[Job], started: JobStarted, finished: JobFinished) -> None:
+        self._connect()
+        pending: dict[Any, tuple[Job, int]] = {}
+        for job in jobs:
+            started(job)
+            pending[self._submit(job)] = (job, 0)
+        lost = (self.ray.exceptions.WorkerCrashedError, self.ray.exceptions.NodeDiedError, self.ray.exceptions.ActorDiedError, self.ray.exceptions.LocalRayletDiedError)
+        while pending:
+            [ready], _ = self.ray.wait(list(pending), num_returns=1)
+            job, attempt = pending.pop(ready)
+            try:
+                outcome = self.ray.get(ready)
+            except lost as error:
+                finished(job, {"status": "error", "error": f"node lost ({type(error).__name__}); " + ("retrying on another node" if attempt < self.retries_on_node_loss else "no retries left"), "attempt": attempt + 1})
+                if attempt < self.retries_on_node_loss:
+                    pending[self._submit(job, avoid_node=self._node_of(error))] = (job, attempt + 1)
+                continue
+            except self.ray.exceptions.RayError as error:
+                finished(job, {"status": "error", "error": f"ray: {type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error).strip() else ''}", "attempt": attempt + 1})
+                continue
+            job.log_path.write_text(outcome.pop("_log", ""))
+            finished(job, {**outcome, "attempt": attempt + 1})

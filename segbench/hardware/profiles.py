@@ -1,0 +1,132 @@
+"""GPU card profiles: one YAML data file per card in `profiles/`, validated by a strict pydantic model.
+
+Every figure in a profile carries its source (copied from shared/reference-numbers.md, section 6).
+A figure nobody published is `null`; a figure computed from sourced numbers says "[D]" and shows the
+arithmetic in its source. `cuda_context_mb` is always an estimate (see its field description).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from segbench.errors import SegbenchError
+from segbench.naming import unknown_name_message
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+MIB_PER_GB = 1024  # GPU memory sizes are binary: a "12 GB" card has 12 x 1024 MiB of DRAM
+
+Positive = Annotated[float, Field(gt=0)]
+
+# The figures of a profile that must each have a `sources` entry when they are not null.
+FIGURES = (
+    "memory_gb",
+    "memory_bandwidth_gbs",
+    "fp32_tflops",
+    "tf32_tensor_tflops",
+    "fp16_tensor_tflops",
+    "fp16_acc16_tensor_tflops",
+    "bf16_tensor_tflops",
+    "int8_tensor_tops",
+    "tdp_w",
+    "compute_capability",
+    "cuda_context_mb",
+)
+
+
+class HardwareError(SegbenchError):
+    """A hardware profile name or file that cannot be used."""
+
+
+class HardwareProfile(BaseModel):
+    """One card. Throughput figures are dense (no 2:4 sparsity) peaks; null where unknown or unsupported."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
+    title: Annotated[str, Field(min_length=1)]
+    architecture: str
+    budget_only: bool = Field(description="throughput peaks unknown: use the card as a memory budget only")
+    memory_gb: Positive
+    memory_shared_with_cpu: bool = False
+    memory_bandwidth_gbs: Positive | None
+    fp32_tflops: Positive | None
+    tf32_tensor_tflops: Positive | None
+    fp16_tensor_tflops: Positive | None = Field(description="dense fp16 tensor-core rate with fp32 accumulation: what PyTorch's fp16 GEMMs use")
+    fp16_acc16_tensor_tflops: Positive | None = Field(description="dense fp16 rate with fp16 accumulation; differs from the above on GeForce cards only")
+    bf16_tensor_tflops: Positive | None
+    int8_tensor_tops: Positive | None
+    tdp_w: Positive | None
+    compute_capability: Annotated[str, Field(pattern=r"^\d+\.\d$")]
+    cuda_context_mb: Positive = Field(description="ESTIMATE of the memory the CUDA context and libraries take outside PyTorch's allocator")
+    notes: str = ""
+    sources: dict[str, str]
+
+    @model_validator(mode="after")
+    def _every_figure_has_a_source(self) -> HardwareProfile:
+        unknown = sorted(set(self.sources) - set(FIGURES))
+        if unknown:
+            raise ValueError(f"sources names unknown figure(s) {unknown}; allowed: {', '.join(FIGURES)}")
+        missing = [name for name in FIGURES if getattr(self, name) is not None and not self.sources.get(name)]
+        if missing:
+            raise ValueError(f"figure(s) without a source: {', '.join(missing)}; add them under sources")
+        return self
+
+    @property
+    def memory_mb(self) -> float:
+        return self.memory_gb * MIB_PER_GB
+
+    def source_of(self, figure: str) -> str | None:
+        return self.sources.get(figure)
+
+
+def _format_errors(path: Path, exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            message = f"unknown key; allowed keys: {', '.join(HardwareProfile.model_fields)}"
+        elif error["type"] == "missing":
+            message = "required field is missing; add it (null if the figure is unknown)"
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{path}: {where}: {message}")
+    return "\n".join(lines)
+
+
+def load_profile_file(path: Path | str) -> HardwareProfile:
+    """Read and validate one profile file; a mistake raises HardwareError naming the file and the field."""
+    path = Path(path)
+    try:
+        data: Any = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise HardwareError(f"{path}: cannot read hardware profile: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise HardwareError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}; fix the syntax") from None
+    if not isinstance(data, dict):
+        raise HardwareError(f"{path}: a hardware profile must be a mapping of fields")
+    try:
+        profile = HardwareProfile.model_validate(data)
+    except ValidationError as exc:
+        raise HardwareError(_format_errors(path, exc)) from None
+    if path.parent == PROFILE_DIR and profile.name != path.stem:
+        raise HardwareError(f"{path}: name: '{profile.name}' differs from the file name; rename one of them")
+    return profile
+
+
+def list_profiles() -> list[str]:
+    """Names of the bundled profiles (file stems), sorted."""
+    return sorted(path.stem for path in PROFILE_DIR.glob("*.yaml"))
+
+
+def load_profile(name: str) -> HardwareProfile:
+    """A bundled profile by name (e.g. 'rtx3060'), or a profile file when `name` is a path to a .yaml file."""
+    if name.endswith((".yaml", ".yml")) and Path(name).is_file():
+        return load_profile_file(name)
+    key = name.strip().lower()
+    if key not in list_profiles():
+        raise HardwareError(unknown_name_message("hardware profile", name, list_profiles()))
+    return load_profile_file(PROFILE_DIR / f"{key}.yaml")

@@ -1,0 +1,95 @@
+"""Cell isolation: every cell runs in a fresh spawned process with a hard timeout.
+
+The parent blocks on the child's pipe (`poll(timeout)`), never spinning a core the model needs.
+A cell that hangs is killed at its timeout; one that crashes or dies by a signal becomes an
+`error` outcome; everything else the child reports itself (see `segbench.cell.run_cell`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from segbench.cell import CellRequest, run_cell
+
+PR_SET_PDEATHSIG = 1
+
+
+# ---- the child ------------------------------------------------------------------------------------
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this child if the parent dies, so a killed run leaves no orphan measuring on."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _redirect_output(log_path: str | None) -> None:
+    """Libraries print while building models; that goes to the cell's log, not over the progress bar."""
+    if log_path is None:
+        return
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+
+
+def _child_main(request: dict[str, Any], connection: Connection, log_path: str | None) -> None:
+    _die_with_parent()
+    _redirect_output(log_path)
+    outcome = run_cell(CellRequest.from_dict(request))
+    connection.send(outcome)
+    connection.close()
+
+
+def _signal_name(exit_code: int) -> str:
+    try:
+        return signal.Signals(-exit_code).name
+    except ValueError:
+        return f"signal {-exit_code}"
+
+
+def _death_outcome(exit_code: int | None) -> dict[str, Any]:
+    if exit_code is not None and exit_code < 0:
+        name = _signal_name(exit_code)
+        hint = " (the kernel's out-of-memory killer sends SIGKILL when host memory runs out)" if name == "SIGKILL" else ""
+        return {"status": "error", "error": f"cell process killed by {name}{hint}"}
+    return {"status": "error", "error": f"cell process exited with code {exit_code} before reporting"}
+
+
+def execute_isolated(request: CellRequest, timeout_s: float, log_path: Path | None = None) -> dict[str, Any]:
+    """Run one cell in a fresh spawned process; always returns an outcome dict with a status."""
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_child_main, args=(request.to_dict(), sender, str(log_path) if log_path else None), name="segbench-cell")
+    process.start()
+    sender.close()  # so EOF reaches us if the child dies
+    try:
+        if not receiver.poll(timeout_s):
+            process.kill()
+            process.join()
+            return {"status": "timeout", "error": f"cell did not finish within timeout_s={timeout_s:g} s; killed"}
+        try:
+            outcome = receiver.recv()
+        except EOFError:
+            process.join()
+            return _death_outcome(process.exitcode)
+        process.join(timeout=30)
+        if process.is_alive():
+            process.kill()
+            process.join()
+        return outcome
+    finally:
+        receiver.close()
+
+

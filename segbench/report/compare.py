@@ -1,0 +1,274 @@
+"""Run comparison: match cells by their axes (cell_id), change of each metric in %, bootstrap CIs.
+
+A latency change is significant only when the 95 % bootstrap interval of the relative change
+excludes zero *and* the change exceeds a threshold: the interval guards against noise, the
+threshold against differences too small to matter. Peak memory is one measurement per cell (no
+samples), so it is judged by the threshold alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from rich.markup import escape
+from rich.table import Table
+
+from segbench.measure.stats import BOOTSTRAP_RESAMPLES, LatencyStats
+from segbench.report.summary import headline_memory
+from segbench.report.tables import RunData, cell_label, load_run, sort_cells
+
+DEFAULT_THRESHOLD_PCT = 5.0
+MIN_SAMPLES_FOR_CI = 5  # fewer samples give a bootstrap "interval" that is really a point
+Samples = np.ndarray
+
+
+@dataclass(frozen=True)
+class MetricChange:
+    key: str
+    label: str
+    a: float | None
+    b: float | None
+    change_pct: float | None  # (b - a) / a in %
+    ci_pct: tuple[float, float] | None  # 95 % bootstrap interval of change_pct
+    significant: bool
+    higher_is_better: bool
+
+    @property
+    def worse(self) -> bool:
+        """The change goes the bad way (slower, fewer FPS, more memory), whatever its size."""
+        if self.change_pct is None:
+            return False
+        return self.change_pct < 0 if self.higher_is_better else self.change_pct > 0
+
+
+@dataclass(frozen=True)
+class CellChange:
+    cell_id: str
+    label: str
+    status_a: str
+    status_b: str
+    metrics: tuple[MetricChange, ...]
+
+    def metric(self, key: str) -> MetricChange | None:
+        return next((m for m in self.metrics if m.key == key), None)
+
+    @property
+    def status_regressed(self) -> bool:
+        return self.status_a == "ok" and self.status_b != "ok"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    name_a: str
+    name_b: str
+    threshold_pct: float
+    cells: tuple[CellChange, ...]
+    only_in_a: tuple[str, ...]
+    only_in_b: tuple[str, ...]
+    fingerprint_differences: tuple[str, ...]
+
+    def latency_regressions(self, min_pct: float) -> list[CellChange]:
+        """Cells whose median latency got significantly slower by at least min_pct %."""
+        found = []
+        for cell in self.cells:
+            median = cell.metric("median_ms")
+            if median and median.significant and median.change_pct is not None and median.change_pct >= min_pct:
+                found.append(cell)
+        return found
+
+    @property
+    def status_regressions(self) -> list[CellChange]:
+        return [cell for cell in self.cells if cell.status_regressed]
+
+    @property
+    def significant_count(self) -> tuple[int, int]:
+        """(significantly worse, significantly better) cells by median latency."""
+        medians = [c.metric("median_ms") for c in self.cells]
+        flagged = [m for m in medians if m and m.significant]
+        return sum(m.worse for m in flagged), sum(not m.worse for m in flagged)
+
+
+# ---- metrics ---------------------------------------------------------------------------------------
+
+def _samples(record: dict[str, Any]) -> Samples | None:
+    """The kept latency samples, through LatencyStats so a record without them is handled in one place."""
+    summary = record.get("latency_ms")
+    if not summary or not record.get("samples_ms"):
+        return None
+    return np.asarray(LatencyStats.from_dict(summary, record["samples_ms"]).samples, dtype=np.float64)
+
+
+def _end_to_end_samples(record: dict[str, Any]) -> Samples | None:
+    """Per-iteration end-to-end time: the three stage samples of the same iteration, summed."""
+    stages = record.get("stage_samples_ms") or {}
+    series = [stages.get(name) for name in ("preprocess", "forward", "postprocess")]
+    if not all(series) or len({len(s) for s in series}) != 1:
+        return None
+    return np.sum(np.asarray(series, dtype=np.float64), axis=0)
+
+
+def _p95(values: Samples, axis: int | None = None) -> Any:
+    return np.percentile(values, 95, axis=axis)
+
+
+@dataclass(frozen=True)
+class _Metric:
+    key: str
+    label: str
+    value: Callable[[dict[str, Any]], float | None]
+    samples: Callable[[dict[str, Any]], Samples | None] | None = None
+    statistic: Callable[..., Any] = np.median
+    higher_is_better: bool = False
+
+
+def _latency_value(name: str) -> Callable[[dict[str, Any]], float | None]:
+    return lambda record: (record.get("latency_ms") or {}).get(name)
+
+
+METRICS = (
+    _Metric("median_ms", "median latency", _latency_value("median"), _samples, np.median),
+    _Metric("p95_ms", "p95 latency", _latency_value("p95"), _samples, _p95),
+    _Metric("fps", "FPS", lambda r: r.get("fps"), _samples, np.median, higher_is_better=True),
+    _Metric("end_to_end_ms", "end-to-end median", lambda r: (r.get("end_to_end_ms") or {}).get("median"), _end_to_end_samples, np.median),
+    _Metric("peak_mb", "peak memory", lambda r: headline_memory(r)[0]),
+)
+
+
+def bootstrap_change_ci(a: Samples, b: Samples, statistic: Callable[..., Any] = np.median, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of statistic(b) / statistic(a) - 1, in %; both runs resampled, seeded."""
+    rng = np.random.default_rng(seed)
+    draws_a = statistic(rng.choice(a, size=(resamples, a.size), replace=True), axis=1)
+    draws_b = statistic(rng.choice(b, size=(resamples, b.size), replace=True), axis=1)
+    ratios = draws_b / draws_a
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    return float((low - 1) * 100), float((high - 1) * 100)
+
+
+def _metric_change(metric: _Metric, a: dict[str, Any], b: dict[str, Any], threshold_pct: float, resamples: int, seed: int) -> MetricChange:
+    value_a, value_b = metric.value(a), metric.value(b)
+    if metric.key == "peak_mb" and headline_memory(a)[1] != headline_memory(b)[1]:
+        value_a = value_b = None  # different memory figures (e.g. NVML vs RSS) are not comparable
+    change = (value_b - value_a) / value_a * 100 if value_a and value_b is not None else None
+    ci = None
+    if change is not None and metric.samples is not None:
+        samples_a, samples_b = metric.samples(a), metric.samples(b)
+        if samples_a is not None and samples_b is not None and min(samples_a.size, samples_b.size) >= MIN_SAMPLES_FOR_CI:
+            low, high = bootstrap_change_ci(samples_a, samples_b, metric.statistic, resamples, seed)
+            if metric.higher_is_better:  # FPS is the inverse of the median: invert the ratio's bounds
+                low, high = (100 / (1 + high / 100) - 100, 100 / (1 + low / 100) - 100)
+            ci = (low, high)
+    if change is None:
+        significant = False
+    elif metric.samples is None:
+        significant = abs(change) > threshold_pct
+    else:
+        significant = ci is not None and (ci[0] > 0 or ci[1] < 0) and abs(change) > threshold_pct
+    return MetricChange(metric.key, metric.label, value_a, value_b, change, ci, significant, metric.higher_is_better)
+
+
+# ---- runs ------------------------------------------------------------------------------------------
+
+FINGERPRINT_FIELDS: tuple[tuple[str, Callable[[dict[str, Any]], Any]], ...] = (
+    ("device", lambda m: m.get("device")),
+    ("machine", lambda m: _fp(m).get("machine")),
+    ("CPU", lambda m: (_fp(m).get("cpu") or {}).get("model")),
+    ("CPU threads", lambda m: (_fp(m).get("cpu") or {}).get("logical_cores")),
+    ("GPUs", lambda m: ", ".join(str(g.get("name")) for g in _fp(m).get("gpus") or []) or "none"),
+    ("CUDA build", lambda m: (_fp(m).get("cuda") or {}).get("torch_cuda_build")),
+    ("segbench version", lambda m: (_fp(m).get("segbench") or {}).get("version")),
+    ("segbench commit", lambda m: (_fp(m).get("segbench") or {}).get("commit")),
+)
+
+
+def _fp(meta: dict[str, Any]) -> dict[str, Any]:
+    return meta.get("fingerprint") or {}
+
+
+def fingerprint_differences(meta_a: dict[str, Any], meta_b: dict[str, Any]) -> list[str]:
+    """What differs between the two runs' hardware and software; volatile fields (hostname, times) are ignored."""
+    differences = [f"{name}: {get(meta_a)} → {get(meta_b)}" for name, get in FINGERPRINT_FIELDS if get(meta_a) != get(meta_b)]
+    packages_a, packages_b = _fp(meta_a).get("packages") or {}, _fp(meta_b).get("packages") or {}
+    for package in sorted(set(packages_a) | set(packages_b)):
+        if packages_a.get(package) != packages_b.get(package):
+            differences.append(f"package {package}: {packages_a.get(package)} → {packages_b.get(package)}")
+    return differences
+
+
+def compare_runs(a: Path | str | RunData, b: Path | str | RunData, threshold: float = DEFAULT_THRESHOLD_PCT,
+                 resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> Comparison:
+    """Compare run b against run a (the baseline); threshold is in percent."""
+    run_a = a if isinstance(a, RunData) else load_run(a)
+    run_b = b if isinstance(b, RunData) else load_run(b)
+    by_id_a = {r["cell_id"]: r for r in run_a.records}
+    by_id_b = {r["cell_id"]: r for r in run_b.records}
+    cells = []
+    for record_a in sort_cells([r for r in run_a.records if r["cell_id"] in by_id_b]):
+        record_b = by_id_b[record_a["cell_id"]]
+        both_ok = record_a.get("status") == "ok" and record_b.get("status") == "ok"
+        metrics = tuple(_metric_change(m, record_a, record_b, threshold, resamples, seed) for m in METRICS) if both_ok else ()
+        cells.append(CellChange(record_a["cell_id"], cell_label(record_a), str(record_a.get("status")), str(record_b.get("status")), metrics))
+    return Comparison(
+        name_a=run_a.name,
+        name_b=run_b.name,
+        threshold_pct=threshold,
+        cells=tuple(cells),
+        only_in_a=tuple(cell_label(r) for r in sort_cells([r for r in run_a.records if r["cell_id"] not in by_id_b])),
+        only_in_b=tuple(cell_label(r) for r in sort_cells([r for r in run_b.records if r["cell_id"] not in by_id_a])),
+        fingerprint_differences=tuple(fingerprint_differences(run_a.meta, run_b.meta)),
+    )
+
+
+# ---- presentation ----------------------------------------------------------------------------------
+
+def change_text(change: MetricChange | None, with_ci: bool = False) -> str:
+    """'+20.1 % (!) [+18.0, +22.3]': the change, the significance mark, optionally the interval."""
+    if change is None or change.change_pct is None:
+        return "–"
+    text = f"{change.change_pct:+.1f} %"
+    if change.significant:
+        text += " (!)"
+    if with_ci and change.ci_pct is not None:
+        text += f" [{change.ci_pct[0]:+.1f}, {change.ci_pct[1]:+.1f}]"
+    return text
+
+
+def change_tone(change: MetricChange | None) -> str:
+    """'worse', 'better' or '' (no change to speak of)."""
+    if change is None or not change.change_pct:
+        return ""
+    return "worse" if change.worse else "better"
+
+
+TONE_STYLE = {"worse": "red", "better": "green", "": ""}
+
+
+def _rich_change(change: MetricChange | None, with_ci: bool = False) -> str:
+    style = TONE_STYLE[change_tone(change)]
+    if change is not None and change.significant:
+        style += " bold"
+    text = escape(change_text(change, with_ci))
+    return f"[{style}]{text}[/]" if style.strip() else text
+
+
+def comparison_table(comparison: Comparison) -> Table:
+    """The terminal table: one row per matched cell; green faster, red slower, (!) significant."""
+    table = Table(title=escape(f"{comparison.name_b} vs {comparison.name_a} (baseline) · threshold {comparison.threshold_pct:g} %"))
+    for column in ("cell", "status", "median ms (A → B)", "median Δ [95 % CI]", "p95 Δ", "FPS Δ", "end-to-end Δ", "peak memory Δ"):
+        table.add_column(escape(column), justify="left" if column in ("cell", "status") else "right")
+    for cell in comparison.cells:
+        median = cell.metric("median_ms")
+        status = escape(cell.status_a if cell.status_a == cell.status_b else f"{cell.status_a} → {cell.status_b}")
+        table.add_row(
+            escape(cell.label),
+            f"[red]{status}[/]" if cell.status_regressed else status,
+            f"{median.a:.3g} → {median.b:.3g}" if median and median.a is not None and median.b is not None else "–",
+            _rich_change(median, with_ci=True),
+            _rich_change(cell.metric("p95_ms")),
+            _rich_change(cell.metric("fps")),
+            _rich_change(cell.metric("end_to_end_ms")),
+            _rich_change(cell.metric("peak_mb")),
+        )
+    return table

@@ -1,0 +1,126 @@
+"""The report in a real browser: headless Debian chromium opens it offline, logs no console error,
+runs no injected script, sorts the leaderboard on a header click, filters by model, and leaves a
+screenshot (set SEGBENCH_SCREENSHOT=/some/file.png to keep a copy).
+
+.ci/run installs chromium and chromium-driver; elsewhere this module is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from segbench.report.compare import compare_runs
+from segbench.report.exports import write_report
+from segbench.report.html import render_comparison
+
+from .test_report import HOSTILE_NAME, build_small_run
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+if not (CHROMIUM and CHROMEDRIVER):
+    pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; .ci/run does)", allow_module_level=True)
+webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install -e '.[dev]')")
+
+from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import Select  # noqa: E402
+
+WIDTH = 1400
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                     "--disable-sync", "--no-first-run", "--hide-scrollbars", f"--window-size={WIDTH},1000",
+                     f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def open_page(browser: Any, path: Path) -> None:
+    browser.get_log("browser")  # reading the log empties it: what the next page logs is all that remains
+    browser.get(path.resolve().as_uri())
+
+
+def console_errors(browser: Any) -> list[dict[str, Any]]:
+    return [entry for entry in browser.get_log("browser") if entry["level"] in ("SEVERE", "ERROR")]
+
+
+def assert_no_alert(browser: Any) -> None:
+    with pytest.raises(NoAlertPresentException):
+        browser.switch_to.alert.text  # noqa: B018
+
+
+def column_values(browser: Any, header_text: str) -> list[str]:
+    headers = [h.text.strip() for h in browser.find_elements(By.CSS_SELECTOR, "#leaderboard-table thead th")]
+    index = headers.index(header_text)
+    rows = browser.find_elements(By.CSS_SELECTOR, "#leaderboard-table tbody tr")
+    return [row.find_elements(By.TAG_NAME, "td")[index].get_attribute("data-sort") for row in rows]
+
+
+def full_page_screenshot(browser: Any, target: Path) -> None:
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(WIDTH, min(height + 40, 12000))
+    browser.execute_script("window.scrollTo(0, 0)")
+    browser.save_screenshot(str(target))
+    browser.set_window_size(WIDTH, 1000)
+
+
+def test_report_in_headless_chromium(browser: Any, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    report = write_report(build_small_run(tmp_path_factory), tmp_path / "report.html")
+    open_page(browser, report)
+    assert console_errors(browser) == []
+    assert_no_alert(browser)
+    assert HOSTILE_NAME in browser.title  # the hostile suite name is the page's text, not a script
+    assert browser.find_element(By.CSS_SELECTOR, "header.page h1").text == HOSTILE_NAME
+    images = browser.find_elements(By.CSS_SELECTOR, "#plots figure img")
+    assert len(images) == 5 and all(browser.execute_script("return arguments[0].naturalWidth", img) > 300 for img in images)
+
+    before = column_values(browser, "median ms")
+    header = next(h for h in browser.find_elements(By.CSS_SELECTOR, "#leaderboard-table thead th") if h.text.strip() == "median ms")
+    header.click()
+    ascending = column_values(browser, "median ms")
+    assert header.get_attribute("aria-sort") == "ascending"
+    assert ascending == sorted(before, key=float)
+    header.click()
+    descending = column_values(browser, "median ms")
+    assert descending == sorted(before, key=float, reverse=True)
+    assert before != ascending or before != descending  # a click changed the row order
+    resolution = next(h for h in browser.find_elements(By.CSS_SELECTOR, "#leaderboard-table thead th") if h.text.strip() == "resolution")
+    resolution.click()  # sorts by pixel count, not by the "16x16" text
+    assert column_values(browser, "resolution") == sorted(column_values(browser, "resolution"), key=float)
+
+    select = Select(browser.find_element(By.ID, "model-filter"))
+    select.select_by_value("test-tiny")
+    visible = [row for row in browser.find_elements(By.CSS_SELECTOR, "#leaderboard-table tbody tr") if row.is_displayed()]
+    assert len(visible) == 4 and "4 of 4 cells" in browser.find_element(By.ID, "leaderboard-count").text
+    assert console_errors(browser) == []
+
+    shot = tmp_path / "report.png"
+    full_page_screenshot(browser, shot)
+    assert shot.stat().st_size > 50_000
+    if os.environ.get("SEGBENCH_SCREENSHOT"):
+        shutil.copyfile(shot, os.environ["SEGBENCH_SCREENSHOT"])
+
+
+def test_comparison_in_headless_chromium(browser: Any, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    run_dir = build_small_run(tmp_path_factory)
+    page = tmp_path / "compare.html"
+    page.write_text(render_comparison(compare_runs(run_dir, run_dir)), encoding="utf-8")
+    open_page(browser, page)
+    assert console_errors(browser) == []
+    assert_no_alert(browser)
+    header = browser.find_elements(By.CSS_SELECTOR, "#compare-table thead th")[2]
+    header.click()
+    assert header.get_attribute("aria-sort") == "ascending" and console_errors(browser) == []

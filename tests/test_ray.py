@@ -1,0 +1,130 @@
+"""The Ray executor on a local Ray instance with two pretend nodes, each with a fake "card" resource."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import psutil
+import pytest
+
+from segbench import results
+from segbench.executors.ray import RayExecutor
+from segbench.matrix import expand
+from segbench.runner import run_suite
+from segbench.suite import load_suite
+
+ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'segbench[ray]'")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+CARDS = ["card-a", "card-b"]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    """Two pretend nodes on this machine, one CPU each, each advertising one fake card."""
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"card-a": 1}, "include_dashboard": False})
+    cluster.add_node(num_cpus=1, resources={"card-b": 1})
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def _lines(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run_dir / results.RESULTS_FILE).read_text().splitlines()]
+
+
+def test_cells_run_once_per_card_on_the_matching_node(cluster: Cluster, write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    suite_path = write_suite(hardware=CARDS, executor="ray", batch_sizes=[1, 2])
+    run_dir = run_suite(load_suite(suite_path), suite_path, tmp_path / "ray", executor=RayExecutor(address=cluster.address)).run_dir
+    records = _lines(run_dir)
+    cells = expand(load_suite(suite_path))
+    assert sorted(r["cell_key"] for r in records) == sorted(f"{c.cell_id}@{card}" for c in cells for card in CARDS)
+    assert all(r["status"] == "ok" for r in records), [r.get("error") for r in records]
+    nodes = {card: {r["node"]["node_id"] for r in records if r["hardware"] == card} for card in CARDS}
+    assert all(len(ids) == 1 for ids in nodes.values()) and nodes["card-a"] != nodes["card-b"]
+
+    local_suite = write_suite("local.yaml", batch_sizes=[1, 2])
+    local = _lines(run_suite(load_suite(local_suite), local_suite, tmp_path / "local").run_dir)
+    shared = set(local[0]) - {"cell_key", "hardware", "node", "attempt"}
+    assert all(shared <= set(record) for record in records)  # the same record shape as a local run
+
+
+def _kill_first_worker_running_a_cell(deadline_s: float) -> int:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        for process in psutil.process_iter(["pid", "cmdline"]):
+            if "_run_on_worker" in " ".join(process.info["cmdline"] or []):
+                os.kill(process.info["pid"], signal.SIGKILL)
+                return process.info["pid"]
+        time.sleep(0.1)
+    raise AssertionError("no Ray worker ran a cell")
+
+
+def test_worker_killed_mid_cell_is_recorded_and_retried_once(cluster: Cluster, write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    timing = {"warmup_iters": 1, "min_iters": 3, "max_iters": 1000, "min_time_s": 4.0, "max_time_s": 6.0, "timeout_s": 120}
+    suite_path = write_suite(hardware=CARDS[:1], executor="ray", timing=timing)
+    import threading
+
+    killer = threading.Thread(target=_kill_first_worker_running_a_cell, args=(60,), daemon=True)
+    killer.start()
+    run_dir = run_suite(load_suite(suite_path), suite_path, tmp_path / "ray", executor=RayExecutor(address=cluster.address)).run_dir
+    killer.join()
+    first, second = _lines(run_dir)
+    assert first["status"] == "error" and first["error"].startswith("node lost")
+    assert second["status"] == "ok" and second["attempt"] == 2
+    assert len(results.read_records(run_dir)) == 1  # the retry's record is the cell's result
+
+
+def test_resume_after_the_driver_is_killed(cluster: Cluster, write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    suite_path = write_suite(hardware=CARDS, executor="ray", models=[{"name": "test-tiny", "options": {"sleep_ms": 20}}], batch_sizes=[1, 2, 3])
+    out = tmp_path / "ray"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "segbench", "run", str(suite_path), "--out", str(out), "--address", cluster.address],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            files = list(out.glob("*/results.jsonl"))
+            if files and files[0].read_text().count("\n") >= 1:
+                break
+            time.sleep(0.2)
+        driver.send_signal(signal.SIGKILL)
+    finally:
+        driver.wait(timeout=30)
+    [results_file] = out.glob("*/results.jsonl")
+    run_dir = results_file.parent
+    before = {results.record_key(r) for r in results.read_records(run_dir)}
+    assert 1 <= len(before) < 6
+    run_suite(load_suite(suite_path), suite_path, out, resume=run_dir, executor=RayExecutor(address=cluster.address))
+    keys = [results.record_key(r) for r in _lines(run_dir)]
+    expected = {f"{c.cell_id}@{card}" for c in expand(load_suite(suite_path)) for card in CARDS}
+    assert set(keys) == expected and len(keys) == len(expected)  # nothing lost, nothing repeated
+
+
+def test_without_ray_the_error_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    from segbench.errors import SegbenchError
+    from segbench.executors import ray as ray_executor
+
+    real_import = builtins.__import__
+
+    def no_ray(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "ray":
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(SegbenchError, match=r"pip install 'segbench\[ray\]'"):
+        ray_executor.RayExecutor()

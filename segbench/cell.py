@@ -26,12 +26,16 @@ from segbench.measure.timing import StopRule, TimedRun, synchronize, time_steps,
 from segbench.models.base import SegmentationAdapter
 from segbench.models.registry import create_model, load_plugin
 from segbench.images import photo_batches
+from segbench.hardware import apply_budget, load_profile
+from segbench.measure import nvml
 from segbench.measure.fidelity import RANDOM_WEIGHTS_NOTE, FidelityAccumulator
+from segbench.measure.telemetry import CooldownConfig, TelemetrySampler, wait_for_cooldown
+from segbench.models.flops import count_flops
 from segbench.precision import get_precision
 from segbench.precision.base import PrecisionContext
 from segbench.sources import open_source
 from segbench.stream import find_max_rate, run_stream
-from segbench.suite import StreamConfig, Timing
+from segbench.suite import StreamConfig, Timing, resolve_path
 
 STAGES = ("preprocess", "forward", "postprocess")
 OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
@@ -49,6 +53,9 @@ class CellRequest:
     plugins: tuple[str, ...] = ()
     suite_dir: str | None = None
     stream: StreamConfig | None = None
+    hardware: str | None = None  # a hardware profile whose memory budget is emulated on a bigger GPU
+    cooldown: CooldownConfig | None = None
+    probe: bool = False  # a fit-search probe: only "does it fit?", so no FLOPs count and no fidelity pass
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +67,9 @@ class CellRequest:
             "plugins": list(self.plugins),
             "suite_dir": self.suite_dir,
             "stream": self.stream.model_dump() if self.stream else None,
+            "hardware": self.hardware,
+            "cooldown": self.cooldown.model_dump() if self.cooldown else None,
+            "probe": self.probe,
         }
 
     @classmethod
@@ -73,6 +83,9 @@ class CellRequest:
             plugins=tuple(data["plugins"]),
             suite_dir=data["suite_dir"],
             stream=StreamConfig(**data["stream"]) if data.get("stream") else None,
+            hardware=data.get("hardware"),
+            cooldown=CooldownConfig(**data["cooldown"]) if data.get("cooldown") else None,
+            probe=data.get("probe", False),
         )
 
 
@@ -120,15 +133,32 @@ def _time_stages(adapter: SegmentationAdapter, forward: Callable[[torch.Tensor],
     return samples
 
 
-def _memory_pass(adapter: SegmentationAdapter, forward: Callable[[torch.Tensor], Any], images: torch.Tensor, request: CellRequest, device: torch.device, baseline: float | None) -> memory.MemoryPeaks:
+def _memory_pass(adapter: SegmentationAdapter, forward: Callable[[torch.Tensor], Any], images: torch.Tensor, request: CellRequest, device: torch.device, baseline: float | None) -> tuple[memory.MemoryPeaks, dict[str, Any]]:
+    """Peaks with the poller on; NVML telemetry (clocks, temperature, power, throttling) rides on the same thread."""
     memory.reset_allocator_peaks(device)
     size = tuple(images.shape[1:3])
-    with memory.MemoryPoller(device, request.poll_interval_ms) as poller:
-        for _ in range(max(1, request.timing.memory_iters)):
+    iterations = max(1, request.timing.memory_iters)
+    telemetry = TelemetrySampler.for_device(device)
+    with memory.MemoryPoller(device, request.poll_interval_ms, on_sample=telemetry.sample) as poller:
+        for _ in range(iterations):
             adapter.postprocess(forward(adapter.preprocess(images)), size)
         synchronize(device)
     assert adapter.model is not None
-    return memory.collect_peaks(poller, device, baseline, memory.module_size_mb(adapter.model))
+    peaks = memory.collect_peaks(poller, device, baseline, memory.module_size_mb(adapter.model))
+    return peaks, telemetry.summary(iterations * images.shape[0])
+
+
+def _energy_window(device: torch.device) -> TelemetrySampler:
+    """A sampler read only before and after the latency pass: energy over the whole timed window, no thread."""
+    return TelemetrySampler.for_device(device)
+
+
+def _cooldown(request: CellRequest, device: torch.device) -> dict[str, Any] | None:
+    if request.cooldown is None:
+        return None
+    handle = nvml.handle_for(device.index or 0) if device.type == "cuda" else None
+    config = request.cooldown
+    return wait_for_cooldown(handle, config.below_c, config.fixed_s, config.timeout_s)
 
 
 def _prepare_device(device: torch.device) -> None:
@@ -201,11 +231,16 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
     for reason in (precision.unsupported_reason(device), backend.unsupported_reason(device)):
         if reason:
             raise UnsupportedError(reason)
+    cooldown = _cooldown(request, device)
     _prepare_device(device)
+    budget = apply_budget(device, load_profile(request.hardware)) if request.hardware else None
     baseline = memory.baseline_mb(device)
 
-    adapter = create_model(cell.model, cell.weights, cell.options)
+    weights = resolve_path(Path(cell.weights), Path(request.suite_dir) if request.suite_dir else None) if cell.weights else None
+    adapter = create_model(cell.model, weights, cell.options)
     adapter.build(device)
+    # Counted once on the fp32 model, batch 1: FLOPs per image are a property of the architecture.
+    flops = None if request.probe else count_flops(adapter, *cell.resolution)
     images = synthetic_images(cell, device)
     photos = photo_batches(*cell.resolution, cell.batch_size)
     context = _precision_context(adapter, images, photos)
@@ -223,14 +258,17 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
 
         step = lambda: forward(inputs)  # noqa: E731: the timed closure
         warm_up(step, request.timing.warmup_iters, device)
+        energy = _energy_window(device)
+        energy.sample()
         latency_run: TimedRun = time_steps(step, rule, device)
+        energy.sample()
         stage_samples = _time_stages(adapter, forward, images, rule, device)
-        peaks = _memory_pass(adapter, forward, images, request, device, baseline)
+        peaks, telemetry = _memory_pass(adapter, forward, images, request, device, baseline)
         end_to_end = LatencyStats.from_samples(stage_samples["end_to_end"])
         stream = _stream_pass(adapter, forward, request, device, end_to_end) if request.stream else None
 
     fidelity, fidelity_unavailable = None, "this is the fp32 eager reference"
-    if not _is_reference(cell):
+    if not _is_reference(cell) and not request.probe:
         try:
             fidelity, fidelity_unavailable = _fidelity_pass(cell, adapter, forward, photos, device, precision.autocast(device)), None
         except Exception as exc:  # the measurement stands even when the fp32 reference cannot be built
@@ -260,6 +298,11 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         "notes": precision.notes(device),
         "noisy": latency.is_noisy,
         "stream": stream,
+        "gflops": flops / 1e9 if flops else None,
+        "telemetry": telemetry,
+        "energy": energy.summary(len(latency_run.samples_ms) * cell.batch_size),
+        "budget": budget.to_dict() if budget else None,
+        "cooldown": cooldown,
     }
 
 

@@ -156,6 +156,49 @@ def models(pattern: str = typer.Argument("*", help="wildcard, e.g. 'segformer-*'
 
 @app.command()
 @user_errors
+def fit(
+    model: str = typer.Argument(..., help="registered model name"),
+    hardware: str = typer.Option(..., "--hardware", help="target card profile, e.g. rtx3060 (see segbench/hardware/profiles)"),
+    precision: str = typer.Option("fp32", "--precision"),
+    backend: str = typer.Option("eager", "--backend"),
+    resolution: list[int] = typer.Option([512, 1024], "--resolution", help="square sides to find the largest batch for (repeatable)"),
+    max_batch: int = typer.Option(256, "--max-batch"),
+    max_side: int = typer.Option(4096, "--max-side"),
+    device: str = typer.Option("auto", "--device"),
+    timeout: float = typer.Option(300.0, "--timeout", help="seconds per probe cell"),
+) -> None:
+    """Largest batch per resolution, and largest square side at batch 1, that fit a card's memory budget (isolated probes)."""
+    from segbench.cell import CellRequest
+    from segbench.env import resolve_device
+    from segbench.fit import fit_search, isolated_runner, probe_timing
+    from segbench.hardware import load_profile
+    from segbench.matrix import CellSpec
+    from segbench.models.registry import get_card
+
+    get_card(model)
+    profile = load_profile(hardware)
+    chosen = resolve_device(device)
+    timing = probe_timing(timeout)
+
+    def request_for(batch: int, height: int, width: int) -> CellRequest:
+        return CellRequest(CellSpec(model, (height, width), batch, precision, backend), chosen, timing, 10.0, None, hardware=hardware, probe=True)
+
+    console.print(f"fit search: {model} {precision} {backend} on {chosen}, budget of {profile.name} ({profile.memory_gb} GB)")
+    if not chosen.startswith("cuda"):
+        console.print("[yellow]CPU device: probes are limited by host RAM, not by the card's budget[/]")
+    table_data = fit_search(isolated_runner(request_for, timeout), [(side, side) for side in resolution], max_batch=max_batch, max_side=max_side)
+    table = Table(title=f"{model} on {profile.name} ({table_data.probe_count} isolated probes)")
+    for column in ("resolution", "largest batch", "limited by"):
+        table.add_column(column)
+    for row in table_data.batches:
+        table.add_row(f"{row.height}x{row.width}", str(row.largest_batch), str(row.limited_by))
+    console.print(table)
+    if table_data.square is not None:
+        console.print(f"largest square side at batch 1: [bold]{table_data.square.largest_side}[/] px (limited by {table_data.square.limited_by})")
+
+
+@app.command()
+@user_errors
 def selfcheck(
     model: str = typer.Option("fast-scnn", help="registered model to time"),
     resolution: int = typer.Option(256, help="square input side"),

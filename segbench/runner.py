@@ -73,6 +73,36 @@ def _check_resume(run_dir: Path, suite: Suite, device: str) -> None:
         raise SegbenchError(f"--resume {run_dir}: that run measured on '{meta.get('device')}', not '{device}'; pass --device {meta.get('device')}")
 
 
+def _ceiling(suite: Suite, device: str) -> dict[str, Any] | None:
+    """The device's measured matmul and copy rates, once per run, in its own process (no CUDA context here)."""
+    if not suite.roofline.measure_ceiling:
+        return None
+    from segbench.hardware.roofline import measure_ceiling_isolated
+
+    return measure_ceiling_isolated(device, list(suite.precisions), seconds=suite.roofline.ceiling_seconds, threads=suite.threads)
+
+
+def _profile(name: str | None) -> Any:
+    from segbench.hardware import list_profiles, load_profile
+
+    return load_profile(name) if name and name in list_profiles() else None
+
+
+def _derived_fields(record: dict[str, Any], meta: dict[str, Any], profile_name: str | None) -> dict[str, Any]:
+    """Figures computed from a finished cell and the run: roofline, and a throttle flag."""
+    from segbench.hardware.roofline import roofline
+
+    if record.get("status") != "ok":
+        return {}
+    gflops, fps = record.get("gflops"), record.get("fps")
+    flops_per_image = gflops * 1e9 if gflops else None
+    telemetry = record.get("telemetry") or {}
+    return {
+        "roofline": roofline(flops_per_image, fps, record["precision"], _profile(profile_name), meta.get("ceiling")),
+        "throttled": telemetry.get("throttled"),
+    }
+
+
 def _start_run(suite: Suite, suite_path: Path, out_dir: Path, device: str, resume: Path | None) -> tuple[Path, dict[str, Any]]:
     if resume is not None:
         _check_resume(resume, suite, device)
@@ -95,6 +125,7 @@ def _start_run(suite: Suite, suite_path: Path, out_dir: Path, device: str, resum
         "end_time": None,
         "status": "running",
         "fingerprint": fingerprint(),
+        "ceiling": _ceiling(suite, device),
     }
     results.write_json(run_dir / results.META_FILE, meta)
     return run_dir, meta
@@ -111,12 +142,16 @@ def _hardware_targets(suite: Suite, executor_name: str) -> list[str | None]:
 def _jobs(suite: Suite, suite_path: Path, cells: list[CellSpec], device: str, run_dir: Path, cards: list[str | None]) -> list[Job]:
     stream = suite.stream if suite.scenario == "stream" else None
     suite_dir = str(suite_path.resolve().parent)
+    # One local card target is a budget to emulate; on Ray the cell runs on the real card instead.
+    budget_profile = suite.hardware_targets[0] if cards == [None] and suite.hardware_targets else None
+    cooldown = suite.cooldown
+    timeout_s = suite.timing.timeout_s + ((cooldown.fixed_s or 0) + cooldown.timeout_s if cooldown else 0)
     jobs = []
     for cell in cells:
-        request = CellRequest(cell, device, suite.timing, suite.memory.poll_interval_ms, suite.threads, tuple(suite.plugins), suite_dir, stream)
+        request = CellRequest(cell, device, suite.timing, suite.memory.poll_interval_ms, suite.threads, tuple(suite.plugins), suite_dir, stream, budget_profile, cooldown)
         for card in cards:
             suffix = f"@{card}" if card else ""
-            jobs.append(Job(request, suite.timing.timeout_s, run_dir / LOG_DIR / f"{cell.cell_id}{suffix}.log", card))
+            jobs.append(Job(request, timeout_s, run_dir / LOG_DIR / f"{cell.cell_id}{suffix}.log", card))
     return jobs
 
 
@@ -155,6 +190,7 @@ def run_suite(
 
     def job_finished(job: Job, cell_outcome: dict[str, Any]) -> None:
         record = _base_record(job.request.cell, device) | cell_outcome
+        record.update(_derived_fields(record, meta, job.hardware or job.request.hardware))
         if job.hardware is not None:
             record.update(hardware=job.hardware, cell_key=job.key)
         results.append_record(run_dir, record)

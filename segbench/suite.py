@@ -9,7 +9,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from segbench.errors import SuiteError
-from segbench.naming import did_you_mean
+from segbench.measure.telemetry import CooldownConfig
+from segbench.naming import did_you_mean, unknown_name_message
 
 MAX_SIDE = 16384
 DeviceName = Annotated[str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+)$")]
@@ -73,6 +74,13 @@ class RayConfig(StrictModel):
     cpus_per_cell: Annotated[float, Field(gt=0)] = 1.0
 
 
+class RooflineConfig(StrictModel):
+    """Once per run, measure the device's dense matmul rate and copy bandwidth (stored in meta.json)."""
+
+    measure_ceiling: bool = True
+    ceiling_seconds: Annotated[float, Field(gt=0, le=120)] = 4.0
+
+
 class Rule(StrictModel):
     """Matches cells on any subset of axes; a list means any of its values."""
 
@@ -121,6 +129,8 @@ class Suite(StrictModel):
     backends: Annotated[list[str], Field(min_length=1)] = ["eager"]
     timing: Timing = Timing()
     memory: MemoryConfig = MemoryConfig()
+    roofline: RooflineConfig = RooflineConfig()
+    cooldown: CooldownConfig | None = None
     scenario: Literal["offline", "stream"] = "offline"
     stream: StreamConfig = StreamConfig()
     include: list[Rule] = Field(default_factory=list)
@@ -194,7 +204,14 @@ def _describe(error: dict[str, Any], root: type[BaseModel] | None = None) -> tup
     return _format_location(location), message
 
 
-def _check_names(suite: Suite) -> list[tuple[str, str]]:
+def resolve_path(path: Path, base_dir: Path | None) -> Path:
+    """A relative path as the user meant it: from the working directory, else from the suite's folder."""
+    if path.is_absolute() or path.exists() or base_dir is None:
+        return path
+    return base_dir / path
+
+
+def _check_names(suite: Suite, base_dir: Path | None = None) -> list[tuple[str, str]]:
     """Names that only the registries know: models, options, precisions, backends, rules."""
     from segbench.backends import backend_names, unknown_backend_message
     from segbench.models.registry import adapter_class, list_models, unknown_model_message
@@ -216,6 +233,15 @@ def _check_names(suite: Suite) -> list[tuple[str, str]]:
     for index, name in enumerate(suite.backends):
         if name not in backend_names():
             problems.append((f"backends[{index}]", unknown_backend_message(name)))
+    if suite.executor == "local":  # on Ray, card names are cluster resources, not profiles
+        from segbench.hardware import list_profiles
+
+        for name in suite.hardware_targets:
+            if name not in list_profiles():
+                problems.append(("hardware", unknown_name_message("hardware profile", name, list_profiles())))
+    for index, entry in enumerate(suite.models):
+        if entry.weights is not None and not resolve_path(entry.weights, base_dir).exists():
+            problems.append((f"models[{index}].weights", f"weights not found: {entry.weights}; give a local file or transformers directory"))
     for rules_name in ("include", "exclude"):
         for index, rule in enumerate(getattr(suite, rules_name)):
             if rule.resolution is not None:
@@ -274,7 +300,7 @@ def parse_suite(data: Any, source: str = "<suite>", base_dir: Path | None = None
     except ValidationError as exc:
         lines = [f"{source}: {where}: {what}" for where, what in map(_describe, exc.errors())]
         raise SuiteError("\n".join(lines)) from None
-    problems = _check_names(suite) or _check_resolutions(suite) or _check_stream(suite, base_dir)
+    problems = _check_names(suite, base_dir) or _check_resolutions(suite) or _check_stream(suite, base_dir)
     if problems:
         raise SuiteError("\n".join(f"{source}: {where}: {what}" for where, what in problems))
     return suite

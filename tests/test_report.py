@@ -76,6 +76,12 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_small_run(tmp_path_factory)
 
 
+@pytest.fixture(scope="module")
+def small_report(small_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small run's HTML report, rendered once for the tests that only read it."""
+    return write_report(small_run, tmp_path_factory.mktemp("report") / "report.html")
+
+
 class PageParser(HTMLParser):
     """Collects what the tests look for: section ids, figures and their images, tables, scripts, text."""
 
@@ -158,9 +164,8 @@ def test_the_small_run_is_what_the_report_tests_expect(small_run: Path) -> None:
     assert statuses == ["error", "ok", "ok", "ok", "ok", "oom"], statuses
 
 
-def test_html_report_has_every_section_plot_and_table(small_run: Path, tmp_path: Path) -> None:
-    path = write_report(small_run, tmp_path / "report.html")
-    page = parse(path)
+def test_html_report_has_every_section_plot_and_table(small_report: Path) -> None:
+    page = parse(small_report)
     assert SECTIONS <= page.sections
     for key in PLOTS | {"plot-pareto"}:  # the bf16 cell has fidelity, so the Pareto plot is drawn too
         [src] = page.figures[key]
@@ -183,10 +188,9 @@ def test_html_report_has_every_section_plot_and_table(small_run: Path, tmp_path:
     assert len(page.scripts) == 1 and "fetch(" not in page.scripts[0] and "XMLHttpRequest" not in page.scripts[0]
 
 
-def test_hostile_suite_name_and_description_render_as_text(small_run: Path, tmp_path: Path) -> None:
-    path = write_report(small_run, tmp_path / "report.html")
-    raw = path.read_text(encoding="utf-8")
-    page = parse(path)
+def test_hostile_suite_name_and_description_render_as_text(small_report: Path) -> None:
+    raw = small_report.read_text(encoding="utf-8")
+    page = parse(small_report)
     assert HOSTILE_NAME not in raw and "&lt;script&gt;alert(1)&lt;/script&gt;" in raw
     assert "<img src=x" not in raw and "&lt;img src=x onerror=" in raw
     assert not any(tag == "img" and "onerror" in attributes for tag, attributes in page.tags)

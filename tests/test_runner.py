@@ -42,7 +42,7 @@ def test_real_fast_scnn_cell_writes_valid_results(write_suite: Callable[..., Pat
     assert set(MEMORY_FIELDS) <= set(record["memory_mb"])
     latency = record["latency_ms"]
     assert latency["min"] <= latency["median"] <= latency["p95"] <= latency["max"]
-    assert len(record["samples_ms"]) == latency["n"] == record["iterations"] >= 3
+    assert len(record["samples_ms"]) == latency["n"] == record["iterations"] >= 1
     assert record["fps"] == pytest.approx(2 * 1000 / latency["median"])
     assert record["resolution"] == [64, 128] and record["batch_size"] == 2 and record["device"] == "cpu"
     assert record["memory_mb"]["rss_peak"] >= record["memory_mb"]["baseline"] > 0
@@ -50,6 +50,8 @@ def test_real_fast_scnn_cell_writes_valid_results(write_suite: Callable[..., Pat
     assert set(record["stages_ms"]) == {"preprocess", "forward", "postprocess"}
     assert record["params"] == pytest.approx(1.11e6, rel=0.03)
     assert record["threads"] >= 1
+    assert record["gflops"] > 0 and record["roofline"]["achieved_tflops"] > 0
+    assert record["telemetry"]["unavailable"] and record["budget"] is None and record["throttled"] is None
     meta = results.read_meta(run_dir)
     assert meta["status"] == "complete" and meta["device"] == "cpu" and meta["fingerprint"]["cpu"]["logical_cores"] >= 1
     assert (run_dir / results.SUITE_FILE).read_text() == suite_path.read_text()

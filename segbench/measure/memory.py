@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import psutil
 import torch
@@ -51,7 +51,7 @@ def _max(current: float | None, value: float | None) -> float | None:
 class MemoryPoller:
     """Polls RSS (and NVML device/process memory on a GPU) every `interval_ms` in a daemon thread."""
 
-    def __init__(self, device: torch.device, interval_ms: float = 10.0):
+    def __init__(self, device: torch.device, interval_ms: float = 10.0, on_sample: Callable[[], None] | None = None):
         self.device = device
         self.interval_s = interval_ms / 1000.0
         self.process = psutil.Process()
@@ -59,6 +59,7 @@ class MemoryPoller:
         self.rss_peak: float | None = None
         self.device_peak: float | None = None
         self.process_peak: float | None = None
+        self.on_sample = on_sample  # e.g. NVML telemetry, sampled on the same clock
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="segbench-memory-poller", daemon=True)
 
@@ -67,6 +68,8 @@ class MemoryPoller:
         if self.handle is not None:
             self.device_peak = _max(self.device_peak, nvml.device_used_mb(self.handle))
             self.process_peak = _max(self.process_peak, nvml.process_used_mb(self.handle))
+        if self.on_sample is not None:
+            self.on_sample()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

@@ -41,19 +41,6 @@ class TransformersAdapter(SegmentationAdapter):
     def build_module(self) -> nn.Module:
         return self.transformers_class()(self.config())
 
-    def build(self, device: torch.device | str = "cpu") -> nn.Module:
-        # The base build accepts weight files only; a save_pretrained directory is loaded here instead.
-        directory = self.weights if self.weights is not None and self.weights.is_dir() else None
-        if directory is None:
-            return super().build(device)
-        self.weights = None
-        try:
-            module = super().build(device)
-        finally:
-            self.weights = directory
-        self.load_weights(module, directory)
-        return module
-
     def load_weights(self, module: nn.Module, path: Path) -> None:
         state = self.read_pretrained(path) if path.is_dir() else read_state_file(self.card.name, path)
         strict_load(self.card.name, module, state, path)

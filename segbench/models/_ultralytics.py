@@ -80,9 +80,7 @@ class UltralyticsAdapter(SegmentationAdapter):
         """Weights are an ultralytics .pt checkpoint or a state dict of the unfused model."""
         strict_load(self.card.name, module, read_ultralytics_state(self.card.name, path), path)
 
-    def build(self, device: torch.device | str = "cpu") -> nn.Module:
-        model = super().build(device)
+    def finalize(self, module: nn.Module) -> nn.Module:
         # ultralytics fuses Conv+BN before inference (AutoBackend) and reports fused parameter counts; fusing
         # after loading keeps weight files in the usual unfused layout.
-        model.fuse(verbose=False)
-        return model
+        return module.fuse(verbose=False)

@@ -101,24 +101,24 @@ class SegmentationAdapter(ABC):
         """Construct the architecture on the CPU with random weights (no downloads)."""
 
     def load_weights(self, module: nn.Module, path: Path) -> None:
-        """Load a local state dict; families with their own formats override this."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
-        try:
-            module.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[1:2] or [str(exc)]
-            raise WeightsError(f"{self.card.name}: weights file {path} does not match the architecture ({first[0].strip()})") from None
+        """Load a local state dict (.safetensors or torch-saved); families with their own formats override this."""
+        from segbench.models._common import read_state_file, strict_load
+
+        strict_load(self.card.name, module, read_state_file(self.card.name, path), path)
+
+    def finalize(self, module: nn.Module) -> nn.Module:
+        """Inference-time rewrites after the weights are in (e.g. Conv+BN fusion), so weight files keep the training layout."""
+        return module
 
     def build(self, device: torch.device | str = "cpu") -> nn.Module:
-        """Build (seeded, so every process gets the same random weights), load weights, move to device."""
-        if self.weights is not None and not self.weights.is_file():
-            raise WeightsError(f"{self.card.name}: weights file not found: {self.weights} (fix the path under models[].weights)")
+        """Build (seeded, so every process gets the same random weights), load weights, finalize, move to device."""
+        if self.weights is not None and not self.weights.exists():
+            raise WeightsError(f"{self.card.name}: weights not found: {self.weights} (fix the path under models[].weights)")
         torch.manual_seed(0)
         module = self.build_module()
         if self.weights is not None:
             self.load_weights(module, self.weights)
+        module = self.finalize(module)
         self.device = torch.device(device)
         self.model = module.eval().to(self.device)
         return self.model

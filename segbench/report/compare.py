@@ -110,17 +110,13 @@ def _end_to_end_samples(record: dict[str, Any]) -> Samples | None:
     return np.sum(np.asarray(series, dtype=np.float64), axis=0)
 
 
-def _p95(values: Samples, axis: int | None = None) -> Any:
-    return np.percentile(values, 95, axis=axis)
-
-
 @dataclass(frozen=True)
 class _Metric:
     key: str
     label: str
     value: Callable[[dict[str, Any]], float | None]
     samples: Callable[[dict[str, Any]], Samples | None] | None = None
-    statistic: Callable[..., Any] = np.median
+    quantile: float = 50.0  # the statistic of the samples the value is (50: median)
     higher_is_better: bool = False
 
 
@@ -129,37 +125,58 @@ def _latency_value(name: str) -> Callable[[dict[str, Any]], float | None]:
 
 
 METRICS = (
-    _Metric("median_ms", "median latency", _latency_value("median"), _samples, np.median),
-    _Metric("p95_ms", "p95 latency", _latency_value("p95"), _samples, _p95),
-    _Metric("fps", "FPS", lambda r: r.get("fps"), _samples, np.median, higher_is_better=True),
-    _Metric("end_to_end_ms", "end-to-end median", lambda r: (r.get("end_to_end_ms") or {}).get("median"), _end_to_end_samples, np.median),
+    _Metric("median_ms", "median latency", _latency_value("median"), _samples, 50.0),
+    _Metric("p95_ms", "p95 latency", _latency_value("p95"), _samples, 95.0),
+    _Metric("fps", "FPS", lambda r: r.get("fps"), _samples, 50.0, higher_is_better=True),
+    _Metric("end_to_end_ms", "end-to-end median", lambda r: (r.get("end_to_end_ms") or {}).get("median"), _end_to_end_samples, 50.0),
     _Metric("peak_mb", "peak memory", lambda r: headline_memory(r)[0]),
 )
+QUANTILES = (50.0, 95.0)  # bootstrapped together: one resample serves every statistic of the same samples
 
 
-def bootstrap_change_ci(a: Samples, b: Samples, statistic: Callable[..., Any] = np.median, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
-    """95 % percentile-bootstrap interval of statistic(b) / statistic(a) - 1, in %; both runs resampled, seeded."""
+def quantile_change_cis(a: Samples, b: Samples, quantiles: tuple[float, ...] = QUANTILES, resamples: int = BOOTSTRAP_RESAMPLES,
+                        seed: int = 0) -> dict[float, tuple[float, float]]:
+    """95 % percentile-bootstrap intervals of quantile(b) / quantile(a) - 1, in %, per quantile; both runs resampled, seeded."""
     rng = np.random.default_rng(seed)
-    draws_a = statistic(rng.choice(a, size=(resamples, a.size), replace=True), axis=1)
-    draws_b = statistic(rng.choice(b, size=(resamples, b.size), replace=True), axis=1)
-    ratios = draws_b / draws_a
-    low, high = np.percentile(ratios, [2.5, 97.5])
-    return float((low - 1) * 100), float((high - 1) * 100)
+    draws_a = np.percentile(rng.choice(a, size=(resamples, a.size), replace=True), quantiles, axis=1)
+    draws_b = np.percentile(rng.choice(b, size=(resamples, b.size), replace=True), quantiles, axis=1)
+    intervals = {}
+    for index, quantile in enumerate(quantiles):
+        low, high = np.percentile(draws_b[index] / draws_a[index], [2.5, 97.5])
+        intervals[quantile] = (float((low - 1) * 100), float((high - 1) * 100))
+    return intervals
 
 
-def _metric_change(metric: _Metric, a: dict[str, Any], b: dict[str, Any], threshold_pct: float, resamples: int, seed: int) -> MetricChange:
+def bootstrap_change_ci(a: Samples, b: Samples, quantile: float = 50.0, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
+    """The interval of one quantile's relative change (the median's by default), in %."""
+    return quantile_change_cis(a, b, (quantile,), resamples, seed)[quantile]
+
+
+CiCache = dict[Any, "dict[float, tuple[float, float]] | None"]
+
+
+def _change_ci(metric: _Metric, a: dict[str, Any], b: dict[str, Any], cache: CiCache, resamples: int, seed: int) -> tuple[float, float] | None:
+    if metric.samples is None:
+        return None
+    if metric.samples not in cache:
+        samples_a, samples_b = metric.samples(a), metric.samples(b)
+        enough = samples_a is not None and samples_b is not None and min(samples_a.size, samples_b.size) >= MIN_SAMPLES_FOR_CI
+        cache[metric.samples] = quantile_change_cis(samples_a, samples_b, QUANTILES, resamples, seed) if enough else None  # type: ignore[arg-type]
+    intervals = cache[metric.samples]
+    if intervals is None:
+        return None
+    low, high = intervals[metric.quantile]
+    if metric.higher_is_better:  # FPS is the inverse of the median: invert the ratio's bounds
+        low, high = 100 / (1 + high / 100) - 100, 100 / (1 + low / 100) - 100
+    return low, high
+
+
+def _metric_change(metric: _Metric, a: dict[str, Any], b: dict[str, Any], threshold_pct: float, cache: CiCache, resamples: int, seed: int) -> MetricChange:
     value_a, value_b = metric.value(a), metric.value(b)
     if metric.key == "peak_mb" and headline_memory(a)[1] != headline_memory(b)[1]:
         value_a = value_b = None  # different memory figures (e.g. NVML vs RSS) are not comparable
     change = (value_b - value_a) / value_a * 100 if value_a and value_b is not None else None
-    ci = None
-    if change is not None and metric.samples is not None:
-        samples_a, samples_b = metric.samples(a), metric.samples(b)
-        if samples_a is not None and samples_b is not None and min(samples_a.size, samples_b.size) >= MIN_SAMPLES_FOR_CI:
-            low, high = bootstrap_change_ci(samples_a, samples_b, metric.statistic, resamples, seed)
-            if metric.higher_is_better:  # FPS is the inverse of the median: invert the ratio's bounds
-                low, high = (100 / (1 + high / 100) - 100, 100 / (1 + low / 100) - 100)
-            ci = (low, high)
+    ci = _change_ci(metric, a, b, cache, resamples, seed) if change is not None else None
     if change is None:
         significant = False
     elif metric.samples is None:
@@ -208,7 +225,8 @@ def compare_runs(a: Path | str | RunData, b: Path | str | RunData, threshold: fl
     for record_a in sort_cells([r for r in run_a.records if r["cell_id"] in by_id_b]):
         record_b = by_id_b[record_a["cell_id"]]
         both_ok = record_a.get("status") == "ok" and record_b.get("status") == "ok"
-        metrics = tuple(_metric_change(m, record_a, record_b, threshold, resamples, seed) for m in METRICS) if both_ok else ()
+        cache: CiCache = {}
+        metrics = tuple(_metric_change(m, record_a, record_b, threshold, cache, resamples, seed) for m in METRICS) if both_ok else ()
         cells.append(CellChange(record_a["cell_id"], cell_label(record_a), str(record_a.get("status")), str(record_b.get("status")), metrics))
     return Comparison(
         name_a=run_a.name,

@@ -149,7 +149,7 @@ QUANTIZATION_COLUMNS = [
     Column("backend", "backend"),
     Column("median_ms", "median ms", fmt_ms, True),
     Column("reference_ms", "fp32 eager ms", fmt_ms, True),
-    Column("speedup", "speed-up", fmt_speedup, True, help="fp32 eager median / this median"),
+    Column("speedup", "speed-up", fmt_speedup, True, help="fp32 eager median / this median; below 1x is slower than fp32 eager"),
     Column("memory_saving_pct", "memory saving", fmt_signed_pct, True, help="1 - peak / fp32 eager peak (negative: uses more)"),
     Column("pixel_agreement_pct", "agreement %", fmt_fixed(2), True, help="pixels whose class matches fp32 eager"),
     Column("miou_vs_fp32_pct", "mIoU vs fp32 %", fmt_fixed(2), True),
@@ -242,9 +242,9 @@ def footnote_notes(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 def report_context(run: RunData) -> dict[str, Any]:
     leaderboard, notes = footnote_notes(tables.leaderboard(run))
     quantization = tables.quantization(run)
-    if not quantization.empty and not run.has_fidelity:
-        quantization = quantization.drop(columns="pareto")
-    if not quantization.empty and not quantization["fidelity_note"].any():
+    if not quantization.empty and not run.has_fidelity:  # the section's sentence says so once, not per row
+        quantization = quantization.drop(columns=["pareto", "fidelity_note"])
+    elif not quantization.empty and not quantization["fidelity_note"].any():
         quantization = quantization.drop(columns="fidelity_note")
     failures = tables.failures(run)
     return {

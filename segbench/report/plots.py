@@ -228,7 +228,7 @@ def stage_breakdown(run: RunData) -> Plot:
             axis.barh(labels, shares, left=left, color=STAGE_COLOURS[stage], label=stage, height=0.7)
             left = [a + b for a, b in zip(left, shares)]
         for row, total in enumerate(totals):
-            axis.text(101, row, f"{total:.3g} ms", va="center", fontsize=8)
+            axis.text(101, row, f"{total:,.0f} ms" if total >= 100 else f"{total:.3g} ms", va="center", fontsize=8)
         axis.invert_yaxis()
         axis.set_xlim(0, 112)
         axis.set(xlabel="share of the summed stage medians (%)", title=f"{title}: preprocess / forward / postprocess")
@@ -284,7 +284,8 @@ def pareto_plot(run: RunData) -> Plot:
         lowest = min(p["agreement"] for p in here) * 100
         margin = max(0.02, (100 - lowest) * 0.1)
         axis.set_ylim(lowest - margin, 100 + margin)  # agreement never exceeds 100 %: no empty band above it
-        axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}" if margin >= 0.5 else f"{value:.3f}"))
+        decimals = max(0, math.ceil(-math.log10(margin))) + 1  # enough to tell 99.95 from 100 when the range is narrow
+        axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.{decimals}f}"))
         axis.set(title=model, xlabel="median latency (ms)", ylabel="pixel agreement with fp32 (%)")
         _legend(axis)
 

@@ -253,9 +253,7 @@ def quantization(run: RunData) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    frame["pareto"] = False
-    for index in pareto_front(run):
-        frame.loc[frame["cell_id"] == index, "pareto"] = True
+    frame["pareto"] = frame["cell_id"].isin(pareto_front(run))
     optional = ("pixel_agreement_pct", "miou_vs_fp32_pct", "max_abs_logit_diff", "quantized_share_pct")
     return frame.drop(columns=[c for c in optional if frame[c].isna().all()])
 

@@ -1,0 +1,249 @@
+"""ONNX Runtime: export the cell's model once (inside prepare, so the export is prepare_s), then run it.
+
+The model is exported at the cell's static input shape with torch.onnx's dynamo exporter (the
+TorchScript exporter is the fallback). ONNX graphs return a flat list of tensors, so the model is
+wrapped to return its output leaves in pytree order and the forward callable rebuilds the original
+structure (a tuple, a dict, a transformers ModelOutput) for the adapter's postprocess and logits.
+
+Providers: the CPU provider on CPUs; on CUDA the TensorRT provider where ONNX Runtime has it, then
+the CUDA provider. Precisions that work on the ONNX graph itself (ort-int8) hand the backend an
+`OnnxGraphPrecision` instead of a plain module; precisions that change the PyTorch model in ways an
+ONNX graph cannot carry (torchao tensor subclasses, PT2E graphs compiled by inductor, autocast) are
+recorded as unsupported here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import tempfile
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
+
+from segbench.backends.base import Backend, ForwardFn
+from segbench.errors import UnsupportedError
+from segbench.models.base import SegmentationAdapter
+
+OPSET = 18
+CUDA_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+class OnnxGraphPrecision(nn.Module, ABC):
+    """What a precision that rewrites the exported ONNX graph returns from `apply`.
+
+    It carries the float model (exported as usual) and rewrites the ONNX file before the session is
+    built. Its own forward refuses: such a precision means nothing on a PyTorch backend.
+    """
+
+    precision_name: str
+
+    def __init__(self, float_model: nn.Module):
+        super().__init__()
+        self.float_model = float_model
+
+    @abstractmethod
+    def rewrite(self, onnx_path: Path, input_name: str, workdir: Path) -> Path:
+        """Turn the exported float graph into the one to run; returns its path."""
+
+    @torch.compiler.disable  # so torch.compile runs this eagerly and the refusal surfaces unchanged
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise UnsupportedError(f"{self.precision_name} is ONNX Runtime's own quantization: it runs only on backend onnxruntime")
+
+
+# ---- outputs: flat for ONNX, structured for the adapter ----------------------------------------------
+
+@dataclass(frozen=True)
+class OutputLayout:
+    """Where the tensors of a model's (nested) output sit, so a flat list of them can be put back."""
+
+    spec: TreeSpec
+    leaves: tuple[Any, ...]  # the eager run's leaves: non-tensor ones are kept as they were
+    tensor_positions: tuple[int, ...]
+
+    @classmethod
+    def of(cls, outputs: Any) -> OutputLayout:
+        leaves, spec = tree_flatten(outputs)
+        positions = tuple(i for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor))
+        if not positions:
+            raise UnsupportedError("the model's output holds no tensors that ONNX could return")
+        constants = tuple(None if isinstance(leaf, torch.Tensor) else leaf for leaf in leaves)
+        return cls(spec, constants, positions)
+
+    def rebuild(self, tensors: Sequence[torch.Tensor]) -> Any:
+        leaves = list(self.leaves)
+        for position, tensor in zip(self.tensor_positions, tensors, strict=True):
+            leaves[position] = tensor
+        return tree_unflatten(leaves, self.spec)
+
+
+class FlatOutputs(nn.Module):
+    """The model with its output flattened to a tuple of tensors, in pytree order."""
+
+    def __init__(self, model: nn.Module, layout: OutputLayout):
+        super().__init__()
+        self.model = model
+        self.positions = layout.tensor_positions
+
+    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        leaves, _ = tree_flatten(self.model(inputs))
+        return tuple(leaves[i] for i in self.positions)
+
+
+# ---- export -------------------------------------------------------------------------------------------
+
+def export_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> str:
+    """Export at the example's static shape; returns which exporter succeeded."""
+    try:
+        torch.onnx.export(module, (example,), str(path), dynamo=True, optimize=True, external_data=False, verbose=False, opset_version=OPSET)
+        return "dynamo"
+    except Exception as dynamo_error:  # noqa: BLE001: the TorchScript exporter handles some models dynamo cannot
+        try:
+            torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=17, input_names=["input"])
+            return f"torchscript (dynamo exporter failed: {type(dynamo_error).__name__})"
+        except Exception as legacy_error:  # noqa: BLE001
+            raise UnsupportedError(
+                f"ONNX export failed with both exporters (dynamo: {_first_line(dynamo_error)}; torchscript: {_first_line(legacy_error)})"
+            ) from None
+
+
+def graph_input_name(path: Path) -> str:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {tensor.name for tensor in graph.initializer}
+    return next(value.name for value in graph.input if value.name not in initializers)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+
+
+def unexportable_reason(model: nn.Module, device: torch.device) -> str | None:
+    """Why this (precision-converted) model cannot be exported faithfully to ONNX, or None."""
+    if torch.is_autocast_enabled(device.type):
+        return "autocast is a PyTorch runtime feature: an exported ONNX graph does not carry it (use fp16 on CUDA instead)"
+    if isinstance(model, (torch._dynamo.eval_frame.OptimizedModule, torch.fx.GraphModule)):
+        return "this precision compiles or rewrites the PyTorch graph (PT2E int8 lowers through inductor); ONNX Runtime's int8 is precision ort-int8"
+    for tensor in (*model.parameters(), *model.buffers()):
+        if type(tensor).__module__.startswith("torchao"):
+            return "torchao-quantized weights cannot be exported to ONNX; ONNX Runtime's own int8 is precision ort-int8"
+        if tensor.is_floating_point() and tensor.dtype == torch.bfloat16:
+            return "ONNX Runtime has almost no bfloat16 kernels; bf16 runs on the PyTorch backends"
+        if tensor.is_floating_point() and tensor.dtype == torch.float16 and device.type == "cpu":
+            return "ONNX Runtime's CPU provider has few float16 kernels; fp16 on ONNX Runtime needs the CUDA provider"
+    return None
+
+
+# ---- sessions -----------------------------------------------------------------------------------------
+
+def available_providers() -> list[str]:
+    import onnxruntime
+
+    return list(onnxruntime.get_available_providers())
+
+
+def providers_for(device: torch.device) -> list[Any]:
+    if device.type == "cpu":
+        return ["CPUExecutionProvider"]
+    # ORT runs on torch's stream, so the harness's CUDA events bracket its kernels.
+    common = {"device_id": str(device.index or 0), "user_compute_stream": str(torch.cuda.current_stream(device).cuda_stream)}
+    chosen: list[Any] = []
+    if "TensorrtExecutionProvider" in available_providers():
+        chosen.append(("TensorrtExecutionProvider", dict(common)))
+    if "CUDAExecutionProvider" in available_providers():
+        chosen.append(("CUDAExecutionProvider", dict(common)))
+    return [*chosen, "CPUExecutionProvider"]
+
+
+def make_session(path: Path, device: torch.device) -> Any:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = torch.get_num_threads()  # the cell's thread count, as torch got it
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(str(path), options, providers=providers_for(device))
+
+
+def numpy_dtype(dtype: torch.dtype) -> Any:
+    return torch.empty(0, dtype=dtype).numpy().dtype
+
+
+def cpu_forward(session: Any, layout: OutputLayout) -> ForwardFn:
+    input_name = session.get_inputs()[0].name
+
+    def forward(inputs: torch.Tensor) -> Any:
+        outputs = session.run(None, {input_name: inputs.detach().contiguous().numpy()})
+        return layout.rebuild([torch.from_numpy(output) for output in outputs])
+
+    return forward
+
+
+def cuda_forward(session: Any, layout: OutputLayout, reference: Sequence[torch.Tensor], device: torch.device) -> ForwardFn:
+    """Bind torch's device memory to the session: no host copies, outputs come back as CUDA tensors."""
+    input_name = session.get_inputs()[0].name
+    output_names = [output.name for output in session.get_outputs()]
+    index = device.index or 0
+
+    def forward(inputs: torch.Tensor) -> Any:
+        inputs = inputs.contiguous()
+        binding = session.io_binding()
+        binding.bind_input(input_name, "cuda", index, numpy_dtype(inputs.dtype), tuple(inputs.shape), inputs.data_ptr())
+        outputs = [torch.empty_like(like, device=device) for like in reference]
+        for name, output in zip(output_names, outputs):
+            binding.bind_output(name, "cuda", index, numpy_dtype(output.dtype), tuple(output.shape), output.data_ptr())
+        session.run_with_iobinding(binding)
+        return layout.rebuild(outputs)
+
+    return forward
+
+
+# ---- the backend --------------------------------------------------------------------------------------
+
+class OnnxRuntime(Backend):
+    name = "onnxruntime"
+    description = "ONNX Runtime (exported once per cell with torch.onnx; CPU provider, or TensorRT/CUDA providers on GPUs); export is prepare_s"
+
+    def unsupported_reason(self, device: torch.device) -> str | None:
+        if importlib.util.find_spec("onnxruntime") is None:
+            return "onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu for CUDA)"
+        if device.type == "cuda" and not set(CUDA_PROVIDERS) & set(available_providers()):
+            return "this onnxruntime build has no CUDA or TensorRT provider (install onnxruntime-gpu)"
+        if device.type not in ("cpu", "cuda"):
+            return f"the onnxruntime backend supports CPUs and CUDA GPUs, not {device.type}"
+        return None
+
+    def prepare(self, adapter: SegmentationAdapter, example: torch.Tensor) -> ForwardFn:
+        assert adapter.model is not None
+        device = example.device
+        graph_precision = adapter.model if isinstance(adapter.model, OnnxGraphPrecision) else None
+        model = graph_precision.float_model if graph_precision is not None else adapter.model
+        reason = unexportable_reason(model, device)
+        if reason:
+            raise UnsupportedError(reason)
+
+        # The cell prepares under inference_mode, whose tensors torch.export cannot trace.
+        with torch.inference_mode(False), torch.no_grad():
+            example = example.clone()
+            reference = model(example)  # also fills shape-keyed caches (YOLO anchors) before tracing
+            layout = OutputLayout.of(reference)
+            workdir = Path(tempfile.mkdtemp(prefix="segbench-onnx-"))
+            path = workdir / "model.onnx"
+            exporter = export_onnx(FlatOutputs(model, layout), example, path)
+        if graph_precision is not None:
+            path = graph_precision.rewrite(path, graph_input_name(path), workdir)
+        session = make_session(path, device)
+        print(f"onnxruntime: exported with the {exporter} exporter; providers {session.get_providers()}", flush=True)
+
+        if device.type == "cuda":
+            flat_reference, _ = tree_flatten(reference)
+            return cuda_forward(session, layout, [flat_reference[i] for i in layout.tensor_positions], device)
+        return cpu_forward(session, layout)

@@ -199,6 +199,27 @@ def fit(
 
 @app.command()
 @user_errors
+def predict(
+    model: str = typer.Argument(..., help="registered model name"),
+    images: list[Path] = typer.Argument(..., help="one or more image files"),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="local weights (random weights without it)"),
+    out: Path = typer.Option(Path("predictions"), "--out", help="output folder"),
+    device: str = typer.Option("auto", "--device"),
+) -> None:
+    """Segment real images: class-id map PNG, coloured overlay PNG and a JSON (areas, contours, RLE) per image."""
+    from segbench.env import resolve_device
+    from segbench.predict import RANDOM_WEIGHTS_WARNING, predict as run_predict
+
+    if weights is not None and not weights.exists():
+        raise SegbenchError(f"--weights: not found: {weights}")
+    for prediction in run_predict(model, images, out, weights, resolve_device(device)):
+        console.print(f"{prediction.image} → {prediction.class_map}, {prediction.overlay}, {prediction.summary}")
+    if weights is None:
+        console.print(f"[yellow]{RANDOM_WEIGHTS_WARNING}[/]")
+
+
+@app.command()
+@user_errors
 def selfcheck(
     model: str = typer.Option("fast-scnn", help="registered model to time"),
     resolution: int = typer.Option(256, help="square input side"),

@@ -180,6 +180,7 @@ def test_html_report_has_every_section_plot_and_table(small_report: Path) -> Non
     assert "random weights" in text and "host RSS peak" in text
     assert "test-tiny" in text and "16x16: fastest is" in text and "largest batch that ran ok: 2" in text
     assert "pixel agreement" in text
+    assert "telemetry-table" not in page.tables  # CPU cells sample no GPU telemetry: no empty table
     # Self-contained: every image is inline and nothing points to another host.
     for tag, attributes in page.tags:
         for name in ("src", "href"):
@@ -225,13 +226,15 @@ def test_missing_optional_fields_are_left_out_and_present_ones_used(small_run: P
 
     def enrich(record: dict[str, Any]) -> dict[str, Any]:
         record["gflops"] = 0.25
-        record["telemetry"] = {"power_w": {"mean": 42.0, "max": 50.0}, "sm_clock_mhz": 1500, "note": "text is ignored"}
+        record["telemetry"] = {"samples": 12, "power_w": {"min": 30.0, "mean": 42.0, "max": 50.0}, "sm_clock_mhz": None,
+                               "throttled": True, "throttle_causes": ["hw_thermal_slowdown"], "throttled_share": 0.25}
         return record
 
     rich = parse(write_report(copy_run(small_run, tmp_path / "rich", change=enrich, meta={"budget_mb": 2048}), tmp_path / "rich.html"))
     assert "GFLOPs / image" in rich.all_text and "0.2" in rich.all_text
-    assert "telemetry-table" in rich.tables and "power_w.mean" in rich.all_text
-    assert "within the 2 GiB budget" in rich.all_text
+    assert len(rich.tables["telemetry-table"]) == 4
+    assert "power W (mean)" in rich.all_text and "hw_thermal_slowdown" in rich.all_text and "SM clock" not in rich.all_text
+    assert "within the budget (2 GiB)" in rich.all_text
 
 
 def test_markdown_and_csv_exports(small_run: Path, tmp_path: Path) -> None:

@@ -97,11 +97,12 @@ def _batch_limit(run: RunData, model: str, here: list[dict[str, Any]]) -> str:
     peak, figure = peak_memory(largest)
     if peak is not None:
         text += f" (peak {peak:.0f} MiB, {figure})"
-    budget = run.budget_mb()
+    budget = run.budget()
     if budget is not None:
-        fitting = [r for r in here if (peak_memory(r)[0] or float("inf")) <= budget]
-        text += (f"; largest within the {budget / 1024:.3g} GiB budget: {max(r['batch_size'] for r in fitting)}" if fitting
-                 else f"; none fits the {budget / 1024:.3g} GiB budget")
+        limit, label = budget
+        fitting = [r for r in here if (peak_memory(r)[0] or float("inf")) <= limit]
+        text += (f"; largest within the {label} ({limit / 1024:.3g} GiB): {max(r['batch_size'] for r in fitting)}" if fitting
+                 else f"; none fits the {label} ({limit / 1024:.3g} GiB)")
     failed_above = [r for r in run.failed if r["model"] == model and pixels(r) == pixels(largest) and r["batch_size"] > largest["batch_size"]]
     if failed_above:
         first = min(failed_above, key=lambda r: r["batch_size"])

@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from segbench.measure.stats import BOOTSTRAP_RESAMPLES, LatencyStats
+from segbench.results import record_key
 from segbench.report.summary import headline_memory
 from segbench.report.tables import RunData, cell_label, load_run, sort_cells
 
@@ -219,22 +220,23 @@ def compare_runs(a: Path | str | RunData, b: Path | str | RunData, threshold: fl
     """Compare run b against run a (the baseline); threshold is in percent."""
     run_a = a if isinstance(a, RunData) else load_run(a)
     run_b = b if isinstance(b, RunData) else load_run(b)
-    by_id_a = {r["cell_id"]: r for r in run_a.records}
-    by_id_b = {r["cell_id"]: r for r in run_b.records}
+    # record_key is the cell_id (a hash of the axes), qualified by the card in a run over several cards.
+    by_id_a = {record_key(r): r for r in run_a.records}
+    by_id_b = {record_key(r): r for r in run_b.records}
     cells = []
-    for record_a in sort_cells([r for r in run_a.records if r["cell_id"] in by_id_b]):
-        record_b = by_id_b[record_a["cell_id"]]
+    for record_a in sort_cells([r for r in run_a.records if record_key(r) in by_id_b]):
+        record_b = by_id_b[record_key(record_a)]
         both_ok = record_a.get("status") == "ok" and record_b.get("status") == "ok"
         cache: CiCache = {}
         metrics = tuple(_metric_change(m, record_a, record_b, threshold, cache, resamples, seed) for m in METRICS) if both_ok else ()
-        cells.append(CellChange(record_a["cell_id"], cell_label(record_a), str(record_a.get("status")), str(record_b.get("status")), metrics))
+        cells.append(CellChange(record_key(record_a), cell_label(record_a), str(record_a.get("status")), str(record_b.get("status")), metrics))
     return Comparison(
         name_a=run_a.name,
         name_b=run_b.name,
         threshold_pct=threshold,
         cells=tuple(cells),
-        only_in_a=tuple(cell_label(r) for r in sort_cells([r for r in run_a.records if r["cell_id"] not in by_id_b])),
-        only_in_b=tuple(cell_label(r) for r in sort_cells([r for r in run_b.records if r["cell_id"] not in by_id_a])),
+        only_in_a=tuple(cell_label(r) for r in sort_cells([r for r in run_a.records if record_key(r) not in by_id_b])),
+        only_in_b=tuple(cell_label(r) for r in sort_cells([r for r in run_b.records if record_key(r) not in by_id_a])),
         fingerprint_differences=tuple(fingerprint_differences(run_a.meta, run_b.meta)),
     )
 

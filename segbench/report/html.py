@@ -125,6 +125,7 @@ def html_table(frame: pd.DataFrame, columns: list[Column]) -> HtmlTable:
 
 LEADERBOARD_COLUMNS = [
     Column("model", "model"),
+    Column("card", "card", help="the card this cell ran on (a run over several cards)"),
     Column("resolution", "resolution", sort_key="pixels", help="input height x width"),
     Column("batch", "batch", numeric=True),
     Column("precision", "precision"),
@@ -138,6 +139,7 @@ LEADERBOARD_COLUMNS = [
     Column("peak_mb", "peak MiB", fmt_fixed(0), True),
     Column("params_m", "params", fmt_params, True),
     Column("gflops", "GFLOPs / image", fmt_fixed(1), True),
+    Column("percent_of_peak", "% of peak", fmt_fixed(1), True, help="achieved TFLOPS as a share of the card profile's peak for this precision"),
     Column("notes", "notes", help="numbers of the notes listed under the table"),
 ]
 
@@ -174,7 +176,8 @@ def _telemetry_table(run: RunData) -> HtmlTable | None:
     frame = tables.telemetry(run)
     if frame.empty:
         return None
-    columns = [Column("cell", "cell")] + [Column(key, key, fmt_fixed(2), True) for key in frame.columns if key != "cell"]
+    columns = [Column("cell", "cell"), Column("throttle causes", "throttle causes")]
+    columns[1:1] = [Column(key, key, fmt_fixed(2) if key == "J / image" else fmt_fixed(0), True) for key in frame.columns if key not in ("model", "cell", "throttle causes")]
     return html_table(frame, columns)
 
 

@@ -186,7 +186,7 @@ def memory_vs_resolution(run: RunData) -> Plot:
     if not measured:
         return Plot(key, title, None, "Skipped: no cell recorded a peak-memory figure.")
     figures = sorted({peak_memory(r)[1] for r in measured})
-    capacity, budget = run.device_memory(), run.budget_mb()
+    capacity, budget = run.device_memory(), run.budget()
     notes = []
 
     def draw(axis: Axes, model: str) -> None:
@@ -199,7 +199,7 @@ def memory_vs_resolution(run: RunData) -> Plot:
         if capacity and capacity[0] <= 4 * top:
             axis.axhline(capacity[0], color="black", linestyle="--", linewidth=1.2, label=f"{capacity[1]} ({capacity[0] / 1024:.3g} GiB)")
         if budget:
-            axis.axhline(budget, color="crimson", linestyle=":", linewidth=1.5, label=f"budget ({budget / 1024:.3g} GiB)")
+            axis.axhline(budget[0], color="crimson", linestyle=":", linewidth=1.5, label=f"{budget[1]} ({budget[0] / 1024:.3g} GiB)")
         axis.set(title=model, xlabel="input resolution (H x W)", ylabel="peak memory (MiB)")
         axis.set_ylim(bottom=0)
         _legend(axis)

@@ -80,13 +80,42 @@ class RunData:
         ram_gb = self.fingerprint.get("ram_gb")
         return (float(ram_gb) * 1024, "host RAM") if ram_gb else None
 
+    def budget(self) -> tuple[float, str] | None:
+        """The memory budget to draw and judge against, with its label, when the run names one.
+
+        In order: an explicit `budget_mb` in meta.json; the suite's one hardware target (a card
+        profile: its whole memory, comparable with NVML's per-process peak); the allocator budget a
+        cell ran under (`budget.budget_mb`); a `budget_mb`/`budget_gb` in the suite's hardware mapping.
+        """
+        explicit = _budget_from(self.meta)
+        if explicit is not None:
+            return explicit, "budget"
+        profile = _target_profile(self.meta.get("hardware_target"))
+        if profile is not None:
+            return float(profile.memory_mb), f"{profile.name} budget"
+        for record in self.ok:
+            cell_budget = record.get("budget")
+            if isinstance(cell_budget, dict) and _number(cell_budget.get("budget_mb")):
+                return float(cell_budget["budget_mb"]), f"{cell_budget.get('target') or 'allocator'} budget"
+        from_suite = _budget_from(self.suite.get("hardware"))
+        return (from_suite, "budget") if from_suite is not None else None
+
     def budget_mb(self) -> float | None:
-        """A memory budget from meta.json or the suite's hardware target, when one is given."""
-        for source in (self.meta, self.meta.get("hardware_target"), self.suite.get("hardware")):
-            budget = _budget_from(source)
-            if budget is not None:
-                return budget
+        budget = self.budget()
+        return budget[0] if budget else None
+
+
+def _target_profile(target: Any) -> Any:
+    """The hardware profile of a run's single target card, or None (no target, several, or unknown)."""
+    if isinstance(target, list):
+        target = target[0] if len(target) == 1 else None
+    if not isinstance(target, str) or not target:
         return None
+    try:
+        from segbench.hardware import list_profiles, load_profile
+    except ImportError:  # an older segbench without card profiles
+        return None
+    return load_profile(target) if target in list_profiles() else None
 
 
 def _cuda_index(device: str) -> int:
@@ -144,7 +173,7 @@ def is_reference(record: dict[str, Any]) -> bool:
 
 def variant_key(record: dict[str, Any]) -> tuple[Any, ...]:
     """The axes that a precision/backend comparison holds fixed."""
-    return (record["model"], tuple(record["resolution"]), record["batch_size"], record.get("weights"), json.dumps(record.get("options") or {}, sort_keys=True))
+    return (record["model"], tuple(record["resolution"]), record["batch_size"], record.get("weights"), json.dumps(record.get("options") or {}, sort_keys=True), record.get("hardware"))
 
 
 def option_text(record: dict[str, Any]) -> str:
@@ -158,7 +187,8 @@ def option_text(record: dict[str, Any]) -> str:
 
 
 def cell_label(record: dict[str, Any]) -> str:
-    return f"{record['model']} {resolution_text(record)} b{record['batch_size']} {option_text(record)}"
+    card = f" @{record['hardware']}" if record.get("hardware") else ""  # a run over several cards repeats each cell per card
+    return f"{record['model']} {resolution_text(record)} b{record['batch_size']} {option_text(record)}{card}"
 
 
 def peak_memory(record: dict[str, Any]) -> tuple[float | None, str]:
@@ -197,6 +227,7 @@ def leaderboard(run: RunData) -> pd.DataFrame:
         rows.append({
             "cell_id": record["cell_id"],
             "model": record["model"],
+            "card": record.get("hardware") or "",
             "resolution": resolution_text(record),
             "pixels": pixels(record),
             "batch": record["batch_size"],
@@ -213,11 +244,13 @@ def leaderboard(run: RunData) -> pd.DataFrame:
             "memory_figure": figure,
             "params_m": None if params is None else params / 1e6,
             "gflops": _number(record.get("gflops")),
+            "percent_of_peak": _number((record.get("roofline") or {}).get("percent_of_peak")),
             "notes": "; ".join(str(n) for n in record.get("notes") or []),
         })
     frame = pd.DataFrame(rows)
     if not frame.empty:
-        frame = frame.drop(columns=[c for c in ("gflops", "options", "end_to_end_ms") if frame[c].isna().all() or (frame[c] == "").all()])
+        optional = ("card", "options", "end_to_end_ms", "gflops", "percent_of_peak")
+        frame = frame.drop(columns=[c for c in optional if frame[c].isna().all() or (frame[c] == "").all()])
     return frame
 
 
@@ -318,15 +351,38 @@ def stages(run: RunData) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+TELEMETRY_FIELDS = {  # column: (path in the telemetry summary, scale)
+    "SM clock MHz (mean)": (("sm_clock_mhz", "mean"), 1.0),
+    "SM clock MHz (min)": (("sm_clock_mhz", "min"), 1.0),
+    "memory clock MHz": (("memory_clock_mhz", "mean"), 1.0),
+    "temperature °C (max)": (("temperature_c", "max"), 1.0),
+    "power W (mean)": (("power_w", "mean"), 1.0),
+    "power W (max)": (("power_w", "max"), 1.0),
+    "GPU util %": (("gpu_util_pct", "mean"), 1.0),
+    "J / image": (("joules_per_image",), 1.0),
+    "throttled % of samples": (("throttled_share",), 100.0),
+}
+
+
+def _dig(data: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
+
+
 def telemetry(run: RunData) -> pd.DataFrame:
-    """Numeric telemetry per ok cell, flattened one level (e.g. `power_w.mean`), when any cell has it."""
+    """GPU telemetry per ok cell (clocks, temperature, power, energy, throttling) where any was sampled."""
     rows = []
     for record in sort_cells(run.ok):
         data = record.get("telemetry")
-        if not isinstance(data, dict) or not data:
-            continue
-        flat = pd.json_normalize(data, sep=".").iloc[0].to_dict()
-        numbers = {key: value for key, value in flat.items() if _number(value) is not None}
-        if numbers:
-            rows.append({"cell": cell_label(record), **numbers})
-    return pd.DataFrame(rows)
+        values = {column: _number(_dig(data, path)) for column, (path, _) in TELEMETRY_FIELDS.items()}
+        if not any(value is not None for value in values.values()):
+            continue  # a CPU cell or a GPU without NVML: nothing was sampled
+        row = {"model": record["model"], "cell": cell_label(record)}
+        row.update({column: None if value is None else value * TELEMETRY_FIELDS[column][1] for column, value in values.items()})
+        row["throttle causes"] = ", ".join(str(c) for c in _dig(data, ("throttle_causes",)) or [])
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    return frame.drop(columns=[c for c in frame.columns if frame[c].isna().all() or (frame[c] == "").all()])

@@ -1,0 +1,142 @@
+"""`segbench predict`: run real images through a model and write the outputs practitioners use.
+
+Per image: the class-id map (PNG), a coloured overlay (PNG), and a JSON with per-class pixel area
+and share, contours (OpenCV findContours) and an uncompressed COCO-style RLE mask per class.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from segbench.errors import SegbenchError
+from segbench.models.registry import create_model
+
+RANDOM_WEIGHTS_WARNING = "random weights (no weights file given): these masks are meaningless; they show the output format and the speed only"
+MAX_CONTOUR_POINTS = 2000  # per class, so a JSON stays readable for noisy masks
+
+
+@dataclass(frozen=True)
+class Prediction:
+    image: Path
+    class_map: Path
+    overlay: Path
+    summary: Path
+
+
+def read_image(path: Path) -> np.ndarray:
+    import cv2
+
+    if not path.is_file():
+        raise SegbenchError(f"{path}: image not found")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise SegbenchError(f"{path}: cannot decode this image (use PNG or JPEG)")
+    return np.ascontiguousarray(image[..., ::-1])  # BGR -> RGB
+
+
+def palette(num_classes: int) -> np.ndarray:
+    """A fixed, well-spread colour per class (class 0 dark grey)."""
+    rng = np.random.default_rng(7)
+    colours = rng.integers(40, 256, size=(num_classes, 3), dtype=np.uint8)
+    colours[0] = (40, 40, 40)
+    return colours
+
+
+def rle_encode(mask: np.ndarray) -> dict[str, Any]:
+    """Uncompressed COCO RLE: run lengths over the column-major flattened mask, starting with zeros."""
+    flat = mask.T.reshape(-1).astype(np.uint8)
+    changes = np.flatnonzero(np.diff(np.concatenate([[0], flat, [1 - flat[-1] if flat.size else 0]])))
+    counts = np.diff(np.concatenate([[0], changes])).tolist()
+    if flat.size and counts and sum(counts) < flat.size:
+        counts.append(flat.size - sum(counts))
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
+
+
+def rle_decode(rle: dict[str, Any]) -> np.ndarray:
+    height, width = rle["size"]
+    values = np.zeros(height * width, dtype=np.uint8)
+    position, value = 0, 0
+    for count in rle["counts"]:
+        values[position : position + count] = value
+        position += count
+        value = 1 - value
+    return values.reshape(width, height).T
+
+
+def contours_of(mask: np.ndarray) -> list[list[list[int]]]:
+    import cv2
+
+    found, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    polygons, budget = [], MAX_CONTOUR_POINTS
+    for contour in sorted(found, key=cv2.contourArea, reverse=True):
+        points = contour.reshape(-1, 2).tolist()
+        if len(points) > budget:
+            break
+        polygons.append(points)
+        budget -= len(points)
+    return polygons
+
+
+def class_summary(labels: np.ndarray, names: dict[int, str] | None = None) -> list[dict[str, Any]]:
+    total = labels.size
+    rows = []
+    for class_id, pixels in zip(*np.unique(labels, return_counts=True)):
+        mask = labels == class_id
+        rows.append(
+            {
+                "id": int(class_id),
+                "name": (names or {}).get(int(class_id)),
+                "pixels": int(pixels),
+                "share": float(pixels) / total,
+                "contours": contours_of(mask),
+                "rle": rle_encode(mask),
+            }
+        )
+    return rows
+
+
+def write_outputs(image_path: Path, image: np.ndarray, labels: np.ndarray, out_dir: Path, num_classes: int, meta: dict[str, Any]) -> Prediction:
+    import cv2
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = image_path.stem
+    class_map = out_dir / f"{stem}.classes.png"
+    overlay = out_dir / f"{stem}.overlay.png"
+    summary = out_dir / f"{stem}.json"
+    dtype = np.uint8 if num_classes <= 256 else np.uint16
+    cv2.imwrite(str(class_map), labels.astype(dtype))
+    coloured = palette(num_classes)[labels]
+    blended = (0.5 * image + 0.5 * coloured).astype(np.uint8)
+    cv2.imwrite(str(overlay), blended[..., ::-1])
+    summary.write_text(json.dumps({**meta, "image": str(image_path), "height": labels.shape[0], "width": labels.shape[1], "classes": class_summary(labels)}, indent=1))
+    return Prediction(image_path, class_map, overlay, summary)
+
+
+def predict(model: str, images: list[Path], out_dir: Path, weights: Path | None = None, device: str = "cpu") -> list[Prediction]:
+    adapter = create_model(model, weights)
+    adapter.build(device)
+    meta = {
+        "model": model,
+        "weights": str(weights) if weights else None,
+        "random_weights": weights is None,
+        "note": RANDOM_WEIGHTS_WARNING if weights is None else None,
+        "num_classes": adapter.card.num_classes,
+        "dataset": adapter.card.dataset,
+    }
+    predictions = []
+    for path in images:
+        image = read_image(path)
+        problem = adapter.constraints.problem(*image.shape[:2])
+        if problem:
+            raise SegbenchError(f"{path}: {image.shape[0]}x{image.shape[1]} is {problem} for model '{model}'")
+        with torch.inference_mode():
+            batch = torch.from_numpy(image).unsqueeze(0)
+            labels = adapter.postprocess(adapter.forward(adapter.preprocess(batch)), image.shape[:2])[0].numpy()
+        predictions.append(write_outputs(path, image, labels, out_dir, adapter.card.num_classes, meta))
+    return predictions

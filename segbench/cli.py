@@ -107,6 +107,11 @@ def run(
         chosen = get_executor(executor or suite.executor, address, suite.ray.cpus_per_cell)
         result = run_suite(suite, suite_path, out, device, resume, retry_failed, ProgressObserver(progress), chosen, executor or suite.executor)
     console.print(summary_table(result.records, title=f"{suite.name}: {result.run_dir}"))
+    if suite.expectations:
+        from segbench.expectations import evaluate_run
+        from segbench.report.summary import expectations_table
+
+        console.print(expectations_table(evaluate_run(result.run_dir)))
 
 
 # ---- env, models, selfcheck ----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from segbench.errors import SuiteError
+from segbench.expectations import Expectation
 from segbench.measure.telemetry import CooldownConfig
 from segbench.naming import did_you_mean, unknown_name_message
 
@@ -131,6 +132,7 @@ class Suite(StrictModel):
     memory: MemoryConfig = MemoryConfig()
     roofline: RooflineConfig = RooflineConfig()
     cooldown: CooldownConfig | None = None
+    expectations: list[Expectation] = Field(default_factory=list)
     scenario: Literal["offline", "stream"] = "offline"
     stream: StreamConfig = StreamConfig()
     include: list[Rule] = Field(default_factory=list)

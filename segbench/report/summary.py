@@ -59,3 +59,17 @@ def summary_table(records: Iterable[dict[str, Any]], title: str = "") -> Table:
             f"{peak:.0f}" if peak is not None else "–",
         )
     return table
+
+
+VERDICT_STYLE = {"confirmed": "green", "refuted": "red", "untested": "yellow"}
+
+
+def expectations_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="expectations")
+    for column in ("claim", "metric", "expected", "measured", "verdict", "cell / reason"):
+        table.add_column(column)
+    for row in rows:
+        measured = "–" if row["measured"] is None else f"{row['measured']:.4g}"
+        style = VERDICT_STYLE.get(row["verdict"], "")
+        table.add_row(row["claim"], row["metric"], row["expected"] or "–", measured, f"[{style}]{row['verdict']}[/]", row["cell"] or row["reason"] or "")
+    return table

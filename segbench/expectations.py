@@ -1,0 +1,155 @@
+"""Expectations: claims a suite makes about its results, checked against what was measured.
+
+    expectations:
+      - claim: YOLOv8n-seg at 640 runs in about 10 ms on an RTX 3060
+        source: the seed glossary
+        model: yolov8n-seg
+        resolution: 640
+        batch_size: 1
+        metric: latency_ms.median
+        approx: 10
+        tolerance: 0.3           # relative: 7-13 ms confirms it
+      - claim: INT8 lowers VRAM
+        model: yolov8n-seg
+        precision: int8
+        metric: peak_memory_mb
+        lower_than: {precision: fp32}
+
+A claim is confirmed, refuted, or untested (no finished cell matches it, with the reason).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from segbench.report.summary import headline_memory
+
+Verdict = Literal["confirmed", "refuted", "untested"]
+LOWER_IS_BETTER = ("latency_ms", "end_to_end_ms", "stages_ms", "memory_mb", "peak_memory_mb", "energy")
+AXES = ("model", "resolution", "batch_size", "precision", "backend")
+
+
+class Expectation(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    claim: Annotated[str, Field(min_length=1)]
+    source: str = ""
+    model: str | None = None
+    resolution: Any = None
+    batch_size: int | None = None
+    precision: str | None = None
+    backend: str | None = None
+    metric: str = "latency_ms.median"  # a dotted path into a record, or peak_memory_mb (the headline figure)
+    approx: float | None = None
+    tolerance: Annotated[float, Field(gt=0)] = 0.25  # relative, for approx
+    between: tuple[float, float] | None = None
+    at_most: float | None = None
+    at_least: float | None = None
+    lower_than: dict[str, Any] | None = None  # axes that pick the reference cell, e.g. {precision: fp32}
+    higher_than: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_test(self) -> Expectation:
+        tests = [self.approx, self.between, self.at_most, self.at_least, self.lower_than, self.higher_than]
+        if sum(test is not None for test in tests) != 1:
+            raise ValueError("give exactly one of approx, between, at_most, at_least, lower_than, higher_than")
+        return self
+
+    def axes(self) -> dict[str, Any]:
+        return {axis: getattr(self, axis) for axis in AXES if getattr(self, axis) is not None}
+
+
+def metric_value(record: dict[str, Any], metric: str) -> float | None:
+    if metric == "peak_memory_mb":
+        return headline_memory(record)[0]
+    value: Any = record
+    for part in metric.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _matches(record: dict[str, Any], axes: dict[str, Any]) -> bool:
+    from segbench.matrix import CellSpec, rule_matches
+    from segbench.suite import Rule
+
+    cell = CellSpec(record["model"], tuple(record["resolution"]), record["batch_size"], record["precision"], record["backend"])
+    return rule_matches(Rule(**axes), cell)
+
+
+def _best(records: list[dict[str, Any]], metric: str) -> tuple[dict[str, Any], float] | None:
+    """Of several matching cells, the one a user would pick: lowest latency/memory, highest FPS."""
+    valued = [(record, value) for record in records if (value := metric_value(record, metric)) is not None]
+    if not valued:
+        return None
+    lower_better = metric.split(".")[0] in LOWER_IS_BETTER
+    return (min if lower_better else max)(valued, key=lambda pair: pair[1])
+
+
+def _verdict(expectation: Expectation, measured: float, reference: float | None) -> tuple[Verdict, str]:
+    e = expectation
+    if e.approx is not None:
+        low, high = e.approx * (1 - e.tolerance), e.approx * (1 + e.tolerance)
+        return ("confirmed" if low <= measured <= high else "refuted"), f"≈ {e.approx:g} (±{e.tolerance:.0%}: {low:g}–{high:g})"
+    if e.between is not None:
+        return ("confirmed" if e.between[0] <= measured <= e.between[1] else "refuted"), f"between {e.between[0]:g} and {e.between[1]:g}"
+    if e.at_most is not None:
+        return ("confirmed" if measured <= e.at_most else "refuted"), f"≤ {e.at_most:g}"
+    if e.at_least is not None:
+        return ("confirmed" if measured >= e.at_least else "refuted"), f"≥ {e.at_least:g}"
+    assert reference is not None
+    if e.lower_than is not None:
+        return ("confirmed" if measured < reference else "refuted"), f"< {reference:.4g} (reference cell)"
+    return ("confirmed" if measured > reference else "refuted"), f"> {reference:.4g} (reference cell)"
+
+
+def evaluate(expectation: Expectation, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row of the expectations table: claim, expected, measured, verdict and the cell it came from."""
+    row: dict[str, Any] = {"claim": expectation.claim, "source": expectation.source, "metric": expectation.metric, "measured": None, "expected": None, "verdict": "untested", "cell": None, "reason": None}
+    matching = [r for r in records if _matches(r, expectation.axes())]
+    finished = [r for r in matching if r.get("status") == "ok"]
+    if not finished:
+        statuses = sorted({str(r.get("status")) for r in matching})
+        row["reason"] = f"matching cells ended {', '.join(statuses)}" if matching else "no cell of this run matches the claim's axes"
+        return row
+    best = _best(finished, expectation.metric)
+    if best is None:
+        row["reason"] = f"metric '{expectation.metric}' was not recorded"
+        return row
+    record, measured = best
+    reference = None
+    reference_axes = expectation.lower_than or expectation.higher_than
+    if reference_axes is not None:
+        same_cell = {axis: record[axis] for axis in AXES} | reference_axes
+        picked = _best([r for r in records if r.get("status") == "ok" and _matches(r, same_cell)], expectation.metric)
+        if picked is None:
+            row["reason"] = f"no finished reference cell with {reference_axes}"
+            return row
+        reference = picked[1]
+    row["verdict"], row["expected"] = _verdict(expectation, measured, reference)
+    row["measured"] = measured
+    row["cell"] = f"{record['model']} {record['resolution'][0]}x{record['resolution'][1]} b{record['batch_size']} {record['precision']} {record['backend']}"
+    return row
+
+
+def evaluate_all(expectations: list[Expectation], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [evaluate(expectation, records) for expectation in expectations]
+
+
+def evaluate_run(run_dir: Any) -> list[dict[str, Any]]:
+    """The expectations of a stored run's suite, evaluated against its records (latest attempt per cell)."""
+    from pathlib import Path
+
+    import yaml
+
+    from segbench import results
+
+    suite_file = Path(run_dir) / results.SUITE_FILE
+    if not suite_file.is_file():
+        return []
+    data = yaml.safe_load(suite_file.read_text()) or {}
+    expectations = [Expectation.model_validate(item) for item in data.get("expectations") or []]
+    return evaluate_all(expectations, results.read_records(run_dir))

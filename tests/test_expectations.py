@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from segbench.expectations import Expectation, evaluate, metric_value
+
+
+def _record(precision: str = "fp32", median: float = 10.0, peak: float = 1500.0, status: str = "ok", resolution: int = 640) -> dict[str, Any]:
+    return {
+        "model": "yolov8n-seg", "resolution": [resolution, resolution], "batch_size": 1, "precision": precision, "backend": "eager",
+        "device": "cuda:0", "status": status, "latency_ms": {"median": median}, "fps": 1000 / median,
+        "memory_mb": {"nvml_process_peak": peak, "torch_reserved_peak": peak - 300},
+    }
+
+
+RECORDS = [_record("fp32", 12.0, 1600.0), _record("fp16", 7.0, 1100.0), _record("int8", 6.0, 900.0), _record("fp32", 30.0, 3000.0, resolution=1024)]
+
+
+def test_approx_claim_confirmed_by_the_best_matching_cell() -> None:
+    row = evaluate(Expectation(claim="≈10 ms", model="yolov8n-seg", resolution=640, batch_size=1, approx=10, tolerance=0.45), RECORDS)
+    assert row["verdict"] == "confirmed" and row["measured"] == 6.0 and "int8" in row["cell"]
+    row = evaluate(Expectation(claim="fp32 ≈10 ms", model="yolov8n-seg", resolution=640, precision="fp32", approx=10, tolerance=0.1), RECORDS)
+    assert row["verdict"] == "refuted" and row["measured"] == 12.0
+
+
+def test_memory_between_and_relative_claims() -> None:
+    between = Expectation(claim="1024 needs 2-4 GB", resolution=1024, metric="peak_memory_mb", between=(2048, 4096))
+    assert evaluate(between, RECORDS)["verdict"] == "confirmed"
+    lower = Expectation(claim="INT8 lowers VRAM", precision="int8", metric="peak_memory_mb", lower_than={"precision": "fp32"})
+    row = evaluate(lower, RECORDS)
+    assert row["verdict"] == "confirmed" and row["measured"] == 900.0
+    higher_fps = Expectation(claim="fp32 is faster than fp16", precision="fp32", resolution=640, metric="fps", higher_than={"precision": "fp16"})
+    assert evaluate(higher_fps, RECORDS)["verdict"] == "refuted"
+
+
+def test_untested_when_no_finished_cell_matches() -> None:
+    oom_only = [_record(status="oom")]
+    row = evaluate(Expectation(claim="fits", at_most=2000, metric="peak_memory_mb"), oom_only)
+    assert row["verdict"] == "untested" and "oom" in row["reason"]
+    row = evaluate(Expectation(claim="x", model="segformer-b0", at_least=1, metric="fps"), RECORDS)
+    assert row["verdict"] == "untested" and "no cell" in row["reason"]
+
+
+def test_exactly_one_test_per_expectation_and_metric_paths() -> None:
+    with pytest.raises(ValidationError, match="exactly one"):
+        Expectation(claim="two tests", approx=1, at_most=2)
+    assert metric_value(RECORDS[0], "latency_ms.median") == 12.0
+    assert metric_value(RECORDS[0], "peak_memory_mb") == 1600.0
+    assert metric_value(RECORDS[0], "latency_ms.nope") is None

@@ -295,7 +295,7 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         "quantized_share": precision.quantized_share(adapter.model),
         "params": adapter.parameter_count(),
         "model_input": list(adapter.model_input_size(height, width)),
-        "notes": precision.notes(device),
+        "notes": [*adapter.notes(), *precision.notes(device)],
         "noisy": latency.is_noisy,
         "stream": stream,
         "gflops": flops / 1e9 if flops else None,

@@ -123,6 +123,10 @@ class SegmentationAdapter(ABC):
         self.model = module.eval().to(self.device)
         return self.model
 
+    def notes(self) -> list[str]:
+        """Caveats about this model's figures that belong next to them in results and reports."""
+        return []
+
     def parameter_count(self) -> int:
         assert self.model is not None, "build() first"
         return sum(p.numel() for p in self.model.parameters())

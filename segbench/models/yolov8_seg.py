@@ -77,6 +77,11 @@ class YoloV8SegAdapter(UltralyticsAdapter):
             maps.append(scores)
         return torch.stack(maps)
 
+    def notes(self) -> list[str]:
+        if self.weights is None:
+            return ["postprocess time depends on the detections: NMS and mask assembly scale with the boxes kept, and with random weights few pass the confidence threshold, so trained weights postprocess slower"]
+        return []
+
     def postprocess(self, outputs: Any, size: tuple[int, int]) -> torch.Tensor:
         """Class-id map (N, H, W) int64 on the host: 0 background, 1..80 COCO class + 1."""
         labels = [_merge_instances(*instance) for instance in self.instances(outputs)]

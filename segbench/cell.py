@@ -246,6 +246,7 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
     context = _precision_context(adapter, images, photos)
     adapter.model = precision.apply(adapter.model, device, context)
     adapter.input_dtype = precision.input_dtype
+    adapter = backend.wrap(adapter)
     rule = _stop_rule(request.timing)
 
     with ExitStack() as stack:
@@ -303,6 +304,7 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         "energy": energy.summary(len(latency_run.samples_ms) * cell.batch_size),
         "budget": budget.to_dict() if budget else None,
         "cooldown": cooldown,
+        "backend_info": backend.describe(adapter),
     }
 
 

@@ -19,6 +19,14 @@ class Backend(ABC):
     def unsupported_reason(self, device: torch.device) -> str | None:
         return None
 
+    def wrap(self, adapter: SegmentationAdapter) -> SegmentationAdapter:
+        """The adapter whose three stages the harness times; pipeline backends substitute their library's own."""
+        return adapter
+
+    def describe(self, adapter: SegmentationAdapter) -> dict[str, Any] | None:
+        """What the backend did that a reader should know (threads a library chose, its own stage timings)."""
+        return None
+
     @abstractmethod
     def prepare(self, adapter: SegmentationAdapter, example: torch.Tensor) -> ForwardFn:
         """Return the forward callable. Its cost (compile, export) is recorded as prepare_s, never as latency."""

@@ -9,7 +9,7 @@ import pandas as pd
 
 from segbench.errors import SegbenchError
 from segbench.report import best, tables
-from segbench.report.html import fmt_duration, fmt_fixed, fmt_ms, fmt_time, render_report, weights_note
+from segbench.report.html import fmt_duration, fmt_fixed, fmt_ms, fmt_significant, fmt_time, render_report, weights_note
 from segbench.report.tables import RunData, load_run
 
 FORMATS = {"html": ".html", "md": ".md", "csv": ".csv"}
@@ -67,7 +67,7 @@ MD_LEADERBOARD = {
     "fps": ("FPS", fmt_fixed(1)),
     "peak_mb": ("peak MiB", fmt_fixed(0)),
     "params_m": ("params (M)", fmt_fixed(2)),
-    "gflops": ("GFLOPs", fmt_fixed(1)),
+    "gflops": ("GFLOPs", fmt_significant),
 }
 MD_FAILURES = {key: (key, str) for key in ("model", "resolution", "batch", "precision", "backend", "status", "reason")}
 

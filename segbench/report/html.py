@@ -68,6 +68,11 @@ def fmt_fixed(digits: int) -> Callable[[Any], str]:
     return lambda value: "–" if _missing(value) else f"{value:,.{digits}f}"
 
 
+def fmt_significant(value: Any) -> str:
+    """Three significant digits: GFLOPs run from 0.0005 (a test net) to thousands."""
+    return "–" if _missing(value) else f"{value:,.3g}" if value < 1000 else f"{value:,.0f}"
+
+
 def fmt_signed_pct(value: Any) -> str:
     return "–" if _missing(value) else f"{value:+.1f} %"
 
@@ -138,7 +143,7 @@ LEADERBOARD_COLUMNS = [
     Column("end_to_end_ms", "end-to-end ms", fmt_ms, True, help="median of preprocess + forward + postprocess"),
     Column("peak_mb", "peak MiB", fmt_fixed(0), True),
     Column("params_m", "params", fmt_params, True),
-    Column("gflops", "GFLOPs / image", fmt_fixed(1), True),
+    Column("gflops", "GFLOPs / image", fmt_significant, True),
     Column("percent_of_peak", "% of peak", fmt_fixed(1), True, help="achieved TFLOPS as a share of the card profile's peak for this precision"),
     Column("notes", "notes", help="numbers of the notes listed under the table"),
 ]

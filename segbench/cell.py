@@ -112,10 +112,24 @@ def _stop_rule(timing: Timing) -> StopRule:
     return StopRule(timing.min_iters, timing.max_iters, timing.min_time_s, timing.max_time_s)
 
 
-def _time_stages(adapter: SegmentationAdapter, forward: Callable[[torch.Tensor], Any], images: torch.Tensor, rule: StopRule, device: torch.device) -> dict[str, list[float]]:
+def _timed_forward(forward: Callable[[torch.Tensor], Any], parts: list[tuple[str, Callable[[Any], Any]]] | None, inputs: Any, device: torch.device, samples: dict[str, list[float]]) -> Any:
+    """The forward stage, split into the family's own parts (e.g. SAM's encoder and decoder) when it has them."""
+    if not parts:
+        return forward(inputs)
+    value = inputs
+    for name, part in parts:
+        began = time.perf_counter_ns()
+        value = part(value)
+        synchronize(device)
+        samples.setdefault(name, []).append((time.perf_counter_ns() - began) / 1e6)
+    return value
+
+
+def _time_stages(adapter: SegmentationAdapter, forward: Callable[[torch.Tensor], Any], images: torch.Tensor, rule: StopRule, device: torch.device, split: bool) -> dict[str, list[float]]:
     """Wall-clock each stage with a device sync at its end: the latency a caller of the pipeline sees."""
     size = tuple(images.shape[1:3])
     samples: dict[str, list[float]] = {stage: [] for stage in (*STAGES, "end_to_end")}
+    parts = adapter.forward_parts() if split else None
     clock = time.perf_counter_ns
     start = clock()
     while not rule.done(len(samples["end_to_end"]), (clock() - start) / 1e9):
@@ -123,7 +137,7 @@ def _time_stages(adapter: SegmentationAdapter, forward: Callable[[torch.Tensor],
         inputs = adapter.preprocess(images)
         synchronize(device)
         t1 = clock()
-        outputs = forward(inputs)
+        outputs = _timed_forward(forward, parts, inputs, device, samples)
         synchronize(device)
         t2 = clock()
         adapter.postprocess(outputs, size)  # ends on the host, so it is complete when it returns
@@ -220,6 +234,14 @@ def _stream_pass(adapter: SegmentationAdapter, forward: Callable[[torch.Tensor],
     return {**trial(float(config.target_fps), config.duration_s).to_dict(), "source": config.source, "overlap": config.overlap}
 
 
+def _flops(adapter: SegmentationAdapter, cell: CellSpec) -> tuple[float | None, str | None]:
+    """FLOPs per image (torch.utils.flop_counter, 2 x multiply-adds); a model the counter cannot trace still runs."""
+    try:
+        return count_flops(adapter, *cell.resolution), None
+    except Exception as exc:
+        return None, f"FLOP counter failed: {last_line(exc)}"
+
+
 def _is_reference(cell: CellSpec) -> bool:
     return cell.precision == "fp32" and cell.backend == "eager"
 
@@ -240,7 +262,7 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
     adapter = create_model(cell.model, weights, cell.options)
     adapter.build(device)
     # Counted once on the fp32 model, batch 1: FLOPs per image are a property of the architecture.
-    flops = None if request.probe else count_flops(adapter, *cell.resolution)
+    flops, flops_unavailable = (None, "fit probe") if request.probe else _flops(adapter, cell)
     images = synthetic_images(cell, device)
     photos = photo_batches(*cell.resolution, cell.batch_size)
     context = _precision_context(adapter, images, photos)
@@ -263,7 +285,8 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         energy.sample()
         latency_run: TimedRun = time_steps(step, rule, device)
         energy.sample()
-        stage_samples = _time_stages(adapter, forward, images, rule, device)
+        # Sub-stages need the eager module; another backend's forward is timed whole.
+        stage_samples = _time_stages(adapter, forward, images, rule, device, split=cell.backend == "eager")
         peaks, telemetry = _memory_pass(adapter, forward, images, request, device, baseline)
         end_to_end = LatencyStats.from_samples(stage_samples["end_to_end"])
         stream = _stream_pass(adapter, forward, request, device, end_to_end) if request.stream else None
@@ -276,7 +299,7 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
             fidelity_unavailable = f"fp32 reference failed: {last_line(exc)}"
 
     latency = LatencyStats.from_samples(latency_run.samples_ms)
-    stages = {stage: LatencyStats.from_samples(stage_samples[stage]) for stage in STAGES}
+    stages = {stage: LatencyStats.from_samples(values) for stage, values in stage_samples.items() if stage != "end_to_end"}
     height, width = cell.resolution
     return {
         "latency_ms": latency.summary(),
@@ -300,6 +323,7 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         "noisy": latency.is_noisy,
         "stream": stream,
         "gflops": flops / 1e9 if flops else None,
+        "gflops_unavailable": flops_unavailable,
         "telemetry": telemetry,
         "energy": energy.summary(len(latency_run.samples_ms) * cell.batch_size),
         "budget": budget.to_dict() if budget else None,

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from segbench.cli import app
 from segbench.measure.stats import LatencyStats
-from segbench.report.compare import bootstrap_change_ci, compare_runs
+from segbench.report.compare import bootstrap_change_ci, compare_runs, min_samples_for_ci
 from segbench.runner import run_suite
 from segbench.suite import load_suite
 from .test_report import copy_run
@@ -98,6 +98,8 @@ def test_injected_20_percent_slowdown_is_flagged(repeats: tuple[Path, Path], tmp
     assert fps is not None and fps.change_pct == pytest.approx(-100 / 6, abs=0.01) and fps.significant and fps.worse
     assert fps.ci_pct is not None and fps.ci_pct[0] < fps.change_pct < fps.ci_pct[1]
     assert cell.metric("end_to_end_ms").significant  # type: ignore[union-attr]
+    p95 = cell.metric("p95_ms")  # 30-60 samples: too few beyond the 95th percentile for an interval
+    assert p95 is not None and p95.change_pct == pytest.approx(20.0, abs=0.01) and p95.ci_pct is None and not p95.significant
     assert not cell.metric("peak_mb").significant  # type: ignore[union-attr]  # memory was not touched
     assert comparison.latency_regressions(10) == [cell] and comparison.latency_regressions(25) == []
     assert comparison.significant_count == (1, 0)
@@ -176,3 +178,5 @@ def test_bootstrap_change_ci_on_known_samples() -> None:
     low, high = bootstrap_change_ci(base, base * 1.2)
     assert 18 < low < 20 < high < 22
     assert bootstrap_change_ci(base, base, seed=3) == bootstrap_change_ci(base, base, seed=3)  # seeded: reproducible
+    assert bootstrap_change_ci(base, base * 1.2, quantile=95)[0] > 15
+    assert (min_samples_for_ci(50), min_samples_for_ci(95)) == (10, 100)

@@ -42,6 +42,9 @@ class _ChannelsLast(Backend):
     def unsupported_reason(self, device: torch.device) -> str | None:
         return self.inner.unsupported_reason(device)
 
+    def describe(self, adapter: SegmentationAdapter) -> dict[str, Any] | None:
+        return {"memory_format": "channels_last", "wraps": self.inner.name, **(self.inner.describe(adapter) or {})}
+
     def prepare(self, adapter: SegmentationAdapter, example: torch.Tensor) -> ForwardFn:
         assert adapter.model is not None
         adapter.model = adapter.model.to(memory_format=NHWC)

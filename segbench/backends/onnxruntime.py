@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,6 +213,9 @@ class OnnxRuntime(Backend):
     name = "onnxruntime"
     description = "ONNX Runtime (exported once per cell with torch.onnx; CPU provider, or TensorRT/CUDA providers on GPUs); export is prepare_s"
 
+    def __init__(self) -> None:
+        self._info: dict[str, Any] | None = None
+
     def unsupported_reason(self, device: torch.device) -> str | None:
         if importlib.util.find_spec("onnxruntime") is None:
             return "onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu for CUDA)"
@@ -220,6 +224,9 @@ class OnnxRuntime(Backend):
         if device.type not in ("cpu", "cuda"):
             return f"the onnxruntime backend supports CPUs and CUDA GPUs, not {device.type}"
         return None
+
+    def describe(self, adapter: SegmentationAdapter) -> dict[str, Any] | None:
+        return self._info
 
     def prepare(self, adapter: SegmentationAdapter, example: torch.Tensor) -> ForwardFn:
         assert adapter.model is not None
@@ -230,6 +237,7 @@ class OnnxRuntime(Backend):
         if reason:
             raise UnsupportedError(reason)
 
+        started = time.perf_counter()
         # The cell prepares under inference_mode, whose tensors torch.export cannot trace.
         with torch.inference_mode(False), torch.no_grad():
             example = example.clone()
@@ -238,10 +246,13 @@ class OnnxRuntime(Backend):
             workdir = Path(tempfile.mkdtemp(prefix="segbench-onnx-"))
             path = workdir / "model.onnx"
             exporter = export_onnx(FlatOutputs(model, layout), example, path)
+        info: dict[str, Any] = {"exporter": exporter, "opset": OPSET if exporter == "dynamo" else 17, "export_s": round(time.perf_counter() - started, 3)}
         if graph_precision is not None:
+            started = time.perf_counter()
             path = graph_precision.rewrite(path, graph_input_name(path), workdir)
+            info[f"{graph_precision.precision_name}_s"] = round(time.perf_counter() - started, 3)
         session = make_session(path, device)
-        print(f"onnxruntime: exported with the {exporter} exporter; providers {session.get_providers()}", flush=True)
+        self._info = {**info, "providers": session.get_providers(), "onnx_mb": round(path.stat().st_size / 2**20, 2), "threads": torch.get_num_threads()}
 
         if device.type == "cuda":
             flat_reference, _ = tree_flatten(reference)

@@ -16,7 +16,7 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -153,6 +153,11 @@ class SegmentationAdapter(ABC):
     def forward(self, inputs: torch.Tensor) -> Any:
         assert self.model is not None, "build() first"
         return self.model(inputs)
+
+    def forward_parts(self) -> list[tuple[str, Callable[[Any], Any]]] | None:
+        """The forward pass as named parts run in sequence (each takes the previous part's output),
+        for families whose parts users run at different rates, like SAM's encoder and decoder."""
+        return None
 
     def logits(self, outputs: Any) -> torch.Tensor:
         """Per-class scores (N, C, h, w) from the raw forward output (used by postprocess and fidelity)."""

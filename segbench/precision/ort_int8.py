@@ -10,6 +10,8 @@ so ort-int8 on CUDA needs TensorRT.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -124,6 +126,18 @@ def preprocessed_for_quantization(path: Path, workdir: Path) -> Path:
         return path
 
 
+@contextlib.contextmanager
+def quiet_root_logger() -> Iterator[None]:
+    """ORT's quantizer warns through the root logger once per node (e.g. per-channel axes on LayerNorm scales)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 class OrtInt8Graph(OnnxGraphPrecision):
     """The float model plus what ORT's quantize_static needs; the onnxruntime backend calls `rewrite`."""
 
@@ -138,17 +152,18 @@ class OrtInt8Graph(OnnxGraphPrecision):
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
         target = workdir / "model.int8.onnx"
-        quantize_static(
-            str(preprocessed_for_quantization(onnx_path, workdir)),
-            str(target),
-            PhotoReader(input_name, self.calibration),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            reduce_range=self.reduce_range,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-        )
+        with quiet_root_logger():
+            quantize_static(
+                str(preprocessed_for_quantization(onnx_path, workdir)),
+                str(target),
+                PhotoReader(input_name, self.calibration),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                reduce_range=self.reduce_range,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+            )
         remember_share(self, onnx_quantized_share(target, sum(p.numel() for p in self.float_model.parameters())))
         return target
 

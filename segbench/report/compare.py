@@ -3,11 +3,13 @@
 A latency change is significant only when the 95 % bootstrap interval of the relative change
 excludes zero *and* the change exceeds a threshold: the interval guards against noise, the
 threshold against differences too small to matter. Peak memory is one measurement per cell (no
-samples), so it is judged by the threshold alone.
+samples), so it is judged by the threshold alone. A quantile gets an interval only when each run
+has at least 5 samples beyond it (10 for the median, 100 for p95); without one it is never significant.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -22,7 +24,19 @@ from segbench.report.summary import headline_memory
 from segbench.report.tables import RunData, cell_label, load_run, sort_cells
 
 DEFAULT_THRESHOLD_PCT = 5.0
-MIN_SAMPLES_FOR_CI = 5  # fewer samples give a bootstrap "interval" that is really a point
+TAIL_SAMPLES_FOR_CI = 5  # samples needed beyond a quantile (each side) before its bootstrap interval means anything
+
+
+def min_samples_for_ci(quantile: float) -> int:
+    """Samples a run needs for a quantile's interval: 10 for the median, 100 for p95.
+
+    With fewer, the statistic rests on one or two samples (a p95 of 30 samples is the second
+    largest), and the bootstrap "interval" of a repeat can exclude zero by chance.
+    """
+    return math.ceil(TAIL_SAMPLES_FOR_CI / (min(quantile, 100 - quantile) / 100))
+
+
+MIN_SAMPLES_FOR_CI = min_samples_for_ci(50.0)
 Samples = np.ndarray
 
 
@@ -153,7 +167,7 @@ def bootstrap_change_ci(a: Samples, b: Samples, quantile: float = 50.0, resample
     return quantile_change_cis(a, b, (quantile,), resamples, seed)[quantile]
 
 
-CiCache = dict[Any, "dict[float, tuple[float, float]] | None"]
+CiCache = dict[Any, "tuple[dict[float, tuple[float, float]], int] | None"]  # samples function -> (intervals, fewer run's n)
 
 
 def _change_ci(metric: _Metric, a: dict[str, Any], b: dict[str, Any], cache: CiCache, resamples: int, seed: int) -> tuple[float, float] | None:
@@ -161,12 +175,14 @@ def _change_ci(metric: _Metric, a: dict[str, Any], b: dict[str, Any], cache: CiC
         return None
     if metric.samples not in cache:
         samples_a, samples_b = metric.samples(a), metric.samples(b)
-        enough = samples_a is not None and samples_b is not None and min(samples_a.size, samples_b.size) >= MIN_SAMPLES_FOR_CI
-        cache[metric.samples] = quantile_change_cis(samples_a, samples_b, QUANTILES, resamples, seed) if enough else None  # type: ignore[arg-type]
-    intervals = cache[metric.samples]
-    if intervals is None:
+        if samples_a is None or samples_b is None or min(samples_a.size, samples_b.size) < MIN_SAMPLES_FOR_CI:
+            cache[metric.samples] = None
+        else:
+            cache[metric.samples] = (quantile_change_cis(samples_a, samples_b, QUANTILES, resamples, seed), min(samples_a.size, samples_b.size))
+    cached = cache[metric.samples]
+    if cached is None or cached[1] < min_samples_for_ci(metric.quantile):
         return None
-    low, high = intervals[metric.quantile]
+    low, high = cached[0][metric.quantile]
     if metric.higher_is_better:  # FPS is the inverse of the median: invert the ratio's bounds
         low, high = 100 / (1 + high / 100) - 100, 100 / (1 + low / 100) - 100
     return low, high

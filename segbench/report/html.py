@@ -18,7 +18,7 @@ import pandas as pd
 
 import segbench
 from segbench.report import best, plots, tables
-from segbench.report.compare import MIN_SAMPLES_FOR_CI, Comparison, change_text, change_tone
+from segbench.report.compare import Comparison, change_text, change_tone, min_samples_for_ci
 from segbench.report.tables import RunData
 
 
@@ -70,7 +70,9 @@ def fmt_fixed(digits: int) -> Callable[[Any], str]:
 
 def fmt_significant(value: Any) -> str:
     """Three significant digits: GFLOPs run from 0.0005 (a test net) to thousands."""
-    return "–" if _missing(value) else f"{value:,.3g}" if value < 1000 else f"{value:,.0f}"
+    if _missing(value):
+        return "–"
+    return "< 0.001" if value < 0.001 else f"{value:,.3g}" if value < 1000 else f"{value:,.0f}"
 
 
 def fmt_signed_pct(value: Any) -> str:
@@ -332,7 +334,8 @@ def comparison_context(comparison: Comparison) -> dict[str, Any]:
         "rows": rows,
         "worse": worse,
         "better": better,
-        "min_samples": MIN_SAMPLES_FOR_CI,
+        "min_samples": min_samples_for_ci(50.0),
+        "min_samples_p95": min_samples_for_ci(95.0),
         "generated": f"segbench {segbench.__version__}",
         "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }

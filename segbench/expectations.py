@@ -139,6 +139,12 @@ def evaluate_all(expectations: list[Expectation], records: list[dict[str, Any]])
     return [evaluate(expectation, records) for expectation in expectations]
 
 
+def evaluate_suite_data(suite: dict[str, Any], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The expectations of a suite (as stored with a run) evaluated against the run's records."""
+    expectations = [Expectation.model_validate(item) for item in suite.get("expectations") or []]
+    return evaluate_all(expectations, records)
+
+
 def evaluate_run(run_dir: Any) -> list[dict[str, Any]]:
     """The expectations of a stored run's suite, evaluated against its records (latest attempt per cell)."""
     from pathlib import Path
@@ -150,6 +156,4 @@ def evaluate_run(run_dir: Any) -> list[dict[str, Any]]:
     suite_file = Path(run_dir) / results.SUITE_FILE
     if not suite_file.is_file():
         return []
-    data = yaml.safe_load(suite_file.read_text()) or {}
-    expectations = [Expectation.model_validate(item) for item in data.get("expectations") or []]
-    return evaluate_all(expectations, results.read_records(run_dir))
+    return evaluate_suite_data(yaml.safe_load(suite_file.read_text()) or {}, results.read_records(run_dir))

@@ -50,3 +50,25 @@ def test_exactly_one_test_per_expectation_and_metric_paths() -> None:
     assert metric_value(RECORDS[0], "latency_ms.median") == 12.0
     assert metric_value(RECORDS[0], "peak_memory_mb") == 1600.0
     assert metric_value(RECORDS[0], "latency_ms.nope") is None
+
+
+def test_report_shows_each_claim_with_its_verdict(tmp_path) -> None:
+    import json
+
+    from segbench import results
+    from segbench.report.html import render_report
+    from segbench.report.tables import load_run
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    results.write_json(run_dir / results.META_FILE, {"suite": "claims", "device": "cuda:0", "fingerprint": {"machine": "NVIDIA GeForce RTX 3060"}})
+    suite = {"name": "claims", "models": ["yolov8n-seg"], "resolutions": [640], "expectations": [
+        {"claim": "INT8 lowers VRAM", "precision": "int8", "metric": "peak_memory_mb", "lower_than": {"precision": "fp32"}},
+        {"claim": "runs at 1000 FPS", "metric": "fps", "at_least": 1000},
+    ]}
+    (run_dir / results.SUITE_FILE).write_text(json.dumps(suite))
+    for record in RECORDS:
+        results.append_record(run_dir, {"cell_id": f"{record['precision']}-{record['resolution'][0]}", **record})
+    page = render_report(load_run(run_dir))
+    assert 'id="expectations"' in page and "INT8 lowers VRAM" in page
+    assert "verdict-confirmed" in page and "verdict-refuted" in page and "NVIDIA GeForce RTX 3060" in page

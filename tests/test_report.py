@@ -273,3 +273,16 @@ def test_cli_report_writes_the_default_path_and_rejects_bad_input(small_run: Pat
     assert broken_meta.exit_code == 2 and "meta.json: corrupt JSON" in broken_meta.stderr and len(broken_meta.stderr.strip().splitlines()) == 1
     bad_format = runner.invoke(app, ["report", str(small_run), "--format", "pdf"])
     assert bad_format.exit_code == 2 and "unknown format" in bad_format.stderr
+
+
+def test_runs_over_several_cards_are_grouped_by_card(tmp_path: Path) -> None:
+    from segbench import results as store
+    from segbench.report.tables import load_run
+
+    run_dir = tmp_path / "multi"
+    run_dir.mkdir()
+    store.write_json(run_dir / store.META_FILE, {"suite": "cards", "device": "cuda:0"})
+    for card in ("rtx3060", "a100-80gb"):
+        store.append_record(run_dir, {"cell_id": "c1", "cell_key": f"c1@{card}", "hardware": card, "model": "fast-scnn", "status": "ok"})
+    models = sorted(record["model"] for record in load_run(run_dir).records)
+    assert models == ["fast-scnn @ a100-80gb", "fast-scnn @ rtx3060"]

@@ -279,10 +279,20 @@ def report_context(run: RunData) -> dict[str, Any]:
         "pareto": plots.pareto_plot(run),
         "failures": html_table(failures, FAILURE_COLUMNS) if not failures.empty else None,
         "advice": best.best_choices(run),
+        "expectations": _expectation_rows(run),
         "assumption": best.assumption_text(run),
         "generated": f"segbench {segbench.__version__}",
         "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
+
+
+def _expectation_rows(run: RunData) -> list[dict[str, Any]]:
+    """The suite's claims, each confirmed, refuted or untested against this run's cells."""
+    from segbench.expectations import evaluate_suite_data
+
+    rows = evaluate_suite_data(run.suite, run.records)
+    card = run.meta.get("fingerprint", {}).get("machine", "")
+    return [{**row, "measured_text": "–" if row["measured"] is None else f"{row['measured']:.4g}", "card": card} for row in rows]
 
 
 def _status_counts(run: RunData) -> list[tuple[str, int]]:

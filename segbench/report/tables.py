@@ -136,9 +136,17 @@ def _budget_from(source: Any) -> float | None:
 def load_run(run_dir: Path | str) -> RunData:
     """Read a run folder; a missing or corrupt folder raises ResultsError (one line in the CLI)."""
     path = Path(run_dir)
-    records = results.read_records(path)
+    records = _grouped_by_card(results.read_records(path))
     meta = results.read_meta(path)
     return RunData(path=path.resolve(), meta=meta, records=records, suite=_read_suite(path))
+
+
+def _grouped_by_card(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A run over several cards: name each model by card, so plots, speed-ups and advice never mix cards."""
+    cards = {record.get("hardware") for record in records if record.get("hardware")}
+    if len(cards) < 2:
+        return records
+    return [{**record, "model": f"{record['model']} @ {record['hardware']}"} if record.get("hardware") else record for record in records]
 
 
 def _read_suite(path: Path) -> dict[str, Any]:

@@ -32,8 +32,19 @@ def status_text(record: dict[str, Any]) -> str:
         peak, _ = headline_memory(record)
         peak_text = f" · peak {peak:.0f} MiB" if peak is not None else ""
         noisy = " [yellow](! noisy)[/]" if record.get("noisy") else ""
-        return f"[{style}]ok[/] median {latency['median']:.2f} ms · {record['fps']:.1f} FPS{peak_text}{noisy}"
+        return f"[{style}]ok[/] median {latency['median']:.2f} ms · {record['fps']:.1f} FPS{peak_text}{noisy}{stream_text(record)}"
     return f"[{style}]{status}[/]: {record.get('error') or ''}"
+
+
+def stream_text(record: dict[str, Any]) -> str:
+    stream = record.get("stream")
+    if not stream:
+        return ""
+    keeps_up = "[green]keeps up[/]" if stream.get("keeps_up") else "[red]falls behind[/]"
+    best = f" · max sustainable {stream['max_sustainable_fps']:.1f} FPS" if "max_sustainable_fps" in stream else ""
+    latency = stream.get("latency_ms") or {}
+    p95 = f", p95 {latency['p95']:.1f} ms" if latency else ""
+    return f" · stream at {stream.get('target_fps', 0):.1f} FPS: {keeps_up}, {stream.get('drop_pct', 0):.1f} % dropped{p95}{best}"
 
 
 def summary_table(records: Iterable[dict[str, Any]], title: str = "") -> Table:

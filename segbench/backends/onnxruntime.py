@@ -129,7 +129,7 @@ def unexportable_reason(model: nn.Module, device: torch.device) -> str | None:
     """Why this (precision-converted) model cannot be exported faithfully to ONNX, or None."""
     if torch.is_autocast_enabled(device.type):
         return "autocast is a PyTorch runtime feature: an exported ONNX graph does not carry it (use fp16 on CUDA instead)"
-    if isinstance(model, (torch._dynamo.eval_frame.OptimizedModule, torch.fx.GraphModule)):
+    if any(isinstance(module, (torch._dynamo.eval_frame.OptimizedModule, torch.fx.GraphModule)) for module in model.modules()):
         return "this precision compiles or rewrites the PyTorch graph (PT2E int8 lowers through inductor); ONNX Runtime's int8 is precision ort-int8"
     for tensor in (*model.parameters(), *model.buffers()):
         if type(tensor).__module__.startswith("torchao"):

@@ -158,7 +158,9 @@ def unshare_stateless_modules(model: nn.Module) -> int:
     seen: set[int] = set()
     copied = 0
     for parent in list(model.modules()):
-        for child_name, child in list(parent.named_children()):
+        for child_name, child in list(parent._modules.items()):  # not named_children(): it hides repeats
+            if child is None:
+                continue
             if id(child) in seen and next(child.parameters(), None) is None:
                 setattr(parent, child_name, copy.deepcopy(child))
                 copied += 1
@@ -262,7 +264,7 @@ class Int8(Precision):
         runner = CompiledGraph(compiled)
         remember_share(runner, share)
         self._notes = [
-            f"PT2E static int8 (X86InductorQuantizer, {len(calibration)} calibration photographs"
+            f"PT2E static int8 (X86InductorQuantizer, {sum(batch.shape[0] for batch in calibration)} calibration photographs"
             + (", activations reduced to 7 bits: this CPU has no VNNI" if reduce_range else "")
             + f"): export + calibrate + convert {quantize_s:.1f} s",
             f"compiled by inductor inside the precision ({compile_s:.1f} s, not in prepare_s): every backend runs the int8 kernels; "
@@ -280,6 +282,7 @@ class Int8(Precision):
         share = census.share(converted_by_torchao(model))
         remember_share(model, share)
         self._notes = [
-            f"torchao Int8DynamicActivationInt8WeightConfig: nn.Linear only ({share['layers']}); convolutions stay in fp32",
+            f"torchao Int8DynamicActivationInt8WeightConfig: nn.Linear only ({share['layers']}); convolutions stay in fp32; "
+            "its speed needs backend compile",
         ]
         return model

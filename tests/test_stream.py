@@ -64,8 +64,9 @@ def test_rate_far_above_capacity_drops_frames(tiny, overlap: bool) -> None:
 
 
 def test_max_rate_search_brackets_the_capacity(tiny) -> None:
-    best, trials = find_max_rate(lambda rate: _stream(tiny, rate, 1.0, delay_s=0.05), estimate_fps=20, steps=4)
-    assert 3 < best < 20  # one frame takes at least 50 ms, so 20 frames/s cannot be sustained
+    best, trials = find_max_rate(lambda rate: _stream(tiny, rate, 1.0, delay_s=0.1), estimate_fps=20, steps=4)
+    # A frame takes at least 100 ms: 10 frames/s, plus the few a 2-deep queue absorbs in a 1 s trial.
+    assert 3 < best < 15
     assert len(trials) == 4 and any(not t["keeps_up"] for t in trials)
 
 

@@ -149,20 +149,22 @@ def available_providers() -> list[str]:
     return list(onnxruntime.get_available_providers())
 
 
-def providers_for(device: torch.device) -> list[Any]:
+def providers_for(device: torch.device, int8: bool = False) -> list[Any]:
     if device.type == "cpu":
         return ["CPUExecutionProvider"]
     # ORT runs on torch's stream, so the harness's CUDA events bracket its kernels.
     common = {"device_id": str(device.index or 0), "user_compute_stream": str(torch.cuda.current_stream(device).cuda_stream)}
     chosen: list[Any] = []
     if "TensorrtExecutionProvider" in available_providers():
-        chosen.append(("TensorrtExecutionProvider", dict(common)))
+        # A QDQ graph is an explicitly quantized network: TensorRT builds it only with its int8 flag on.
+        precision_flags = {"trt_int8_enable": "True", "trt_fp16_enable": "True"} if int8 else {}
+        chosen.append(("TensorrtExecutionProvider", {**common, **precision_flags}))
     if "CUDAExecutionProvider" in available_providers():
         chosen.append(("CUDAExecutionProvider", dict(common)))
     return [*chosen, "CPUExecutionProvider"]
 
 
-def make_session(path: Path, device: torch.device) -> Any:
+def make_session(path: Path, device: torch.device, int8: bool = False) -> Any:
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -171,7 +173,7 @@ def make_session(path: Path, device: torch.device) -> Any:
     options.intra_op_num_threads = torch.get_num_threads()  # the cell's thread count, as torch got it
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    return onnxruntime.InferenceSession(str(path), options, providers=providers_for(device))
+    return onnxruntime.InferenceSession(str(path), options, providers=providers_for(device, int8))
 
 
 def numpy_dtype(dtype: torch.dtype) -> Any:
@@ -251,7 +253,7 @@ class OnnxRuntime(Backend):
             started = time.perf_counter()
             path = graph_precision.rewrite(path, graph_input_name(path), workdir)
             info[f"{graph_precision.precision_name}_s"] = round(time.perf_counter() - started, 3)
-        session = make_session(path, device)
+        session = make_session(path, device, int8=graph_precision is not None)
         self._info = {**info, "providers": session.get_providers(), "onnx_mb": round(path.stat().st_size / 2**20, 2), "threads": torch.get_num_threads()}
 
         if device.type == "cuda":

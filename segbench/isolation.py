@@ -23,7 +23,7 @@ PR_SET_PDEATHSIG = 1
 
 # ---- the child ------------------------------------------------------------------------------------
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Ask Linux to kill this child if the parent dies, so a killed run leaves no orphan measuring on."""
     if sys.platform.startswith("linux"):
         try:
@@ -45,7 +45,7 @@ def _redirect_output(log_path: str | None) -> None:
 
 
 def _child_main(request: dict[str, Any], connection: Connection, log_path: str | None) -> None:
-    _die_with_parent()
+    die_with_parent()
     _redirect_output(log_path)
     outcome = run_cell(CellRequest.from_dict(request))
     connection.send(outcome)

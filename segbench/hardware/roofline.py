@@ -278,6 +278,9 @@ def measure_ceiling(device: torch.device | str, precisions: list[str], seconds: 
 
 
 def _ceiling_child(arguments: dict[str, Any], connection: Any) -> None:
+    from segbench.isolation import die_with_parent
+
+    die_with_parent()
     try:
         connection.send(measure_ceiling(**arguments))
     except BaseException as exc:  # noqa: BLE001: the parent records the failure and the run goes on

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from segbench.matrix import CellSpec
-from segbench.measure.timing import StopRule, synchronize, time_steps, warm_up
+from segbench.measure.timing import StopRule, synchronize, time_steps
 from segbench.models.registry import create_model
 from segbench.cell import synthetic_images
 
@@ -72,7 +72,9 @@ def run_selfcheck(model_name: str, resolution: int, repeats: int, seconds: float
     rule = StopRule(min_iters=10, max_iters=100_000, min_time_s=seconds, max_time_s=seconds * 2)
     harness, bare = [], []
     with torch.inference_mode():
-        warm_up(lambda: model(inputs), 5, device)
+        # Warm up for as long as one timing lasts: allocator caches and clocks settle before the first repeat.
+        warm_up_rule = StopRule(min_iters=5, max_iters=100_000, min_time_s=seconds, max_time_s=seconds * 2)
+        time_steps(lambda: model(inputs), warm_up_rule, device)
         for _ in range(repeats):
             run = time_steps(lambda: adapter.forward(inputs), rule, device)
             harness.append(statistics.median(run.samples_ms))

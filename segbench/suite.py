@@ -72,7 +72,8 @@ class StreamConfig(StrictModel):
 class RayConfig(StrictModel):
     """How cells ask a Ray cluster for resources (each still runs in its own fresh process)."""
 
-    cpus_per_cell: Annotated[float, Field(gt=0)] = 1.0
+    # Default: the cell's thread count, so cells Ray runs at once on a CPU node never share cores.
+    cpus_per_cell: Annotated[float, Field(gt=0)] | None = None
 
 
 class RooflineConfig(StrictModel):

@@ -192,6 +192,8 @@ def test_int8_cell_has_fidelity_and_agrees_with_fp32(quantized_cells: dict[tuple
     assert fidelity["max_abs_logit_diff"] is not None and fidelity["pixels"] > 0
     assert record["quantized_share"] == {"params": 1.0, "flops": 1.0, "layers": "2 of 2 conv/linear"}
     assert any("PT2E" in note for note in record["notes"])
+    # Quantization and its inductor compile happen in prepare (seconds); the timed samples hold none of it.
+    assert record["prepare_s"] > 10 * max(record["samples_ms"]) / 1000
 
 
 def test_unsupported_combinations_are_recorded_with_reasons(quantized_cells: dict[tuple[str, str], dict[str, Any]]) -> None:
@@ -231,3 +233,31 @@ def test_onnxruntime_rebuilds_each_family_output(write_suite: Callable[..., Path
         assert record["status"] == "ok", (record["model"], record.get("traceback") or record.get("error"))
         assert record["fidelity"]["pixel_agreement"] >= 0.99, record["model"]
         assert record["fidelity"]["max_abs_logit_diff"] < 1e-3, record["model"]
+
+
+# ---- CUDA (skipped without a GPU) ------------------------------------------------------------------------
+
+@pytest.mark.gpu
+def test_cuda_int8_sends_conv_networks_to_tensorrt() -> None:
+    from segbench.precision.int8 import tensorrt_status
+
+    cuda = torch.device("cuda")
+    context = PrecisionContext(example=torch.zeros(1, 3, 32, 32, device=cuda))
+    with pytest.raises(UnsupportedError) as refused:
+        get_precision("int8").apply(ConvOnly().eval().to(cuda), cuda, context)
+    assert ("TensorRT not installed" in str(refused.value)) == (tensorrt_status() is None)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["int8", "int8-wo", "int4-wo", "fp8"])
+def test_cuda_linear_quantizers_convert_and_run(name: str) -> None:
+    cuda, precision = torch.device("cuda"), get_precision(name)
+    if precision.unsupported_reason(cuda):
+        pytest.skip(precision.unsupported_reason(cuda))
+    context = PrecisionContext(example=torch.randn(1, 3, 256, 256, device=cuda))
+    model = ConvThenLinear().eval().to(cuda)
+    model.hidden, model.head = nn.Linear(16, 256), nn.Linear(256, 128)  # tile-friendly shapes for int4/fp8 kernels
+    quantized = precision.apply(model.to(cuda), cuda, context)
+    with torch.inference_mode():
+        output = quantized(context.example.to(precision.input_dtype))
+    assert output.shape == (1, 128, 256, 256) and precision.quantized_share(quantized)["params"] > 0

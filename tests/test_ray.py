@@ -44,7 +44,7 @@ def _lines(run_dir: Path) -> list[dict[str, Any]]:
 
 def test_cells_run_once_per_card_on_the_matching_node(cluster: Cluster, write_suite: Callable[..., Path], tmp_path: Path) -> None:
     suite_path = write_suite(hardware=CARDS, executor="ray", batch_sizes=[1, 2])
-    run_dir = run_suite(load_suite(suite_path), suite_path, tmp_path / "ray", executor=RayExecutor(address=cluster.address)).run_dir
+    run_dir = run_suite(load_suite(suite_path), suite_path, tmp_path / "ray", executor=RayExecutor(address=cluster.address, cpus_per_cell=1)).run_dir
     records = _lines(run_dir)
     cells = expand(load_suite(suite_path))
     assert sorted(r["cell_key"] for r in records) == sorted(f"{c.cell_id}@{card}" for c in cells for card in CARDS)
@@ -76,7 +76,7 @@ def test_worker_killed_mid_cell_is_recorded_and_retried_once(cluster: Cluster, w
 
     killer = threading.Thread(target=_kill_first_worker_running_a_cell, args=(60,), daemon=True)
     killer.start()
-    run_dir = run_suite(load_suite(suite_path), suite_path, tmp_path / "ray", executor=RayExecutor(address=cluster.address)).run_dir
+    run_dir = run_suite(load_suite(suite_path), suite_path, tmp_path / "ray", executor=RayExecutor(address=cluster.address, cpus_per_cell=1)).run_dir
     killer.join()
     first, second = _lines(run_dir)
     assert first["status"] == "error" and first["error"].startswith("node lost")
@@ -85,7 +85,7 @@ def test_worker_killed_mid_cell_is_recorded_and_retried_once(cluster: Cluster, w
 
 
 def test_resume_after_the_driver_is_killed(cluster: Cluster, write_suite: Callable[..., Path], tmp_path: Path) -> None:
-    suite_path = write_suite(hardware=CARDS, executor="ray", models=[{"name": "test-tiny", "options": {"sleep_ms": 20}}], batch_sizes=[1, 2, 3])
+    suite_path = write_suite(hardware=CARDS, executor="ray", ray={"cpus_per_cell": 1}, models=[{"name": "test-tiny", "options": {"sleep_ms": 20}}], batch_sizes=[1, 2, 3])
     out = tmp_path / "ray"
     driver = subprocess.Popen(
         [sys.executable, "-m", "segbench", "run", str(suite_path), "--out", str(out), "--address", cluster.address],
@@ -106,10 +106,23 @@ def test_resume_after_the_driver_is_killed(cluster: Cluster, write_suite: Callab
     run_dir = results_file.parent
     before = {results.record_key(r) for r in results.read_records(run_dir)}
     assert 1 <= len(before) < 6
-    run_suite(load_suite(suite_path), suite_path, out, resume=run_dir, executor=RayExecutor(address=cluster.address))
+    run_suite(load_suite(suite_path), suite_path, out, resume=run_dir, executor=RayExecutor(address=cluster.address, cpus_per_cell=1))
     keys = [results.record_key(r) for r in _lines(run_dir)]
     expected = {f"{c.cell_id}@{card}" for c in expand(load_suite(suite_path)) for card in CARDS}
     assert set(keys) == expected and len(keys) == len(expected)  # nothing lost, nothing repeated
+
+
+def test_cells_ask_for_as_many_cpus_as_they_use_threads(write_suite: Callable[..., Path]) -> None:
+    from segbench.cell import CellRequest
+    from segbench.executors import Job
+
+    suite = load_suite(write_suite(threads=2))
+    request = CellRequest(expand(suite)[0], "cpu", suite.timing, 10.0, suite.threads)
+    executor = RayExecutor.__new__(RayExecutor)
+    executor.cpus_per_cell = None
+    assert executor._cpus_for(Job(request, 60, Path("x.log"))) == 2.0
+    executor.cpus_per_cell = 0.5
+    assert executor._cpus_for(Job(request, 60, Path("x.log"))) == 0.5
 
 
 def test_without_ray_the_error_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -35,7 +35,7 @@ class Executor(Protocol):
         ...
 
 
-def get_executor(name: str, address: str | None = None, cpus_per_cell: float = 1.0) -> Executor:
+def get_executor(name: str, address: str | None = None, cpus_per_cell: float | None = None) -> Executor:
     if name == "local":
         from segbench.executors.local import LocalExecutor
 

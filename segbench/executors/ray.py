@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from segbench.errors import SegbenchError
 from segbench.executors import Job, JobFinished, JobStarted
 
@@ -54,7 +56,7 @@ def _run_on_worker(request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
 
 
 class RayExecutor:
-    def __init__(self, address: str | None = None, cpus_per_cell: float = 1.0, retries_on_node_loss: int = 1):
+    def __init__(self, address: str | None = None, cpus_per_cell: float | None = None, retries_on_node_loss: int = 1):
         self.ray = _import_ray()
         self.address = address
         self.cpus_per_cell = cpus_per_cell
@@ -72,7 +74,7 @@ class RayExecutor:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         on_gpu = job.request.device.startswith("cuda")
-        options: dict[str, Any] = {"num_gpus": 1 if on_gpu else 0, "num_cpus": self.cpus_per_cell, "max_retries": 0}
+        options: dict[str, Any] = {"num_gpus": 1 if on_gpu else 0, "num_cpus": self._cpus_for(job), "max_retries": 0}
         if on_gpu:
             # Inside the task, the GPU Ray assigned is always cuda:0 (Ray sets CUDA_VISIBLE_DEVICES).
             job = dataclasses.replace(job, request=dataclasses.replace(job.request, device="cuda:0"))
@@ -84,6 +86,12 @@ class RayExecutor:
                 options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(others[0], soft=True)
         task = self.ray.remote(_run_on_worker).options(**options)
         return task.remote(job.request.to_dict(), job.timeout_s)
+
+    def _cpus_for(self, job: Job) -> float:
+        """Explicit, or as many CPUs as the cell uses threads: two timed cells must not share cores."""
+        if self.cpus_per_cell is not None:
+            return self.cpus_per_cell
+        return float(job.request.threads or psutil.cpu_count(logical=False) or 1)
 
     def _node_of(self, error: Exception) -> str | None:
         return getattr(error, "node_id", None)

@@ -267,8 +267,8 @@ class Int8(Precision):
             f"PT2E static int8 (X86InductorQuantizer, {sum(batch.shape[0] for batch in calibration)} calibration photographs"
             + (", activations reduced to 7 bits: this CPU has no VNNI" if reduce_range else "")
             + f"): export + calibrate + convert {quantize_s:.1f} s",
-            f"compiled by inductor inside the precision ({compile_s:.1f} s, not in prepare_s): every backend runs the int8 kernels; "
-            "backend compile leaves it as it is",
+            f"compiled by inductor inside the precision ({compile_s:.1f} s of prepare_s, never latency): every backend runs "
+            "the int8 kernels; backend compile leaves it as it is",
         ]
         return runner
 

@@ -280,6 +280,7 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         started = time.perf_counter()
         forward = backend.prepare(adapter, inputs)
         prepare_s = time.perf_counter() - started
+        inputs = adapter.preprocess(images)  # again: a backend may change the layout preprocess emits (channels_last)
 
         step = lambda: forward(inputs)  # noqa: E731: the timed closure
         warm_up(step, request.timing.warmup_iters, device)

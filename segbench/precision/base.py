@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, ContextManager
+from typing import Any, ClassVar, ContextManager
 
 import torch
 from torch import nn
@@ -42,7 +42,7 @@ class Precision(ABC):
     def apply(self, model: nn.Module, device: torch.device, context: PrecisionContext) -> nn.Module:
         """Convert the model (in place where possible) and return the module to run."""
 
-    def quantized_share(self, model: nn.Module) -> dict[str, float] | None:
+    def quantized_share(self, model: nn.Module) -> dict[str, Any] | None:
         """Share of parameters (and FLOPs, where known) the conversion actually changed; None for plain casts."""
         return None
 

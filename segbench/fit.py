@@ -170,10 +170,8 @@ def probe_timing(timeout_s: float = 300.0) -> Any:
 
 
 def _default_execute() -> Callable[..., Mapping[str, Any]]:
-    try:
-        from segbench.isolation import execute_isolated
-    except ImportError:  # before the isolation module split out of the runner
-        from segbench.runner import execute_isolated  # type: ignore[attr-defined,no-redef]
+    from segbench.isolation import execute_isolated
+
     return execute_isolated
 
 

@@ -167,8 +167,6 @@ def _format_location(location: tuple[Any, ...]) -> str:
     for part in location:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part in ("function-after[_bounds_are_ordered(), Timing]",):
-            continue
         else:
             path += f".{part}" if path else str(part)
     return path or "(top level)"

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import psutil
 import torch
 
 from segbench.backends import get_backend
+from segbench.cpus import default_threads
 from segbench.errors import SegbenchError, UnsupportedError
 from segbench.matrix import CellSpec
 from segbench.measure import memory
@@ -340,7 +340,7 @@ def run_cell(request: CellRequest) -> dict[str, Any]:
     """measure_cell with every failure turned into a status: the parent always gets a dict back."""
     try:
         # Explicit, so every cell runs with the same thread count whatever a library set at import.
-        torch.set_num_threads(request.threads or psutil.cpu_count(logical=False) or 1)
+        torch.set_num_threads(request.threads or default_threads())
         for plugin in request.plugins:
             load_plugin(plugin, Path(request.suite_dir) if request.suite_dir else None)
         outcome = {"status": "ok", **measure_cell(request)}

@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-
+from segbench.cpus import default_threads
 from segbench.errors import SegbenchError
 from segbench.executors import Job, JobFinished, JobStarted
 
@@ -91,7 +90,7 @@ class RayExecutor:
         """Explicit, or as many CPUs as the cell uses threads: two timed cells must not share cores."""
         if self.cpus_per_cell is not None:
             return self.cpus_per_cell
-        return float(job.request.threads or psutil.cpu_count(logical=False) or 1)
+        return float(job.request.threads or default_threads())
 
     def _node_of(self, error: Exception) -> str | None:
         return getattr(error, "node_id", None)

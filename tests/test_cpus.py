@@ -1,0 +1,66 @@
+"""The CPUs a cell may use (affinity, cgroup quota) and the machine's load around a cell."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from segbench import cpus
+
+PINNED_CELL = """
+import json, sys
+from segbench.cell import CellRequest, run_cell
+from segbench.matrix import CellSpec
+from segbench.models.registry import load_plugin
+from segbench.suite import Timing
+load_plugin(sys.argv[1])
+timing = Timing(warmup_iters=1, min_iters=2, max_iters=3, min_time_s=0.0, max_time_s=1.0, memory_iters=1)
+outcome = run_cell(CellRequest(CellSpec("test-tiny", (16, 16), 1, "fp32", "eager"), "cpu", timing, 10.0, None, (sys.argv[1],)))
+print(json.dumps({"status": outcome["status"], "threads": outcome["threads"], "error": outcome.get("error")}))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux-only")
+def test_a_cell_pinned_to_one_cpu_uses_one_thread_by_default() -> None:
+    from tests.conftest import FAULT_PLUGIN
+
+    out = subprocess.run(
+        [sys.executable, "-c", PINNED_CELL, FAULT_PLUGIN], check=False,
+        preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}),
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    outcome = json.loads(out.stdout.strip().splitlines()[-1])
+    assert outcome["status"] == "ok", outcome["error"] or out.stderr[-2000:]
+    assert outcome["threads"] == 1
+
+
+def test_cgroup_quota_caps_the_default(tmp_path: Path) -> None:
+    (tmp_path / "cpu.max").write_text("50000 100000\n")  # half a CPU: at most one thread
+    assert cpus.cgroup_quota(tmp_path) == 0.5
+    assert cpus.usable_cpus(tmp_path) == 1
+    assert cpus.default_threads(tmp_path) == 1
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cpus.cgroup_quota(tmp_path) is None
+
+
+def test_cgroup_v1_quota_is_read(tmp_path: Path) -> None:
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("150000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cpus.cgroup_quota(tmp_path) == 1.5
+
+
+def test_smt_siblings_count_once(tmp_path: Path) -> None:
+    for cpu, core in ((0, 0), (1, 0), (2, 1), (3, 1)):
+        base = tmp_path / f"cpu{cpu}" / "topology"
+        base.mkdir(parents=True)
+        (base / "physical_package_id").write_text("0\n")
+        (base / "core_id").write_text(f"{core}\n")
+    assert cpus.physical_cores_of({0, 1, 2, 3}, tmp_path) == 2
+    assert cpus.physical_cores_of({0, 2}, tmp_path) == 2
+    assert cpus.physical_cores_of({0, 1}, tmp_path) == 1

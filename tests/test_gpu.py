@@ -45,3 +45,13 @@ def test_cuda_event_timer_matches_the_work() -> None:
 def test_selfcheck_overhead_on_gpu() -> None:
     report = run_selfcheck("fast-scnn", 512, 5, 1.0, "cuda")
     assert report.ratio <= 1.05, report  # the issue's target is 1.02; the bench prints the exact figure
+
+
+def test_half_precision_peak_is_its_own_not_the_fp32_leftovers(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    # On an H100, SegFormer-B2 fp16 at 1024 reported fp32's reserved peak (2,194 vs 2,188 MiB) because blocks cached
+    # by the fp32 FLOP count stayed in the allocator through the memory pass.
+    suite_path = write_suite(device="cuda", models=["segformer-b0"], resolutions=[512], precisions=["fp32", "fp16"], plugins=[])
+    run_dir = run_suite(load_suite(suite_path), suite_path, tmp_path / "results").run_dir
+    fp32, fp16 = [json.loads(line) for line in (run_dir / results.RESULTS_FILE).read_text().splitlines()]
+    assert fp32["status"] == fp16["status"] == "ok", (fp32["error"], fp16["error"])
+    assert fp16["memory_mb"]["torch_reserved_peak"] < fp32["memory_mb"]["torch_reserved_peak"]

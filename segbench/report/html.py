@@ -18,6 +18,7 @@ import pandas as pd
 
 import segbench
 from segbench.report import best, plots, tables
+from segbench.report.memory import BREAKDOWN_NOTE, gpu_memory_breakdown
 from segbench.report.compare import Comparison, change_text, change_tone, min_samples_for_ci
 from segbench.report.tables import RunData
 
@@ -190,6 +191,13 @@ def _telemetry_table(run: RunData) -> HtmlTable | None:
 
 # ---- the run report --------------------------------------------------------------------------------
 
+def _memory_breakdown_table(run: RunData) -> HtmlTable | None:
+    frame = gpu_memory_breakdown(run)
+    if frame.empty:
+        return None
+    return html_table(frame, [Column("cell", "cell"), *(Column(key, f"{key} MiB", fmt_fixed(0), True) for key in frame.columns if key not in ("model", "cell"))])
+
+
 def fingerprint_rows(meta: dict[str, Any]) -> list[tuple[str, str]]:
     """The fingerprint as short labelled lines; the full JSON goes in a collapsed block next to it."""
     fingerprint = meta.get("fingerprint") or {}
@@ -273,6 +281,8 @@ def report_context(run: RunData) -> dict[str, Any]:
         "notes": notes,
         "models": sorted({r["model"] for r in run.ok}),
         "telemetry": _telemetry_table(run),
+        "memory_breakdown": _memory_breakdown_table(run),
+        "memory_breakdown_note": BREAKDOWN_NOTE,
         "plots": plots.all_plots(run),
         "quantization": html_table(quantization, QUANTIZATION_COLUMNS) if not quantization.empty else None,
         "has_fidelity": run.has_fidelity,

@@ -82,13 +82,34 @@ def _ceiling(suite: Suite, device: str) -> dict[str, Any] | None:
     return measure_ceiling_isolated(device, list(suite.precisions), seconds=suite.roofline.ceiling_seconds, threads=suite.threads)
 
 
-def _profile(name: str | None) -> Any:
-    from segbench.hardware import list_profiles, load_profile
+def ran_on(record: dict[str, Any], meta: dict[str, Any]) -> str:
+    """The name of the device a cell ran on, from the fingerprint of its node (Ray) or of the run."""
+    fingerprint = (record.get("node") or {}).get("fingerprint") or meta.get("fingerprint") or {}
+    device = str(record.get("device") or meta.get("device") or "cpu")
+    if not device.startswith("cuda"):
+        return str((fingerprint.get("cpu") or {}).get("model") or "a CPU")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    gpus = [gpu for gpu in fingerprint.get("gpus") or [] if gpu.get("index") == index]
+    return str(gpus[0]["name"]) if gpus else device
 
-    return load_profile(name) if name and name in list_profiles() else None
+
+def peak_profile(record: dict[str, Any], meta: dict[str, Any]) -> tuple[Any, str]:
+    """(profile of the card the cell ran on, its name) or (None, why there is no peak to compare with).
+
+    Never the emulated target: a cell run on an H100 with `hardware: rtx3060` is compared with the H100's peak.
+    """
+    from segbench.hardware import profile_for_device
+
+    name = ran_on(record, meta)
+    if not str(record.get("device") or meta.get("device") or "cpu").startswith("cuda"):
+        return None, f"ran on {name}: a CPU has no published peak here; see percent_of_ceiling"
+    profile = profile_for_device(name)
+    if profile is None:
+        return None, f"ran on {name}, which has no hardware profile: its peak is unknown"
+    return profile, name
 
 
-def _derived_fields(record: dict[str, Any], meta: dict[str, Any], profile_name: str | None) -> dict[str, Any]:
+def _derived_fields(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     """Figures computed from a finished cell and the run: roofline, and a throttle flag."""
     from segbench.hardware.roofline import roofline
 
@@ -97,8 +118,9 @@ def _derived_fields(record: dict[str, Any], meta: dict[str, Any], profile_name: 
     gflops, fps = record.get("gflops"), record.get("fps")
     flops_per_image = gflops * 1e9 if gflops else None
     telemetry = record.get("telemetry") or {}
+    profile, name_or_reason = peak_profile(record, meta)
     return {
-        "roofline": roofline(flops_per_image, fps, record["precision"], _profile(profile_name), meta.get("ceiling")),
+        "roofline": roofline(flops_per_image, fps, record["precision"], profile, meta.get("ceiling"), no_profile_reason=name_or_reason),
         "throttled": telemetry.get("throttled"),
     }
 
@@ -190,9 +212,9 @@ def run_suite(
 
     def job_finished(job: Job, cell_outcome: dict[str, Any]) -> None:
         record = _base_record(job.request.cell, device) | cell_outcome
-        record.update(_derived_fields(record, meta, job.hardware or job.request.hardware))
         if job.hardware is not None:
             record.update(hardware=job.hardware, cell_key=job.key)
+        record.update(_derived_fields(record, meta))
         results.append_record(run_dir, record)
         outcome.records.append(record)
         observer.cell_finished(job.request.cell, record)

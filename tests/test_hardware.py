@@ -221,3 +221,42 @@ def test_a_failing_ceiling_child_reports_an_error() -> None:
     receiver, sender = multiprocessing.Pipe(duplex=False)
     _ceiling_child({"device": "cpu", "precisions": ["fp32"], "no_such_argument": 1}, sender)
     assert receiver.recv()["error"].startswith("TypeError")
+
+
+# ---- the card a cell ran on (a real H100 run with hardware: rtx3060) ----------------------------------
+
+H100_RUN = Path(__file__).parent / "data" / "h100-rtx3060"
+
+
+def _h100_run() -> tuple[dict, list[dict]]:
+    import json
+
+    meta = json.loads((H100_RUN / "meta.json").read_text())
+    records = [json.loads(line) for line in (H100_RUN / "results.jsonl").read_text().splitlines()]
+    return meta, records
+
+
+def test_percent_of_peak_uses_the_card_the_cell_ran_on_not_the_emulated_target() -> None:
+    from segbench.runner import _derived_fields
+
+    meta, records = _h100_run()
+    assert meta["hardware_target"] == "rtx3060"
+    stored = {(r["model"], r["precision"]): r["roofline"]["percent_of_peak"] for r in records}
+    assert stored[("segformer-b2", "fp32")] > 100 and stored[("yolov8x-seg", "fp16")] > 100  # the defect, as recorded
+    for record in records:
+        derived = _derived_fields({k: v for k, v in record.items() if k != "roofline"}, meta)["roofline"]
+        assert derived["peak_card"] == "H100 SXM5 80GB"
+        assert derived["peak_tflops"] == getattr(load_profile("h100-sxm"), derived["peak_figure"])
+        assert 0 < derived["percent_of_peak"] < 100
+
+
+def test_percent_of_peak_is_unknown_for_a_card_without_a_profile_and_for_a_cpu() -> None:
+    from segbench.runner import _derived_fields
+
+    meta, [record, *_] = _h100_run()
+    renamed = {**meta, "fingerprint": {**meta["fingerprint"], "gpus": [{**meta["fingerprint"]["gpus"][0], "name": "NVIDIA B200"}]}}
+    derived = _derived_fields(record, renamed)["roofline"]
+    assert derived["percent_of_peak"] is None and derived["peak_card"] is None
+    assert derived["unavailable"]["percent_of_peak"] == "ran on NVIDIA B200, which has no hardware profile: its peak is unknown"
+    on_cpu = _derived_fields({**record, "device": "cpu"}, {**meta, "device": "cpu"})["roofline"]
+    assert on_cpu["percent_of_peak"] is None and "Intel(R) Xeon(R) Processor" in on_cpu["unavailable"]["percent_of_peak"]

@@ -49,6 +49,8 @@ class HardwareProfile(BaseModel):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
     title: Annotated[str, Field(min_length=1)]
     architecture: str
+    # The names the driver reports for this card (torch.cuda.get_device_name): how a run finds the profile of the card it ran on.
+    device_names: list[str] = Field(default_factory=list)
     budget_only: bool = Field(description="throughput peaks unknown: use the card as a memory budget only")
     memory_gb: Positive
     memory_shared_with_cpu: bool = False
@@ -120,6 +122,16 @@ def load_profile_file(path: Path | str) -> HardwareProfile:
 def list_profiles() -> list[str]:
     """Names of the bundled profiles (file stems), sorted."""
     return sorted(path.stem for path in PROFILE_DIR.glob("*.yaml"))
+
+
+def profile_for_device(device_name: str) -> HardwareProfile | None:
+    """The bundled profile of the card the driver names `device_name` (exact, case-insensitive), or None."""
+    wanted = device_name.strip().lower()
+    for name in list_profiles():
+        profile = load_profile_file(PROFILE_DIR / f"{name}.yaml")
+        if any(known.lower() == wanted for known in profile.device_names):
+            return profile
+    return None
 
 
 def load_profile(name: str) -> HardwareProfile:

@@ -91,9 +91,13 @@ def percent_of_ceiling(achieved: float, ceiling: dict[str, Any] | None, precisio
 
 
 def roofline(flops_per_image: float | None, images_per_second: float | None, precision: str,
-             profile: HardwareProfile | None = None, ceiling: dict[str, Any] | None = None) -> dict[str, Any]:
-    """All roofline fields of one cell, None with a reason in `unavailable` where a figure is missing."""
-    out: dict[str, Any] = {"achieved_tflops": None, "peak_tflops": None, "peak_figure": None,
+             profile: HardwareProfile | None = None, ceiling: dict[str, Any] | None = None,
+             no_profile_reason: str = "no hardware profile for this run") -> dict[str, Any]:
+    """All roofline fields of one cell, None with a reason in `unavailable` where a figure is missing.
+
+    `profile` must be the card the cell ran on (never an emulated target): its peak is the yardstick.
+    """
+    out: dict[str, Any] = {"achieved_tflops": None, "peak_tflops": None, "peak_figure": None, "peak_card": profile.title if profile else None,
                            "percent_of_peak": None, "percent_of_ceiling": None, "unavailable": {}}
     if not flops_per_image or not images_per_second:
         reason = "FLOPs per image unknown" if not flops_per_image else "no throughput (cell did not finish)"
@@ -102,7 +106,7 @@ def roofline(flops_per_image: float | None, images_per_second: float | None, pre
     achieved = achieved_tflops(flops_per_image, images_per_second)
     out["achieved_tflops"] = achieved
     if profile is None:
-        out["unavailable"]["percent_of_peak"] = "no hardware profile for this run"
+        out["unavailable"]["percent_of_peak"] = no_profile_reason
     else:
         peak, figure_or_reason = peak_tflops(profile, precision)
         if peak is None:

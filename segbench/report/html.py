@@ -147,7 +147,7 @@ LEADERBOARD_COLUMNS = [
     Column("peak_mb", "peak MiB", fmt_fixed(0), True),
     Column("params_m", "params", fmt_params, True),
     Column("gflops", "GFLOPs / image", fmt_significant, True),
-    Column("percent_of_peak", "% of peak", fmt_fixed(1), True, help="achieved TFLOPS as a share of the card profile's peak for this precision"),
+    Column("percent_of_peak", "% of peak", fmt_fixed(1), True, help="achieved TFLOPS as a share of the published peak, for this precision, of the card the cell ran on (roofline.peak_card; never an emulated target)"),
     Column("notes", "notes", help="numbers of the notes listed under the table"),
 ]
 

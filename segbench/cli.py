@@ -9,6 +9,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -52,16 +53,16 @@ class ProgressObserver:
 
     def run_started(self, run_dir: Path, cells: list[Any], skipped: int) -> None:
         note = f" ({skipped} already finished, skipped)" if skipped else ""
-        console.print(f"run folder: [bold]{run_dir}[/] · {len(cells)} cell(s) to run{note}")
+        console.print(f"run folder: [bold]{escape(str(run_dir))}[/] · {len(cells)} cell(s) to run{note}", highlight=False)
         self.task = self.progress.add_task("starting", total=len(cells))
 
     def cell_started(self, cell: Any, index: int) -> None:
-        self.progress.update(self.task, description=cell.label)
+        self.progress.update(self.task, description=escape(cell.label))
 
     def cell_finished(self, cell: Any, record: dict[str, Any]) -> None:
         from segbench.report.summary import status_text
 
-        self.progress.console.print(f"  {cell.label}: {status_text(record)}", highlight=False)
+        self.progress.console.print(f"  {escape(cell.label)}: {status_text(record)}", highlight=False)
         self.progress.advance(self.task)
 
 
@@ -70,7 +71,7 @@ def _dry_run_table(cells: list[Any]) -> Table:
     for column in ("#", "cell_id", "model", "resolution", "batch", "precision", "backend"):
         table.add_column(column)
     for index, cell in enumerate(cells, start=1):
-        table.add_row(str(index), cell.cell_id, cell.model, f"{cell.resolution[0]}x{cell.resolution[1]}", str(cell.batch_size), cell.precision, cell.backend)
+        table.add_row(*(escape(str(text)) for text in (index, cell.cell_id, cell.model, f"{cell.resolution[0]}x{cell.resolution[1]}", cell.batch_size, cell.precision, cell.backend)))
     return table
 
 
@@ -155,7 +156,7 @@ def models(pattern: str = typer.Argument("*", help="wildcard, e.g. 'segformer-*'
         table.add_column(column)
     for name in list_models(pattern):
         card = get_card(name)
-        table.add_row(name, card.family, card.source, str(card.num_classes), _fmt(card.published_params_m), card.description)
+        table.add_row(*(escape(str(text)) for text in (name, card.family, card.source, card.num_classes, _fmt(card.published_params_m), card.description)))
     console.print(table)
 
 
@@ -218,7 +219,7 @@ def predict(
     if weights is not None and not weights.exists():
         raise SegbenchError(f"--weights: not found: {weights}")
     for prediction in run_predict(model, images, out, weights, resolve_device(device)):
-        console.print(f"{prediction.image} → {prediction.class_map}, {prediction.overlay}, {prediction.summary}")
+        console.print(escape(f"{prediction.image} → {prediction.class_map}, {prediction.overlay}, {prediction.summary}"), highlight=False)
     if weights is None:
         console.print(f"[yellow]{RANDOM_WEIGHTS_WARNING}[/]")
 
@@ -264,7 +265,7 @@ def report(
     from segbench.report.exports import write_report
 
     path = write_report(run_dir, output, fmt)
-    console.print(f"report written: [bold]{path}[/]", highlight=False)
+    console.print(f"report written: [bold]{escape(str(path))}[/]", highlight=False)
 
 
 @app.command()
@@ -277,8 +278,6 @@ def compare(
     fail_on_regression: Optional[float] = typer.Option(None, "--fail-on-regression", metavar="PCT", min=0.0, help="exit 1 if a cell is significantly slower by PCT % or more, or ran ok in A but not in B"),
 ) -> None:
     """Compare two runs cell by cell: % change per metric, bootstrap CI, significance; warn when setups differ."""
-    from rich.markup import escape
-
     from segbench.report.compare import compare_runs, comparison_table
     from segbench.report.html import render_comparison
 

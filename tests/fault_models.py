@@ -69,6 +69,13 @@ class RaisingAdapter(TinyAdapter):
         raise ValueError("first line\nthe last line of a multi-line failure")
 
 
+class BracketErrorAdapter(TinyAdapter):
+    """An error whose text looks like rich markup, as real library errors often do."""
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        raise FileNotFoundError("cannot open [/data/frames/0001.png] [enforce fail at alloc_cpu.cpp:127]")
+
+
 def _card(name: str) -> ModelCard:
     return ModelCard(name=name, family="test", variant=name, source="tests", num_classes=4, dataset="synthetic")
 
@@ -79,5 +86,6 @@ for _name, _adapter in {
     "test-segfault": SegfaultAdapter,
     "test-oom": HostOOMAdapter,
     "test-raise": RaisingAdapter,
+    "test-bracket-error": BracketErrorAdapter,
 }.items():
     register(_card(_name), _adapter)

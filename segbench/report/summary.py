@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from rich.markup import escape
 from rich.table import Table
 
 STATUS_STYLE = {"ok": "green", "oom": "yellow", "timeout": "red", "error": "red", "unsupported": "dim"}
@@ -33,7 +34,7 @@ def status_text(record: dict[str, Any]) -> str:
         peak_text = f" · peak {peak:.0f} MiB" if peak is not None else ""
         noisy = " [yellow](! noisy)[/]" if record.get("noisy") else ""
         return f"[{style}]ok[/] median {latency['median']:.2f} ms · {record['fps']:.1f} FPS{peak_text}{noisy}{stream_text(record)}"
-    return f"[{style}]{status}[/]: {record.get('error') or ''}"
+    return f"[{style}]{escape(status)}[/]: {escape(str(record.get('error') or ''))}"
 
 
 def stream_text(record: dict[str, Any]) -> str:
@@ -48,7 +49,8 @@ def stream_text(record: dict[str, Any]) -> str:
 
 
 def summary_table(records: Iterable[dict[str, Any]], title: str = "") -> Table:
-    table = Table(title=title)
+    """Every user or library string is escaped: a `[/path]` in a name must not be read as markup."""
+    table = Table(title=escape(title))
     for column in ("model", "resolution", "batch", "precision", "backend", "status", "median ms", "p95 ms", "CV %", "FPS", "peak MiB"):
         table.add_column(column, justify="right" if column in ("batch", "median ms", "p95 ms", "CV %", "FPS", "peak MiB") else "left")
     for record in records:
@@ -57,12 +59,12 @@ def summary_table(records: Iterable[dict[str, Any]], title: str = "") -> Table:
         peak, _ = headline_memory(record)
         height, width = record["resolution"]
         table.add_row(
-            record["model"],
+            escape(str(record["model"])),
             f"{height}x{width}",
             str(record["batch_size"]),
-            record["precision"],
-            record["backend"],
-            f"[{STATUS_STYLE.get(status, '')}]{status}[/]",
+            escape(str(record["precision"])),
+            escape(str(record["backend"])),
+            f"[{STATUS_STYLE.get(status, '')}]{escape(status)}[/]",
             f"{latency['median']:.2f}" if latency else "–",
             f"{latency['p95']:.2f}" if latency else "–",
             f"{latency['cv'] * 100:.1f}" if latency else "–",
@@ -82,5 +84,6 @@ def expectations_table(rows: list[dict[str, Any]]) -> Table:
     for row in rows:
         measured = "–" if row["measured"] is None else f"{row['measured']:.4g}"
         style = VERDICT_STYLE.get(row["verdict"], "")
-        table.add_row(row["claim"], row["metric"], row["expected"] or "–", measured, f"[{style}]{row['verdict']}[/]", row["cell"] or row["reason"] or "")
+        texts = [escape(str(value)) for value in (row["claim"], row["metric"], row["expected"] or "–", row["cell"] or row["reason"] or "")]
+        table.add_row(*texts[:3], measured, f"[{style}]{escape(row['verdict'])}[/]", texts[3])
     return table

@@ -199,7 +199,7 @@ def _fidelity_pass(cell: CellSpec, adapter: SegmentationAdapter, forward: Callab
     reference = create_model(cell.model, cell.weights, cell.options)
     reference.build(device)
     size = tuple(photos[0].shape[1:3])
-    accumulator = FidelityAccumulator(adapter.card.num_classes)
+    accumulator = FidelityAccumulator(adapter.num_classes)
     with torch.inference_mode():
         for batch in photos:
             ref_out = reference.forward(reference.preprocess(batch))

@@ -101,7 +101,7 @@ def class_summary(labels: np.ndarray, names: dict[int, str] | None = None) -> li
     return rows
 
 
-def write_outputs(image_path: Path, image: np.ndarray, labels: np.ndarray, out_dir: Path, num_classes: int, meta: dict[str, Any]) -> Prediction:
+def write_outputs(image_path: Path, image: np.ndarray, labels: np.ndarray, out_dir: Path, num_classes: int, meta: dict[str, Any], names: dict[int, str] | None = None) -> Prediction:
     import cv2
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -114,20 +114,22 @@ def write_outputs(image_path: Path, image: np.ndarray, labels: np.ndarray, out_d
     coloured = palette(num_classes)[labels]
     blended = (0.5 * image + 0.5 * coloured).astype(np.uint8)
     cv2.imwrite(str(overlay), blended[..., ::-1])
-    summary.write_text(json.dumps({**meta, "image": str(image_path), "height": labels.shape[0], "width": labels.shape[1], "classes": class_summary(labels)}, indent=1))
+    summary.write_text(json.dumps({**meta, "image": str(image_path), "height": labels.shape[0], "width": labels.shape[1], "classes": class_summary(labels, names)}, indent=1))
     return Prediction(image_path, class_map, overlay, summary)
 
 
-def predict(model: str, images: list[Path], out_dir: Path, weights: Path | None = None, device: str = "cpu") -> list[Prediction]:
-    adapter = create_model(model, weights)
+def predict(model: str, images: list[Path], out_dir: Path, weights: Path | None = None, device: str = "cpu", options: dict[str, Any] | None = None) -> list[Prediction]:
+    adapter = create_model(model, weights, options)
     adapter.build(device)
+    names = dict(enumerate(adapter.class_names)) if adapter.class_names else None
     meta = {
         "model": model,
         "weights": str(weights) if weights else None,
         "random_weights": weights is None,
         "note": RANDOM_WEIGHTS_WARNING if weights is None else None,
-        "num_classes": adapter.card.num_classes,
-        "dataset": adapter.card.dataset,
+        "num_classes": adapter.num_classes,
+        "class_names": list(adapter.class_names) if adapter.class_names else None,
+        "dataset": adapter.card.dataset if adapter.num_classes == adapter.card.num_classes else None,
     }
     predictions = []
     for path in images:
@@ -138,5 +140,5 @@ def predict(model: str, images: list[Path], out_dir: Path, weights: Path | None 
         with torch.inference_mode():
             batch = torch.from_numpy(image).unsqueeze(0)
             labels = adapter.postprocess(adapter.forward(adapter.preprocess(batch)), image.shape[:2])[0].numpy()
-        predictions.append(write_outputs(path, image, labels, out_dir, adapter.card.num_classes, meta))
+        predictions.append(write_outputs(path, image, labels, out_dir, adapter.num_classes, meta, names))
     return predictions

@@ -23,6 +23,7 @@ class PipelineAdapter(SegmentationAdapter):
             raise UnsupportedError("pipeline backends apply their library's own precision handling; use precision fp32")
         self.inner = inner
         self.card, self.weights, self.options = inner.card, inner.weights, inner.options
+        self.num_classes, self.class_names = inner.num_classes, inner.class_names
         self.model, self.device, self.input_dtype = inner.model, inner.device, inner.input_dtype
         self.constraints = inner.constraints
 

@@ -45,7 +45,8 @@ def strict_load(name: str, module: nn.Module, state: Mapping[str, torch.Tensor],
     except RuntimeError as exc:
         lines = str(exc).strip().splitlines()
         detail = (lines[1:2] or lines[:1] or ["state dict mismatch"])[0].strip()
-        raise WeightsError(f"{name}: weights file {path} does not match the architecture ({detail})") from None
+        hint = "; if its head has another class count, set options.num_classes" if "size mismatch" in detail else ""
+        raise WeightsError(f"{name}: weights file {path} does not match the architecture ({detail}){hint}") from None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -7,17 +7,19 @@ models are built from configs, and weights come only from local paths.
 
 from __future__ import annotations
 
+import re
 from abc import abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-import torch
 from torch import nn
 
 from segbench.errors import WeightsError
-from segbench.models._common import read_state_file, strict_load
-from segbench.models.base import SegmentationAdapter
+from segbench.models._common import read_state_file
+from segbench.models.base import Checkpoint, SegmentationAdapter
+
+_PLACEHOLDER_LABEL = re.compile(r"LABEL_\d+")
 
 
 class TransformersAdapter(SegmentationAdapter):
@@ -41,12 +43,22 @@ class TransformersAdapter(SegmentationAdapter):
     def build_module(self) -> nn.Module:
         return self.transformers_class()(self.config())
 
-    def load_weights(self, module: nn.Module, path: Path) -> None:
-        state = self.read_pretrained(path) if path.is_dir() else read_state_file(self.card.name, path)
-        strict_load(self.card.name, module, state, path)
+    def read_weights(self, path: Path) -> Checkpoint:
+        if path.is_dir():
+            return self.read_pretrained(path)
+        return Checkpoint(read_state_file(self.card.name, path))
 
-    def read_pretrained(self, path: Path) -> Mapping[str, torch.Tensor]:
-        """The state dict of a local save_pretrained directory, refusing one that leaves weights uninitialised."""
+    def label_maps(self) -> dict[str, Any]:
+        """id2label / label2id for the config, when the class names are known."""
+        if not self.class_names:
+            return {}
+        return {
+            "id2label": dict(enumerate(self.class_names)),
+            "label2id": {name: index for index, name in enumerate(self.class_names)},
+        }
+
+    def read_pretrained(self, path: Path) -> Checkpoint:
+        """The weights of a local save_pretrained directory (with its id2label), refusing one that leaves weights uninitialised."""
         try:
             loaded, info = self.transformers_class().from_pretrained(
                 str(path), local_files_only=True, output_loading_info=True
@@ -60,4 +72,13 @@ class TransformersAdapter(SegmentationAdapter):
                 f"{self.card.name}: weights directory {path} does not match the architecture "
                 f"({len(missing)} tensors missing or mismatched, e.g. {missing[0]})"
             )
-        return loaded.state_dict()
+        return Checkpoint(loaded.state_dict(), _config_names(loaded.config))
+
+
+def _config_names(config: Any) -> tuple[str, ...] | None:
+    """A config's id2label as a tuple, unless it only holds transformers' LABEL_n placeholders."""
+    id2label: Mapping[int, str] = getattr(config, "id2label", None) or {}
+    names = tuple(str(id2label[index]) for index in sorted(id2label))
+    if not names or all(_PLACEHOLDER_LABEL.fullmatch(name) for name in names):
+        return None
+    return names

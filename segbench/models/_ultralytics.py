@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from segbench.errors import WeightsError
-from segbench.models._common import read_state_file, strict_load, unwrap_state
-from segbench.models.base import InputConstraints, SegmentationAdapter
+from segbench.models._common import read_state_file, unwrap_state
+from segbench.models.base import Checkpoint, InputConstraints, SegmentationAdapter
 
 
 def import_ultralytics() -> None:
@@ -41,10 +41,19 @@ def import_ultralytics() -> None:
         torch.set_num_threads(threads)
 
 
-def read_ultralytics_state(name: str, path: Path) -> Mapping[str, torch.Tensor]:
-    """A state dict from an ultralytics .pt checkpoint (a pickled model) or from a plain state-dict file."""
+def _model_names(model: nn.Module) -> tuple[str, ...] | None:
+    """An ultralytics model's class names ({id: name}), unless they are only the default digits."""
+    names = getattr(model, "names", None)
+    if not isinstance(names, Mapping) or not names:
+        return None
+    ordered = tuple(str(names[index]) for index in sorted(names))
+    return None if all(name == str(index) for index, name in enumerate(ordered)) else ordered
+
+
+def read_ultralytics_checkpoint(name: str, path: Path) -> Checkpoint:
+    """The state dict (and class names) of an ultralytics .pt checkpoint, or of a plain state-dict file."""
     if path.suffix != ".pt":
-        return read_state_file(name, path)
+        return Checkpoint(read_state_file(name, path))
     import_ultralytics()
     from ultralytics.nn.tasks import torch_safe_load
 
@@ -56,8 +65,9 @@ def read_ultralytics_state(name: str, path: Path) -> Mapping[str, torch.Tensor]:
     if isinstance(checkpoint, Mapping):
         for key in ("ema", "model"):  # trainer checkpoints keep the EMA model; exported ones only 'model'
             if isinstance(checkpoint.get(key), nn.Module):
-                return checkpoint[key].float().state_dict()
-    return unwrap_state(name, path, checkpoint)
+                model = checkpoint[key]
+                return Checkpoint(model.float().state_dict(), _model_names(model))
+    return Checkpoint(unwrap_state(name, path, checkpoint))
 
 
 class UltralyticsAdapter(SegmentationAdapter):
@@ -68,17 +78,27 @@ class UltralyticsAdapter(SegmentationAdapter):
     mean: ClassVar[tuple[float, float, float]] = (0.0, 0.0, 0.0)  # ultralytics only divides by 255
     std: ClassVar[tuple[float, float, float]] = (1.0, 1.0, 1.0)
     task_class: ClassVar[str] = "DetectionModel"
+    # Instance models have no background row: the semantic map's class 0 is "no instance", so names shift by one.
+    background_class: ClassVar[bool] = False
+
+    @property
+    def head_classes(self) -> int:
+        """The `nc` of the ultralytics model: the class map's count, less the background for instance models."""
+        return self.num_classes - int(self.background_class)
 
     def build_module(self) -> nn.Module:
         import_ultralytics()
         from ultralytics.nn import tasks
 
         # A '*n-seg.yaml' style name selects the scale row of the unified YAML shipped inside the package.
-        return getattr(tasks, self.task_class)(self.card.extra["yaml"], ch=3, verbose=False)
+        return getattr(tasks, self.task_class)(self.card.extra["yaml"], ch=3, nc=self.head_classes, verbose=False)
 
-    def load_weights(self, module: nn.Module, path: Path) -> None:
+    def read_weights(self, path: Path) -> Checkpoint:
         """Weights are an ultralytics .pt checkpoint or a state dict of the unfused model."""
-        strict_load(self.card.name, module, read_ultralytics_state(self.card.name, path), path)
+        checkpoint = read_ultralytics_checkpoint(self.card.name, path)
+        if self.background_class and checkpoint.class_names:
+            return Checkpoint(checkpoint.state, ("background", *checkpoint.class_names))
+        return checkpoint
 
     def finalize(self, module: nn.Module) -> nn.Module:
         # ultralytics fuses Conv+BN before inference (AutoBackend) and reports fused parameter counts; fusing

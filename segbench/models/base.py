@@ -13,14 +13,16 @@ family's own pre- and postprocessing, so the harness can time every family the s
 from __future__ import annotations
 
 import math
+import re
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from segbench.errors import WeightsError
@@ -57,10 +59,34 @@ class InputConstraints:
         return math.ceil(height / m) * m, math.ceil(width / m) * m
 
 
-class NoOptions(BaseModel):
-    """Options schema for families that take none: any key is a mistake."""
+class HeadOptions(BaseModel):
+    """Options every family with a class head takes: its class count and the names of its classes."""
 
     model_config = ConfigDict(extra="forbid")
+
+    num_classes: int | None = Field(
+        None, ge=1, description="classes of the head (label ids 0..N-1); default: the weights' head, else the card's"
+    )
+    class_names: list[str] | None = Field(None, description="one name per class id, for predict's JSON and the reports")
+
+    @model_validator(mode="after")
+    def _one_name_per_class(self) -> HeadOptions:
+        if self.num_classes is not None and self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise ValueError(
+                f"class_names has {len(self.class_names)} names but num_classes is {self.num_classes}; give one name per class"
+            )
+        return self
+
+
+NoOptions = HeadOptions  # the options of a family that has nothing beyond its head
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a weights file holds: the state dict, and the class names when the format carries them."""
+
+    state: Mapping[str, torch.Tensor]
+    class_names: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -77,15 +103,20 @@ class ModelCard:
     params_source: str = ""
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # family-specific build arguments
+    class_names: tuple[str, ...] | None = None  # names of the card's label set, where it is public
 
 
 class SegmentationAdapter(ABC):
     """One family's way of building, feeding and reading a segmentation model."""
 
     constraints: ClassVar[InputConstraints] = InputConstraints()
-    options_schema: ClassVar[type[BaseModel]] = NoOptions
+    options_schema: ClassVar[type[BaseModel]] = HeadOptions
     mean: ClassVar[tuple[float, float, float]] = IMAGENET_MEAN
     std: ClassVar[tuple[float, float, float]] = IMAGENET_STD
+    # Regexes of the state-dict keys whose first dimension is the head's row count, and how many rows the
+    # head has beyond the classes (Mask2Former's "no object": 1; YOLO-seg's background has no row: -1).
+    head_keys: ClassVar[tuple[str, ...]] = ()
+    head_extra_rows: ClassVar[int] = 0
 
     def __init__(self, card: ModelCard, weights: Path | None = None, options: dict[str, Any] | None = None):
         self.card = card
@@ -94,17 +125,58 @@ class SegmentationAdapter(ABC):
         self.model: nn.Module | None = None
         self.device = torch.device("cpu")
         self.input_dtype = torch.float32
+        self.num_classes: int = getattr(self.options, "num_classes", None) or card.num_classes
+        self.class_names: tuple[str, ...] | None = self._default_names(None)
 
     # ---- building -------------------------------------------------------------------------
     @abstractmethod
     def build_module(self) -> nn.Module:
-        """Construct the architecture on the CPU with random weights (no downloads)."""
+        """Construct the architecture on the CPU with random weights (no downloads), with `self.num_classes` classes."""
 
-    def load_weights(self, module: nn.Module, path: Path) -> None:
-        """Load a local state dict (.safetensors or torch-saved); families with their own formats override this."""
-        from segbench.models._common import read_state_file, strict_load
+    def read_weights(self, path: Path) -> Checkpoint:
+        """A local state dict (.safetensors or torch-saved); families with their own formats override this."""
+        from segbench.models._common import read_state_file
 
-        strict_load(self.card.name, module, read_state_file(self.card.name, path), path)
+        return Checkpoint(read_state_file(self.card.name, path))
+
+    def load_weights(self, module: nn.Module, path: Path, checkpoint: Checkpoint | None = None) -> None:
+        """Load every tensor of the architecture from the weights file, or say which does not fit."""
+        from segbench.models._common import strict_load
+
+        strict_load(self.card.name, module, (checkpoint or self.read_weights(path)).state, path)
+
+    def classes_in_state(self, state: Mapping[str, torch.Tensor]) -> int | None:
+        """The class count of a checkpoint's head, from the shape of its classifier; None when not recognised."""
+        for key, tensor in state.items():
+            if tensor.ndim and any(re.fullmatch(pattern, key) for pattern in self.head_keys):
+                return int(tensor.shape[0]) - self.head_extra_rows
+        return None
+
+    def _default_names(self, checkpoint: Checkpoint | None) -> tuple[str, ...] | None:
+        """Names from the weights when they carry them, else the option, else the card's label set if the count fits."""
+        option = getattr(self.options, "class_names", None)
+        for names in (checkpoint.class_names if checkpoint else None, option, self.card.class_names):
+            if names and len(names) == self.num_classes:
+                return tuple(names)
+        return None
+
+    def adopt_head(self, checkpoint: Checkpoint, path: Path) -> None:
+        """Size the head like the checkpoint's (or refuse a contradicting num_classes), and take its class names."""
+        option = getattr(self.options, "num_classes", None)
+        found = self.classes_in_state(checkpoint.state)
+        if option is not None and found is not None and option != found:
+            raise WeightsError(
+                f"{self.card.name}: weights file {path} has a {found}-class head but options.num_classes is {option}; "
+                f"set options.num_classes: {found}"
+            )
+        self.num_classes = option or found or self.card.num_classes
+        names = getattr(self.options, "class_names", None)
+        if checkpoint.class_names is None and names is not None and len(names) != self.num_classes:
+            raise WeightsError(
+                f"{self.card.name}: options.class_names has {len(names)} names but the weights' head has {self.num_classes} classes; "
+                "give one name per class"
+            )
+        self.class_names = self._default_names(checkpoint)
 
     def finalize(self, module: nn.Module) -> nn.Module:
         """Inference-time rewrites after the weights are in (e.g. Conv+BN fusion), so weight files keep the training layout."""
@@ -115,9 +187,12 @@ class SegmentationAdapter(ABC):
         if self.weights is not None and not self.weights.exists():
             raise WeightsError(f"{self.card.name}: weights not found: {self.weights} (fix the path under models[].weights)")
         torch.manual_seed(0)
+        checkpoint = self.read_weights(self.weights) if self.weights is not None else None
+        if checkpoint is not None:
+            self.adopt_head(checkpoint, self.weights)
         module = self.build_module()
-        if self.weights is not None:
-            self.load_weights(module, self.weights)
+        if checkpoint is not None:
+            self.load_weights(module, self.weights, checkpoint)
         module = self.finalize(module)
         self.device = torch.device(device)
         self.model = module.eval().to(self.device)

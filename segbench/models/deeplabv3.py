@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from segbench.labels import VOC_NAMES
 from segbench.models.base import ModelCard, SegmentationAdapter
 from segbench.models.registry import register
 
@@ -22,11 +23,13 @@ VOC_CLASSES = 21
 class DeepLabV3Adapter(SegmentationAdapter):
     """ImageNet mean/std (the base defaults), any input size; logits come back at the input size."""
 
+    head_keys = ("classifier.4.weight",)
+
     def build_module(self) -> nn.Module:
         from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large
 
         return deeplabv3_mobilenet_v3_large(
-            weights=None, weights_backbone=None, num_classes=self.card.num_classes, aux_loss=True
+            weights=None, weights_backbone=None, num_classes=self.num_classes, aux_loss=True
         )
 
     def logits(self, outputs: Any) -> torch.Tensor:
@@ -44,6 +47,7 @@ register(
         published_params_m=11.029328,
         params_source="torchvision DeepLabV3_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1 meta num_params (incl. aux head)",
         description="DeepLabV3 + MobileNetV3-Large (dilated), with torchvision's auxiliary FCN head; VOC 21 classes",
+        class_names=VOC_NAMES,
     ),
     DeepLabV3Adapter,
 )

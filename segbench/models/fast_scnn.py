@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segbench.labels import CITYSCAPES_NAMES
 from segbench.models.base import InputConstraints, ModelCard, SegmentationAdapter
 from segbench.models.registry import register
 
@@ -106,9 +107,10 @@ class FastSCNN(nn.Module):
 class FastSCNNAdapter(SegmentationAdapter):
     # Three stride-2 stages after the 1/8 stem: inputs below 64 px collapse the 1/32 branch to nothing useful.
     constraints = InputConstraints(min_size=64)
+    head_keys = ("classifier.3.weight",)
 
     def build_module(self) -> nn.Module:
-        return FastSCNN(num_classes=self.card.num_classes)
+        return FastSCNN(num_classes=self.num_classes)
 
 
 register(
@@ -122,6 +124,7 @@ register(
         published_params_m=1.11,
         params_source="Poudel et al. 2019, arXiv 1902.04502, introduction",
         description="Fast-SCNN, two-branch real-time network (own implementation from the paper)",
+        class_names=CITYSCAPES_NAMES,
     ),
     FastSCNNAdapter,
 )

@@ -36,6 +36,8 @@ class Mask2FormerAdapter(TransformersAdapter):
     model_class: ClassVar[str] = "Mask2FormerForUniversalSegmentation"
     # Mask2FormerImageProcessor pads to a multiple of 32 (size_divisor), the coarsest backbone stride.
     constraints: ClassVar[InputConstraints] = InputConstraints(min_size=32, multiple_of=32, policy="pad")
+    head_keys: ClassVar[tuple[str, ...]] = ("class_predictor.weight",)
+    head_extra_rows: ClassVar[int] = 1  # the "no object" class
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -53,7 +55,7 @@ class Mask2FormerAdapter(TransformersAdapter):
             image_size=image_size,
             out_features=["stage1", "stage2", "stage3", "stage4"],  # all four scales feed the pixel decoder
         )
-        return Mask2FormerConfig(backbone_config=backbone, num_labels=self.card.num_classes)
+        return Mask2FormerConfig(backbone_config=backbone, num_labels=self.num_classes, **self.label_maps())
 
     def processor(self) -> Any:
         """The image processor with its default settings, constructed in code (no download)."""

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from segbench.labels import CITYSCAPES_NAMES
 from segbench.models._transformers import TransformersAdapter
 from segbench.models.base import ModelCard
 from segbench.models.registry import register
@@ -31,6 +32,7 @@ _DATASETS = {"ade20k": ("", 150), "cityscapes": ("-cityscapes", 19)}
 
 class SegformerAdapter(TransformersAdapter):
     model_class: ClassVar[str] = "SegformerForSemanticSegmentation"
+    head_keys: ClassVar[tuple[str, ...]] = ("decode_head.classifier.weight",)
 
     def config(self) -> Any:
         from transformers import SegformerConfig
@@ -41,7 +43,8 @@ class SegformerAdapter(TransformersAdapter):
             hidden_sizes=list(hidden_sizes),
             depths=list(depths),
             decoder_hidden_size=decoder,
-            num_labels=self.card.num_classes,
+            num_labels=self.num_classes,
+            **self.label_maps(),
         )
 
     def logits(self, outputs: Any) -> torch.Tensor:
@@ -64,6 +67,7 @@ for _variant in _ENCODERS:
                 published_params_m=_PUBLISHED_ADE[_variant] if _ade else None,
                 params_source="SegFormer paper (Xie et al., 2021), Table 1a, ADE20K" if _ade else "",
                 description=f"SegFormer-{_variant.upper()} (MiT encoder + all-MLP decoder), {_dataset} {_classes} classes",
+                class_names=None if _ade else CITYSCAPES_NAMES,
             ),
             SegformerAdapter,
         )

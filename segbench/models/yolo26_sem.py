@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from segbench.labels import CITYSCAPES_NAMES
 from segbench.models._ultralytics import UltralyticsAdapter
 from segbench.models.base import ModelCard
 from segbench.models.registry import register
@@ -19,6 +20,7 @@ CITYSCAPES_CLASSES = 19
 
 class Yolo26SemAdapter(UltralyticsAdapter):
     task_class: ClassVar[str] = "SemanticSegmentationModel"
+    head_keys: ClassVar[tuple[str, ...]] = (r"model\.\d+\.classifier\.1\.weight",)
 
 
 # No published parameter count: the summary comments in yolo26-sem.yaml (e.g. n: 2,572,280) describe
@@ -34,6 +36,7 @@ for _scale in "nsmlx":
             dataset="cityscapes",
             description="YOLO26 semantic segmentation (Cityscapes 19 classes); logits at 1/8 resolution",
             extra={"yaml": f"yolo26{_scale}-sem.yaml"},
+            class_names=CITYSCAPES_NAMES,
         ),
         Yolo26SemAdapter,
     )

@@ -11,20 +11,22 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from segbench.labels import coco_names
 from segbench.models._ultralytics import UltralyticsAdapter, import_ultralytics
-from segbench.models.base import ModelCard
+from segbench.models.base import Checkpoint, HeadOptions, ModelCard
 from segbench.models.registry import register
 
 COCO_CLASSES = 80
 PROTO_STRIDE = 4  # the Proto module upsamples the stride-8 P3 features once: masks come at 1/4 of the input
 
 
-class YoloSegOptions(BaseModel):
-    """Postprocessing thresholds; the defaults are ultralytics' predict defaults."""
+class YoloSegOptions(HeadOptions):
+    """Head and postprocessing thresholds; the thresholds' defaults are ultralytics' predict defaults.
 
-    model_config = ConfigDict(extra="forbid")
+    num_classes counts the class map's classes: the detection classes plus the background (0).
+    """
 
     conf: float = Field(0.25, ge=0.0, le=1.0, description="confidence threshold for detections")
     iou: float = Field(0.7, ge=0.0, le=1.0, description="IoU threshold of the class-aware NMS")
@@ -37,6 +39,15 @@ Instances = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # masks (n, H, W) u
 class YoloV8SegAdapter(UltralyticsAdapter):
     task_class: ClassVar[str] = "SegmentationModel"
     options_schema: ClassVar[type[BaseModel]] = YoloSegOptions
+    background_class: ClassVar[bool] = True
+    head_keys: ClassVar[tuple[str, ...]] = (r"model\.\d+\.cv3\.0\.2\.weight",)  # the class branch of the first level
+    head_extra_rows: ClassVar[int] = -1  # class 0 (background) has no row
+
+    def _default_names(self, checkpoint: Checkpoint | None) -> tuple[str, ...] | None:
+        names = super()._default_names(checkpoint)
+        if names is None and self.num_classes == self.card.num_classes:  # the COCO head: names ultralytics ships
+            return ("background", *coco_names())
+        return names
 
     def instances(self, outputs: Any) -> list[Instances]:
         """Per image: the NMS survivors' binary masks at the model-input size, their confidences and classes."""
@@ -50,7 +61,7 @@ class YoloV8SegAdapter(UltralyticsAdapter):
         predictions, protos = predictions.float(), protos.float()
         size = (protos.shape[-2] * PROTO_STRIDE, protos.shape[-1] * PROTO_STRIDE)
         detections = non_max_suppression(
-            predictions, options.conf, options.iou, max_det=options.max_det, nc=COCO_CLASSES
+            predictions, options.conf, options.iou, max_det=options.max_det, nc=self.head_classes
         )
         result = []
         for det, proto in zip(detections, protos):
@@ -59,7 +70,7 @@ class YoloV8SegAdapter(UltralyticsAdapter):
         return result
 
     def logits(self, outputs: Any) -> torch.Tensor:
-        """Per-pixel score map (N, 81, H, W) at the model-input size, for fidelity comparisons.
+        """Per-pixel score map (N, num_classes, H, W) at the model-input size, for fidelity comparisons.
 
         Channel c + 1 holds the confidence of the most confident class-c instance covering the pixel
         (0 where none does); channel 0 (background) holds the confidence threshold, which every kept
@@ -68,7 +79,7 @@ class YoloV8SegAdapter(UltralyticsAdapter):
         """
         maps = []
         for masks, confidences, classes in self.instances(outputs):
-            scores = torch.zeros(COCO_CLASSES + 1, *masks.shape[-2:], device=masks.device)
+            scores = torch.zeros(self.num_classes, *masks.shape[-2:], device=masks.device)
             scores[0] = self.options.conf  # type: ignore[attr-defined]
             if len(classes):
                 weighted = masks.float() * confidences.view(-1, 1, 1)

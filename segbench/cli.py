@@ -176,7 +176,7 @@ def fit(
     """Largest batch per resolution, and largest square side at batch 1, that fit a card's memory budget (isolated probes)."""
     from segbench.cell import CellRequest
     from segbench.env import resolve_device
-    from segbench.fit import fit_search, isolated_runner, probe_timing
+    from segbench.fit import budget_lines, fit_search, isolated_runner, probe_timing
     from segbench.hardware import load_profile
     from segbench.matrix import CellSpec
     from segbench.models.registry import get_card
@@ -190,8 +190,8 @@ def fit(
         return CellRequest(CellSpec(model, (height, width), batch, precision, backend), chosen, timing, 10.0, None, hardware=hardware, probe=True)
 
     console.print(f"fit search: {model} {precision} {backend} on {chosen}, budget of {profile.name} ({profile.memory_gb} GB)")
-    if not chosen.startswith("cuda"):
-        console.print("[yellow]CPU device: probes are limited by host RAM, not by the card's budget[/]")
+    for line in budget_lines(profile, backend, chosen):
+        console.print(f"[yellow]{line}[/]" if not line.startswith("budget:") else line, markup=True, highlight=False)
     table_data = fit_search(isolated_runner(request_for, timeout), [(side, side) for side in resolution], max_batch=max_batch, max_side=max_side)
     table = Table(title=f"{model} on {profile.name} ({table_data.probe_count} isolated probes)")
     for column in ("resolution", "largest batch", "limited by"):

@@ -189,3 +189,17 @@ def isolated_runner(request_for: Callable[[int, int, int], Any], timeout_s: floa
         return run_isolated(request_for(batch, height, width), timeout_s, log)
 
     return run
+
+
+def budget_lines(profile: Any, backend_name: str, device: str) -> list[str]:
+    """What the fit search's budget is and what it cannot see, printed before the search starts."""
+    from segbench.backends import get_backend
+    from segbench.hardware.budget import allocator_budget_mb
+
+    lines = [f"budget: {allocator_budget_mb(profile):.0f} MiB for PyTorch's allocator ({profile.total_basis}, minus {profile.cuda_context_mb:.0f} MiB CUDA context estimate)"]
+    if not device.startswith("cuda"):
+        lines.append("CPU device: probes are limited by host RAM, not by the card's budget")
+    outside = get_backend(backend_name).memory_outside_torch
+    if outside:
+        lines.append(f"{backend_name}: {outside} are outside the cap; a probe that fits here may not fit the real card")
+    return lines

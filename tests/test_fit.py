@@ -105,3 +105,15 @@ def test_the_default_executor_is_segbench_isolation() -> None:
 
     assert _default_execute().__name__ == "execute_isolated"
     assert probe_timing(60).max_iters == 1
+
+
+def test_fit_says_what_the_budget_is_and_that_ort_arenas_are_outside_it() -> None:
+    from segbench.fit import budget_lines
+    from segbench.hardware import load_profile
+
+    rtx3060 = load_profile("rtx3060")
+    [budget, cpu_note, ort] = budget_lines(rtx3060, "onnxruntime", "cpu")
+    assert budget.startswith(f"budget: {12042 - rtx3060.cuda_context_mb:.0f} MiB") and "driver-reported total 12042 MiB" in budget
+    assert "host RAM" in cpu_note
+    assert ort.startswith("onnxruntime: ONNX Runtime's own arenas") and "outside the cap" in ort
+    assert len(budget_lines(rtx3060, "eager", "cuda:0")) == 1

@@ -29,7 +29,7 @@ from segbench.hardware.roofline import (
 )
 
 EXPECTED_CARDS = {"rtx3060", "rtx4090", "t4", "a100-40gb", "a100-80gb", "l4", "h100-sxm", "h100-pcie", "jetson-orin"}
-H100_TOTAL_MB = 81559.0  # what an H100 80GB reports to CUDA
+H100_TOTAL_MB = 81079.0  # what an H100 80GB HBM3 reported to CUDA (torch total_memory) in a real run
 
 
 # ---- profiles -------------------------------------------------------------------------------------
@@ -96,10 +96,20 @@ def test_unknown_profile_suggests_the_close_one() -> None:
 
 def test_12gb_target_on_an_80gb_card() -> None:
     rtx3060 = load_profile("rtx3060")
-    assert allocator_budget_mb(rtx3060) == 12288 - rtx3060.cuda_context_mb
+    # The driver-reported total, not 12 x 1024: ECC and reserved memory never reach CUDA.
+    assert rtx3060.cuda_total_mb is not None and rtx3060.cuda_total_mb < rtx3060.memory_mb
+    assert "estimate" in rtx3060.source_of("cuda_total_mb")
+    assert allocator_budget_mb(rtx3060) == rtx3060.cuda_total_mb - rtx3060.cuda_context_mb
     fraction = memory_fraction(rtx3060, H100_TOTAL_MB)
-    assert fraction == pytest.approx((12288 - rtx3060.cuda_context_mb) / H100_TOTAL_MB)
+    assert fraction == pytest.approx((rtx3060.cuda_total_mb - rtx3060.cuda_context_mb) / H100_TOTAL_MB)
     assert 0.14 < fraction < 0.15
+
+
+def test_the_h100_profile_carries_its_measured_total_and_others_say_nominal() -> None:
+    h100 = load_profile("h100-sxm")
+    assert h100.cuda_total_mb == H100_TOTAL_MB and h100.source_of("cuda_total_mb").startswith("[M]")
+    t4 = load_profile("t4")
+    assert t4.cuda_total_mb is None and t4.total_mb == t4.memory_mb and t4.total_basis.startswith("nominal 16 GB")
 
 
 def test_target_bigger_than_the_real_card_is_refused() -> None:
@@ -131,6 +141,7 @@ def test_apply_budget_caps_the_allocator_on_a_bigger_card(fake_cuda: list[tuple[
     assert fake_cuda == [(pytest.approx(info.fraction), 0)]
     assert info.emulated and info.emulated_on == "NVIDIA H100 80GB HBM3"
     assert info.note.startswith("budget emulated on NVIDIA H100 80GB HBM3") and "caching allocator only" in info.note
+    assert "rtx3060's driver-reported total 12042 MiB (estimate" in info.note
 
 
 def test_apply_budget_on_a_smaller_card_runs_uncapped(fake_cuda: list[tuple[float, int]]) -> None:

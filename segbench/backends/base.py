@@ -15,6 +15,8 @@ ForwardFn = Callable[[torch.Tensor], Any]
 class Backend(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
+    # Memory this backend allocates outside PyTorch's caching allocator, which a budget cap cannot limit; None if none.
+    memory_outside_torch: ClassVar[str | None] = None
 
     def unsupported_reason(self, device: torch.device) -> str | None:
         return None

@@ -214,6 +214,7 @@ def cuda_forward(session: Any, layout: OutputLayout, reference: Sequence[torch.T
 class OnnxRuntime(Backend):
     name = "onnxruntime"
     description = "ONNX Runtime (exported once per cell with torch.onnx; CPU provider, or TensorRT/CUDA providers on GPUs); export is prepare_s"
+    memory_outside_torch = "ONNX Runtime's own arenas (its CUDA memory arena and workspaces, or host memory on a CPU)"
 
     def __init__(self) -> None:
         self._info: dict[str, Any] | None = None

@@ -47,8 +47,11 @@ class BudgetInfo:
 
 
 def allocator_budget_mb(profile: HardwareProfile) -> float:
-    """Room the target leaves PyTorch's allocator: its memory minus its (estimated) CUDA context."""
-    return profile.memory_mb - profile.cuda_context_mb
+    """Room the target leaves PyTorch's allocator: the total its driver reports minus its (estimated) CUDA context.
+
+    Not `memory_gb x 1024`: ECC and driver-reserved memory never reach CUDA (an H100 80GB reports 81079 MiB).
+    """
+    return profile.total_mb - profile.cuda_context_mb
 
 
 def memory_fraction(profile: HardwareProfile, real_total_mb: float) -> float:
@@ -62,7 +65,7 @@ def memory_fraction(profile: HardwareProfile, real_total_mb: float) -> float:
     budget = allocator_budget_mb(profile)
     if budget > real_total_mb:
         raise BudgetError(
-            f"cannot emulate {profile.title}: its budget of {budget:.0f} MiB ({profile.memory_gb:g} GB minus "
+            f"cannot emulate {profile.title}: its budget of {budget:.0f} MiB ({profile.total_mb:.0f} MiB minus "
             f"{profile.cuda_context_mb:.0f} MiB CUDA context) exceeds this card's {real_total_mb:.0f} MiB; "
             "not emulated, the cell runs with this card's own (smaller) memory"
         )
@@ -86,5 +89,6 @@ def apply_budget(device: torch.device, profile: HardwareProfile) -> BudgetInfo:
     except BudgetError as exc:
         return BudgetInfo(profile.name, budget, None, None, real_total_mb, str(exc))
     torch.cuda.set_per_process_memory_fraction(fraction, index)
-    note = f"budget emulated on {props.name}: {budget:.0f} MiB of {real_total_mb:.0f} MiB (fraction {fraction:.4f}); {CAP_SCOPE}"
+    note = (f"budget emulated on {props.name}: {budget:.0f} MiB of {real_total_mb:.0f} MiB (fraction {fraction:.4f}; "
+            f"{profile.name}'s {profile.total_basis} minus {profile.cuda_context_mb:.0f} MiB context estimate); {CAP_SCOPE}")
     return BudgetInfo(profile.name, budget, fraction, props.name, real_total_mb, note)

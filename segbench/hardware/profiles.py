@@ -2,7 +2,8 @@
 
 Every figure in a profile carries its source (copied from shared/reference-numbers.md, section 6).
 A figure nobody published is `null`; a figure computed from sourced numbers says "[D]" and shows the
-arithmetic in its source. `cuda_context_mb` is always an estimate (see its field description).
+arithmetic in its source; "[M]" is a figure segbench measured on the card itself. `cuda_context_mb` is
+always an estimate (see its field description).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ FIGURES = (
     "int8_tensor_tops",
     "tdp_w",
     "compute_capability",
+    "cuda_total_mb",
     "cuda_context_mb",
 )
 
@@ -53,6 +55,9 @@ class HardwareProfile(BaseModel):
     device_names: list[str] = Field(default_factory=list)
     budget_only: bool = Field(description="throughput peaks unknown: use the card as a memory budget only")
     memory_gb: Positive
+    cuda_total_mb: Positive | None = Field(None, description=(
+        "the total the driver reports to CUDA on this card (torch.cuda.get_device_properties().total_memory, MiB): "
+        "less than memory_gb x 1024 (ECC, driver-reserved memory); null where nobody measured it"))
     memory_shared_with_cpu: bool = False
     memory_bandwidth_gbs: Positive | None
     fp32_tflops: Positive | None
@@ -80,6 +85,18 @@ class HardwareProfile(BaseModel):
     @property
     def memory_mb(self) -> float:
         return self.memory_gb * MIB_PER_GB
+
+    @property
+    def total_mb(self) -> float:
+        """What a process on this card could see as total: the driver-reported figure, else the nominal size."""
+        return self.cuda_total_mb if self.cuda_total_mb is not None else self.memory_mb
+
+    @property
+    def total_basis(self) -> str:
+        """Where `total_mb` comes from, for notes beside a budget."""
+        if self.cuda_total_mb is None:
+            return f"nominal {self.memory_gb:g} GB: no driver-reported total in the profile (a real card reports less)"
+        return f"driver-reported total {self.cuda_total_mb:.0f} MiB ({self.sources.get('cuda_total_mb', '')})"
 
     def source_of(self, figure: str) -> str | None:
         return self.sources.get(figure)

@@ -29,7 +29,7 @@ from segbench.images import photo_batches
 from segbench.hardware import apply_budget, load_profile
 from segbench.measure import nvml
 from segbench.measure.fidelity import RANDOM_WEIGHTS_NOTE, FidelityAccumulator
-from segbench.measure.telemetry import CooldownConfig, TelemetrySampler, wait_for_cooldown
+from segbench.measure.telemetry import MIN_WINDOW_S, CooldownConfig, SamplingThread, TelemetrySampler, wait_for_cooldown
 from segbench.models.flops import count_flops
 from segbench.precision import get_precision
 from segbench.precision.base import PrecisionContext
@@ -147,23 +147,21 @@ def _time_stages(adapter: SegmentationAdapter, forward: Callable[[torch.Tensor],
     return samples
 
 
-def _memory_pass(adapter: SegmentationAdapter, forward: Callable[[torch.Tensor], Any], images: torch.Tensor, request: CellRequest, device: torch.device, baseline: float | None) -> tuple[memory.MemoryPeaks, dict[str, Any]]:
-    """Peaks with the poller on; NVML telemetry (clocks, temperature, power, throttling) rides on the same thread."""
+def _memory_pass(adapter: SegmentationAdapter, forward: Callable[[torch.Tensor], Any], images: torch.Tensor, request: CellRequest, device: torch.device, baseline: float | None) -> memory.MemoryPeaks:
+    """Peaks with the poller on (telemetry is sampled over the latency pass instead: this pass is a few iterations)."""
     memory.reset_allocator_peaks(device)
     size = tuple(images.shape[1:3])
     iterations = max(1, request.timing.memory_iters)
-    telemetry = TelemetrySampler.for_device(device)
-    with memory.MemoryPoller(device, request.poll_interval_ms, on_sample=telemetry.sample) as poller:
+    with memory.MemoryPoller(device, request.poll_interval_ms) as poller:
         for _ in range(iterations):
             adapter.postprocess(forward(adapter.preprocess(images)), size)
         synchronize(device)
     assert adapter.model is not None
-    peaks = memory.collect_peaks(poller, device, baseline, memory.module_size_mb(adapter.model))
-    return peaks, telemetry.summary(iterations * images.shape[0])
+    return memory.collect_peaks(poller, device, baseline, memory.module_size_mb(adapter.model))
 
 
-def _energy_window(device: torch.device) -> TelemetrySampler:
-    """A sampler read only before and after the latency pass: energy over the whole timed window, no thread."""
+def _telemetry_sampler(device: torch.device) -> TelemetrySampler:
+    """NVML clocks, power, energy and throttling over the latency pass: the window the headline figures come from."""
     return TelemetrySampler.for_device(device)
 
 
@@ -284,13 +282,12 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
 
         step = lambda: forward(inputs)  # noqa: E731: the timed closure
         warm_up(step, request.timing.warmup_iters, device)
-        energy = _energy_window(device)
-        energy.sample()
-        latency_run: TimedRun = time_steps(step, rule, device)
-        energy.sample()
+        telemetry = _telemetry_sampler(device)
+        with SamplingThread(telemetry):
+            latency_run: TimedRun = time_steps(step, rule, device)
         # Sub-stages need the eager module; another backend's forward is timed whole.
         stage_samples = _time_stages(adapter, forward, images, rule, device, split=cell.backend == "eager")
-        peaks, telemetry = _memory_pass(adapter, forward, images, request, device, baseline)
+        peaks = _memory_pass(adapter, forward, images, request, device, baseline)
         end_to_end = LatencyStats.from_samples(stage_samples["end_to_end"])
         stream = _stream_pass(adapter, forward, request, device, end_to_end) if request.stream else None
 
@@ -328,8 +325,7 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         "stream": stream,
         "gflops": flops / 1e9 if flops else None,
         "gflops_unavailable": flops_unavailable,
-        "telemetry": telemetry,
-        "energy": energy.summary(len(latency_run.samples_ms) * cell.batch_size),
+        "telemetry": telemetry.summary(len(latency_run.samples_ms) * cell.batch_size, min_window_s=MIN_WINDOW_S),
         "budget": budget.to_dict() if budget else None,
         "cooldown": cooldown,
         "backend_info": backend.describe(adapter),

@@ -212,3 +212,46 @@ def test_cooldown_config() -> None:
         CooldownConfig()
     with pytest.raises(ValidationError, match="extra"):
         CooldownConfig(fixed_s=1, below=60)
+
+
+# ---- the window telemetry covers ---------------------------------------------------------------------
+
+def test_a_window_shorter_than_a_second_is_null_with_the_reason() -> None:
+    clock = FakeClock()  # a 0.02 s window, like a 3-iteration memory pass
+    short = TelemetrySampler("handle", FakeNvml(clock, step_s=0.01), clock=clock)
+    for _ in range(3):
+        short.sample()
+    summary = short.summary(3, min_window_s=1.0)
+    assert summary["window_s"] == pytest.approx(0.02) and summary["samples"] == 3
+    assert all(summary[name] is None for name in SUMMARY_FIELDS)
+    assert "under 1 s" in summary["unavailable"]["energy_j"] and "min_time_s" in summary["unavailable"]["energy_j"]
+
+
+def _cell_telemetry(monkeypatch: pytest.MonkeyPatch, min_time_s: float) -> dict[str, Any]:
+    """A real cell in this process, its NVML replaced by a fake drawing a steady 100 W on the real clock."""
+    from segbench import cell as cell_module
+    from segbench.cell import CellRequest, measure_cell
+    from segbench.matrix import CellSpec
+    from segbench.models.registry import load_plugin
+    from segbench.suite import Timing
+    from tests.conftest import FAULT_PLUGIN
+
+    load_plugin(FAULT_PLUGIN)
+    monkeypatch.setattr(cell_module, "_telemetry_sampler", lambda device: TelemetrySampler("handle", FakeNvml(power_w=[100.0])))
+    timing = Timing(warmup_iters=1, min_iters=2, max_iters=100_000, min_time_s=min_time_s, max_time_s=min_time_s + 2, memory_iters=1)
+    outcome = measure_cell(CellRequest(CellSpec("test-tiny", (16, 16), 1, "fp32", "eager"), "cpu", timing, 10.0, 1))
+    return {**outcome["telemetry"], "measured_s": outcome["measured_s"], "iterations": outcome["iterations"]}
+
+
+def test_cell_telemetry_covers_the_latency_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    telemetry = _cell_telemetry(monkeypatch, min_time_s=1.2)
+    assert telemetry["window_s"] >= 1.2 and telemetry["window_s"] == pytest.approx(telemetry["measured_s"], abs=0.2)
+    assert telemetry["samples"] >= 5  # sampled through the pass, not only at its ends
+    assert telemetry["energy_j"] == pytest.approx(100.0 * telemetry["window_s"], rel=0.01)
+    assert telemetry["joules_per_image"] == pytest.approx(telemetry["energy_j"] / telemetry["iterations"])
+
+
+def test_cell_telemetry_under_a_second_is_null(monkeypatch: pytest.MonkeyPatch) -> None:
+    telemetry = _cell_telemetry(monkeypatch, min_time_s=0.05)
+    assert telemetry["window_s"] < 1.0 and telemetry["energy_j"] is None and telemetry["power_w"] is None
+    assert "under 1 s" in telemetry["unavailable"]["joules_per_image"]

@@ -1,7 +1,8 @@
 """GPU telemetry per cell from NVML: clocks, temperature, power, utilisation, energy, throttle reasons.
 
-`TelemetrySampler.sample()` is called from the memory poller's thread, so it only reads NVML and
-appends one row. `summary(images)` turns the rows into min/mean/max per series, energy over the
+`TelemetrySampler.sample()` is called by a `SamplingThread` every 100 ms over the cell's latency pass
+(the window the headline latency comes from; never on a CPU cell), so it only reads NVML and appends
+one row. A window under 1 s gives nulls with the reason: NVML averages power over about a second. `summary(images)` turns the rows into min/mean/max per series, energy over the
 sampled window (the total-energy counter where the GPU has one, else the integral of power) and
 joules per image, and the clock-throttle reasons seen, with `throttled` set for thermal or power
 throttling. Without NVML (or on a CPU cell) every field is None and `unavailable` says why.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Protocol
+from typing import Annotated, Any, Callable, Protocol, Self
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -44,6 +45,10 @@ THERMAL_REASONS = frozenset({"sw_thermal_slowdown", "hw_thermal_slowdown"})
 POWER_REASONS = frozenset({"sw_power_cap", "hw_power_brake_slowdown"})
 # hw_slowdown is raised by over-temperature, an external power brake or a power-draw spike: either cause.
 EITHER_REASONS = frozenset({"hw_slowdown"})
+
+# NVML refreshes power roughly every 100 ms and averages it over about a second: shorter windows read noise.
+MIN_WINDOW_S = 1.0
+SAMPLE_INTERVAL_S = 0.1
 
 SERIES = ("sm_clock_mhz", "memory_clock_mhz", "temperature_c", "power_w", "gpu_util_pct")
 SUMMARY_FIELDS = (*SERIES, "energy_j", "energy_source", "joules_per_image", "throttle_reasons", "throttle_causes", "throttled", "throttled_share")
@@ -202,14 +207,22 @@ class TelemetrySampler:
         with self._lock:
             return list(self._samples)
 
-    def summary(self, images_processed: int | None) -> dict[str, Any]:
-        """Everything recorded over the sampled window; `images_processed` is the images run in that window."""
+    def summary(self, images_processed: int | None, min_window_s: float = 0.0) -> dict[str, Any]:
+        """Everything recorded over the sampled window; `images_processed` is the images run in that window.
+
+        A window shorter than `min_window_s` gives every field None with the reason (its length is kept).
+        """
         if not self.enabled:
             return empty_summary(str(self.unavailable))
         samples = self.samples
         if not samples:
             return empty_summary("no telemetry samples were taken")
-        out: dict[str, Any] = {"samples": len(samples), "window_s": samples[-1].t - samples[0].t, "unavailable": {}}
+        window_s = samples[-1].t - samples[0].t
+        if window_s < min_window_s:
+            short = empty_summary(f"the timed window lasted {window_s:.3f} s, under {min_window_s:g} s: shorter than NVML's power averaging, "
+                                  "so clocks, power and energy would be noise (raise timing.min_time_s)")
+            return {**short, "samples": len(samples), "window_s": window_s}
+        out: dict[str, Any] = {"samples": len(samples), "window_s": window_s, "unavailable": {}}
         for name in SERIES:
             out[name] = _stats([getattr(s, name) for s in samples if getattr(s, name) is not None])
             if out[name] is None:
@@ -239,6 +252,37 @@ class TelemetrySampler:
         causes = throttle_causes(seen)
         throttled_samples = sum(1 for mask in masks if throttle_causes(decode_reasons(mask)))
         return {"throttle_reasons": seen, "throttle_causes": causes, "throttled": bool(causes), "throttled_share": throttled_samples / len(masks)}
+
+
+class SamplingThread:
+    """Samples once at the start, every `interval_s` on a daemon thread, and once at the end of a `with` block.
+
+    The thread sleeps on an Event between reads (no busy loop), and never starts for a disabled
+    sampler (a CPU cell), so a CPU's timed loop runs with nothing beside it.
+    """
+
+    def __init__(self, sampler: TelemetrySampler, interval_s: float = SAMPLE_INTERVAL_S):
+        self.sampler = sampler
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sampler.sample()
+
+    def __enter__(self) -> Self:
+        self.sampler.sample()
+        if self.sampler.enabled:
+            self._thread = threading.Thread(target=self._run, name="segbench-telemetry", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.sampler.sample()
 
 
 # ---- cooldown between cells ------------------------------------------------------------------------

@@ -25,7 +25,9 @@ from segbench.measure.stats import LatencyStats
 from segbench.measure.timing import StopRule, TimedRun, synchronize, time_steps, warm_up
 from segbench.models.base import SegmentationAdapter
 from segbench.models.registry import create_model, load_plugin
-from segbench.images import photo_batches
+from segbench.datasets import CalibrationConfig, Dataset, DatasetConfig, images_in_folder
+from segbench.images import calibration_batches, evaluation_batches
+from segbench.measure.accuracy import accuracy_pass
 from segbench.hardware import apply_budget, load_profile
 from segbench.measure import nvml
 from segbench.measure.fidelity import RANDOM_WEIGHTS_NOTE, FidelityAccumulator
@@ -56,6 +58,8 @@ class CellRequest:
     hardware: str | None = None  # a hardware profile whose memory budget is emulated on a bigger GPU
     cooldown: CooldownConfig | None = None
     probe: bool = False  # a fit-search probe: only "does it fit?", so no FLOPs count and no fidelity pass
+    dataset: DatasetConfig | None = None  # labelled images: the accuracy pass
+    calibration: CalibrationConfig | None = None  # images int8 calibrates on
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +74,8 @@ class CellRequest:
             "hardware": self.hardware,
             "cooldown": self.cooldown.model_dump() if self.cooldown else None,
             "probe": self.probe,
+            "dataset": self.dataset.model_dump(mode="json") if self.dataset else None,
+            "calibration": self.calibration.model_dump(mode="json") if self.calibration else None,
         }
 
     @classmethod
@@ -86,6 +92,8 @@ class CellRequest:
             hardware=data.get("hardware"),
             cooldown=CooldownConfig(**data["cooldown"]) if data.get("cooldown") else None,
             probe=data.get("probe", False),
+            dataset=DatasetConfig(**data["dataset"]) if data.get("dataset") else None,
+            calibration=CalibrationConfig(**data["calibration"]) if data.get("calibration") else None,
         )
 
 
@@ -192,8 +200,18 @@ def _scores(adapter: SegmentationAdapter, outputs: Any) -> torch.Tensor | None:
         return None
 
 
+def _calibration_files(request: CellRequest, dataset: Dataset | None, suite_dir: Path | None) -> tuple[list[Path], str]:
+    """The images int8 calibrates on, and where they come from: the calibration folder, the dataset's train split, or none (photographs)."""
+    if request.calibration is not None:
+        folder = resolve_path(request.calibration.path, suite_dir)
+        return images_in_folder(folder)[: request.calibration.limit], f"calibration folder {request.calibration.path}"
+    if dataset is not None and dataset.config.split != "train" and dataset.has_split("train"):
+        return dataset.images("train", limit=8), f"dataset train split ({dataset.config.path})"
+    return [], "calibration half of the bundled photographs"
+
+
 def _fidelity_pass(cell: CellSpec, adapter: SegmentationAdapter, forward: Callable[[torch.Tensor], Any], photos: list[torch.Tensor], device: torch.device, autocast: Any) -> dict[str, Any]:
-    """Run the same photographs through an fp32 eager build of the same model and compare outputs."""
+    """Run held-out photographs (never calibration ones) through an fp32 eager build of the same model and compare outputs."""
     reference = create_model(cell.model, cell.weights, cell.options)
     reference.build(device)
     size = tuple(photos[0].shape[1:3])
@@ -256,14 +274,17 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
     budget = apply_budget(device, load_profile(request.hardware)) if request.hardware else None
     baseline = memory.baseline_mb(device)
 
-    weights = resolve_path(Path(cell.weights), Path(request.suite_dir) if request.suite_dir else None) if cell.weights else None
+    suite_dir = Path(request.suite_dir) if request.suite_dir else None
+    weights = resolve_path(Path(cell.weights), suite_dir) if cell.weights else None
     adapter = create_model(cell.model, weights, cell.options)
     adapter.build(device)
     # Counted once on the fp32 model, batch 1: FLOPs per image are a property of the architecture.
     flops, flops_unavailable = (None, "fit probe") if request.probe else _flops(adapter, cell)
     images = synthetic_images(cell, device)
-    photos = photo_batches(*cell.resolution, cell.batch_size)
-    context = _precision_context(adapter, images, photos)
+    dataset = Dataset(request.dataset, suite_dir) if request.dataset is not None else None
+    calibration_files, calibration_source = _calibration_files(request, dataset, suite_dir)
+    calibration = calibration_batches(*cell.resolution, cell.batch_size, calibration_files)
+    context = _precision_context(adapter, images, calibration)
     started = time.perf_counter()
     adapter.model = precision.apply(adapter.model, device, context)  # quantization and its compile happen here
     precision_prepare_s = time.perf_counter() - started
@@ -294,9 +315,16 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
     fidelity, fidelity_unavailable = None, "this is the fp32 eager reference"
     if not _is_reference(cell) and not request.probe:
         try:
-            fidelity, fidelity_unavailable = _fidelity_pass(cell, adapter, forward, photos, device, precision.autocast(device)), None
+            held_out = evaluation_batches(*cell.resolution, cell.batch_size)
+            fidelity, fidelity_unavailable = _fidelity_pass(cell, adapter, forward, held_out, device, precision.autocast(device)), None
         except Exception as exc:  # the measurement stands even when the fp32 reference cannot be built
             fidelity_unavailable = f"fp32 reference failed: {last_line(exc)}"
+    accuracy, accuracy_unavailable = None, "no dataset in the suite"
+    if dataset is not None and not request.probe:
+        try:
+            accuracy, accuracy_unavailable = accuracy_pass(adapter, forward, dataset, cell.resolution, cell.batch_size, precision.autocast(device)), None
+        except SegbenchError as exc:  # e.g. label ids beyond a head sized by the weights: the timing still stands
+            accuracy_unavailable = str(exc)
 
     latency = LatencyStats.from_samples(latency_run.samples_ms)
     stages = {stage: LatencyStats.from_samples(values) for stage, values in stage_samples.items() if stage != "end_to_end"}
@@ -317,6 +345,9 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         "memory_unavailable": peaks.unavailable,
         "fidelity": fidelity,
         "fidelity_unavailable": fidelity_unavailable,
+        "accuracy": accuracy,
+        "accuracy_unavailable": accuracy_unavailable,
+        "calibration": {"source": calibration_source, "images": sum(batch.shape[0] for batch in calibration)},
         "quantized_share": precision.quantized_share(adapter.model),
         "params": adapter.parameter_count(),
         "model_input": list(adapter.model_input_size(height, width)),

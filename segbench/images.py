@@ -1,12 +1,18 @@
-"""Real photographs for calibration and fidelity: the sample images that scikit-image ships (no download).
+"""Real images for calibration and evaluation: the one place that decides which image serves which role.
 
 Random-noise inputs are fine for timing, but quantization calibration and output agreement need the
-statistics of real images, so both use this fixed set, resized to the cell's resolution.
+statistics of real images. The photographs scikit-image ships (no download) are split in two halves
+that never meet: int8 precisions calibrate on one (or on the suite's `calibration:` folder, or its
+dataset's train split), and fidelity judges on the other, so no precision is judged on the images
+it was calibrated on.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -14,6 +20,7 @@ import torch.nn.functional as F
 
 # Colour photographs bundled inside scikit-image's wheel (skimage/data/*.png|jpg).
 PHOTOGRAPHS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "retina", "motorcycle_left")
+PhotoSplit = Literal["calibration", "evaluation"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -39,9 +46,51 @@ def resized(image: np.ndarray, height: int, width: int) -> torch.Tensor:
     return tensor.round().clamp(0, 255).to(torch.uint8).squeeze(0).permute(1, 2, 0).contiguous()
 
 
-def photo_batches(height: int, width: int, batch_size: int, count: int = 8) -> list[torch.Tensor]:
-    """`count` photographs at (height, width) as host uint8 batches (N, H, W, 3) of the cell's batch size."""
+def split_photographs(split: PhotoSplit) -> tuple[np.ndarray, ...]:
+    """Half of the photographs: calibration takes the even positions, evaluation the odd ones (disjoint)."""
     photos = sample_photographs()
-    frames = [resized(photos[i % len(photos)], height, width) for i in range(max(count, batch_size))]
-    batches = [torch.stack(frames[i : i + batch_size]) for i in range(0, len(frames) - batch_size + 1, batch_size)]
-    return batches
+    start = 0 if split == "calibration" else 1
+    return photos[start::2] or photos[:1]
+
+
+def _batched(frames: list[torch.Tensor], batch_size: int) -> list[torch.Tensor]:
+    return [torch.stack(frames[i : i + batch_size]) for i in range(0, len(frames) - batch_size + 1, batch_size)]
+
+
+def photo_batches(height: int, width: int, batch_size: int, count: int = 8, split: PhotoSplit = "evaluation") -> list[torch.Tensor]:
+    """`count` frames from one half of the photographs at (height, width), as host uint8 batches (N, H, W, 3).
+
+    A half has four photographs; later passes over it are mirrored, so eight frames are eight different images.
+    """
+    photos = split_photographs(split)
+    frames = []
+    for i in range(max(count, batch_size)):
+        frame = resized(photos[i % len(photos)], height, width)
+        frames.append(frame.flip(1) if (i // len(photos)) % 2 else frame)
+    return _batched(frames, batch_size)
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """An image file as RGB uint8 (H, W, 3)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def file_batches(paths: Sequence[Path], height: int, width: int, batch_size: int, count: int = 8) -> list[torch.Tensor]:
+    """Up to `count` images from files (at least one batch, repeating files if there are fewer), resized, batched."""
+    chosen = [paths[i % len(paths)] for i in range(max(min(count, len(paths)), batch_size))]
+    return _batched([resized(read_rgb(path), height, width) for path in chosen], batch_size)
+
+
+def calibration_batches(height: int, width: int, batch_size: int, files: Sequence[Path] = (), count: int = 8) -> list[torch.Tensor]:
+    """What int8 precisions calibrate on: the given files (a calibration folder, a train split), else the calibration photographs."""
+    if files:
+        return file_batches(files, height, width, batch_size, count)
+    return photo_batches(height, width, batch_size, count, split="calibration")
+
+
+def evaluation_batches(height: int, width: int, batch_size: int, count: int = 8) -> list[torch.Tensor]:
+    """What fidelity judges on: the held-out photographs, never a calibration image."""
+    return photo_batches(height, width, batch_size, count, split="evaluation")

@@ -170,7 +170,10 @@ def _jobs(suite: Suite, suite_path: Path, cells: list[CellSpec], device: str, ru
     timeout_s = suite.timing.timeout_s + ((cooldown.fixed_s or 0) + cooldown.timeout_s if cooldown else 0)
     jobs = []
     for cell in cells:
-        request = CellRequest(cell, device, suite.timing, suite.memory.poll_interval_ms, suite.threads, tuple(suite.plugins), suite_dir, stream, budget_profile, cooldown)
+        request = CellRequest(
+            cell, device, suite.timing, suite.memory.poll_interval_ms, suite.threads, tuple(suite.plugins), suite_dir, stream, budget_profile, cooldown,
+            dataset=suite.dataset, calibration=suite.calibration,
+        )
         for card in cards:
             suffix = f"@{card}" if card else ""
             jobs.append(Job(request, timeout_s, run_dir / LOG_DIR / f"{cell.cell_id}{suffix}.log", card))

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from segbench.datasets import CalibrationConfig, DatasetConfig
 from segbench.errors import SuiteError
 from segbench.expectations import Expectation
 from segbench.measure.telemetry import CooldownConfig
@@ -136,6 +137,8 @@ class Suite(StrictModel):
     expectations: list[Expectation] = Field(default_factory=list)
     scenario: Literal["offline", "stream"] = "offline"
     stream: StreamConfig = StreamConfig()
+    dataset: DatasetConfig | None = None  # labelled images: every ok cell gets mIoU, pixel accuracy, per-class IoU
+    calibration: CalibrationConfig | None = None  # images int8 calibrates on (default: the dataset's train split)
     include: list[Rule] = Field(default_factory=list)
     exclude: list[Rule] = Field(default_factory=list)
 
@@ -285,6 +288,38 @@ def _check_stream(suite: Suite, base_dir: Path | None) -> list[tuple[str, str]]:
     return []
 
 
+def _known_classes(entry: ModelEntry) -> int | None:
+    """The class count a model entry will have, when known without reading its weights."""
+    from segbench.models.registry import get_card
+
+    option = entry.options.get("num_classes")
+    if isinstance(option, int):
+        return option
+    return get_card(entry.name).num_classes if entry.weights is None else None
+
+
+def _check_data(suite: Suite, base_dir: Path | None) -> list[tuple[str, str]]:
+    """The dataset's masks fit every model; the calibration folder holds images."""
+    from segbench.datasets import Dataset, check_dataset, images_in_folder
+    from segbench.errors import SegbenchError
+
+    problems: list[tuple[str, str]] = []
+    if suite.dataset is not None:
+        try:
+            dataset = Dataset(suite.dataset, base_dir)
+            known = [(classes, entry.name) for entry in suite.models if (classes := _known_classes(entry)) is not None]
+            fewest, owner = min(known, default=(None, ""))
+            check_dataset(dataset, fewest, f"model '{owner}'")
+        except SegbenchError as exc:
+            problems.append(("dataset", str(exc)))
+    if suite.calibration is not None:
+        try:
+            images_in_folder(resolve_path(suite.calibration.path, base_dir))
+        except SegbenchError as exc:
+            problems.append(("calibration", str(exc)))
+    return problems
+
+
 def parse_suite(data: Any, source: str = "<suite>", base_dir: Path | None = None) -> Suite:
     """Validate suite data; raise SuiteError whose message is one line per problem."""
     if not isinstance(data, dict):
@@ -301,7 +336,7 @@ def parse_suite(data: Any, source: str = "<suite>", base_dir: Path | None = None
     except ValidationError as exc:
         lines = [f"{source}: {where}: {what}" for where, what in map(_describe, exc.errors())]
         raise SuiteError("\n".join(lines)) from None
-    problems = _check_names(suite, base_dir) or _check_resolutions(suite) or _check_stream(suite, base_dir)
+    problems = _check_names(suite, base_dir) or _check_resolutions(suite) or _check_stream(suite, base_dir) or _check_data(suite, base_dir)
     if problems:
         raise SuiteError("\n".join(f"{source}: {where}: {what}" for where, what in problems))
     return suite

@@ -1,0 +1,121 @@
+"""Labelled datasets (three layouts), mIoU against hand-computed cases, suite-load errors, and the accuracy pass in a real cell."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segbench.datasets import Dataset, DatasetConfig
+from segbench.errors import SuiteError
+from segbench.images import calibration_batches, evaluation_batches, split_photographs
+from segbench.measure.accuracy import ConfusionMatrix
+from segbench.runner import run_suite
+from segbench.suite import load_suite
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def _image(height: int = 24, width: int = 32) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
+
+
+def plain_tree(root: Path, masks: list[np.ndarray], split: str | None = None) -> Path:
+    for index, mask in enumerate(masks):
+        sub = f"{split}/" if split else ""
+        _save(root / f"images/{sub}{index:03d}.jpg", _image(*mask.shape))
+        _save(root / f"masks/{sub}{index:03d}.png", mask.astype(np.uint8))
+    return root
+
+
+def test_plain_layout_reads_masks_as_class_ids(tmp_path: Path) -> None:
+    mask = np.array([[0, 1], [2, 255]], dtype=np.uint8).repeat(12, 0).repeat(16, 1)
+    root = plain_tree(tmp_path / "d", [mask, mask])
+    dataset = Dataset(DatasetConfig(path=root))
+    assert dataset.layout == "plain" and len(dataset.samples()) == 2
+    assert np.array_equal(dataset.read_mask(dataset.samples()[0].mask), mask)
+    assert len(Dataset(DatasetConfig(path=root, limit=1)).samples()) == 1
+
+
+def test_cityscapes_layout_maps_label_ids_to_train_ids(tmp_path: Path) -> None:
+    label_ids = np.array([[7, 26], [0, 33]], dtype=np.uint8).repeat(8, 0).repeat(8, 1)  # road, car, unlabeled, bicycle
+    _save(tmp_path / "cs/leftImg8bit/val/aachen/aachen_000000_000019_leftImg8bit.png", _image(16, 16))
+    _save(tmp_path / "cs/gtFine/val/aachen/aachen_000000_000019_gtFine_labelIds.png", label_ids)
+    dataset = Dataset(DatasetConfig(path=tmp_path / "cs"))
+    assert dataset.layout == "cityscapes"
+    [sample] = dataset.samples()
+    assert dataset.read_mask(sample.mask)[::8, ::8].tolist() == [[0, 13], [255, 18]]
+
+
+def test_ade20k_layout_ignores_zero_and_shifts_by_one(tmp_path: Path) -> None:
+    annotation = np.array([[0, 1], [150, 3]], dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+    _save(tmp_path / "ade/images/validation/ADE_val_00000001.jpg", _image(16, 16))
+    _save(tmp_path / "ade/annotations/validation/ADE_val_00000001.png", annotation)
+    _save(tmp_path / "ade/images/training/ADE_train_00000001.jpg", _image(16, 16))
+    dataset = Dataset(DatasetConfig(path=tmp_path / "ade"))
+    assert dataset.layout == "ade20k" and dataset.has_split("train")
+    [sample] = dataset.samples()
+    assert dataset.read_mask(sample.mask)[::8, ::8].tolist() == [[255, 0], [149, 2]]
+
+
+def test_miou_hand_computed_with_ignore_and_absent_classes() -> None:
+    matrix = ConfusionMatrix(num_classes=5, ignore_index=255)
+    truth = np.array([[0, 0, 1, 255], [2, 2, 1, 1]])
+    predicted = np.array([[0, 1, 1, 3], [2, 0, 1, 1]])  # class 3 only where the truth is ignored; class 4 nowhere
+    matrix.add(truth, predicted)
+    result = matrix.result(["a", "b", "c", "d", "e"])
+    # a: TP 1, union 3; b: TP 3, union 4; c: TP 1, union 2; d and e absent from both (ignored pixel does not count)
+    assert result["per_class_iou"] == pytest.approx({"a": 1 / 3, "b": 3 / 4, "c": 1 / 2})
+    assert result["miou"] == pytest.approx((1 / 3 + 3 / 4 + 1 / 2) / 3)
+    assert result["pixel_accuracy"] == pytest.approx(5 / 7)
+    one_sided = ConfusionMatrix(num_classes=3)
+    one_sided.add(np.array([0, 0, 1]), np.array([0, 0, 2]))  # 1 only in truth, 2 only in prediction: both IoU 0
+    assert one_sided.result()["per_class_iou"] == {"0": 1.0, "1": 0.0, "2": 0.0}
+    assert one_sided.result()["miou"] == pytest.approx(1 / 3)
+
+
+def test_calibration_and_evaluation_photographs_never_meet() -> None:
+    calibration = {image.tobytes() for image in split_photographs("calibration")}
+    assert calibration and not calibration & {image.tobytes() for image in split_photographs("evaluation")}
+    for calib in calibration_batches(32, 32, 1):
+        for held_out in evaluation_batches(32, 32, 1):
+            assert not np.array_equal(calib.numpy(), held_out.numpy())
+
+
+@pytest.mark.parametrize(
+    ("break_it", "message"),
+    [
+        (lambda root: (root / "masks/001.png").unlink(), r"masks/001.png: label mask missing"),
+        (lambda root: _save(root / "masks/001.png", np.zeros((5, 5), np.uint8)), r"masks/001.png: mask is 5x5 but its image is 16x16"),
+        (lambda root: _save(root / "masks/001.png", np.full((16, 16), 9, np.uint8)), r"masks/001.png: label id 9 is beyond model 'test-tiny''s 4 classes"),
+    ],
+)
+def test_a_malformed_dataset_is_one_line_at_suite_load(tmp_path: Path, write_suite: Callable[..., Path], break_it: Callable[[Path], None], message: str) -> None:
+    root = plain_tree(tmp_path / "data", [np.zeros((16, 16), np.uint8)] * 2)
+    break_it(root)
+    with pytest.raises(SuiteError, match=rf"suite.yaml: dataset: .*{message}") as caught:
+        load_suite(write_suite(dataset=str(root)))
+    assert "\n" not in str(caught.value)
+
+
+def test_a_cell_with_a_dataset_records_ground_truth_metrics(tmp_path: Path, write_suite: Callable[..., Path]) -> None:
+    masks = [np.tile(np.arange(4, dtype=np.uint8).repeat(4), (16, 1)) for _ in range(3)]
+    root = plain_tree(tmp_path / "data", masks, split="val")
+    plain_tree(tmp_path / "data", masks[:2], split="train")
+    suite = write_suite(dataset={"path": str(root), "limit": 3}, precisions=["fp32"], batch_sizes=[2])
+    outcome = run_suite(load_suite(suite), suite, out_dir=tmp_path / "results")
+    [record] = outcome.records
+    assert record["status"] == "ok", record.get("error")
+    accuracy = record["accuracy"]
+    assert accuracy["images"] == 3 and accuracy["pixels"] == 3 * 16 * 16
+    assert 0.0 <= accuracy["miou"] <= 1.0 and 0.0 <= accuracy["pixel_accuracy"] <= 1.0
+    assert set(accuracy["per_class_iou"]) <= {"0", "1", "2", "3"}
+    assert record["calibration"]["source"].startswith("dataset train split")
+    assert json.loads(json.dumps(record))  # the record stays plain JSON

@@ -120,6 +120,13 @@ def _stop_rule(timing: Timing) -> StopRule:
     return StopRule(timing.min_iters, timing.max_iters, timing.min_time_s, timing.max_time_s)
 
 
+def undersampled(n: int, timing: Timing) -> str | None:
+    """Why a timed pass has fewer samples than `min_iters` asked for (max_time_s stopped it first), or None."""
+    if n >= timing.min_iters:
+        return None
+    return f"n = {n} < min_iters {timing.min_iters}: max_time_s ({timing.max_time_s:g} s) ended the timed loop first"
+
+
 def _timed_forward(forward: Callable[[torch.Tensor], Any], parts: list[tuple[str, Callable[[Any], Any]]] | None, inputs: Any, device: torch.device, samples: dict[str, list[float]]) -> Any:
     """The forward stage, split into the family's own parts (e.g. SAM's encoder and decoder) when it has them."""
     if not parts:
@@ -353,6 +360,7 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         "model_input": list(adapter.model_input_size(height, width)),
         "notes": [*adapter.notes(), *precision.notes(device)],
         "noisy": latency.is_noisy,
+        "undersampled": undersampled(latency.n, request.timing),
         "stream": stream,
         "gflops": flops / 1e9 if flops else None,
         "gflops_unavailable": flops_unavailable,

@@ -42,3 +42,37 @@ def test_cpu_timer_keeps_every_sample() -> None:
     run = time_cpu(lambda: calls.append(1), StopRule(min_iters=7, max_iters=7, min_time_s=0, max_time_s=10))
     assert len(run.samples_ms) == len(calls) == 7
     assert all(sample >= 0 for sample in run.samples_ms)
+
+
+def test_fewer_than_five_samples_withhold_cv_and_ci_with_the_reason() -> None:
+    single = LatencyStats.from_samples([10388.0])  # the committed zoo-cpu run's segformer-b2: n = 1, "CV 0.0, CI [10388, 10388]"
+    assert single.cv is None and single.ci95 is None and not single.is_noisy
+    assert single.spread_unavailable == "n = 1 < 5 samples: CV and CI would be meaningless"
+    summary = single.summary()
+    assert summary["cv"] is None and summary["ci95"] is None and summary["spread_unavailable"]
+    assert LatencyStats.from_dict(summary, [10388.0]) == single
+    five = LatencyStats.from_samples([10.0, 11.0, 12.0, 10.5, 11.5])
+    assert five.cv is not None and five.ci95 is not None and five.spread_unavailable is None
+
+
+def test_a_cell_cut_short_by_max_time_is_flagged_undersampled() -> None:
+    from segbench.cell import CellRequest, measure_cell
+    from segbench.matrix import CellSpec
+    from segbench.models.registry import load_plugin
+    from segbench.suite import Timing
+    from tests.conftest import FAULT_PLUGIN
+
+    load_plugin(FAULT_PLUGIN)
+    timing = Timing(warmup_iters=1, min_iters=10, max_iters=100, min_time_s=0.0, max_time_s=1e-6, memory_iters=1)
+    outcome = measure_cell(CellRequest(CellSpec("test-tiny", (16, 16), 1, "fp32", "eager"), "cpu", timing, 10.0, 1))
+    assert outcome["iterations"] == 1
+    assert outcome["undersampled"] == "n = 1 < min_iters 10: max_time_s (1e-06 s) ended the timed loop first"
+    assert outcome["latency_ms"]["cv"] is None and outcome["latency_ms"]["ci95"] is None
+
+
+def test_report_lines_carry_the_undersampled_flag() -> None:
+    from segbench.report.summary import measurement_flags, status_text
+
+    record = {"status": "ok", "latency_ms": {"median": 10388.0}, "fps": 0.1, "memory_mb": {}, "undersampled": "n = 1 < min_iters 10: max_time_s (10 s) ended the timed loop first"}
+    assert measurement_flags(record) == [f"undersampled: {record['undersampled']}"]
+    assert "(! undersampled: n = 1 < min_iters 10" in status_text(record)

@@ -9,6 +9,14 @@ import numpy as np
 
 BOOTSTRAP_RESAMPLES = 2000
 HIGH_CV = 0.10  # above this a cell's spread is worth a warning in tables and reports
+MIN_SAMPLES_FOR_SPREAD = 5  # below this a CV or a bootstrap interval says nothing (n = 1 gives CV 0 and a zero-width CI)
+
+
+def spread_unavailable(n: int) -> str | None:
+    """Why CV and CI are withheld for n samples, or None when there are enough."""
+    if n >= MIN_SAMPLES_FOR_SPREAD:
+        return None
+    return f"n = {n} < {MIN_SAMPLES_FOR_SPREAD} samples: CV and CI would be meaningless"
 
 
 def bootstrap_ci(samples: np.ndarray, statistic: Any = np.median, confidence: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
@@ -36,10 +44,11 @@ class LatencyStats:
     min: float
     max: float
     std: float
-    cv: float
-    ci95: tuple[float, float]
+    cv: float | None  # None (with `spread_unavailable`) below MIN_SAMPLES_FOR_SPREAD samples
+    ci95: tuple[float, float] | None
     n: int
     samples: tuple[float, ...] = field(repr=False, default=())
+    spread_unavailable: str | None = None
 
     @classmethod
     def from_samples(cls, samples_ms: list[float] | np.ndarray) -> LatencyStats:
@@ -49,6 +58,7 @@ class LatencyStats:
         mean = float(values.mean())
         std = float(values.std(ddof=1)) if values.size > 1 else 0.0
         p90, p95, p99 = (float(v) for v in np.percentile(values, [90, 95, 99]))
+        withheld = spread_unavailable(int(values.size))
         return cls(
             mean=mean,
             median=float(np.median(values)),
@@ -58,25 +68,26 @@ class LatencyStats:
             min=float(values.min()),
             max=float(values.max()),
             std=std,
-            cv=std / mean if mean > 0 else 0.0,
-            ci95=bootstrap_ci(values),
+            cv=None if withheld else (std / mean if mean > 0 else 0.0),
+            ci95=None if withheld else bootstrap_ci(values),
             n=int(values.size),
             samples=tuple(float(v) for v in values),
+            spread_unavailable=withheld,
         )
 
     @property
     def is_noisy(self) -> bool:
-        return self.cv > HIGH_CV
+        return self.cv is not None and self.cv > HIGH_CV
 
     def summary(self) -> dict[str, Any]:
         """The statistics without the samples (what results.jsonl stores under latency_ms)."""
         data = asdict(self)
         data.pop("samples")
-        data["ci95"] = list(self.ci95)
+        data["ci95"] = list(self.ci95) if self.ci95 is not None else None
         return data
 
     @classmethod
     def from_dict(cls, summary: dict[str, Any], samples: list[float] | None = None) -> LatencyStats:
         fields = {k: v for k, v in summary.items() if k in cls.__dataclass_fields__}
-        fields["ci95"] = tuple(fields["ci95"])
+        fields["ci95"] = tuple(fields["ci95"]) if fields.get("ci95") is not None else None
         return cls(**fields, samples=tuple(samples or ()))

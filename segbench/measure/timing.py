@@ -21,6 +21,8 @@ class StopRule:
     max_time_s: float
 
     def done(self, iters: int, elapsed_s: float) -> bool:
+        if iters == 0:
+            return False  # one sample at least, however short max_time_s is
         if iters >= self.max_iters or elapsed_s >= self.max_time_s:
             return True
         return iters >= self.min_iters and elapsed_s >= self.min_time_s

@@ -25,6 +25,16 @@ def headline_memory(record: dict[str, Any]) -> tuple[float | None, str]:
     return memory.get("rss_peak"), "rss_peak"
 
 
+def measurement_flags(record: dict[str, Any]) -> list[str]:
+    """Why a cell's figures deserve less trust: noisy, fewer samples than asked for, measured on a busy machine."""
+    flags = ["noisy"] if record.get("noisy") else []
+    if record.get("undersampled"):
+        flags.append(f"undersampled: {record['undersampled']}")
+    if record.get("contended"):
+        flags.append(f"contended: {record['contended']}")
+    return flags
+
+
 def status_text(record: dict[str, Any]) -> str:
     status = record.get("status") or "?"
     style = STATUS_STYLE.get(status, "")
@@ -32,7 +42,7 @@ def status_text(record: dict[str, Any]) -> str:
         latency = record["latency_ms"]
         peak, _ = headline_memory(record)
         peak_text = f" · peak {peak:.0f} MiB" if peak is not None else ""
-        noisy = " [yellow](! noisy)[/]" if record.get("noisy") else ""
+        noisy = "".join(f" [yellow](! {escape(flag)})[/]" for flag in measurement_flags(record))
         return f"[{style}]ok[/] median {latency['median']:.2f} ms · {record['fps']:.1f} FPS{peak_text}{noisy}{stream_text(record)}"
     return f"[{style}]{escape(status)}[/]: {escape(str(record.get('error') or ''))}"
 

@@ -15,7 +15,7 @@ import pandas as pd
 import yaml
 
 from segbench import results
-from segbench.report.summary import headline_memory
+from segbench.report.summary import headline_memory, measurement_flags
 
 REFERENCE = ("fp32", "eager")  # speed-ups and fidelity are measured against this precision/backend
 MEMORY_FIGURES = {
@@ -253,7 +253,7 @@ def leaderboard(run: RunData) -> pd.DataFrame:
             "params_m": None if params is None else params / 1e6,
             "gflops": _number(record.get("gflops")),
             "percent_of_peak": _number((record.get("roofline") or {}).get("percent_of_peak")),
-            "notes": "; ".join(str(n) for n in record.get("notes") or []),
+            "notes": "; ".join([*(f"(!) {flag}" for flag in measurement_flags(record) if flag != "noisy"), *(str(n) for n in record.get("notes") or [])]),
         })
     frame = pd.DataFrame(rows)
     if not frame.empty:

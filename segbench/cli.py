@@ -13,9 +13,17 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+# Imported for its effect: --help shows boolean flags as flags, not `--dry-run <bool>`.
+import segbench.cli_options  # noqa: F401
 from segbench.errors import SegbenchError
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, help="Benchmark semantic-segmentation models: latency, FPS and peak memory you can trust.")
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Benchmark semantic-segmentation models: latency, FPS and peak memory you can trust.",
+)
 console = Console()
 if not console.is_terminal:  # logs and CI: rich would wrap tables at 80 columns
     console = Console(width=160)
@@ -38,6 +46,19 @@ def user_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from segbench import __version__
+
+        console.print(f"segbench {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", "-V", callback=_print_version, is_eager=True, help="print segbench's version and exit")) -> None:
+    """Benchmark semantic-segmentation models: latency, FPS and peak memory you can trust."""
+
+
 # ---- run ------------------------------------------------------------------------------------------
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -47,8 +68,9 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 class ProgressObserver:
     """Rich progress: cell count, the current cell, elapsed time and an ETA."""
 
-    def __init__(self, progress: Progress):
+    def __init__(self, progress: Progress, verbose: bool = False):
         self.progress = progress
+        self.verbose = verbose
         self.task: Any = None
 
     def run_started(self, run_dir: Path, cells: list[Any], skipped: int) -> None:
@@ -63,50 +85,119 @@ class ProgressObserver:
         from segbench.report.summary import status_text
 
         self.progress.console.print(f"  {escape(cell.label)}: {status_text(record)}", highlight=False)
+        if self.verbose and record.get("traceback"):
+            self.progress.console.print(record["traceback"], markup=False, highlight=False)
         self.progress.advance(self.task)
 
 
-def _dry_run_table(cells: list[Any]) -> Table:
-    table = Table(title=f"{len(cells)} cell(s)")
-    for column in ("#", "cell_id", "model", "resolution", "batch", "precision", "backend"):
+DRY_RUN_ROWS = 40  # a large matrix is summarised; --verbose lists every cell
+
+
+def _dry_run_table(plan: Any, verbose: bool) -> Table:
+    unsupported = f", {plan.unsupported_count} unsupported on {plan.device}" if plan.unsupported_count else ""
+    table = Table(title=f"{len(plan.cells)} cell(s){unsupported}")
+    for column in ("#", "cell_id", "model", "resolution", "batch", "precision", "backend", "will run"):
         table.add_column(column)
-    for index, cell in enumerate(cells, start=1):
-        table.add_row(*(escape(str(text)) for text in (index, cell.cell_id, cell.model, f"{cell.resolution[0]}x{cell.resolution[1]}", cell.batch_size, cell.precision, cell.backend)))
+    shown = plan.cells if verbose else plan.cells[:DRY_RUN_ROWS]
+    for index, planned in enumerate(shown, start=1):
+        cell = planned.cell
+        verdict = "?" if plan.device is None else (f"[yellow]unsupported: {escape(planned.unsupported)}[/]" if planned.unsupported else "yes")
+        table.add_row(str(index), cell.cell_id, escape(cell.model), f"{cell.resolution[0]}x{cell.resolution[1]}", str(cell.batch_size), cell.precision, cell.backend, verdict)
+    if len(shown) < len(plan.cells):
+        table.caption = f"… and {len(plan.cells) - len(shown)} more cell(s); --verbose lists them all"
     return table
+
+
+def _print_dry_run(suite: Any, plan: Any, out: Path, verbose: bool) -> None:
+    from segbench.dryrun import estimate_wall_time, format_duration
+
+    if plan.device_warning:
+        errors.print(f"[yellow]warning: {escape(plan.device_warning)}[/]", highlight=False, soft_wrap=True)
+    console.print(_dry_run_table(plan, verbose))
+    estimate = estimate_wall_time(suite, plan, out)
+    console.print(f"estimated wall time: [bold]{format_duration(estimate.low_s)} – {format_duration(estimate.high_s)}[/]", highlight=False)
+    console.print("the estimate rests on: " + "; ".join(escape(part) for part in estimate.basis), highlight=False)
+
+
+def _suite_for_run(suite_path: Path | None, resume: Path | None, from_flags: dict[str, Any] | None, plugins: list[str], overrides: list[str]) -> tuple[Any, Path | None, str | None]:
+    """The suite to run, the file it came from (None when built from flags) and the YAML to keep (None: copy the file)."""
+    from segbench.results import SUITE_FILE
+    from segbench.suite import apply_overrides, dump_suite, parse_suite, read_suite_data
+
+    if from_flags is not None:
+        data, source, base_dir = from_flags, "command line", Path.cwd()
+    else:
+        if suite_path is None and resume is not None:
+            suite_path = resume / SUITE_FILE  # the run folder keeps the suite it ran
+        if suite_path is None:
+            raise SegbenchError("run: give a SUITE file, or build one from flags: segbench run --model fast-scnn --resolution 512 --batch 1,4")
+        data, source, base_dir = read_suite_data(suite_path), str(suite_path), suite_path.parent
+        if plugins and isinstance(data, dict):
+            data = {**data, "plugins": [*(data.get("plugins") or []), *plugins]}
+    data = apply_overrides(data, overrides)
+    suite = parse_suite(data, source, base_dir)
+    changed = from_flags is not None or bool(plugins) or bool(overrides)
+    return suite, suite_path if from_flags is None else None, dump_suite(data) if changed else None
 
 
 @app.command()
 @user_errors
 def run(
-    suite_path: Path = typer.Argument(..., metavar="SUITE", help="suite YAML file"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="print the matrix and exit"),
+    suite_path: Optional[Path] = typer.Argument(None, metavar="SUITE", help="suite YAML file; leave out to build the suite from --model and the other axis flags"),
+    models: Optional[list[str]] = typer.Option(None, "--model", "-m", metavar="NAME", help="without SUITE: a registered model to run (repeatable or comma-separated)"),
+    resolutions: Optional[list[str]] = typer.Option(None, "--resolution", "-r", metavar="SIDE|HxW", help="without SUITE: square side or HxW, e.g. 512 or 360x640 (repeatable or comma-separated; default 512)"),
+    batches: Optional[list[str]] = typer.Option(None, "--batch", "-b", metavar="N", help="without SUITE: batch sizes, e.g. 1,4 (default 1)"),
+    precisions: Optional[list[str]] = typer.Option(None, "--precision", metavar="NAME", help="without SUITE: precisions, e.g. fp32,fp16,int8 (default fp32)"),
+    backends: Optional[list[str]] = typer.Option(None, "--backend", metavar="NAME", help="without SUITE: backends, e.g. eager,compile (default eager)"),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="without SUITE: local weights for the one --model (random weights without it)"),
+    hardware: Optional[list[str]] = typer.Option(None, "--hardware", metavar="CARD", help="without SUITE: card profile whose memory budget to emulate, e.g. rtx3060"),
+    plugins: Optional[list[str]] = typer.Option(None, "--plugin", metavar="FILE", help="a .py file or module that registers your own models (repeatable)"),
+    overrides: Optional[list[str]] = typer.Option(None, "--set", "-s", metavar="KEY=VALUE", help="override a suite field, e.g. -s timing.min_time_s=5 -s batch_sizes=[1,8] (repeatable)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the matrix, the cells the device cannot run and a wall-time estimate, then exit"),
     device: Optional[str] = typer.Option(None, "--device", help="override the suite's device (cpu, cuda, cuda:N, auto)"),
     out: Path = typer.Option(Path("results"), "--out", help="parent folder of the run folder"),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="continue this run folder, skipping finished cells"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="continue this run folder, skipping finished cells (SUITE defaults to the suite.yaml it keeps)"),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="with --resume, rerun cells that did not end ok"),
     executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray; overrides the suite's"),
     address: Optional[str] = typer.Option(None, "--address", help="with --executor ray: the cluster to join (default: start a local one)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show libraries' warnings on the terminal, every dry-run row and failed cells' full errors"),
 ) -> None:
-    """Run a suite's matrix, each cell isolated; write results/<suite>-<UTC time>/."""
+    """Run a suite's matrix, each cell isolated; write results/<suite>-<UTC time>/.
+
+    Without a SUITE file the matrix comes from flags, and the run folder keeps the equivalent suite.yaml:
+    segbench run --model segformer-b0 --resolution 512 --batch 1,4 --precision fp32,fp16 --device cuda
+    """
+    from segbench.cli_options import absolute_plugin, axis_flags_given, suite_from_flags
+    from segbench.dryrun import plan_cells
     from segbench.executors import get_executor
     from segbench.matrix import expand
+    from segbench.quiet import library_output
     from segbench.report.summary import summary_table
-    from segbench.runner import run_suite
-    from segbench.suite import load_suite
+    from segbench.runner import LOG_DIR, run_suite
 
-    suite = load_suite(suite_path)
     if device is not None and device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise SegbenchError(f"--device: invalid device {device!r}; use auto, cpu, cuda or cuda:N")
-    cells = expand(suite)
-    if dry_run:
-        console.print(_dry_run_table(cells))
+    axis_flags = axis_flags_given(resolution=resolutions, batch=batches, precision=precisions, backend=backends, weights=weights, hardware=hardware)
+    if models and suite_path is not None:
+        raise SegbenchError(f"run: give a SUITE file or --model, not both (change a suite's fields with -s, e.g. -s models=[{models[0]}])")
+    if axis_flags and not models:
+        raise SegbenchError(f"{', '.join(axis_flags)}: these build a suite from flags and need --model (with a SUITE file, use -s, e.g. -s batch_sizes=[1,8])")
+    plugin_specs = [absolute_plugin(spec) for spec in plugins or []]
+    from_flags = suite_from_flags(models, resolutions or [], batches or [], precisions or [], backends or [], device, weights, hardware or [], plugin_specs) if models else None
+    with library_output(verbose) as chatter:
+        suite, source_path, suite_text = _suite_for_run(suite_path, resume, from_flags, plugin_specs if from_flags is None else [], overrides or [])
+        plan = plan_cells(suite, expand(suite), device) if dry_run else None
+    if plan is not None:
+        _print_dry_run(suite, plan, out, verbose)
         return
     if retry_failed and resume is None:
         raise SegbenchError("--retry-failed needs --resume RUN_DIR (the run whose failed cells to rerun)")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=console, refresh_per_second=2) as progress:
+    with library_output(verbose) as more_chatter, Progress(*columns, console=console, refresh_per_second=2) as progress:
         chosen = get_executor(executor or suite.executor, address, suite.ray.cpus_per_cell)
-        result = run_suite(suite, suite_path, out, device, resume, retry_failed, ProgressObserver(progress), chosen, executor or suite.executor)
+        result = run_suite(suite, source_path, out, device, resume, retry_failed, ProgressObserver(progress, verbose), chosen, executor or suite.executor, suite_text)
+    for captured in (chatter, more_chatter):
+        captured.write_to(result.run_dir / LOG_DIR / "segbench.log")
     console.print(summary_table(result.records, title=f"{suite.name}: {result.run_dir}"))
     if suite.expectations:
         from segbench.expectations import evaluate_run
@@ -145,16 +236,28 @@ def env(as_json: bool = typer.Option(False, "--json", help="print the raw JSON")
     console.print(table)
 
 
+PLUGIN_HELP = "a .py file or module that registers your own models (repeatable); see README, 'Benchmark your own model'"
+
+
 @app.command()
 @user_errors
-def models(pattern: str = typer.Argument("*", help="wildcard, e.g. 'segformer-*'")) -> None:
-    """List the registered models."""
+def models(
+    pattern: str = typer.Argument("*", help="wildcard, e.g. 'segformer-*'"),
+    plugins: Optional[list[str]] = typer.Option(None, "--plugin", metavar="FILE", help=PLUGIN_HELP),
+) -> None:
+    """List the registered models (exit 1 when none matches the pattern)."""
+    from segbench.cli_options import load_plugins
     from segbench.models.registry import get_card, list_models
 
+    load_plugins(plugins)
+    names = list_models(pattern)
+    if not names:
+        errors.print(f"no registered model matches {pattern!r}; `segbench models` lists all {len(list_models())}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
     table = Table()
     for column in ("name", "family", "source", "classes", "published params (M)", "description"):
         table.add_column(column)
-    for name in list_models(pattern):
+    for name in names:
         card = get_card(name)
         table.add_row(*(escape(str(text)) for text in (name, card.family, card.source, card.num_classes, _fmt(card.published_params_m), card.description)))
     console.print(table)
@@ -165,29 +268,35 @@ def models(pattern: str = typer.Argument("*", help="wildcard, e.g. 'segformer-*'
 def fit(
     model: str = typer.Argument(..., help="registered model name"),
     hardware: str = typer.Option(..., "--hardware", help="target card profile, e.g. rtx3060 (see segbench/hardware/profiles)"),
-    precision: str = typer.Option("fp32", "--precision"),
-    backend: str = typer.Option("eager", "--backend"),
+    precision: str = typer.Option("fp32", "--precision", help="precision of every probe, e.g. fp16 or int8 (as a suite's precisions)"),
+    backend: str = typer.Option("eager", "--backend", help="backend of every probe, e.g. eager or compile (as a suite's backends)"),
     resolution: list[int] = typer.Option([512, 1024], "--resolution", help="square sides to find the largest batch for (repeatable)"),
-    max_batch: int = typer.Option(256, "--max-batch"),
-    max_side: int = typer.Option(4096, "--max-side"),
-    device: str = typer.Option("auto", "--device"),
+    max_batch: int = typer.Option(256, "--max-batch", help="largest batch the search tries"),
+    max_side: int = typer.Option(4096, "--max-side", help="largest square side (px) the batch-1 search tries"),
+    device: str = typer.Option("auto", "--device", help="where probes run: auto, cpu, cuda or cuda:N"),
     timeout: float = typer.Option(300.0, "--timeout", help="seconds per probe cell"),
+    plugins: Optional[list[str]] = typer.Option(None, "--plugin", metavar="FILE", help=PLUGIN_HELP),
 ) -> None:
     """Largest batch per resolution, and largest square side at batch 1, that fit a card's memory budget (isolated probes)."""
     from segbench.cell import CellRequest
+    from segbench.cli_options import load_plugins
     from segbench.env import resolve_device
-    from segbench.fit import budget_lines, fit_search, isolated_runner, probe_timing
+    from segbench.fit import budget_lines, check_fit_options, fit_search, isolated_runner, probe_timing
     from segbench.hardware import load_profile
     from segbench.matrix import CellSpec
     from segbench.models.registry import get_card
+    from segbench.quiet import library_output
 
-    get_card(model)
+    plugin_specs = load_plugins(plugins)
+    with library_output():
+        check_fit_options(precision=precision, backend=backend, resolution=resolution, max_batch=max_batch, max_side=max_side, device=device, timeout=timeout)
+        get_card(model)
     profile = load_profile(hardware)
     chosen = resolve_device(device)
     timing = probe_timing(timeout)
 
     def request_for(batch: int, height: int, width: int) -> CellRequest:
-        return CellRequest(CellSpec(model, (height, width), batch, precision, backend), chosen, timing, 10.0, None, hardware=hardware, probe=True)
+        return CellRequest(CellSpec(model, (height, width), batch, precision, backend), chosen, timing, 10.0, None, tuple(plugin_specs), hardware=hardware, probe=True)
 
     console.print(f"fit search: {model} {precision} {backend} on {chosen}, budget of {profile.name} ({profile.memory_gb} GB)")
     for line in budget_lines(profile, backend, chosen):
@@ -201,6 +310,10 @@ def fit(
     console.print(table)
     if table_data.square is not None:
         console.print(f"largest square side at batch 1: [bold]{table_data.square.largest_side}[/] px (limited by {table_data.square.limited_by})")
+    if not table_data.fits_anywhere:
+        failure = next((row.limit_error for row in table_data.batches if row.limit_error), None)
+        errors.print(f"nothing fits: even batch 1 failed ({failure or 'see the table'})", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -210,16 +323,27 @@ def predict(
     images: list[Path] = typer.Argument(..., help="one or more image files"),
     weights: Optional[Path] = typer.Option(None, "--weights", help="local weights (random weights without it)"),
     out: Path = typer.Option(Path("predictions"), "--out", help="output folder"),
-    device: str = typer.Option("auto", "--device"),
+    device: str = typer.Option("auto", "--device", help="where the model runs: auto, cpu, cuda or cuda:N"),
+    plugins: Optional[list[str]] = typer.Option(None, "--plugin", metavar="FILE", help=PLUGIN_HELP),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show libraries' warnings on the terminal instead of <out>/predict.log"),
 ) -> None:
-    """Segment real images: class-id map PNG, coloured overlay PNG and a JSON (areas, contours, RLE) per image."""
+    """Segment real images: class-id map PNG, coloured overlay PNG and a JSON (areas, contours, RLE) per image, with per-stage timing."""
+    from segbench.cli_options import load_plugins
     from segbench.env import resolve_device
     from segbench.predict import RANDOM_WEIGHTS_WARNING, predict as run_predict
+    from segbench.quiet import library_output
 
+    load_plugins(plugins)
     if weights is not None and not weights.exists():
         raise SegbenchError(f"--weights: not found: {weights}")
-    for prediction in run_predict(model, images, out, weights, resolve_device(device)):
-        console.print(escape(f"{prediction.image} → {prediction.class_map}, {prediction.overlay}, {prediction.summary}"), highlight=False)
+    with library_output(verbose) as chatter:
+        predictions = run_predict(model, images, out, weights, resolve_device(device))
+    for prediction in predictions:
+        console.print(f"{escape(str(prediction.image))} → {escape(str(prediction.class_map))}, {escape(str(prediction.overlay))}, {escape(str(prediction.summary))}", highlight=False)
+        console.print(f"  {prediction.timing_text()}", highlight=False)
+    if chatter.lines:
+        (out / "predict.log").write_text(chatter.text, encoding="utf-8")
+        console.print(f"{len(chatter.lines)} line(s) of library warnings in {escape(str(out / 'predict.log'))} (--verbose shows them here)", highlight=False)
     if weights is None:
         console.print(f"[yellow]{RANDOM_WEIGHTS_WARNING}[/]")
 

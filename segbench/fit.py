@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Annotated, Any, Callable, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from segbench.errors import SegbenchError
+from segbench.suite import MAX_SIDE, DeviceName, describe_error
 
 # A probe returns the cell's status ("ok", "oom", "error", ...) or the cell's outcome dict.
 ProbeOutcome = str | Mapping[str, Any]
@@ -203,3 +208,37 @@ def budget_lines(profile: Any, backend_name: str, device: str) -> list[str]:
     if outside:
         lines.append(f"{backend_name}: {outside} are outside the cap; a probe that fits here may not fit the real card")
     return lines
+
+class FitOptions(BaseModel):
+    """`segbench fit`'s options, with the suite schema's types and bounds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    precision: str
+    backend: str
+    resolution: Annotated[list[Annotated[int, Field(gt=0, le=MAX_SIDE)]], Field(min_length=1)]
+    max_batch: Annotated[int, Field(ge=1)]
+    max_side: Annotated[int, Field(ge=SIDE_STEP, le=MAX_SIDE)]
+    device: DeviceName
+    timeout: Annotated[float, Field(gt=0)]
+
+
+def check_fit_options(**options: Any) -> None:
+    """Validate `segbench fit`'s options before any probe runs: names as a suite's, numbers in range.
+
+    Raises SegbenchError with one line per problem, each naming the flag, as the suite schema does.
+    """
+    from segbench.backends import backend_names, unknown_backend_message
+    from segbench.precision import precision_names, unknown_precision_message
+
+    try:
+        checked = FitOptions.model_validate(options)
+    except ValidationError as exc:
+        lines = [f"--{where.split('[')[0].replace('_', '-')}: {what}" for where, what in (describe_error(error, FitOptions) for error in exc.errors())]
+        raise SegbenchError("\n".join(lines)) from None
+    problems = []
+    if checked.precision not in precision_names():
+        problems.append(f"--precision: {unknown_precision_message(checked.precision)}")
+    if checked.backend not in backend_names():
+        problems.append(f"--backend: {unknown_backend_message(checked.backend)}")
+    if problems:
+        raise SegbenchError("\n".join(problems))

@@ -7,7 +7,8 @@ and share, contours (OpenCV findContours) and an uncompressed COCO-style RLE mas
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,20 @@ RANDOM_WEIGHTS_WARNING = "random weights (no weights file given): these masks ar
 MAX_CONTOUR_POINTS = 2000  # per class, so a JSON stays readable for noisy masks
 
 
+PREDICT_STAGES = ("read", "preprocess", "forward", "postprocess", "write")
+
+
 @dataclass(frozen=True)
 class Prediction:
     image: Path
     class_map: Path
     overlay: Path
     summary: Path
+    timing_ms: dict[str, float] = field(default_factory=dict)  # per stage, one pass (the first includes warm-up)
+
+    def timing_text(self) -> str:
+        stages = " · ".join(f"{stage} {self.timing_ms[stage]:.1f} ms" for stage in PREDICT_STAGES if stage in self.timing_ms)
+        return f"{stages} · total {sum(self.timing_ms.values()):.1f} ms"
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -118,9 +127,28 @@ def write_outputs(image_path: Path, image: np.ndarray, labels: np.ndarray, out_d
     return Prediction(image_path, class_map, overlay, summary)
 
 
+class _StageClock:
+    """Per-stage wall time of one image, synchronising the GPU so a stage's kernels count in that stage."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.timing_ms: dict[str, float] = {}
+        self.started = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.timing_ms[stage] = (now - self.started) * 1000.0
+        self.started = now
+
+
 def predict(model: str, images: list[Path], out_dir: Path, weights: Path | None = None, device: str = "cpu", options: dict[str, Any] | None = None) -> list[Prediction]:
+    """Segment each image and write its outputs; each Prediction carries its per-stage timing (single pass, not a benchmark)."""
+    started = time.perf_counter()
     adapter = create_model(model, weights, options)
     adapter.build(device)
+    build_s = time.perf_counter() - started
     names = dict(enumerate(adapter.class_names)) if adapter.class_names else None
     meta = {
         "model": model,
@@ -130,15 +158,25 @@ def predict(model: str, images: list[Path], out_dir: Path, weights: Path | None 
         "num_classes": adapter.num_classes,
         "class_names": list(adapter.class_names) if adapter.class_names else None,
         "dataset": adapter.card.dataset if adapter.num_classes == adapter.card.num_classes else None,
+        "build_s": round(build_s, 3),
     }
     predictions = []
     for path in images:
+        clock = _StageClock(adapter.device)
         image = read_image(path)
         problem = adapter.constraints.problem(*image.shape[:2])
         if problem:
             raise SegbenchError(f"{path}: {image.shape[0]}x{image.shape[1]} is {problem} for model '{model}'")
+        clock.lap("read")
         with torch.inference_mode():
-            batch = torch.from_numpy(image).unsqueeze(0)
-            labels = adapter.postprocess(adapter.forward(adapter.preprocess(batch)), image.shape[:2])[0].numpy()
-        predictions.append(write_outputs(path, image, labels, out_dir, adapter.num_classes, meta, names))
+            inputs = adapter.preprocess(torch.from_numpy(image).unsqueeze(0))
+            clock.lap("preprocess")
+            outputs = adapter.forward(inputs)
+            clock.lap("forward")
+            labels = adapter.postprocess(outputs, image.shape[:2])[0].numpy()
+            clock.lap("postprocess")
+        timing = {stage: round(ms, 3) for stage, ms in clock.timing_ms.items()}
+        prediction = write_outputs(path, image, labels, out_dir, adapter.num_classes, {**meta, "timing_ms": timing}, names)
+        clock.lap("write")
+        predictions.append(replace(prediction, timing_ms=dict(clock.timing_ms)))
     return predictions

@@ -125,7 +125,7 @@ def _derived_fields(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, A
     }
 
 
-def _start_run(suite: Suite, suite_path: Path, out_dir: Path, device: str, resume: Path | None) -> tuple[Path, dict[str, Any]]:
+def _start_run(suite: Suite, suite_path: Path | None, out_dir: Path, device: str, resume: Path | None, suite_text: str | None = None) -> tuple[Path, dict[str, Any]]:
     if resume is not None:
         _check_resume(resume, suite, device)
         results.drop_torn_tail(resume)
@@ -135,12 +135,15 @@ def _start_run(suite: Suite, suite_path: Path, out_dir: Path, device: str, resum
         results.write_json(resume / results.META_FILE, meta)
         return resume, meta
     run_dir = results.new_run_dir(out_dir, suite.name)
-    results.copy_suite(suite_path, run_dir)
+    if suite_text is not None or suite_path is None:  # built on the command line or overridden: keep what ran
+        (run_dir / results.SUITE_FILE).write_text(suite_text or "", encoding="utf-8")
+    else:
+        results.copy_suite(suite_path, run_dir)
     meta = {
         "schema_version": results.SCHEMA_VERSION,
         "suite": suite.name,
         "description": suite.description,
-        "suite_file": str(suite_path),
+        "suite_file": str(suite_path) if suite_path else None,  # None: built from command-line flags
         "device": device,
         "hardware_target": suite.hardware,
         "start_time": results.utc_now(),
@@ -161,9 +164,9 @@ def _hardware_targets(suite: Suite, executor_name: str) -> list[str | None]:
     return list(cards) if executor_name == "ray" and cards else [None]
 
 
-def _jobs(suite: Suite, suite_path: Path, cells: list[CellSpec], device: str, run_dir: Path, cards: list[str | None]) -> list[Job]:
+def _jobs(suite: Suite, suite_path: Path | None, cells: list[CellSpec], device: str, run_dir: Path, cards: list[str | None]) -> list[Job]:
     stream = suite.stream if suite.scenario == "stream" else None
-    suite_dir = str(suite_path.resolve().parent)
+    suite_dir = str(suite_path.resolve().parent if suite_path else Path.cwd())
     # One local card target is a budget to emulate; on Ray the cell runs on the real card instead.
     budget_profile = suite.hardware_targets[0] if cards == [None] and suite.hardware_targets else None
     cooldown = suite.cooldown
@@ -182,7 +185,7 @@ def _jobs(suite: Suite, suite_path: Path, cells: list[CellSpec], device: str, ru
 
 def run_suite(
     suite: Suite,
-    suite_path: Path,
+    suite_path: Path | None,
     out_dir: Path = Path("results"),
     device_override: str | None = None,
     resume: Path | None = None,
@@ -190,18 +193,23 @@ def run_suite(
     observer: RunObserver | None = None,
     executor: Executor | None = None,
     executor_name: str | None = None,
+    suite_text: str | None = None,
 ) -> RunResult:
-    """Expand the suite and run every cell not yet finished, each isolated; returns the run folder and its records."""
+    """Expand the suite and run every cell not yet finished, each isolated; returns the run folder and its records.
+
+    `suite_text` is the YAML the run folder keeps instead of a copy of `suite_path` (a suite built from
+    command-line flags, where `suite_path` is None, or one with `-s` overrides applied).
+    """
     observer = observer or SilentObserver()
     executor_name = executor_name or suite.executor
     try:
         device = resolve_device(device_override or suite.device)
     except SegbenchError as exc:
         field_name = "--device" if device_override else "device"
-        raise SegbenchError(f"{suite_path}: {field_name}: {exc}") from None
+        raise SegbenchError(f"{suite_path or 'command line'}: {field_name}: {exc}") from None
     cards = _hardware_targets(suite, executor_name)
     executor = executor or get_executor(executor_name, cpus_per_cell=suite.ray.cpus_per_cell)
-    run_dir, meta = _start_run(suite, suite_path, out_dir, device, resume)
+    run_dir, meta = _start_run(suite, suite_path, out_dir, device, resume, suite_text)
     (run_dir / LOG_DIR).mkdir(exist_ok=True)
     done = results.finished_cell_ids(run_dir, retry_failed) if resume else set()
     jobs = [job for job in _jobs(suite, suite_path, expand(suite), device, run_dir, cards) if job.key not in done]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -208,6 +209,9 @@ def _describe(error: dict[str, Any], root: type[BaseModel] | None = None) -> tup
     return _format_location(location), message
 
 
+describe_error = _describe  # one pydantic error as (field path, message): for other option schemas (fit)
+
+
 def resolve_path(path: Path, base_dir: Path | None) -> Path:
     """A relative path as the user meant it: from the working directory, else from the suite's folder."""
     if path.is_absolute() or path.exists() or base_dir is None:
@@ -342,16 +346,61 @@ def parse_suite(data: Any, source: str = "<suite>", base_dir: Path | None = None
     return suite
 
 
-def load_suite(path: Path | str) -> Suite:
-    """Read and validate a suite YAML file."""
+def read_suite_data(path: Path | str) -> Any:
+    """A suite file's YAML as plain data (not yet validated)."""
     path = Path(path)
     if not path.is_file():
         raise SuiteError(f"{path}: suite file not found; check the path (examples live in suites/)")
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(syntax)"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SuiteError(f"{path}: {where}: invalid YAML: {problem}; fix the syntax") from None
-    return parse_suite(data, str(path), path.parent)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`timing.min_time_s=5` -> (['timing', 'min_time_s'], 5); the value is read as YAML, so `[1,8]` is a list."""
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip() or any(not part for part in key.strip().split(".")):
+        raise SuiteError(f"-s {text}: expected KEY=VALUE with a dotted key, e.g. -s timing.min_time_s=5 or -s batch_sizes=[1,8]")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SuiteError(f"-s {key}: invalid value {value!r} ({problem}); write it as YAML, e.g. [1, 8] or 5") from None
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(data: Any, overrides: list[str] | tuple[str, ...]) -> Any:
+    """Suite data with each `-s key.path=value` set; the schema validates the result as it does a file."""
+    if not overrides:
+        return data
+    if not isinstance(data, dict):
+        return data  # parse_suite reports the malformed top level
+    result = copy.deepcopy(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        target = result
+        for depth, part in enumerate(path[:-1]):
+            child = target.setdefault(part, {})
+            if child is None:
+                child = target[part] = {}
+            if not isinstance(child, dict):
+                where = ".".join(path[: depth + 1])
+                raise SuiteError(f"-s {'.'.join(path)}: '{where}' is not a mapping (it holds {child!r}); set '{where}' itself")
+            target = child
+        target[path[-1]] = value
+    return result
+
+
+def dump_suite(data: Any) -> str:
+    """Suite data as the YAML a run folder keeps, so the run can be repeated or resumed from it."""
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, allow_unicode=True)
+
+
+def load_suite(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> Suite:
+    """Read and validate a suite YAML file, with optional `-s key=value` overrides."""
+    path = Path(path)
+    return parse_suite(apply_overrides(read_suite_data(path), overrides), str(path), path.parent)

@@ -1,0 +1,57 @@
+"""Keep third-party chatter off the terminal: libraries' warnings and log lines go to a log file instead.
+
+torch, torchao, transformers and ultralytics write warnings to stderr while they import and build
+(torchao's `W1125 … _pytree` lines, for instance). Cells already send theirs to the cell's log; these
+helpers do the same for what the parent process runs (suite checks, `predict`), at the file-descriptor
+level, so C++ and Python output alike are caught. `--verbose` turns it off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Captured:
+    """What libraries wrote to stderr while captured (filled when the block ends)."""
+
+    text: str = ""
+    lines: list[str] = field(default_factory=list)
+
+    def write_to(self, path: os.PathLike[str] | str) -> None:
+        """Append the captured text to a log file (nothing when there is none)."""
+        if self.text:
+            with open(path, "a", encoding="utf-8") as log:
+                log.write(self.text)
+
+
+@contextlib.contextmanager
+def library_output(verbose: bool = False) -> Iterator[Captured]:
+    """Within the block, fd 2 (stderr) and Python warnings go to a temporary file; `verbose` leaves them on the terminal."""
+    captured = Captured()
+    if verbose:
+        yield captured
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink, warnings.catch_warnings():
+        warnings.simplefilter("default")  # shown once each, into the sink
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            sys.stderr.flush()
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.text = sink.read().decode("utf-8", errors="replace")
+            captured.lines = [line for line in captured.text.splitlines() if line.strip()]

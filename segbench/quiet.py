@@ -16,6 +16,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -32,6 +33,10 @@ class Captured:
                 log.write(self.text)
 
 
+def _warning_to_stderr(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: str | None = None) -> None:
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 @contextlib.contextmanager
 def library_output(verbose: bool = False) -> Iterator[Captured]:
     """Within the block, fd 2 (stderr) and Python warnings go to a temporary file; `verbose` leaves them on the terminal."""
@@ -43,10 +48,15 @@ def library_output(verbose: bool = False) -> Iterator[Captured]:
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as sink, warnings.catch_warnings():
         warnings.simplefilter("default")  # shown once each, into the sink
+        warnings.showwarning = _warning_to_stderr  # even where a test runner records warnings itself
         os.dup2(sink.fileno(), 2)
+        # sys.stderr may not write through fd 2 (a test runner's capture): point it at the sink too.
+        stream = open(2, "w", encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
         try:
-            yield captured
+            with contextlib.redirect_stderr(stream):
+                yield captured
         finally:
+            stream.close()  # flushes; fd 2 stays open (closefd=False)
             sys.stderr.flush()
             for handler in logging.getLogger().handlers:
                 handler.flush()

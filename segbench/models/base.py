@@ -8,6 +8,22 @@ family's own pre- and postprocessing, so the harness can time every family the s
     x = adapter.preprocess(images_uint8)        # host uint8 (N, H, W, 3) -> device float NCHW
     out = adapter.forward(x)                    # the timed forward pass
     labels = adapter.postprocess(out, (H, W))   # int64 class-id map (N, H, W) on the host
+
+The contract for your own model (a plugin: `--plugin my_models.py`, or a suite's `plugins:`):
+
+- must: subclass `SegmentationAdapter`, implement `build_module()` returning an `nn.Module` built on
+  the CPU with random weights (never downloading) and `self.num_classes` classes, and call
+  `registry.register(ModelCard(...), YourAdapter)` at import. The module's forward takes the float
+  NCHW batch `preprocess` made and, unless `logits` is overridden, returns scores (N, C, h, w), any h, w.
+- may override, each with the return it must keep: `preprocess` -> float NCHW tensor on `self.device`
+  in `self.input_dtype`; `forward` -> whatever `logits` understands; `logits` -> scores (N, C, h, w);
+  `postprocess` -> int64 (N, H, W) on the CPU at the input size; `read_weights` -> `Checkpoint`;
+  `load_weights` -> None (loads in place, raises `WeightsError` on a mismatch); `finalize` -> module;
+  `forward_parts` -> named sequential parts or None; `notes` -> list of caveat strings.
+- class attributes: `constraints` (`InputConstraints`: minimum side, pad or refuse other sizes),
+  `options_schema` (pydantic model of `models[].options`), `mean`/`std` (normalisation).
+
+docs/adapters.md walks through the same contract with the README's twenty-line example.
 """
 
 from __future__ import annotations

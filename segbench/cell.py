@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from segbench.backends import get_backend
-from segbench.cpus import default_threads
+from segbench.cpus import ContentionWindow, default_threads
 from segbench.errors import SegbenchError, UnsupportedError
 from segbench.matrix import CellSpec
 from segbench.measure import memory
@@ -311,10 +311,11 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         step = lambda: forward(inputs)  # noqa: E731: the timed closure
         warm_up(step, request.timing.warmup_iters, device)
         telemetry = _telemetry_sampler(device)
-        with SamplingThread(telemetry):
-            latency_run: TimedRun = time_steps(step, rule, device)
-        # Sub-stages need the eager module; another backend's forward is timed whole.
-        stage_samples = _time_stages(adapter, forward, images, rule, device, split=cell.backend == "eager")
+        with ContentionWindow(torch.get_num_threads()) as contention:
+            with SamplingThread(telemetry):
+                latency_run: TimedRun = time_steps(step, rule, device)
+            # Sub-stages need the eager module; another backend's forward is timed whole.
+            stage_samples = _time_stages(adapter, forward, images, rule, device, split=cell.backend == "eager")
         peaks = _memory_pass(adapter, forward, images, request, device, baseline)
         end_to_end = LatencyStats.from_samples(stage_samples["end_to_end"])
         stream = _stream_pass(adapter, forward, request, device, end_to_end) if request.stream else None
@@ -361,6 +362,8 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         "notes": [*adapter.notes(), *precision.notes(device)],
         "noisy": latency.is_noisy,
         "undersampled": undersampled(latency.n, request.timing),
+        "contended": contention.reason,
+        "load": contention.to_dict(),
         "stream": stream,
         "gflops": flops / 1e9 if flops else None,
         "gflops_unavailable": flops_unavailable,

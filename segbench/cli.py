@@ -408,9 +408,13 @@ def compare(
     comparison = compare_runs(run_a, run_b, threshold=threshold)
     for line in comparison.fingerprint_differences:
         console.print(f"[yellow]warning: fingerprints differ: {escape(line)}[/]", highlight=False)
+    for line in comparison.machine_warnings:
+        console.print(f"[red]warning: {escape(line)}[/]", highlight=False)
     console.print(comparison_table(comparison))
     worse, better = comparison.significant_count
     console.print(f"{len(comparison.cells)} matched cell(s): {worse} significantly slower, {better} significantly faster (!: 95 % CI excludes 0 and |change| > {threshold:g} %)")
+    if comparison.machine_warnings:
+        console.print("[red](!) the measured ceilings differ: these changes compare machines, not code[/]")
     for side, labels in (("A", comparison.only_in_a), ("B", comparison.only_in_b)):
         if labels:
             console.print(f"only in {side}: " + "; ".join(escape(label) for label in labels), highlight=False)

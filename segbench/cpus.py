@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import psutil
 
@@ -90,3 +91,70 @@ def load_snapshot() -> LoadSnapshot:
     except (OSError, NotImplementedError, AttributeError):
         mhz = None
     return LoadSnapshot(load, mhz)
+
+
+def _busy_seconds(times: Any) -> float:
+    """CPU-seconds spent working (everything but idle and I/O wait) in a psutil cpu_times() result."""
+    return sum(value for name, value in times._asdict().items() if name not in ("idle", "iowait"))
+
+
+def _own_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+OTHERS_TOLERANCE_CPUS = 0.5  # daemons, the parent's wait, a shell: less than this never counts as contention
+
+
+class ContentionWindow:
+    """Load, CPU frequency and other processes' CPU use around a cell's timed passes.
+
+    The flag compares what other processes used (all CPU-seconds on the machine minus this
+    process's, over the window's wall time) with what the machine had to spare beyond the
+    cell's own threads: a cell timed while others needed those cores is "contended".
+    """
+
+    def __init__(self, threads: int, machine_cpus: int | None = None):
+        self.threads = threads
+        self.machine_cpus = machine_cpus or psutil.cpu_count(logical=True) or 1
+        self.process = psutil.Process()
+        self.before: LoadSnapshot | None = None
+        self.after: LoadSnapshot | None = None
+        self._start: tuple[float, float, float] = (0.0, 0.0, 0.0)
+        self.others_cpus: float | None = None
+
+    def __enter__(self) -> Self:
+        self.before = load_snapshot()
+        self._start = (time.perf_counter(), _busy_seconds(psutil.cpu_times()), _own_seconds(self.process))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.perf_counter() - self._start[0]
+        busy = _busy_seconds(psutil.cpu_times()) - self._start[1]
+        own = _own_seconds(self.process) - self._start[2]
+        self.after = load_snapshot()
+        self.others_cpus = max(0.0, busy - own) / wall if wall > 0 else None
+
+    @property
+    def spare_cpus(self) -> float:
+        return max(0.0, self.machine_cpus - self.threads)
+
+    @property
+    def reason(self) -> str | None:
+        """Why the cell counts as contended, or None."""
+        if self.others_cpus is None or self.others_cpus <= self.spare_cpus + OTHERS_TOLERANCE_CPUS:
+            return None
+        load = ""
+        if self.before and self.after and self.before.load_1m is not None and self.after.load_1m is not None:
+            load = f"; 1-min load {self.before.load_1m:.2f} → {self.after.load_1m:.2f}"
+        return (f"other processes used {self.others_cpus:.2f} CPUs while it was timed; the machine's {self.machine_cpus} CPUs "
+                f"leave {self.spare_cpus:g} beside the cell's {self.threads} threads{load}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "before": self.before.to_dict() if self.before else None,
+            "after": self.after.to_dict() if self.after else None,
+            "others_cpus": self.others_cpus,
+            "machine_cpus": self.machine_cpus,
+            "threads": self.threads,
+        }

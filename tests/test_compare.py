@@ -180,3 +180,51 @@ def test_bootstrap_change_ci_on_known_samples() -> None:
     assert bootstrap_change_ci(base, base, seed=3) == bootstrap_change_ci(base, base, seed=3)  # seeded: reproducible
     assert bootstrap_change_ci(base, base * 1.2, quantile=95)[0] > 15
     assert (min_samples_for_ci(50), min_samples_for_ci(95)) == (10, 100)
+
+
+# ---- machines and measurement conditions (the real H100 run as both sides) -------------------------------
+
+def _h100_run(path: Path, **meta_changes: Any) -> Any:
+    from segbench.report.tables import RunData
+
+    source = Path(__file__).parent / "data" / "h100-rtx3060"
+    meta = {**json.loads((source / "meta.json").read_text()), **meta_changes}
+    records = [json.loads(line) for line in (source / "results.jsonl").read_text().splitlines()]
+    return RunData(path=path, meta=meta, records=records)
+
+
+def test_ceilings_that_differ_by_more_than_10_percent_warn_and_flag(tmp_path: Path) -> None:
+    a = _h100_run(tmp_path / "a")
+    ceiling = json.loads(json.dumps(a.meta["ceiling"]))
+    ceiling["matmul"]["fp32"]["gflops"] *= 175.9 / 67.7  # the AVX2 vs AVX-512 quick runs
+    b = _h100_run(tmp_path / "b", ceiling=ceiling)
+    comparison = compare_runs(a, b)
+    [warning] = comparison.machine_warnings
+    assert warning.startswith("measured fp32 matmul ceiling 51560.3 → 133965.3 GFLOP/s (+160 %)")
+    ceiling["matmul"]["fp32"]["gflops"] = a.meta["ceiling"]["matmul"]["fp32"]["gflops"] * 1.05
+    assert compare_runs(a, _h100_run(tmp_path / "c", ceiling=ceiling)).machine_warnings == ()
+
+
+def test_fingerprints_compare_the_cpu_instruction_sets(tmp_path: Path) -> None:
+    a = _h100_run(tmp_path / "a")
+    fingerprint = a.meta["fingerprint"]
+    avx2_only = {**fingerprint, "cpu": {**fingerprint["cpu"], "flags": ["avx", "avx2", "f16c", "fma"]}}
+    differences = compare_runs(a, _h100_run(tmp_path / "b", fingerprint=avx2_only)).fingerprint_differences
+    assert any(line.startswith("CPU instruction sets: amx_bf16") and line.endswith("→ avx avx2 f16c fma") for line in differences)
+
+
+def test_contended_cells_are_flagged_in_compare(tmp_path: Path) -> None:
+    from segbench.report.compare import comparison_table
+    from segbench.report.html import render_comparison
+
+    a = _h100_run(tmp_path / "a")
+    b = _h100_run(tmp_path / "b")
+    b.records[0]["contended"] = "other processes used 1.90 CPUs while it was timed"
+    comparison = compare_runs(a, b)
+    assert comparison.cells[0].flags == ("contended in B",) and all(cell.flags == () for cell in comparison.cells[1:])
+    from rich.console import Console
+
+    console = Console(record=True, width=250)
+    console.print(comparison_table(comparison))
+    assert "(! contended in B)" in console.export_text()
+    assert "(! contended in B)" in render_comparison(comparison)

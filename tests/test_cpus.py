@@ -64,3 +64,37 @@ def test_smt_siblings_count_once(tmp_path: Path) -> None:
     assert cpus.physical_cores_of({0, 1, 2, 3}, tmp_path) == 2
     assert cpus.physical_cores_of({0, 2}, tmp_path) == 2
     assert cpus.physical_cores_of({0, 1}, tmp_path) == 1
+
+
+def _burn(seconds: float) -> None:
+    import time
+
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def test_a_busy_neighbour_flags_the_window_contended() -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    neighbours = [context.Process(target=_burn, args=(3.0,)) for _ in range(2)]
+    for process in neighbours:
+        process.start()
+    try:
+        # One thread of ours on a machine we pretend has one CPU: the neighbours leave nothing to spare.
+        with cpus.ContentionWindow(threads=1, machine_cpus=1) as window:
+            _burn(1.0)
+    finally:
+        for process in neighbours:
+            process.join()
+    assert window.others_cpus is not None and window.others_cpus > 1.0
+    assert window.reason is not None and window.reason.startswith("other processes used")
+    record = window.to_dict()
+    assert record["before"]["load_1m"] is not None and record["after"] is not None
+
+
+def test_a_quiet_window_with_cpus_to_spare_is_not_contended() -> None:
+    with cpus.ContentionWindow(threads=1, machine_cpus=1000) as window:
+        _burn(0.2)
+    assert window.reason is None and window.to_dict()["others_cpus"] is not None

@@ -68,6 +68,8 @@ def test_a_cell_cut_short_by_max_time_is_flagged_undersampled() -> None:
     assert outcome["iterations"] == 1
     assert outcome["undersampled"] == "n = 1 < min_iters 10: max_time_s (1e-06 s) ended the timed loop first"
     assert outcome["latency_ms"]["cv"] is None and outcome["latency_ms"]["ci95"] is None
+    # The machine's load around the timed passes travels with every cell (item 17).
+    assert outcome["load"]["before"]["load_1m"] is not None and outcome["load"]["others_cpus"] is not None and "contended" in outcome
 
 
 def test_report_lines_carry_the_undersampled_flag() -> None:

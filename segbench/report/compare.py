@@ -66,6 +66,7 @@ class CellChange:
     status_a: str
     status_b: str
     metrics: tuple[MetricChange, ...]
+    flags: tuple[str, ...] = ()  # why its figures deserve less trust: "contended in B", "undersampled in A"
 
     def metric(self, key: str) -> MetricChange | None:
         return next((m for m in self.metrics if m.key == key), None)
@@ -84,6 +85,7 @@ class Comparison:
     only_in_a: tuple[str, ...]
     only_in_b: tuple[str, ...]
     fingerprint_differences: tuple[str, ...]
+    machine_warnings: tuple[str, ...] = ()  # measured ceilings that differ: the machines, not the code, changed
 
     def latency_regressions(self, min_pct: float) -> list[CellChange]:
         """Cells whose median latency got significantly slower by at least min_pct %."""
@@ -210,6 +212,8 @@ FINGERPRINT_FIELDS: tuple[tuple[str, Callable[[dict[str, Any]], Any]], ...] = (
     ("machine", lambda m: _fp(m).get("machine")),
     ("CPU", lambda m: (_fp(m).get("cpu") or {}).get("model")),
     ("CPU threads", lambda m: (_fp(m).get("cpu") or {}).get("logical_cores")),
+    # Two "AMD EPYC, 2 threads" machines can differ by AVX-512: 2.6x the matmul rate.
+    ("CPU instruction sets", lambda m: " ".join((_fp(m).get("cpu") or {}).get("flags") or []) or None),
     ("GPUs", lambda m: ", ".join(str(g.get("name")) for g in _fp(m).get("gpus") or []) or "none"),
     ("CUDA build", lambda m: (_fp(m).get("cuda") or {}).get("torch_cuda_build")),
     ("segbench version", lambda m: (_fp(m).get("segbench") or {}).get("version")),
@@ -231,6 +235,28 @@ def fingerprint_differences(meta_a: dict[str, Any], meta_b: dict[str, Any]) -> l
     return differences
 
 
+CEILING_TOLERANCE = 0.10
+
+
+def ceiling_differences(meta_a: dict[str, Any], meta_b: dict[str, Any], tolerance: float = CEILING_TOLERANCE) -> list[str]:
+    """Precision classes whose measured matmul ceiling differs by more than `tolerance` between the runs."""
+    matmul_a = (meta_a.get("ceiling") or {}).get("matmul") or {}
+    matmul_b = (meta_b.get("ceiling") or {}).get("matmul") or {}
+    lines = []
+    for kind in sorted(set(matmul_a) & set(matmul_b)):
+        rate_a, rate_b = (matmul_a[kind] or {}).get("gflops"), (matmul_b[kind] or {}).get("gflops")
+        if rate_a and rate_b and abs(rate_b - rate_a) / rate_a > tolerance:
+            unit = matmul_a[kind].get("unit") or "GFLOP/s"
+            lines.append(f"measured {kind} matmul ceiling {rate_a:.1f} → {rate_b:.1f} {unit} ({(rate_b - rate_a) / rate_a * 100:+.0f} %): "
+                         "the runs measured different machines (or one was throttled or busy); latency changes reflect that, not the code")
+    return lines
+
+
+def cell_flags(record_a: dict[str, Any], record_b: dict[str, Any]) -> tuple[str, ...]:
+    """'contended in B', 'undersampled in A': measurement conditions that make a change less trustworthy."""
+    return tuple(f"{flag} in {side}" for flag in ("contended", "undersampled") for side, record in (("A", record_a), ("B", record_b)) if record.get(flag))
+
+
 def compare_runs(a: Path | str | RunData, b: Path | str | RunData, threshold: float = DEFAULT_THRESHOLD_PCT,
                  resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> Comparison:
     """Compare run b against run a (the baseline); threshold is in percent."""
@@ -245,7 +271,8 @@ def compare_runs(a: Path | str | RunData, b: Path | str | RunData, threshold: fl
         both_ok = record_a.get("status") == "ok" and record_b.get("status") == "ok"
         cache: CiCache = {}
         metrics = tuple(_metric_change(m, record_a, record_b, threshold, cache, resamples, seed) for m in METRICS) if both_ok else ()
-        cells.append(CellChange(record_key(record_a), cell_label(record_a), str(record_a.get("status")), str(record_b.get("status")), metrics))
+        cells.append(CellChange(record_key(record_a), cell_label(record_a), str(record_a.get("status")), str(record_b.get("status")), metrics,
+                                cell_flags(record_a, record_b)))
     return Comparison(
         name_a=run_a.name,
         name_b=run_b.name,
@@ -254,6 +281,7 @@ def compare_runs(a: Path | str | RunData, b: Path | str | RunData, threshold: fl
         only_in_a=tuple(cell_label(r) for r in sort_cells([r for r in run_a.records if record_key(r) not in by_id_b])),
         only_in_b=tuple(cell_label(r) for r in sort_cells([r for r in run_b.records if record_key(r) not in by_id_a])),
         fingerprint_differences=tuple(fingerprint_differences(run_a.meta, run_b.meta)),
+        machine_warnings=tuple(ceiling_differences(run_a.meta, run_b.meta)),
     )
 
 
@@ -298,7 +326,7 @@ def comparison_table(comparison: Comparison) -> Table:
         median = cell.metric("median_ms")
         status = escape(cell.status_a if cell.status_a == cell.status_b else f"{cell.status_a} → {cell.status_b}")
         table.add_row(
-            escape(cell.label),
+            escape(cell.label) + "".join(f" [yellow](! {escape(flag)})[/]" for flag in cell.flags),
             f"[red]{status}[/]" if cell.status_regressed else status,
             f"{median.a:.3g} → {median.b:.3g}" if median and median.a is not None and median.b is not None else "–",
             _rich_change(median, with_ci=True),

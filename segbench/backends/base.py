@@ -17,6 +17,7 @@ class Backend(ABC):
     description: ClassVar[str]
     # Memory this backend allocates outside PyTorch's caching allocator, which a budget cap cannot limit; None if none.
     memory_outside_torch: ClassVar[str | None] = None
+    warm_imports: ClassVar[tuple[str, ...]] = ()  # what a warm template imports for this backend's cells
 
     def unsupported_reason(self, device: torch.device) -> str | None:
         return None

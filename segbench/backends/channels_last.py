@@ -69,3 +69,4 @@ class CompileChannelsLast(_ChannelsLast):
     name = "compile-cl"
     description = "torch.compile (inductor) with model and inputs in channels_last (NHWC); compile time is prepare_s"
     inner = Compile()
+    warm_imports = Compile.warm_imports

@@ -9,6 +9,7 @@ from segbench.models.base import SegmentationAdapter
 class Compile(Backend):
     name = "compile"
     description = "torch.compile (inductor, default mode); compile time is recorded as prepare_s"
+    warm_imports = ("torch._inductor.compile_fx",)
 
     def prepare(self, adapter: SegmentationAdapter, example: torch.Tensor) -> ForwardFn:
         assert adapter.model is not None

@@ -50,6 +50,7 @@ class HFPipeline(PipelineAdapter):
 
 class HFImageSegmentationPipeline(Backend):
     name = "hf-pipeline"
+    warm_imports = ("transformers.pipelines",)
     description = "transformers pipeline('image-segmentation') on PIL images (its own processor, resizing and postprocessing)"
 
     def __init__(self) -> None:

@@ -26,12 +26,15 @@ import torch
 from torch import nn
 from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
 
+from segbench import cache
 from segbench.backends.base import Backend, ForwardFn
 from segbench.errors import UnsupportedError
 from segbench.models.base import SegmentationAdapter
 
 OPSET = 18
 CUDA_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+EXPORT_LIBRARIES = ("onnx", "onnxscript", "onnxruntime")  # their versions key cached graphs, with torch's
+GRAPH_FILE = "model.onnx"
 
 
 class OnnxGraphPrecision(nn.Module, ABC):
@@ -50,6 +53,17 @@ class OnnxGraphPrecision(nn.Module, ABC):
     @abstractmethod
     def rewrite(self, onnx_path: Path, input_name: str, workdir: Path) -> Path:
         """Turn the exported float graph into the one to run; returns its path."""
+
+    def cache_fields(self) -> dict[str, Any]:
+        """What, besides the float model and the cell, the rewritten graph depends on (part of its cache key)."""
+        return {}
+
+    def cache_state(self) -> dict[str, Any]:
+        """What `rewrite` learned that must come back with a cached graph (JSON-able)."""
+        return {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take back `cache_state` when the rewritten graph comes from the cache instead of `rewrite`."""
 
     @torch.compiler.disable  # so torch.compile runs this eagerly and the refusal surfaces unchanged
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -209,10 +223,43 @@ def cuda_forward(session: Any, layout: OutputLayout, reference: Sequence[torch.T
     return forward
 
 
+# ---- the cache: an export (and its int8 rewrite) is reused across runs ----------------------------------
+
+def _graph_key(model: nn.Module, graph_precision: OnnxGraphPrecision | None, example: torch.Tensor) -> cache.CacheKey:
+    kind = "onnx-export" if graph_precision is None else f"onnx-{graph_precision.precision_name}"
+    extra = graph_precision.cache_fields() if graph_precision is not None else {}
+    return cache.key(kind, model, EXPORT_LIBRARIES, opset=OPSET, input_shape=list(example.shape), input_dtype=str(example.dtype), device_type=example.device.type, **extra)
+
+
+def _cached_graph(cache_key: cache.CacheKey, graph_precision: OnnxGraphPrecision | None) -> tuple[Path, dict[str, Any]] | None:
+    entry = cache.lookup(cache_key)
+    if entry is None:
+        return None
+    if graph_precision is not None:
+        graph_precision.restore(entry.extra.get("state", {}))
+    return entry.file(GRAPH_FILE), {**entry.extra.get("info", {}), "cache": "hit"}
+
+
+def _built_graph(cache_key: cache.CacheKey, model: nn.Module, graph_precision: OnnxGraphPrecision | None, layout: OutputLayout, example: torch.Tensor) -> tuple[Path, dict[str, Any]]:
+    """Export (and rewrite, for ort-int8) into a temporary folder, then keep a copy in the cache."""
+    started = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="segbench-onnx-"))
+    path = workdir / GRAPH_FILE
+    exporter = export_onnx(FlatOutputs(model, layout), example, path)
+    info: dict[str, Any] = {"exporter": exporter, "opset": OPSET if exporter == "dynamo" else 17, "export_s": round(time.perf_counter() - started, 3)}
+    if graph_precision is not None:
+        started = time.perf_counter()
+        path = graph_precision.rewrite(path, graph_input_name(path), workdir)
+        info[f"{graph_precision.precision_name}_s"] = round(time.perf_counter() - started, 3)
+    stored = cache.store(cache_key, {GRAPH_FILE: path}, {"info": info, "state": graph_precision.cache_state() if graph_precision is not None else {}})
+    return path, {**info, "cache": "miss" if stored is not None else "off"}
+
+
 # ---- the backend --------------------------------------------------------------------------------------
 
 class OnnxRuntime(Backend):
     name = "onnxruntime"
+    warm_imports = ("onnxruntime", "onnx", "onnxscript", "torch.onnx._internal.exporter._core")
     description = "ONNX Runtime (exported once per cell with torch.onnx; CPU provider, or TensorRT/CUDA providers on GPUs); export is prepare_s"
     memory_outside_torch = "ONNX Runtime's own arenas (its CUDA memory arena and workspaces, or host memory on a CPU)"
 
@@ -240,21 +287,21 @@ class OnnxRuntime(Backend):
         if reason:
             raise UnsupportedError(reason)
 
-        started = time.perf_counter()
         # The cell prepares under inference_mode, whose tensors torch.export cannot trace.
         with torch.inference_mode(False), torch.no_grad():
             example = example.clone()
             reference = model(example)  # also fills shape-keyed caches (YOLO anchors) before tracing
             layout = OutputLayout.of(reference)
-            workdir = Path(tempfile.mkdtemp(prefix="segbench-onnx-"))
-            path = workdir / "model.onnx"
-            exporter = export_onnx(FlatOutputs(model, layout), example, path)
-        info: dict[str, Any] = {"exporter": exporter, "opset": OPSET if exporter == "dynamo" else 17, "export_s": round(time.perf_counter() - started, 3)}
-        if graph_precision is not None:
-            started = time.perf_counter()
-            path = graph_precision.rewrite(path, graph_input_name(path), workdir)
-            info[f"{graph_precision.precision_name}_s"] = round(time.perf_counter() - started, 3)
-        session = make_session(path, device, int8=graph_precision is not None)
+            cache_key = _graph_key(model, graph_precision, example)
+            path, info = _cached_graph(cache_key, graph_precision) or _built_graph(cache_key, model, graph_precision, layout, example)
+            try:
+                session = make_session(path, device, int8=graph_precision is not None)
+            except Exception as exc:  # noqa: BLE001: a cached graph ONNX Runtime cannot load is rebuilt; a fresh one's failure stands
+                if info.get("cache") != "hit":
+                    raise
+                cache.discard(cache_key, f"ONNX Runtime could not load it: {_first_line(exc)}")
+                path, info = _built_graph(cache_key, model, graph_precision, layout, example)
+                session = make_session(path, device, int8=graph_precision is not None)
         self._info = {**info, "providers": session.get_providers(), "onnx_mb": round(path.stat().st_size / 2**20, 2), "threads": torch.get_num_threads()}
 
         if device.type == "cuda":

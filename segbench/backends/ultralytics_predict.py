@@ -51,6 +51,7 @@ class UltralyticsPipeline(PipelineAdapter):
 
 class UltralyticsPredict(Backend):
     name = "ultralytics-predict"
+    warm_imports = ("ultralytics",)
     description = "ultralytics' own YOLO.predict on host images (its letterbox, NMS and masks; it picks threads and fuses layers)"
 
     def wrap(self, adapter: SegmentationAdapter) -> SegmentationAdapter:

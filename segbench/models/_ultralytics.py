@@ -72,6 +72,7 @@ def read_ultralytics_checkpoint(name: str, path: Path) -> Checkpoint:
 
 class UltralyticsAdapter(SegmentationAdapter):
     """A model built from an ultralytics model YAML (card.extra['yaml']) by a class of ultralytics.nn.tasks."""
+    warm_imports = ("ultralytics.nn.tasks", "ultralytics.utils.ops", "ultralytics.utils.nms")
 
     # The FPN concatenates stride-32 features with upsampled ones, so sides must be multiples of 32.
     constraints: ClassVar[InputConstraints] = InputConstraints(min_size=32, multiple_of=32, policy="pad")

@@ -127,6 +127,8 @@ class SegmentationAdapter(ABC):
 
     constraints: ClassVar[InputConstraints] = InputConstraints()
     options_schema: ClassVar[type[BaseModel]] = HeadOptions
+    # Modules a warm template imports before forking this family's cells (see segbench.forkserver).
+    warm_imports: ClassVar[tuple[str, ...]] = ()
     mean: ClassVar[tuple[float, float, float]] = IMAGENET_MEAN
     std: ClassVar[tuple[float, float, float]] = IMAGENET_STD
     # Regexes of the state-dict keys whose first dimension is the head's row count, and how many rows the

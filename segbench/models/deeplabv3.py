@@ -22,6 +22,7 @@ VOC_CLASSES = 21
 
 class DeepLabV3Adapter(SegmentationAdapter):
     """ImageNet mean/std (the base defaults), any input size; logits come back at the input size."""
+    warm_imports = ("torchvision.models.segmentation",)
 
     head_keys = ("classifier.4.weight",)
 

@@ -33,6 +33,7 @@ _PUBLISHED = {"swin-t": 47.0, "swin-s": 69.0, "swin-b": 107.0}  # M, Mask2Former
 
 
 class Mask2FormerAdapter(TransformersAdapter):
+    warm_imports = ("transformers.models.mask2former.modeling_mask2former", "transformers.models.swin.modeling_swin")
     model_class: ClassVar[str] = "Mask2FormerForUniversalSegmentation"
     # Mask2FormerImageProcessor pads to a multiple of 32 (size_divisor), the coarsest backbone stride.
     constraints: ClassVar[InputConstraints] = InputConstraints(min_size=32, multiple_of=32, policy="pad")

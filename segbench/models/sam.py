@@ -39,6 +39,7 @@ class SamOptions(BaseModel):
 
 
 class SamAdapter(TransformersAdapter):
+    warm_imports = ("transformers.models.sam.modeling_sam",)
     model_class: ClassVar[str] = "SamModel"
     constraints: ClassVar[InputConstraints] = InputConstraints(min_size=16)
     options_schema: ClassVar[type[BaseModel]] = SamOptions

@@ -31,6 +31,7 @@ _DATASETS = {"ade20k": ("", 150), "cityscapes": ("-cityscapes", 19)}
 
 
 class SegformerAdapter(TransformersAdapter):
+    warm_imports = ("transformers.models.segformer.modeling_segformer",)
     model_class: ClassVar[str] = "SegformerForSemanticSegmentation"
     head_keys: ClassVar[tuple[str, ...]] = ("decode_head.classifier.weight",)
 

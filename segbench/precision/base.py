@@ -29,6 +29,7 @@ class Precision(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     input_dtype: ClassVar[torch.dtype] = torch.float32
+    warm_imports: ClassVar[tuple[str, ...]] = ()  # what a warm template imports for this precision's cells
 
     def unsupported_reason(self, device: torch.device) -> str | None:
         """Why this device cannot run the precision, or None when it can."""

@@ -31,6 +31,7 @@ def fp8_convertible(module: nn.Module, name: str) -> bool:
 
 class FP8(Precision):
     name = "fp8"
+    warm_imports = ("torchao.quantization",)
     description = "torchao float8 dynamic activations and weights (e4m3, per tensor), bf16 elsewhere; CUDA capability >= 8.9"
     input_dtype = torch.bfloat16
 

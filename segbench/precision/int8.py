@@ -215,6 +215,7 @@ class CompiledGraph(nn.Module):
 
 class Int8(Precision):
     name = "int8"
+    warm_imports = ("torchao.quantization.pt2e.quantize_pt2e", "torchao.quantization.pt2e.quantizer.x86_inductor_quantizer", "torch._inductor.compile_fx")
     description = "int8 via torchao: PT2E static quantization compiled by inductor on CPUs; dynamic int8 activations and weights (nn.Linear) on CUDA"
 
     def __init__(self) -> None:

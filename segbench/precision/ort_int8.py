@@ -11,6 +11,7 @@ so ort-int8 on CUDA needs TensorRT.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 from pathlib import Path
@@ -148,6 +149,17 @@ class OrtInt8Graph(OnnxGraphPrecision):
         self.calibration = list(calibration)
         self.reduce_range = reduce_range
 
+    def cache_fields(self) -> dict[str, Any]:
+        calibration = hashlib.sha256(b"".join(batch.tobytes() for batch in self.calibration)).hexdigest()
+        return {"reduce_range": self.reduce_range, "calibration_sha256": calibration}
+
+    def cache_state(self) -> dict[str, Any]:
+        return {"quantized_share": recall_share(self)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if state.get("quantized_share") is not None:
+            remember_share(self, state["quantized_share"])
+
     def rewrite(self, onnx_path: Path, input_name: str, workdir: Path) -> Path:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -170,6 +182,7 @@ class OrtInt8Graph(OnnxGraphPrecision):
 
 class OrtInt8(Precision):
     name = "ort-int8"
+    warm_imports = ("onnxruntime.quantization", "onnx")
     description = "ONNX Runtime static int8 (QDQ: per-channel int8 weights, uint8 activations, MinMax calibration); backend onnxruntime only"
 
     def __init__(self) -> None:

@@ -22,6 +22,7 @@ INT4_GROUP_SIZE = 128
 
 class _WeightOnly(Precision):
     """The shared flow: census, refuse conv-only models, quantize_ the Linear layers, record the share."""
+    warm_imports = ("torchao.quantization",)
 
     def quantized_share(self, model: nn.Module) -> dict[str, Any] | None:
         return recall_share(model)

@@ -1,0 +1,279 @@
+"""Persistent caches for what a cell prepares: inductor's compiled code, ONNX exports, quantized ONNX graphs.
+
+Where: `--cache-dir`, else `$SEGBENCH_CACHE_DIR`, else the platform's user cache directory
+(platformdirs: ~/.cache/segbench on Linux). `--no-cache` (`SEGBENCH_NO_CACHE=1`) turns every cache
+off, inductor's included (it then compiles into a fresh temporary directory).
+
+An entry is a folder named by the hash of its key: the model, a hash of its weights, resolution,
+batch, precision, backend, the device type and the versions of torch and of the exporting library,
+so a version change never reuses an entry. Its manifest holds the key and a SHA-256 of each file;
+an entry whose manifest or files do not check out is discarded with a warning and rebuilt.
+
+The settings travel to cells as environment variables (a forked or spawned cell inherits them). What
+the cell's process did with the caches (`events()`) goes into its record as `prepare_cache`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CACHE_DIR_ENV = "SEGBENCH_CACHE_DIR"
+NO_CACHE_ENV = "SEGBENCH_NO_CACHE"
+MANIFEST = "manifest.json"
+ENTRIES_DIR = "entries"
+INDUCTOR_DIR = "inductor"
+FORMAT = 1  # bump when the layout of an entry changes
+
+
+class CacheWarning(UserWarning):
+    """A cache entry was unusable (corrupt, unreadable) and is being rebuilt."""
+
+
+def enabled() -> bool:
+    return os.environ.get(NO_CACHE_ENV, "").strip().lower() not in ("1", "true", "yes", "on")
+
+
+def default_root() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("segbench"))
+
+
+def root() -> Path | None:
+    """The cache directory, or None when caching is off."""
+    if not enabled():
+        return None
+    override = os.environ.get(CACHE_DIR_ENV, "").strip()
+    return Path(override).expanduser() if override else default_root()
+
+
+def configure(cache_dir: Path | None = None, disabled: bool = False) -> None:
+    """Set this process's (and so its cells') cache settings: what --cache-dir and --no-cache do."""
+    if cache_dir is not None:
+        os.environ[CACHE_DIR_ENV] = str(Path(cache_dir).expanduser().resolve())
+    if disabled:
+        os.environ[NO_CACHE_ENV] = "1"
+    else:
+        os.environ.pop(NO_CACHE_ENV, None)
+
+
+def clear(directory: Path | None = None) -> None:
+    """Delete every cache (segbench's entries and inductor's) under `directory` or the configured root."""
+    target = directory or root()
+    if target is not None and target.exists():
+        shutil.rmtree(target)
+
+
+# ---- inductor --------------------------------------------------------------------------------------
+
+def configure_inductor() -> None:
+    """Point inductor's on-disk caches at the segbench cache, or switch them off; call before any compile."""
+    base = root()
+    if base is None:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="segbench-inductor-")
+        os.environ["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] = "1"
+        if "torch._inductor.config" in sys.modules:  # a warm template imported it: its env was read already
+            sys.modules["torch._inductor.config"].force_disable_caches = True
+        return
+    directory = base / INDUCTOR_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory)
+
+
+def inductor_event() -> dict[str, Any] | None:
+    """Inductor's own cache counters for this process (FX graphs and AOT autograd), as one event, if it compiled."""
+    if "torch._dynamo.utils" not in sys.modules:
+        return None
+    counters = sys.modules["torch._dynamo.utils"].counters
+    inductor, aot = counters.get("inductor", {}), counters.get("aot_autograd", {})
+    counts = {
+        "fx_graph_hit": inductor.get("fxgraph_cache_hit", 0),
+        "fx_graph_miss": inductor.get("fxgraph_cache_miss", 0),
+        "fx_graph_bypass": inductor.get("fxgraph_cache_bypass", 0),
+        "autograd_hit": aot.get("autograd_cache_hit", 0),
+        "autograd_miss": aot.get("autograd_cache_miss", 0),
+    }
+    if not any(counts.values()):
+        return None
+    if not enabled():
+        status = "off"
+    elif counts["fx_graph_miss"]:
+        status = "miss"
+    elif counts["fx_graph_hit"]:
+        status = "hit"
+    else:  # freezing graphs (int8's) skip the FX cache; only inductor's compiled C++ is reused
+        status = "bypass"
+    return {"kind": "inductor", "status": status, **counts}
+
+
+# ---- keys ------------------------------------------------------------------------------------------
+
+def library_versions(names: Iterable[str]) -> dict[str, str]:
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def weights_digest(module: Any) -> str:
+    """SHA-256 of a module's state: names, dtypes, shapes and bytes (random weights are seeded, so stable)."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        if not isinstance(tensor, torch.Tensor):
+            continue
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        if tensor.numel():
+            digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.dtype != torch.bool else tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """What an entry was built from; any field that differs is a different entry."""
+
+    kind: str  # onnx-export, ort-int8, ...
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def canonical(self) -> str:
+        return json.dumps({"format": FORMAT, "kind": self.kind, **self.fields}, sort_keys=True, separators=(",", ":"), default=str)
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.canonical().encode()).hexdigest()[:32]
+
+
+_CELL: dict[str, Any] = {}
+
+
+def set_cell(**axes: Any) -> None:
+    """The cell's axes (model, options, weights, resolution, batch, precision, backend, device); part of every key."""
+    _CELL.clear()
+    _CELL.update(axes)
+
+
+def key(kind: str, module: Any, libraries: Iterable[str], **extra: Any) -> CacheKey:
+    """A key for an artefact built from `module` in this cell, by these libraries (plus torch)."""
+    return CacheKey(kind, {**_CELL, "weights_sha256": weights_digest(module), "versions": library_versions(("torch", *libraries)), **extra})
+
+
+# ---- entries ---------------------------------------------------------------------------------------
+
+_EVENTS: list[dict[str, Any]] = []
+
+
+def events() -> list[dict[str, Any]]:
+    """What this process's cell did with the caches, in order, inductor's counters last."""
+    found = list(_EVENTS)
+    inductor = inductor_event()
+    return found + [inductor] if inductor else found
+
+
+def summary(found: list[dict[str, Any]]) -> str | None:
+    """One word for prepare_s: hit (all reused), miss (something built), off (--no-cache), or None (nothing cacheable)."""
+    statuses = {event["status"] for event in found if event["status"] != "bypass"}
+    if not statuses:
+        return None
+    if statuses == {"off"}:
+        return "off"
+    return "hit" if statuses == {"hit"} else "miss"
+
+
+def _record(cache_key: CacheKey, status: str, **detail: Any) -> None:
+    _EVENTS.append({"kind": cache_key.kind, "status": status, "key": cache_key.digest, **detail})
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A usable entry: its folder and what was stored with it."""
+
+    path: Path
+    extra: dict[str, Any]
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+
+def _entry_dir(cache_key: CacheKey) -> Path | None:
+    base = root()
+    return None if base is None else base / ENTRIES_DIR / cache_key.kind / cache_key.digest
+
+
+def discard(cache_key: CacheKey, reason: str) -> None:
+    """Remove an unusable entry, with a warning naming it and why."""
+    directory = _entry_dir(cache_key)
+    warnings.warn(f"segbench cache: discarding {cache_key.kind} entry {cache_key.digest} ({reason}); rebuilding it", CacheWarning, stacklevel=2)
+    print(f"segbench cache: discarding {cache_key.kind} entry {cache_key.digest} ({reason}); rebuilding it", file=sys.stderr, flush=True)
+    _record(cache_key, "corrupt", reason=reason)
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def lookup(cache_key: CacheKey) -> Entry | None:
+    """The entry for this key when it exists and checks out; a miss (recorded) otherwise."""
+    directory = _entry_dir(cache_key)
+    if directory is None:
+        _record(cache_key, "off")
+        return None
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        _record(cache_key, "miss")
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        if manifest["key"] != json.loads(cache_key.canonical()):
+            raise ValueError("its manifest holds another key")
+        for name, expected in manifest["files"].items():
+            if _sha256(directory / name) != expected:
+                raise ValueError(f"{name} does not match its checksum")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        discard(cache_key, str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}")
+        return None
+    _record(cache_key, "hit")
+    return Entry(directory, manifest.get("extra", {}))
+
+
+def store(cache_key: CacheKey, files: dict[str, Path], extra: dict[str, Any] | None = None) -> Entry | None:
+    """Copy the built files into a new entry (written aside, then renamed into place); None when caching is off."""
+    directory = _entry_dir(cache_key)
+    if directory is None:
+        return None
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{cache_key.digest}-", dir=directory.parent))
+    try:
+        for name, source in files.items():
+            shutil.copyfile(source, staging / name)
+        manifest = {"key": json.loads(cache_key.canonical()), "files": {name: _sha256(staging / name) for name in files}, "extra": extra or {}, "created": time.time()}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
+        shutil.rmtree(directory, ignore_errors=True)
+        staging.rename(directory)
+    except OSError as exc:  # a full or read-only disk costs the next run a rebuild, never this cell
+        shutil.rmtree(staging, ignore_errors=True)
+        print(f"segbench cache: could not store {cache_key.kind} entry ({exc})", file=sys.stderr, flush=True)
+        return None
+    return Entry(directory, extra or {})

@@ -1,0 +1,337 @@
+"""Warm process start: a template process imports the heavy libraries once, and each cell forks from it.
+
+Every cell still runs in its own fresh process, and CUDA is initialised only there: the template
+imports torch, segbench and the libraries the cell will need (transformers, ultralytics, onnxruntime,
+torchao ...) and never touches a device, so a fork of it starts a cell in milliseconds instead of the
+seconds those imports take. The template imports exactly what the cell would import anyway (its
+family's library, its backend's, its precision's), so a cell's host memory is what a spawned
+cell's would be.
+
+Templates are keyed by that import list; at most `MAX_TEMPLATES` stay alive (each is idle, blocked on
+a pipe, while a cell measures). A template that dies is detected, never waited on: a fork request
+or the wait for a running cell's exit reads end-of-file on the template's pipe and raises
+`TemplateDied`; the next cell starts a fresh template and its record says why.
+
+`SEGBENCH_WARM_START=0` turns this off: every cell is spawned, as before.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib
+import multiprocessing
+import os
+import signal
+import sys
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable
+from multiprocessing import reduction
+from multiprocessing.connection import Connection
+from typing import Any
+
+WARM_START_ENV = "SEGBENCH_WARM_START"
+MAX_TEMPLATES = 2
+READY_TIMEOUT_S = 600.0  # imports on a busy machine can take a minute; a hung template still ends
+BASE_IMPORTS = ("torch", "torchvision", "numpy", "psutil", "segbench.cell", "segbench.isolation")
+# In the template only: torch.cuda.is_available() asks NVML instead of initialising the CUDA driver.
+TEMPLATE_ENV = {"PYTORCH_NVML_BASED_CUDA_CHECK": "1"}
+
+
+class TemplateDied(RuntimeError):
+    """The template process ended (crashed, was killed) while the runner needed it."""
+
+
+def warm_start_enabled() -> bool:
+    return os.environ.get(WARM_START_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+class _ChildConnection:
+    """Stands in an argument list for the pipe end the forked child reports on (sent as a file descriptor)."""
+
+
+_CHILD_CONNECTION = _ChildConnection()
+
+
+# ---- inside the template --------------------------------------------------------------------------
+
+def _preload(imports: tuple[str, ...]) -> dict[str, str]:
+    failed: dict[str, str] = {}
+    for name in imports:
+        try:
+            importlib.import_module(name)
+        # An optional library that is missing is the cell's to report, with its own message.
+        except Exception as exc:  # noqa: BLE001
+            failed[name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+    return failed
+
+
+def _warm_state() -> None:
+    """What every cell does first and no device is involved in: registry discovery, decoding the photographs.
+
+    Host-only work (numpy and PIL, no torch op), so no thread pool exists yet when the template forks.
+    """
+    from segbench.backends import backend_names
+    from segbench.images import sample_photographs
+    from segbench.models.registry import list_models
+    from segbench.precision import precision_names
+
+    backend_names(), precision_names(), list_models()
+    sample_photographs()
+
+
+def _cuda_initialized() -> bool:
+    torch = sys.modules.get("torch")
+    return bool(torch is not None and torch.cuda.is_initialized())
+
+
+def _run_forked(connection: Connection, target: Callable[..., Any], args: tuple[Any, ...], env: dict[str, str], fd: int) -> None:
+    """The cell's process, right after the fork: the runner's environment, the pipe it reports on, then the target."""
+    code = 1
+    try:
+        connection.close()  # only the template talks to the runner, so the template's death reaches it as EOF
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.environ.clear()
+        os.environ.update(env)  # what a spawned child would have inherited at this moment
+        from multiprocessing import util
+
+        util._finalizer_registry.clear()
+        util._run_after_forkers()
+        child_connection = Connection(fd)
+        target(*(child_connection if isinstance(arg, _ChildConnection) else arg for arg in args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    # Whatever it is, the exit code tells the runner and the traceback goes to the cell's log.
+    except BaseException:  # noqa: BLE001
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+
+def _template_main(connection: Connection, imports: tuple[str, ...]) -> None:
+    from segbench.isolation import die_with_parent
+
+    die_with_parent()  # a killed runner takes its templates (and through them their cells) along
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle; it closes the template
+    os.environ.update(TEMPLATE_ENV)
+    started = time.perf_counter()
+    failed = _preload(imports)
+    try:
+        _warm_state()
+    # The cell does the same work and reports the failure itself.
+    except Exception as exc:  # noqa: BLE001
+        failed["warm state"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+    connection.send(("ready", {"pid": os.getpid(), "import_s": round(time.perf_counter() - started, 3), "failed_imports": failed, "cuda_initialized": _cuda_initialized()}))
+    while True:
+        try:
+            message = connection.recv()
+        except EOFError:
+            return
+        if message[0] != "fork":
+            return
+        _, target, args, env = message
+        fd = reduction.recv_handle(connection)
+        pid = os.fork()
+        if pid == 0:
+            _run_forked(connection, target, args, env, fd)
+        os.close(fd)
+        connection.send(("started", pid))
+        _, status = os.waitpid(pid, 0)
+        connection.send(("exited", os.waitstatus_to_exitcode(status)))
+
+
+# ---- in the runner --------------------------------------------------------------------------------
+
+def cell_imports(cell: Any) -> tuple[str, ...]:
+    """What a cell would import anyway: segbench and torch, its family's library, its backend's, its precision's.
+
+    Nothing more, so a forked cell's host memory matches a spawned one's; the tuple is the template's key.
+    """
+    from segbench.backends import get_backend
+    from segbench.models.registry import adapter_class
+    from segbench.precision import get_precision
+
+    extra: list[str] = []
+    for owner in (lambda: adapter_class(cell.model), lambda: get_backend(cell.backend), lambda: get_precision(cell.precision)):
+        # An unknown name (a plugin's model, registered only in the cell) fails in the cell, with its message.
+        with contextlib.suppress(Exception):
+            extra.extend(owner().warm_imports)
+    return BASE_IMPORTS + tuple(sorted(set(extra) - set(BASE_IMPORTS)))
+
+
+def _exit_text(exit_code: int | None) -> str:
+    if exit_code is None:
+        return "still running"
+    if exit_code < 0:
+        try:
+            return f"killed by {signal.Signals(-exit_code).name}"
+        except ValueError:
+            return f"killed by signal {-exit_code}"
+    return f"exit code {exit_code}"
+
+
+class Template:
+    """One template process and the pipe to it; `fork` asks it for a fresh child."""
+
+    def __init__(self, imports: tuple[str, ...]):
+        context = multiprocessing.get_context("spawn")
+        self.imports = imports
+        self.connection, remote = context.Pipe(duplex=True)
+        self.process = context.Process(target=_template_main, args=(remote, imports), name="segbench-template", daemon=True)
+        self.process.start()
+        remote.close()
+        self.info: dict[str, Any] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def death(self, doing: str) -> TemplateDied:
+        self.process.join(timeout=5)
+        return TemplateDied(f"the forkserver (pid {self.pid}) died {doing} ({_exit_text(self.process.exitcode)})")
+
+    def receive(self, timeout_s: float | None, doing: str) -> tuple[Any, ...]:
+        try:
+            if not self.connection.poll(timeout_s):
+                self.close()
+                raise TemplateDied(f"the forkserver (pid {self.pid}) did not answer within {timeout_s:g} s {doing}; killed")
+            return self.connection.recv()
+        except (EOFError, OSError):
+            raise self.death(doing) from None
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> dict[str, Any]:
+        if self.info is None:
+            self.info = self.receive(timeout_s, "while importing its libraries")[1]
+        return self.info
+
+    def fork(self, target: Callable[..., Any], args: tuple[Any, ...], fd: int) -> int:
+        """A fresh child running target(*args), reporting on `fd`; returns its pid."""
+        self.wait_ready()
+        try:
+            self.connection.send(("fork", target, args, dict(os.environ)))
+            reduction.send_handle(self.connection, fd, self.pid or 0)
+        except OSError:
+            raise self.death("before the cell's process could be forked") from None
+        return self.receive(READY_TIMEOUT_S, "while forking the cell's process")[1]
+
+    def close(self) -> None:
+        try:
+            self.connection.send(("close",))
+        except OSError:
+            pass
+        self.connection.close()
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+_TEMPLATES: OrderedDict[tuple[str, ...], Template] = OrderedDict()
+
+
+def template_for(imports: tuple[str, ...]) -> tuple[Template, str | None]:
+    """The live template for this import list (started if needed), and why an earlier one was replaced."""
+    template = _TEMPLATES.pop(imports, None)
+    replaced = None
+    if template is not None and not template.alive():
+        replaced = str(template.death("between cells"))
+        template.close()
+        template = None
+    if template is None:
+        while len(_TEMPLATES) >= MAX_TEMPLATES:
+            _TEMPLATES.popitem(last=False)[1].close()
+        template = Template(imports)
+    _TEMPLATES[imports] = template
+    return template, replaced
+
+
+def live_templates() -> list[Template]:
+    """The templates this process holds, oldest first."""
+    return list(_TEMPLATES.values())
+
+
+def forget(template: Template) -> None:
+    """Drop a template that failed, so the next cell starts a fresh one."""
+    for key, candidate in list(_TEMPLATES.items()):
+        if candidate is template:
+            del _TEMPLATES[key]
+    template.close()
+
+
+@atexit.register
+def shutdown() -> None:
+    while _TEMPLATES:
+        _TEMPLATES.popitem()[1].close()
+
+
+class ForkedProcess:
+    """The part of `multiprocessing.Process` that isolation uses, for a child forked from a template.
+
+    One argument may be the sending end of a `multiprocessing.Pipe`: its descriptor is passed to the
+    template, and the child gets a connection on it in its place.
+    """
+
+    def __init__(self, target: Callable[..., Any], args: tuple[Any, ...], imports: tuple[str, ...], name: str = "segbench-cell"):
+        self.target = target
+        self.args = args
+        self.imports = imports
+        self.name = name
+        self.pid: int | None = None
+        self.exitcode: int | None = None
+        self.failure: str | None = None  # set when the template died under the child
+        self.startup: dict[str, Any] = {}
+        self._template: Template | None = None
+
+    def start(self) -> None:
+        connection = next(arg for arg in self.args if isinstance(arg, Connection))
+        args = tuple(_CHILD_CONNECTION if arg is connection else arg for arg in self.args)
+        template, replaced = template_for(self.imports)
+        self._template = template
+        try:
+            started = time.perf_counter()
+            info = template.wait_ready()
+            waited = time.perf_counter() - started
+            self.pid = template.fork(self.target, args, connection.fileno())
+        except TemplateDied:
+            forget(template)
+            raise
+        self.startup = {"mode": "forkserver", "template_pid": template.pid, "template_import_s": info["import_s"], "waited_for_template_s": round(waited, 3)}
+        if info["failed_imports"]:
+            self.startup["failed_imports"] = info["failed_imports"]
+        if replaced:
+            self.startup["template_replaced"] = replaced
+
+    def _wait(self, timeout_s: float | None) -> None:
+        if self.exitcode is not None or self.failure is not None or self._template is None:
+            return
+        template = self._template
+        if not template.connection.poll(timeout_s):
+            return
+        try:
+            self.exitcode = template.receive(0, "while the cell ran")[1]
+        except TemplateDied as died:
+            self.failure = str(died)
+            forget(template)
+
+    def join(self, timeout: float | None = None) -> None:
+        self._wait(timeout)
+
+    def is_alive(self) -> bool:
+        self._wait(0)
+        return self.pid is not None and self.exitcode is None and self.failure is None
+
+    def kill(self) -> None:
+        if self.pid is not None and self.exitcode is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -1,0 +1,110 @@
+"""Warm start: cells fork from a template that imported the libraries; crashes and a dying template stay results."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+import pytest
+
+from segbench import forkserver, results
+from segbench.cell import CellRequest
+from segbench.isolation import execute_isolated
+from segbench.matrix import CellSpec
+from segbench.runner import run_suite
+from segbench.suite import Timing, load_suite
+from tests.conftest import FAST_TIMING, FAULT_PLUGIN
+
+
+def _records(suite_path: Path, out: Path) -> list[dict[str, Any]]:
+    run_dir = run_suite(load_suite(suite_path), suite_path, out).run_dir
+    return [json.loads(line) for line in (run_dir / results.RESULTS_FILE).read_text().splitlines()]
+
+
+def _request(model: str, timeout_s: float = 240) -> CellRequest:
+    cell = CellSpec(model=model, resolution=(16, 16), batch_size=1, precision="fp32", backend="eager")
+    timing = Timing(**{**FAST_TIMING, "timeout_s": timeout_s})
+    return CellRequest(cell, "cpu", timing, 10.0, 1, plugins=(FAULT_PLUGIN,))
+
+
+def _live_template() -> forkserver.Template:
+    [template] = [t for t in forkserver.live_templates() if t.alive()][-1:]
+    return template
+
+
+def test_cells_fork_from_a_warm_template_and_record_startup(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    first, second = _records(write_suite(models=["test-tiny"], batch_sizes=[1, 2]), tmp_path / "results")
+    for record in (first, second):
+        assert record["status"] == "ok", record.get("traceback") or record["error"]
+        assert record["startup"]["mode"] == "forkserver"
+        assert 0 <= record["startup_s"] <= record["wall_s"]
+    # One template served both cells, and each cell had a process of its own.
+    assert first["startup"]["template_pid"] == second["startup"]["template_pid"]
+    assert first["startup"]["template_import_s"] > 0
+
+
+def test_spawn_is_the_fallback_when_warm_start_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(forkserver.WARM_START_ENV, "0")
+    outcome = execute_isolated(_request("test-tiny"), 240)
+    assert outcome["status"] == "ok", outcome.get("traceback") or outcome["error"]
+    assert outcome["startup"] == {"mode": "spawn"} and outcome["startup_s"] > 0
+
+
+def test_template_imports_what_the_cell_needs_and_never_cuda() -> None:
+    segformer = forkserver.cell_imports(CellSpec(model="segformer-b0", resolution=(64, 64), batch_size=1, precision="int8", backend="onnxruntime"))
+    fast_scnn = forkserver.cell_imports(CellSpec(model="fast-scnn", resolution=(64, 64), batch_size=1, precision="fp32", backend="eager"))
+    assert "transformers.models.segformer.modeling_segformer" in segformer and "onnxruntime" in segformer
+    assert any(name.startswith("torchao") for name in segformer)
+    assert fast_scnn == forkserver.BASE_IMPORTS  # nothing a Fast-SCNN cell would not import itself
+    template, _ = forkserver.template_for(fast_scnn)
+    info = template.wait_ready()
+    assert info["cuda_initialized"] is False and info["failed_imports"] == {}
+
+
+def test_a_crashed_forked_process_is_a_recorded_status() -> None:
+    outcome = execute_isolated(_request("test-segfault"), 240)
+    assert outcome["startup"]["mode"] == "forkserver"
+    assert outcome["status"] == "error" and "SIGSEGV" in outcome["error"]
+    assert execute_isolated(_request("test-tiny"), 240)["status"] == "ok"  # the template lives on
+
+
+def _kill_template_once_it_forks(template_pid: int, killed: threading.Event) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if psutil.Process(template_pid).children():
+            os.kill(template_pid, signal.SIGKILL)
+            killed.set()
+            return
+        time.sleep(0.05)
+
+
+def test_the_template_dying_under_a_cell_is_reported_not_waited_on() -> None:
+    assert execute_isolated(_request("test-tiny"), 240)["status"] == "ok"  # a template for these imports is up
+    template = _live_template()
+    killed = threading.Event()
+    watcher = threading.Thread(target=_kill_template_once_it_forks, args=(template.pid, killed))
+    watcher.start()
+    started = time.monotonic()
+    outcome = execute_isolated(_request("test-hang", timeout_s=200), 200)  # the cell sleeps for an hour
+    watcher.join()
+    assert killed.is_set()
+    assert outcome["status"] == "error" and "forkserver" in outcome["error"] and "SIGKILL" in outcome["error"], outcome
+    assert time.monotonic() - started < 100  # noticed at once, not at the cell's timeout
+    assert execute_isolated(_request("test-tiny"), 240)["status"] == "ok"  # a fresh template serves the next cell
+
+
+def test_a_template_that_died_between_cells_is_replaced_and_the_record_says_so() -> None:
+    assert execute_isolated(_request("test-tiny"), 240)["status"] == "ok"
+    template = _live_template()
+    os.kill(template.pid, signal.SIGKILL)
+    template.process.join(timeout=30)
+    outcome = execute_isolated(_request("test-tiny"), 240)
+    assert outcome["status"] == "ok", outcome.get("error")
+    assert outcome["startup"]["template_pid"] != template.pid
+    assert "died between cells" in outcome["startup"]["template_replaced"] and "SIGKILL" in outcome["startup"]["template_replaced"]

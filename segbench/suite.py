@@ -46,6 +46,8 @@ class Timing(StrictModel):
     max_time_s: Annotated[float, Field(gt=0)] = 10.0
     timeout_s: Annotated[float, Field(gt=0)] = 600.0
     memory_iters: Annotated[int, Field(ge=0)] = 3
+    # Each cell measured in this many separate processes; the headline is the median of their medians (segbench/repeats.py).
+    repeats: Annotated[int, Field(ge=1, le=100)] = 1
 
     @model_validator(mode="after")
     def _bounds_are_ordered(self) -> Timing:

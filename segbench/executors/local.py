@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 from segbench.executors import Job, JobFinished, JobStarted
+from segbench.repeats import execute_repeated
 from segbench.results import utc_now
-from segbench.isolation import execute_isolated
 
 
 class LocalExecutor:
@@ -14,5 +14,5 @@ class LocalExecutor:
         for job in jobs:
             started(job)
             began_at, clock = utc_now(), time.perf_counter()
-            outcome = execute_isolated(job.request, job.timeout_s, job.log_path)
+            outcome = execute_repeated(job.request, job.timeout_s, job.log_path)
             finished(job, {**outcome, "started_at": began_at, "wall_s": round(time.perf_counter() - clock, 3)})

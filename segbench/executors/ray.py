@@ -39,13 +39,13 @@ def _run_on_worker(request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
 
     from segbench.cell import CellRequest
     from segbench.env import fingerprint
-    from segbench.isolation import execute_isolated
+    from segbench.repeats import execute_repeated
     from segbench.results import utc_now
 
     with tempfile.TemporaryDirectory() as folder:
         log_path = Path(folder) / "cell.log"
         began_at, clock = utc_now(), time.perf_counter()
-        outcome = execute_isolated(CellRequest.from_dict(request), timeout_s, log_path)
+        outcome = execute_repeated(CellRequest.from_dict(request), timeout_s, log_path)
         outcome.update(started_at=began_at, wall_s=round(time.perf_counter() - clock, 3))
         log = log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:] if log_path.is_file() else ""
     context = ray.get_runtime_context()

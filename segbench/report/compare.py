@@ -1,8 +1,10 @@
 """Run comparison: match cells by their axes (cell_id), change of each metric in %, bootstrap CIs.
 
-A latency change is significant only when the 95 % bootstrap interval of the relative change
-excludes zero *and* the change exceeds a threshold: the interval guards against noise, the
-threshold against differences too small to matter. Peak memory is one measurement per cell (no
+A latency change is significant only when the 95 % interval of the relative change excludes zero
+*and* the change exceeds a threshold. The interval is a bootstrap over the kept samples, or, when both
+runs measured each cell in k >= 2 processes (`timing.repeats`), a Welch t-interval over the
+per-process medians (the spread between processes, which samples of one process cannot show). The
+interval guards against noise, the threshold against differences too small to matter. Peak memory is one measurement per cell (no
 samples), so it is judged by the threshold alone. A quantile gets an interval only when each run
 has at least 5 samples beyond it (10 for the median, 100 for p95); without one it is never significant.
 """
@@ -190,12 +192,45 @@ def _change_ci(metric: _Metric, a: dict[str, Any], b: dict[str, Any], cache: CiC
     return low, high
 
 
+def process_medians(record: dict[str, Any]) -> np.ndarray | None:
+    """The per-process medians of a cell measured with `timing.repeats` >= 2, else None."""
+    medians = (record.get("repeats") or {}).get("process_medians_ms")
+    return np.asarray(medians, dtype=np.float64) if medians and len(medians) >= 2 else None
+
+
+def between_process_change_ci(a: np.ndarray, b: np.ndarray, change_pct: float, confidence: float = 0.95) -> tuple[float, float]:
+    """Welch t-interval of the change in % between two sets of per-process medians, centred on the headline change."""
+    from scipy import stats as scipy_stats
+
+    var_a, var_b = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    standard_error = math.sqrt(var_a + var_b)
+    if standard_error == 0:
+        return change_pct, change_pct
+    dof = (var_a + var_b) ** 2 / (var_a**2 / (a.size - 1) + var_b**2 / (b.size - 1))
+    half = float(scipy_stats.t.ppf(0.5 + confidence / 2, dof)) * standard_error / float(a.mean()) * 100
+    return change_pct - half, change_pct + half
+
+
+def _between_process_ci(metric: _Metric, a: dict[str, Any], b: dict[str, Any], change_pct: float) -> tuple[float, float] | None:
+    """For the median and FPS when both runs measured each cell in >= 2 processes: the between-process interval."""
+    medians_a, medians_b = process_medians(a), process_medians(b)
+    if medians_a is None or medians_b is None or metric.key not in ("median_ms", "fps"):
+        return None
+    if not metric.higher_is_better:
+        return between_process_change_ci(medians_a, medians_b, change_pct)
+    latency_change = (float(np.median(medians_b)) / float(np.median(medians_a)) - 1) * 100
+    low, high = between_process_change_ci(medians_a, medians_b, latency_change)
+    return 100 / (1 + high / 100) - 100, 100 / (1 + low / 100) - 100  # FPS is the inverse of the median
+
+
 def _metric_change(metric: _Metric, a: dict[str, Any], b: dict[str, Any], threshold_pct: float, cache: CiCache, resamples: int, seed: int) -> MetricChange:
     value_a, value_b = metric.value(a), metric.value(b)
     if metric.key == "peak_mb" and headline_memory(a)[1] != headline_memory(b)[1]:
         value_a = value_b = None  # different memory figures (e.g. NVML vs RSS) are not comparable
     change = (value_b - value_a) / value_a * 100 if value_a and value_b is not None else None
-    ci = _change_ci(metric, a, b, cache, resamples, seed) if change is not None else None
+    # Between processes when both runs have them (pyperf's worker processes): samples of one process share its luck.
+    between = _between_process_ci(metric, a, b, change) if change is not None else None
+    ci = between if between is not None else (_change_ci(metric, a, b, cache, resamples, seed) if change is not None else None)
     if change is None:
         significant = False
     elif metric.samples is None:

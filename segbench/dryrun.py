@@ -40,6 +40,15 @@ class DryRunPlan:
     cells: list[PlannedCell]
     device: str | None  # None when the requested device is not available here
     device_warning: str | None = None
+    requested: str = "cpu"  # the device asked for (auto, cpu, cuda, cuda:N)
+
+    @property
+    def device_kind(self) -> str:
+        """cpu or cuda: earlier runs on the other kind say nothing about this run's costs."""
+        name = self.device or self.requested
+        if name == "auto":
+            return "cpu"
+        return name.split(":")[0]
 
     @property
     def unsupported_count(self) -> int:
@@ -77,11 +86,11 @@ def plan_cells(suite: Suite, cells: list[CellSpec], device_override: str | None 
             where = torch.device(device)
             reasons[key] = get_precision(cell.precision).unsupported_reason(where) or get_backend(cell.backend).unsupported_reason(where)
         planned.append(PlannedCell(cell, get_card(cell.model).family, reasons.get(key)))
-    return DryRunPlan(planned, device, warning)
+    return DryRunPlan(planned, device, warning, requested)
 
 
-def _history(results_dir: Path) -> list[dict[str, Any]]:
-    """Finished cell records (with wall_s) of earlier runs in a results folder; unreadable lines are skipped."""
+def _history(results_dir: Path, device_kind: str) -> list[dict[str, Any]]:
+    """Finished cell records (with wall_s) of earlier runs on this kind of device; unreadable lines are skipped."""
     records = []
     for path in sorted(results_dir.glob("*/results.jsonl")):
         try:
@@ -93,7 +102,8 @@ def _history(results_dir: Path) -> list[dict[str, Any]]:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if isinstance(record, dict) and isinstance(record.get("wall_s"), (int, float)):
+            on_kind = isinstance(record, dict) and str(record.get("device") or "cpu").split(":")[0] == device_kind
+            if on_kind and isinstance(record.get("wall_s"), (int, float)):
                 records.append(record)
     return records
 
@@ -130,7 +140,7 @@ def _measurement_window(suite: Suite) -> tuple[float, float, str]:
 
 def estimate_wall_time(suite: Suite, plan: DryRunPlan, results_dir: Path) -> Estimate:
     """Low and high wall time of the planned cells, with the figures it rests on."""
-    records = _history(results_dir)
+    records = _history(results_dir, plan.device_kind)
     costs, unsupported_walls = _startup_costs(records)
     unsupported_s = statistics.median(unsupported_walls) if unsupported_walls else DEFAULT_UNSUPPORTED_S
     low_window, high_window, window_words = _measurement_window(suite)
@@ -148,9 +158,9 @@ def estimate_wall_time(suite: Suite, plan: DryRunPlan, results_dir: Path) -> Est
         low, high = low + startup + low_window, high + startup + high_window
     basis = []
     if from_history:
-        basis.append(f"startup per cell from {len(records)} earlier cell record(s) in {results_dir}/ for {', '.join(sorted(from_history))}")
+        basis.append(f"startup per cell from {len(records)} earlier {plan.device_kind} cell record(s) in {results_dir}/ for {', '.join(sorted(from_history))}")
     if from_default:
-        basis.append(f"a default startup of {DEFAULT_STARTUP_S:g} s per cell for {', '.join(sorted(from_default))} (no earlier run of that family in {results_dir}/; measured for Fast-SCNN on a 2-core CPU)")
+        basis.append(f"a default startup of {DEFAULT_STARTUP_S:g} s per cell for {', '.join(sorted(from_default))} (no earlier {plan.device_kind} run of that family in {results_dir}/; measured for Fast-SCNN on a 2-core CPU)")
     basis.append(window_words)
     if plan.unsupported_count:
         basis.append(f"{plan.unsupported_count} unsupported cell(s) at {unsupported_s:.0f} s each (a process starts to refuse them)")

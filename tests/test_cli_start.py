@@ -245,15 +245,16 @@ def test_the_estimate_rests_on_earlier_runs_of_the_family(write_suite: Callable[
     suite = load_suite(write_suite(batch_sizes=[1, 2]))
     history = tmp_path / "results" / "earlier-run"
     history.mkdir(parents=True)
-    record = {"status": "ok", "family": "test", "precision": "fp32", "backend": "eager", "wall_s": 20.0, "measured_s": 1.0}
-    (history / "results.jsonl").write_text(json.dumps(record) + "\n{torn line\n")
+    record = {"status": "ok", "family": "test", "precision": "fp32", "backend": "eager", "device": "cpu", "wall_s": 20.0, "measured_s": 1.0}
+    on_a_gpu = {**record, "device": "cuda:0", "wall_s": 500.0}  # another kind of device: not this run's cost
+    (history / "results.jsonl").write_text(f"{json.dumps(record)}\n{json.dumps(on_a_gpu)}\n{{torn line\n")
     plan = plan_cells(suite, expand(suite))
     estimate = estimate_wall_time(suite, plan, tmp_path / "results")
     timing = suite.timing
     startup = 20.0 - 2 * 1.0  # wall minus the two timed passes of the earlier cell
     assert estimate.low_s == pytest.approx(2 * (startup + 2 * timing.min_time_s))
     assert estimate.high_s == pytest.approx(2 * (startup + 2 * timing.max_time_s))
-    assert any("1 earlier cell record(s)" in part and "test" in part for part in estimate.basis)
+    assert any("1 earlier cpu cell record(s)" in part and "test" in part for part in estimate.basis)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the warning on a machine without CUDA")

@@ -9,7 +9,8 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import cv2
 import pytest
@@ -35,7 +36,7 @@ runner = CliRunner()
 
 
 def segbench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "segbench", *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "segbench", *args], capture_output=True, text=True, timeout=300, cwd=cwd, check=False)
 
 
 def set_flags(overrides: list[str]) -> list[str]:
@@ -134,8 +135,8 @@ def _readme_section(title: str) -> str:
 
 def test_the_readme_adapter_runs_exactly_as_printed(tmp_path: Path) -> None:
     section = _readme_section("Benchmark your own model")
-    [code] = re.findall(r"```python\n(.*?)```", section, re.S)
-    [commands] = re.findall(r"```bash\n(.*?)```", section, re.S)
+    [code] = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    [commands] = re.findall(r"```bash\n(.*?)```", section, re.DOTALL)
     assert 15 <= len(code.strip().splitlines()) <= 30, "about twenty lines"
     (tmp_path / "my_models.py").write_text(code)
     cv2.imwrite(str(tmp_path / "photo.jpg"), cv2.resize(skimage.data.coffee(), (160, 96))[..., ::-1])
@@ -161,7 +162,7 @@ def test_the_readme_adapter_runs_exactly_as_printed(tmp_path: Path) -> None:
 
 
 def test_the_adapter_contract_is_documented_where_users_look() -> None:
-    import segbench.models.base as base
+    from segbench.models import base
 
     doc = (ROOT / "docs" / "adapters.md").read_text()
     for method in ("build_module", "preprocess", "forward", "logits", "postprocess", "read_weights", "load_weights", "constraints", "options_schema"):
@@ -285,3 +286,47 @@ def test_suite_yaml_written_for_flags_round_trips() -> None:
 
     data = suite_from_flags(["fast-scnn"], ["360x640"], ["1,2"], [], [], "cpu", None, [], [])
     assert yaml.safe_load(dump_suite(data)) == data
+
+
+def test_a_weights_key_mismatch_is_one_short_line(tmp_path: Path) -> None:
+    from torch import nn
+
+    from segbench.errors import WeightsError
+    from segbench.models._common import strict_load
+
+    module = nn.Sequential(*(nn.Linear(2, 2) for _ in range(10)))  # 20 tensors, none in the file
+    with pytest.raises(WeightsError) as error:
+        strict_load("my-model", module, {"backbone.stem.weight": torch.zeros(1)}, tmp_path / "w.pt")
+    message = str(error.value)
+    assert "20 missing key(s): 0.bias, 0.weight, 1.bias, … 17 more; 1 unexpected key(s): backbone.stem.weight" in message
+    assert len(message.splitlines()) == 1 and "9.weight" not in message
+
+
+def test_fit_exits_1_when_nothing_fits(monkeypatch: pytest.MonkeyPatch) -> None:
+    from segbench.fit import BatchFit, FitTable
+
+    nothing = FitTable([BatchFit(64, 64, 0, "error", "RuntimeError: the model failed")], None)
+    monkeypatch.setattr("segbench.fit.fit_search", lambda *args, **kwargs: nothing)
+    done = runner.invoke(app, ["fit", "fast-scnn", "--hardware", "rtx3060", "--device", "cpu", "--resolution", "64"])
+    assert done.exit_code == 1
+    assert "nothing fits: even batch 1 failed (RuntimeError: the model failed)" in done.stderr
+
+
+def test_verbose_shows_a_failed_cells_traceback_and_the_default_shows_one_line() -> None:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from segbench.cli import ProgressObserver
+    from segbench.matrix import CellSpec
+
+    record = {"status": "error", "error": "ValueError: the last line", "traceback": "Traceback (most recent call last):\n  File x\nValueError: the last line"}
+    cell = CellSpec("test-tiny", (16, 16), 1, "fp32", "eager")
+    for verbose, shows_traceback in ((False, False), (True, True)):
+        console = Console(record=True, width=200)
+        with Progress(console=console, transient=True) as progress:
+            observer = ProgressObserver(progress, verbose)
+            observer.run_started(Path("run"), [cell], 0)
+            observer.cell_finished(cell, record)
+        text = console.export_text()
+        assert "error: ValueError: the last line" in text
+        assert ("Traceback (most recent call last)" in text) is shows_traceback

@@ -38,13 +38,24 @@ def read_state_file(name: str, path: Path) -> Mapping[str, torch.Tensor]:
     return unwrap_state(name, path, obj)
 
 
+def _key_mismatch(module: nn.Module, state: Mapping[str, torch.Tensor], shown: int = 3) -> str | None:
+    """Missing and unexpected keys, counted with the first few named (torch lists every one on one line)."""
+    expected, given = set(module.state_dict()), set(state)
+    parts = []
+    for label, keys in (("missing", sorted(expected - given)), ("unexpected", sorted(given - expected))):
+        if keys:
+            more = f", … {len(keys) - shown} more" if len(keys) > shown else ""
+            parts.append(f"{len(keys)} {label} key(s): {', '.join(keys[:shown])}{more}")
+    return "; ".join(parts) or None
+
+
 def strict_load(name: str, module: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
     """Load every tensor of the architecture from `state`, or say which key does not fit."""
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         lines = str(exc).strip().splitlines()
-        detail = (lines[1:2] or lines[:1] or ["state dict mismatch"])[0].strip()
+        detail = _key_mismatch(module, state) or (lines[1:2] or lines[:1] or ["state dict mismatch"])[0].strip()
         hint = "; if its head has another class count, set options.num_classes" if "size mismatch" in detail else ""
         raise WeightsError(f"{name}: weights file {path} does not match the architecture ({detail}){hint}") from None
 

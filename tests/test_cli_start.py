@@ -8,8 +8,8 @@ import shlex
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import cv2

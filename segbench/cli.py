@@ -370,8 +370,11 @@ def selfcheck(
     console.print(table)
     console.print(
         f"ratio of medians (harness / bare): [bold]{report.ratio:.4f}[/] (target ≤ {report.ratio_target}) · "
-        f"CV of the harness median over {repeats} repeats: [bold]{report.cv_of_median * 100:.2f} %[/] (target ≤ {report.cv_target * 100:.0f} %)"
+        f"CV of the harness median over {repeats} repeats: [bold]{report.cv_of_median * 100:.2f} %[/], of the bare loop's: "
+        f"[bold]{report.bare_cv_of_median * 100:.2f} %[/] (target ≤ {report.cv_target * 100:.0f} %)"
     )
+    for failure in report.failures:
+        console.print(f"[red]FAIL: {escape(failure)}[/]", highlight=False)
     if not report.passed:
         raise typer.Exit(1)
 

@@ -35,7 +35,21 @@ class SelfCheckReport:
 
     @property
     def cv_of_median(self) -> float:
-        return statistics.stdev(self.harness_medians) / statistics.mean(self.harness_medians)
+        return _cv(self.harness_medians)
+
+    @property
+    def bare_cv_of_median(self) -> float:
+        """The bare loop's own stability: when it varies, the machine did, and no ratio can be trusted."""
+        return _cv(self.bare_medians)
+
+    @property
+    def ratio_floor(self) -> float:
+        """Below this the harness is 'faster' than a bare loop of the same calls: a broken measurement, not a win.
+
+        On GPUs the harness times CUDA events without a per-call host sync, which may legitimately
+        shave launch gaps; on CPUs both time the same calls with the same clock.
+        """
+        return 0.80 if self.on_gpu else 0.95
 
     @property
     def ratio_target(self) -> float:
@@ -46,8 +60,26 @@ class SelfCheckReport:
         return 0.02 if self.on_gpu else 0.05
 
     @property
+    def failures(self) -> list[str]:
+        """Each reason the check fails, in words; empty when it passes."""
+        found = []
+        if self.ratio > self.ratio_target:
+            found.append(f"harness overhead: ratio {self.ratio:.4f} > {self.ratio_target}")
+        if self.ratio < self.ratio_floor:
+            found.append(f"broken measurement: ratio {self.ratio:.4f} < {self.ratio_floor} (the two timings of the same calls disagree)")
+        if self.cv_of_median > self.cv_target:
+            found.append(f"harness unstable: CV of its median {self.cv_of_median * 100:.2f} % > {self.cv_target * 100:.0f} %")
+        if self.bare_cv_of_median > self.cv_target:
+            found.append(f"machine unstable: CV of the bare loop's median {self.bare_cv_of_median * 100:.2f} % > {self.cv_target * 100:.0f} % (rerun on a quiet machine)")
+        return found
+
+    @property
     def passed(self) -> bool:
-        return self.ratio <= self.ratio_target and self.cv_of_median <= self.cv_target
+        return not self.failures
+
+
+def _cv(values: list[float]) -> float:
+    return statistics.stdev(values) / statistics.mean(values) if len(values) > 1 else 0.0
 
 
 def bare_loop_median(model: torch.nn.Module, inputs: torch.Tensor, seconds: float, device: torch.device) -> float:

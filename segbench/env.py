@@ -15,7 +15,7 @@ import segbench
 from segbench.measure import nvml
 
 GIB = 1024**3
-TRACKED_PACKAGES = ("torch", "torchvision", "ultralytics-opencv-headless", "ultralytics", "transformers", "torchao", "onnxruntime", "nvidia-ml-py", "numpy")
+TRACKED_PACKAGES = ("torch", "torchvision", "ultralytics-opencv-headless", "ultralytics", "transformers", "torchao", "onnxruntime", "openvino", "nncf", "nvidia-ml-py", "numpy")
 
 
 def cpu_model() -> str:

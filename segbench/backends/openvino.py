@@ -1,0 +1,212 @@
+"""OpenVINO: convert the cell's model once (inside prepare, so conversion is prepare_s), compile it, run it.
+
+Conversion uses OpenVINO's PyTorch frontend (`openvino.convert_model` on the eager module with the
+cell's example input), through the ONNX export where the frontend cannot, and fixes the input shape
+to the cell's static shape, as OpenVINO recommends for CPU latency. The compiled model gets the
+latency performance hint, the cell's thread count and an explicit inference precision: f32 for
+fp32 (OpenVINO's CPU plugin would otherwise pick bf16 on CPUs with AMX or avx512_bf16), bf16 or
+f16 when the precision cast the model to it and the CPU computes in it natively.
+
+Precisions that work on the OpenVINO graph itself (ov-int8, NNCF post-training quantization) hand
+the backend an `OpenVinoGraphPrecision` wrapping the float model; the backend converts the float
+model and lets the precision rewrite the converted graph before compiling. `convert_to_openvino`
+is the one function that turns a module into an `ov.Model`, so a cache can wrap it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from segbench.backends.base import Backend, ForwardFn
+from segbench.backends.onnxruntime import FlatOutputs, OutputLayout, export_onnx
+from segbench.errors import UnsupportedError
+from segbench.models.base import SegmentationAdapter
+
+INSTALL_LINE = "pip install 'segbench[openvino]' (or: pip install openvino nncf)"
+# torch dtype of the model's weights -> (OpenVINO inference precision, the CPU capability it needs natively)
+INFERENCE_PRECISIONS: dict[torch.dtype, tuple[str, str | None]] = {
+    torch.float32: ("f32", None),
+    torch.bfloat16: ("bf16", "BF16"),
+    torch.float16: ("f16", "FP16"),
+}
+# segbench device type -> OpenVINO device name
+OV_DEVICES = {"cpu": "CPU", "xpu": "GPU"}
+
+
+def openvino_missing() -> str | None:
+    """The install line when openvino is not importable here, else None."""
+    if importlib.util.find_spec("openvino") is None:
+        return f"openvino is not installed: {INSTALL_LINE}"
+    return None
+
+
+class OpenVinoGraphPrecision(nn.Module, ABC):
+    """What a precision that rewrites the converted OpenVINO graph returns from `apply`.
+
+    It carries the float model (converted as usual) and rewrites the `ov.Model` before it is
+    compiled. Its own forward refuses: such a precision means nothing on a PyTorch backend.
+    """
+
+    precision_name: str
+
+    def __init__(self, float_model: nn.Module):
+        super().__init__()
+        self.float_model = float_model
+
+    @abstractmethod
+    def rewrite(self, ov_model: Any, adapter: SegmentationAdapter) -> Any:
+        """Turn the converted float graph into the one to compile; returns an `ov.Model`."""
+
+    @torch.compiler.disable  # so torch.compile runs this eagerly and the refusal surfaces unchanged
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise UnsupportedError(f"{self.precision_name} is OpenVINO's own quantization: it runs only on backend openvino")
+
+
+# ---- conversion -----------------------------------------------------------------------------------------
+
+def convert_to_openvino(model: nn.Module, example: torch.Tensor) -> tuple[Any, dict[str, Any]]:
+    """The float module as an `ov.Model` at the example's static shape, and how it was converted.
+
+    The module must return tensors only (wrap it in FlatOutputs). PyTorch frontend first; the ONNX
+    export (dynamo, then TorchScript) where the frontend cannot convert the model.
+    """
+    import openvino as ov
+
+    started = time.perf_counter()
+    shape = ov.PartialShape(list(example.shape))  # static: OpenVINO's advice for CPU latency
+    try:
+        # Traced once here without trace checking (convert_model's own trace re-runs the model to check it).
+        traced = torch.jit.trace(model, example, strict=False, check_trace=False)
+        ov_model = ov.convert_model(traced, example_input=example, input=[shape])
+        route = "pytorch frontend"
+    except Exception as frontend_error:  # noqa: BLE001 (the ONNX route converts some models the frontend cannot)
+        path = Path(tempfile.mkdtemp(prefix="segbench-openvino-")) / "model.onnx"
+        exporter = export_onnx(model, example, path)
+        ov_model = ov.convert_model(str(path), input=[shape])
+        route = f"onnx ({exporter}; pytorch frontend failed: {type(frontend_error).__name__})"
+    return ov_model, {"conversion": route, "convert_s": round(time.perf_counter() - started, 3)}
+
+
+def inference_precision(model: nn.Module, ov_device: str) -> str:
+    """The OpenVINO inference precision for the dtype the precision cast the model to; refuses emulated ones."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    if dtype not in INFERENCE_PRECISIONS:
+        raise UnsupportedError(f"OpenVINO has no inference precision for {dtype}")
+    hint, capability = INFERENCE_PRECISIONS[dtype]
+    if capability is not None:
+        import openvino as ov
+
+        capabilities = ov.Core().get_property(ov_device, "OPTIMIZATION_CAPABILITIES")
+        if capability not in capabilities:
+            raise UnsupportedError(
+                f"{hint} on OpenVINO needs a {ov_device} that computes in {capability} natively (avx512_bf16 or AMX on CPUs); "
+                f"this one offers {', '.join(capabilities)}"
+            )
+    return hint
+
+
+def unconvertible_reason(model: nn.Module, device: torch.device) -> str | None:
+    """Why a precision-converted PyTorch model cannot be handed to OpenVINO faithfully, or None."""
+    if torch.is_autocast_enabled(device.type):
+        return "autocast is a PyTorch runtime feature an OpenVINO model does not carry; use bf16 (the inference-precision hint)"
+    if any(isinstance(module, (torch._dynamo.eval_frame.OptimizedModule, torch.fx.GraphModule)) for module in model.modules()):
+        return "this precision compiles or rewrites the PyTorch graph (PT2E int8 lowers through inductor); OpenVINO's int8 is precision ov-int8"
+    if any(type(tensor).__module__.startswith("torchao") for tensor in (*model.parameters(), *model.buffers())):
+        return "torchao-quantized weights cannot be converted to OpenVINO; OpenVINO's own int8 is precision ov-int8"
+    return None
+
+
+def compile_for_latency(ov_model: Any, ov_device: str, hint: str, threads: int) -> Any:
+    """OpenVINO's CPU latency recipe: the LATENCY hint (one stream), the cell's threads, an explicit precision."""
+    import openvino as ov
+
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
+    if ov_device == "CPU":
+        config["INFERENCE_NUM_THREADS"] = threads
+    return ov.Core().compile_model(ov_model, ov_device, config)
+
+
+def ov_forward(compiled: Any, layout: OutputLayout) -> ForwardFn:
+    request = compiled.create_infer_request()
+    outputs = range(len(compiled.outputs))
+
+    def forward(inputs: torch.Tensor) -> Any:
+        request.infer({0: inputs.detach().contiguous().numpy()}, share_inputs=True)
+        # Copies: the request's output buffers are overwritten by the next inference.
+        return layout.rebuild([torch.from_numpy(np.array(request.get_output_tensor(i).data)) for i in outputs])
+
+    return forward
+
+
+# ---- the backend ------------------------------------------------------------------------------------------
+
+class OpenVino(Backend):
+    name = "openvino"
+    description = "OpenVINO (converted once per cell by its PyTorch frontend; LATENCY hint, the cell's threads); conversion and compile are prepare_s"
+
+    def __init__(self) -> None:
+        self._info: dict[str, Any] | None = None
+
+    def unsupported_reason(self, device: torch.device) -> str | None:
+        missing = openvino_missing()
+        if missing:
+            return missing
+        if device.type not in OV_DEVICES:
+            return f"OpenVINO runs on CPUs (and Intel GPUs as device xpu), not {device.type}"
+        import openvino as ov
+
+        if OV_DEVICES[device.type] not in ov.Core().available_devices:
+            return f"OpenVINO has no {OV_DEVICES[device.type]} plugin for this machine (devices: {', '.join(ov.Core().available_devices)})"
+        return None
+
+    def describe(self, adapter: SegmentationAdapter) -> dict[str, Any] | None:
+        return self._info
+
+    def prepare(self, adapter: SegmentationAdapter, example: torch.Tensor) -> ForwardFn:
+        assert adapter.model is not None
+        device = example.device
+        ov_device = OV_DEVICES[device.type]
+        graph_precision = adapter.model if isinstance(adapter.model, OpenVinoGraphPrecision) else None
+        model = graph_precision.float_model if graph_precision is not None else adapter.model
+        reason = unconvertible_reason(model, device)
+        if reason:
+            raise UnsupportedError(reason)
+        hint = inference_precision(model, ov_device)
+        # OpenVINO takes float32 in and computes in the hinted precision; the cast weights stay rounded.
+        model, adapter.input_dtype = model.float(), torch.float32
+
+        started = time.perf_counter()
+        # The cell prepares under inference_mode, whose tensors tracing cannot use.
+        with torch.inference_mode(False), torch.no_grad():
+            example = example.detach().clone().float()
+            layout = OutputLayout.of(model(example))  # also fills shape-keyed caches (YOLO anchors) before tracing
+            ov_model, info = convert_to_openvino(FlatOutputs(model, layout), example)
+        if graph_precision is not None:
+            began = time.perf_counter()
+            ov_model = graph_precision.rewrite(ov_model, adapter)
+            info[f"{graph_precision.precision_name}_s"] = round(time.perf_counter() - began, 3)
+        began = time.perf_counter()
+        compiled = compile_for_latency(ov_model, ov_device, hint, torch.get_num_threads())
+        import openvino as ov
+
+        self._info = {
+            **info,
+            "compile_s": round(time.perf_counter() - began, 3),
+            "prepare_s": round(time.perf_counter() - started, 3),
+            "openvino": ov.get_version(),
+            "device": ov_device,
+            "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
+            "performance_hint": str(compiled.get_property("PERFORMANCE_HINT")),
+            "threads": int(compiled.get_property("INFERENCE_NUM_THREADS")) if ov_device == "CPU" else None,
+            "streams": int(compiled.get_property("NUM_STREAMS")),
+        }
+        return ov_forward(compiled, layout)

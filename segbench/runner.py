@@ -231,6 +231,9 @@ def run_suite(
         observer.cell_finished(job.request.cell, record)
 
     executor.run(jobs, job_started, job_finished)
+    from segbench.report.tables import add_accuracy_deltas
+
+    add_accuracy_deltas(outcome.records)  # for the run summary's expectations; reports recompute it from the file
     meta.update(status="complete", end_time=results.utc_now(), executor=executor_name, duration_s=meta.get("duration_s", 0) + round(time.perf_counter() - started, 3))
     results.write_json(run_dir / results.META_FILE, meta)
     return outcome

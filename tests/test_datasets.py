@@ -13,7 +13,11 @@ from PIL import Image
 from segbench.datasets import Dataset, DatasetConfig
 from segbench.errors import SuiteError
 from segbench.images import calibration_batches, evaluation_batches, split_photographs
+from segbench.expectations import evaluate
 from segbench.measure.accuracy import ConfusionMatrix
+from segbench.report.exports import render_csv, render_markdown
+from segbench.report.html import render_report
+from segbench.report.tables import load_run
 from segbench.runner import run_suite
 from segbench.suite import load_suite
 
@@ -109,10 +113,19 @@ def test_a_cell_with_a_dataset_records_ground_truth_metrics(tmp_path: Path, writ
     masks = [np.tile(np.arange(4, dtype=np.uint8).repeat(4), (16, 1)) for _ in range(3)]
     root = plain_tree(tmp_path / "data", masks, split="val")
     plain_tree(tmp_path / "data", masks[:2], split="train")
-    suite = write_suite(dataset={"path": str(root), "limit": 3}, precisions=["fp32"], batch_sizes=[2])
+    expectation = {"claim": "bf16 keeps mIoU", "precision": "bf16", "metric": "accuracy.miou_delta_vs_fp32", "at_least": -1.0}
+    suite = write_suite(dataset={"path": str(root), "limit": 3}, precisions=["fp32", "bf16"], batch_sizes=[2], expectations=[expectation])
     outcome = run_suite(load_suite(suite), suite, out_dir=tmp_path / "results")
-    [record] = outcome.records
-    assert record["status"] == "ok", record.get("error")
+    record, candidate = outcome.records
+    assert record["status"] == "ok" and candidate["status"] == "ok", (record.get("error"), candidate.get("error"))
+    assert candidate["accuracy"]["miou_delta_vs_fp32"] == pytest.approx(candidate["accuracy"]["miou"] - record["accuracy"]["miou"])
+    assert record["accuracy"]["miou_delta_vs_fp32"] == 0.0
+    [expected] = load_suite(suite).expectations
+    assert evaluate(expected, outcome.records)["verdict"] == "confirmed"
+    run = load_run(outcome.run_dir)
+    html, markdown, csv = render_report(run), render_markdown(run), render_csv(run)
+    assert "mIoU (GT) %" in html and "Δ vs fp32" in html and 'id="accuracy"' in html and "IoU 3 %" in html
+    assert "mIoU (GT) %" in markdown and "miou_gt" in csv.splitlines()[0] and "miou_delta_vs_fp32" in csv.splitlines()[0]
     accuracy = record["accuracy"]
     assert accuracy["images"] == 3 and accuracy["pixels"] == 3 * 16 * 16
     assert 0.0 <= accuracy["miou"] <= 1.0 and 0.0 <= accuracy["pixel_accuracy"] <= 1.0

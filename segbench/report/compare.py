@@ -149,6 +149,7 @@ METRICS = (
     _Metric("fps", "FPS", lambda r: r.get("fps"), _samples, 50.0, higher_is_better=True),
     _Metric("end_to_end_ms", "end-to-end median", lambda r: (r.get("end_to_end_ms") or {}).get("median"), _end_to_end_samples, 50.0),
     _Metric("peak_mb", "peak memory", lambda r: headline_memory(r)[0]),
+    _Metric("miou_gt", "mIoU (GT)", lambda r: (r.get("accuracy") or {}).get("miou"), higher_is_better=True),
 )
 QUANTILES = (50.0, 95.0)  # bootstrapped together: one resample serves every statistic of the same samples
 
@@ -355,7 +356,7 @@ def _rich_change(change: MetricChange | None, with_ci: bool = False) -> str:
 def comparison_table(comparison: Comparison) -> Table:
     """The terminal table: one row per matched cell; green faster, red slower, (!) significant."""
     table = Table(title=escape(f"{comparison.name_b} vs {comparison.name_a} (baseline) · threshold {comparison.threshold_pct:g} %"))
-    for column in ("cell", "status", "median ms (A → B)", "median Δ [95 % CI]", "p95 Δ", "FPS Δ", "end-to-end Δ", "peak memory Δ"):
+    for column in ("cell", "status", "median ms (A → B)", "median Δ [95 % CI]", "p95 Δ", "FPS Δ", "end-to-end Δ", "peak memory Δ", "mIoU (GT) Δ"):
         table.add_column(escape(column), justify="left" if column in ("cell", "status") else "right")
     for cell in comparison.cells:
         median = cell.metric("median_ms")
@@ -369,5 +370,6 @@ def comparison_table(comparison: Comparison) -> Table:
             _rich_change(cell.metric("fps")),
             _rich_change(cell.metric("end_to_end_ms")),
             _rich_change(cell.metric("peak_mb")),
+            _rich_change(cell.metric("miou_gt")),
         )
     return table

@@ -68,6 +68,7 @@ MD_LEADERBOARD = {
     "peak_mb": ("peak MiB", fmt_fixed(0)),
     "params_m": ("params (M)", fmt_fixed(2)),
     "gflops": ("GFLOPs", fmt_significant),
+    "miou_gt_pct": ("mIoU (GT) %", fmt_fixed(2)),
 }
 MD_FAILURES = {key: (key, str) for key in ("model", "resolution", "batch", "precision", "backend", "status", "reason")}
 
@@ -105,7 +106,8 @@ def render_markdown(run: RunData) -> str:
 # ---- CSV -------------------------------------------------------------------------------------------
 
 CSV_COLUMNS = ["cell_id", "model", "resolution", "batch", "precision", "backend", "status", "median_ms", "p95_ms", "cv", "fps",
-               "end_to_end_median_ms", "peak_mb", "memory_figure", "params", "gflops", "pixel_agreement", "miou_vs_fp32", "error"]
+               "end_to_end_median_ms", "peak_mb", "memory_figure", "params", "gflops", "pixel_agreement", "miou_vs_fp32",
+               "miou_gt", "pixel_accuracy_gt", "miou_delta_vs_fp32", "error"]
 
 def cells_frame(run: RunData) -> pd.DataFrame:
     """Every cell (ok or not), one row each, with the headline figures and the failure reason."""
@@ -133,10 +135,13 @@ def cells_frame(run: RunData) -> pd.DataFrame:
             "gflops": record.get("gflops"),
             "pixel_agreement": measured.get("pixel_agreement"),
             "miou_vs_fp32": measured.get("miou_vs_fp32"),
+            "miou_gt": tables.accuracy(record).get("miou"),
+            "pixel_accuracy_gt": tables.accuracy(record).get("pixel_accuracy"),
+            "miou_delta_vs_fp32": tables.accuracy(record).get("miou_delta_vs_fp32"),
             "error": record.get("error"),
         })
     frame = pd.DataFrame(rows, columns=CSV_COLUMNS)  # explicit columns: an empty run still gets a header
-    optional = ("gflops", "pixel_agreement", "miou_vs_fp32")
+    optional = ("gflops", "pixel_agreement", "miou_vs_fp32", "miou_gt", "pixel_accuracy_gt", "miou_delta_vs_fp32")
     return frame.drop(columns=[c for c in optional if frame[c].isna().all()])
 
 

@@ -148,6 +148,8 @@ LEADERBOARD_COLUMNS = [
     Column("params_m", "params", fmt_params, True),
     Column("gflops", "GFLOPs / image", fmt_significant, True),
     Column("percent_of_peak", "% of peak", fmt_fixed(1), True, help="achieved TFLOPS as a share of the published peak, for this precision, of the card the cell ran on (roofline.peak_card; never an emulated target)"),
+    Column("miou_gt_pct", "mIoU (GT) %", fmt_fixed(2), True, help="mean IoU against the dataset's labels"),
+    Column("pixel_accuracy_gt_pct", "pixel acc (GT) %", fmt_fixed(2), True, help="labelled pixels classified correctly"),
     Column("notes", "notes", help="numbers of the notes listed under the table"),
 ]
 
@@ -165,6 +167,8 @@ QUANTIZATION_COLUMNS = [
     Column("miou_vs_fp32_pct", "mIoU vs fp32 %", fmt_fixed(2), True),
     Column("max_abs_logit_diff", "max |Δ logit|", fmt_fixed(3), True, help="largest absolute difference of a logit against fp32 eager"),
     Column("quantized_share_pct", "quantized %", fmt_fixed(1), True, help="share of parameters the conversion changed"),
+    Column("miou_gt_pct", "mIoU (GT) %", fmt_fixed(2), True, help="mean IoU against the dataset's labels"),
+    Column("miou_delta_pts", "Δ vs fp32", fmt_fixed(2), True, help="mIoU (GT) minus fp32 eager's, in percentage points"),
     Column("pareto", "Pareto", fmt_flag, help="on the latency / agreement Pareto front of its model, resolution and batch"),
     Column("fidelity_note", "fidelity note"),
 ]
@@ -257,6 +261,27 @@ def footnote_notes(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return (frame, notes) if notes else (frame.drop(columns="notes"), [])
 
 
+def _accuracy_table(run: RunData) -> HtmlTable | None:
+    frame = tables.per_class_iou(run)
+    if frame.empty:
+        return None
+    columns = [Column("cell", "cell")]
+    columns += [Column(key, key, fmt_fixed(2), True) for key in frame.columns if key not in ("model", "cell")]
+    return html_table(frame, columns)
+
+
+def dataset_text(run: RunData) -> str:
+    """Which labelled images the accuracy figures come from."""
+    described = next((tables.accuracy(r).get("dataset") for r in run.ok if tables.accuracy(r).get("dataset")), None)
+    if not described:
+        return ""
+    images = next(tables.accuracy(r).get("images") for r in run.ok if tables.accuracy(r))
+    return (f"Against the labels of {described.get('path')} ({described.get('layout')} layout, split {described.get('split')}, "
+            f"{images} images, ignore index {described.get('ignore_index')}); each image is resized to the cell's resolution "
+            "and its class map resized back to the label's size (nearest). Classes absent from both labels and prediction "
+            "are left out of the mean.")
+
+
 def report_context(run: RunData) -> dict[str, Any]:
     leaderboard, notes = footnote_notes(tables.leaderboard(run))
     quantization = tables.quantization(run)
@@ -286,6 +311,8 @@ def report_context(run: RunData) -> dict[str, Any]:
         "plots": plots.all_plots(run),
         "quantization": html_table(quantization, QUANTIZATION_COLUMNS) if not quantization.empty else None,
         "has_fidelity": run.has_fidelity,
+        "accuracy": _accuracy_table(run),
+        "dataset_text": dataset_text(run),
         "pareto": plots.pareto_plot(run),
         "failures": html_table(failures, FAILURE_COLUMNS) if not failures.empty else None,
         "advice": best.best_choices(run),
@@ -328,7 +355,7 @@ def render_report(run: RunData) -> str:
 
 # ---- the comparison --------------------------------------------------------------------------------
 
-COMPARE_METRICS = ("median_ms", "p95_ms", "fps", "end_to_end_ms", "peak_mb")
+COMPARE_METRICS = ("median_ms", "p95_ms", "fps", "end_to_end_ms", "peak_mb", "miou_gt")
 
 
 def comparison_context(comparison: Comparison) -> dict[str, Any]:

@@ -136,7 +136,7 @@ def _budget_from(source: Any) -> float | None:
 def load_run(run_dir: Path | str) -> RunData:
     """Read a run folder; a missing or corrupt folder raises ResultsError (one line in the CLI)."""
     path = Path(run_dir)
-    records = _grouped_by_card(results.read_records(path))
+    records = add_accuracy_deltas(_grouped_by_card(results.read_records(path)))
     meta = results.read_meta(path)
     return RunData(path=path.resolve(), meta=meta, records=records, suite=_read_suite(path))
 
@@ -163,6 +163,29 @@ def _read_suite(path: Path) -> dict[str, Any]:
 def fidelity(record: dict[str, Any]) -> dict[str, Any]:
     value = record.get("fidelity")
     return value if isinstance(value, dict) else {}
+
+
+def accuracy(record: dict[str, Any]) -> dict[str, Any]:
+    """Ground-truth figures of a cell run with a dataset (empty without one)."""
+    value = record.get("accuracy")
+    return value if isinstance(value, dict) else {}
+
+
+def add_accuracy_deltas(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give each ok cell with ground-truth figures its change against the fp32 eager cell of the same variant.
+
+    `accuracy.miou_delta_vs_fp32` and `accuracy.pixel_accuracy_delta_vs_fp32` are differences of fractions
+    (negative: worse than fp32 eager); 0 on the reference itself. Records are updated in place and returned.
+    """
+    references = {variant_key(r): accuracy(r) for r in records if r.get("status") == "ok" and is_reference(r) and accuracy(r)}
+    for record in records:
+        measured, reference = accuracy(record), references.get(variant_key(record)) if record.get("status") == "ok" else None
+        if not measured or not reference:
+            continue
+        for key in ("miou", "pixel_accuracy"):
+            value, base = _number(measured.get(key)), _number(reference.get(key))
+            measured[f"{key}_delta_vs_fp32"] = value - base if value is not None and base is not None else None
+    return records
 
 
 def resolution_text(record: dict[str, Any]) -> str:
@@ -253,11 +276,13 @@ def leaderboard(run: RunData) -> pd.DataFrame:
             "params_m": None if params is None else params / 1e6,
             "gflops": _number(record.get("gflops")),
             "percent_of_peak": _number((record.get("roofline") or {}).get("percent_of_peak")),
+            "miou_gt_pct": _percent(accuracy(record).get("miou")),
+            "pixel_accuracy_gt_pct": _percent(accuracy(record).get("pixel_accuracy")),
             "notes": "; ".join([*(f"(!) {flag}" for flag in measurement_flags(record) if flag != "noisy"), *(str(n) for n in record.get("notes") or [])]),
         })
     frame = pd.DataFrame(rows)
     if not frame.empty:
-        optional = ("card", "options", "end_to_end_ms", "gflops", "percent_of_peak")
+        optional = ("card", "options", "end_to_end_ms", "gflops", "percent_of_peak", "miou_gt_pct", "pixel_accuracy_gt_pct")
         frame = frame.drop(columns=[c for c in optional if frame[c].isna().all() or (frame[c] == "").all()])
     return frame
 
@@ -289,14 +314,34 @@ def quantization(run: RunData) -> pd.DataFrame:
             "miou_vs_fp32_pct": _percent(measured.get("miou_vs_fp32")),
             "max_abs_logit_diff": _number(measured.get("max_abs_logit_diff")),
             "quantized_share_pct": _percent(_share(record.get("quantized_share"))),
+            "miou_gt_pct": _percent(accuracy(record).get("miou")),
+            "miou_delta_pts": _percent(accuracy(record).get("miou_delta_vs_fp32")),
             "fidelity_note": "" if measured else str(record.get("fidelity_unavailable") or "no fidelity data"),
         })
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
     frame["pareto"] = frame["cell_id"].isin(pareto_front(run))
-    optional = ("pixel_agreement_pct", "miou_vs_fp32_pct", "max_abs_logit_diff", "quantized_share_pct")
+    optional = ("pixel_agreement_pct", "miou_vs_fp32_pct", "max_abs_logit_diff", "quantized_share_pct", "miou_gt_pct", "miou_delta_pts")
     return frame.drop(columns=[c for c in optional if frame[c].isna().all()])
+
+
+def per_class_iou(run: RunData) -> pd.DataFrame:
+    """One row per ok cell with ground-truth figures: mIoU, pixel accuracy, and each class's IoU (%)."""
+    rows = []
+    for record in sort_cells(run.ok):
+        measured = accuracy(record)
+        if not measured:
+            continue
+        rows.append({
+            "model": record["model"],
+            "cell": cell_label(record),
+            "mIoU %": _percent(measured.get("miou")),
+            "Δ vs fp32 (pts)": _percent(measured.get("miou_delta_vs_fp32")),
+            "pixel acc %": _percent(measured.get("pixel_accuracy")),
+            **{f"IoU {name} %": _percent(value) for name, value in (measured.get("per_class_iou") or {}).items()},
+        })
+    return pd.DataFrame(rows)
 
 
 def _percent(value: Any) -> float | None:

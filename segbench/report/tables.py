@@ -179,8 +179,9 @@ def add_accuracy_deltas(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     references = {variant_key(r): accuracy(r) for r in records if r.get("status") == "ok" and is_reference(r) and accuracy(r)}
     for record in records:
-        measured, reference = accuracy(record), references.get(variant_key(record)) if record.get("status") == "ok" else None
-        if not measured or not reference:
+        measured = accuracy(record)
+        reference = references.get(variant_key(record)) if measured and record.get("status") == "ok" else None
+        if not reference:
             continue
         for key in ("miou", "pixel_accuracy"):
             value, base = _number(measured.get(key)), _number(reference.get(key))

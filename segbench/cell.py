@@ -37,7 +37,7 @@ from segbench.models.flops import count_flops
 from segbench.precision import get_precision
 from segbench.precision.base import PrecisionContext
 from segbench.sources import open_source
-from segbench.stream import find_max_rate, run_stream
+from segbench.stream import find_max_rate, run_stream, warm_stream
 from segbench.suite import StreamConfig, Timing, resolve_path
 
 STAGES = ("preprocess", "forward", "postprocess")
@@ -253,12 +253,14 @@ def _stream_pass(adapter: SegmentationAdapter, forward: Callable[[torch.Tensor],
     def trial(rate: float, duration_s: float) -> Any:
         return run_stream(adapter, forward, frames, rate, duration_s, device, config.queue_size, config.overlap)
 
+    warmup = warm_stream(adapter, forward, frames, device, config.warmup_s, config.overlap)
+
     if config.target_fps == "max":
         estimate = 1000.0 / end_to_end.median
         best, trials = find_max_rate(lambda rate: trial(rate, config.duration_s), estimate, config.search_steps)
         result = trial(best, config.duration_s).to_dict() if best > 0 else {"target_fps": 0.0, "keeps_up": False}
-        return {**result, "max_sustainable_fps": best, "search": trials, "source": config.source, "overlap": config.overlap}
-    return {**trial(float(config.target_fps), config.duration_s).to_dict(), "source": config.source, "overlap": config.overlap}
+        return {**result, "max_sustainable_fps": best, "search": trials, "source": config.source, "overlap": config.overlap, "warmup": warmup}
+    return {**trial(float(config.target_fps), config.duration_s).to_dict(), "source": config.source, "overlap": config.overlap, "warmup": warmup}
 
 
 def _flops(adapter: SegmentationAdapter, cell: CellSpec) -> tuple[float | None, str | None]:

@@ -71,6 +71,7 @@ class StreamConfig(StrictModel):
     queue_size: Annotated[int, Field(ge=1, le=1000)] = 2
     overlap: bool = False
     search_steps: Annotated[int, Field(ge=1, le=20)] = 6
+    warmup_s: Annotated[float, Field(ge=0, le=600)] = 2.0  # the per-frame path runs this long before the camera's clock starts
 
 
 class RayConfig(StrictModel):

@@ -88,3 +88,39 @@ def test_missing_or_corrupt_video_is_one_line(write_suite: Callable[..., Path], 
         load_suite(write_suite(scenario="stream", stream={"source": "bad.mp4"}))
     with pytest.raises(SuiteError, match=r"batch_sizes: the stream scenario processes one frame"):
         load_suite(write_suite(scenario="stream", batch_sizes=[2]))
+
+
+def test_warm_up_is_time_based_and_runs_the_overlap_path(tiny) -> None:
+    from segbench.stream import warm_stream
+
+    for overlap in (False, True):
+        warmup = warm_stream(tiny, tiny.forward, MovingScene(64, 128).frames(), CPU, seconds=0.3, overlap=overlap)
+        assert warmup["seconds"] >= 0.3 and warmup["frames"] >= 1
+    once = warm_stream(tiny, lambda x: (time.sleep(0.05), tiny.forward(x))[1], MovingScene(64, 128).frames(), CPU, seconds=0.0)
+    assert once["frames"] == 1  # at least one frame, however short the time
+
+
+def test_stream_cell_records_its_time_based_warm_up(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    suite_path = write_suite(scenario="stream", stream={"target_fps": 5, "duration_s": 0.5, "warmup_s": 0.4, "overlap": True})
+    [record] = run_suite(load_suite(suite_path), suite_path, tmp_path / "results").records
+    assert record["status"] == "ok", record.get("traceback")
+    assert record["stream"]["warmup"]["seconds"] >= 0.4 and record["stream"]["warmup"]["frames"] >= 1
+
+
+@pytest.mark.gpu
+def test_overlap_on_cuda_preprocesses_on_its_own_stream() -> None:
+    load_plugin(FAULT_PLUGIN)
+    device = torch.device("cuda", 0)
+    adapter = create_model("test-tiny")
+    adapter.build(device)
+    streams: list[int] = []
+    preprocess = adapter.preprocess
+
+    def recording(images: torch.Tensor) -> torch.Tensor:
+        streams.append(torch.cuda.current_stream(device).stream_id)
+        return preprocess(images)
+
+    adapter.preprocess = recording  # type: ignore[method-assign]
+    default = torch.cuda.default_stream(device).stream_id
+    outcome = run_stream(adapter, adapter.forward, MovingScene(64, 128).frames(), 20, 0.5, device, overlap=True)
+    assert outcome.processed > 0 and streams and all(stream != default for stream in streams)

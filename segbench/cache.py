@@ -65,8 +65,6 @@ def configure(cache_dir: Path | None = None, disabled: bool = False) -> None:
         os.environ[CACHE_DIR_ENV] = str(Path(cache_dir).expanduser().resolve())
     if disabled:
         os.environ[NO_CACHE_ENV] = "1"
-    else:
-        os.environ.pop(NO_CACHE_ENV, None)
 
 
 def clear(directory: Path | None = None) -> None:

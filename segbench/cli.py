@@ -140,6 +140,21 @@ def _suite_for_run(suite_path: Path | None, resume: Path | None, from_flags: dic
     return suite, suite_path if from_flags is None else None, dump_suite(data) if changed else None
 
 
+CACHE_DIR_HELP = "where ONNX exports, quantized graphs and inductor's compiled code are kept across runs (default: $SEGBENCH_CACHE_DIR, else the user cache dir)"
+NO_CACHE_HELP = "prepare everything afresh: no cache is read or written, inductor's included"
+
+
+def _configure_cache(cache_dir: Path | None, no_cache: bool) -> None:
+    from segbench import cache
+
+    if cache_dir is not None and no_cache:
+        raise SegbenchError("--cache-dir and --no-cache: give one or the other (--no-cache uses no cache directory)")
+    if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
+        raise SegbenchError(f"--cache-dir: {cache_dir} is a file; give a directory (it is created if missing)")
+    cache.configure(cache_dir, disabled=no_cache)
+
+
+@app.command()
 @app.command()
 @user_errors
 def run(
@@ -161,6 +176,8 @@ def run(
     executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray; overrides the suite's"),
     address: Optional[str] = typer.Option(None, "--address", help="with --executor ray: the cluster to join (default: start a local one)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show libraries' warnings on the terminal, every dry-run row and failed cells' full errors"),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP),
+    no_cache: bool = typer.Option(False, "--no-cache", help=NO_CACHE_HELP),
 ) -> None:
     """Run a suite's matrix, each cell isolated; write results/<suite>-<UTC time>/.
 
@@ -177,6 +194,7 @@ def run(
 
     if device is not None and device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise SegbenchError(f"--device: invalid device {device!r}; use auto, cpu, cuda or cuda:N")
+    _configure_cache(cache_dir, no_cache)
     axis_flags = axis_flags_given(resolution=resolutions, batch=batches, precision=precisions, backend=backends, weights=weights, hardware=hardware)
     if models and suite_path is not None:
         raise SegbenchError(f"run: give a SUITE file or --model, not both (change a suite's fields with -s, e.g. -s models=[{models[0]}])")

@@ -11,6 +11,7 @@ retried once, on another node with the same card when there is one.
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 import tempfile
 import time
@@ -22,6 +23,9 @@ from segbench.errors import SegbenchError
 from segbench.executors import Job, JobFinished, JobStarted
 
 LOG_TAIL_CHARS = 100_000
+# Each worker runs its cells through the same warm template (segbench.forkserver) as a local run; these
+# settings of the driver's travel with every task.
+FORWARDED_ENV = ("SEGBENCH_CACHE_DIR", "SEGBENCH_NO_CACHE", "SEGBENCH_WARM_START")
 INSTALL_HINT = "--executor ray needs Ray: pip install 'segbench[ray]'"
 
 
@@ -79,6 +83,9 @@ class RayExecutor:
             job = dataclasses.replace(job, request=dataclasses.replace(job.request, device="cuda:0"))
         if job.hardware:
             options["resources"] = {job.hardware: 1}
+        forwarded = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
+        if forwarded:  # --cache-dir / --no-cache / warm start reach workers started before this driver set them
+            options["runtime_env"] = {"env_vars": forwarded}
         if avoid_node is not None:
             others = [node for node in self._alive_nodes_with(job.hardware) if node != avoid_node]
             if others:

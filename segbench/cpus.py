@@ -158,3 +158,14 @@ class ContentionWindow:
             "machine_cpus": self.machine_cpus,
             "threads": self.threads,
         }
+
+
+def threads_for_cpus(cpus: float, topology: Path = CPU_TOPOLOGY) -> int:
+    """Threads for a task given `cpus` logical CPUs by a scheduler that counts SMT siblings (Ray does).
+
+    One thread per physical core's worth: on a 2-way SMT node 8 logical CPUs are 4 cores, so 4
+    threads, and two such tasks on a 16-CPU node never share a core. Capped by what this process may use.
+    """
+    allowed = affinity()
+    per_core = len(allowed) / max(1, physical_cores_of(allowed, topology))
+    return max(1, min(int(cpus / per_core), default_threads(topology=topology)))

@@ -109,6 +109,22 @@ def peak_profile(record: dict[str, Any], meta: dict[str, Any]) -> tuple[Any, str
     return profile, name
 
 
+def ceiling_for(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The ceiling measured where the cell ran: its node's on a cluster (never the driver's), else the run's."""
+    node = record.get("node")
+    if not node:
+        return meta.get("ceiling")
+    return (meta.get("node_ceilings") or {}).get(str(node.get("node_id")))
+
+
+def _node_ceilings(suite: Suite, executor: Any, device: str, run_dir: Path, meta: dict[str, Any]) -> None:
+    """On a cluster, each node's own ceiling, measured before any cell with the node to itself."""
+    if not suite.roofline.measure_ceiling or not hasattr(executor, "measure_ceilings") or meta.get("node_ceilings"):
+        return
+    meta["node_ceilings"] = executor.measure_ceilings(device, list(suite.precisions), suite.roofline.ceiling_seconds, suite.threads)
+    results.write_json(run_dir / results.META_FILE, meta)
+
+
 def _derived_fields(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     """Figures computed from a finished cell and the run: roofline, and a throttle flag."""
     from segbench.hardware.roofline import roofline
@@ -120,7 +136,7 @@ def _derived_fields(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, A
     telemetry = record.get("telemetry") or {}
     profile, name_or_reason = peak_profile(record, meta)
     return {
-        "roofline": roofline(flops_per_image, fps, record["precision"], profile, meta.get("ceiling"), no_profile_reason=name_or_reason),
+        "roofline": roofline(flops_per_image, fps, record["precision"], profile, ceiling_for(record, meta), no_profile_reason=name_or_reason),
         "throttled": telemetry.get("throttled"),
     }
 
@@ -211,6 +227,7 @@ def run_suite(
     executor = executor or get_executor(executor_name, cpus_per_cell=suite.ray.cpus_per_cell)
     run_dir, meta = _start_run(suite, suite_path, out_dir, device, resume, suite_text)
     (run_dir / LOG_DIR).mkdir(exist_ok=True)
+    _node_ceilings(suite, executor, device, run_dir, meta)
     done = results.finished_cell_ids(run_dir, retry_failed) if resume else set()
     jobs = [job for job in _jobs(suite, suite_path, expand(suite), device, run_dir, cards) if job.key not in done]
     outcome = RunResult(run_dir=run_dir, skipped=len(expand(suite)) * len(cards) - len(jobs))

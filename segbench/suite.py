@@ -77,7 +77,8 @@ class StreamConfig(StrictModel):
 class RayConfig(StrictModel):
     """How cells ask a Ray cluster for resources (each still runs in its own fresh process)."""
 
-    # Default: the cell's thread count, so cells Ray runs at once on a CPU node never share cores.
+    # Default: the cell's `threads`, or without them the smallest eligible node's CPUs, the worker then
+    # using one thread per physical core it was given: cells side by side on a node never share a core.
     cpus_per_cell: Annotated[float, Field(gt=0)] | None = None
 
 

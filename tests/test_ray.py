@@ -125,6 +125,58 @@ def test_cells_ask_for_as_many_cpus_as_they_use_threads(write_suite: Callable[..
     assert executor._cpus_for(Job(request, 60, Path("x.log"))) == 0.5
 
 
+def test_without_threads_a_cell_asks_for_the_smallest_eligible_node_not_the_driver(write_suite: Callable[..., Path]) -> None:
+    from types import SimpleNamespace
+
+    from segbench.cell import CellRequest
+    from segbench.executors import Job
+
+    suite = load_suite(write_suite())
+    request = CellRequest(expand(suite)[0], "cpu", suite.timing, 10.0, None)
+    executor = RayExecutor.__new__(RayExecutor)
+    executor.cpus_per_cell = None
+    nodes = [{"Alive": True, "Resources": {"CPU": 64.0, "card-a": 1}}, {"Alive": True, "Resources": {"CPU": 4.0, "card-b": 1}},
+             {"Alive": False, "Resources": {"CPU": 1.0, "card-a": 1}}]
+    executor.ray = SimpleNamespace(nodes=lambda: nodes)
+    assert executor._cpus_for(Job(request, 60, Path("x.log"))) == 4.0  # feasible on the 4-CPU worker
+    assert executor._cpus_for(Job(request, 60, Path("x.log"), hardware="card-a")) == 64.0  # only live card-a nodes count
+
+
+def test_threads_follow_the_cpus_a_scheduler_gave_counting_smt_siblings_once(tmp_path: Path) -> None:
+    from segbench import cpus
+
+    allowed = sorted(cpus.affinity())
+    for index, cpu in enumerate(allowed):  # pretend 2-way SMT: CPUs paired on one core each
+        base = tmp_path / f"cpu{cpu}" / "topology"
+        base.mkdir(parents=True)
+        (base / "physical_package_id").write_text("0\n")
+        (base / "core_id").write_text(f"{index // 2}\n")
+    assert cpus.threads_for_cpus(2.0, tmp_path) == 1
+    assert cpus.threads_for_cpus(1.0, tmp_path) == 1
+
+
+def test_roofline_uses_the_ceiling_of_the_node_the_cell_ran_on() -> None:
+    from segbench.runner import ceiling_for
+
+    meta = {"ceiling": {"matmul": {"fp32": {"gflops": 50.0}}}, "node_ceilings": {"n1": {"matmul": {"fp32": {"gflops": 200.0}}}}}
+    assert ceiling_for({"node": {"node_id": "n1"}}, meta)["matmul"]["fp32"]["gflops"] == 200.0
+    assert ceiling_for({"node": {"node_id": "n2"}}, meta) is None  # never the driver's ceiling for another machine
+    assert ceiling_for({}, meta)["matmul"]["fp32"]["gflops"] == 50.0
+
+
+def test_a_ray_run_without_threads_fits_one_cpu_nodes_and_measures_each_node(cluster: Cluster, write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    suite_path = write_suite(hardware=CARDS, executor="ray", roofline={"measure_ceiling": True, "ceiling_seconds": 0.5})
+    run_dir = run_suite(load_suite(suite_path), suite_path, tmp_path / "ray", executor=RayExecutor(address=cluster.address)).run_dir
+    records = _lines(run_dir)
+    assert len(records) == 2 and all(r["status"] == "ok" for r in records), [r.get("error") for r in records]
+    assert all(r["threads"] == 1 and r["node"]["assigned_cpus"] == 1.0 for r in records)
+    meta = results.read_meta(run_dir)
+    assert {r["node"]["node_id"] for r in records} <= set(meta["node_ceilings"])
+    for record in records:
+        node_rate = meta["node_ceilings"][record["node"]["node_id"]]["matmul"]["fp32"]["gflops"]
+        assert record["roofline"]["percent_of_ceiling"] == pytest.approx(100 * record["roofline"]["achieved_tflops"] * 1000 / node_rate)
+
+
 def test_without_ray_the_error_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     import builtins
 

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from segbench.cpus import default_threads
 from segbench.errors import SegbenchError
 from segbench.executors import Job, JobFinished, JobStarted
 
@@ -37,25 +36,48 @@ def _import_ray() -> Any:
     return ray
 
 
+def _assigned_cpus(ray: Any) -> float:
+    return float(ray.get_runtime_context().get_assigned_resources().get("CPU") or 1.0)
+
+
 def _run_on_worker(request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-    """Runs inside a Ray worker: the same isolation as a local run, plus where it ran."""
+    """Runs inside a Ray worker: the same isolation as a local run, plus where it ran.
+
+    With no `threads:` in the suite, the cell's threads are sized on this node from the CPUs Ray
+    gave the task (one per physical core's worth), never from the driver's machine.
+    """
     import ray
 
     from segbench.cell import CellRequest
+    from segbench.cpus import threads_for_cpus
     from segbench.env import fingerprint
     from segbench.repeats import execute_repeated
     from segbench.results import utc_now
 
+    cell_request = CellRequest.from_dict(request)
+    assigned = _assigned_cpus(ray)
+    if cell_request.threads is None:
+        cell_request = dataclasses.replace(cell_request, threads=threads_for_cpus(assigned))
     with tempfile.TemporaryDirectory() as folder:
         log_path = Path(folder) / "cell.log"
         began_at, clock = utc_now(), time.perf_counter()
-        outcome = execute_repeated(CellRequest.from_dict(request), timeout_s, log_path)
+        outcome = execute_repeated(cell_request, timeout_s, log_path)
         outcome.update(started_at=began_at, wall_s=round(time.perf_counter() - clock, 3))
         log = log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:] if log_path.is_file() else ""
     context = ray.get_runtime_context()
-    outcome["node"] = {"node_id": context.get_node_id(), "hostname": socket.gethostname(), "fingerprint": fingerprint()}
+    outcome["node"] = {"node_id": context.get_node_id(), "hostname": socket.gethostname(), "fingerprint": fingerprint(), "assigned_cpus": assigned}
     outcome["_log"] = log
     return outcome
+
+
+def _ceiling_on_node(device: str, precisions: list[str], seconds: float, threads: int | None) -> dict[str, Any]:
+    """Runs on one node, alone there: that node's matmul ceiling, with the threads a cell on it would use."""
+    import ray
+
+    from segbench.cpus import threads_for_cpus
+    from segbench.hardware.roofline import measure_ceiling_isolated
+
+    return measure_ceiling_isolated(device, precisions, seconds=seconds, threads=threads or threads_for_cpus(_assigned_cpus(ray)))
 
 
 class RayExecutor:
@@ -94,10 +116,44 @@ class RayExecutor:
         return task.remote(job.request.to_dict(), job.timeout_s)
 
     def _cpus_for(self, job: Job) -> float:
-        """Explicit, or as many CPUs as the cell uses threads: two timed cells must not share cores."""
+        """Explicit, or as many CPUs as the cell uses threads, or else the smallest eligible node's CPUs.
+
+        Without `threads:` the request must fit every node that could run the cell (a driver-sized
+        request is infeasible on a smaller worker); the worker then uses one thread per physical core
+        of what it was given, so cells placed side by side on a bigger node never share a core.
+        """
         if self.cpus_per_cell is not None:
             return self.cpus_per_cell
-        return float(job.request.threads or default_threads())
+        if job.request.threads:
+            return float(job.request.threads)
+        on_gpu = job.request.device.startswith("cuda")
+        sizes = [float(node["Resources"].get("CPU", 0)) for node in self.ray.nodes() if node.get("Alive")
+                 and (job.hardware is None or node["Resources"].get(job.hardware, 0) > 0) and (not on_gpu or node["Resources"].get("GPU", 0) > 0)]
+        sizes = [size for size in sizes if size > 0]
+        return min(sizes) if sizes else 1.0
+
+    def measure_ceilings(self, device: str, precisions: list[str], seconds: float, threads: int | None) -> dict[str, Any]:
+        """Each alive node's measured ceiling, keyed by node id: one task per node holding all of its CPUs (and a GPU)."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        self._connect()
+        on_gpu = device.startswith("cuda")
+        tasks = {}
+        for node in self.ray.nodes():
+            resources = node.get("Resources") or {}
+            if not node.get("Alive") or (on_gpu and not resources.get("GPU")):
+                continue
+            options = {"num_cpus": float(resources.get("CPU", 1) or 1), "num_gpus": 1 if on_gpu else 0, "max_retries": 0,
+                       "scheduling_strategy": NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)}
+            task = self.ray.remote(_ceiling_on_node).options(**options)
+            tasks[node["NodeID"]] = task.remote("cuda:0" if on_gpu else device, precisions, seconds, threads)
+        ceilings = {}
+        for node_id, reference in tasks.items():
+            try:
+                ceilings[node_id] = self.ray.get(reference)
+            except self.ray.exceptions.RayError as error:
+                ceilings[node_id] = {"error": f"ray: {type(error).__name__}"}
+        return ceilings
 
     def _node_of(self, error: Exception) -> str | None:
         return getattr(error, "node_id", None)

@@ -271,3 +271,11 @@ def test_percent_of_peak_is_unknown_for_a_card_without_a_profile_and_for_a_cpu()
     assert derived["unavailable"]["percent_of_peak"] == "ran on NVIDIA B200, which has no hardware profile: its peak is unknown"
     on_cpu = _derived_fields({**record, "device": "cpu"}, {**meta, "device": "cpu"})["roofline"]
     assert on_cpu["percent_of_peak"] is None and "Intel(R) Xeon(R) Processor" in on_cpu["unavailable"]["percent_of_peak"]
+
+
+def test_the_report_budget_of_a_target_card_is_its_driver_reported_total() -> None:
+    from segbench.report.tables import RunData
+
+    meta, records = _h100_run()
+    budget = RunData(Path("run"), meta, records).budget()
+    assert budget == (12042.0, "rtx3060 budget")  # not 12 x 1024

@@ -84,7 +84,7 @@ class RunData:
         """The memory budget to draw and judge against, with its label, when the run names one.
 
         In order: an explicit `budget_mb` in meta.json; the suite's one hardware target (a card
-        profile: its whole memory, comparable with NVML's per-process peak); the allocator budget a
+        profile: the total its driver reports, comparable with NVML's per-process peak); the allocator budget a
         cell ran under (`budget.budget_mb`); a `budget_mb`/`budget_gb` in the suite's hardware mapping.
         """
         explicit = _budget_from(self.meta)
@@ -92,7 +92,7 @@ class RunData:
             return explicit, "budget"
         profile = _target_profile(self.meta.get("hardware_target"))
         if profile is not None:
-            return float(profile.memory_mb), f"{profile.name} budget"
+            return float(profile.total_mb), f"{profile.name} budget"
         for record in self.ok:
             cell_budget = record.get("budget")
             if isinstance(cell_budget, dict) and _number(cell_budget.get("budget_mb")):

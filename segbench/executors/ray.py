@@ -2,7 +2,7 @@
 
 Each task asks for one GPU (or `cpus_per_cell` CPUs on a CPU cluster) and, when the suite targets
 several cards, one unit of a custom resource named after the card, so a cell runs on a node with
-that card. On the worker the task calls the same `execute_isolated` as the local executor, so the
+that card. On the worker the task calls the same `execute_repeated` as the local executor, so the
 spawned child, the hard timeout and the status mapping are identical. The driver appends each
 record as its task ends. A task whose worker or node dies is recorded as `error: node lost` and
 retried once, on another node with the same card when there is one.

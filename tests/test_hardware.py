@@ -108,8 +108,9 @@ def test_12gb_target_on_an_80gb_card() -> None:
 def test_the_h100_profile_carries_its_measured_total_and_others_say_nominal() -> None:
     h100 = load_profile("h100-sxm")
     assert h100.cuda_total_mb == H100_TOTAL_MB and h100.source_of("cuda_total_mb").startswith("[M]")
-    t4 = load_profile("t4")
-    assert t4.cuda_total_mb is None and t4.total_mb == t4.memory_mb and t4.total_basis.startswith("nominal 16 GB")
+    l4 = load_profile("l4")
+    assert l4.cuda_total_mb is None and l4.total_mb == l4.memory_mb and l4.total_basis.startswith("nominal 24 GB")
+    assert load_profile("t4").cuda_total_mb == 15104 and load_profile("t4").source_of("cuda_total_mb").startswith("[S]")
 
 
 def test_target_bigger_than_the_real_card_is_refused() -> None:

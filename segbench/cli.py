@@ -359,6 +359,7 @@ def predict(
     for prediction in predictions:
         console.print(f"{escape(str(prediction.image))} → {escape(str(prediction.class_map))}, {escape(str(prediction.overlay))}, {escape(str(prediction.summary))}", highlight=False)
         console.print(f"  {prediction.timing_text()}", highlight=False)
+        console.print(f"  largest classes: {escape(prediction.classes_text())}", highlight=False)
     if chatter.lines:
         (out / "predict.log").write_text(chatter.text, encoding="utf-8")
         console.print(f"{len(chatter.lines)} line(s) of library warnings in {escape(str(out / 'predict.log'))} (--verbose shows them here)", highlight=False)

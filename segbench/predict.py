@@ -32,6 +32,10 @@ class Prediction:
     overlay: Path
     summary: Path
     timing_ms: dict[str, float] = field(default_factory=dict)  # per stage, one pass (the first includes warm-up)
+    top_classes: tuple[tuple[str, float], ...] = ()  # (class name, or "class N" without names; share of pixels), largest first
+
+    def classes_text(self) -> str:
+        return ", ".join(f"{name} {share * 100:.1f} %" for name, share in self.top_classes)
 
     def timing_text(self) -> str:
         stages = " · ".join(f"{stage} {self.timing_ms[stage]:.1f} ms" for stage in PREDICT_STAGES if stage in self.timing_ms)
@@ -127,6 +131,13 @@ def write_outputs(image_path: Path, image: np.ndarray, labels: np.ndarray, out_d
     return Prediction(image_path, class_map, overlay, summary)
 
 
+def top_classes(labels: np.ndarray, names: dict[int, str] | None, count: int = 3) -> tuple[tuple[str, float], ...]:
+    """The classes covering most pixels, by name where the model has names."""
+    ids, pixels = np.unique(labels, return_counts=True)
+    order = np.argsort(-pixels)[:count]
+    return tuple(((names or {}).get(int(ids[i]), f"class {int(ids[i])}"), float(pixels[i]) / labels.size) for i in order)
+
+
 class _StageClock:
     """Per-stage wall time of one image, synchronising the GPU so a stage's kernels count in that stage."""
 
@@ -178,5 +189,5 @@ def predict(model: str, images: list[Path], out_dir: Path, weights: Path | None 
         timing = {stage: round(ms, 3) for stage, ms in clock.timing_ms.items()}
         prediction = write_outputs(path, image, labels, out_dir, adapter.num_classes, {**meta, "timing_ms": timing}, names)
         clock.lap("write")
-        predictions.append(replace(prediction, timing_ms=dict(clock.timing_ms)))
+        predictions.append(replace(prediction, timing_ms=dict(clock.timing_ms), top_classes=top_classes(labels, names)))
     return predictions

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from segbench.errors import SegbenchError
+
 
 @dataclass
 class Captured:
@@ -52,9 +54,15 @@ def library_output(verbose: bool = False) -> Iterator[Captured]:
         os.dup2(sink.fileno(), 2)
         # sys.stderr may not write through fd 2 (a test runner's capture): point it at the sink too.
         stream = open(2, "w", encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+        crashed = False
         try:
             with contextlib.redirect_stderr(stream):
                 yield captured
+        except SegbenchError:
+            raise  # the user's mistake: its one line is all the terminal needs
+        except BaseException:
+            crashed = True  # a crash or Ctrl-C: what libraries said may explain it, so it is shown
+            raise
         finally:
             stream.close()  # flushes; fd 2 stays open (closefd=False)
             sys.stderr.flush()
@@ -65,3 +73,6 @@ def library_output(verbose: bool = False) -> Iterator[Captured]:
             sink.seek(0)
             captured.text = sink.read().decode("utf-8", errors="replace")
             captured.lines = [line for line in captured.text.splitlines() if line.strip()]
+            if crashed and captured.text:
+                sys.stderr.write(captured.text)
+                sys.stderr.flush()

@@ -157,8 +157,19 @@ def test_the_readme_adapter_runs_exactly_as_printed(tmp_path: Path) -> None:
     assert predicted.returncode == 0, predicted.stderr
     assert re.search(r"read [\d.]+ ms · preprocess [\d.]+ ms · forward [\d.]+ ms · postprocess [\d.]+ ms · write [\d.]+ ms · total", predicted.stdout)
     assert predicted.stderr.strip() == ""
+    assert re.search(r"largest classes: class \d+ [\d.]+ %", predicted.stdout)  # the README model has no class names
     summary = json.loads((tmp_path / "pred" / "photo.json").read_text())
     assert summary["num_classes"] == 19 and set(summary["timing_ms"]) == {"read", "preprocess", "forward", "postprocess"}
+
+
+def test_predict_names_the_largest_classes() -> None:
+    import numpy as np
+
+    from segbench.predict import top_classes
+
+    labels = np.array([[0, 0, 0, 2], [2, 2, 0, 1]])
+    assert top_classes(labels, {0: "road", 1: "sky", 2: "car"}) == (("road", 0.5), ("car", 0.375), ("sky", 0.125))
+    assert top_classes(labels, None, count=1) == (("class 0", 0.5),)
 
 
 def test_the_adapter_contract_is_documented_where_users_look() -> None:
@@ -279,6 +290,15 @@ def test_library_output_is_captured_at_the_descriptor_level(capfd: pytest.Captur
     with library_output(verbose=True) as shown:
         os.write(2, b"shown when verbose\n")
     assert "shown when verbose" in capfd.readouterr().err and shown.text == ""
+    # A user's mistake keeps the terminal to its one line; a crash shows what libraries said before it.
+    with pytest.raises(SegbenchError), library_output():
+        os.write(2, b"noise before a user error\n")
+        raise SegbenchError("bad input")
+    assert "noise" not in capfd.readouterr().err
+    with pytest.raises(KeyboardInterrupt), library_output():
+        os.write(2, b"context before a crash\n")
+        raise KeyboardInterrupt
+    assert "context before a crash" in capfd.readouterr().err
 
 
 def test_suite_yaml_written_for_flags_round_trips() -> None:

@@ -77,7 +77,7 @@ def summary_table(records: Iterable[dict[str, Any]], title: str = "") -> Table:
             f"[{STATUS_STYLE.get(status, '')}]{escape(status)}[/]",
             f"{latency['median']:.2f}" if latency else "–",
             f"{latency['p95']:.2f}" if latency else "–",
-            f"{latency['cv'] * 100:.1f}" if latency else "–",
+            f"{latency['cv'] * 100:.1f}" if latency and latency.get("cv") is not None else "–",  # None below 5 samples
             f"{record['fps']:.1f}" if record.get("fps") else "–",
             f"{peak:.0f}" if peak is not None else "–",
         )

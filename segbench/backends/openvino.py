@@ -152,6 +152,7 @@ def ov_forward(compiled: Any, layout: OutputLayout) -> ForwardFn:
 class OpenVino(Backend):
     name = "openvino"
     description = "OpenVINO (converted once per cell by its PyTorch frontend; LATENCY hint, the cell's threads); conversion and compile are prepare_s"
+    warm_imports = ("openvino",)
 
     def __init__(self) -> None:
         self._info: dict[str, Any] | None = None

@@ -100,6 +100,7 @@ class UltralyticsOnnx(UltralyticsExport):
     description = "ultralytics' own ONNX export (static shape) run by its predictor on ONNX Runtime; export is prepare_s"
     fmt = "onnx"
     requires = ("onnx", "onnxruntime")
+    warm_imports = ("ultralytics", "onnx", "onnxruntime")
 
     def export_options(self) -> dict[str, Any]:
         return {"simplify": importlib.util.find_spec("onnxslim") is not None}
@@ -110,6 +111,7 @@ class UltralyticsOpenVino(UltralyticsExport):
     description = "ultralytics' own OpenVINO export (static shape) run by its predictor (LATENCY hint at batch 1); export is prepare_s"
     fmt = "openvino"
     requires = ("openvino",)
+    warm_imports = ("ultralytics", "openvino")
 
     def export_options(self) -> dict[str, Any]:
         return {}

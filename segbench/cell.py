@@ -211,6 +211,14 @@ def _scores(adapter: SegmentationAdapter, outputs: Any) -> torch.Tensor | None:
         return None
 
 
+def _local_or_named(weights: str | None, suite_dir: Path | None) -> Path | None:
+    """A weights path as the suite meant it; a library name (Hub id, asset, enum) stays as given for the adapter to fetch."""
+    if weights is None:
+        return None
+    resolved = resolve_path(Path(weights), suite_dir)
+    return resolved if resolved.exists() else Path(weights)
+
+
 def _calibration_files(request: CellRequest, dataset: Dataset | None, suite_dir: Path | None) -> tuple[list[Path], str]:
     """The images int8 calibrates on, and where they come from: the calibration folder, the dataset's train split, or none (photographs)."""
     if request.calibration is not None:
@@ -291,7 +299,7 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
     # Process start to the first model build: what warm start (segbench.forkserver) makes cheap.
     startup_s = round(time.time() - request.launched_at, 3) if request.launched_at is not None else None
     suite_dir = Path(request.suite_dir) if request.suite_dir else None
-    weights = resolve_path(Path(cell.weights), suite_dir) if cell.weights else None
+    weights = _local_or_named(cell.weights, suite_dir)
     adapter = create_model(cell.model, weights, cell.options)
     adapter.build(device)
     # Counted once on the fp32 model, batch 1: FLOPs per image are a property of the architecture.

@@ -339,7 +339,7 @@ def fit(
 def predict(
     model: str = typer.Argument(..., help="registered model name"),
     images: list[Path] = typer.Argument(..., help="one or more image files"),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="local weights (random weights without it)"),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="local weights, or a Hub id / ultralytics asset / torchvision weights name (random weights without it)"),
     out: Path = typer.Option(Path("predictions"), "--out", help="output folder"),
     device: str = typer.Option("auto", "--device", help="where the model runs: auto, cpu, cuda or cuda:N"),
     plugins: Optional[list[str]] = typer.Option(None, "--plugin", metavar="FILE", help=PLUGIN_HELP),
@@ -353,7 +353,11 @@ def predict(
 
     load_plugins(plugins)
     if weights is not None and not weights.exists():
-        raise SegbenchError(f"--weights: not found: {weights}")
+        from segbench.models.registry import get_card
+        from segbench.weights import named_kind
+
+        if named_kind(str(weights), get_card(model).source) is None:
+            raise SegbenchError(f"--weights: not found: {weights} (a local file or folder, or a Hub id / ultralytics asset / torchvision weights name)")
     with library_output(verbose) as chatter:
         predictions = run_predict(model, images, out, weights, resolve_device(device))
     for prediction in predictions:

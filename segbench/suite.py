@@ -251,9 +251,14 @@ def _check_names(suite: Suite, base_dir: Path | None = None) -> list[tuple[str, 
         for name in suite.hardware_targets:
             if name not in list_profiles():
                 problems.append(("hardware", unknown_name_message("hardware profile", name, list_profiles())))
+    from segbench.models.registry import get_card
+    from segbench.weights import named_kind
+
     for index, entry in enumerate(suite.models):
-        if entry.weights is not None and not resolve_path(entry.weights, base_dir).exists():
-            problems.append((f"models[{index}].weights", f"weights not found: {entry.weights}; give a local file or transformers directory"))
+        if entry.weights is None or resolve_path(entry.weights, base_dir).exists() or entry.name not in list_models():
+            continue
+        if named_kind(str(entry.weights), get_card(entry.name).source) is None:
+            problems.append((f"models[{index}].weights", f"weights not found: {entry.weights}; give a local file or folder, or a name {get_card(entry.name).source} knows (Hub id, ultralytics asset, torchvision weights)"))
     for rules_name in ("include", "exclude"):
         for index, rule in enumerate(getattr(suite, rules_name)):
             if rule.resolution is not None:

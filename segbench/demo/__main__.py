@@ -27,7 +27,8 @@ def train(
     import torch
 
     from segbench.demo.generate import generate as write
-    from segbench.demo.train import RECIPES, train as run
+    from segbench.demo.train import RECIPES
+    from segbench.demo.train import train as run
 
     torch.set_num_threads(threads)
     if not (data / "images").is_dir():
@@ -41,7 +42,8 @@ def train(
 @app.command()
 def evaluate(data: Path = typer.Option(Path("demo-data"), "--data")) -> None:
     """Validation mIoU of the committed demo weights."""
-    from segbench.demo.train import RECIPES, demo_options, evaluate as score, load_split
+    from segbench.demo.train import RECIPES, demo_options, load_split
+    from segbench.demo.train import evaluate as score
     from segbench.models.registry import create_model
 
     images, masks = load_split(data, "val")

@@ -143,6 +143,7 @@ class SegmentationAdapter(ABC):
         self.model: nn.Module | None = None
         self.device = torch.device("cpu")
         self.input_dtype = torch.float32
+        self.weights_name: str | None = None  # the library name the weights were given by, when they were
         self.num_classes: int = getattr(self.options, "num_classes", None) or card.num_classes
         self.class_names: tuple[str, ...] | None = self._default_names(None)
 
@@ -150,6 +151,19 @@ class SegmentationAdapter(ABC):
     @abstractmethod
     def build_module(self) -> nn.Module:
         """Construct the architecture on the CPU with random weights (no downloads), with `self.num_classes` classes."""
+
+    def fetch_named_weights(self, name: str) -> Path:
+        """The local file behind a library's weights name (a Hub id, an ultralytics asset, a torchvision enum)."""
+        from segbench.weights import fetch, named_kind
+
+        if named_kind(name, self.card.source) is None:
+            raise WeightsError(f"{self.card.name}: weights not found: {name} (fix the path under models[].weights, or give a name {self.card.source} knows)")
+        try:
+            path = fetch(name, self.card.source)
+        except WeightsError as exc:
+            raise WeightsError(f"{self.card.name}: {exc}") from None
+        self.weights_name = name
+        return path
 
     def read_weights(self, path: Path) -> Checkpoint:
         """A local state dict (.safetensors or torch-saved); families with their own formats override this."""
@@ -203,7 +217,7 @@ class SegmentationAdapter(ABC):
     def build(self, device: torch.device | str = "cpu") -> nn.Module:
         """Build (seeded, so every process gets the same random weights), load weights, finalize, move to device."""
         if self.weights is not None and not self.weights.exists():
-            raise WeightsError(f"{self.card.name}: weights not found: {self.weights} (fix the path under models[].weights)")
+            self.weights = self.fetch_named_weights(str(self.weights))
         torch.manual_seed(0)
         checkpoint = self.read_weights(self.weights) if self.weights is not None else None
         if checkpoint is not None:

@@ -8,13 +8,14 @@ output lands under "aux"), so the timed forward includes it, as it does for torc
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from segbench.labels import VOC_NAMES
-from segbench.models.base import ModelCard, SegmentationAdapter
+from segbench.models.base import Checkpoint, ModelCard, SegmentationAdapter
 from segbench.models.registry import register
 
 VOC_CLASSES = 21
@@ -32,6 +33,15 @@ class DeepLabV3Adapter(SegmentationAdapter):
         return deeplabv3_mobilenet_v3_large(
             weights=None, weights_backbone=None, num_classes=self.num_classes, aux_loss=True
         )
+
+    def read_weights(self, path: Path) -> Checkpoint:
+        """A state dict; given by torchvision weights name, with the class names of its metadata."""
+        checkpoint = super().read_weights(path)
+        if self.weights_name is None:
+            return checkpoint
+        from segbench.weights import torchvision_categories
+
+        return Checkpoint(checkpoint.state, torchvision_categories(self.weights_name))
 
     def logits(self, outputs: Any) -> torch.Tensor:
         return outputs["out"]

@@ -33,7 +33,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 WARM_START_ENV = "SEGBENCH_WARM_START"
-MAX_TEMPLATES = 2
+MAX_TEMPLATES = 4  # a quantization suite cycles through ~4 import sets per model; each idle template holds ~0.6 GB
 READY_TIMEOUT_S = 600.0  # imports on a busy machine can take a minute; a hung template still ends
 BASE_IMPORTS = ("torch", "torchvision", "numpy", "psutil", "segbench.cell", "segbench.isolation")
 # In the template only: torch.cuda.is_available() asks NVML instead of initialising the CUDA driver.

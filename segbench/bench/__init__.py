@@ -1,0 +1,1 @@
+"""Benchmarks of segbench itself (run on a quiet machine; never timed tests)."""

@@ -89,8 +89,11 @@ def test_a_corrupt_entry_is_discarded_with_a_warning(cache_root: Path, tmp_path:
 
 def test_no_cache_reads_and_writes_nothing(cache_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(cache.NO_CACHE_ENV, "1")
-    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
-    monkeypatch.delenv("TORCHINDUCTOR_FORCE_DISABLE_CACHES", raising=False)
+    for name in ("TORCHINDUCTOR_CACHE_DIR", "TORCHINDUCTOR_FORCE_DISABLE_CACHES"):
+        monkeypatch.setenv(name, "")  # recorded, so what configure_inductor sets is undone after the test
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config, "force_disable_caches", inductor_config.force_disable_caches)
     key = _key(nn.Conv2d(3, 4, 1))
     source = tmp_path / "built.onnx"
     source.write_bytes(b"graph")
@@ -99,12 +102,12 @@ def test_no_cache_reads_and_writes_nothing(cache_root: Path, tmp_path: Path, mon
     assert cache.summary(cache.events()[-1:]) == "off"
     cache.configure_inductor()
     assert not Path(cache.os.environ["TORCHINDUCTOR_CACHE_DIR"]).is_relative_to(cache_root)
-    assert cache.os.environ["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] == "1"
+    assert cache.os.environ["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] == "1" and inductor_config.force_disable_caches is True
     assert not cache_root.exists()
 
 
 def test_inductor_compiles_into_the_segbench_cache(cache_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "")
     cache.configure_inductor()
     assert cache.os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(cache_root / cache.INDUCTOR_DIR)
 

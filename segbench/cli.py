@@ -266,9 +266,11 @@ def models(
     """List the registered models (exit 1 when none matches the pattern)."""
     from segbench.cli_options import load_plugins
     from segbench.models.registry import get_card, list_models
+    from segbench.quiet import library_output
 
-    load_plugins(plugins)
-    names = list_models(pattern)
+    with library_output():
+        load_plugins(plugins)
+        names = list_models(pattern)
     if not names:
         errors.print(f"no registered model matches {pattern!r}; `segbench models` lists all {len(list_models())}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1)
@@ -294,6 +296,7 @@ def fit(
     device: str = typer.Option("auto", "--device", help="where probes run: auto, cpu, cuda or cuda:N"),
     timeout: float = typer.Option(300.0, "--timeout", help="seconds per probe cell"),
     plugins: Optional[list[str]] = typer.Option(None, "--plugin", metavar="FILE", help=PLUGIN_HELP),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show libraries' warnings from the probes on the terminal"),
 ) -> None:
     """Largest batch per resolution, and largest square side at batch 1, that fit a card's memory budget (isolated probes)."""
     from segbench.cell import CellRequest
@@ -305,8 +308,8 @@ def fit(
     from segbench.models.registry import get_card
     from segbench.quiet import library_output
 
-    plugin_specs = load_plugins(plugins)
     with library_output():
+        plugin_specs = load_plugins(plugins)
         check_fit_options(precision=precision, backend=backend, resolution=resolution, max_batch=max_batch, max_side=max_side, device=device, timeout=timeout)
         get_card(model)
     profile = load_profile(hardware)
@@ -319,7 +322,8 @@ def fit(
     console.print(f"fit search: {model} {precision} {backend} on {chosen}, budget of {profile.name} ({profile.memory_gb} GB)")
     for line in budget_lines(profile, backend, chosen):
         console.print(f"[yellow]{line}[/]" if not line.startswith("budget:") else line, markup=True, highlight=False)
-    table_data = fit_search(isolated_runner(request_for, timeout), [(side, side) for side in resolution], max_batch=max_batch, max_side=max_side)
+    with library_output(verbose):  # probes inherit the captured stderr: their libraries' warnings stay off the terminal
+        table_data = fit_search(isolated_runner(request_for, timeout), [(side, side) for side in resolution], max_batch=max_batch, max_side=max_side)
     table = Table(title=f"{model} on {profile.name} ({table_data.probe_count} isolated probes)")
     for column in ("resolution", "largest batch", "limited by"):
         table.add_column(column)
@@ -351,7 +355,6 @@ def predict(
     from segbench.predict import RANDOM_WEIGHTS_WARNING, predict as run_predict
     from segbench.quiet import library_output
 
-    load_plugins(plugins)
     if weights is not None and not weights.exists():
         from segbench.models.registry import get_card
         from segbench.weights import named_kind
@@ -359,6 +362,7 @@ def predict(
         if named_kind(str(weights), get_card(model).source) is None:
             raise SegbenchError(f"--weights: not found: {weights} (a local file or folder, or a Hub id / ultralytics asset / torchvision weights name)")
     with library_output(verbose) as chatter:
+        load_plugins(plugins)
         predictions = run_predict(model, images, out, weights, resolve_device(device))
     for prediction in predictions:
         console.print(f"{escape(str(prediction.image))} → {escape(str(prediction.class_map))}, {escape(str(prediction.overlay))}, {escape(str(prediction.summary))}", highlight=False)

@@ -350,3 +350,12 @@ def test_verbose_shows_a_failed_cells_traceback_and_the_default_shows_one_line()
         text = console.export_text()
         assert "error: ValueError: the last line" in text
         assert ("Traceback (most recent call last)" in text) is shows_traceback
+
+
+def test_fit_loads_a_plugin_into_its_probes_and_keeps_their_chatter_off_the_terminal(tmp_path: Path) -> None:
+    chatty = tmp_path / "chatty_models.py"
+    chatty.write_text(f"import sys\nprint('W1125 probe chatter', file=sys.stderr)\nexec(open({FAULT_PLUGIN!r}).read())\n")
+    done = segbench("fit", "test-tiny", "--plugin", str(chatty), "--hardware", "rtx3060", "--device", "cpu", "--resolution", "16", "--max-batch", "2", "--max-side", "64", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "16x16" in done.stdout and "max_batch" in done.stdout  # both batches fit: the search stopped at the cap
+    assert "chatter" not in done.stdout + done.stderr

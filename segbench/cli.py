@@ -164,7 +164,8 @@ def run(
     batches: Optional[list[str]] = typer.Option(None, "--batch", "-b", metavar="N", help="without SUITE: batch sizes, e.g. 1,4 (default 1)"),
     precisions: Optional[list[str]] = typer.Option(None, "--precision", metavar="NAME", help="without SUITE: precisions, e.g. fp32,fp16,int8 (default fp32)"),
     backends: Optional[list[str]] = typer.Option(None, "--backend", metavar="NAME", help="without SUITE: backends, e.g. eager,compile (default eager)"),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="without SUITE: local weights for the one --model (random weights without it)"),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="without SUITE: weights for the one --model: a local file or folder, a Hub id, an ultralytics asset or a torchvision weights name (random weights without it)"),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="a labelled dataset folder (plain, Cityscapes or ADE20K layout): every ok cell gets mIoU, pixel accuracy and per-class IoU"),
     hardware: Optional[list[str]] = typer.Option(None, "--hardware", metavar="CARD", help="without SUITE: card profile whose memory budget to emulate, e.g. rtx3060"),
     plugins: Optional[list[str]] = typer.Option(None, "--plugin", metavar="FILE", help="a .py file or module that registers your own models (repeatable)"),
     overrides: Optional[list[str]] = typer.Option(None, "--set", "-s", metavar="KEY=VALUE", help="override a suite field, e.g. -s timing.min_time_s=5 -s batch_sizes=[1,8] (repeatable)"),
@@ -201,6 +202,8 @@ def run(
     if axis_flags and not models:
         raise SegbenchError(f"{', '.join(axis_flags)}: these build a suite from flags and need --model (with a SUITE file, use -s, e.g. -s batch_sizes=[1,8])")
     plugin_specs = [absolute_plugin(spec) for spec in plugins or []]
+    if dataset is not None:  # the same as -s dataset=…, made absolute because the run folder keeps a suite copy
+        overrides = [*(overrides or []), f"dataset={json.dumps(str(dataset.expanduser().resolve()))}"]
     from_flags = suite_from_flags(models, resolutions or [], batches or [], precisions or [], backends or [], device, weights, hardware or [], plugin_specs) if models else None
     with library_output(verbose) as chatter:
         suite, source_path, suite_text = _suite_for_run(suite_path, resume, from_flags, plugin_specs if from_flags is None else [], overrides or [])

@@ -77,6 +77,12 @@ def load_plugins(specs: list[str] | None) -> list[str]:
     return loaded
 
 
+def _weights_value(weights: Path) -> str:
+    """A local path made absolute (the suite copy lives elsewhere); a library name (Hub id, asset, enum) kept as given."""
+    local = weights.expanduser()
+    return str(local.resolve()) if local.exists() else str(weights)
+
+
 def suite_from_flags(
     models: list[str],
     resolutions: list[str],
@@ -95,7 +101,7 @@ def suite_from_flags(
     names = split_values(models)
     if weights is not None and len(names) != 1:
         raise SegbenchError(f"--weights: belongs to one model, but {len(names)} are given; run one --model with --weights, or write a suite file")
-    entry: Any = {"name": names[0], "weights": str(weights.expanduser().resolve())} if weights is not None else names[0]
+    entry: Any = {"name": names[0], "weights": _weights_value(weights)} if weights is not None else names[0]
     cards = split_values(hardware)
     data: dict[str, Any] = {
         "name": names[0] if len(names) == 1 else f"{names[0]}-and-{len(names) - 1}-more",

@@ -132,3 +132,14 @@ def test_a_cell_with_a_dataset_records_ground_truth_metrics(tmp_path: Path, writ
     assert set(accuracy["per_class_iou"]) <= {"0", "1", "2", "3"}
     assert record["calibration"]["source"].startswith("dataset train split")
     assert json.loads(json.dumps(record))  # the record stays plain JSON
+
+
+def test_run_dataset_flag_checks_the_dataset_at_load(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = plain_tree(tmp_path / "data", [np.full((64, 64), 30, np.uint8)])
+    done = subprocess.run([sys.executable, "-m", "segbench", "run", "--model", "fast-scnn", "--resolution", "64", "--dataset", str(root), "--dry-run"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "masks/000.png: label id 30 is beyond model 'fast-scnn''s 19 classes" in done.stderr
+    assert "Traceback" not in done.stderr

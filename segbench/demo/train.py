@@ -39,8 +39,8 @@ class Recipe:
 
 
 RECIPES = {
-    "fast-scnn": Recipe("fast-scnn", epochs=30, lr=3e-3),
-    "segformer-b0": Recipe("segformer-b0", epochs=30, lr=1e-3),
+    "fast-scnn": Recipe("fast-scnn", epochs=5, lr=3e-3),
+    "segformer-b0": Recipe("segformer-b0", epochs=10, lr=1e-3),
 }
 
 
@@ -105,7 +105,7 @@ def train(recipe: Recipe, data: Path, log: Any = print) -> dict[str, Any]:
             loss.backward()
             optimizer.step()
             schedule.step()
-            total += float(loss) * len(index)
+            total += loss.item() * len(index)
         log(f"{recipe.model} epoch {epoch + 1}/{recipe.epochs}: loss {total / len(images):.4f} ({time.perf_counter() - started:.0f} s)")
     result = evaluate(adapter, val_images, val_masks)
     result["train_s"] = time.perf_counter() - started

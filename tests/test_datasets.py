@@ -12,8 +12,8 @@ from PIL import Image
 
 from segbench.datasets import Dataset, DatasetConfig
 from segbench.errors import SuiteError
-from segbench.images import calibration_batches, evaluation_batches, split_photographs
 from segbench.expectations import evaluate
+from segbench.images import calibration_batches, evaluation_batches, split_photographs
 from segbench.measure.accuracy import ConfusionMatrix
 from segbench.report.exports import render_csv, render_markdown
 from segbench.report.html import render_report

@@ -37,7 +37,7 @@ from segbench.models.flops import count_flops
 from segbench.precision import get_precision
 from segbench.precision.base import PrecisionContext
 from segbench.sources import open_source
-from segbench.stream import find_max_rate, run_stream, warm_stream
+from segbench.stream import confirm_rate, find_max_rate, run_stream, warm_stream
 from segbench.suite import StreamConfig, Timing, resolve_path
 
 STAGES = ("preprocess", "forward", "postprocess")
@@ -265,9 +265,10 @@ def _stream_pass(adapter: SegmentationAdapter, forward: Callable[[torch.Tensor],
 
     if config.target_fps == "max":
         estimate = 1000.0 / end_to_end.median
-        best, trials = find_max_rate(lambda rate: trial(rate, config.duration_s), estimate, config.search_steps)
-        result = trial(best, config.duration_s).to_dict() if best > 0 else {"target_fps": 0.0, "keeps_up": False}
-        return {**result, "max_sustainable_fps": best, "search": trials, "source": config.source, "overlap": config.overlap, "warmup": warmup}
+        searched, trials = find_max_rate(lambda rate: trial(rate, config.duration_s), estimate, config.search_steps)
+        best, outcome, confirmations = confirm_rate(lambda rate: trial(rate, config.duration_s), searched)
+        result = outcome.to_dict() if outcome is not None else {"target_fps": 0.0, "keeps_up": False}
+        return {**result, "max_sustainable_fps": best, "search": trials, "confirmations": confirmations, "source": config.source, "overlap": config.overlap, "warmup": warmup}
     return {**trial(float(config.target_fps), config.duration_s).to_dict(), "source": config.source, "overlap": config.overlap, "warmup": warmup}
 
 
@@ -325,7 +326,7 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         prepare_s = time.perf_counter() - started
         inputs = adapter.preprocess(images)  # again: a backend may change the layout preprocess emits (channels_last)
 
-        step = lambda: forward(inputs)  # noqa: E731: the timed closure
+        step = lambda: forward(inputs)  # noqa: E731 (the timed closure)
         warm_up(step, request.timing.warmup_iters, device)
         telemetry = _telemetry_sampler(device)
         with ContentionWindow(torch.get_num_threads()) as contention:
@@ -408,7 +409,7 @@ def run_cell(request: CellRequest) -> dict[str, Any]:
         outcome = {"status": "unsupported", "error": str(exc)}
     except SegbenchError as exc:
         outcome = {"status": "error", "error": str(exc)}
-    except BaseException as exc:  # noqa: BLE001: a cell's failure is a result, whatever it is
+    except BaseException as exc:  # noqa: BLE001 (a cell's failure is a result, whatever it is)
         status = "oom" if is_out_of_memory(exc) else "error"
         outcome = {"status": status, "error": last_line(exc), "traceback": traceback.format_exc(limit=20)}
     outcome["threads"] = torch.get_num_threads()

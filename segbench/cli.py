@@ -179,8 +179,12 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show libraries' warnings on the terminal, every dry-run row and failed cells' full errors"),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP),
     no_cache: bool = typer.Option(False, "--no-cache", help=NO_CACHE_HELP),
+    strict: bool = typer.Option(False, "--strict", help="also exit 1 when a cell misses a suite target or an expectation is refuted"),
 ) -> None:
     """Run a suite's matrix, each cell isolated; write results/<suite>-<UTC time>/.
+
+    Exits 1 when any cell ended in error or timeout (oom and unsupported are results); with --strict
+    also when a target is missed or an expectation refuted. The last line says why.
 
     Without a SUITE file the matrix comes from flags, and the run folder keeps the equivalent suite.yaml:
     segbench run --model segformer-b0 --resolution 512 --batch 1,4 --precision fp32,fp16 --device cuda
@@ -225,6 +229,13 @@ def run(
         from segbench.report.summary import expectations_table
 
         console.print(expectations_table(evaluate_run(result.run_dir)))
+    from segbench.gate import run_gate
+    from segbench.results import read_records
+
+    gate = run_gate(suite, read_records(result.run_dir), strict)  # every cell of the run, resumed ones included
+    console.print(gate.line, markup=False, highlight=False, soft_wrap=True)
+    if gate.exit_code:
+        raise typer.Exit(gate.exit_code)
 
 
 # ---- env, models, selfcheck ----------------------------------------------------------------------------
@@ -417,12 +428,49 @@ def report(
     run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="a run folder made by `segbench run`"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="file to write (default: reports/<run folder name>.<format>)"),
     fmt: str = typer.Option("html", "--format", help="html (self-contained page), md (Markdown for a pull request) or csv"),
+    target_fps: Optional[float] = typer.Option(None, "--target-fps", help="target: achieved FPS at least this (end to end; a stream cell's sustained rate)"),
+    max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", help="target: latency percentile (see --latency-percentile) at most this"),
+    latency_percentile: Optional[str] = typer.Option(None, "--latency-percentile", help="p50, p90, p95 or p99 (default p99)"),
+    max_p99_ms: Optional[float] = typer.Option(None, "--max-p99-ms", help="shorthand for --max-latency-ms X --latency-percentile p99"),
+    hardware: Optional[str] = typer.Option(None, "--hardware", help="target: fit this card profile's memory (e.g. rtx3060)"),
+    memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="target: fit this much memory (e.g. 12GiB, 800MiB) instead of a card"),
+    min_agreement: Optional[float] = typer.Option(None, "--min-agreement", help="target: pixel agreement with fp32 eager at least this many %"),
 ) -> None:
-    """Write a run's report: leaderboard, plots, quantization, failed cells and a best-choice summary."""
+    """Write a run's report: the answer (verdicts against targets), leaderboard, plots, quantization, failed cells, expectations.
+
+    Targets given here override the suite's `targets:` block field by field.
+    """
     from segbench.report.exports import write_report
 
-    path = write_report(run_dir, output, fmt)
+    targets = _report_targets(run_dir, target_fps, max_latency_ms, latency_percentile, max_p99_ms, hardware, memory_budget, min_agreement)
+    path = write_report(run_dir, output, fmt, targets)
     console.print(f"report written: [bold]{escape(str(path))}[/]", highlight=False)
+
+
+def _report_targets(run_dir: Path, fps: float | None, max_latency_ms: float | None, percentile: str | None, max_p99_ms: float | None,
+                    hardware: str | None, memory_budget: str | None, min_agreement: float | None) -> Any:
+    """The run's suite targets with these options applied; None when neither sets any. Bad values are one line."""
+    from pydantic import ValidationError
+
+    from segbench.report.answer import run_targets
+    from segbench.report.tables import load_run
+
+    if hardware and memory_budget:
+        raise SegbenchError("--hardware and --memory-budget both set a memory target; give one")
+    if max_p99_ms is not None and (max_latency_ms is not None or percentile not in (None, "p99")):
+        raise SegbenchError("--max-p99-ms is --max-latency-ms X --latency-percentile p99; give one of them")
+    options = {"fps": fps, "max_latency_ms": max_latency_ms if max_p99_ms is None else max_p99_ms,
+               "latency_percentile": "p99" if max_p99_ms is not None else percentile, "memory": hardware or memory_budget, "min_agreement": min_agreement}
+    flags = {"fps": "--target-fps", "max_latency_ms": "--max-latency-ms", "latency_percentile": "--latency-percentile",
+             "memory": "--hardware" if hardware else "--memory-budget", "min_agreement": "--min-agreement"}
+    try:
+        return run_targets(load_run(run_dir), options)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        flag = flags.get(str(error["loc"][0]), str(error["loc"][0])) if error["loc"] else "targets"
+        message = error["msg"].removeprefix("Value error, ")
+        got = repr(error.get("input"))
+        raise SegbenchError(f"{flag}: {message}" + ("" if got in message else f" (got {got})")) from None
 
 
 @app.command()

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from segbench.report.summary import headline_memory
+from segbench.axes import Rule, rule_matches
+from segbench.metrics import Metric, UnknownMetricError, get_metric
+from segbench.metrics import metric_value as named_value
 
 Verdict = Literal["confirmed", "refuted", "untested"]
-LOWER_IS_BETTER = ("latency_ms", "end_to_end_ms", "stages_ms", "memory_mb", "peak_memory_mb", "energy")
 AXES = ("model", "resolution", "batch_size", "precision", "backend")
 
 
@@ -41,7 +42,7 @@ class Expectation(BaseModel):
     batch_size: int | None = None
     precision: str | None = None
     backend: str | None = None
-    metric: str = "latency_ms.median"  # a dotted path into a record, or peak_memory_mb (the headline figure)
+    metric: str = "median_ms"  # a key of the metric catalogue (segbench/metrics.py), its record path or an alias
     approx: float | None = None
     tolerance: Annotated[float, Field(gt=0)] = 0.25  # relative, for approx
     between: tuple[float, float] | None = None
@@ -49,6 +50,15 @@ class Expectation(BaseModel):
     at_least: float | None = None
     lower_than: dict[str, Any] | None = None  # axes that pick the reference cell, e.g. {precision: fp32}
     higher_than: dict[str, Any] | None = None
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        try:
+            get_metric(value)
+        except UnknownMetricError as exc:
+            raise ValueError(str(exc)) from None  # the suite loader turns it into one line with the field path
+        return value
 
     @model_validator(mode="after")
     def _one_test(self) -> Expectation:
@@ -62,31 +72,30 @@ class Expectation(BaseModel):
 
 
 def metric_value(record: dict[str, Any], metric: str) -> float | None:
-    if metric == "peak_memory_mb":
-        return headline_memory(record)[0]
-    value: Any = record
-    for part in metric.split("."):
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    """The value of a catalogue metric in one record (None when the record has none); a record path gives the stored value."""
+    return named_value(record, metric)
+
+
+class _Axes:
+    """A record's axes, shaped like a CellSpec for rule matching."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.model, self.batch_size = record["model"], record["batch_size"]
+        self.resolution = tuple(record["resolution"])
+        self.precision, self.backend = record["precision"], record["backend"]
 
 
 def _matches(record: dict[str, Any], axes: dict[str, Any]) -> bool:
-    from segbench.matrix import CellSpec, rule_matches
-    from segbench.suite import Rule
-
-    cell = CellSpec(record["model"], tuple(record["resolution"]), record["batch_size"], record["precision"], record["backend"])
-    return rule_matches(Rule(**axes), cell)
+    return rule_matches(Rule(**axes), _Axes(record))
 
 
-def _best(records: list[dict[str, Any]], metric: str) -> tuple[dict[str, Any], float] | None:
-    """Of several matching cells, the one a user would pick: lowest latency/memory, highest FPS."""
-    valued = [(record, value) for record in records if (value := metric_value(record, metric)) is not None]
+def _best(records: list[dict[str, Any]], metric: Metric, name: str) -> tuple[dict[str, Any], float] | None:
+    """Of several matching cells, the one a user would pick: the catalogue says which direction is better."""
+    valued = [(record, value) for record in records if (value := named_value(record, name)) is not None]
     if not valued:
         return None
-    lower_better = metric.split(".")[0] in LOWER_IS_BETTER
-    return (min if lower_better else max)(valued, key=lambda pair: pair[1])
+    best = metric.best([value for _, value in valued])
+    return next(pair for pair in valued if pair[1] == best)
 
 
 def _verdict(expectation: Expectation, measured: float, reference: float | None) -> tuple[Verdict, str]:
@@ -115,16 +124,17 @@ def evaluate(expectation: Expectation, records: list[dict[str, Any]]) -> dict[st
         statuses = sorted({str(r.get("status")) for r in matching})
         row["reason"] = f"matching cells ended {', '.join(statuses)}" if matching else "no cell of this run matches the claim's axes"
         return row
-    best = _best(finished, expectation.metric)
+    metric = get_metric(expectation.metric)
+    best = _best(finished, metric, expectation.metric)
     if best is None:
-        row["reason"] = f"metric '{expectation.metric}' was not recorded"
+        row["reason"] = f"metric '{expectation.metric}' was not recorded: {metric.missing_reason(finished[0])}"
         return row
     record, measured = best
     reference = None
     reference_axes = expectation.lower_than or expectation.higher_than
     if reference_axes is not None:
         same_cell = {axis: record[axis] for axis in AXES} | reference_axes
-        picked = _best([r for r in records if r.get("status") == "ok" and _matches(r, same_cell)], expectation.metric)
+        picked = _best([r for r in records if r.get("status") == "ok" and _matches(r, same_cell)], metric, expectation.metric)
         if picked is None:
             row["reason"] = f"no finished reference cell with {reference_axes}"
             return row

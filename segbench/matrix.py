@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import itertools
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from segbench.suite import ModelEntry, Rule, Suite, rule_resolutions
+from segbench.axes import rule_matches
+from segbench.suite import ModelEntry, Suite
+
+__all__ = ["CellSpec", "expand", "rule_matches"]
 
 
 @dataclass(frozen=True)
@@ -54,25 +56,6 @@ class CellSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CellSpec:
         return cls(**{**data, "resolution": tuple(data["resolution"])})
-
-
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def rule_matches(rule: Rule, cell: CellSpec) -> bool:
-    """True when every axis the rule names matches the cell (model names accept wildcards)."""
-    if rule.model is not None and not any(fnmatch.fnmatch(cell.model, pattern) for pattern in _as_list(rule.model)):
-        return False
-    if rule.resolution is not None and cell.resolution not in rule_resolutions(rule.resolution):
-        return False
-    if rule.batch_size is not None and cell.batch_size not in _as_list(rule.batch_size):
-        return False
-    if rule.precision is not None and cell.precision not in _as_list(rule.precision):
-        return False
-    if rule.backend is not None and cell.backend not in _as_list(rule.backend):
-        return False
-    return True
 
 
 def _cell(entry: ModelEntry, resolution: tuple[int, int], batch: int, precision: str, backend: str, scenario: str) -> CellSpec:

@@ -26,6 +26,8 @@ from segbench.models.base import SegmentationAdapter
 
 STOP = object()
 QUEUE_SERIES_POINTS = 200  # queue depth kept for plotting, evenly subsampled
+CONFIRM_STEP = 0.9  # a confirmation trial that drops frames steps the rate down by 10 % and tries again
+CONFIRM_TRIES = 5
 
 
 @dataclass
@@ -194,10 +196,32 @@ def find_max_rate(trial: Callable[[float], StreamOutcome], estimate_fps: float, 
     best = 0.0
     for _ in range(steps):
         outcome = trial(probe)
-        trials.append({"target_fps": probe, "keeps_up": outcome.keeps_up, "drop_pct": outcome.to_dict()["drop_pct"], "sustained_fps": outcome.sustained_fps})
+        trials.append(_trial_row(probe, outcome))
         if outcome.keeps_up:
             best, low = max(best, probe), probe
         else:
             high = probe
         probe = (low + high) / 2
     return best, trials
+
+
+def _trial_row(rate: float, outcome: StreamOutcome) -> dict[str, Any]:
+    return {"target_fps": rate, "keeps_up": outcome.keeps_up, "drop_pct": outcome.to_dict()["drop_pct"], "sustained_fps": outcome.sustained_fps}
+
+
+def confirm_rate(trial: Callable[[float], StreamOutcome], rate: float, tries: int = CONFIRM_TRIES,
+                 step: float = CONFIRM_STEP) -> tuple[float, StreamOutcome | None, list[dict[str, Any]]]:
+    """Confirm a searched rate with a trial of its own; while that trial drops frames, step down and confirm again.
+
+    Returns the confirmed rate (0 when no try kept up), the last trial's outcome and every try, so a
+    reported maximum is always a rate whose own trial kept up with no drops.
+    """
+    confirmations: list[dict[str, Any]] = []
+    outcome = None
+    while rate > 0 and len(confirmations) < tries:
+        outcome = trial(rate)
+        confirmations.append(_trial_row(rate, outcome))
+        if outcome.keeps_up:
+            return rate, outcome, confirmations
+        rate *= step
+    return 0.0, outcome, confirmations

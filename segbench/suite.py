@@ -10,12 +10,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from segbench.datasets import CalibrationConfig, DatasetConfig
+from segbench.axes import MAX_SIDE, Rule, parse_resolution, rule_resolutions  # noqa: F401 (re-exported: suite.Rule, suite.MAX_SIDE)
 from segbench.errors import SuiteError
 from segbench.expectations import Expectation
 from segbench.measure.telemetry import CooldownConfig
 from segbench.naming import did_you_mean, unknown_name_message
+from segbench.targets import Targets
 
-MAX_SIDE = 16384
 DeviceName = Annotated[str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+)$")]
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -89,38 +90,6 @@ class RooflineConfig(StrictModel):
     ceiling_seconds: Annotated[float, Field(gt=0, le=120)] = 4.0
 
 
-class Rule(StrictModel):
-    """Matches cells on any subset of axes; a list means any of its values."""
-
-    model: str | list[str] | None = None
-    resolution: Any = None
-    batch_size: int | list[int] | None = None
-    precision: str | list[str] | None = None
-    backend: str | list[str] | None = None
-
-
-def parse_resolution(value: Any) -> tuple[int, int]:
-    """An int means a square; [height, width] otherwise."""
-    if isinstance(value, bool):
-        raise ValueError(f"resolution must be an int or [height, width], got {value!r}")
-    if isinstance(value, int):
-        height = width = value
-    elif isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        height, width = value
-    else:
-        raise ValueError(f"resolution must be an int (square) or [height, width], got {value!r}")
-    if not (0 < height <= MAX_SIDE and 0 < width <= MAX_SIDE):
-        raise ValueError(f"impossible resolution {value!r}: each side must be between 1 and {MAX_SIDE} px")
-    return height, width
-
-
-def rule_resolutions(value: Any) -> list[tuple[int, int]]:
-    """A rule's resolution: 512, [360, 640] (one height x width), or a list of those ([[360, 640], 512])."""
-    if isinstance(value, list) and not (len(value) == 2 and all(isinstance(v, int) for v in value)):
-        return [parse_resolution(v) for v in value]
-    return [parse_resolution(value)]
-
-
 class Suite(StrictModel):
     name: Annotated[str, Field(min_length=1)]
     description: str = ""
@@ -140,6 +109,7 @@ class Suite(StrictModel):
     roofline: RooflineConfig = RooflineConfig()
     cooldown: CooldownConfig | None = None
     expectations: list[Expectation] = Field(default_factory=list)
+    targets: Targets | None = None
     scenario: Literal["offline", "stream"] = "offline"
     stream: StreamConfig = StreamConfig()
     dataset: DatasetConfig | None = None  # labelled images: every ok cell gets mIoU, pixel accuracy, per-class IoU

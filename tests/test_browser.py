@@ -17,6 +17,7 @@ import pytest
 from segbench.report.compare import compare_runs
 from segbench.report.exports import write_report
 from segbench.report.html import render_comparison
+from segbench.targets import Targets
 
 from .test_report import HOSTILE_NAME, build_small_run
 
@@ -124,3 +125,17 @@ def test_comparison_in_headless_chromium(browser: Any, tmp_path_factory: pytest.
     header = browser.find_elements(By.CSS_SELECTOR, "#compare-table thead th")[2]
     header.click()
     assert header.get_attribute("aria-sort") == "ascending" and console_errors(browser) == []
+
+
+def test_answer_table_in_headless_chromium(browser: Any, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """With targets the answer comes first, its verdict table open and sortable."""
+    report = write_report(build_small_run(tmp_path_factory), tmp_path / "answer.html", targets=Targets(fps=1e9))
+    open_page(browser, report)
+    assert console_errors(browser) == []
+    first = browser.find_elements(By.CSS_SELECTOR, "main section, section")[0]
+    assert first.get_attribute("id") == "answer"
+    rows = [row for row in browser.find_elements(By.CSS_SELECTOR, "#answer-table tbody tr") if row.is_displayed()]
+    assert len(rows) == 6
+    verdicts = {cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#answer-table td.verdict")}
+    assert verdicts == {"misses", "unknown"}  # nothing reaches 1e9 FPS; the oom cell misses, the error cell is unknown
+    assert "Nearest miss" in browser.find_element(By.ID, "answer").text

@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from segbench.expectations import Expectation, evaluate, metric_value
+from segbench.metrics import UnknownMetricError
 
 
 def _record(precision: str = "fp32", median: float = 10.0, peak: float = 1500.0, status: str = "ok", resolution: int = 640) -> dict[str, Any]:
@@ -49,7 +50,33 @@ def test_exactly_one_test_per_expectation_and_metric_paths() -> None:
         Expectation(claim="two tests", approx=1, at_most=2)
     assert metric_value(RECORDS[0], "latency_ms.median") == 12.0
     assert metric_value(RECORDS[0], "peak_memory_mb") == 1600.0
-    assert metric_value(RECORDS[0], "latency_ms.nope") is None
+    assert metric_value(RECORDS[0], "median_ms") == 12.0 and metric_value(RECORDS[0], "pixel_agreement_pct") == 100.0  # fp32 eager: the reference
+    assert metric_value(RECORDS[1], "pixel_agreement_pct") is None  # fp16 without a fidelity pass
+    with pytest.raises(UnknownMetricError, match="did you mean 'prepare_s'"):
+        metric_value(RECORDS[0], "prepare_ss")
+
+
+def test_direction_comes_from_the_catalogue_not_the_name() -> None:
+    """prepare_s, logit drift and drops are lower-is-better although their names carry no latency prefix."""
+    records = [{**_record("int8", 6.0), "prepare_s": 40.0, "fidelity": {"max_abs_logit_diff": 0.5}, "stream": {"drop_pct": 3.0}},
+               {**_record("fp16", 7.0), "prepare_s": 2.0, "fidelity": {"max_abs_logit_diff": 0.01}, "stream": {"drop_pct": 0.0}}]
+    prepare = evaluate(Expectation(claim="prepares in under a minute", metric="prepare_s", at_most=60), records)
+    assert prepare["measured"] == 2.0 and "fp16" in prepare["cell"]
+    drift = evaluate(Expectation(claim="drift small", metric="fidelity.max_abs_logit_diff", at_most=1), records)
+    assert drift["measured"] == 0.01
+    drops = evaluate(Expectation(claim="no drops", metric="stream_drop_pct", at_most=0), records)
+    assert drops["measured"] == 0.0 and drops["verdict"] == "confirmed"
+
+
+def test_unknown_metric_is_a_one_line_suite_error(write_suite) -> None:
+    from segbench.errors import SuiteError
+    from segbench.suite import load_suite
+
+    path = write_suite(expectations=[{"claim": "x", "metric": "end_to_end_fsp", "at_least": 1}])
+    with pytest.raises(SuiteError) as caught:
+        load_suite(path)
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1 and "expectations[0].metric" in message and "did you mean 'end_to_end_fps'" in message
 
 
 def test_report_shows_each_claim_with_its_verdict(tmp_path) -> None:
@@ -72,3 +99,13 @@ def test_report_shows_each_claim_with_its_verdict(tmp_path) -> None:
     page = render_report(load_run(run_dir))
     assert 'id="expectations"' in page and "INT8 lowers VRAM" in page
     assert "verdict-confirmed" in page and "verdict-refuted" in page and "NVIDIA GeForce RTX 3060" in page
+
+
+def test_the_suite_schema_imports_nothing_from_the_report_package() -> None:
+    """suite -> expectations -> metrics must stay below report/ (no import circle, no upward dependency)."""
+    import subprocess
+    import sys
+
+    code = "import sys, segbench.suite; print(sorted(m for m in sys.modules if m.startswith('segbench.report')))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout

@@ -15,7 +15,7 @@ from segbench.models import create_model
 from segbench.models.registry import load_plugin
 from segbench.runner import run_suite
 from segbench.sources import MovingScene
-from segbench.stream import find_max_rate, run_stream
+from segbench.stream import StreamOutcome, confirm_rate, find_max_rate, run_stream
 from segbench.suite import load_suite
 
 from .conftest import FAULT_PLUGIN
@@ -68,6 +68,28 @@ def test_max_rate_search_brackets_the_capacity(tiny) -> None:
     # A frame takes at least 100 ms: 10 frames/s, plus the few a 2-deep queue absorbs in a 1 s trial.
     assert 3 < best < 15
     assert len(trials) == 4 and any(not t["keeps_up"] for t in trials)
+
+
+def _outcome(rate: float, capacity: float) -> StreamOutcome:
+    """What a 1 s trial at `rate` gives a pipeline of `capacity` frames/s: drops above it."""
+    offered = int(rate)
+    processed = min(offered, int(capacity))
+    return StreamOutcome(rate, 1.0, offered=offered, dropped=offered - processed, latencies_ms=[10.0] * processed)
+
+
+def test_a_confirmation_that_drops_steps_down_and_confirms_again() -> None:
+    """The search's best rate (say 10) may drop frames when run again: the reported maximum is a rate whose own trial kept up."""
+    rates: list[float] = []
+
+    def trial(rate: float) -> StreamOutcome:
+        rates.append(rate)
+        return _outcome(rate, capacity=8.5)
+
+    confirmed, outcome, tries = confirm_rate(trial, 10.0)
+    assert confirmed == pytest.approx(8.1) and outcome is not None and outcome.keeps_up
+    assert [t["keeps_up"] for t in tries] == [False, False, True] and rates == pytest.approx([10.0, 9.0, 8.1])
+    nothing, last, tries = confirm_rate(lambda rate: _outcome(rate, capacity=0.5), 10.0, tries=3)
+    assert nothing == 0.0 and last is not None and not last.keeps_up and len(tries) == 3
 
 
 def test_stream_suite_runs_a_cell_and_records_the_stream(write_suite: Callable[..., Path], tmp_path: Path) -> None:

@@ -21,8 +21,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from segbench.measure.stats import BOOTSTRAP_RESAMPLES, LatencyStats
+from segbench.metrics import METRICS, Metric, headline_memory
 from segbench.results import record_key
-from segbench.report.summary import headline_memory
 from segbench.report.tables import RunData, cell_label, load_run, sort_cells
 
 DEFAULT_THRESHOLD_PCT = 5.0
@@ -131,25 +131,37 @@ def _end_to_end_samples(record: dict[str, Any]) -> Samples | None:
 
 @dataclass(frozen=True)
 class _Metric:
-    key: str
-    label: str
-    value: Callable[[dict[str, Any]], float | None]
+    """A catalogue metric compared between runs, with the samples whose bootstrap gives its interval."""
+
+    metric: Metric
     samples: Callable[[dict[str, Any]], Samples | None] | None = None
     quantile: float = 50.0  # the statistic of the samples the value is (50: median)
-    higher_is_better: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.metric.key
+
+    @property
+    def label(self) -> str:
+        return self.metric.name
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric.higher_is_better
+
+    def value(self, record: dict[str, Any]) -> float | None:
+        return self.metric.value(record)
 
 
-def _latency_value(name: str) -> Callable[[dict[str, Any]], float | None]:
-    return lambda record: (record.get("latency_ms") or {}).get(name)
-
-
-METRICS = (
-    _Metric("median_ms", "median latency", _latency_value("median"), _samples, 50.0),
-    _Metric("p95_ms", "p95 latency", _latency_value("p95"), _samples, 95.0),
-    _Metric("fps", "FPS", lambda r: r.get("fps"), _samples, 50.0, higher_is_better=True),
-    _Metric("end_to_end_ms", "end-to-end median", lambda r: (r.get("end_to_end_ms") or {}).get("median"), _end_to_end_samples, 50.0),
-    _Metric("peak_mb", "peak memory", lambda r: headline_memory(r)[0]),
-    _Metric("miou_gt", "mIoU (GT)", lambda r: (r.get("accuracy") or {}).get("miou"), higher_is_better=True),
+METRICS_COMPARED = (
+    _Metric(METRICS["median_ms"], _samples, 50.0),
+    _Metric(METRICS["p95_ms"], _samples, 95.0),
+    _Metric(METRICS["fps"], _samples, 50.0),
+    _Metric(METRICS["end_to_end_ms"], _end_to_end_samples, 50.0),
+    _Metric(METRICS["end_to_end_fps"], _end_to_end_samples, 50.0),
+    _Metric(METRICS["peak_mb"]),
+    _Metric(METRICS["footprint_mb"]),
+    _Metric(METRICS["miou_gt_pct"]),
 )
 QUANTILES = (50.0, 95.0)  # bootstrapped together: one resample serves every statistic of the same samples
 
@@ -226,7 +238,7 @@ def _between_process_ci(metric: _Metric, a: dict[str, Any], b: dict[str, Any], c
 
 def _metric_change(metric: _Metric, a: dict[str, Any], b: dict[str, Any], threshold_pct: float, cache: CiCache, resamples: int, seed: int) -> MetricChange:
     value_a, value_b = metric.value(a), metric.value(b)
-    if metric.key == "peak_mb" and headline_memory(a)[1] != headline_memory(b)[1]:
+    if metric.key in ("peak_mb", "footprint_mb") and headline_memory(a)[1] != headline_memory(b)[1]:
         value_a = value_b = None  # different memory figures (e.g. NVML vs RSS) are not comparable
     change = (value_b - value_a) / value_a * 100 if value_a and value_b is not None else None
     # Between processes when both runs have them (pyperf's worker processes): samples of one process share its luck.
@@ -306,7 +318,7 @@ def compare_runs(a: Path | str | RunData, b: Path | str | RunData, threshold: fl
         record_b = by_id_b[record_key(record_a)]
         both_ok = record_a.get("status") == "ok" and record_b.get("status") == "ok"
         cache: CiCache = {}
-        metrics = tuple(_metric_change(m, record_a, record_b, threshold, cache, resamples, seed) for m in METRICS) if both_ok else ()
+        metrics = tuple(_metric_change(m, record_a, record_b, threshold, cache, resamples, seed) for m in METRICS_COMPARED) if both_ok else ()
         cells.append(CellChange(record_key(record_a), cell_label(record_a), str(record_a.get("status")), str(record_b.get("status")), metrics,
                                 cell_flags(record_a, record_b)))
     return Comparison(
@@ -356,7 +368,8 @@ def _rich_change(change: MetricChange | None, with_ci: bool = False) -> str:
 def comparison_table(comparison: Comparison) -> Table:
     """The terminal table: one row per matched cell; green faster, red slower, (!) significant."""
     table = Table(title=escape(f"{comparison.name_b} vs {comparison.name_a} (baseline) · threshold {comparison.threshold_pct:g} %"))
-    for column in ("cell", "status", "median ms (A → B)", "median Δ [95 % CI]", "p95 Δ", "FPS Δ", "end-to-end Δ", "peak memory Δ", "mIoU (GT) Δ"):
+    for column in ("cell", "status", "median ms (A → B)", "median Δ [95 % CI]", "p95 Δ", "FPS Δ", "end-to-end Δ", "end-to-end FPS Δ", "peak memory Δ", "footprint Δ",
+                   "mIoU (GT) Δ"):
         table.add_column(escape(column), justify="left" if column in ("cell", "status") else "right")
     for cell in comparison.cells:
         median = cell.metric("median_ms")
@@ -369,7 +382,9 @@ def comparison_table(comparison: Comparison) -> Table:
             _rich_change(cell.metric("p95_ms")),
             _rich_change(cell.metric("fps")),
             _rich_change(cell.metric("end_to_end_ms")),
+            _rich_change(cell.metric("end_to_end_fps")),
             _rich_change(cell.metric("peak_mb")),
-            _rich_change(cell.metric("miou_gt")),
+            _rich_change(cell.metric("footprint_mb")),
+            _rich_change(cell.metric("miou_gt_pct")),
         )
     return table

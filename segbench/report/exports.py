@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from segbench.errors import SegbenchError
-from segbench.report import best, tables
-from segbench.report.html import fmt_duration, fmt_fixed, fmt_ms, fmt_significant, fmt_time, render_report, weights_note
+from segbench.formatting import fmt_duration, fmt_fixed, fmt_time
+from segbench.metrics import CATALOGUE
+from segbench.report import tables
+from segbench.report.answer import FPS_SENTENCE, HOW_TO, answer
+from segbench.report.html import (
+    FAILURE_COLUMNS,
+    LEADERBOARD_COLUMNS,
+    QUANTIZATION_COLUMNS,
+    Column,
+    answer_columns,
+    dataset_text,
+    expectation_rows,
+    footnote_notes,
+    memory_note,
+    render_report,
+    weights_note,
+)
 from segbench.report.tables import RunData, load_run
+from segbench.targets import Targets
 
 FORMATS = {"html": ".html", "md": ".md", "csv": ".csv"}
 REPORTS_DIR = Path("reports")
@@ -21,14 +38,14 @@ def default_output(run_dir: Path | str, fmt: str = "html") -> Path:
     return REPORTS_DIR / f"{Path(run_dir).resolve().name}{FORMATS[fmt]}"
 
 
-def write_report(run_dir: Path | str, output: Path | None = None, fmt: str = "html") -> Path:
-    """Render a run in the given format and write it; returns the file written."""
+def write_report(run_dir: Path | str, output: Path | None = None, fmt: str = "html", targets: Targets | None = None) -> Path:
+    """Render a run in the given format and write it; returns the file written. `targets` default to the suite's."""
     if fmt not in FORMATS:
         raise SegbenchError(f"--format: unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     run = load_run(run_dir)
     target = output or default_output(run_dir, fmt)
     renderers = {"html": render_report, "md": render_markdown, "csv": render_csv}
-    text = renderers[fmt](run)
+    text = renderers[fmt](run, targets)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
@@ -45,35 +62,36 @@ def _md_text(value: Any) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
 
 
-def markdown_table(frame: pd.DataFrame, columns: dict[str, tuple[str, Any]]) -> str:
-    """A pipe table of the frame's listed columns (label, formatter); columns the frame lacks are left out."""
-    present = {key: spec for key, spec in columns.items() if key in frame.columns}
-    lines = ["| " + " | ".join(_md_text(label) for label, _ in present.values()) + " |",
-             "|" + "|".join("---:" if key not in TEXT_COLUMNS else "---" for key in present) + "|"]
+def markdown_table(frame: pd.DataFrame, columns: list[Column]) -> str:
+    """A pipe table of the frame's listed columns (the HTML report's columns: label and format); columns the frame lacks are left out."""
+    present = [column for column in columns if column.key in frame.columns]
+    lines = ["| " + " | ".join(_md_text(column.label) for column in present) + " |",
+             "|" + "|".join("---:" if column.numeric else "---" for column in present) + "|"]
     for record in frame.to_dict("records"):
-        lines.append("| " + " | ".join(_md_text(fmt(record[key])) for key, (_, fmt) in present.items()) + " |")
+        lines.append("| " + " | ".join(_md_text(column.format(record[column.key])) for column in present) + " |")
     return "\n".join(lines)
 
 
-TEXT_COLUMNS = {"model", "resolution", "precision", "backend", "status", "reason", "memory_figure"}
-MD_LEADERBOARD = {
-    "model": ("model", str),
-    "resolution": ("resolution", str),
-    "batch": ("batch", str),
-    "precision": ("precision", str),
-    "backend": ("backend", str),
-    "median_ms": ("median ms", fmt_ms),
-    "p95_ms": ("p95 ms", fmt_ms),
-    "fps": ("FPS", fmt_fixed(1)),
-    "peak_mb": ("peak MiB", fmt_fixed(0)),
-    "params_m": ("params (M)", fmt_fixed(2)),
-    "gflops": ("GFLOPs", fmt_significant),
-    "miou_gt_pct": ("mIoU (GT) %", fmt_fixed(2)),
-}
-MD_FAILURES = {key: (key, str) for key in ("model", "resolution", "batch", "precision", "backend", "status", "reason")}
+def _md_answer(run: RunData, targets: Targets | None) -> list[str]:
+    result = answer(run, targets)
+    parts = ["### Answer", ""]
+    if result.has_targets:
+        counts = result.counts
+        parts.append(f"Targets: **{_md_text(result.target_text)}**. Verdicts: {counts['meets']} of {len(result.verdicts)} meet every target, {counts['misses']} miss, "
+                     f"{counts['unknown']} unknown.")
+    else:
+        parts.append(_md_text("No targets are set, so there is no verdict: below are the fastest and the lightest configuration per model. " + HOW_TO))
+    parts += ["", _md_text(FPS_SENTENCE), ""]
+    for item in result.models:
+        parts.append(f"- **{_md_text(item.model)}**")
+        parts += [f"  - {_md_text(line)}" for line in item.lines]
+    if result.has_targets and not result.table.empty:
+        parts += ["", markdown_table(result.table, answer_columns(result))]
+    return parts
 
 
-def render_markdown(run: RunData) -> str:
+def render_markdown(run: RunData, targets: Targets | None = None) -> str:
+    """Every section the HTML report has, as Markdown for a pull request (plots left out)."""
     fingerprint = run.fingerprint
     gpus = ", ".join(str(g.get("name")) for g in fingerprint.get("gpus") or []) or "no GPU"
     torch_version = (fingerprint.get("packages") or {}).get("torch") or "?"
@@ -86,64 +104,78 @@ def render_markdown(run: RunData) -> str:
     note = weights_note(run)
     if note:
         parts += ["", f"> {_md_text(note)}"]
-    leaderboard = tables.leaderboard(run)
+    parts += ["", *_md_answer(run, targets)]
+    leaderboard, notes = footnote_notes(tables.leaderboard(run))
     parts += ["", "### Leaderboard", ""]
     if leaderboard.empty:
         parts.append("No cell finished ok.")
     else:
-        figures = ", ".join(sorted(set(leaderboard["memory_figure"])))
-        parts += [markdown_table(leaderboard, MD_LEADERBOARD), "", f"Latency per batch (forward pass); peak memory: {_md_text(figures)}."]
+        parts += [markdown_table(leaderboard, LEADERBOARD_COLUMNS), ""]
+        parts += [f"{index}. {_md_text(text)}" for index, text in enumerate(notes, start=1)]
+        parts += ["", _md_text("Latency per batch (forward pass); FPS (forward) and FPS (end to end) side by side. " + memory_note(run))]
+    quantization = tables.quantization(run)
+    if not quantization.empty:
+        parts += ["", "### Quantization and precision", "", markdown_table(quantization, QUANTIZATION_COLUMNS)]
+    accuracy = tables.per_class_iou(run)
+    if not accuracy.empty:
+        columns = [Column("cell", "cell"), *(Column(key, key, fmt_fixed(2), True) for key in accuracy.columns if key not in ("model", "cell"))]
+        parts += ["", "### Accuracy against the dataset's labels", "", _md_text(dataset_text(run)), "", markdown_table(accuracy, columns)]
     failures = tables.failures(run)
     if not failures.empty:
-        parts += ["", "### Cells that did not finish", "", markdown_table(failures, MD_FAILURES)]
-    parts += ["", "### Best choice", "", _md_text(best.assumption_text(run)), ""]
-    for advice in best.best_choices(run):
-        parts.append(f"- **{_md_text(advice.model)}**")
-        parts += [f"  - {_md_text(line)}" for line in advice.lines]
+        parts += ["", "### Cells that did not finish", "", markdown_table(failures, FAILURE_COLUMNS)]
+    expectations = expectation_rows(run)
+    if expectations:
+        parts += ["", "### Expectations", "", "| claim | metric | expected | measured | verdict | cell or reason |", "|---|---|---|---:|---|---|"]
+        parts += ["| " + " | ".join(_md_text(value) for value in (row["claim"], row["metric"], row["expected"] or "–", row["measured_text"], row["verdict"],
+                                                                    row["cell"] or row["reason"] or "")) + " |" for row in expectations]
     return "\n".join(parts) + "\n"
 
 
 # ---- CSV -------------------------------------------------------------------------------------------
 
-CSV_COLUMNS = ["cell_id", "model", "resolution", "batch", "precision", "backend", "status", "median_ms", "p95_ms", "cv", "fps",
-               "end_to_end_median_ms", "peak_mb", "memory_figure", "params", "gflops", "pixel_agreement", "miou_vs_fp32",
-               "miou_gt", "pixel_accuracy_gt", "miou_delta_vs_fp32", "error"]
+IDENTITY_COLUMNS = ["cell_id", "model", "card", "resolution", "batch", "precision", "backend", "options", "status", "error"]
+BULKY = ("samples_ms", "stage_samples_ms", "traceback")
 
-def cells_frame(run: RunData) -> pd.DataFrame:
-    """Every cell (ok or not), one row each, with the headline figures and the failure reason."""
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Every scalar of a record under its dotted path; lists of scalars as JSON text, lists of objects (trials, series) left out."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if name in BULKY:
+            continue
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        elif isinstance(value, list):
+            if all(not isinstance(item, (dict, list)) for item in value):
+                flat[name] = json.dumps(value)
+        else:
+            flat[name] = value
+    return flat
+
+
+def cells_frame(run: RunData, targets: Targets | None = None) -> pd.DataFrame:
+    """One row per cell (ok or not): its axes, every catalogue metric (stable keys), the verdict, then every other scalar of the record by its dotted path (latency_ms.p90, stream.frames_dropped)."""
+    result = answer(run, targets)
+    found = tables.references(run)
+    per_value = [metric.key for metric in CATALOGUE]
     rows = []
     for record in tables.sort_cells(run.records):
-        latency = record.get("latency_ms") or {}
-        peak, figure = tables.peak_memory(record)
-        measured = tables.fidelity(record)
-        rows.append({
-            "cell_id": record["cell_id"],
-            "model": record["model"],
-            "resolution": tables.resolution_text(record),
-            "batch": record["batch_size"],
-            "precision": record["precision"],
-            "backend": record["backend"],
-            "status": record.get("status"),
-            "median_ms": latency.get("median"),
-            "p95_ms": latency.get("p95"),
-            "cv": latency.get("cv"),
-            "fps": record.get("fps"),
-            "end_to_end_median_ms": (record.get("end_to_end_ms") or {}).get("median"),
-            "peak_mb": peak,
-            "memory_figure": figure if peak is not None else None,
-            "params": record.get("params"),
-            "gflops": record.get("gflops"),
-            "pixel_agreement": measured.get("pixel_agreement"),
-            "miou_vs_fp32": measured.get("miou_vs_fp32"),
-            "miou_gt": tables.accuracy(record).get("miou"),
-            "pixel_accuracy_gt": tables.accuracy(record).get("pixel_accuracy"),
-            "miou_delta_vs_fp32": tables.accuracy(record).get("miou_delta_vs_fp32"),
-            "error": record.get("error"),
-        })
-    frame = pd.DataFrame(rows, columns=CSV_COLUMNS)  # explicit columns: an empty run still gets a header
-    optional = ("gflops", "pixel_agreement", "miou_vs_fp32", "miou_gt", "pixel_accuracy_gt", "miou_delta_vs_fp32")
-    return frame.drop(columns=[c for c in optional if frame[c].isna().all()])
+        row: dict[str, Any] = {key: value for key, value in tables.identity(record).items() if key != "pixels"}
+        row.update(status=record.get("status"), error=record.get("error"))
+        row.update({metric.key: metric.value(record) for metric in CATALOGUE if not metric.relative})
+        row.update(tables.relative_values(record, found.get(tables.variant_key(record))))
+        row["memory_figure"] = tables.peak_memory(record)[1] if row.get("peak_mb") is not None else None
+        judged = result.verdicts.get(record["cell_id"])
+        row.update(verdict=judged.status if judged else None, verdict_detail=judged.text if judged else None)
+        for key, value in _flatten(record).items():
+            row.setdefault(key, value)  # a catalogue key equal to its record path (fps, prepare_s) is the same value
+        rows.append(row)
+    columns = [*IDENTITY_COLUMNS, *per_value, "memory_figure", "verdict", "verdict_detail"]
+    frame = pd.DataFrame(rows)
+    extra = sorted(c for c in frame.columns if c not in columns) if not frame.empty else []
+    return frame.reindex(columns=[*columns, *extra])  # explicit columns: an empty run still gets a header, names never move
 
 
-def render_csv(run: RunData) -> str:
-    return cells_frame(run).to_csv(index=False)
+def render_csv(run: RunData, targets: Targets | None = None) -> str:
+    return cells_frame(run, targets).to_csv(index=False)

@@ -8,7 +8,6 @@ offline, and a Content-Security-Policy in the page forbids any fetch.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -17,10 +16,15 @@ import jinja2
 import pandas as pd
 
 import segbench
-from segbench.report import best, plots, tables
+from segbench.formatting import fmt_duration, fmt_fixed, fmt_flag, fmt_ms, fmt_time
+from segbench.formatting import missing as _missing
+from segbench.metrics import METRICS
+from segbench.report import plots, tables
+from segbench.report.answer import FPS_SENTENCE, HOW_TO, Answer, answer
 from segbench.report.memory import BREAKDOWN_NOTE, gpu_memory_breakdown
 from segbench.report.compare import Comparison, change_text, change_tone, min_samples_for_ci
 from segbench.report.tables import RunData
+from segbench.targets import Targets
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,12 @@ class Column:
     numeric: bool = False
     sort_key: str | None = None  # another column to sort by (e.g. pixel count for "512x1024")
     help: str = ""
+
+
+def metric_column(key: str, column: str | None = None) -> Column:
+    """A table column for a catalogue metric: its label, format and help come from segbench/metrics.py."""
+    metric = METRICS[key]
+    return Column(column or key, metric.label, metric.format, True, help=metric.help)
 
 
 @dataclass(frozen=True)
@@ -52,66 +62,6 @@ class HtmlTable:
     rows: list[Row]
 
 
-# ---- number formats --------------------------------------------------------------------------------
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def fmt_ms(value: Any) -> str:
-    if _missing(value):
-        return "–"
-    digits = 3 if value < 1 else 2 if value < 10 else 1 if value < 100 else 0
-    return f"{value:,.{digits}f}"
-
-
-def fmt_fixed(digits: int) -> Callable[[Any], str]:
-    return lambda value: "–" if _missing(value) else f"{value:,.{digits}f}"
-
-
-def fmt_significant(value: Any) -> str:
-    """Three significant digits: GFLOPs run from 0.0005 (a test net) to thousands."""
-    if _missing(value):
-        return "–"
-    return "< 0.001" if value < 0.001 else f"{value:,.3g}" if value < 1000 else f"{value:,.0f}"
-
-
-def fmt_signed_pct(value: Any) -> str:
-    return "–" if _missing(value) else f"{value:+.1f} %"
-
-
-def fmt_speedup(value: Any) -> str:
-    return "–" if _missing(value) else f"{value:.2f}×"
-
-
-def fmt_params(millions: Any) -> str:
-    """Millions with two decimals; tiny models as a plain count, so they do not all read 0.00."""
-    if _missing(millions):
-        return "–"
-    return f"{millions:,.2f} M" if millions >= 0.01 else f"{millions * 1e6:,.0f}"
-
-
-def fmt_flag(value: Any) -> str:
-    return "✓" if value else ""
-
-
-def fmt_duration(seconds: Any) -> str:
-    if _missing(seconds):
-        return "unknown"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if hours else f"{minutes} min {secs} s" if minutes else f"{secs} s"
-
-
-def fmt_time(text: Any) -> str:
-    if not text:
-        return "unknown"
-    try:
-        return datetime.fromisoformat(str(text)).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    except ValueError:
-        return str(text)
-
-
 # ---- tables ----------------------------------------------------------------------------------------
 
 def html_table(frame: pd.DataFrame, columns: list[Column]) -> HtmlTable:
@@ -126,12 +76,14 @@ def html_table(frame: pd.DataFrame, columns: list[Column]) -> HtmlTable:
             css = "num" if column.numeric else ""
             if column.key == "cv_pct" and record.get("noisy"):
                 css += " noisy"
+            if column.key == "verdict":
+                css += f" verdict verdict-{value}"
             cells.append(Cell(column.format(value), "" if _missing(sort_value) else str(sort_value), css.strip()))
         rows.append(Row(str(record.get("model", "")), cells))
     return HtmlTable(present, rows)
 
 
-LEADERBOARD_COLUMNS = [
+AXIS_COLUMNS = [
     Column("model", "model"),
     Column("card", "card", help="the card this cell ran on (a run over several cards)"),
     Column("resolution", "resolution", sort_key="pixels", help="input height x width"),
@@ -139,36 +91,23 @@ LEADERBOARD_COLUMNS = [
     Column("precision", "precision"),
     Column("backend", "backend"),
     Column("options", "options"),
-    Column("median_ms", "median ms", fmt_ms, True, help="median forward latency per batch"),
-    Column("p95_ms", "p95 ms", fmt_ms, True),
-    Column("cv_pct", "CV %", fmt_fixed(1), True, help="coefficient of variation of the samples; marked when above 10 %"),
-    Column("fps", "FPS", fmt_fixed(1), True, help="images per second: batch x 1000 / median ms"),
-    Column("end_to_end_ms", "end-to-end ms", fmt_ms, True, help="median of preprocess + forward + postprocess"),
-    Column("peak_mb", "peak MiB", fmt_fixed(0), True),
-    Column("params_m", "params", fmt_params, True),
-    Column("gflops", "GFLOPs / image", fmt_significant, True),
-    Column("percent_of_peak", "% of peak", fmt_fixed(1), True, help="achieved TFLOPS as a share of the published peak, for this precision, of the card the cell ran on (roofline.peak_card; never an emulated target)"),
-    Column("miou_gt_pct", "mIoU (GT) %", fmt_fixed(2), True, help="mean IoU against the dataset's labels"),
-    Column("pixel_accuracy_gt_pct", "pixel acc (GT) %", fmt_fixed(2), True, help="labelled pixels classified correctly"),
+]
+LEADERBOARD_COLUMNS = [
+    *AXIS_COLUMNS,
+    *(metric_column(key) for key in tables.LEADERBOARD_METRICS),
     Column("notes", "notes", help="numbers of the notes listed under the table"),
 ]
 
 QUANTIZATION_COLUMNS = [
-    Column("model", "model"),
-    Column("resolution", "resolution"),
-    Column("batch", "batch", numeric=True),
-    Column("precision", "precision"),
-    Column("backend", "backend"),
-    Column("median_ms", "median ms", fmt_ms, True),
-    Column("reference_ms", "fp32 eager ms", fmt_ms, True),
-    Column("speedup", "speed-up", fmt_speedup, True, help="fp32 eager median / this median; below 1x is slower than fp32 eager"),
-    Column("memory_saving_pct", "memory saving", fmt_signed_pct, True, help="1 - peak / fp32 eager peak (negative: uses more)"),
-    Column("pixel_agreement_pct", "agreement %", fmt_fixed(2), True, help="pixels whose class matches fp32 eager"),
-    Column("miou_vs_fp32_pct", "mIoU vs fp32 %", fmt_fixed(2), True),
-    Column("max_abs_logit_diff", "max |Δ logit|", fmt_fixed(3), True, help="largest absolute difference of a logit against fp32 eager"),
-    Column("quantized_share_pct", "quantized %", fmt_fixed(1), True, help="share of parameters the conversion changed"),
-    Column("miou_gt_pct", "mIoU (GT) %", fmt_fixed(2), True, help="mean IoU against the dataset's labels"),
-    Column("miou_delta_pts", "Δ vs fp32", fmt_fixed(2), True, help="mIoU (GT) minus fp32 eager's, in percentage points"),
+    *AXIS_COLUMNS,
+    metric_column("median_ms"),
+    Column("reference_ms", "fp32 eager ms", fmt_ms, True, help="the fp32 eager cell's forward median"),
+    metric_column("speedup"),
+    metric_column("end_to_end_ms"),
+    Column("reference_end_to_end_ms", "fp32 eager end-to-end ms", fmt_ms, True, help="the fp32 eager cell's end-to-end median"),
+    metric_column("end_to_end_speedup"),
+    metric_column("memory_saving_pct"),
+    *(metric_column(key) for key in ("pixel_agreement_pct", "miou_vs_fp32_pct", "max_abs_logit_diff", "quantized_share_pct", "miou_gt_pct", "miou_delta_pts")),
     Column("pareto", "Pareto", fmt_flag, help="on the latency / agreement Pareto front of its model, resolution and batch"),
     Column("fidelity_note", "fidelity note"),
 ]
@@ -188,9 +127,24 @@ def _telemetry_table(run: RunData) -> HtmlTable | None:
     frame = tables.telemetry(run)
     if frame.empty:
         return None
-    columns = [Column("cell", "cell"), Column("throttle causes", "throttle causes")]
-    columns[1:1] = [Column(key, key, fmt_fixed(2) if key == "J / image" else fmt_fixed(0), True) for key in frame.columns if key not in ("model", "cell", "throttle causes")]
+    columns = [Column("cell", "cell"), *(metric_column(key) for key in tables.TELEMETRY), Column("throttle_causes", "throttle causes")]
     return html_table(frame, columns)
+
+
+def answer_columns(result: Answer) -> list[Column]:
+    percentile = result.targets.latency_percentile if result.targets else "p99"
+    return [
+        *AXIS_COLUMNS,
+        metric_column("achieved_fps"),
+        metric_column("fps"),
+        metric_column(f"latency_{percentile}_ms"),
+        metric_column("footprint_mb"),
+        metric_column("peak_mb"),
+        metric_column("pixel_agreement_pct"),
+        Column("status", "status"),
+        Column("verdict", "verdict", help="meets every target, misses one (named, with the gap), or unknown (the missing figure and why)"),
+        Column("detail", "detail"),
+    ]
 
 
 # ---- the run report --------------------------------------------------------------------------------
@@ -282,7 +236,7 @@ def dataset_text(run: RunData) -> str:
             "are left out of the mean.")
 
 
-def report_context(run: RunData) -> dict[str, Any]:
+def report_context(run: RunData, targets: Targets | None = None) -> dict[str, Any]:
     leaderboard, notes = footnote_notes(tables.leaderboard(run))
     quantization = tables.quantization(run)
     if not quantization.empty and not run.has_fidelity:  # the section's sentence says so once, not per row
@@ -290,8 +244,13 @@ def report_context(run: RunData) -> dict[str, Any]:
     elif not quantization.empty and not quantization["fidelity_note"].any():
         quantization = quantization.drop(columns="fidelity_note")
     failures = tables.failures(run)
+    result = answer(run, targets)
     return {
         "run": run,
+        "answer": result,
+        "answer_table": html_table(result.table, answer_columns(result)) if not result.table.empty else None,
+        "how_to": HOW_TO,
+        "fps_sentence": FPS_SENTENCE,
         "title": f"segbench report: {run.suite_name}",
         "meta": run.meta,
         "start": fmt_time(run.meta.get("start_time")),
@@ -315,15 +274,13 @@ def report_context(run: RunData) -> dict[str, Any]:
         "dataset_text": dataset_text(run),
         "pareto": plots.pareto_plot(run),
         "failures": html_table(failures, FAILURE_COLUMNS) if not failures.empty else None,
-        "advice": best.best_choices(run),
-        "expectations": _expectation_rows(run),
-        "assumption": best.assumption_text(run),
+        "expectations": expectation_rows(run),
         "generated": f"segbench {segbench.__version__}",
         "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
 
-def _expectation_rows(run: RunData) -> list[dict[str, Any]]:
+def expectation_rows(run: RunData) -> list[dict[str, Any]]:
     """The suite's claims, each confirmed, refuted or untested against this run's cells."""
     from segbench.expectations import evaluate_suite_data
 
@@ -349,13 +306,13 @@ def environment() -> jinja2.Environment:
     )
 
 
-def render_report(run: RunData) -> str:
-    return environment().get_template("report.html.j2").render(**report_context(run))
+def render_report(run: RunData, targets: Targets | None = None) -> str:
+    return environment().get_template("report.html.j2").render(**report_context(run, targets))
 
 
 # ---- the comparison --------------------------------------------------------------------------------
 
-COMPARE_METRICS = ("median_ms", "p95_ms", "fps", "end_to_end_ms", "peak_mb", "miou_gt")
+COMPARE_METRICS = ("median_ms", "p95_ms", "fps", "end_to_end_ms", "end_to_end_fps", "peak_mb", "footprint_mb", "miou_gt_pct")
 
 
 def comparison_context(comparison: Comparison) -> dict[str, Any]:
@@ -378,6 +335,7 @@ def comparison_context(comparison: Comparison) -> dict[str, Any]:
     return {
         "title": f"segbench compare: {comparison.name_b} vs {comparison.name_a}",
         "comparison": comparison,
+        "change_columns": [(f"{METRICS[key].name} Δ" + (" [95 % CI]" if key == "median_ms" else ""), METRICS[key].help) for key in COMPARE_METRICS],
         "rows": rows,
         "worse": worse,
         "better": better,

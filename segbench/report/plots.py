@@ -37,6 +37,7 @@ DPI = 100
 WIDE_PX = 760
 PANEL_SIZE = (6.4, 3.8)  # inches per model panel, legend beside it
 MAX_ROWS = 60  # per-cell plots beyond this many cells become unreadable; the rest are left out with a note
+MIN_AGREEMENT_SPAN = 1.0  # percentage points: a narrower axis turns 99.99 vs 100 % into a cliff
 STAGE_COLOURS = {"preprocess": "#8da0cb", "forward": "#fc8d62", "postprocess": "#66c2a5"}
 Records = list[dict[str, Any]]
 
@@ -113,6 +114,19 @@ def _series(records: Records, key: Callable[[dict[str, Any]], str]) -> dict[str,
     return grouped
 
 
+def _ci_errors(records: Records) -> list[list[float]] | None:
+    """Distances from each median to its 95 % interval's bounds, for error bars; None when a cell has no interval."""
+    below, above = [], []
+    for record in records:
+        latency = record.get("latency_ms") or {}
+        interval = latency.get("ci95")
+        if not (isinstance(interval, list) and len(interval) == 2 and all(isinstance(v, (int, float)) for v in interval)):
+            return None
+        below.append(max(0.0, latency["median"] - interval[0]))
+        above.append(max(0.0, interval[1] - latency["median"]))
+    return [below, above]
+
+
 def _legend(axis: Axes) -> None:
     """Beside the panel, never over the data (constrained layout makes room for it)."""
     if axis.get_legend_handles_labels()[0]:
@@ -147,12 +161,13 @@ def latency_vs_resolution(run: RunData) -> Plot:
         positions = _resolution_axis(axis, here)
         for label, series in _series(here, option_text).items():
             series = sorted(series, key=pixels)
-            axis.plot([positions[tuple(r["resolution"])] for r in series], [r["latency_ms"]["median"] for r in series], marker="o", label=label)
+            medians = [r["latency_ms"]["median"] for r in series]
+            axis.errorbar([positions[tuple(r["resolution"])] for r in series], medians, yerr=_ci_errors(series), marker="o", capsize=3, label=label)
         _log_if_wide([r["latency_ms"]["median"] for r in here], axis, "y")
         axis.set(title=f"{model} (batch {batch})", xlabel="input resolution (H x W)", ylabel="median latency (ms)")
         _legend(axis)
 
-    note = "Median forward latency at each model's smallest batch; one line per precision / backend."
+    note = "Median forward latency at each model's smallest batch, with its 95 % bootstrap interval as error bars; one line per precision / backend."
     return Plot(key, title, _panels(list(models), title, draw), note)
 
 
@@ -166,7 +181,10 @@ def fps_vs_batch(run: RunData) -> Plot:
         here = models[model]
         for label, series in _series(here, lambda r: f"{resolution_text(r)} {option_text(r)}").items():
             series = sorted(series, key=lambda r: r["batch_size"])
-            axis.plot([r["batch_size"] for r in series], [r["fps"] for r in series], marker="o", label=label)
+            line, = axis.plot([r["batch_size"] for r in series], [r["fps"] for r in series], marker="o", label=f"{label} (forward)")
+            end_to_end = [(r["batch_size"], r["end_to_end_fps"]) for r in series if isinstance(r.get("end_to_end_fps"), (int, float))]
+            if end_to_end:
+                axis.plot(*zip(*end_to_end), marker="s", linestyle="--", color=line.get_color(), label=f"{label} (end to end)")
         batches = sorted({r["batch_size"] for r in here})
         if batches[-1] / batches[0] >= 4:
             axis.set_xscale("log", base=2)
@@ -176,7 +194,8 @@ def fps_vs_batch(run: RunData) -> Plot:
         axis.set_ylim(bottom=0)
         _legend(axis)
 
-    note = "Images per second from the median forward latency (batch × 1000 / median ms); one line per resolution and precision / backend."
+    note = ("Images per second: solid lines from the median forward latency (batch × 1000 / median ms), dashed lines end to end "
+            "(preprocess + forward + postprocess); one colour per resolution and precision / backend.")
     return Plot(key, title, _panels(list(models), title, draw), note)
 
 
@@ -185,6 +204,10 @@ def memory_vs_resolution(run: RunData) -> Plot:
     measured = [r for r in run.ok if peak_memory(r)[0] is not None]
     if not measured:
         return Plot(key, title, None, "Skipped: no cell recorded a peak-memory figure.")
+    trends = {model for model, rs in _by_model(measured).items() if len({tuple(r["resolution"]) for r in rs}) > 1}
+    if not trends:
+        return Plot(key, title, None, "Skipped: every model ran at one resolution, so each panel would hold a single point; the leaderboard has the figures.")
+    measured = [r for r in measured if r["model"] in trends]
     figures = sorted({peak_memory(r)[1] for r in measured})
     capacity, budget = run.device_memory(), run.budget()
     notes = []
@@ -207,6 +230,9 @@ def memory_vs_resolution(run: RunData) -> Plot:
     if capacity and capacity[0] > 4 * max(peak_memory(r)[0] or 0 for r in measured):
         notes.append(f"{capacity[1]} ({capacity[0] / 1024:.3g} GiB) is far above every peak, so its line is not drawn.")
     image = _panels(sorted({r["model"] for r in measured}), title, draw)
+    single = sorted({r["model"] for r in run.ok if peak_memory(r)[0] is not None} - trends)
+    if single:
+        notes.append(f"Left out (one resolution each): {', '.join(single)}.")
     note = f"Headline figure: {', '.join(figures)}; one line per precision / backend and batch. " + " ".join(notes)
     return Plot(key, title, image, note.strip())
 
@@ -283,8 +309,9 @@ def pareto_plot(run: RunData) -> Plot:
         _log_if_wide([p["median_ms"] for p in here], axis, "x")
         lowest = min(p["agreement"] for p in here) * 100
         margin = max(0.02, (100 - lowest) * 0.1)
-        axis.set_ylim(lowest - margin, 100 + margin)  # agreement never exceeds 100 %: no empty band above it
-        decimals = max(0, math.ceil(-math.log10(margin))) + 1  # enough to tell 99.95 from 100 when the range is narrow
+        bottom = min(lowest - margin, 100 - MIN_AGREEMENT_SPAN)  # never narrower than one percentage point
+        axis.set_ylim(bottom, 100 + margin)  # agreement never exceeds 100 %: no empty band above it
+        decimals = max(0, math.ceil(-math.log10((100 + margin - bottom) / 10)))  # about ten steps of the axis tell apart
         axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.{decimals}f}"))
         axis.set(title=model, xlabel="median latency (ms)", ylabel="pixel agreement with fp32 (%)")
         _legend(axis)

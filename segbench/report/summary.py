@@ -7,22 +7,11 @@ from typing import Any, Iterable
 from rich.markup import escape
 from rich.table import Table
 
+from segbench.metrics import METRICS, headline_memory
+
+__all__ = ["headline_memory", "status_text", "stream_text", "summary_table", "expectations_table"]
+
 STATUS_STYLE = {"ok": "green", "oom": "yellow", "timeout": "red", "error": "red", "unsupported": "dim"}
-
-
-def headline_memory(record: dict[str, Any]) -> tuple[float | None, str]:
-    """The peak-memory figure a table headlines, and its name.
-
-    On a GPU: NVML's per-process peak (what the card really gives the process: context, allocator
-    cache and libraries), falling back to the allocator's reserved peak. On a CPU: peak RSS.
-    """
-    memory = record.get("memory_mb") or {}
-    if str(record.get("device", "")).startswith("cuda"):
-        for name in ("nvml_process_peak", "torch_reserved_peak"):
-            if memory.get(name) is not None:
-                return memory[name], name
-        return None, "nvml_process_peak"
-    return memory.get("rss_peak"), "rss_peak"
 
 
 def measurement_flags(record: dict[str, Any]) -> list[str]:
@@ -43,7 +32,9 @@ def status_text(record: dict[str, Any]) -> str:
         peak, _ = headline_memory(record)
         peak_text = f" · peak {peak:.0f} MiB" if peak is not None else ""
         noisy = "".join(f" [yellow](! {escape(flag)})[/]" for flag in measurement_flags(record))
-        return f"[{style}]ok[/] median {latency['median']:.2f} ms · {record['fps']:.1f} FPS{peak_text}{noisy}{stream_text(record)}"
+        end_to_end = METRICS["end_to_end_fps"].value(record)
+        fps = f"{record['fps']:.1f} FPS forward" + (f", {end_to_end:.1f} end to end" if end_to_end is not None else "")
+        return f"[{style}]ok[/] median {latency['median']:.2f} ms · {fps}{peak_text}{noisy}{stream_text(record)}"
     return f"[{style}]{escape(status)}[/]: {escape(str(record.get('error') or ''))}"
 
 
@@ -58,15 +49,18 @@ def stream_text(record: dict[str, Any]) -> str:
     return f" · stream at {stream.get('target_fps', 0):.1f} FPS: {keeps_up}, {stream.get('drop_pct', 0):.1f} % dropped{p95}{best}"
 
 
+SUMMARY_METRICS = ("median_ms", "p95_ms", "cv_pct", "fps", "end_to_end_fps", "peak_mb", "footprint_mb")
+
+
 def summary_table(records: Iterable[dict[str, Any]], title: str = "") -> Table:
-    """Every user or library string is escaped: a `[/path]` in a name must not be read as markup."""
+    """Every user or library string is escaped: a `[/path]` in a name must not be read as markup. Figures come from the metric catalogue."""
     table = Table(title=escape(title))
-    for column in ("model", "resolution", "batch", "precision", "backend", "status", "median ms", "p95 ms", "CV %", "FPS", "peak MiB"):
-        table.add_column(column, justify="right" if column in ("batch", "median ms", "p95 ms", "CV %", "FPS", "peak MiB") else "left")
+    for column in ("model", "resolution", "batch", "precision", "backend", "status"):
+        table.add_column(column, justify="right" if column == "batch" else "left")
+    for key in SUMMARY_METRICS:
+        table.add_column(escape(METRICS[key].label), justify="right")
     for record in records:
         status = record.get("status") or "?"
-        latency = record.get("latency_ms") or {}
-        peak, _ = headline_memory(record)
         height, width = record["resolution"]
         table.add_row(
             escape(str(record["model"])),
@@ -75,11 +69,7 @@ def summary_table(records: Iterable[dict[str, Any]], title: str = "") -> Table:
             escape(str(record["precision"])),
             escape(str(record["backend"])),
             f"[{STATUS_STYLE.get(status, '')}]{escape(status)}[/]",
-            f"{latency['median']:.2f}" if latency else "–",
-            f"{latency['p95']:.2f}" if latency else "–",
-            f"{latency['cv'] * 100:.1f}" if latency and latency.get("cv") is not None else "–",  # None below 5 samples
-            f"{record['fps']:.1f}" if record.get("fps") else "–",
-            f"{peak:.0f}" if peak is not None else "–",
+            *(METRICS[key].format(METRICS[key].value(record)) for key in SUMMARY_METRICS),
         )
     return table
 

@@ -15,14 +15,9 @@ import pandas as pd
 import yaml
 
 from segbench import results
-from segbench.report.summary import headline_memory, measurement_flags
+from segbench.metrics import MEMORY_FIGURES, METRICS, STREAM, TELEMETRY, footprint_mb, headline_memory, is_reference
+from segbench.report.summary import measurement_flags
 
-REFERENCE = ("fp32", "eager")  # speed-ups and fidelity are measured against this precision/backend
-MEMORY_FIGURES = {
-    "nvml_process_peak": "NVML process peak",
-    "torch_reserved_peak": "allocator reserved peak",
-    "rss_peak": "host RSS peak",
-}
 STAGES = ("preprocess", "forward", "postprocess")
 
 
@@ -199,10 +194,6 @@ def pixels(record: dict[str, Any]) -> int:
     return int(height) * int(width)
 
 
-def is_reference(record: dict[str, Any]) -> bool:
-    return (record.get("precision"), record.get("backend")) == REFERENCE
-
-
 def variant_key(record: dict[str, Any]) -> tuple[Any, ...]:
     """The axes that a precision/backend comparison holds fixed."""
     return (record["model"], tuple(record["resolution"]), record["batch_size"], record.get("weights"), json.dumps(record.get("options") or {}, sort_keys=True), record.get("hardware"))
@@ -237,93 +228,99 @@ def _latency(record: dict[str, Any], key: str) -> float | None:
     return _number((record.get("latency_ms") or {}).get(key))
 
 
-def _share(value: Any) -> float | None:
-    """quantized_share is a fraction or a dict of fractions ({params, flops}); tables show the parameter share."""
-    if isinstance(value, dict):
-        value = value.get("params", next(iter(value.values()), None))
-    return _number(value)
-
-
 # ---- tables -----------------------------------------------------------------------------------------
 
 def sort_cells(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(records, key=lambda r: (r["model"], pixels(r), r["batch_size"], not is_reference(r), r["precision"], r["backend"], json.dumps(r.get("options") or {})))
 
 
+IDENTITY = ("cell_id", "model", "card", "resolution", "pixels", "batch", "precision", "backend", "options")
+LEADERBOARD_METRICS = ("median_ms", "p95_ms", "cv_pct", "n", "fps", "end_to_end_ms", "end_to_end_fps", *STREAM, "peak_mb", "footprint_mb",
+                       "params_m", "gflops", "percent_of_peak", "miou_gt_pct", "pixel_accuracy_gt_pct")
+ALWAYS_SHOWN = {"median_ms", "p95_ms", "cv_pct", "n", "fps", "peak_mb"}  # the rest only when some cell has them
+RELATIVE_METRICS = ("speedup", "end_to_end_speedup", "memory_saving_pct")
+
+
+def identity(record: dict[str, Any]) -> dict[str, Any]:
+    """The axes that name a cell, as table columns."""
+    return {
+        "cell_id": record["cell_id"],
+        "model": record["model"],
+        "card": record.get("hardware") or "",
+        "resolution": resolution_text(record),
+        "pixels": pixels(record),
+        "batch": record["batch_size"],
+        "precision": record["precision"],
+        "backend": record["backend"],
+        "options": json.dumps(record["options"], sort_keys=True) if record.get("options") else "",
+    }
+
+
+def metric_values(record: dict[str, Any], keys: tuple[str, ...]) -> dict[str, float | None]:
+    return {key: METRICS[key].value(record) for key in keys}
+
+
+def _drop_empty(frame: pd.DataFrame, keep: set[str]) -> pd.DataFrame:
+    empty = [c for c in frame.columns if c not in keep and (frame[c].isna().all() or (frame[c] == "").all())]
+    return frame.drop(columns=empty)
+
+
 def leaderboard(run: RunData) -> pd.DataFrame:
-    """One row per ok cell, with the figures people choose by."""
+    """One row per ok cell, with the figures people choose by (forward and end-to-end FPS side by side)."""
     rows = []
     for record in sort_cells(run.ok):
-        peak, figure = peak_memory(record)
-        params = _number(record.get("params"))
-        rows.append({
-            "cell_id": record["cell_id"],
-            "model": record["model"],
-            "card": record.get("hardware") or "",
-            "resolution": resolution_text(record),
-            "pixels": pixels(record),
-            "batch": record["batch_size"],
-            "precision": record["precision"],
-            "backend": record["backend"],
-            "options": json.dumps(record["options"], sort_keys=True) if record.get("options") else "",
-            "median_ms": _latency(record, "median"),
-            "p95_ms": _latency(record, "p95"),
-            "cv_pct": None if _latency(record, "cv") is None else _latency(record, "cv") * 100,
-            "noisy": bool(record.get("noisy")),
-            "fps": _number(record.get("fps")),
-            "end_to_end_ms": _number((record.get("end_to_end_ms") or {}).get("median")),
-            "peak_mb": peak,
-            "memory_figure": figure,
-            "params_m": None if params is None else params / 1e6,
-            "gflops": _number(record.get("gflops")),
-            "percent_of_peak": _number((record.get("roofline") or {}).get("percent_of_peak")),
-            "miou_gt_pct": _percent(accuracy(record).get("miou")),
-            "pixel_accuracy_gt_pct": _percent(accuracy(record).get("pixel_accuracy")),
-            "notes": "; ".join([*(f"(!) {flag}" for flag in measurement_flags(record) if flag != "noisy"), *(str(n) for n in record.get("notes") or [])]),
-        })
+        _, figure = peak_memory(record)
+        rows.append({**identity(record), **metric_values(record, LEADERBOARD_METRICS), "noisy": bool(record.get("noisy")), "memory_figure": figure,
+                     "notes": "; ".join([*(f"(!) {flag}" for flag in measurement_flags(record) if flag != "noisy"), *(str(n) for n in record.get("notes") or [])])})
     frame = pd.DataFrame(rows)
-    if not frame.empty:
-        optional = ("card", "options", "end_to_end_ms", "gflops", "percent_of_peak", "miou_gt_pct", "pixel_accuracy_gt_pct")
-        frame = frame.drop(columns=[c for c in optional if frame[c].isna().all() or (frame[c] == "").all()])
-    return frame
+    return frame if frame.empty else _drop_empty(frame, {*IDENTITY, *ALWAYS_SHOWN, "noisy", "memory_figure", "notes"} - {"card", "options"})
+
+
+def relative_values(record: dict[str, Any], reference: dict[str, Any] | None) -> dict[str, float | None]:
+    """Speed-ups and memory saving against the fp32 eager cell of the same variant (None without one)."""
+    values: dict[str, float | None] = dict.fromkeys(RELATIVE_METRICS)
+    if reference is None or is_reference(record):
+        return values
+    for key, metric in (("speedup", "median_ms"), ("end_to_end_speedup", "end_to_end_ms")):
+        mine, theirs = METRICS[metric].value(record), METRICS[metric].value(reference)
+        values[key] = theirs / mine if mine and theirs else None
+    footprint, reference_footprint = footprint_mb(record), footprint_mb(reference)
+    if footprint is not None and reference_footprint and headline_memory(record)[1] == headline_memory(reference)[1]:
+        values["memory_saving_pct"] = (1 - footprint / reference_footprint) * 100
+    return values
+
+
+def references(run: RunData) -> dict[tuple[Any, ...], dict[str, Any]]:
+    return {variant_key(r): r for r in run.ok if is_reference(r)}
+
+
+QUANTIZATION_METRICS = ("median_ms", "end_to_end_ms", "pixel_agreement_pct", "miou_vs_fp32_pct", "max_abs_logit_diff", "quantized_share_pct",
+                        "miou_gt_pct", "miou_delta_pts")
 
 
 def quantization(run: RunData) -> pd.DataFrame:
     """Each non-reference cell against fp32 eager on the same model, resolution, batch, weights and options."""
-    references = {variant_key(r): r for r in run.ok if is_reference(r)}
+    found = references(run)
     rows = []
     for record in sort_cells(run.ok):
-        reference = references.get(variant_key(record))
+        reference = found.get(variant_key(record))
         if is_reference(record) or reference is None:
             continue
-        median, reference_median = _latency(record, "median"), _latency(reference, "median")
-        peak, _ = headline_memory(record)
-        reference_peak, _ = headline_memory(reference)
         measured = fidelity(record)
         rows.append({
-            "cell_id": record["cell_id"],
-            "model": record["model"],
-            "resolution": resolution_text(record),
-            "batch": record["batch_size"],
-            "precision": record["precision"],
-            "backend": record["backend"],
-            "median_ms": median,
-            "reference_ms": reference_median,
-            "speedup": reference_median / median if median and reference_median else None,
-            "memory_saving_pct": (1 - peak / reference_peak) * 100 if peak is not None and reference_peak else None,
-            "pixel_agreement_pct": _percent(measured.get("pixel_agreement")),
-            "miou_vs_fp32_pct": _percent(measured.get("miou_vs_fp32")),
-            "max_abs_logit_diff": _number(measured.get("max_abs_logit_diff")),
-            "quantized_share_pct": _percent(_share(record.get("quantized_share"))),
-            "miou_gt_pct": _percent(accuracy(record).get("miou")),
-            "miou_delta_pts": _percent(accuracy(record).get("miou_delta_vs_fp32")),
+            **identity(record),
+            **metric_values(record, QUANTIZATION_METRICS),
+            "reference_ms": METRICS["median_ms"].value(reference),
+            "reference_end_to_end_ms": METRICS["end_to_end_ms"].value(reference),
+            **relative_values(record, reference),
             "fidelity_note": "" if measured else str(record.get("fidelity_unavailable") or "no fidelity data"),
         })
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
     frame["pareto"] = frame["cell_id"].isin(pareto_front(run))
-    optional = ("pixel_agreement_pct", "miou_vs_fp32_pct", "max_abs_logit_diff", "quantized_share_pct", "miou_gt_pct", "miou_delta_pts")
+    optional = ("end_to_end_ms", "reference_end_to_end_ms", "end_to_end_speedup", "memory_saving_pct", "pixel_agreement_pct", "miou_vs_fp32_pct",
+                "max_abs_logit_diff", "quantized_share_pct", "miou_gt_pct", "miou_delta_pts")
     return frame.drop(columns=[c for c in optional if frame[c].isna().all()])
 
 
@@ -405,37 +402,15 @@ def stages(run: RunData) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-TELEMETRY_FIELDS = {  # column: (path in the telemetry summary, scale)
-    "SM clock MHz (mean)": (("sm_clock_mhz", "mean"), 1.0),
-    "SM clock MHz (min)": (("sm_clock_mhz", "min"), 1.0),
-    "memory clock MHz": (("memory_clock_mhz", "mean"), 1.0),
-    "temperature °C (max)": (("temperature_c", "max"), 1.0),
-    "power W (mean)": (("power_w", "mean"), 1.0),
-    "power W (max)": (("power_w", "max"), 1.0),
-    "GPU util %": (("gpu_util_pct", "mean"), 1.0),
-    "J / image": (("joules_per_image",), 1.0),
-    "throttled % of samples": (("throttled_share",), 100.0),
-}
-
-
-def _dig(data: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        data = data.get(key) if isinstance(data, dict) else None
-    return data
-
-
 def telemetry(run: RunData) -> pd.DataFrame:
-    """GPU telemetry per ok cell (clocks, temperature, power, energy, throttling) where any was sampled."""
+    """GPU telemetry per ok cell (clocks, temperature, power, energy, throttling) where any was sampled; columns are catalogue keys."""
     rows = []
     for record in sort_cells(run.ok):
-        data = record.get("telemetry")
-        values = {column: _number(_dig(data, path)) for column, (path, _) in TELEMETRY_FIELDS.items()}
+        values = metric_values(record, TELEMETRY)
         if not any(value is not None for value in values.values()):
             continue  # a CPU cell or a GPU without NVML: nothing was sampled
-        row = {"model": record["model"], "cell": cell_label(record)}
-        row.update({column: None if value is None else value * TELEMETRY_FIELDS[column][1] for column, value in values.items()})
-        row["throttle causes"] = ", ".join(str(c) for c in _dig(data, ("throttle_causes",)) or [])
-        rows.append(row)
+        causes = (record.get("telemetry") or {}).get("throttle_causes") or []
+        rows.append({"model": record["model"], "cell": cell_label(record), **values, "throttle_causes": ", ".join(str(c) for c in causes)})
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame

@@ -1,0 +1,188 @@
+"""The answer to "which configuration should I deploy?": first in every report.
+
+With targets (the suite's `targets:` block, or `segbench report --target-fps …`), every cell gets a
+verdict, and per model the answer names the best configuration that meets every target, the
+runner-up, or the nearest miss and what it misses by. Without targets it names the fastest and the
+lightest configuration per model, end to end, and says how to add targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from segbench.metrics import METRICS, headline_memory
+from segbench.report.tables import MEMORY_FIGURES, RunData, identity, option_text, resolution_text, sort_cells
+from segbench.targets import Targets, Verdict, describe, targets_from_suite, verdict
+
+HOW_TO = ("Add a `targets:` block to the suite (for example `targets: {fps: 30, max_latency_ms: 50, memory: rtx3060, min_agreement: 99}`) "
+          "or pass them to the report (`segbench report RUN --target-fps 30 --max-latency-ms 50 --hardware rtx3060 --min-agreement 99`) "
+          "to get a verdict per configuration.")
+FPS_SENTENCE = ("FPS here is end to end (preprocess + forward + postprocess; the sustained camera rate for a stream cell), "
+                "not the forward pass alone.")
+
+
+@dataclass(frozen=True)
+class ModelAnswer:
+    model: str
+    lines: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Answer:
+    targets: Targets | None
+    models: tuple[ModelAnswer, ...]
+    table: pd.DataFrame  # one row per cell: identity, the figures the targets judge, verdict and detail
+    verdicts: dict[str, Verdict] = field(default_factory=dict)  # by cell id
+
+    @property
+    def has_targets(self) -> bool:
+        return self.targets is not None and not self.targets.empty
+
+    @property
+    def target_text(self) -> str:
+        return describe(self.targets) if self.targets is not None and self.has_targets else ""
+
+    @property
+    def counts(self) -> dict[str, int]:
+        found = {"meets": 0, "misses": 0, "unknown": 0}
+        for item in self.verdicts.values():
+            found[item.status] += 1
+        return found
+
+    @property
+    def missed(self) -> bool:
+        return self.counts["misses"] > 0
+
+
+def run_targets(run: RunData, overrides: dict[str, Any] | None = None) -> Targets | None:
+    """The suite's targets with command-line overrides applied; None when neither sets any."""
+    stored = targets_from_suite(run.suite)
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    if stored is None and not given:
+        return None
+    merged = (stored or Targets()).merged(**given)
+    return None if merged.empty else merged
+
+
+def cell_text(record: dict[str, Any]) -> str:
+    return f"{resolution_text(record)} batch {record['batch_size']} {option_text(record)}"
+
+
+def _memory_text(record: dict[str, Any]) -> str:
+    peak, figure = headline_memory(record)
+    if peak is None:
+        return ""
+    footprint = METRICS["footprint_mb"].value(record)
+    own = f"footprint {footprint:,.0f} MiB, " if footprint is not None else ""
+    return f"{own}peak {peak:,.0f} MiB ({MEMORY_FIGURES.get(figure, figure)})"
+
+
+def figures_text(record: dict[str, Any], percentile: str = "p99") -> str:
+    """The figures a deployment chooses by, all from this one cell."""
+    parts = []
+    achieved, forward = METRICS["achieved_fps"].value(record), METRICS["fps"].value(record)
+    if achieved is not None:
+        kind = "sustained" if record.get("stream") else "end to end"
+        parts.append(f"{achieved:.1f} FPS {kind}" + (f" ({forward:.1f} forward only)" if forward is not None and not record.get("stream") else ""))
+    latency = METRICS[f"latency_{percentile}_ms"]
+    value = latency.value(record)
+    if value is not None:
+        parts.append(f"{latency.name} {latency.show(value)}")
+    memory = _memory_text(record)
+    if memory:
+        parts.append(memory)
+    agreement = METRICS["pixel_agreement_pct"].value(record)
+    if agreement is not None:
+        parts.append(f"agreement {agreement:.2f} %")
+    return ", ".join(parts)
+
+
+def _memory(record: dict[str, Any]) -> float | None:
+    """The model's footprint, or the headline peak where no baseline was recorded."""
+    footprint = METRICS["footprint_mb"].value(record)
+    return footprint if footprint is not None else headline_memory(record)[0]
+
+
+def _by_speed(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fastest end to end first; a tie goes to the smaller footprint."""
+    def key(record: dict[str, Any]) -> tuple[float, float]:
+        fps, memory = METRICS["achieved_fps"].value(record), _memory(record)
+        return (-(fps if fps is not None else -1.0), memory if memory is not None else float("inf"))
+    return sorted(records, key=key)
+
+
+def _lightest(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    valued = [record for record in records if _memory(record) is not None]
+    return min(valued, key=lambda record: _memory(record) or 0.0) if valued else None
+
+
+def _without_targets(model: str, records: list[dict[str, Any]], ok: list[dict[str, Any]]) -> ModelAnswer:
+    if not ok:
+        statuses = sorted({str(r.get("status")) for r in records})
+        return ModelAnswer(model, (f"No configuration finished ok ({', '.join(statuses)}); the cells that did not finish say why.",))
+    fastest = _by_speed(ok)[0]
+    lines = [f"Fastest: {cell_text(fastest)}: {figures_text(fastest)}."]
+    lightest = _lightest(ok)
+    if lightest is not None and lightest is not fastest:
+        lines.append(f"Lightest: {cell_text(lightest)}: {figures_text(lightest)}.")
+    elif lightest is fastest:
+        lines.append("It is also the lightest.")
+    return ModelAnswer(model, tuple(lines))
+
+
+def _with_targets(model: str, records: list[dict[str, Any]], verdicts: dict[str, Verdict], percentile: str) -> ModelAnswer:
+    meets = _by_speed([r for r in records if verdicts[r["cell_id"]].status == "meets"])
+    if meets:
+        lines = [f"Best: {cell_text(meets[0])}: {figures_text(meets[0], percentile)}."]
+        if len(meets) > 1:
+            lines.append(f"Runner-up: {cell_text(meets[1])}: {figures_text(meets[1], percentile)}.")
+        lines.append(f"{len(meets)} of {len(records)} configurations meet every target.")
+        return ModelAnswer(model, tuple(lines))
+    misses = [r for r in records if verdicts[r["cell_id"]].status == "misses" and r.get("status") == "ok"]
+    if misses:
+        nearest = min(misses, key=lambda r: verdicts[r["cell_id"]].shortfall)
+        return ModelAnswer(model, (f"No configuration meets every target. Nearest miss: {cell_text(nearest)}: {verdicts[nearest['cell_id']].text}.",
+                                   f"Its figures: {figures_text(nearest, percentile)}."))
+    oom = [r for r in records if r.get("status") == "oom"]
+    if oom and len(oom) == len(records):
+        return ModelAnswer(model, (f"No configuration fits: every one ran out of memory ({', '.join(cell_text(r) for r in oom)}).",))
+    unknown = [r for r in records if verdicts[r["cell_id"]].status == "unknown"]
+    reason = verdicts[unknown[0]["cell_id"]].text if unknown else "every configuration failed"
+    return ModelAnswer(model, (f"No verdict: no configuration could be judged against every target ({reason}).",))
+
+
+def answer(run: RunData, targets: Targets | None = None) -> Answer:
+    """Verdicts per cell and the answer per model; `targets` defaults to the suite's."""
+    targets = targets if targets is not None else run_targets(run)
+    if targets is not None and targets.empty:
+        targets = None
+    records = sort_cells(run.records)
+    percentile = targets.latency_percentile if targets else "p99"
+    verdicts = {r["cell_id"]: verdict(r, targets) for r in records} if targets else {}
+    models = sorted({r["model"] for r in records})
+    answers = []
+    for model in models:
+        mine = [r for r in records if r["model"] == model]
+        ok = [r for r in mine if r.get("status") == "ok"]
+        answers.append(_with_targets(model, mine, verdicts, percentile) if targets else _without_targets(model, mine, ok))
+    return Answer(targets, tuple(answers), _table(records if targets else [r for r in records if r.get("status") == "ok"], verdicts, percentile), verdicts)
+
+
+def _table(records: list[dict[str, Any]], verdicts: dict[str, Verdict], percentile: str) -> pd.DataFrame:
+    rows = []
+    for record in records:
+        row: dict[str, Any] = {**identity(record), "status": record.get("status")}
+        for key in ("achieved_fps", "fps", f"latency_{percentile}_ms", "footprint_mb", "peak_mb", "pixel_agreement_pct"):
+            row[key] = METRICS[key].value(record)
+        if verdicts:
+            judged = verdicts[record["cell_id"]]
+            row.update(verdict=judged.status, detail=judged.text)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    optional = ("footprint_mb", "pixel_agreement_pct", f"latency_{percentile}_ms", "card", "options")
+    return frame.drop(columns=[c for c in optional if c in frame and (frame[c].isna().all() or (frame[c] == "").all())])

@@ -96,7 +96,7 @@ def figures_text(record: dict[str, Any], percentile: str = "p99") -> str:
         parts.append(memory)
     agreement = METRICS["pixel_agreement_pct"].value(record)
     if agreement is not None:
-        parts.append(f"agreement {agreement:.2f} %")
+        parts.append(f"pixel agreement {agreement:.2f} %")
     return ", ".join(parts)
 
 

@@ -190,3 +190,29 @@ def test_run_exit_codes(tmp_path: Path, write_suite: Callable[..., Path]) -> Non
     failing = _cli_suite(tmp_path, "failing", ["test-tiny", "test-raise"])
     broken = runner.invoke(app, ["run", str(failing), "--out", str(tmp_path / "other")])
     assert broken.exit_code == 1 and "1 cell(s) ended in error or timeout: test-raise 16x16 b1 fp32 eager (error)" in _last_line(broken.output)
+
+
+@pytest.mark.parametrize(("targets", "message"), [
+    ({"fps": 30, "metrics": [{"metric": "prepare_sec", "at_most": 60}]}, r"targets.metrics\[0\].metric: unknown metric 'prepare_sec' \(did you mean 'prepare_s'\?"),
+    ({"memory": "rtx306"}, r"targets.memory: 'rtx306' is neither a size .*did you mean 'rtx3060'\?"),
+    ({"fsp": 30}, r"targets.fsp: unknown key 'fsp' \(did you mean 'fps'\?\)"),
+    ({"max_latency_ms": 50, "latency_percentile": "p98"}, r"targets.latency_percentile"),
+])
+def test_bad_targets_are_one_line_suite_errors(write_suite: Callable[..., Path], targets: dict[str, Any], message: str) -> None:
+    from segbench.errors import SuiteError
+
+    with pytest.raises(SuiteError, match=message) as caught:
+        load_suite(write_suite(targets=targets))
+    assert len(str(caught.value).splitlines()) == 1
+
+
+def test_memory_targets_judge_the_figure_that_competes_for_the_budget() -> None:
+    """GPU: NVML's per-process peak (context included) against the card's driver-reported total; CPU: the footprint."""
+    gpu = {"status": "ok", "device": "cuda:0", "memory_mb": {"nvml_process_peak": 11_000.0, "baseline": 500.0}}
+    cpu = {"status": "ok", "device": "cpu", "memory_mb": {"rss_peak": 1_500.0, "baseline": 700.0}}
+    card = Targets(memory="rtx3060")
+    assert card.memory_budget() is not None and card.memory_budget()[0] < 12 * 1024  # the driver's total, not 12 x 1024
+    assert verdict(gpu, card).status == "meets" and verdict({**gpu, "memory_mb": {"nvml_process_peak": 12_100.0}}, card).status == "misses"
+    assert verdict(cpu, Targets(memory="1GiB")).status == "meets"  # 800 MiB of its own, though RSS peaked at 1.5 GiB
+    missed = verdict(cpu, Targets(memory="512MiB"))
+    assert missed.status == "misses" and "footprint 800 MiB > 512 MiB (misses by 288 MiB" in missed.text

@@ -356,8 +356,9 @@ def fit(
 @user_errors
 def predict(
     model: str = typer.Argument(..., help="registered model name"),
-    images: list[Path] = typer.Argument(..., help="one or more image files"),
+    images: Optional[list[Path]] = typer.Argument(None, help="one or more image files (or --dataset)"),
     weights: Optional[Path] = typer.Option(None, "--weights", help="local weights, or a Hub id / ultralytics asset / torchvision weights name (random weights without it)"),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="a labelled dataset folder: segment its validation images and score them (mIoU, pixel accuracy, per-class IoU in <out>/accuracy.json)"),
     out: Path = typer.Option(Path("predictions"), "--out", help="output folder"),
     device: str = typer.Option("auto", "--device", help="where the model runs: auto, cpu, cuda or cuda:N"),
     plugins: Optional[list[str]] = typer.Option(None, "--plugin", metavar="FILE", help=PLUGIN_HELP),
@@ -375,6 +376,14 @@ def predict(
 
         if named_kind(str(weights), get_card(model).source) is None:
             raise SegbenchError(f"--weights: not found: {weights} (a local file or folder, or a Hub id / ultralytics asset / torchvision weights name)")
+    labelled = None
+    if dataset is not None:
+        from segbench.datasets import Dataset, DatasetConfig
+
+        labelled = Dataset(DatasetConfig(path=dataset))
+        images = [*(images or []), *labelled.images(labelled.config.split)]
+    if not images:
+        raise SegbenchError("predict: give one or more image files, or --dataset FOLDER")
     with library_output(verbose) as chatter:
         load_plugins(plugins)
         predictions = run_predict(model, images, out, weights, resolve_device(device))
@@ -382,6 +391,12 @@ def predict(
         console.print(f"{escape(str(prediction.image))} → {escape(str(prediction.class_map))}, {escape(str(prediction.overlay))}, {escape(str(prediction.summary))}", highlight=False)
         console.print(f"  {prediction.timing_text()}", highlight=False)
         console.print(f"  largest classes: {escape(prediction.classes_text())}", highlight=False)
+    if labelled is not None:
+        from segbench.predict import dataset_accuracy
+
+        scored = dataset_accuracy(labelled, [p for p in predictions if p.image in set(labelled.images(labelled.config.split))], out)
+        console.print(f"against {escape(str(dataset))}: mIoU {scored['miou'] or 0:.4f}, pixel accuracy {scored['pixel_accuracy'] or 0:.4f} "
+                      f"over {scored['images']} images ({escape(str(out / 'accuracy.json'))})", highlight=False)
     if chatter.lines:
         (out / "predict.log").write_text(chatter.text, encoding="utf-8")
         console.print(f"{len(chatter.lines)} line(s) of library warnings in {escape(str(out / 'predict.log'))} (--verbose shows them here)", highlight=False)

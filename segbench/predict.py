@@ -191,3 +191,24 @@ def predict(model: str, images: list[Path], out_dir: Path, weights: Path | None 
         clock.lap("write")
         predictions.append(replace(prediction, timing_ms=dict(clock.timing_ms), top_classes=top_classes(labels, names)))
     return predictions
+
+
+def dataset_accuracy(dataset: Any, predictions: list[Prediction], out_dir: Path) -> dict[str, Any]:
+    """Score predicted class maps against the dataset's masks (same stems, native size); writes accuracy.json."""
+    import cv2
+
+    from segbench.measure.accuracy import ConfusionMatrix
+
+    summary = json.loads(predictions[0].summary.read_text())
+    matrix = ConfusionMatrix(int(summary["num_classes"]), dataset.ignore_index)
+    masks = {sample.image: sample.mask for sample in dataset.samples()}
+    for prediction in predictions:
+        truth = dataset.read_mask(masks[prediction.image])
+        labels = cv2.imread(str(prediction.class_map), cv2.IMREAD_UNCHANGED).astype(np.int64)
+        try:
+            matrix.add(truth, labels)
+        except ValueError as exc:
+            raise SegbenchError(f"{masks[prediction.image]}: {exc}; set the model's num_classes to match the dataset") from None
+    result = {**matrix.result(summary.get("class_names")), "images": len(predictions), "dataset": dataset.describe()}
+    (out_dir / "accuracy.json").write_text(json.dumps(result, indent=1))
+    return result

@@ -143,3 +143,16 @@ def test_run_dataset_flag_checks_the_dataset_at_load(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "masks/000.png: label id 30 is beyond model 'fast-scnn''s 19 classes" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_predict_dataset_scores_the_validation_images(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = plain_tree(tmp_path / "data", [np.zeros((64, 64), np.uint8), np.ones((64, 64), np.uint8)])
+    done = subprocess.run([sys.executable, "-m", "segbench", "predict", "fast-scnn", "--dataset", str(root), "--out", str(tmp_path / "out"), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    scored = json.loads((tmp_path / "out" / "accuracy.json").read_text())
+    assert scored["images"] == 2 and scored["pixels"] == 2 * 64 * 64 and "mIoU" in done.stdout
+    assert 0.0 <= scored["miou"] <= 1.0 and set(scored["per_class_iou"]) >= {"road", "sidewalk"}  # the card's Cityscapes names

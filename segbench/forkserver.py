@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections import OrderedDict
@@ -36,6 +37,10 @@ WARM_START_ENV = "SEGBENCH_WARM_START"
 MAX_TEMPLATES = 4  # a quantization suite cycles through ~4 import sets per model; each idle template holds ~0.6 GB
 READY_TIMEOUT_S = 600.0  # imports on a busy machine can take a minute; a hung template still ends
 BASE_IMPORTS = ("torch", "torchvision", "numpy", "psutil", "segbench.cell", "segbench.isolation")
+# Never imported in a template: importing OpenVINO starts a telemetry thread that itself forks a process
+# and waits on the network; forking the template while that thread runs could leave the child a held lock.
+# Cells of these libraries import them themselves.
+FORK_UNSAFE_PACKAGES = frozenset({"openvino", "nncf"})
 # In the template only: torch.cuda.is_available() asks NVML instead of initialising the CUDA driver.
 TEMPLATE_ENV = {"PYTORCH_NVML_BASED_CUDA_CHECK": "1"}
 
@@ -127,7 +132,7 @@ def _template_main(connection: Connection, imports: tuple[str, ...]) -> None:
     # The cell does the same work and reports the failure itself.
     except Exception as exc:  # noqa: BLE001
         failed["warm state"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
-    connection.send(("ready", {"pid": os.getpid(), "import_s": round(time.perf_counter() - started, 3), "failed_imports": failed, "cuda_initialized": _cuda_initialized()}))
+    connection.send(("ready", {"pid": os.getpid(), "import_s": round(time.perf_counter() - started, 3), "failed_imports": failed, "cuda_initialized": _cuda_initialized(), "python_threads": threading.active_count()}))
     while True:
         try:
             message = connection.recv()
@@ -162,7 +167,8 @@ def cell_imports(cell: Any) -> tuple[str, ...]:
         # An unknown name (a plugin's model, registered only in the cell) fails in the cell, with its message.
         with contextlib.suppress(Exception):
             extra.extend(owner().warm_imports)
-    return BASE_IMPORTS + tuple(sorted(set(extra) - set(BASE_IMPORTS)))
+    wanted = {name for name in extra if name.split(".")[0] not in FORK_UNSAFE_PACKAGES} - set(BASE_IMPORTS)
+    return BASE_IMPORTS + tuple(sorted(wanted))
 
 
 def _exit_text(exit_code: int | None) -> str:

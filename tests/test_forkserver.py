@@ -63,9 +63,12 @@ def test_template_imports_what_the_cell_needs_and_never_cuda() -> None:
     assert "transformers.models.segformer.modeling_segformer" in segformer and "onnxruntime" in segformer
     assert any(name.startswith("torchao") for name in segformer)
     assert fast_scnn == forkserver.BASE_IMPORTS  # nothing a Fast-SCNN cell would not import itself
+    openvino = forkserver.cell_imports(CellSpec(model="fast-scnn", resolution=(64, 64), batch_size=1, precision="fp32", backend="openvino"))
+    assert not any(name.split(".")[0] == "openvino" for name in openvino)  # its import starts a thread that forks
     template, _ = forkserver.template_for(fast_scnn)
     info = template.wait_ready()
     assert info["cuda_initialized"] is False and info["failed_imports"] == {}
+    assert info["python_threads"] == 1  # nothing running beside the thread that forks
 
 
 def test_a_crashed_forked_process_is_a_recorded_status() -> None:

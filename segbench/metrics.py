@@ -352,6 +352,9 @@ CATALOGUE: tuple[Metric, ...] = (
     _m("gpu_util_pct", "GPU util %", "%", "none", _INT, "NVML utilisation", path="telemetry.gpu_util_pct.mean", unavailable="telemetry.unavailable.gpu_util_pct"),
     _m("joules_per_image", "J / image", "J", "lower", fmt_fixed(2), "energy per image over the timed latency pass", path="telemetry.joules_per_image", unavailable="telemetry.unavailable.joules_per_image"),
     _m("throttled_pct", "throttled % of samples", "%", "lower", _INT, "share of telemetry samples with a throttle reason", path="telemetry.throttled_share", scale=100.0, unavailable="telemetry.unavailable.throttled_share"),
+    _m("startup_s", "startup s", "s", "lower", fmt_seconds, "process start to the cell's first line of work (spawned or forked from a warm template)", path="startup_s"),
+    _m("repeats_k", "processes", "processes", "higher", _INT, "separate processes the cell was measured in (timing.repeats; 1 without)",
+       derive=lambda r: number(dig(r, "repeats.k")) or (1.0 if r.get("status") == "ok" else None)),
     _m("wall_s", "wall s", "s", "none", fmt_fixed(1), "wall time of the whole cell, process start to record", path="wall_s"),
 )
 

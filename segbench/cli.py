@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shlex
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
@@ -16,6 +17,7 @@ from rich.table import Table
 # Imported for its effect: --help shows boolean flags as flags, not `--dry-run <bool>`.
 import segbench.cli_options  # noqa: F401
 from segbench.errors import SegbenchError
+from segbench.naming import shorten
 
 app = typer.Typer(
     add_completion=False,
@@ -29,6 +31,7 @@ if not console.is_terminal:  # logs and CI: rich would wrap tables at 80 columns
     console = Console(width=160)
 errors = Console(stderr=True, width=1000)
 F = TypeVar("F", bound=Callable[..., Any])
+MAX_ERROR_LINE = 500  # an error quoting a user's value never floods the terminal (YAML alias bombs)
 
 
 def user_errors(command: F) -> F:
@@ -40,8 +43,11 @@ def user_errors(command: F) -> F:
             return command(*args, **kwargs)
         except SegbenchError as exc:
             for line in str(exc).splitlines():
-                errors.print(f"error: {line}", markup=False, highlight=False, soft_wrap=True)
+                errors.print(f"error: {shorten(line, MAX_ERROR_LINE)}", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:  # Ctrl-C outside a run's cells (loading, a report): no traceback
+            errors.print("interrupted", markup=False, highlight=False)
+            raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -88,6 +94,15 @@ class ProgressObserver:
         if self.verbose and record.get("traceback"):
             self.progress.console.print(record["traceback"], markup=False, highlight=False)
         self.progress.advance(self.task)
+
+
+def resume_command(suite_path: Path | None, run_dir: Path, device: str | None, executor: str | None, address: str | None, retry_failed: bool) -> str:
+    """The exact command that continues an interrupted run with the same choices (the run folder keeps its suite)."""
+    words = ["segbench", "run", *([str(suite_path)] if suite_path else []), "--resume", str(run_dir)]
+    for flag, value in (("--device", device), ("--executor", executor), ("--address", address)):
+        if value is not None:
+            words += [flag, value]
+    return shlex.join(words + (["--retry-failed"] if retry_failed else []))
 
 
 DRY_RUN_ROWS = 40  # a large matrix is summarised; --verbose lists every cell
@@ -192,6 +207,7 @@ def run(
     from segbench.cli_options import absolute_plugin, axis_flags_given, suite_from_flags
     from segbench.dryrun import plan_cells
     from segbench.executors import get_executor
+    from segbench.interruption import RunInterrupted
     from segbench.matrix import expand
     from segbench.quiet import library_output
     from segbench.report.summary import summary_table
@@ -218,9 +234,15 @@ def run(
     if retry_failed and resume is None:
         raise SegbenchError("--retry-failed needs --resume RUN_DIR (the run whose failed cells to rerun)")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    with library_output(verbose) as more_chatter, Progress(*columns, console=console, refresh_per_second=2) as progress:
-        chosen = get_executor(executor or suite.executor, address, suite.ray.cpus_per_cell)
-        result = run_suite(suite, source_path, out, device, resume, retry_failed, ProgressObserver(progress, verbose), chosen, executor or suite.executor, suite_text)
+    try:
+        with library_output(verbose) as more_chatter, Progress(*columns, console=console, refresh_per_second=2) as progress:
+            chosen = get_executor(executor or suite.executor, address, suite.ray.cpus_per_cell)
+            result = run_suite(suite, source_path, out, device, resume, retry_failed, ProgressObserver(progress, verbose), chosen, executor or suite.executor, suite_text)
+    except RunInterrupted as exc:
+        errors.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        kept_suite = suite_path if suite_text is None else None  # flags or -s overrides: the run folder keeps the suite that ran
+        errors.print(f"resume with: {resume_command(kept_suite, exc.run_dir, device, executor, address, retry_failed)}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
     for captured in (chatter, more_chatter):
         captured.write_to(result.run_dir / LOG_DIR / "segbench.log")
     console.print(summary_table(result.records, title=f"{suite.name}: {result.run_dir}"))
@@ -456,9 +478,13 @@ def report(
     Targets given here override the suite's `targets:` block field by field.
     """
     from segbench.report.exports import write_report
+    from segbench.results import partial_run_note, read_meta
 
     targets = _report_targets(run_dir, target_fps, max_latency_ms, latency_percentile, max_p99_ms, hardware, memory_budget, min_agreement)
     path = write_report(run_dir, output, fmt, targets)
+    note = partial_run_note(run_dir, read_meta(run_dir))
+    if note:
+        console.print(f"[yellow]note: {escape(note)}[/]", highlight=False)
     console.print(f"report written: [bold]{escape(str(path))}[/]", highlight=False)
 
 
@@ -501,7 +527,13 @@ def compare(
     from segbench.report.compare import compare_runs, comparison_table
     from segbench.report.html import render_comparison
 
+    from segbench.results import partial_run_note, read_meta
+
     comparison = compare_runs(run_a, run_b, threshold=threshold)
+    for run_dir in (run_a, run_b):
+        note = partial_run_note(run_dir, read_meta(run_dir))
+        if note:
+            console.print(f"[yellow]note: {escape(note)}[/]", highlight=False)
     for line in comparison.fingerprint_differences:
         console.print(f"[yellow]warning: fingerprints differ: {escape(line)}[/]", highlight=False)
     for line in comparison.machine_warnings:

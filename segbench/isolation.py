@@ -3,6 +3,12 @@
 The parent blocks on the child's pipe (`poll(timeout)`), never spinning a core the model needs.
 A cell that hangs is killed at its timeout; one that crashes or dies by a signal becomes an
 `error` outcome; everything else the child reports itself (see `segbench.cell.run_cell`).
+
+Each cell runs in its own process group, so a timeout, an interruption or the cell's end kills
+whatever the cell started too; and a spawned child asks to die with its parent before it imports
+anything heavy, so a killed run leaves no orphan measuring on. This module imports no torch at
+the top: a spawned child (and a forkserver template) imports it to find `_child_main` before
+it can arm anything.
 """
 
 from __future__ import annotations
@@ -16,12 +22,13 @@ import time
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from segbench import forkserver
-from segbench.cell import CellRequest, run_cell
+if TYPE_CHECKING:
+    from segbench.cell import CellRequest
 
 PR_SET_PDEATHSIG = 1
+STOP_GRACE_S = 5.0  # how long a killed cell's process gets to be reaped
 
 
 # ---- the child ------------------------------------------------------------------------------------
@@ -47,8 +54,24 @@ def _redirect_output(log_path: str | None) -> None:
     os.close(log)
 
 
-def _child_main(request: dict[str, Any], connection: Connection, log_path: str | None) -> None:
+def arm_cell_process(parent_pid: int | None) -> None:
+    """First thing in the child, before any heavy import: its own process group (so the runner can
+    kill everything the cell starts, and a terminal's Ctrl-C reaches only the runner, which stops
+    the cell itself), and death with the parent. A spawned child whose parent is already gone
+    (killed before the signal was armed, so it will never send it) exits at once."""
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
     die_with_parent()
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _child_main(request: dict[str, Any], connection: Connection, log_path: str | None, parent_pid: int | None = None) -> None:
+    arm_cell_process(parent_pid)
+    from segbench.cell import CellRequest, run_cell  # after arming: importing torch takes seconds
+
     _redirect_output(log_path)
     outcome = run_cell(CellRequest.from_dict(request))
     connection.send(outcome)
@@ -74,6 +97,8 @@ def _death_outcome(exit_code: int | None, failure: str | None = None) -> dict[st
 
 def _start_cell_process(request: CellRequest, sender: Connection, log_path: Path | None) -> tuple[Any, dict[str, Any]]:
     """A fresh process for the cell: forked from a warm template, or spawned when warm start is off or fails."""
+    from segbench import forkserver
+
     args = (replace(request, launched_at=time.time()).to_dict(), sender, str(log_path) if log_path else None)
     failure = None
     if forkserver.warm_start_enabled():
@@ -83,27 +108,54 @@ def _start_cell_process(request: CellRequest, sender: Connection, log_path: Path
             return process, process.startup
         except forkserver.TemplateDied as died:
             failure = str(died)
-    args = (replace(request, launched_at=time.time()).to_dict(), *args[1:])
+    args = (replace(request, launched_at=time.time()).to_dict(), *args[1:], os.getpid())  # spawned: this process is its parent
     spawned = multiprocessing.get_context("spawn").Process(target=_child_main, args=args, name="segbench-cell")
     spawned.start()
+    _own_process_group(spawned.pid)
     return spawned, {"mode": "spawn"} | ({"forkserver_failed": failure} if failure else {})
 
 
+def _own_process_group(pid: int | None) -> None:
+    """Also set from the parent: a kill that comes before the child's own setpgid still finds the group."""
+    if pid is None:
+        return
+    try:
+        os.setpgid(pid, pid)
+    except OSError:  # the child set it already (or exec'd): either way the group is its own
+        pass
+
+
+def kill_cell_group(process: Any) -> None:
+    """SIGKILL the cell's process group (the child and anything it started), then reap the child."""
+    if process.pid is not None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    if process.is_alive():
+        process.kill()
+    process.join(timeout=STOP_GRACE_S)
+
+
 def execute_isolated(request: CellRequest, timeout_s: float, log_path: Path | None = None) -> dict[str, Any]:
-    """Run one cell in a fresh process (forked from a warm template); always returns an outcome dict with a status."""
+    """Run one cell in a fresh process (forked from a warm template); always returns an outcome dict with a status.
+
+    An interruption (Ctrl-C, or SIGTERM raised as KeyboardInterrupt) while waiting stops the cell's
+    whole process group at once and propagates; so does any other failure of the wait.
+    """
     receiver, sender = multiprocessing.get_context("spawn").Pipe(duplex=False)
     process, startup = _start_cell_process(request, sender, log_path)
     sender.close()  # so EOF reaches us if the child dies
     try:
         return {**_await_outcome(process, receiver, timeout_s), "startup": startup}
     finally:
+        kill_cell_group(process)  # a cell's leftovers never outlive it, even when it ended well
         receiver.close()
 
 
 def _await_outcome(process: Any, receiver: Connection, timeout_s: float) -> dict[str, Any]:
     if not receiver.poll(timeout_s):
-        process.kill()
-        process.join()
+        kill_cell_group(process)
         return {"status": "timeout", "error": f"cell did not finish within timeout_s={timeout_s:g} s; killed"}
     try:
         outcome = receiver.recv()

@@ -33,3 +33,10 @@ def discover_instances(package: str, search_path: Iterable[str], base: type[T], 
             if issubclass(cls, base) and not inspect.isabstract(cls) and cls.__module__ == module.__name__:
                 found[cls.name] = cls()  # type: ignore[attr-defined]
     return found
+
+
+def shorten(text: str, limit: int = 200) -> str:
+    """At most `limit` characters of a user's value in a message: an expanded YAML alias can be megabytes."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"

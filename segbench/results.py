@@ -15,13 +15,15 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from segbench.errors import ResultsError
+from pydantic import ValidationError
 
-SCHEMA_VERSION = 1
+from segbench.errors import ResultsError
+from segbench.schema import FINAL_STATUSES, SCHEMA_VERSION, first_problem, validate_meta, validate_record
+
+__all__ = ["FINAL_STATUSES", "SCHEMA_VERSION"]
 RESULTS_FILE = "results.jsonl"
 META_FILE = "meta.json"
 SUITE_FILE = "suite.yaml"
-FINAL_STATUSES = ("ok", "oom", "timeout", "error", "unsupported")
 
 
 def utc_now() -> str:
@@ -51,14 +53,38 @@ def copy_suite(suite_path: Path, run_dir: Path) -> None:
     shutil.copyfile(suite_path, run_dir / SUITE_FILE)
 
 
+def _parse_line(raw: bytes) -> dict[str, Any] | None:
+    """A line as a JSON object with a cell_id, or None when it is not one (torn, truncated, not UTF-8)."""
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are both ValueErrors
+        return None
+    return record if isinstance(record, dict) and "cell_id" in record else None
+
+
+def _content_lines(data: bytes) -> list[tuple[int, bytes]]:
+    """(line number, bytes) of each non-blank line."""
+    return [(number, line) for number, line in enumerate(data.split(b"\n"), start=1) if line.strip()]
+
+
 def drop_torn_tail(run_dir: Path) -> None:
-    """Cut a half-written last line (left by a run killed mid-write) so appends start on a clean line."""
+    """Cut the last line when it is not a record, exactly what `read_records` skips, so appends start
+    after the last good record (like SQLite rolling back a torn write), with or without a newline."""
     path = run_dir / RESULTS_FILE
     if not path.is_file():
         return
     data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
+    lines = _content_lines(data)
+    if lines and _parse_line(lines[-1][1]) is None:
+        data = b"".join(line + b"\n" for _, line in lines[:-1])
+    elif data and not data.endswith(b"\n"):
+        data += b"\n"
+    else:
+        return
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def append_record(run_dir: Path, record: dict[str, Any]) -> None:
@@ -72,7 +98,7 @@ def append_record(run_dir: Path, record: dict[str, Any]) -> None:
 def upgrade(record: dict[str, Any]) -> dict[str, Any]:
     """Bring a stored line to the current schema (version 1 is the first; future versions add steps here)."""
     version = record.get("schema_version", 1)
-    if version > SCHEMA_VERSION:
+    if isinstance(version, int) and version > SCHEMA_VERSION:  # a non-integer is the validator's to report
         raise ResultsError(f"results line has schema_version {version}, newer than this segbench ({SCHEMA_VERSION}); upgrade segbench")
     return record
 
@@ -87,20 +113,20 @@ def read_records(run_dir: Path | str, latest_only: bool = True) -> list[dict[str
         raise ResultsError(f"{run_dir}: not a run directory (expected a folder made by `segbench run`)")
     if not path.is_file():
         raise ResultsError(f"{path}: no results file; is this a run directory made by `segbench run`?")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = _content_lines(path.read_bytes())
     records: list[dict[str, Any]] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            if not isinstance(record, dict) or "cell_id" not in record:
-                raise ValueError("not a cell record")
-        except ValueError as exc:
-            if number == len(lines):
+    for position, (number, raw) in enumerate(lines, start=1):
+        record = _parse_line(raw)
+        if record is None:
+            if position == len(lines):
                 continue  # torn final write: the cell in flight is lost, nothing else
-            raise ResultsError(f"{path}: line {number}: corrupt record ({exc}); delete or repair that line") from None
-        records.append(upgrade(record))
+            raise ResultsError(f"{path}: line {number}: corrupt record (not a JSON object with a cell_id, or not UTF-8); delete or repair that line")
+        record = upgrade(record)
+        try:
+            validate_record(record)
+        except ValidationError as exc:
+            raise ResultsError(f"{path}: line {number}: invalid record: {first_problem(exc)}; fix or delete that line") from None
+        records.append(record)
     if not latest_only:
         return records
     latest: dict[str, dict[str, Any]] = {}
@@ -116,13 +142,24 @@ def record_key(record: dict[str, Any]) -> str:
 
 
 def read_meta(run_dir: Path | str) -> dict[str, Any]:
+    """meta.json, validated: a list, a string or a wrong-typed field is one line naming the field."""
     path = Path(run_dir) / META_FILE
     if not path.is_file():
         raise ResultsError(f"{path}: missing; is this a run directory made by `segbench run`?")
     try:
-        return json.loads(path.read_text())
+        meta = json.loads(path.read_bytes().decode("utf-8"))
     except ValueError as exc:
         raise ResultsError(f"{path}: corrupt JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ResultsError(f"{path}: expected a JSON object, found a {type(meta).__name__}; restore the run's meta.json")
+    version = meta.get("schema_version")
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        raise ResultsError(f"{path}: schema_version {meta['schema_version']} is newer than this segbench ({SCHEMA_VERSION}); upgrade segbench")
+    try:
+        validate_meta(meta)
+    except ValidationError as exc:
+        raise ResultsError(f"{path}: invalid: {first_problem(exc)}; restore the run's meta.json") from None
+    return meta
 
 
 def finished_cell_ids(run_dir: Path, retry_failed: bool = False) -> set[str]:
@@ -149,3 +186,15 @@ def to_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
 def load(run_dir: Path | str) -> pd.DataFrame:
     """A run's results as a pandas DataFrame, one row per cell (latest attempt)."""
     return to_frame(read_records(run_dir))
+
+
+def partial_run_note(run_dir: Path | str, meta: dict[str, Any]) -> str | None:
+    """A sentence for reports and compare when a run did not complete; None when it did."""
+    status = meta.get("status")
+    if status in (None, "complete"):
+        return None
+    done, total = meta.get("cells_done"), meta.get("cells_total")
+    counted = f" after {done} of {total} cell(s)" if done is not None and total is not None else ""
+    why = {"interrupted": f"was interrupted{counted}", "failed": f"failed{counted} ({meta.get('stop_reason') or 'see its log'})",
+           "running": "is still running, or was killed (meta.json says running)"}.get(str(status), f"has status {status}")
+    return f"{Path(run_dir).name} {why}: only its finished cells are shown; `segbench run … --resume {run_dir}` completes it"

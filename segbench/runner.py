@@ -7,6 +7,7 @@ most the cells in flight, and `--resume` continues it on any executor.
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -16,8 +17,10 @@ from segbench.cell import CellRequest
 from segbench.env import fingerprint, resolve_device
 from segbench.errors import SegbenchError
 from segbench.executors import Executor, Job, get_executor
+from segbench.interruption import RunInterrupted, signal_name_of, stop_signals_deferred, stop_signals_raise
 from segbench.matrix import CellSpec, expand
 from segbench.models.registry import get_card
+from segbench.runlock import hold_run_lock
 from segbench.suite import Suite
 
 LOG_DIR = "logs"
@@ -141,16 +144,20 @@ def _derived_fields(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, A
     }
 
 
-def _start_run(suite: Suite, suite_path: Path | None, out_dir: Path, device: str, resume: Path | None, suite_text: str | None = None) -> tuple[Path, dict[str, Any]]:
-    if resume is not None:
-        _check_resume(resume, suite, device)
-        results.drop_torn_tail(resume)
-        meta = results.read_meta(resume)
-        meta.setdefault("resumed_at", []).append(results.utc_now())
-        meta.update(status="running", end_time=None)
-        results.write_json(resume / results.META_FILE, meta)
-        return resume, meta
-    run_dir = results.new_run_dir(out_dir, suite.name)
+def _resume_run(run_dir: Path, suite: Suite, device: str, retry_failed: bool) -> tuple[dict[str, Any], set[str]]:
+    """Check, repair and read the run before touching its meta: a resume refused leaves it as it was."""
+    _check_resume(run_dir, suite, device)
+    results.drop_torn_tail(run_dir)
+    done = results.finished_cell_ids(run_dir, retry_failed)
+    meta = results.read_meta(run_dir)
+    meta.setdefault("resumed_at", []).append(results.utc_now())
+    meta.update(status="running", end_time=None)
+    meta.pop("stop_reason", None)
+    results.write_json(run_dir / results.META_FILE, meta)
+    return meta, done
+
+
+def _new_run(suite: Suite, suite_path: Path | None, run_dir: Path, device: str, suite_text: str | None) -> dict[str, Any]:
     if suite_text is not None or suite_path is None:  # built on the command line or overridden: keep what ran
         (run_dir / results.SUITE_FILE).write_text(suite_text or "", encoding="utf-8")
     else:
@@ -169,7 +176,21 @@ def _start_run(suite: Suite, suite_path: Path | None, out_dir: Path, device: str
         "ceiling": _ceiling(suite, device),
     }
     results.write_json(run_dir / results.META_FILE, meta)
-    return run_dir, meta
+    return meta
+
+
+def _mark_stopped(run_dir: Path, meta: dict[str, Any], status: str, reason: str, cells_done: int, cells_total: int) -> None:
+    """Record how the run ended early, where meta.json can still be written (a full disk may refuse)."""
+    meta.update(status=status, end_time=results.utc_now(), stop_reason=reason, cells_done=cells_done, cells_total=cells_total)
+    try:
+        results.write_json(run_dir / results.META_FILE, meta)
+    except OSError:
+        pass
+
+
+def _write_error(exc: OSError, run_dir: Path) -> SegbenchError:
+    where = exc.filename or run_dir
+    return SegbenchError(f"{where}: cannot write ({exc.strerror or exc}); earlier cells are kept; free space or fix permissions, then resume with --resume {run_dir}")
 
 
 def _hardware_targets(suite: Suite, executor_name: str) -> list[str | None]:
@@ -225,12 +246,34 @@ def run_suite(
         raise SegbenchError(f"{suite_path or 'command line'}: {field_name}: {exc}") from None
     cards = _hardware_targets(suite, executor_name)
     executor = executor or get_executor(executor_name, cpus_per_cell=suite.ray.cpus_per_cell)
-    run_dir, meta = _start_run(suite, suite_path, out_dir, device, resume, suite_text)
-    (run_dir / LOG_DIR).mkdir(exist_ok=True)
-    _node_ceilings(suite, executor, device, run_dir, meta)
-    done = results.finished_cell_ids(run_dir, retry_failed) if resume else set()
-    jobs = [job for job in _jobs(suite, suite_path, expand(suite), device, run_dir, cards) if job.key not in done]
-    outcome = RunResult(run_dir=run_dir, skipped=len(expand(suite)) * len(cards) - len(jobs))
+    with ExitStack() as stack:
+        if resume is not None:
+            run_dir = resume
+            results.read_meta(run_dir)  # not a run folder: say so before taking its lock
+            stack.enter_context(hold_run_lock(run_dir))
+            try:
+                meta, done = _resume_run(run_dir, suite, device, retry_failed)
+                (run_dir / LOG_DIR).mkdir(exist_ok=True)
+            except OSError as exc:
+                raise _write_error(exc, run_dir) from None
+        else:
+            try:
+                run_dir = results.new_run_dir(out_dir, suite.name)
+                stack.enter_context(hold_run_lock(run_dir))
+                meta, done = _new_run(suite, suite_path, run_dir, device, suite_text), set()
+                (run_dir / LOG_DIR).mkdir(exist_ok=True)
+            except OSError as exc:
+                raise SegbenchError(f"{exc.filename or out_dir}: cannot create the run folder ({exc.strerror or exc}); choose a writable --out") from None
+        _node_ceilings(suite, executor, device, run_dir, meta)
+        return _run_jobs(suite, suite_path, run_dir, meta, done, device, cards, executor, executor_name, observer)
+
+
+def _run_jobs(suite: Suite, suite_path: Path | None, run_dir: Path, meta: dict[str, Any], done: set[str], device: str, cards: list[str | None],
+              executor: Executor, executor_name: str, observer: RunObserver) -> RunResult:
+    cells = expand(suite)
+    jobs = [job for job in _jobs(suite, suite_path, cells, device, run_dir, cards) if job.key not in done]
+    outcome = RunResult(run_dir=run_dir, skipped=len(cells) * len(cards) - len(jobs))
+    total = len(cells) * len(cards)
     observer.run_started(run_dir, [job.request.cell for job in jobs], outcome.skipped)
     started = time.perf_counter()
     positions = {id(job): index for index, job in enumerate(jobs)}
@@ -247,10 +290,27 @@ def run_suite(
         outcome.records.append(record)
         observer.cell_finished(job.request.cell, record)
 
-    executor.run(jobs, job_started, job_finished)
+    try:
+        with stop_signals_raise():
+            executor.run(jobs, job_started, job_finished)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the cell in flight is already stopped
+        with stop_signals_deferred():
+            name = signal_name_of(exc)
+            _mark_stopped(run_dir, meta, "interrupted", f"interrupted by {name}", outcome.skipped + len(outcome.records), total)
+        raise RunInterrupted(run_dir, name, outcome.skipped + len(outcome.records), total) from None
+    except OSError as exc:  # a full disk or a read-only folder: one line, what is written stays
+        _mark_stopped(run_dir, meta, "failed", f"{type(exc).__name__}: {exc.strerror or exc}", outcome.skipped + len(outcome.records), total)
+        raise _write_error(exc, run_dir) from None
+    except BaseException as exc:
+        _mark_stopped(run_dir, meta, "failed", f"{type(exc).__name__}: {exc}", outcome.skipped + len(outcome.records), total)
+        raise
     from segbench.report.tables import add_accuracy_deltas
 
     add_accuracy_deltas(outcome.records)  # for the run summary's expectations; reports recompute it from the file
     meta.update(status="complete", end_time=results.utc_now(), executor=executor_name, duration_s=meta.get("duration_s", 0) + round(time.perf_counter() - started, 3))
-    results.write_json(run_dir / results.META_FILE, meta)
+    meta.update(cells_done=outcome.skipped + len(outcome.records), cells_total=total)
+    try:
+        results.write_json(run_dir / results.META_FILE, meta)
+    except OSError as exc:
+        raise _write_error(exc, run_dir) from None
     return outcome

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -76,6 +79,27 @@ class BracketErrorAdapter(TinyAdapter):
         raise FileNotFoundError("cannot open [/data/frames/0001.png] [enforce fail at alloc_cpu.cpp:127]")
 
 
+class GrandchildOptions(TinyOptions):
+    pid_file: str = ""
+    hang: bool = False
+
+
+class GrandchildAdapter(TinyAdapter):
+    """A cell that starts a process of its own (as data loaders and compilers do), then maybe hangs."""
+
+    options_schema = GrandchildOptions
+
+    def build_module(self) -> nn.Module:
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+        Path(self.options.pid_file).write_text(str(child.pid))
+        return super().build_module()
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self.options.hang:
+            time.sleep(3600)
+        return super().forward(inputs)
+
+
 def _card(name: str) -> ModelCard:
     return ModelCard(name=name, family="test", variant=name, source="tests", num_classes=4, dataset="synthetic")
 
@@ -87,5 +111,6 @@ for _name, _adapter in {
     "test-oom": HostOOMAdapter,
     "test-raise": RaisingAdapter,
     "test-bracket-error": BracketErrorAdapter,
+    "test-grandchild": GrandchildAdapter,
 }.items():
     register(_card(_name), _adapter)

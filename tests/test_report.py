@@ -285,6 +285,7 @@ def test_runs_over_several_cards_are_grouped_by_card(tmp_path: Path) -> None:
     run_dir.mkdir()
     store.write_json(run_dir / store.META_FILE, {"suite": "cards", "device": "cuda:0"})
     for card in ("rtx3060", "a100-80gb"):
-        store.append_record(run_dir, {"cell_id": "c1", "cell_key": f"c1@{card}", "hardware": card, "model": "fast-scnn", "status": "ok"})
+        axes = {"resolution": [512, 512], "batch_size": 1, "precision": "fp32", "backend": "eager"}
+        store.append_record(run_dir, {"cell_id": "c1", "cell_key": f"c1@{card}", "hardware": card, "model": "fast-scnn", "status": "error", **axes})
     models = sorted(record["model"] for record in load_run(run_dir).records)
     assert models == ["fast-scnn @ a100-80gb", "fast-scnn @ rtx3060"]

@@ -1,0 +1,79 @@
+"""Stopping a run on request: Ctrl-C (SIGINT) and SIGTERM end the cell in flight at once, the run's
+meta.json says `interrupted` with the cells done, and the user gets the exact command that resumes.
+
+Like pytest and MLPerf LoadGen, an interruption is a clean, reported stop, never a traceback; a
+second Ctrl-C during the (sub-second) bookkeeping is ignored rather than breaking it.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+from segbench.errors import SegbenchError
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopRequested(KeyboardInterrupt):
+    """SIGTERM raised where Ctrl-C would be, so every handler of KeyboardInterrupt handles both."""
+
+    def __init__(self, signal_name: str = "SIGINT"):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+def signal_name_of(exc: KeyboardInterrupt) -> str:
+    return exc.signal_name if isinstance(exc, StopRequested) else "SIGINT"
+
+
+class RunInterrupted(SegbenchError):
+    """The run stopped on a signal; exit code 128 + the signal's number, as a shell reports it."""
+
+    def __init__(self, run_dir: Path, signal_name: str, cells_done: int, cells_total: int):
+        self.run_dir, self.signal_name = run_dir, signal_name
+        self.cells_done, self.cells_total = cells_done, cells_total
+        self.exit_code = 128 + int(getattr(signal, signal_name, signal.SIGINT))
+        how = "Ctrl-C (SIGINT)" if signal_name == "SIGINT" else signal_name
+        super().__init__(f"interrupted by {how} after {cells_done} of {cells_total} cell(s); the cell in flight was stopped and {run_dir}/meta.json says interrupted")
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise StopRequested(signal.Signals(signum).name)
+
+
+@contextmanager
+def stop_signals_raise() -> Iterator[None]:
+    """While a run's cells execute, SIGTERM raises like Ctrl-C does (a SIGINT the shell ignored stays ignored)."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+    signal.signal(signal.SIGTERM, _raise_stop)
+    if previous[signal.SIGINT] is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _raise_stop)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@contextmanager
+def stop_signals_deferred() -> Iterator[None]:
+    """Ignore further stop signals while the run records how it stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)

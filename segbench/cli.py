@@ -385,6 +385,7 @@ def predict(
     device: str = typer.Option("auto", "--device", help="where the model runs: auto, cpu, cuda or cuda:N"),
     plugins: Optional[list[str]] = typer.Option(None, "--plugin", metavar="FILE", help=PLUGIN_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show libraries' warnings on the terminal instead of <out>/predict.log"),
+    max_pixels: int = typer.Option(4096 * 4096, "--max-pixels", min=1, help="refuse images with more pixels than this (memory grows with image size)"),
 ) -> None:
     """Segment real images: class-id map PNG, coloured overlay PNG and a JSON (areas, contours, RLE) per image, with per-stage timing."""
     from segbench.cli_options import load_plugins
@@ -408,7 +409,7 @@ def predict(
         raise SegbenchError("predict: give one or more image files, or --dataset FOLDER")
     with library_output(verbose) as chatter:
         load_plugins(plugins)
-        predictions = run_predict(model, images, out, weights, resolve_device(device))
+        predictions = run_predict(model, images, out, weights, resolve_device(device), max_pixels=max_pixels)
     for prediction in predictions:
         console.print(f"{escape(str(prediction.image))} → {escape(str(prediction.class_map))}, {escape(str(prediction.overlay))}, {escape(str(prediction.summary))}", highlight=False)
         console.print(f"  {prediction.timing_text()}", highlight=False)
@@ -556,8 +557,11 @@ def compare(
     if fail_on_regression is not None:
         slower = comparison.latency_regressions(fail_on_regression)
         broken = comparison.status_regressions
-        if slower or broken:
+        # Missing or non-finite is a failure of the gate, never a pass: it cannot vouch for what it did not see.
+        unjudged, missing = comparison.unjudgeable, comparison.only_in_a
+        if slower or broken or unjudged or missing:
             names = [f"{cell.label} ({cell.metric('median_ms').change_pct:+.1f} %)" for cell in slower] + [f"{cell.label} ({cell.status_a} → {cell.status_b})" for cell in broken]  # type: ignore[union-attr]
+            names += [f"{cell.label} (median latency not a finite number)" for cell in unjudged] + [f"{label} (no result in B)" for label in missing]
             errors.print(f"regression: {'; '.join(names)}", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(1)
 

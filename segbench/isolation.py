@@ -33,13 +33,20 @@ STOP_GRACE_S = 5.0  # how long a killed cell's process gets to be reaped
 
 # ---- the child ------------------------------------------------------------------------------------
 
-def die_with_parent() -> None:
-    """Ask Linux to kill this child if the parent dies, so a killed run leaves no orphan measuring on."""
+def die_with_parent(check_parent: bool = True) -> None:
+    """Ask Linux to kill this child if the parent dies, so a killed run leaves no orphan measuring on.
+
+    A parent that died before this call will never send the signal, so a spawned child whose
+    parent is already gone exits here (a forked cell checks its own parent: see arm_cell_process).
+    """
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         except OSError:
             pass
+    parent = multiprocessing.parent_process() if check_parent else None
+    if parent is not None and parent.pid != os.getppid():
+        os._exit(1)
 
 
 def _redirect_output(log_path: str | None) -> None:
@@ -63,7 +70,7 @@ def arm_cell_process(parent_pid: int | None) -> None:
         os.setpgid(0, 0)
     except OSError:
         pass
-    die_with_parent()
+    die_with_parent(check_parent=False)  # a cell forked from a template has the template as its parent
     if parent_pid is not None and os.getppid() != parent_pid:
         os._exit(1)
 

@@ -19,6 +19,7 @@ from segbench.errors import SegbenchError
 from segbench.models.registry import create_model
 
 RANDOM_WEIGHTS_WARNING = "random weights (no weights file given): these masks are meaningless; they show the output format and the speed only"
+DEFAULT_MAX_PIXELS = 4096 * 4096  # 16.8 MP: a 4K frame fits twice; a 16000² PNG (256 MP) would need gigabytes
 MAX_CONTOUR_POINTS = 2000  # per class, so a JSON stays readable for noisy masks
 
 
@@ -51,6 +52,34 @@ def read_image(path: Path) -> np.ndarray:
     if image is None:
         raise SegbenchError(f"{path}: cannot decode this image (use PNG or JPEG)")
     return np.ascontiguousarray(image[..., ::-1])  # BGR -> RGB
+
+
+def check_image_size(path: Path, max_pixels: int) -> None:
+    """Refuse an image over the pixel limit from its header alone, before decoding allocates anything."""
+    from PIL import Image
+
+    if not path.is_file():
+        raise SegbenchError(f"{path}: image not found")
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except Image.DecompressionBombError:
+        raise SegbenchError(f"{path}: over {max_pixels:,} pixels (PIL calls it a decompression bomb); downscale it or raise --max-pixels") from None
+    except (OSError, ValueError):
+        return  # not something PIL reads; the decoder says what is wrong with it
+    if width * height > max_pixels:
+        raise SegbenchError(f"{path}: {width}x{height} is {width * height:,} pixels, over --max-pixels {max_pixels:,}; downscale the image or raise --max-pixels")
+
+
+def _out_of_memory(path: Path, shape: tuple[int, ...], exc: BaseException) -> SegbenchError:
+    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    return SegbenchError(f"{path}: out of memory segmenting {shape[0]}x{shape[1]} px ({type(exc).__name__}: {text[:160]}); use a smaller image or a device with more memory")
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and any(marker in str(exc).lower() for marker in ("out of memory", "can't allocate memory", "cannot allocate memory"))
 
 
 def palette(num_classes: int) -> np.ndarray:
@@ -154,8 +183,15 @@ class _StageClock:
         self.started = now
 
 
-def predict(model: str, images: list[Path], out_dir: Path, weights: Path | None = None, device: str = "cpu", options: dict[str, Any] | None = None) -> list[Prediction]:
-    """Segment each image and write its outputs; each Prediction carries its per-stage timing (single pass, not a benchmark)."""
+def predict(model: str, images: list[Path], out_dir: Path, weights: Path | None = None, device: str = "cpu", options: dict[str, Any] | None = None,
+            max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Prediction]:
+    """Segment each image and write its outputs; each Prediction carries its per-stage timing (single pass, not a benchmark).
+
+    Every image is checked against `max_pixels` before the model is built; running out of memory on
+    one is a one-line error naming it.
+    """
+    for path in images:
+        check_image_size(path, max_pixels)
     started = time.perf_counter()
     adapter = create_model(model, weights, options)
     adapter.build(device)
@@ -179,13 +215,18 @@ def predict(model: str, images: list[Path], out_dir: Path, weights: Path | None 
         if problem:
             raise SegbenchError(f"{path}: {image.shape[0]}x{image.shape[1]} is {problem} for model '{model}'")
         clock.lap("read")
-        with torch.inference_mode():
-            inputs = adapter.preprocess(torch.from_numpy(image).unsqueeze(0))
-            clock.lap("preprocess")
-            outputs = adapter.forward(inputs)
-            clock.lap("forward")
-            labels = adapter.postprocess(outputs, image.shape[:2])[0].numpy()
-            clock.lap("postprocess")
+        try:
+            with torch.inference_mode():
+                inputs = adapter.preprocess(torch.from_numpy(image).unsqueeze(0))
+                clock.lap("preprocess")
+                outputs = adapter.forward(inputs)
+                clock.lap("forward")
+                labels = adapter.postprocess(outputs, image.shape[:2])[0].numpy()
+                clock.lap("postprocess")
+        except (MemoryError, RuntimeError) as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            raise _out_of_memory(path, image.shape, exc) from None
         timing = {stage: round(ms, 3) for stage, ms in clock.timing_ms.items()}
         prediction = write_outputs(path, image, labels, out_dir, adapter.num_classes, {**meta, "timing_ms": timing}, names)
         clock.lap("write")

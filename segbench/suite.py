@@ -9,14 +9,17 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from segbench import safe_yaml
 from segbench.datasets import CalibrationConfig, DatasetConfig
 from segbench.axes import MAX_SIDE, Rule, parse_resolution, rule_resolutions  # noqa: F401 (re-exported: suite.Rule, suite.MAX_SIDE)
 from segbench.errors import SuiteError
 from segbench.expectations import Expectation
 from segbench.measure.telemetry import CooldownConfig
-from segbench.naming import did_you_mean, unknown_name_message
+from segbench.naming import did_you_mean, shorten, unknown_name_message
 from segbench.targets import Targets
 
+MAX_DURATION_S = 86_400.0  # a day of measuring one cell
+MAX_TIMEOUT_S = 7 * 86_400.0
 DeviceName = Annotated[str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+)$")]
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -43,9 +46,10 @@ class Timing(StrictModel):
     warmup_iters: Annotated[int, Field(ge=0)] = 5
     min_iters: PositiveInt = 10
     max_iters: PositiveInt = 1000
-    min_time_s: Annotated[float, Field(ge=0)] = 1.0
-    max_time_s: Annotated[float, Field(gt=0)] = 10.0
-    timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    # Finite bounds on every duration: .inf or 1e308 would overflow a timer deep inside a run.
+    min_time_s: Annotated[float, Field(ge=0, le=MAX_DURATION_S, allow_inf_nan=False)] = 1.0
+    max_time_s: Annotated[float, Field(gt=0, le=MAX_DURATION_S, allow_inf_nan=False)] = 10.0
+    timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)] = 600.0
     memory_iters: Annotated[int, Field(ge=0)] = 3
     # Each cell measured in this many separate processes; the headline is the median of their medians (segbench/repeats.py).
     repeats: Annotated[int, Field(ge=1, le=100)] = 1
@@ -80,7 +84,7 @@ class RayConfig(StrictModel):
 
     # Default: the cell's `threads`, or without them the smallest eligible node's CPUs, the worker then
     # using one thread per physical core it was given: cells side by side on a node never share a core.
-    cpus_per_cell: Annotated[float, Field(gt=0)] | None = None
+    cpus_per_cell: Annotated[float, Field(gt=0, le=4096, allow_inf_nan=False)] | None = None
 
 
 class RooflineConfig(StrictModel):
@@ -179,7 +183,7 @@ def _describe(error: dict[str, Any], root: type[BaseModel] | None = None) -> tup
     if kind == "string_pattern_mismatch" and location and location[-1] == "device":
         message = f"invalid device {error.get('input')!r}; use auto, cpu, cuda or cuda:N"
     elif "input" in error and kind not in ("value_error",) and not isinstance(error["input"], (dict, list)):
-        message = f"{message} (got {error['input']!r})"
+        message = f"{message} (got {shorten(repr(error['input']), 120)})"
     return _format_location(location), message
 
 
@@ -313,7 +317,7 @@ def parse_suite(data: Any, source: str = "<suite>", base_dir: Path | None = None
         try:
             load_plugin(str(plugin), base_dir)
         except Exception as exc:  # a plugin's own bug is still the user's input: one line
-            raise SuiteError(f"{source}: plugins: {exc}") from None
+            raise SuiteError(f"{source}: plugins: {shorten(str(exc))}") from None
     try:
         suite = Suite.model_validate(data)
     except ValidationError as exc:
@@ -331,7 +335,11 @@ def read_suite_data(path: Path | str) -> Any:
     if not path.is_file():
         raise SuiteError(f"{path}: suite file not found; check the path (examples live in suites/)")
     try:
-        return yaml.safe_load(path.read_text())
+        return safe_yaml.load_file(path)
+    except safe_yaml.YamlRefused as exc:
+        raise SuiteError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise SuiteError(f"{path}: cannot read the suite ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(syntax)"

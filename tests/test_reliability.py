@@ -290,3 +290,181 @@ def test_a_wrongly_typed_meta_is_one_line_in_report_and_resume(finished_run: tup
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
         [line] = done.stderr.strip().splitlines()
         assert "meta.json" in line
+
+
+# ---- 4, 14: hostile YAML is refused in one short line ----------------------------------------------------
+
+def alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """A ~1 KB 'billion laughs': each level is `width` aliases of the previous one (9^9 values)."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, levels):
+        lines.append(f"a{level}: &a{level} [" + ", ".join(f"*a{level - 1}" for _ in range(width)) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def assert_one_short_line(done: subprocess.CompletedProcess[str], *words: str) -> str:
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[:2000]
+    assert len(done.stderr) < 1000, f"{len(done.stderr)} characters of error"
+    [line] = done.stderr.strip().splitlines()
+    for word in words:
+        assert word in line, line
+    return line
+
+
+def test_a_yaml_alias_bomb_is_refused_at_load_in_one_short_line(tmp_path: Path) -> None:
+    for field in ("resolutions", "plugins"):
+        suite = tmp_path / f"bomb-{field}.yaml"
+        fields = {"resolutions": "[16]", "plugins": "[]", field: "*a8"}
+        suite.write_text(alias_bomb() + "name: bomb\nmodels: [test-tiny]\n" + "".join(f"{key}: {value}\n" for key, value in fields.items()))
+        assert len(suite.read_bytes()) < 1500
+        assert_one_short_line(segbench("run", str(suite), "--dry-run", timeout=120), str(suite), "aliases")
+
+
+def test_a_large_wrong_value_is_quoted_short(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    suite = tmp_path / "big.yaml"
+    suite.write_text(alias_bomb(levels=4) + f"name: big\nplugins: [{FAULT_PLUGIN}]\nmodels: [test-tiny]\nresolutions: [16]\ntiming: {{timeout_s: *a3}}\n")
+    assert_one_short_line(segbench("run", str(suite), "--dry-run"), "timing.timeout_s", "more characters")
+
+
+def test_deep_nesting_and_foreign_encodings_are_one_line(tmp_path: Path) -> None:
+    cases = {
+        "deep.yaml": ("name: deep\nmodels: " + "[" * 5000 + "]" * 5000 + "\n").encode(),
+        "latin1.yaml": "name: café\nmodels: [test-tiny]\nresolutions: [16]\n".encode("latin-1"),
+        "utf16.yaml": "name: x\nmodels: [test-tiny]\nresolutions: [16]\n".encode("utf-16"),
+        "bad-utf8.yaml": b"name: x\nmodels: [test-tiny]\ndescription: \xc3\x28\nresolutions: [16]\n",
+    }
+    expected = {"deep.yaml": "nested deeper", "latin1.yaml": "line 1", "utf16.yaml": "UTF-16", "bad-utf8.yaml": "line 3"}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        assert_one_short_line(segbench("run", str(tmp_path / name), "--dry-run"), name, expected[name])
+    profile = tmp_path / "card.yaml"
+    profile.write_bytes("name: card\nmemory_gb: 12\nnote: caf\xe9\n".encode("latin-1"))
+    assert_one_short_line(segbench("fit", "fast-scnn", "--hardware", str(profile)), "card.yaml", "UTF-8")
+
+
+# ---- 13: every duration has a finite bound -------------------------------------------------------------
+
+def test_infinite_or_huge_durations_are_refused_before_a_run_folder_exists(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    for value in (float("inf"), 1e308):
+        suite = write_suite(timing={**FAST_TIMING, "timeout_s": value})
+        assert_one_short_line(segbench("run", str(suite), "--out", str(tmp_path / "out")), "timing.timeout_s")
+    assert not (tmp_path / "out").exists()
+
+
+# ---- 15: a plugin that exits while imported ---------------------------------------------------------------
+
+def test_a_plugin_that_exits_at_import_is_an_error_naming_it(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    for name, body in {"polite.py": "import sys\nsys.exit(0)\n", "rude.py": "import os\nos._exit(3)\n"}.items():
+        plugin = tmp_path / name
+        plugin.write_text(body)
+        done = segbench("run", str(write_suite(plugins=[str(plugin)])), "--out", str(tmp_path / "out"))
+        assert_one_short_line(done, name, "exit")
+    assert not (tmp_path / "out").exists()
+
+
+# ---- 8: a full disk is one line, earlier records intact, meta marked failed ------------------------------
+
+def test_a_full_disk_mid_run_is_one_line_and_leaves_a_resumable_run(finished_run: tuple[Path, Path], tmp_path: Path) -> None:
+    import resource
+
+    line_sizes = [len(line) + 1 for line in (finished_run[1] / results.RESULTS_FILE).read_bytes().splitlines()]
+    limit = line_sizes[0] + line_sizes[1] // 2  # the first record fits, the second does not: the disk fills mid-run
+
+    def small_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))  # writes past it fail with EFBIG, as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(finished_run[0].read_text().replace("batch_sizes:\n- 1\n- 2\n", "batch_sizes:\n- 1\n- 2\n- 3\n"))
+    assert "- 3" in suite.read_text()
+    done = subprocess.run([sys.executable, "-m", "segbench", "run", str(suite), "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300, preexec_fn=small_disk, check=False)
+    run_dir = only_run_dir(tmp_path / "out")
+    line = assert_one_short_line(done, "cannot write", f"--resume {run_dir}")
+    assert "File too large" in line
+    assert len(results.read_records(run_dir)) == 1  # the first record intact, the torn second one skipped
+    meta = results.read_meta(run_dir)
+    assert meta["status"] == "failed" and "File too large" in meta["stop_reason"]
+
+
+# ---- 5: the regression gate fails on what it cannot judge ------------------------------------------------
+
+def test_the_regression_gate_fails_on_missing_and_non_finite_results(finished_run: tuple[Path, Path], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from segbench.cli import app
+
+    baseline = finished_run[1]
+
+    def gate(records: list[dict[str, Any]], name: str) -> Any:
+        run_b = tmp_path / name
+        shutil.copytree(baseline, run_b)
+        (run_b / results.RESULTS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
+        return CliRunner().invoke(app, ["compare", str(baseline), str(run_b), "--fail-on-regression", "10"])
+
+    same = lines_of(baseline)
+    assert gate(same, "same").exit_code == 0
+    missing = gate(same[:1], "missing")
+    assert missing.exit_code == 1 and "no result in B" in missing.stderr, missing.output
+    for value, name in ((float("nan"), "nan"), (float("inf"), "inf")):
+        broken = [json.loads(json.dumps(r)) for r in same]
+        broken[0]["latency_ms"]["median"] = value
+        broken[0]["samples_ms"] = [value] * len(broken[0]["samples_ms"])
+        done = gate(broken, name)
+        assert done.exit_code == 1 and "not a finite number" in done.stderr, done.output
+
+
+# ---- 16: CSV cells a spreadsheet would run are neutralised ----------------------------------------------
+
+def test_csv_export_neutralises_formulas(finished_run: tuple[Path, Path], tmp_path: Path) -> None:
+    import csv
+
+    run_dir = copied(finished_run, tmp_path)
+    records = lines_of(run_dir)
+    records[0].update(model="=1+1", status="error", error='=HYPERLINK("http://evil.example","click")', latency_ms=None, fps=None)
+    (run_dir / results.RESULTS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
+    done = segbench("report", str(run_dir), "--format", "csv", "-o", str(tmp_path / "r.csv"))
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader((tmp_path / "r.csv").open(encoding="utf-8")))
+    [row] = [r for r in rows if r["status"] == "error"]
+    assert row["model"] == "'=1+1" and row["error"].startswith("'=HYPERLINK(")
+    assert all(not value.startswith(("=", "+", "@")) for r in rows for value in r.values())
+
+
+# ---- 17: the HTML report draws what it can when a field is all ±inf or 1e308 --------------------------------
+
+def test_the_html_report_survives_non_finite_and_huge_values(finished_run: tuple[Path, Path], tmp_path: Path) -> None:
+    run_dir = copied(finished_run, tmp_path)
+    records = lines_of(run_dir)
+    for record in records:
+        record["fps"] = float("inf")
+        record["latency_ms"]["median"] = 1e308
+        record["samples_ms"] = [1e308] * len(record["samples_ms"])
+        record["memory_mb"]["rss_peak"] = float("-inf")
+        record["end_to_end_ms"]["median"] = float("nan")
+    (run_dir / results.RESULTS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
+    done = segbench("report", str(run_dir), "-o", str(tmp_path / "r.html"))
+    assert done.returncode == 0, done.stderr
+    assert "left out of the plots" in (tmp_path / "r.html").read_text(encoding="utf-8")
+
+
+# ---- 12: predict caps the image size and turns an allocation failure into one line -----------------------------
+
+def test_predict_refuses_an_image_over_the_pixel_limit_from_its_header(tmp_path: Path) -> None:
+    from PIL import Image
+
+    big = tmp_path / "big.png"
+    Image.new("1", (4200, 4200)).save(big)  # 17.6 MP, over the 16.8 MP default; a few KB on disk
+    small = tmp_path / "small.png"
+    Image.new("RGB", (64, 48)).save(small)
+    assert_one_short_line(segbench("predict", "fast-scnn", str(big), "--out", str(tmp_path / "p")), "big.png", "4200x4200", "--max-pixels")
+    assert_one_short_line(segbench("predict", "fast-scnn", str(small), "--max-pixels", "1000", "--out", str(tmp_path / "p")), "small.png", "--max-pixels 1,000")
+    assert not (tmp_path / "p").exists()
+
+
+def test_predict_out_of_memory_is_one_line(tmp_path: Path) -> None:
+    from PIL import Image
+
+    image = tmp_path / "frame.png"
+    Image.new("RGB", (32, 32)).save(image)
+    done = segbench("predict", "test-oom", str(image), "--plugin", FAULT_PLUGIN, "--out", str(tmp_path / "p"))
+    assert_one_short_line(done, "frame.png", "out of memory", "32x32")

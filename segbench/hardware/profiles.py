@@ -14,6 +14,8 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from segbench import safe_yaml
+
 from segbench.errors import SegbenchError
 from segbench.naming import unknown_name_message
 
@@ -120,7 +122,9 @@ def load_profile_file(path: Path | str) -> HardwareProfile:
     """Read and validate one profile file; a mistake raises HardwareError naming the file and the field."""
     path = Path(path)
     try:
-        data: Any = yaml.safe_load(path.read_text())
+        data: Any = safe_yaml.load_file(path)
+    except safe_yaml.YamlRefused as exc:
+        raise HardwareError(f"{path}: {exc}") from None
     except OSError as exc:
         raise HardwareError(f"{path}: cannot read hardware profile: {exc.strerror}") from None
     except yaml.YAMLError as exc:

@@ -9,10 +9,13 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import importlib.util
+import os
 import pkgutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from segbench.errors import SegbenchError, UnknownModelError
 from segbench.models.base import ModelCard, SegmentationAdapter
@@ -44,6 +47,32 @@ def _discover_families() -> None:
             importlib.import_module(f"segbench.models.{module.name}")
 
 
+class _PluginCalledExit(Exception):
+    def __init__(self, code: Any):
+        super().__init__(code)
+        self.code = code
+
+
+@contextmanager
+def _exits_are_errors(plugin: str) -> Iterator[None]:
+    """A plugin that exits while imported (sys.exit, exit(), os._exit) is an error naming it, never a
+    silent end of segbench with no output. os._exit is swapped for the import's duration: it cannot be caught."""
+    real_exit = os._exit
+
+    def refuse(code: int) -> NoReturn:
+        raise _PluginCalledExit(code)
+
+    os._exit = refuse  # type: ignore[assignment]
+    try:
+        yield
+    except SystemExit as exc:
+        raise SegbenchError(f"{plugin}: the plugin called sys.exit({exc.code!r}) while being imported; a plugin must only register models (remove the exit)") from None
+    except _PluginCalledExit as exc:
+        raise SegbenchError(f"{plugin}: the plugin called os._exit({exc.code!r}) while being imported; a plugin must only register models (remove the exit)") from None
+    finally:
+        os._exit = real_exit
+
+
 def load_plugin(spec: str, base_dir: Path | None = None) -> None:
     """Import a plugin that registers extra models: a module name or a path to a .py file."""
     if spec.endswith(".py"):
@@ -59,10 +88,16 @@ def load_plugin(spec: str, base_dir: Path | None = None) -> None:
         assert module_spec and module_spec.loader
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[name] = module
-        module_spec.loader.exec_module(module)
+        try:
+            with _exits_are_errors(str(path)):
+                module_spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(name, None)  # half-imported: the next attempt must fail the same way, not pass silently
+            raise
         return
     try:
-        importlib.import_module(spec)
+        with _exits_are_errors(spec):
+            importlib.import_module(spec)
     except ImportError as exc:
         raise SegbenchError(f"plugins: cannot import {spec!r} ({exc}); give an importable module or a .py path") from None
 

@@ -103,6 +103,17 @@ class Comparison:
         return [cell for cell in self.cells if cell.status_regressed]
 
     @property
+    def unjudgeable(self) -> list[CellChange]:
+        """Cells ok in both runs whose median latency is missing, NaN or infinite in either: a gate cannot vouch for them."""
+        found = []
+        for cell in self.cells:
+            median = cell.metric("median_ms")
+            values = (median.a, median.b) if median else (None, None)
+            if cell.status_a == "ok" and cell.status_b == "ok" and not all(v is not None and math.isfinite(v) for v in values):
+                found.append(cell)
+        return found
+
+    @property
     def significant_count(self) -> tuple[int, int]:
         """(significantly worse, significantly better) cells by median latency."""
         medians = [c.metric("median_ms") for c in self.cells]

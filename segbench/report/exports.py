@@ -177,5 +177,14 @@ def cells_frame(run: RunData, targets: Targets | None = None) -> pd.DataFrame:
     return frame.reindex(columns=[*columns, *extra])  # explicit columns: an empty run still gets a header, names never move
 
 
+FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """Text a spreadsheet would run as a formula (`=HYPERLINK(…)`) gets a leading quote, as OWASP advises
+    for CSV exports; numbers stay numbers (a negative number is not a formula)."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_LEADS) else value
+
+
 def render_csv(run: RunData, targets: Targets | None = None) -> str:
-    return cells_frame(run, targets).to_csv(index=False)
+    return cells_frame(run, targets).map(spreadsheet_safe).to_csv(index=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable
 
 import matplotlib
@@ -59,13 +59,49 @@ class Plot:
 
 
 def all_plots(run: RunData) -> list[Plot]:
-    return [
-        latency_vs_resolution(run),
-        fps_vs_batch(run),
-        memory_vs_resolution(run),
-        stage_breakdown(run),
-        latency_distribution(run),
-    ]
+    plottable, dropped = plottable_run(run)
+    drawers = (latency_vs_resolution, fps_vs_batch, memory_vs_resolution, stage_breakdown, latency_distribution)
+    return [_drawn_safely(draw, plottable, dropped) for draw in drawers]
+
+
+def pareto_plot(run: RunData) -> Plot:
+    plottable, dropped = plottable_run(run)
+    return _drawn_safely(_pareto_plot, plottable, dropped)
+
+
+# ---- values matplotlib cannot place ------------------------------------------------------------------
+
+PLOTTABLE_LIMIT = 1e15  # beyond this a figure is a corrupt or sentinel value (1e308), and axis limits overflow
+
+
+def _plottable(value: Any) -> tuple[Any, int]:
+    """The value with every non-finite or absurd number replaced by None, and how many were replaced."""
+    if isinstance(value, float) and not (math.isfinite(value) and abs(value) <= PLOTTABLE_LIMIT):
+        return None, 1
+    if isinstance(value, dict):
+        pairs = [(key, _plottable(item)) for key, item in value.items()]
+        return {key: item for key, (item, _) in pairs}, sum(count for _, (_, count) in pairs)
+    if isinstance(value, list):
+        items = [_plottable(item) for item in value]
+        return [item for item, _ in items], sum(count for _, count in items)
+    return value, 0
+
+
+def plottable_run(run: RunData) -> tuple[RunData, int]:
+    """The run with values no axis can hold (±inf, NaN, 1e308) left out, and how many were."""
+    records, dropped = _plottable(run.records)
+    return replace(run, records=records), dropped
+
+
+def _drawn_safely(draw: Callable[[RunData], Plot], run: RunData, dropped: int) -> Plot:
+    """A plot, with a sentence for values left out; a plot that still cannot be drawn is skipped with the reason."""
+    left_out = f" {dropped} value(s) that were not finite (±inf, NaN) or beyond {PLOTTABLE_LIMIT:g} are left out of the plots." if dropped else ""
+    try:
+        plot = draw(run)
+    except (ValueError, OverflowError, TypeError, ZeroDivisionError) as exc:
+        name = draw.__name__.lstrip("_").replace("_", " ")
+        return Plot(f"plot-{draw.__name__.lstrip('_')}", name, None, f"Skipped: this plot could not be drawn from these values ({type(exc).__name__}: {str(exc)[:120]}).{left_out}")
+    return replace(plot, note=(plot.note + left_out).strip()) if left_out else plot
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
@@ -285,7 +321,7 @@ def latency_distribution(run: RunData) -> Plot:
     return Plot(key, title, image, "Box: middle half of the samples, line: median, whiskers: 1.5 × IQR, dots: outliers." + left_out)
 
 
-def pareto_plot(run: RunData) -> Plot:
+def _pareto_plot(run: RunData) -> Plot:
     key, title = "plot-pareto", "Latency vs pixel agreement (Pareto front)"
     groups: dict[Any, list[dict[str, Any]]] = {}
     for point in fidelity_points(run):

@@ -184,7 +184,7 @@ def _describe(error: dict[str, Any], root: type[BaseModel] | None = None) -> tup
         message = f"invalid device {error.get('input')!r}; use auto, cpu, cuda or cuda:N"
     elif "input" in error and kind not in ("value_error",) and not isinstance(error["input"], (dict, list)):
         message = f"{message} (got {shorten(repr(error['input']), 120)})"
-    return _format_location(location), message
+    return _format_location(location), shorten(message, 300)  # a validator's message may quote an alias-expanded value
 
 
 describe_error = _describe  # one pydantic error as (field path, message): for other option schemas (fit)

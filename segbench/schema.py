@@ -66,6 +66,12 @@ class CellRecord(Stored):
     stages_ms: dict[str, LatencySummary] | None = None
     memory_mb: dict[str, Number] | None = None
     gflops: Number = None
+    measured_s: Number = None
+    fidelity: dict[str, Any] | None = None
+    accuracy: dict[str, Any] | None = None
+    stream: dict[str, Any] | None = None
+    roofline: dict[str, Any] | None = None
+    telemetry: dict[str, Any] | None = None
     params: Number = None
     prepare_s: Number = None
     wall_s: Number = None

@@ -472,3 +472,14 @@ def test_predict_out_of_memory_is_one_line(tmp_path: Path) -> None:
     Image.new("RGB", (32, 32)).save(image)
     done = segbench("predict", "test-oom", str(image), "--plugin", FAULT_PLUGIN, "--out", str(tmp_path / "p"))
     assert_one_short_line(done, "frame.png", "out of memory", "32x32")
+
+
+def test_the_metric_catalogue_points_only_into_fields_the_record_schema_names() -> None:
+    """One source of stored field names: every catalogue path starts at a field of `schema.CellRecord`."""
+    from segbench.metrics import METRICS
+    from segbench.schema import CellRecord
+
+    paths = {key: metric.path for key, metric in METRICS.items() if getattr(metric, "path", None)}
+    assert paths
+    unknown = {key: path for key, path in paths.items() if path.split(".")[0] not in CellRecord.model_fields}
+    assert not unknown, f"catalogue paths into fields the record schema does not name: {unknown}"

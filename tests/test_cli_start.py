@@ -53,7 +53,8 @@ def test_run_from_flags_keeps_an_equivalent_resumable_suite_and_a_quiet_terminal
         "import sys, warnings\n"
         "print('W1125 third-party chatter on stderr', file=sys.stderr)\n"
         "warnings.warn('a library UserWarning')\n"
-        f"exec(open({FAULT_PLUGIN!r}).read())\n"
+        # The test models, loaded as segbench loads that plugin (so this process registers them once).
+        f"from segbench.models.registry import load_plugin\nload_plugin({FAULT_PLUGIN!r})\n"
     )
     out = tmp_path / "out"
     args = ["run", "--plugin", str(chatty), "--model", "test-tiny", "-r", "16,16x24", "--batch", "1", "--device", "cpu", "--out", str(out), *set_flags(FAST_OVERRIDES)]
@@ -354,7 +355,7 @@ def test_verbose_shows_a_failed_cells_traceback_and_the_default_shows_one_line()
 
 def test_fit_loads_a_plugin_into_its_probes_and_keeps_their_chatter_off_the_terminal(tmp_path: Path) -> None:
     chatty = tmp_path / "chatty_models.py"
-    chatty.write_text(f"import sys\nprint('W1125 probe chatter', file=sys.stderr)\nexec(open({FAULT_PLUGIN!r}).read())\n")
+    chatty.write_text(f"import sys\nprint('W1125 probe chatter', file=sys.stderr)\nfrom segbench.models.registry import load_plugin\nload_plugin({FAULT_PLUGIN!r})\n")
     done = segbench("fit", "test-tiny", "--plugin", str(chatty), "--hardware", "rtx3060", "--device", "cpu", "--resolution", "16", "--max-batch", "2", "--max-side", "64", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "16x16" in done.stdout and "max_batch" in done.stdout  # both batches fit: the search stopped at the cap

@@ -84,7 +84,9 @@ def plan_cells(suite: Suite, cells: list[CellSpec], device_override: str | None 
         key = (cell.precision, cell.backend)
         if device is not None and key not in reasons:
             where = torch.device(device)
-            reasons[key] = get_precision(cell.precision).unsupported_reason(where) or get_backend(cell.backend).unsupported_reason(where)
+            reasons[key] = get_precision(cell.precision).unsupported_reason(where) or get_backend(
+                cell.backend
+            ).unsupported_reason(where)
         planned.append(PlannedCell(cell, get_card(cell.model).family, reasons.get(key)))
     return DryRunPlan(planned, device, warning, requested)
 
@@ -115,7 +117,11 @@ def _startup_costs(records: list[dict[str, Any]]) -> tuple[dict[tuple[str, ...],
     for record in records:
         if record.get("status") == "unsupported":
             unsupported.append(float(record["wall_s"]))
-        elif record.get("status") == "ok" and isinstance(record.get("measured_s"), (int, float)) and record.get("scenario", "offline") == "offline":
+        elif (
+            record.get("status") == "ok"
+            and isinstance(record.get("measured_s"), (int, float))
+            and record.get("scenario", "offline") == "offline"
+        ):
             startup = max(0.0, float(record["wall_s"]) - TIMED_PASSES * float(record["measured_s"]))
             family = str(record.get("family"))
             samples[(family, str(record.get("precision")), str(record.get("backend")))].append(startup)
@@ -127,7 +133,10 @@ def _measurement_window(suite: Suite) -> tuple[float, float, str]:
     """Seconds of timed work per cell: the least and the most the stop rule allows."""
     timing = suite.timing
     low, high = TIMED_PASSES * timing.min_time_s, TIMED_PASSES * timing.max_time_s
-    words = f"{TIMED_PASSES} timed passes per cell, each between timing.min_time_s={timing.min_time_s:g} s and max_time_s={timing.max_time_s:g} s"
+    words = (
+        f"{TIMED_PASSES} timed passes per cell, each between timing.min_time_s={timing.min_time_s:g} s"
+        f" and max_time_s={timing.max_time_s:g} s"
+    )
     if suite.scenario == "stream":
         trials = suite.stream.search_steps if suite.stream.target_fps == "max" else 1
         low, high = low + trials * suite.stream.duration_s, high + trials * suite.stream.duration_s
@@ -158,14 +167,27 @@ def estimate_wall_time(suite: Suite, plan: DryRunPlan, results_dir: Path) -> Est
         low, high = low + startup + low_window, high + startup + high_window
     basis = []
     if from_history:
-        basis.append(f"startup per cell from {len(records)} earlier {plan.device_kind} cell record(s) in {results_dir}/ for {', '.join(sorted(from_history))}")
+        basis.append(
+            f"startup per cell from {len(records)} earlier {plan.device_kind} cell record(s) in {results_dir}/"
+            f" for {', '.join(sorted(from_history))}"
+        )
     if from_default:
-        basis.append(f"a default startup of {DEFAULT_STARTUP_S:g} s per cell for {', '.join(sorted(from_default))} (no earlier {plan.device_kind} run of that family in {results_dir}/; measured for Fast-SCNN on a 2-core CPU)")
+        basis.append(
+            f"a default startup of {DEFAULT_STARTUP_S:g} s per cell for {', '.join(sorted(from_default))}"
+            f" (no earlier {plan.device_kind} run of that family in {results_dir}/;"
+            " measured for Fast-SCNN on a 2-core CPU)"
+        )
     basis.append(window_words)
     if plan.unsupported_count:
-        basis.append(f"{plan.unsupported_count} unsupported cell(s) at {unsupported_s:.0f} s each (a process starts to refuse them)")
+        basis.append(
+            f"{plan.unsupported_count} unsupported cell(s) at {unsupported_s:.0f} s each"
+            " (a process starts to refuse them)"
+        )
     if suite.roofline.measure_ceiling:
-        low, high = low + suite.roofline.ceiling_seconds + DEFAULT_STARTUP_S, high + suite.roofline.ceiling_seconds + DEFAULT_STARTUP_S
+        low, high = (
+            low + suite.roofline.ceiling_seconds + DEFAULT_STARTUP_S,
+            high + suite.roofline.ceiling_seconds + DEFAULT_STARTUP_S,
+        )
         basis.append(f"the roofline ceiling measurement (~{suite.roofline.ceiling_seconds + DEFAULT_STARTUP_S:g} s)")
     return Estimate(low, high, basis)
 

@@ -35,13 +35,23 @@ class Captured:
                 log.write(self.text)
 
 
-def _warning_to_stderr(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: str | None = None) -> None:
+def _warning_to_stderr(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
     sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 @contextlib.contextmanager
 def library_output(verbose: bool = False) -> Iterator[Captured]:
-    """Within the block, fd 2 (stderr) and Python warnings go to a temporary file; `verbose` leaves them on the terminal."""
+    """Within the block, fd 2 (stderr) and Python warnings go to a temporary file.
+
+    `verbose` leaves them on the terminal instead.
+    """
     captured = Captured()
     if verbose:
         yield captured

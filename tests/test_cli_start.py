@@ -1,4 +1,4 @@
-"""Issue 17: runs without YAML, your own model from the README, CLI conventions, dry runs that inform, a quiet terminal."""
+"""Issue 17: runs without YAML, your own model from the README, CLI conventions, dry runs, a quiet terminal."""
 
 from __future__ import annotations
 
@@ -36,7 +36,9 @@ runner = CliRunner()
 
 
 def segbench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "segbench", *args], capture_output=True, text=True, timeout=300, cwd=cwd, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "segbench", *args], capture_output=True, text=True, timeout=300, cwd=cwd, check=False
+    )
 
 
 def set_flags(overrides: list[str]) -> list[str]:
@@ -44,6 +46,7 @@ def set_flags(overrides: list[str]) -> list[str]:
 
 
 # ---- 1. runs without a suite file, and -s overrides ------------------------------------------------
+
 
 def test_run_from_flags_keeps_an_equivalent_resumable_suite_and_a_quiet_terminal(tmp_path: Path) -> None:
     # A plugin that chatters on stderr at import, as torchao does: the parent's copy goes to logs/segbench.log,
@@ -57,14 +60,32 @@ def test_run_from_flags_keeps_an_equivalent_resumable_suite_and_a_quiet_terminal
         f"from segbench.models.registry import load_plugin\nload_plugin({FAULT_PLUGIN!r})\n"
     )
     out = tmp_path / "out"
-    args = ["run", "--plugin", str(chatty), "--model", "test-tiny", "-r", "16,16x24", "--batch", "1", "--device", "cpu", "--out", str(out), *set_flags(FAST_OVERRIDES)]
+    args = [
+        "run",
+        "--plugin",
+        str(chatty),
+        "--model",
+        "test-tiny",
+        "-r",
+        "16,16x24",
+        "--batch",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        *set_flags(FAST_OVERRIDES),
+    ]
     done = segbench(*args, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "chatter" not in done.stdout + done.stderr and "UserWarning" not in done.stdout + done.stderr
     [run_dir] = out.iterdir()
     assert run_dir.name.startswith("test-tiny-")
     records = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
-    assert [r["status"] for r in records] == ["ok", "ok"] and sorted(r["resolution"] for r in records) == [[16, 16], [16, 24]]
+    assert [r["status"] for r in records] == ["ok", "ok"] and sorted(r["resolution"] for r in records) == [
+        [16, 16],
+        [16, 24],
+    ]
     assert "chatter" in (run_dir / "logs" / "segbench.log").read_text()
     assert any("chatter" in log.read_text() for log in (run_dir / "logs").glob("*.log") if log.name != "segbench.log")
     # The kept suite.yaml is a real suite with the same cells: the run can be repeated from it.
@@ -81,7 +102,9 @@ def test_run_from_flags_keeps_an_equivalent_resumable_suite_and_a_quiet_terminal
 def test_axis_flags_are_repeatable_and_comma_separated() -> None:
     assert split_values(["1,4", "8", " 16 , "]) == ["1", "4", "8", "16"]
     assert parse_resolution_flag("512") == 512 and parse_resolution_flag("360x640") == [360, 640]
-    data = suite_from_flags(["fast-scnn,segformer-b0"], ["512", "360x640"], ["1,4"], ["fp32,fp16", "int8"], [], "cpu", None, ["rtx3060"], [])
+    data = suite_from_flags(
+        ["fast-scnn,segformer-b0"], ["512", "360x640"], ["1,4"], ["fp32,fp16", "int8"], [], "cpu", None, ["rtx3060"], []
+    )
     suite = parse_suite(data, "command line")
     assert [m.name for m in suite.models] == ["fast-scnn", "segformer-b0"]
     assert suite.resolutions == [(512, 512), (360, 640)] and suite.batch_sizes == [1, 4]
@@ -102,7 +125,10 @@ def test_flag_mistakes_get_the_schemas_one_line_errors(tmp_path: Path) -> None:
     lines = done.stderr.strip().splitlines()
     assert lines == ["error: command line: batch_sizes[0]: Input should be greater than 0 (got 0)"], done.stderr
     done = runner.invoke(app, ["run", "--model", "fast-scnn", "--precision", "fp61", "--dry-run"])
-    assert done.exit_code == 2 and "command line: precisions[0]: unknown precision 'fp61' (did you mean 'fp16'?" in done.stderr
+    assert (
+        done.exit_code == 2
+        and "command line: precisions[0]: unknown precision 'fp61' (did you mean 'fp16'?" in done.stderr
+    )
     done = runner.invoke(app, ["run", "--precision", "fp16"])
     assert done.exit_code == 2 and "--precision: these build a suite from flags and need --model" in done.stderr
 
@@ -122,10 +148,15 @@ def test_overrides_are_validated_by_the_suite_schema(write_suite: Callable[..., 
         load_suite(path, ["name.first=x"])
     # On the command line: exit 2, one line, and the run folder keeps the overridden suite.
     done = runner.invoke(app, ["run", str(path), "-s", "timing.min_tme_s=5"])
-    assert done.exit_code == 2 and len(done.stderr.strip().splitlines()) == 1 and "did you mean 'min_time_s'" in done.stderr
+    assert (
+        done.exit_code == 2
+        and len(done.stderr.strip().splitlines()) == 1
+        and "did you mean 'min_time_s'" in done.stderr
+    )
 
 
 # ---- 2. your own model: the README's adapter, run as printed -----------------------------------------
+
 
 def _readme_section(title: str) -> str:
     text = (ROOT / "README.md").read_text()
@@ -152,15 +183,25 @@ def test_the_readme_adapter_runs_exactly_as_printed(tmp_path: Path) -> None:
     assert ran.returncode == 0, ran.stderr
     [run_dir] = (tmp_path / "out").iterdir()
     records = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
-    assert [(r["status"], r["batch_size"]) for r in records] == [("ok", 1), ("ok", 2)] and all(r["family"] == "my-segnet" for r in records)
+    assert [(r["status"], r["batch_size"]) for r in records] == [("ok", 1), ("ok", 2)] and all(
+        r["family"] == "my-segnet" for r in records
+    )
     # predict with the plugin prints each stage's time (item 5) and keeps the terminal clear of library warnings.
     predicted = segbench(*predict_cmd, "--out", str(tmp_path / "pred"), "--device", "cpu", cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr
-    assert re.search(r"read [\d.]+ ms · preprocess [\d.]+ ms · forward [\d.]+ ms · postprocess [\d.]+ ms · write [\d.]+ ms · total", predicted.stdout)
+    assert re.search(
+        r"read [\d.]+ ms · preprocess [\d.]+ ms · forward [\d.]+ ms · postprocess [\d.]+ ms · write [\d.]+ ms · total",
+        predicted.stdout,
+    )
     assert predicted.stderr.strip() == ""
     assert re.search(r"largest classes: class \d+ [\d.]+ %", predicted.stdout)  # the README model has no class names
     summary = json.loads((tmp_path / "pred" / "photo.json").read_text())
-    assert summary["num_classes"] == 19 and set(summary["timing_ms"]) == {"read", "preprocess", "forward", "postprocess"}
+    assert summary["num_classes"] == 19 and set(summary["timing_ms"]) == {
+        "read",
+        "preprocess",
+        "forward",
+        "postprocess",
+    }
 
 
 def test_predict_names_the_largest_classes() -> None:
@@ -177,7 +218,17 @@ def test_the_adapter_contract_is_documented_where_users_look() -> None:
     from segbench.models import base
 
     doc = (ROOT / "docs" / "adapters.md").read_text()
-    for method in ("build_module", "preprocess", "forward", "logits", "postprocess", "read_weights", "load_weights", "constraints", "options_schema"):
+    for method in (
+        "build_module",
+        "preprocess",
+        "forward",
+        "logits",
+        "postprocess",
+        "read_weights",
+        "load_weights",
+        "constraints",
+        "options_schema",
+    ):
         assert f"`{method}" in doc and method in (base.__doc__ or "")
     assert "docs/adapters.md" in _readme_section("Benchmark your own model")
 
@@ -194,6 +245,7 @@ def test_plugin_option_on_models_fit_and_predict() -> None:
 
 
 # ---- 3. CLI conventions ------------------------------------------------------------------------------
+
 
 def test_version_short_help_flags_and_help_on_every_option() -> None:
     from segbench import __version__
@@ -221,7 +273,9 @@ def test_version_short_help_flags_and_help_on_every_option() -> None:
         (["--device", "gpu"], "error: --device: invalid device 'gpu'; use auto, cpu, cuda or cuda:N"),
     ],
 )
-def test_fit_refuses_bad_options_before_any_probe(flags: list[str], expected: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fit_refuses_bad_options_before_any_probe(
+    flags: list[str], expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def no_probe(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a probe ran before the options were checked")
 
@@ -239,7 +293,10 @@ def test_models_without_a_match_exits_1_saying_so() -> None:
 
 # ---- 4. dry runs that inform ---------------------------------------------------------------------------
 
-def test_dry_run_marks_unsupported_cells_and_estimates_without_spawning(write_suite: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+
+def test_dry_run_marks_unsupported_cells_and_estimates_without_spawning(
+    write_suite: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def no_cell(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a dry run spawned a cell")
 
@@ -258,7 +315,15 @@ def test_the_estimate_rests_on_earlier_runs_of_the_family(write_suite: Callable[
     suite = load_suite(write_suite(batch_sizes=[1, 2]))
     history = tmp_path / "results" / "earlier-run"
     history.mkdir(parents=True)
-    record = {"status": "ok", "family": "test", "precision": "fp32", "backend": "eager", "device": "cpu", "wall_s": 20.0, "measured_s": 1.0}
+    record = {
+        "status": "ok",
+        "family": "test",
+        "precision": "fp32",
+        "backend": "eager",
+        "device": "cpu",
+        "wall_s": 20.0,
+        "measured_s": 1.0,
+    }
     on_a_gpu = {**record, "device": "cuda:0", "wall_s": 500.0}  # another kind of device: not this run's cost
     (history / "results.jsonl").write_text(f"{json.dumps(record)}\n{json.dumps(on_a_gpu)}\n{{torn line\n")
     plan = plan_cells(suite, expand(suite))
@@ -279,6 +344,7 @@ def test_dry_run_warns_when_the_device_is_unavailable(write_suite: Callable[...,
 
 
 # ---- 5. a quiet terminal -------------------------------------------------------------------------------
+
 
 def test_library_output_is_captured_at_the_descriptor_level(capfd: pytest.CaptureFixture[str]) -> None:
     import os
@@ -319,7 +385,9 @@ def test_a_weights_key_mismatch_is_one_short_line(tmp_path: Path) -> None:
     with pytest.raises(WeightsError) as error:
         strict_load("my-model", module, {"backbone.stem.weight": torch.zeros(1)}, tmp_path / "w.pt")
     message = str(error.value)
-    assert "20 missing key(s): 0.bias, 0.weight, 1.bias, … 17 more; 1 unexpected key(s): backbone.stem.weight" in message
+    assert (
+        "20 missing key(s): 0.bias, 0.weight, 1.bias, … 17 more; 1 unexpected key(s): backbone.stem.weight" in message
+    )
     assert len(message.splitlines()) == 1 and "9.weight" not in message
 
 
@@ -340,7 +408,11 @@ def test_verbose_shows_a_failed_cells_traceback_and_the_default_shows_one_line()
     from segbench.cli import ProgressObserver
     from segbench.matrix import CellSpec
 
-    record = {"status": "error", "error": "ValueError: the last line", "traceback": "Traceback (most recent call last):\n  File x\nValueError: the last line"}
+    record = {
+        "status": "error",
+        "error": "ValueError: the last line",
+        "traceback": "Traceback (most recent call last):\n  File x\nValueError: the last line",
+    }
     cell = CellSpec("test-tiny", (16, 16), 1, "fp32", "eager")
     for verbose, shows_traceback in ((False, False), (True, True)):
         console = Console(record=True, width=200)
@@ -355,8 +427,27 @@ def test_verbose_shows_a_failed_cells_traceback_and_the_default_shows_one_line()
 
 def test_fit_loads_a_plugin_into_its_probes_and_keeps_their_chatter_off_the_terminal(tmp_path: Path) -> None:
     chatty = tmp_path / "chatty_models.py"
-    chatty.write_text(f"import sys\nprint('W1125 probe chatter', file=sys.stderr)\nfrom segbench.models.registry import load_plugin\nload_plugin({FAULT_PLUGIN!r})\n")
-    done = segbench("fit", "test-tiny", "--plugin", str(chatty), "--hardware", "rtx3060", "--device", "cpu", "--resolution", "16", "--max-batch", "2", "--max-side", "64", cwd=tmp_path)
+    chatty.write_text(
+        "import sys\nprint('W1125 probe chatter', file=sys.stderr)\n"
+        f"from segbench.models.registry import load_plugin\nload_plugin({FAULT_PLUGIN!r})\n"
+    )
+    done = segbench(
+        "fit",
+        "test-tiny",
+        "--plugin",
+        str(chatty),
+        "--hardware",
+        "rtx3060",
+        "--device",
+        "cpu",
+        "--resolution",
+        "16",
+        "--max-batch",
+        "2",
+        "--max-side",
+        "64",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert "16x16" in done.stdout and "max_batch" in done.stdout  # both batches fit: the search stopped at the cap
     assert "chatter" not in done.stdout + done.stderr

@@ -132,3 +132,26 @@ def test_yolo_detection_head_stays_float_and_the_census_counts_the_rest() -> Non
     assert (converted, layers) == (torch_layers - 1, torch_layers)  # every conv but the head's DFL one
     assert 0.99 < share["params"] < 1.0 and 0.99 < share["flops"] < 1.0
     assert "preset mixed" in settings and any("detection-head ops left in float" in s for s in settings)
+
+
+def test_cpu_best_benchmark_runs_ultralytics_exports_and_prints_ratios(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The issue's benchmark script at a tiny size: ultralytics' default predict, its own ONNX and OpenVINO
+    exports through its predictor, and a segbench path, with the ratios and the CPU's instruction sets."""
+    from segbench.bench.cpu_best import main
+
+    backends = "ultralytics-predict,ultralytics-onnx,ultralytics-openvino,eager"
+    timing = ["--min-time", "0.05", "--max-time", "0.5", "--min-iters", "3"]
+    assert main(["--resolution", "64", "--backends", backends, "--precisions", "fp32", *timing, "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "x ultralytics' default predict" in printed and "x ultralytics' best export" in printed
+    assert "instruction sets: AVX2" in printed and "OpenVINO CPU capabilities: " in printed
+
+    (run_dir,) = tmp_path.iterdir()
+    records = {r["backend"]: r for r in results.read_records(run_dir)}
+    for backend in ("ultralytics-onnx", "ultralytics-openvino"):
+        record = _ok(records[backend])
+        info = record["backend_info"]
+        assert info["format"] == backend.split("-")[1] and info["own_stage_median_ms"]["inference"] > 0
+        # ultralytics' export is preparation: in prepare_s, in no timed sample.
+        assert record["prepare_s"] >= info["export_s"] > max(record["samples_ms"]) / 1000
+        assert record["fidelity"]["pixel_agreement"] is not None

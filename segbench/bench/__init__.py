@@ -1,1 +1,1 @@
-"""Benchmarks of segbench itself (run on a quiet machine; never timed tests)."""
+"""Benchmarks run as modules (`python -m segbench.bench.<name>`) on a quiet machine; never timed tests."""

@@ -134,6 +134,7 @@ def test_yolo_detection_head_stays_float_and_the_census_counts_the_rest() -> Non
     assert "preset mixed" in settings and any("detection-head ops left in float" in s for s in settings)
 
 
+@pytest.mark.slow
 def test_cpu_best_benchmark_runs_ultralytics_exports_and_prints_ratios(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The issue's benchmark script at a tiny size: ultralytics' default predict, its own ONNX and OpenVINO
     exports through its predictor, and a segbench path, with the ratios and the CPU's instruction sets."""

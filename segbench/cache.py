@@ -76,6 +76,7 @@ def clear(directory: Path | None = None) -> None:
 
 # ---- inductor --------------------------------------------------------------------------------------
 
+
 def configure_inductor() -> None:
     """Point inductor's on-disk caches at the segbench cache, or switch them off; call before any compile."""
     base = root()
@@ -118,6 +119,7 @@ def inductor_event() -> dict[str, Any] | None:
 
 # ---- keys ------------------------------------------------------------------------------------------
 
+
 def library_versions(names: Iterable[str]) -> dict[str, str]:
     versions = {}
     for name in names:
@@ -139,7 +141,9 @@ def weights_digest(module: Any) -> str:
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
         if tensor.numel():
-            digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.dtype != torch.bool else tensor.numpy().tobytes())
+            digest.update(
+                tensor.view(torch.uint8).numpy().tobytes() if tensor.dtype != torch.bool else tensor.numpy().tobytes()
+            )
     return digest.hexdigest()
 
 
@@ -151,7 +155,9 @@ class CacheKey:
     fields: dict[str, Any] = field(default_factory=dict)
 
     def canonical(self) -> str:
-        return json.dumps({"format": FORMAT, "kind": self.kind, **self.fields}, sort_keys=True, separators=(",", ":"), default=str)
+        return json.dumps(
+            {"format": FORMAT, "kind": self.kind, **self.fields}, sort_keys=True, separators=(",", ":"), default=str
+        )
 
     @property
     def digest(self) -> str:
@@ -169,7 +175,15 @@ def set_cell(**axes: Any) -> None:
 
 def key(kind: str, module: Any, libraries: Iterable[str], **extra: Any) -> CacheKey:
     """A key for an artefact built from `module` in this cell, by these libraries (plus torch)."""
-    return CacheKey(kind, {**_CELL, "weights_sha256": weights_digest(module), "versions": library_versions(("torch", *libraries)), **extra})
+    return CacheKey(
+        kind,
+        {
+            **_CELL,
+            "weights_sha256": weights_digest(module),
+            "versions": library_versions(("torch", *libraries)),
+            **extra,
+        },
+    )
 
 
 # ---- entries ---------------------------------------------------------------------------------------
@@ -225,8 +239,16 @@ def _entry_dir(cache_key: CacheKey) -> Path | None:
 def discard(cache_key: CacheKey, reason: str) -> None:
     """Remove an unusable entry, with a warning naming it and why."""
     directory = _entry_dir(cache_key)
-    warnings.warn(f"segbench cache: discarding {cache_key.kind} entry {cache_key.digest} ({reason}); rebuilding it", CacheWarning, stacklevel=2)
-    print(f"segbench cache: discarding {cache_key.kind} entry {cache_key.digest} ({reason}); rebuilding it", file=sys.stderr, flush=True)
+    warnings.warn(
+        f"segbench cache: discarding {cache_key.kind} entry {cache_key.digest} ({reason}); rebuilding it",
+        CacheWarning,
+        stacklevel=2,
+    )
+    print(
+        f"segbench cache: discarding {cache_key.kind} entry {cache_key.digest} ({reason}); rebuilding it",
+        file=sys.stderr,
+        flush=True,
+    )
     _record(cache_key, "corrupt", reason=reason)
     if directory is not None:
         shutil.rmtree(directory, ignore_errors=True)
@@ -266,7 +288,12 @@ def store(cache_key: CacheKey, files: dict[str, Path], extra: dict[str, Any] | N
     try:
         for name, source in files.items():
             shutil.copyfile(source, staging / name)
-        manifest = {"key": json.loads(cache_key.canonical()), "files": {name: _sha256(staging / name) for name in files}, "extra": extra or {}, "created": time.time()}
+        manifest = {
+            "key": json.loads(cache_key.canonical()),
+            "files": {name: _sha256(staging / name) for name in files},
+            "extra": extra or {},
+            "created": time.time(),
+        }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
         shutil.rmtree(directory, ignore_errors=True)
         staging.rename(directory)

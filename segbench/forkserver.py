@@ -62,6 +62,7 @@ _CHILD_CONNECTION = _ChildConnection()
 
 # ---- inside the template --------------------------------------------------------------------------
 
+
 def _preload(imports: tuple[str, ...]) -> dict[str, str]:
     failed: dict[str, str] = {}
     for name in imports:
@@ -92,7 +93,9 @@ def _cuda_initialized() -> bool:
     return bool(torch is not None and torch.cuda.is_initialized())
 
 
-def _run_forked(connection: Connection, target: Callable[..., Any], args: tuple[Any, ...], env: dict[str, str], fd: int) -> None:
+def _run_forked(
+    connection: Connection, target: Callable[..., Any], args: tuple[Any, ...], env: dict[str, str], fd: int
+) -> None:
     """The cell's process, right after the fork: the runner's environment, the pipe it reports on, then the target."""
     code = 1
     try:
@@ -132,7 +135,18 @@ def _template_main(connection: Connection, imports: tuple[str, ...]) -> None:
     # The cell does the same work and reports the failure itself.
     except Exception as exc:  # noqa: BLE001
         failed["warm state"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
-    connection.send(("ready", {"pid": os.getpid(), "import_s": round(time.perf_counter() - started, 3), "failed_imports": failed, "cuda_initialized": _cuda_initialized(), "python_threads": threading.active_count()}))
+    connection.send(
+        (
+            "ready",
+            {
+                "pid": os.getpid(),
+                "import_s": round(time.perf_counter() - started, 3),
+                "failed_imports": failed,
+                "cuda_initialized": _cuda_initialized(),
+                "python_threads": threading.active_count(),
+            },
+        )
+    )
     while True:
         try:
             message = connection.recv()
@@ -153,6 +167,7 @@ def _template_main(connection: Connection, imports: tuple[str, ...]) -> None:
 
 # ---- in the runner --------------------------------------------------------------------------------
 
+
 def cell_imports(cell: Any) -> tuple[str, ...]:
     """What a cell would import anyway: segbench and torch, its family's library, its backend's, its precision's.
 
@@ -163,7 +178,11 @@ def cell_imports(cell: Any) -> tuple[str, ...]:
     from segbench.precision import get_precision
 
     extra: list[str] = []
-    for owner in (lambda: adapter_class(cell.model), lambda: get_backend(cell.backend), lambda: get_precision(cell.precision)):
+    for owner in (
+        lambda: adapter_class(cell.model),
+        lambda: get_backend(cell.backend),
+        lambda: get_precision(cell.precision),
+    ):
         # An unknown name (a plugin's model, registered only in the cell) fails in the cell, with its message.
         with contextlib.suppress(Exception):
             extra.extend(owner().warm_imports)
@@ -189,7 +208,9 @@ class Template:
         context = multiprocessing.get_context("spawn")
         self.imports = imports
         self.connection, remote = context.Pipe(duplex=True)
-        self.process = context.Process(target=_template_main, args=(remote, imports), name="segbench-template", daemon=True)
+        self.process = context.Process(
+            target=_template_main, args=(remote, imports), name="segbench-template", daemon=True
+        )
         self.process.start()
         remote.close()
         self.info: dict[str, Any] | None = None
@@ -209,7 +230,9 @@ class Template:
         try:
             if not self.connection.poll(timeout_s):
                 self.close()
-                raise TemplateDied(f"the forkserver (pid {self.pid}) did not answer within {timeout_s:g} s {doing}; killed")
+                raise TemplateDied(
+                    f"the forkserver (pid {self.pid}) did not answer within {timeout_s:g} s {doing}; killed"
+                )
             return self.connection.recv()
         except (EOFError, OSError):
             raise self.death(doing) from None
@@ -286,7 +309,9 @@ class ForkedProcess:
     template, and the child gets a connection on it in its place.
     """
 
-    def __init__(self, target: Callable[..., Any], args: tuple[Any, ...], imports: tuple[str, ...], name: str = "segbench-cell"):
+    def __init__(
+        self, target: Callable[..., Any], args: tuple[Any, ...], imports: tuple[str, ...], name: str = "segbench-cell"
+    ):
         self.target = target
         self.args = args
         self.imports = imports
@@ -310,7 +335,12 @@ class ForkedProcess:
         except TemplateDied:
             forget(template)
             raise
-        self.startup = {"mode": "forkserver", "template_pid": template.pid, "template_import_s": info["import_s"], "waited_for_template_s": round(waited, 3)}
+        self.startup = {
+            "mode": "forkserver",
+            "template_pid": template.pid,
+            "template_import_s": info["import_s"],
+            "waited_for_template_s": round(waited, 3),
+        }
         if info["failed_imports"]:
             self.startup["failed_imports"] = info["failed_imports"]
         if replaced:

@@ -31,7 +31,16 @@ def cache_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _key(module: nn.Module, **axes: Any) -> cache.CacheKey:
-    cache.set_cell(**{"model": "test-tiny", "resolution": [16, 16], "batch_size": 1, "precision": "fp32", "backend": "onnxruntime", **axes})
+    cache.set_cell(
+        **{
+            "model": "test-tiny",
+            "resolution": [16, 16],
+            "batch_size": 1,
+            "precision": "fp32",
+            "backend": "onnxruntime",
+            **axes,
+        }
+    )
     return cache.key("onnx-export", module, ("onnx",), opset=18)
 
 
@@ -46,7 +55,11 @@ def test_an_entry_is_found_again_under_the_same_key(cache_root: Path, tmp_path: 
     assert cache.lookup(key) is None
     _store(key, tmp_path)
     entry = cache.lookup(key)
-    assert entry is not None and entry.file("model.onnx").read_bytes() == b"graph" and entry.extra == {"info": {"export_s": 1.0}}
+    assert (
+        entry is not None
+        and entry.file("model.onnx").read_bytes() == b"graph"
+        and entry.extra == {"info": {"export_s": 1.0}}
+    )
     assert entry.path.is_relative_to(cache_root)
     assert [event["status"] for event in cache.events()[-2:]] == ["miss", "hit"]
 
@@ -65,7 +78,13 @@ def test_every_axis_and_the_weights_are_in_the_key(cache_root: Path) -> None:
     torch.manual_seed(0)
     module = nn.Conv2d(3, 4, 1)
     base = _key(module).digest
-    for axes in ({"resolution": [32, 32]}, {"batch_size": 2}, {"precision": "ort-int8"}, {"backend": "openvino"}, {"model": "other"}):
+    for axes in (
+        {"resolution": [32, 32]},
+        {"batch_size": 2},
+        {"precision": "ort-int8"},
+        {"backend": "openvino"},
+        {"model": "other"},
+    ):
         assert _key(module, **axes).digest != base, axes
     with torch.no_grad():
         module.weight[0, 0, 0, 0] += 1.0
@@ -102,7 +121,9 @@ def test_no_cache_reads_and_writes_nothing(cache_root: Path, tmp_path: Path, mon
     assert cache.summary(cache.events()[-1:]) == "off"
     cache.configure_inductor()
     assert not Path(cache.os.environ["TORCHINDUCTOR_CACHE_DIR"]).is_relative_to(cache_root)
-    assert cache.os.environ["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] == "1" and inductor_config.force_disable_caches is True
+    assert (
+        cache.os.environ["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] == "1" and inductor_config.force_disable_caches is True
+    )
     assert not cache_root.exists()
 
 
@@ -134,10 +155,22 @@ def test_an_onnx_export_is_reused_and_a_corrupt_one_rebuilt(cache_root: Path) ->
 
 def test_no_cache_flag_on_the_cli(write_suite: Callable[..., Path], tmp_path: Path, cache_root: Path) -> None:
     suite_path = write_suite(backends=["onnxruntime"])
-    done = subprocess.run([sys.executable, "-m", "segbench", "run", str(suite_path), "--out", str(tmp_path / "r"), "--no-cache"], capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "segbench", "run", str(suite_path), "--out", str(tmp_path / "r"), "--no-cache"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     [record] = [json.loads(line) for line in next((tmp_path / "r").glob("*/results.jsonl")).read_text().splitlines()]
     assert record["status"] == "ok" and record["prepare_cache"] == "off" and record["backend_info"]["cache"] == "off"
     assert not (cache_root / cache.ENTRIES_DIR).exists()
-    both = subprocess.run([sys.executable, "-m", "segbench", "run", str(suite_path), "--no-cache", "--cache-dir", str(tmp_path)], capture_output=True, text=True, timeout=300, check=False)
+    both = subprocess.run(
+        [sys.executable, "-m", "segbench", "run", str(suite_path), "--no-cache", "--cache-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert both.returncode == 2 and "--cache-dir and --no-cache" in both.stderr + both.stdout

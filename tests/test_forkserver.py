@@ -58,12 +58,18 @@ def test_spawn_is_the_fallback_when_warm_start_is_off(monkeypatch: pytest.Monkey
 
 
 def test_template_imports_what_the_cell_needs_and_never_cuda() -> None:
-    segformer = forkserver.cell_imports(CellSpec(model="segformer-b0", resolution=(64, 64), batch_size=1, precision="int8", backend="onnxruntime"))
-    fast_scnn = forkserver.cell_imports(CellSpec(model="fast-scnn", resolution=(64, 64), batch_size=1, precision="fp32", backend="eager"))
+    segformer = forkserver.cell_imports(
+        CellSpec(model="segformer-b0", resolution=(64, 64), batch_size=1, precision="int8", backend="onnxruntime")
+    )
+    fast_scnn = forkserver.cell_imports(
+        CellSpec(model="fast-scnn", resolution=(64, 64), batch_size=1, precision="fp32", backend="eager")
+    )
     assert "transformers.models.segformer.modeling_segformer" in segformer and "onnxruntime" in segformer
     assert any(name.startswith("torchao") for name in segformer)
     assert fast_scnn == forkserver.BASE_IMPORTS  # nothing a Fast-SCNN cell would not import itself
-    openvino = forkserver.cell_imports(CellSpec(model="fast-scnn", resolution=(64, 64), batch_size=1, precision="fp32", backend="openvino"))
+    openvino = forkserver.cell_imports(
+        CellSpec(model="fast-scnn", resolution=(64, 64), batch_size=1, precision="fp32", backend="openvino")
+    )
     assert not any(name.split(".")[0] == "openvino" for name in openvino)  # its import starts a thread that forks
     template, _ = forkserver.template_for(fast_scnn)
     info = template.wait_ready()
@@ -111,4 +117,7 @@ def test_a_template_that_died_between_cells_is_replaced_and_the_record_says_so()
     outcome = execute_isolated(_request("test-tiny"), 240)
     assert outcome["status"] == "ok", outcome.get("error")
     assert outcome["startup"]["template_pid"] != template.pid
-    assert "died between cells" in outcome["startup"]["template_replaced"] and "SIGKILL" in outcome["startup"]["template_replaced"]
+    assert (
+        "died between cells" in outcome["startup"]["template_replaced"]
+        and "SIGKILL" in outcome["startup"]["template_replaced"]
+    )

@@ -7,6 +7,9 @@ pass with the poller on, so sampling never disturbs the timed loop.
 
 from __future__ import annotations
 
+import ctypes
+import gc
+import sys
 import time
 import traceback
 from contextlib import ExitStack
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch import nn
 
 from segbench import cache
 from segbench.backends import get_backend
@@ -31,11 +35,11 @@ from segbench.images import calibration_batches, evaluation_batches
 from segbench.measure.accuracy import accuracy_pass
 from segbench.hardware import apply_budget, load_profile
 from segbench.measure import nvml
-from segbench.measure.fidelity import RANDOM_WEIGHTS_NOTE, FidelityAccumulator
+from segbench.measure.fidelity import Fp32Reference, measure_fidelity
 from segbench.measure.telemetry import MIN_WINDOW_S, CooldownConfig, SamplingThread, TelemetrySampler, wait_for_cooldown
 from segbench.models.flops import count_flops
 from segbench.precision import get_precision
-from segbench.precision.base import PrecisionContext
+from segbench.precision.base import Precision, PrecisionContext
 from segbench.sources import open_source
 from segbench.stream import confirm_rate, find_max_rate, run_stream, warm_stream
 from segbench.suite import StreamConfig, Timing, resolve_path
@@ -198,17 +202,35 @@ def _prepare_device(device: torch.device) -> None:
         torch.empty(1, device=device)  # creates the CUDA context, so the baseline includes it
 
 
-def _precision_context(adapter: SegmentationAdapter, images: torch.Tensor, photos: list[torch.Tensor]) -> PrecisionContext:
-    """fp32 inputs for tracing and calibration, made before the precision changes the input dtype."""
-    with torch.inference_mode():
-        return PrecisionContext(example=adapter.preprocess(images), calibration=tuple(adapter.preprocess(batch) for batch in photos))
+def _apply_precision(precision: Precision, adapter: SegmentationAdapter, images: torch.Tensor, calibration: list[torch.Tensor], device: torch.device) -> tuple[nn.Module, float]:
+    """The converted model and the seconds the conversion took.
+
+    The precision context (the fp32 example batch and the preprocessed calibration images) lives only
+    inside this call: a measured pass that kept it alive would count it in every peak.
+    """
+    with torch.inference_mode():  # fp32 inputs, made before the precision changes the input dtype
+        context = PrecisionContext(example=adapter.preprocess(images), calibration=tuple(adapter.preprocess(batch) for batch in calibration))
+    assert adapter.model is not None
+    started = time.perf_counter()
+    model = precision.apply(adapter.model, device, context)  # quantization and its compile happen here
+    return model, time.perf_counter() - started
 
 
-def _scores(adapter: SegmentationAdapter, outputs: Any) -> torch.Tensor | None:
-    try:
-        return adapter.logits(outputs).float().cpu()
-    except NotImplementedError:
-        return None
+def release_preparation(device: torch.device) -> None:
+    """Free what preparation left behind (export graphs, calibration tensors) before anything is measured.
+
+    Cyclic garbage goes first; glibc then returns freed heap pages to the OS (RSS would keep them
+    otherwise), and CUDA's caching allocator hands back its cached blocks, so the peaks that follow
+    hold only what the measured passes use.
+    """
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl): nothing to trim
+            pass
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _local_or_named(weights: str | None, suite_dir: Path | None) -> Path | None:
@@ -229,26 +251,11 @@ def _calibration_files(request: CellRequest, dataset: Dataset | None, suite_dir:
     return [], "calibration half of the bundled photographs"
 
 
-def _fidelity_pass(cell: CellSpec, adapter: SegmentationAdapter, forward: Callable[[torch.Tensor], Any], photos: list[torch.Tensor], device: torch.device, autocast: Any) -> dict[str, Any]:
-    """Run held-out photographs (never calibration ones) through an fp32 eager build of the same model and compare outputs."""
-    reference = create_model(cell.model, cell.weights, cell.options)
-    reference.build(device)
-    size = tuple(photos[0].shape[1:3])
-    accumulator = FidelityAccumulator(adapter.num_classes)
-    with torch.inference_mode():
-        for batch in photos:
-            ref_out = reference.forward(reference.preprocess(batch))
-            with autocast:
-                out = forward(adapter.preprocess(batch))
-            accumulator.add_labels(reference.postprocess(ref_out, size), adapter.postprocess(out, size))
-            ref_scores, scores = _scores(reference, ref_out), _scores(adapter, out)
-            if ref_scores is not None and scores is not None:
-                accumulator.add_logits(ref_scores, scores)
-    result = accumulator.result()
-    result["images"] = sum(batch.shape[0] for batch in photos)
-    if cell.weights is None:
-        result["note"] = RANDOM_WEIGHTS_NOTE
-    return result
+def _fidelity(cell: CellSpec, weights: Path | None, adapter: SegmentationAdapter, forward: Callable[[Any], Any], device: torch.device, autocast: Any) -> dict[str, Any]:
+    """Held-out photographs (never calibration ones) through an fp32 eager build of the same model (same resolved weights)."""
+    reference = Fp32Reference(cell.model, weights, cell.options, device)
+    held_out = evaluation_batches(*cell.resolution, cell.batch_size)
+    return measure_fidelity(reference, adapter, forward, held_out, autocast, random_weights=cell.weights is None)
 
 
 def _stream_pass(adapter: SegmentationAdapter, forward: Callable[[torch.Tensor], Any], request: CellRequest, device: torch.device, end_to_end: LatencyStats) -> dict[str, Any]:
@@ -280,10 +287,6 @@ def _flops(adapter: SegmentationAdapter, cell: CellSpec) -> tuple[float | None, 
         return None, f"FLOP counter failed: {last_line(exc)}"
 
 
-def _is_reference(cell: CellSpec) -> bool:
-    return cell.precision == "fp32" and cell.backend == "eager"
-
-
 def measure_cell(request: CellRequest) -> dict[str, Any]:
     """Run one cell in this process and return its measurements (raises on failure)."""
     cell, device = request.cell, torch.device(request.device)
@@ -309,10 +312,9 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
     dataset = Dataset(request.dataset, suite_dir) if request.dataset is not None else None
     calibration_files, calibration_source = _calibration_files(request, dataset, suite_dir)
     calibration = calibration_batches(*cell.resolution, cell.batch_size, calibration_files)
-    context = _precision_context(adapter, images, calibration)
-    started = time.perf_counter()
-    adapter.model = precision.apply(adapter.model, device, context)  # quantization and its compile happen here
-    precision_prepare_s = time.perf_counter() - started
+    calibration_images = sum(batch.shape[0] for batch in calibration)
+    adapter.model, precision_prepare_s = _apply_precision(precision, adapter, images, calibration, device)
+    del calibration  # no measured pass may hold the calibration images
     adapter.input_dtype = precision.input_dtype
     adapter = backend.wrap(adapter)
     rule = _stop_rule(request.timing)
@@ -325,6 +327,7 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         forward = backend.prepare(adapter, inputs)
         prepare_s = time.perf_counter() - started
         inputs = adapter.preprocess(images)  # again: a backend may change the layout preprocess emits (channels_last)
+        release_preparation(device)
 
         step = lambda: forward(inputs)  # noqa: E731 (the timed closure)
         warm_up(step, request.timing.warmup_iters, device)
@@ -339,10 +342,9 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         stream = _stream_pass(adapter, forward, request, device, end_to_end) if request.stream else None
 
     fidelity, fidelity_unavailable = None, "this is the fp32 eager reference"
-    if not _is_reference(cell) and not request.probe:
+    if not (precision.is_reference and backend.is_reference) and not request.probe:
         try:
-            held_out = evaluation_batches(*cell.resolution, cell.batch_size)
-            fidelity, fidelity_unavailable = _fidelity_pass(cell, adapter, forward, held_out, device, precision.autocast(device)), None
+            fidelity, fidelity_unavailable = _fidelity(cell, weights, adapter, forward, device, precision.autocast(device)), None
         except Exception as exc:  # the measurement stands even when the fp32 reference cannot be built
             fidelity_unavailable = f"fp32 reference failed: {last_line(exc)}"
     accuracy, accuracy_unavailable = None, "no dataset in the suite"
@@ -377,7 +379,7 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         "fidelity_unavailable": fidelity_unavailable,
         "accuracy": accuracy,
         "accuracy_unavailable": accuracy_unavailable,
-        "calibration": {"source": calibration_source, "images": sum(batch.shape[0] for batch in calibration)},
+        "calibration": {"source": calibration_source, "images": calibration_images},
         "quantized_share": precision.quantized_share(adapter.model),
         "params": adapter.parameter_count(),
         "model_input": list(adapter.model_input_size(height, width)),

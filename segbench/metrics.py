@@ -30,7 +30,7 @@ from segbench.naming import did_you_mean
 
 Better = Literal["lower", "higher", "none"]
 Record = dict[str, Any]
-REFERENCE = ("fp32", "eager")  # the precision/backend speed-ups and fidelity are measured against
+PIPELINE_WHY = "pipeline backend: its forward is the whole library call, so only its end-to-end figures compare with other options"
 MEMORY_FIGURES = {
     "nvml_process_peak": "NVML process peak",
     "torch_reserved_peak": "allocator reserved peak",
@@ -79,7 +79,18 @@ def path_exists(data: Any, path: str) -> bool:
 
 
 def is_reference(record: Record) -> bool:
-    return (record.get("precision"), record.get("backend")) == REFERENCE
+    """The cell speed-ups and fidelity are measured against, as its precision and backend declared it (fp32 eager)."""
+    return bool(record.get("reference"))
+
+
+def has_reference_numerics(record: Record) -> bool:
+    """The cell's precision is the reference precision (fp32), whatever backend ran it."""
+    return bool(record.get("reference_precision"))
+
+
+def times_whole_pipeline(record: Record) -> bool:
+    """A pipeline backend's forward is the whole library call (resize, model, NMS, masks): not a forward-only time."""
+    return record.get("latency_scope") == "end_to_end"
 
 
 def is_gpu(record: Record) -> bool:
@@ -215,9 +226,14 @@ class Metric:
         """The label with its unit, for a column header."""
         return f"{self.label} ({self.unit})" if self.unit and self.unit not in self.label else self.label
 
+    @property
+    def forward_only(self) -> bool:
+        """A forward-pass latency or rate: a pipeline cell has none (its forward is the whole library call)."""
+        return self.path is not None and ((self.path.startswith("latency_ms.") and self.key not in ("cv_pct", "n")) or self.path == "fps")
+
     def value(self, record: Record) -> float | None:
         """The shown value of this metric for one record (None: not recorded, or needs the run)."""
-        if self.relative:
+        if self.relative or (self.forward_only and times_whole_pipeline(record)):
             return None
         raw = self.derive(record) if self.derive else number(dig(record, self.path)) if self.path else None
         return None if raw is None else raw * self.scale
@@ -226,6 +242,8 @@ class Metric:
         """Why a record has no value for this metric, in a few words."""
         if record.get("status") not in (None, "ok"):
             return f"the cell ended {record.get('status')}"
+        if self.forward_only and times_whole_pipeline(record):
+            return PIPELINE_WHY
         reason = self.why(record) if self.why else dig(record, self.unavailable) if self.unavailable else None
         if isinstance(reason, str) and reason:
             return reason

@@ -95,11 +95,32 @@ def append_record(run_dir: Path, record: dict[str, Any]) -> None:
         os.fsync(handle.fileno())
 
 
+def declared(precision_name: str, backend_name: str) -> dict[str, Any]:
+    """What a cell's precision and backend declare: matmul class, which is the reference, what latency covers.
+
+    A name no longer registered declares nothing: no class, not the reference, a forward-only latency.
+    """
+    from segbench.backends import backend_names, get_backend
+    from segbench.precision import get_precision, precision_names
+
+    precision = get_precision(precision_name) if precision_name in precision_names() else None
+    backend = get_backend(backend_name) if backend_name in backend_names() else None
+    reference_precision = bool(precision and precision.is_reference)
+    return {
+        "matmul_class": precision.matmul_class if precision else None,
+        "reference_precision": reference_precision,
+        "reference": reference_precision and bool(backend and backend.is_reference),
+        "latency_scope": backend.latency_scope if backend else "forward",
+    }
+
+
 def upgrade(record: dict[str, Any]) -> dict[str, Any]:
     """Bring a stored line to the current schema (version 1 is the first; future versions add steps here)."""
     version = record.get("schema_version", 1)
     if isinstance(version, int) and version > SCHEMA_VERSION:  # a non-integer is the validator's to report
         raise ResultsError(f"results line has schema_version {version}, newer than this segbench ({SCHEMA_VERSION}); upgrade segbench")
+    if "reference" not in record and record.get("precision") and record.get("backend"):
+        record = {**record, **declared(str(record["precision"]), str(record["backend"]))}  # written before cells carried these
     return record
 
 

@@ -65,6 +65,7 @@ def _base_record(cell: CellSpec, device: str) -> dict[str, Any]:
         "fps": None,
         "memory_mb": None,
         "error": None,
+        **results.declared(cell.precision, cell.backend),
     }
 
 
@@ -139,7 +140,7 @@ def _derived_fields(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, A
     telemetry = record.get("telemetry") or {}
     profile, name_or_reason = peak_profile(record, meta)
     return {
-        "roofline": roofline(flops_per_image, fps, record["precision"], profile, ceiling_for(record, meta), no_profile_reason=name_or_reason),
+        "roofline": roofline(flops_per_image, fps, record["matmul_class"], profile, ceiling_for(record, meta), no_profile_reason=name_or_reason),
         "throttled": telemetry.get("throttled"),
     }
 

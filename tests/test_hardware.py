@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import time
+import typing
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,19 +15,33 @@ import yaml
 
 from segbench.errors import SegbenchError
 from segbench.hardware import budget as budget_module
-from segbench.hardware.budget import BudgetError, allocator_budget_mb, apply_budget, memory_fraction
-from segbench.hardware.profiles import FIGURES, PROFILE_DIR, HardwareError, list_profiles, load_profile, load_profile_file
+from segbench.hardware.budget import (
+    BudgetError,
+    allocator_budget_mb,
+    apply_budget,
+    memory_fraction,
+)
+from segbench.hardware.profiles import (
+    FIGURES,
+    PROFILE_DIR,
+    HardwareError,
+    list_profiles,
+    load_profile,
+    load_profile_file,
+)
 from segbench.hardware.roofline import (
     _ceiling_child,
     achieved_tflops,
+    matmul_classes,
     measure_ceiling,
     measure_ceiling_isolated,
     peak_tflops,
     percent_of_ceiling,
     percent_of_peak,
-    precision_class,
     roofline,
 )
+from segbench.precision import get_precision, precision_names
+from segbench.precision.base import MatmulClass
 
 EXPECTED_CARDS = {"rtx3060", "rtx4090", "t4", "a100-40gb", "a100-80gb", "l4", "h100-sxm", "h100-pcie", "jetson-orin"}
 H100_TOTAL_MB = 81079.0  # what an H100 80GB HBM3 reported to CUDA (torch total_memory) in a real run
@@ -170,12 +185,30 @@ def test_budget_turns_an_over_budget_allocation_into_oom() -> None:
 
 # ---- roofline -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(
-    ("precision", "kind"),
-    [("fp32", "fp32"), ("tf32", "tf32"), ("fp16", "fp16"), ("amp", "fp16"), ("bf16", "bf16"), ("amp-bf16", "bf16"), ("int8", "int8"), ("int8-dynamic", "int8"), ("fp8", None)],
-)
-def test_precision_classes(precision: str, kind: str | None) -> None:
-    assert precision_class(precision) == kind
+PRECISION_CLASSES = typing.get_args(MatmulClass)
+
+
+@pytest.mark.parametrize("name", precision_names())
+def test_every_precision_declares_its_matmul_class(name: str) -> None:
+    precision = get_precision(name)
+    assert precision.matmul_class in PRECISION_CLASSES, f"precision {name} declares no matmul_class"
+    assert precision.is_reference == (name == "fp32")
+
+
+def test_matmul_class_follows_the_arithmetic_not_the_name() -> None:
+    """int8-wo keeps fp32 activations (dequantized fp32 matmuls); ort-int8 runs integer kernels; int4-wo's tinygemm runs bf16."""
+    assert matmul_classes(["int8-wo", "ort-int8", "int4-wo", "fp8", "amp-fp16", "nonsense"]) == {
+        "int8-wo": "fp32", "ort-int8": "int8", "int4-wo": "bf16", "fp8": "fp8", "amp-fp16": "fp16", "nonsense": None}
+
+
+def test_no_name_string_table_decides_a_class() -> None:
+    import segbench.hardware.roofline as roofline_module
+    import segbench.metrics as metrics_module
+    import segbench.report.best as best_module
+    import segbench.report.tables as tables_module
+
+    assert not hasattr(roofline_module, "precision_class")
+    assert not hasattr(tables_module, "REFERENCE") and not hasattr(metrics_module, "REFERENCE") and not hasattr(best_module, "FP32_EQUIVALENT")
 
 
 def test_percent_of_peak_arithmetic() -> None:
@@ -183,7 +216,6 @@ def test_percent_of_peak_arithmetic() -> None:
     achieved = achieved_tflops(10e9, 255.0)  # 10 GFLOPs per image at 255 images/s
     assert achieved == pytest.approx(2.55)
     assert percent_of_peak(achieved, rtx3060, "fp16") == (pytest.approx(10.0), None)  # fp16 peak 25.5
-    assert percent_of_peak(achieved, rtx3060, "amp")[0] == pytest.approx(10.0)
     assert percent_of_peak(achieved, rtx3060, "fp32")[0] == pytest.approx(100 * 2.55 / 12.74)
     assert percent_of_peak(achieved, rtx3060, "int8")[0] == pytest.approx(2.5)
     assert peak_tflops(load_profile("a100-40gb"), "tf32") == (156, "tf32_tensor_tflops")
@@ -194,7 +226,7 @@ def test_peak_unknown_gives_a_reason() -> None:
     assert value is None and "bf16_tensor_tflops" in reason and "Ampere" in reason
     value, reason = percent_of_peak(1.0, load_profile("jetson-orin"), "int8")
     assert value is None and "not found" in reason
-    assert percent_of_peak(1.0, load_profile("rtx3060"), "fp8") == (None, "no peak figure maps to precision 'fp8'")
+    assert percent_of_peak(1.0, load_profile("rtx3060"), "fp8") == (None, "card profiles carry no peak figure for fp8 matmuls")
 
 
 def test_roofline_record_and_measured_ceiling() -> None:
@@ -220,7 +252,7 @@ def test_measure_ceiling_on_cpu_is_quick_and_positive() -> None:
     assert ceiling["matmul"]["bf16"]["gflops"] > 0
     assert ceiling["copy"]["device_copy_gbs"] > 0 and ceiling["copy"]["host_to_device_gbs"] is None
     assert "tf32" in ceiling["unavailable"] and "fp8" in ceiling["unavailable"]
-    assert ceiling["precisions"] == {"fp32": "fp32", "bf16": "bf16", "tf32": "tf32", "fp8": None}
+    assert ceiling["precisions"] == {"fp32": "fp32", "bf16": "bf16", "tf32": "tf32", "fp8": "fp8"}
     assert all(math.isfinite(entry["gflops"]) for entry in ceiling["matmul"].values())
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Literal
 
 import torch
 
@@ -12,12 +12,20 @@ from segbench.models.base import SegmentationAdapter
 ForwardFn = Callable[[torch.Tensor], Any]
 
 
+LatencyScope = Literal["forward", "end_to_end"]
+
+
 class Backend(ABC):
+    """How a cell's model runs. `is_reference` marks the backend fidelity and speed-ups are judged against (eager);
+    `latency_scope` says what its timed forward covers: the model alone, or (pipelines) the whole library call."""
+
     name: ClassVar[str]
     description: ClassVar[str]
     # Memory this backend allocates outside PyTorch's caching allocator, which a budget cap cannot limit; None if none.
     memory_outside_torch: ClassVar[str | None] = None
     warm_imports: ClassVar[tuple[str, ...]] = ()  # what a warm template imports for this backend's cells
+    is_reference: ClassVar[bool] = False
+    latency_scope: ClassVar[LatencyScope] = "forward"
 
     def unsupported_reason(self, device: torch.device) -> str | None:
         return None

@@ -52,6 +52,7 @@ class HFImageSegmentationPipeline(Backend):
     name = "hf-pipeline"
     warm_imports = ("transformers.pipelines",)
     description = "transformers pipeline('image-segmentation') on PIL images (its own processor, resizing and postprocessing)"
+    latency_scope = "end_to_end"  # forward is the whole library call: letterbox/resize, model, NMS/masks
 
     def __init__(self) -> None:
         self.size: tuple[int, int] | None = None

@@ -53,6 +53,7 @@ class UltralyticsPredict(Backend):
     name = "ultralytics-predict"
     warm_imports = ("ultralytics",)
     description = "ultralytics' own YOLO.predict on host images (its letterbox, NMS and masks; it picks threads and fuses layers)"
+    latency_scope = "end_to_end"  # forward is the whole library call: letterbox/resize, model, NMS/masks
 
     def wrap(self, adapter: SegmentationAdapter) -> SegmentationAdapter:
         if "yaml" not in adapter.card.extra or adapter.card.source != "ultralytics" or "seg" not in adapter.card.family:

@@ -19,7 +19,7 @@ import torch
 
 from segbench.hardware.profiles import HardwareProfile
 
-# Which profile figure bounds each class of precision.
+# Which profile figure bounds each matmul class (a precision declares its class: `Precision.matmul_class`).
 PEAK_FIGURE = {
     "fp32": "fp32_tflops",
     "tf32": "tf32_tensor_tflops",
@@ -27,26 +27,20 @@ PEAK_FIGURE = {
     "bf16": "bf16_tensor_tflops",
     "int8": "int8_tensor_tops",
 }
-MATMUL_DTYPE = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.int8}
+MATMUL_DTYPE = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.int8,
+                "fp8": torch.float8_e4m3fn}
+FP8_CAPABILITY = (8, 9)
 MAX_SIDE = {"cpu": 2048, "cuda": 8192}
 COPY_MB = {"cpu": 128, "cuda": 512}
 START_SIDE = 256
 
 
-def precision_class(precision: str) -> str | None:
-    """The arithmetic a precision's matmuls run in: fp32, tf32, fp16, bf16 or int8; None when unknown."""
-    name = precision.lower()
-    if name == "fp32":
-        return "fp32"
-    if name.startswith("tf32"):
-        return "tf32"
-    if "bf16" in name:
-        return "bf16"
-    if name.startswith(("fp16", "amp", "half")):
-        return "fp16"
-    if name.startswith(("int8", "w8a8")):
-        return "int8"
-    return None
+def matmul_classes(precisions: list[str]) -> dict[str, str | None]:
+    """Each precision name's declared matmul class; None for a name no precision registers."""
+    from segbench.precision import get_precision, precision_names
+
+    known = set(precision_names())
+    return {name: get_precision(name).matmul_class if name in known else None for name in precisions}
 
 
 # ---- against the profile's published peak ---------------------------------------------------------
@@ -55,12 +49,11 @@ def achieved_tflops(flops_per_image: float, images_per_second: float) -> float:
     return flops_per_image * images_per_second / 1e12
 
 
-def peak_tflops(profile: HardwareProfile, precision: str) -> tuple[float | None, str]:
-    """(peak, figure name) for the precision, or (None, reason) when the profile has no such figure."""
-    kind = precision_class(precision)
-    if kind is None:
-        return None, f"no peak figure maps to precision '{precision}'"
-    figure = PEAK_FIGURE[kind]
+def peak_tflops(profile: HardwareProfile, kind: str) -> tuple[float | None, str]:
+    """(peak, figure name) for a matmul class, or (None, reason) when the profile has no such figure."""
+    figure = PEAK_FIGURE.get(kind)
+    if figure is None:
+        return None, f"card profiles carry no peak figure for {kind} matmuls"
     value = getattr(profile, figure)
     if value is None:
         why = profile.source_of(figure) or "unknown"
@@ -68,9 +61,9 @@ def peak_tflops(profile: HardwareProfile, precision: str) -> tuple[float | None,
     return value, figure
 
 
-def percent_of_peak(achieved: float, profile: HardwareProfile, precision: str) -> tuple[float | None, str | None]:
+def percent_of_peak(achieved: float, profile: HardwareProfile, kind: str) -> tuple[float | None, str | None]:
     """(percent, None) or (None, reason)."""
-    peak, figure_or_reason = peak_tflops(profile, precision)
+    peak, figure_or_reason = peak_tflops(profile, kind)
     if peak is None:
         return None, figure_or_reason
     return 100.0 * achieved / peak, None
@@ -78,26 +71,25 @@ def percent_of_peak(achieved: float, profile: HardwareProfile, precision: str) -
 
 # ---- against the ceiling measured on this device ---------------------------------------------------
 
-def percent_of_ceiling(achieved: float, ceiling: dict[str, Any] | None, precision: str) -> tuple[float | None, str | None]:
-    """(percent of the measured matmul rate for the precision, None) or (None, reason)."""
+def percent_of_ceiling(achieved: float, ceiling: dict[str, Any] | None, kind: str) -> tuple[float | None, str | None]:
+    """(percent of the measured matmul rate for the matmul class, None) or (None, reason)."""
     if not ceiling:
         return None, "no measured ceiling in this run"
-    kind = precision_class(precision)
-    entry = (ceiling.get("matmul") or {}).get(kind or "")
+    entry = (ceiling.get("matmul") or {}).get(kind)
     if not entry or not entry.get("gflops"):
-        reason = (ceiling.get("unavailable") or {}).get(kind or precision)
-        return None, reason or f"no measured matmul ceiling for precision '{precision}'"
+        reason = (ceiling.get("unavailable") or {}).get(kind)
+        return None, reason or f"no measured matmul ceiling for {kind} matmuls"
     return 100.0 * achieved * 1000.0 / entry["gflops"], None
 
 
-def roofline(flops_per_image: float | None, images_per_second: float | None, precision: str,
+def roofline(flops_per_image: float | None, images_per_second: float | None, kind: str,
              profile: HardwareProfile | None = None, ceiling: dict[str, Any] | None = None,
              no_profile_reason: str = "no hardware profile for this run") -> dict[str, Any]:
-    """All roofline fields of one cell, None with a reason in `unavailable` where a figure is missing.
+    """All roofline fields of one cell (`kind`: its precision's matmul class), None with a reason where a figure is missing.
 
     `profile` must be the card the cell ran on (never an emulated target): its peak is the yardstick.
     """
-    out: dict[str, Any] = {"achieved_tflops": None, "peak_tflops": None, "peak_figure": None, "peak_card": profile.title if profile else None,
+    out: dict[str, Any] = {"matmul_class": kind, "achieved_tflops": None, "peak_tflops": None, "peak_figure": None, "peak_card": profile.title if profile else None,
                            "percent_of_peak": None, "percent_of_ceiling": None, "unavailable": {}}
     if not flops_per_image or not images_per_second:
         reason = "FLOPs per image unknown" if not flops_per_image else "no throughput (cell did not finish)"
@@ -108,12 +100,12 @@ def roofline(flops_per_image: float | None, images_per_second: float | None, pre
     if profile is None:
         out["unavailable"]["percent_of_peak"] = no_profile_reason
     else:
-        peak, figure_or_reason = peak_tflops(profile, precision)
+        peak, figure_or_reason = peak_tflops(profile, kind)
         if peak is None:
             out["unavailable"]["percent_of_peak"] = figure_or_reason
         else:
             out.update(peak_tflops=peak, peak_figure=figure_or_reason, percent_of_peak=100.0 * achieved / peak)
-    out["percent_of_ceiling"], reason = percent_of_ceiling(achieved, ceiling, precision)
+    out["percent_of_ceiling"], reason = percent_of_ceiling(achieved, ceiling, kind)
     if reason:
         out["unavailable"]["percent_of_ceiling"] = reason
     return out
@@ -139,6 +131,11 @@ def _tf32(enabled: bool) -> Iterator[None]:
 
 def _matmul_op(kind: str, side: int, device: torch.device) -> Callable[[], Any]:
     # Made on the device itself: filling 8192² matrices on the host would cost more than the measurement.
+    if kind == "fp8":  # e4m3 x e4m3 with unit scales: the kernel torchao's float8 linear calls
+        a = torch.randn(side, side, device=device).to(torch.float8_e4m3fn)
+        b = torch.randn(side, side, device=device).to(torch.float8_e4m3fn).t()
+        scale = torch.ones((), device=device)
+        return lambda: torch._scaled_mm(a, b, scale_a=scale, scale_b=scale, out_dtype=torch.bfloat16)
     if kind == "int8":
         a = torch.randint(-128, 128, (side, side), dtype=torch.int8, device=device)
         b = torch.randint(-128, 128, (side, side), dtype=torch.int8, device=device)
@@ -213,10 +210,14 @@ def _copy_rates(device: torch.device, seconds: float, copy_mb: int) -> dict[str,
 def _kind_unavailable(kind: str, device: torch.device) -> str | None:
     if kind == "tf32" and device.type != "cuda":
         return "TF32 is a CUDA tensor-core mode; a CPU has no TF32 matmul"
+    if kind == "fp8" and device.type != "cuda":
+        return "fp8 matmuls (torch._scaled_mm) need a CUDA GPU with compute capability >= 8.9"
     if device.type == "cuda":
-        major, _ = torch.cuda.get_device_capability(device)
-        if kind in ("tf32", "bf16") and major < 8:
+        capability = torch.cuda.get_device_capability(device)
+        if kind in ("tf32", "bf16") and capability < (8, 0):
             return f"{kind} needs compute capability >= 8.0"
+        if kind == "fp8" and capability < FP8_CAPABILITY:
+            return "fp8 needs compute capability >= 8.9"
     return None
 
 
@@ -251,7 +252,7 @@ def measure_ceiling(device: torch.device | str, precisions: list[str], seconds: 
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     max_side = max_side or MAX_SIDE.get(device.type, MAX_SIDE["cpu"])
-    classes = {name: precision_class(name) for name in precisions}
+    classes = matmul_classes(precisions)
     kinds = sorted({kind for kind in classes.values() if kind is not None})
     share = seconds / (len(kinds) + 1)
     result: dict[str, Any] = {"device": str(device), "device_name": _device_name(device), "threads": torch.get_num_threads(),
@@ -259,7 +260,7 @@ def measure_ceiling(device: torch.device | str, precisions: list[str], seconds: 
                               "note": "dense square GEMMs, 2 FLOPs per multiply-add; copy counts read + write"}
     for name, kind in classes.items():
         if kind is None:
-            result["unavailable"][name] = f"no matmul ceiling maps to precision '{name}'"
+            result["unavailable"][name] = f"no precision named '{name}' declares a matmul class"
     started = time.perf_counter()
     with _threads(threads), torch.inference_mode():
         result["threads"] = torch.get_num_threads()

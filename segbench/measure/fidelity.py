@@ -1,13 +1,43 @@
-"""Output fidelity against the fp32 eager model: class-map agreement, mIoU, logit drift."""
+"""Output fidelity against the fp32 eager model: class-map agreement, mIoU, numeric drift of the raw outputs.
+
+The reference is a fresh fp32 eager build of the same model (same resolved weights, same options),
+run in true fp32 (TF32 off) on held-out photographs, never the ones int8 precisions calibrate on.
+Drift compares the tensors each family names as its raw outputs (`SegmentationAdapter.raw_outputs`):
+per-class logits for semantic heads, box and class scores, mask coefficients and prototypes before
+NMS for YOLO, whose thresholded class map says nothing when the reference detects nothing.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, ContextManager
 
 import torch
 
+from segbench.models.base import SegmentationAdapter
+from segbench.precision.fp32 import true_fp32
+
 RANDOM_WEIGHTS_NOTE = "random weights: these figures measure numeric drift against fp32, not accuracy"
+NO_DETECTIONS = "reference found no detections: agreement undefined"
+
+
+@dataclass
+class Drift:
+    """Largest and summed absolute difference of one named raw output."""
+
+    max_abs: float = 0.0
+    abs_sum: float = 0.0
+    count: int = 0
+
+    def add(self, reference: torch.Tensor, candidate: torch.Tensor) -> None:
+        diff = (reference.float() - candidate.float()).abs()
+        self.max_abs = max(self.max_abs, float(diff.max()))
+        self.abs_sum += float(diff.sum())
+        self.count += diff.numel()
+
+    def to_dict(self) -> dict[str, float]:
+        return {"max_abs": self.max_abs, "mean_abs": self.abs_sum / self.count}
 
 
 @dataclass
@@ -17,11 +47,11 @@ class FidelityAccumulator:
     num_classes: int
     agree: int = 0
     pixels: int = 0
-    max_abs_logit_diff: float = 0.0
-    abs_logit_sum: float = 0.0
-    logit_count: int = 0
     intersection: torch.Tensor = field(init=False)
     union: torch.Tensor = field(init=False)
+    out_of_range: dict[str, int] = field(default_factory=lambda: {"reference": 0, "candidate": 0})
+    drift: dict[str, Drift] = field(default_factory=dict)  # in the family's order: the first is the headline
+    reference_detections: int | None = None  # counted only for families that detect instances
 
     def __post_init__(self) -> None:
         self.intersection = torch.zeros(self.num_classes, dtype=torch.int64)
@@ -29,29 +59,90 @@ class FidelityAccumulator:
 
     def add_labels(self, reference: torch.Tensor, candidate: torch.Tensor) -> None:
         reference, candidate = reference.flatten().long(), candidate.flatten().long()
-        self.agree += int((reference == candidate).sum())
+        same = reference == candidate
+        self.agree += int(same.sum())
         self.pixels += reference.numel()
-        classes = self.num_classes
-        self.intersection += torch.bincount(reference[reference == candidate], minlength=classes)[:classes]
-        ref_count = torch.bincount(reference, minlength=classes)[:classes]
-        cand_count = torch.bincount(candidate.clamp(0, classes - 1), minlength=classes)[:classes]
-        self.union += ref_count + cand_count - torch.bincount(reference[reference == candidate], minlength=classes)[:classes]
+        self.out_of_range["reference"] += int((~self._in_range(reference)).sum())
+        self.out_of_range["candidate"] += int((~self._in_range(candidate)).sum())
+        both = self._class_counts(reference[same])
+        self.intersection += both
+        self.union += self._class_counts(reference) + self._class_counts(candidate) - both
 
-    def add_logits(self, reference: torch.Tensor, candidate: torch.Tensor) -> None:
-        if reference.shape != candidate.shape:
-            return
-        diff = (reference.float() - candidate.float()).abs()
-        self.max_abs_logit_diff = max(self.max_abs_logit_diff, float(diff.max()))
-        self.abs_logit_sum += float(diff.sum())
-        self.logit_count += diff.numel()
+    def _in_range(self, labels: torch.Tensor) -> torch.Tensor:
+        return (labels >= 0) & (labels < self.num_classes)
+
+    def _class_counts(self, labels: torch.Tensor) -> torch.Tensor:
+        """Pixels per class; a label outside the card's classes is no class, on either side (never clamped into one)."""
+        return torch.bincount(labels[self._in_range(labels)], minlength=self.num_classes)
+
+    def add_raw(self, reference: dict[str, torch.Tensor], candidate: dict[str, torch.Tensor]) -> None:
+        """Drift of each raw output both sides produced at the same shape."""
+        for name, ref in reference.items():
+            cand = candidate.get(name)
+            if cand is not None and cand.shape == ref.shape:
+                self.drift.setdefault(name, Drift()).add(ref, cand)
+
+    def add_reference_detections(self, count: int | None) -> None:
+        if count is not None:
+            self.reference_detections = (self.reference_detections or 0) + count
 
     def result(self) -> dict[str, Any]:
         present = self.union > 0
         miou = float((self.intersection[present].float() / self.union[present].float()).mean()) if present.any() else None
-        return {
+        headline = next(iter(self.drift.values()), None)
+        out: dict[str, Any] = {
             "pixel_agreement": self.agree / self.pixels if self.pixels else None,
             "miou_vs_fp32": miou,
-            "max_abs_logit_diff": self.max_abs_logit_diff if self.logit_count else None,
-            "mean_abs_logit_diff": self.abs_logit_sum / self.logit_count if self.logit_count else None,
+            "max_abs_logit_diff": headline.max_abs if headline else None,
+            "mean_abs_logit_diff": headline.to_dict()["mean_abs"] if headline else None,
+            "drift_of": next(iter(self.drift), None),
+            "drift": {name: drift.to_dict() for name, drift in self.drift.items()},
             "pixels": self.pixels,
+            "out_of_range_pixels": dict(self.out_of_range),
         }
+        if self.reference_detections == 0:
+            out.update(pixel_agreement=None, miou_vs_fp32=None, agreement_unavailable=NO_DETECTIONS)
+        if self.reference_detections is not None:
+            out["reference_detections"] = self.reference_detections
+        return out
+
+
+class Fp32Reference:
+    """A fresh fp32 eager build of the cell's model (the same resolved weights and options), run in true fp32."""
+
+    def __init__(self, model: str, weights: Path | None, options: dict[str, Any], device: torch.device):
+        from segbench.models.registry import create_model
+
+        self.adapter = create_model(model, weights, options)
+        self.adapter.build(device)
+
+    def run(self, batch: torch.Tensor) -> Any:
+        with true_fp32(), torch.inference_mode():
+            return self.adapter.forward(self.adapter.preprocess(batch))
+
+
+def _raw(adapter: SegmentationAdapter, outputs: Any) -> dict[str, torch.Tensor]:
+    try:
+        return {name: tensor.float().cpu() for name, tensor in adapter.raw_outputs(outputs).items()}
+    except NotImplementedError:  # a pipeline returns masks, not scores
+        return {}
+
+
+def measure_fidelity(reference: Fp32Reference, candidate: SegmentationAdapter, forward: Callable[[Any], Any],
+                     held_out: list[torch.Tensor], autocast: ContextManager[object], random_weights: bool) -> dict[str, Any]:
+    """Run held-out photographs (host uint8 batches) through both models and compare class maps and raw outputs."""
+    size = tuple(held_out[0].shape[1:3])
+    accumulator = FidelityAccumulator(candidate.num_classes)
+    for batch in held_out:
+        ref_out = reference.run(batch)
+        with torch.inference_mode(), autocast:
+            out = forward(candidate.preprocess(batch))
+        with torch.inference_mode():
+            accumulator.add_labels(reference.adapter.postprocess(ref_out, size), candidate.postprocess(out, size))
+            accumulator.add_raw(_raw(reference.adapter, ref_out), _raw(candidate, out))
+            accumulator.add_reference_detections(reference.adapter.detections(ref_out))
+    result = accumulator.result()
+    result.update(images=sum(batch.shape[0] for batch in held_out), image_set="held-out photographs (never used for calibration)")
+    if random_weights:
+        result["note"] = RANDOM_WEIGHTS_NOTE
+    return result

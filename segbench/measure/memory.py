@@ -124,6 +124,16 @@ def collect_peaks(poller: MemoryPoller, device: torch.device, baseline: float | 
     return peaks
 
 
+def stored_bytes(tensor: torch.Tensor) -> int:
+    """Bytes a tensor really stores: a wrapper subclass (torchao's Int8Tensor reports dtype float32) counts its inner tensors."""
+    from torch.utils._python_dispatch import is_traceable_wrapper_subclass
+
+    if is_traceable_wrapper_subclass(tensor):
+        names, _ = tensor.__tensor_flatten__()
+        return sum(stored_bytes(getattr(tensor, name)) for name in names)
+    return tensor.numel() * tensor.element_size()
+
+
 def module_size_mb(module: torch.nn.Module) -> float:
     tensors = [*module.parameters(), *module.buffers()]
-    return sum(t.numel() * t.element_size() for t in tensors) / MB
+    return sum(stored_bytes(t) for t in tensors) / MB

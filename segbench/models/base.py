@@ -270,6 +270,14 @@ class SegmentationAdapter(ABC):
         """Per-class scores (N, C, h, w) from the raw forward output (used by postprocess and fidelity)."""
         return outputs
 
+    def raw_outputs(self, outputs: Any) -> dict[str, torch.Tensor]:
+        """The tensors fidelity measures numeric drift on, before any threshold; the first is the headline."""
+        return {"logits": self.logits(outputs)}
+
+    def detections(self, outputs: Any) -> int | None:
+        """Instances found (families that detect instances); None for dense semantic heads."""
+        return None
+
     def postprocess(self, outputs: Any, size: tuple[int, int]) -> torch.Tensor:
         """Class-id map (N, H, W) int64 on the host at the input resolution (padding cropped)."""
         scores = self.logits(outputs)

@@ -69,6 +69,20 @@ class YoloV8SegAdapter(UltralyticsAdapter):
             result.append((masks, det[:, 4], det[:, 5].long()))
         return result
 
+    def raw_outputs(self, outputs: Any) -> dict[str, torch.Tensor]:
+        """The head's outputs before NMS: class scores (the headline), boxes, mask coefficients, prototypes.
+
+        Drift is measured here because the class map after NMS is empty when nothing passes the
+        confidence threshold (random weights), which would make every option agree perfectly.
+        """
+        (predictions, protos), _ = outputs
+        classes = self.head_classes
+        boxes, scores, coefficients = predictions.split((4, classes, predictions.shape[1] - 4 - classes), dim=1)
+        return {"class_scores": scores, "boxes": boxes, "mask_coefficients": coefficients, "prototypes": protos}
+
+    def detections(self, outputs: Any) -> int | None:
+        return sum(len(classes) for _, _, classes in self.instances(outputs))
+
     def logits(self, outputs: Any) -> torch.Tensor:
         """Per-pixel score map (N, num_classes, H, W) at the model-input size, for fidelity comparisons.
 

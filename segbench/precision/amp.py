@@ -55,6 +55,7 @@ class _Autocast(Precision):
 class AmpFP16(_Autocast):
     name = "amp-fp16"
     description = "fp32 weights, torch.autocast to float16 (matmuls and convolutions in fp16, the rest fp32)"
+    matmul_class = "fp16"
     native_cpu_flags = frozenset({"avx512_fp16", "amx_fp16"})
 
     @property
@@ -65,6 +66,7 @@ class AmpFP16(_Autocast):
 class AmpBF16(_Autocast):
     name = "amp-bf16"
     description = "fp32 weights, torch.autocast to bfloat16 (matmuls and convolutions in bf16, the rest fp32)"
+    matmul_class = "bf16"
     native_cpu_flags = frozenset({"avx512_bf16", "amx_bf16"})
 
     @property

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, ContextManager
+from typing import Any, ClassVar, ContextManager, Literal
 
 import torch
 from torch import nn
@@ -23,11 +23,21 @@ class PrecisionContext:
     calibration: tuple[torch.Tensor, ...] = ()
 
 
+MatmulClass = Literal["fp32", "tf32", "fp16", "bf16", "int8", "fp8"]
+
+
 class Precision(ABC):
-    """One numeric format. Subclasses live one per file and register themselves by `name`."""
+    """One numeric format. Subclasses live one per file and register themselves by `name`.
+
+    `matmul_class` is the arithmetic its matmuls and convolutions actually run in (which peak and
+    measured ceiling bound it): int8 weight-only dequantizes into fp32 matmuls, so it is fp32.
+    `is_reference` marks the numerics every other precision is judged against (fp32).
+    """
 
     name: ClassVar[str]
     description: ClassVar[str]
+    matmul_class: ClassVar[MatmulClass]
+    is_reference: ClassVar[bool] = False
     input_dtype: ClassVar[torch.dtype] = torch.float32
     warm_imports: ClassVar[tuple[str, ...]] = ()  # what a warm template imports for this precision's cells
 

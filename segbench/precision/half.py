@@ -11,6 +11,7 @@ from segbench.precision.base import Precision, PrecisionContext, cuda_capability
 class FP16(Precision):
     name = "fp16"
     description = "weights and activations cast to float16"
+    matmul_class = "fp16"
     input_dtype = torch.float16
 
     def notes(self, device: torch.device) -> list[str]:
@@ -25,6 +26,7 @@ class FP16(Precision):
 class BF16(Precision):
     name = "bf16"
     description = "weights and activations cast to bfloat16"
+    matmul_class = "bf16"
     input_dtype = torch.bfloat16
 
     def notes(self, device: torch.device) -> list[str]:

@@ -217,6 +217,7 @@ class Int8(Precision):
     name = "int8"
     warm_imports = ("torchao.quantization.pt2e.quantize_pt2e", "torchao.quantization.pt2e.quantizer.x86_inductor_quantizer", "torch._inductor.compile_fx")
     description = "int8 via torchao: PT2E static quantization compiled by inductor on CPUs; dynamic int8 activations and weights (nn.Linear) on CUDA"
+    matmul_class = "int8"
 
     def __init__(self) -> None:
         self._notes: list[str] = []

@@ -184,6 +184,7 @@ class OrtInt8(Precision):
     name = "ort-int8"
     warm_imports = ("onnxruntime.quantization", "onnx")
     description = "ONNX Runtime static int8 (QDQ: per-channel int8 weights, uint8 activations, MinMax calibration); backend onnxruntime only"
+    matmul_class = "int8"
 
     def __init__(self) -> None:
         self._calibration_count = 0

@@ -210,6 +210,7 @@ class OvInt8(Precision):
     name = "ov-int8"
     description = "OpenVINO int8 via NNCF post-training quantization (MinMax-style calibration on the calibration photographs); backend openvino only"
     warm_imports = ("openvino", "nncf")
+    matmul_class = "int8"
 
     def __init__(self) -> None:
         self._calibration_count = 0

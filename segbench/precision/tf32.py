@@ -9,6 +9,7 @@ from segbench.precision.base import Precision, PrecisionContext, cuda_capability
 class TF32(Precision):
     name = "tf32"
     description = "float32 tensors, matmuls and convolutions on TF32 tensor cores (Ampere and newer)"
+    matmul_class = "tf32"
 
     def unsupported_reason(self, device: torch.device) -> str | None:
         capability = cuda_capability(device)

@@ -55,6 +55,7 @@ class _WeightOnly(Precision):
 class Int8WeightOnly(_WeightOnly):
     name = "int8-wo"
     description = "torchao int8 weight-only (nn.Linear weights per channel; activations in fp32)"
+    matmul_class = "fp32"
 
     def config(self) -> Any:
         from torchao.quantization import Int8WeightOnlyConfig
@@ -65,6 +66,7 @@ class Int8WeightOnly(_WeightOnly):
 class Int4WeightOnly(_WeightOnly):
     name = "int4-wo"
     description = f"torchao int4 weight-only (nn.Linear weights in groups of {INT4_GROUP_SIZE}, tinygemm kernel; bf16 activations)"
+    matmul_class = "bf16"
     input_dtype = torch.bfloat16  # the tinygemm int4 kernel takes bf16 activations
 
     def unsupported_reason(self, device: torch.device) -> str | None:

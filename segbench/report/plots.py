@@ -349,7 +349,7 @@ def _pareto_plot(run: RunData) -> Plot:
         axis.set_ylim(bottom, 100 + margin)  # agreement never exceeds 100 %: no empty band above it
         decimals = max(0, math.ceil(-math.log10((100 + margin - bottom) / 10)))  # about ten steps of the axis tell apart
         axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.{decimals}f}"))
-        axis.set(title=model, xlabel="median latency (ms)", ylabel="pixel agreement with fp32 (%)")
+        axis.set(title=model, xlabel="median end-to-end latency (ms)", ylabel="pixel agreement with fp32 (%)")
         _legend(axis)
 
     note = ("Each point is a precision / backend at one resolution and batch; the labelled points joined by the step line are the "

@@ -15,7 +15,17 @@ import pandas as pd
 import yaml
 
 from segbench import results
-from segbench.metrics import MEMORY_FIGURES, METRICS, STREAM, TELEMETRY, footprint_mb, headline_memory, is_reference
+from segbench.metrics import (
+    MEMORY_FIGURES,
+    METRICS,
+    PIPELINE_WHY,
+    STREAM,
+    TELEMETRY,
+    footprint_mb,
+    headline_memory,
+    is_reference,
+    times_whole_pipeline,
+)
 from segbench.report.summary import measurement_flags
 
 STAGES = ("preprocess", "forward", "postprocess")
@@ -271,7 +281,8 @@ def leaderboard(run: RunData) -> pd.DataFrame:
     for record in sort_cells(run.ok):
         _, figure = peak_memory(record)
         rows.append({**identity(record), **metric_values(record, LEADERBOARD_METRICS), "noisy": bool(record.get("noisy")), "memory_figure": figure,
-                     "notes": "; ".join([*(f"(!) {flag}" for flag in measurement_flags(record) if flag != "noisy"), *(str(n) for n in record.get("notes") or [])])})
+                     "notes": "; ".join([*(f"(!) {flag}" for flag in measurement_flags(record) if flag != "noisy"), *(str(n) for n in record.get("notes") or []),
+                                               *([PIPELINE_WHY] if times_whole_pipeline(record) else [])])})
     frame = pd.DataFrame(rows)
     return frame if frame.empty else _drop_empty(frame, {*IDENTITY, *ALWAYS_SHOWN, "noisy", "memory_figure", "notes"} - {"card", "options"})
 
@@ -313,7 +324,7 @@ def quantization(run: RunData) -> pd.DataFrame:
             "reference_ms": METRICS["median_ms"].value(reference),
             "reference_end_to_end_ms": METRICS["end_to_end_ms"].value(reference),
             **relative_values(record, reference),
-            "fidelity_note": "" if measured else str(record.get("fidelity_unavailable") or "no fidelity data"),
+            "fidelity_note": str(measured.get("agreement_unavailable") or "") if measured else str(record.get("fidelity_unavailable") or "no fidelity data"),
         })
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -348,13 +359,16 @@ def _percent(value: Any) -> float | None:
 
 
 def fidelity_points(run: RunData) -> list[dict[str, Any]]:
-    """(latency, pixel agreement) per ok cell with fidelity; the fp32 eager reference agrees with itself (100 %)."""
+    """(end-to-end latency, pixel agreement) per ok cell with fidelity; the fp32 eager reference agrees with itself (100 %).
+
+    End to end, so a pipeline backend (whose forward is its whole library call) sits on the same axis as the others.
+    """
     points = []
     for record in sort_cells(run.ok):
         agreement = _number(fidelity(record).get("pixel_agreement"))
         if agreement is None and is_reference(record):
             agreement = 1.0
-        median = _latency(record, "median")
+        median = METRICS["end_to_end_ms"].value(record)
         if agreement is not None and median is not None:
             points.append({"record": record, "median_ms": median, "agreement": agreement, "group": variant_key(record)})
     return points

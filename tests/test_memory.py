@@ -1,0 +1,60 @@
+"""Memory figures: what a weight really occupies, and what the measured passes hold."""
+
+from __future__ import annotations
+
+import ctypes
+
+import pytest
+from torch import nn
+
+from segbench import cell
+from segbench.cell import CellRequest
+from segbench.images import PhotoBatches
+from segbench.matrix import CellSpec
+from segbench.measure.memory import module_size_mb
+from segbench.models.registry import load_plugin
+from segbench.suite import Timing
+from tests.conftest import FAST_TIMING, FAULT_PLUGIN
+
+
+def test_torchao_weights_count_their_stored_bytes() -> None:
+    """An int8 weight-only Linear stores 1 byte per weight; torchao's tensor reports dtype float32 (4 bytes)."""
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    model = nn.Sequential(nn.Linear(1024, 1024, bias=False))
+    assert module_size_mb(model) == pytest.approx(4.0)
+    quantize_(model, Int8WeightOnlyConfig())
+    assert type(model[0].weight).__module__.startswith("torchao")
+    # 1 MiB of int8 values plus one fp32 scale per output channel (4 KiB)
+    assert module_size_mb(model) == pytest.approx(1.0 + 4 / 1024, rel=0.01)
+
+
+def _fp32_rss_growth(monkeypatch: pytest.MonkeyPatch, calibration_images: int) -> float:
+    """An fp32 eager cell measured in this process, with `calibration_images` photographs in its precision context."""
+    real = cell.photo_batches
+
+    def more_photographs(role: str, height: int, width: int, batch_size: int) -> PhotoBatches:
+        photos = real(role, height, width, batch_size)  # type: ignore[arg-type]
+        if role != "calibration":
+            return photos
+        batches = tuple(photos.batches[i % len(photos.batches)].clone() for i in range(calibration_images))
+        return PhotoBatches(batches, photos.names)
+
+    monkeypatch.setattr(cell, "photo_batches", more_photographs)
+    spec = CellSpec(model="test-tiny", resolution=(512, 512), batch_size=1, precision="fp32", backend="eager")
+    request = CellRequest(cell=spec, device="cpu", timing=Timing(**FAST_TIMING), poll_interval_ms=5, threads=None, probe=True)
+    peaks = cell.measure_cell(request)["memory_mb"]
+    return peaks["rss_peak"] - peaks["baseline"]
+
+
+def test_fp32_peak_does_not_depend_on_the_calibration_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The precision context (fp32 example + preprocessed calibration batches) is gone before anything is measured.
+
+    32 calibration batches at 512x512 are 96 MiB of float32; kept alive, they would sit in every peak.
+    """
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD fixed: freed large blocks go back to the OS, so RSS shows what is alive
+    load_plugin(FAULT_PLUGIN)
+    _fp32_rss_growth(monkeypatch, 1)  # first cell in this process: library initialisation
+    few, many = _fp32_rss_growth(monkeypatch, 1), _fp32_rss_growth(monkeypatch, 32)
+    assert many - few < 24, f"RSS growth {few:.0f} MiB with 1 calibration batch, {many:.0f} MiB with 32"

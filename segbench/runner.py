@@ -129,6 +129,11 @@ def _node_ceilings(suite: Suite, executor: Any, device: str, run_dir: Path, meta
     results.write_json(run_dir / results.META_FILE, meta)
 
 
+def _matmul_class(record: dict[str, Any]) -> str:
+    """The class the cell's precision declared (stored with the record; looked up for records written before)."""
+    return record.get("matmul_class") or results.declared(record["precision"], record["backend"])["matmul_class"] or "unknown"
+
+
 def _derived_fields(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     """Figures computed from a finished cell and the run: roofline, and a throttle flag."""
     from segbench.hardware.roofline import roofline
@@ -140,7 +145,7 @@ def _derived_fields(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, A
     telemetry = record.get("telemetry") or {}
     profile, name_or_reason = peak_profile(record, meta)
     return {
-        "roofline": roofline(flops_per_image, fps, record["matmul_class"], profile, ceiling_for(record, meta), no_profile_reason=name_or_reason),
+        "roofline": roofline(flops_per_image, fps, _matmul_class(record), profile, ceiling_for(record, meta), no_profile_reason=name_or_reason),
         "throttled": telemetry.get("throttled"),
     }
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from segbench import results
-from segbench.images import photo_batches
+from segbench.images import evaluation_batches
 from segbench.measure.fidelity import (
     FidelityAccumulator,
     Fp32Reference,
@@ -49,20 +49,11 @@ def test_reference_runs_in_true_fp32_whatever_the_candidate_set() -> None:
     previous = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     get_precision("tf32").apply(nn.Identity(), torch.device("cpu"), PrecisionContext(example=torch.zeros(1)))  # what a tf32 cell does
     try:
-        reference.run(photo_batches("fidelity", 64, 64, 1).batches[0])
+        reference.run(evaluation_batches(64, 64, 1)[0])
         assert seen == [(False, False)]
         assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
-
-
-def test_fidelity_photographs_are_held_out_from_calibration() -> None:
-    calibration = photo_batches("calibration", 48, 64, 2)
-    held_out = photo_batches("fidelity", 48, 64, 2)
-    assert calibration.images >= 2 and held_out.images >= 2
-    assert set(calibration.names).isdisjoint(held_out.names)
-    for image in torch.cat(held_out.batches):
-        assert not any(torch.equal(image, other) for other in torch.cat(calibration.batches))
 
 
 def test_the_reference_loads_suite_relative_weights(write_suite: Callable[..., Path], tmp_path: Path) -> None:
@@ -87,7 +78,7 @@ def test_yolo_drift_is_measured_on_the_head_before_nms() -> None:
     candidate.model = get_precision("bf16").apply(candidate.model, torch.device("cpu"), PrecisionContext(example=torch.zeros(1)))
     candidate.input_dtype = torch.bfloat16
     reference = Fp32Reference("yolov8n-seg", None, {}, torch.device("cpu"))
-    result = measure_fidelity(reference, candidate, candidate.forward, photo_batches("fidelity", 64, 64, 1), contextlib.nullcontext(), random_weights=True)
+    result = measure_fidelity(reference, candidate, candidate.forward, evaluation_batches(64, 64, 1), contextlib.nullcontext(), random_weights=True)
     assert result["reference_detections"] == 0
     assert result["pixel_agreement"] is None and result["miou_vs_fp32"] is None
     assert result["agreement_unavailable"] == "reference found no detections: agreement undefined"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ctypes
+from typing import Any
 
 import pytest
+import torch
 from torch import nn
 
 from segbench import cell
 from segbench.cell import CellRequest
-from segbench.images import PhotoBatches
 from segbench.matrix import CellSpec
 from segbench.measure.memory import module_size_mb
 from segbench.models.registry import load_plugin
@@ -31,16 +32,13 @@ def test_torchao_weights_count_their_stored_bytes() -> None:
 
 def _fp32_rss_growth(monkeypatch: pytest.MonkeyPatch, calibration_images: int) -> float:
     """An fp32 eager cell measured in this process, with `calibration_images` photographs in its precision context."""
-    real = cell.photo_batches
+    real = cell.calibration_batches
 
-    def more_photographs(role: str, height: int, width: int, batch_size: int) -> PhotoBatches:
-        photos = real(role, height, width, batch_size)  # type: ignore[arg-type]
-        if role != "calibration":
-            return photos
-        batches = tuple(photos.batches[i % len(photos.batches)].clone() for i in range(calibration_images))
-        return PhotoBatches(batches, photos.names)
+    def more_photographs(height: int, width: int, batch_size: int, files: Any = ()) -> list[torch.Tensor]:
+        photos = real(height, width, batch_size, files)
+        return [photos[i % len(photos)].clone() for i in range(calibration_images)]
 
-    monkeypatch.setattr(cell, "photo_batches", more_photographs)
+    monkeypatch.setattr(cell, "calibration_batches", more_photographs)
     spec = CellSpec(model="test-tiny", resolution=(512, 512), batch_size=1, precision="fp32", backend="eager")
     request = CellRequest(cell=spec, device="cpu", timing=Timing(**FAST_TIMING), poll_interval_ms=5, threads=None, probe=True)
     peaks = cell.measure_cell(request)["memory_mb"]

@@ -10,10 +10,13 @@ import torch
 from torch import nn
 
 from segbench import cell
+from segbench.backends import get_backend
 from segbench.cell import CellRequest
 from segbench.matrix import CellSpec
 from segbench.measure.memory import module_size_mb
-from segbench.models.registry import load_plugin
+from segbench.models.registry import create_model, load_plugin
+from segbench.precision import get_precision
+from segbench.precision.base import PrecisionContext
 from segbench.suite import Timing
 from tests.conftest import FAST_TIMING, FAULT_PLUGIN
 
@@ -56,3 +59,23 @@ def test_fp32_peak_does_not_depend_on_the_calibration_set(monkeypatch: pytest.Mo
     _fp32_rss_growth(monkeypatch, 1)  # first cell in this process: library initialisation
     few, many = _fp32_rss_growth(monkeypatch, 1), _fp32_rss_growth(monkeypatch, 32)
     assert many - few < 24, f"RSS growth {few:.0f} MiB with 1 calibration batch, {many:.0f} MiB with 32"
+
+
+def test_onnxruntime_frees_what_preparation_left_and_records_its_session_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After prepare nothing holds the calibration data or the eager outputs; the session's own memory is its own figure."""
+    monkeypatch.setenv("SEGBENCH_NO_CACHE", "1")  # a fresh export and rewrite, as on a first run
+    load_plugin(FAULT_PLUGIN)
+    adapter = create_model("test-tiny")
+    adapter.build("cpu")
+    with torch.inference_mode():
+        example = adapter.preprocess(torch.randint(0, 256, (1, 32, 32, 3), dtype=torch.uint8))
+    graph = get_precision("ort-int8").apply(adapter.model, torch.device("cpu"), PrecisionContext(example=example, calibration=(example.clone(),)))
+    adapter.model = graph
+    backend = get_backend("onnxruntime")
+    forward = backend.prepare(adapter, example)
+    assert graph.calibration == []  # calibration arrays were preparation only
+    held = [cell.cell_contents for cell in forward.__closure__ or ()]
+    assert not any(isinstance(value, torch.Tensor) for value in held)  # no eager reference outputs kept for the binding
+    info = backend.describe(adapter)
+    assert info is not None and isinstance(info["session_mb"], float) and "arena" in info["session_mb_is"]
+    assert forward(example).shape == (1, 4, 32, 32)

@@ -225,6 +225,12 @@ def test_export_time_is_prepare_s_not_latency(quantized_cells: dict[tuple[str, s
     assert sum(samples) / 1000 <= record["measured_s"] * 1.05
 
 
+def test_onnxruntime_cells_record_the_session_memory_apart(quantized_cells: dict[tuple[str, str], dict[str, Any]]) -> None:
+    for key in (("fp32", "onnxruntime"), ("ort-int8", "onnxruntime")):
+        info = quantized_cells[key]["backend_info"]
+        assert isinstance(info["session_mb"], float) and info["session_mb_is"], key
+
+
 def test_onnxruntime_rebuilds_each_family_output(write_suite: Callable[..., Path], tmp_path: Path) -> None:
     """YOLOv8-seg's nested (tuple, dict) output and SegFormer's ModelOutput survive the flat ONNX outputs."""
     suite_path = write_suite(plugins=[], models=["yolov8n-seg", "segformer-b0"], resolutions=[64], backends=["onnxruntime"], roofline={"measure_ceiling": False})

@@ -14,6 +14,7 @@ recorded as unsupported here.
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import tempfile
 import time
@@ -64,6 +65,9 @@ class OnnxGraphPrecision(nn.Module, ABC):
 
     def restore(self, state: dict[str, Any]) -> None:
         """Take back `cache_state` when the rewritten graph comes from the cache instead of `rewrite`."""
+
+    def release(self) -> None:
+        """Drop what only the rewrite needed (calibration data) once the graph exists: no measured pass may hold it."""
 
     @torch.compiler.disable  # so torch.compile runs this eagerly and the refusal surfaces unchanged
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -204,7 +208,28 @@ def cpu_forward(session: Any, layout: OutputLayout) -> ForwardFn:
     return forward
 
 
-def cuda_forward(session: Any, layout: OutputLayout, reference: Sequence[torch.Tensor], device: torch.device) -> ForwardFn:
+OutputSpec = tuple[tuple[int, ...], torch.dtype]
+
+
+def output_specs(outputs: Any, layout: OutputLayout) -> list[OutputSpec]:
+    """Shape and dtype of each graph output: all the CUDA binding needs, so the eager outputs need not stay resident."""
+    leaves, _ = tree_flatten(outputs)
+    return [(tuple(leaves[i].shape), leaves[i].dtype) for i in layout.tensor_positions]
+
+
+def process_memory_mb(device: torch.device) -> float | None:
+    """This process's memory where the session allocates: host RSS on a CPU, NVML process memory on CUDA."""
+    if device.type == "cuda":
+        from segbench.measure import nvml
+
+        handle = nvml.handle_for(device.index or 0)
+        return nvml.process_used_mb(handle) if handle is not None else None
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def cuda_forward(session: Any, layout: OutputLayout, specs: Sequence[OutputSpec], device: torch.device) -> ForwardFn:
     """Bind torch's device memory to the session: no host copies, outputs come back as CUDA tensors."""
     input_name = session.get_inputs()[0].name
     output_names = [output.name for output in session.get_outputs()]
@@ -214,7 +239,7 @@ def cuda_forward(session: Any, layout: OutputLayout, reference: Sequence[torch.T
         inputs = inputs.contiguous()
         binding = session.io_binding()
         binding.bind_input(input_name, "cuda", index, numpy_dtype(inputs.dtype), tuple(inputs.shape), inputs.data_ptr())
-        outputs = [torch.empty_like(like, device=device) for like in reference]
+        outputs = [torch.empty(shape, dtype=dtype, device=device) for shape, dtype in specs]
         for name, output in zip(output_names, outputs):
             binding.bind_output(name, "cuda", index, numpy_dtype(output.dtype), tuple(output.shape), output.data_ptr())
         session.run_with_iobinding(binding)
@@ -257,6 +282,12 @@ def _built_graph(cache_key: cache.CacheKey, model: nn.Module, graph_precision: O
 
 # ---- the backend --------------------------------------------------------------------------------------
 
+SESSION_MEMORY_NOTE = {
+    False: "host RSS growth over session creation and one run: the session's weight copy, prepacked kernels and arena",
+    True: "NVML process memory growth over session creation and one run: ONNX Runtime's CUDA arena and workspaces",
+}
+
+
 class OnnxRuntime(Backend):
     name = "onnxruntime"
     warm_imports = ("onnxruntime", "onnx", "onnxscript", "torch.onnx._internal.exporter._core")
@@ -292,8 +323,14 @@ class OnnxRuntime(Backend):
             example = example.clone()
             reference = model(example)  # also fills shape-keyed caches (YOLO anchors) before tracing
             layout = OutputLayout.of(reference)
+            specs = output_specs(reference, layout)
+            del reference  # the eager outputs are preparation: they must not sit in the cell's peaks
             cache_key = _graph_key(model, graph_precision, example)
             path, info = _cached_graph(cache_key, graph_precision) or _built_graph(cache_key, model, graph_precision, layout, example)
+            if graph_precision is not None:
+                graph_precision.release()
+            gc.collect()  # export leftovers (graphs, fake tensors) go before the session's memory is read
+            before_session = process_memory_mb(device)
             try:
                 session = make_session(path, device, int8=graph_precision is not None)
             except Exception as exc:  # noqa: BLE001: a cached graph ONNX Runtime cannot load is rebuilt; a fresh one's failure stands
@@ -302,9 +339,10 @@ class OnnxRuntime(Backend):
                 cache.discard(cache_key, f"ONNX Runtime could not load it: {_first_line(exc)}")
                 path, info = _built_graph(cache_key, model, graph_precision, layout, example)
                 session = make_session(path, device, int8=graph_precision is not None)
-        self._info = {**info, "providers": session.get_providers(), "onnx_mb": round(path.stat().st_size / 2**20, 2), "threads": torch.get_num_threads()}
-
-        if device.type == "cuda":
-            flat_reference, _ = tree_flatten(reference)
-            return cuda_forward(session, layout, [flat_reference[i] for i in layout.tensor_positions], device)
-        return cpu_forward(session, layout)
+            forward = cuda_forward(session, layout, specs, device) if device.type == "cuda" else cpu_forward(session, layout)
+            forward(example)  # one run sizes the session's arena, so its memory is read here, not in the measured passes
+            after_session = process_memory_mb(device)
+        session_mb = round(after_session - before_session, 1) if before_session is not None and after_session is not None else None
+        self._info = {**info, "providers": session.get_providers(), "onnx_mb": round(path.stat().st_size / 2**20, 2), "threads": torch.get_num_threads(),
+                      "session_mb": session_mb, "session_mb_is": SESSION_MEMORY_NOTE[device.type == "cuda"]}
+        return forward

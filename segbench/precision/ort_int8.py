@@ -160,6 +160,9 @@ class OrtInt8Graph(OnnxGraphPrecision):
         if state.get("quantized_share") is not None:
             remember_share(self, state["quantized_share"])
 
+    def release(self) -> None:
+        self.calibration = []
+
     def rewrite(self, onnx_path: Path, input_name: str, workdir: Path) -> Path:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 

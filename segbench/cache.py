@@ -142,7 +142,7 @@ def weights_digest(module: Any) -> str:
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
         if tensor.numel():
             digest.update(
-                tensor.view(torch.uint8).numpy().tobytes() if tensor.dtype != torch.bool else tensor.numpy().tobytes()
+                tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.dtype != torch.bool else tensor.numpy().tobytes()
             )
     return digest.hexdigest()
 

@@ -78,19 +78,30 @@ def path_exists(data: Any, path: str) -> bool:
     return True
 
 
+def declared(record: Record, field: str) -> Any:
+    """What the cell's precision and backend declare (stored with the record; asked of the registry for a record without it)."""
+    if field in record:
+        return record[field]
+    if not record.get("precision") or not record.get("backend"):
+        return None
+    from segbench.results import declared as registry_declared
+
+    return registry_declared(str(record["precision"]), str(record["backend"]))[field]
+
+
 def is_reference(record: Record) -> bool:
     """The cell speed-ups and fidelity are measured against, as its precision and backend declared it (fp32 eager)."""
-    return bool(record.get("reference"))
+    return bool(declared(record, "reference"))
 
 
 def has_reference_numerics(record: Record) -> bool:
     """The cell's precision is the reference precision (fp32), whatever backend ran it."""
-    return bool(record.get("reference_precision"))
+    return bool(declared(record, "reference_precision"))
 
 
 def times_whole_pipeline(record: Record) -> bool:
     """A pipeline backend's forward is the whole library call (resize, model, NMS, masks): not a forward-only time."""
-    return record.get("latency_scope") == "end_to_end"
+    return declared(record, "latency_scope") == "end_to_end"
 
 
 def is_gpu(record: Record) -> bool:

@@ -18,9 +18,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from segbench.errors import ResultsError
-from segbench.schema import FINAL_STATUSES, SCHEMA_VERSION, first_problem, validate_meta, validate_record
-
-__all__ = ["FINAL_STATUSES", "SCHEMA_VERSION"]
+from segbench.schema import FINAL_STATUSES, SCHEMA_VERSION, first_problem, validate_meta, validate_record  # noqa: F401 (re-exported: results.FINAL_STATUSES)
 RESULTS_FILE = "results.jsonl"
 META_FILE = "meta.json"
 SUITE_FILE = "suite.yaml"

@@ -40,7 +40,11 @@ def parse_resolution(value: Any) -> tuple[int, int]:
         raise ValueError(f"resolution must be an int or [height, width], got {value!r}")
     if isinstance(value, int):
         height = width = value
-    elif isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+    elif (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
         height, width = value
     else:
         raise ValueError(f"resolution must be an int (square) or [height, width], got {value!r}")

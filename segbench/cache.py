@@ -142,7 +142,9 @@ def weights_digest(module: Any) -> str:
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
         if tensor.numel():
             digest.update(
-                tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.dtype != torch.bool else tensor.numpy().tobytes()
+                tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
+                if tensor.dtype != torch.bool
+                else tensor.numpy().tobytes()
             )
     return digest.hexdigest()
 
@@ -199,7 +201,8 @@ def events() -> list[dict[str, Any]]:
 
 
 def summary(found: list[dict[str, Any]]) -> str | None:
-    """One word for prepare_s: hit (all reused), miss (something built), off (--no-cache), or None (nothing cacheable)."""
+    """One word for prepare_s: hit (all reused), miss (something built), off (--no-cache), or None (nothing
+    cacheable)."""
     statuses = {event["status"] for event in found if event["status"] != "bypass"}
     if not statuses:
         return None

@@ -135,7 +135,13 @@ def undersampled(n: int, timing: Timing) -> str | None:
     return f"n = {n} < min_iters {timing.min_iters}: max_time_s ({timing.max_time_s:g} s) ended the timed loop first"
 
 
-def _timed_forward(forward: Callable[[torch.Tensor], Any], parts: list[tuple[str, Callable[[Any], Any]]] | None, inputs: Any, device: torch.device, samples: dict[str, list[float]]) -> Any:
+def _timed_forward(
+    forward: Callable[[torch.Tensor], Any],
+    parts: list[tuple[str, Callable[[Any], Any]]] | None,
+    inputs: Any,
+    device: torch.device,
+    samples: dict[str, list[float]],
+) -> Any:
     """The forward stage, split into the family's own parts (e.g. SAM's encoder and decoder) when it has them."""
     if not parts:
         return forward(inputs)
@@ -148,7 +154,14 @@ def _timed_forward(forward: Callable[[torch.Tensor], Any], parts: list[tuple[str
     return value
 
 
-def _time_stages(adapter: SegmentationAdapter, forward: Callable[[torch.Tensor], Any], images: torch.Tensor, rule: StopRule, device: torch.device, split: bool) -> dict[str, list[float]]:
+def _time_stages(
+    adapter: SegmentationAdapter,
+    forward: Callable[[torch.Tensor], Any],
+    images: torch.Tensor,
+    rule: StopRule,
+    device: torch.device,
+    split: bool,
+) -> dict[str, list[float]]:
     """Wall-clock each stage with a device sync at its end: the latency a caller of the pipeline sees."""
     size = tuple(images.shape[1:3])
     samples: dict[str, list[float]] = {stage: [] for stage in (*STAGES, "end_to_end")}
@@ -170,7 +183,14 @@ def _time_stages(adapter: SegmentationAdapter, forward: Callable[[torch.Tensor],
     return samples
 
 
-def _memory_pass(adapter: SegmentationAdapter, forward: Callable[[torch.Tensor], Any], images: torch.Tensor, request: CellRequest, device: torch.device, baseline: float | None) -> memory.MemoryPeaks:
+def _memory_pass(
+    adapter: SegmentationAdapter,
+    forward: Callable[[torch.Tensor], Any],
+    images: torch.Tensor,
+    request: CellRequest,
+    device: torch.device,
+    baseline: float | None,
+) -> memory.MemoryPeaks:
     """Peaks with the poller on (telemetry is sampled over the latency pass instead: this pass is a few iterations)."""
     memory.reset_allocator_peaks(device)
     size = tuple(images.shape[1:3])
@@ -202,14 +222,22 @@ def _prepare_device(device: torch.device) -> None:
         torch.empty(1, device=device)  # creates the CUDA context, so the baseline includes it
 
 
-def _apply_precision(precision: Precision, adapter: SegmentationAdapter, images: torch.Tensor, calibration: list[torch.Tensor], device: torch.device) -> tuple[nn.Module, float]:
+def _apply_precision(
+    precision: Precision,
+    adapter: SegmentationAdapter,
+    images: torch.Tensor,
+    calibration: list[torch.Tensor],
+    device: torch.device,
+) -> tuple[nn.Module, float]:
     """The converted model and the seconds the conversion took.
 
     The precision context (the fp32 example batch and the preprocessed calibration images) lives only
     inside this call: a measured pass that kept it alive would count it in every peak.
     """
     with torch.inference_mode():  # fp32 inputs, made before the precision changes the input dtype
-        context = PrecisionContext(example=adapter.preprocess(images), calibration=tuple(adapter.preprocess(batch) for batch in calibration))
+        context = PrecisionContext(
+            example=adapter.preprocess(images), calibration=tuple(adapter.preprocess(batch) for batch in calibration)
+        )
     assert adapter.model is not None
     started = time.perf_counter()
     model = precision.apply(adapter.model, device, context)  # quantization and its compile happen here
@@ -234,7 +262,8 @@ def release_preparation(device: torch.device) -> None:
 
 
 def _local_or_named(weights: str | None, suite_dir: Path | None) -> Path | None:
-    """A weights path as the suite meant it; a library name (Hub id, asset, enum) stays as given for the adapter to fetch."""
+    """A weights path as the suite meant it; a library name (Hub id, asset, enum) stays as given for the adapter to
+    fetch."""
     if weights is None:
         return None
     resolved = resolve_path(Path(weights), suite_dir)
@@ -242,7 +271,8 @@ def _local_or_named(weights: str | None, suite_dir: Path | None) -> Path | None:
 
 
 def _calibration_files(request: CellRequest, dataset: Dataset | None, suite_dir: Path | None) -> tuple[list[Path], str]:
-    """The images int8 calibrates on, and where they come from: the calibration folder, the dataset's train split, or none (photographs)."""
+    """The images int8 calibrates on, and where they come from: the calibration folder, the dataset's train split, or
+    none (photographs)."""
     if request.calibration is not None:
         folder = resolve_path(request.calibration.path, suite_dir)
         return images_in_folder(folder)[: request.calibration.limit], f"calibration folder {request.calibration.path}"
@@ -251,18 +281,34 @@ def _calibration_files(request: CellRequest, dataset: Dataset | None, suite_dir:
     return [], "calibration half of the bundled photographs"
 
 
-def _fidelity(cell: CellSpec, weights: Path | None, adapter: SegmentationAdapter, forward: Callable[[Any], Any], device: torch.device, autocast: Any) -> dict[str, Any]:
-    """Held-out photographs (never calibration ones) through an fp32 eager build of the same model (same resolved weights)."""
+def _fidelity(
+    cell: CellSpec,
+    weights: Path | None,
+    adapter: SegmentationAdapter,
+    forward: Callable[[Any], Any],
+    device: torch.device,
+    autocast: Any,
+) -> dict[str, Any]:
+    """Held-out photographs (never calibration ones) through an fp32 eager build of the same model (same resolved
+    weights)."""
     reference = Fp32Reference(cell.model, weights, cell.options, device)
     held_out = evaluation_batches(*cell.resolution, cell.batch_size)
     return measure_fidelity(reference, adapter, forward, held_out, autocast, random_weights=cell.weights is None)
 
 
-def _stream_pass(adapter: SegmentationAdapter, forward: Callable[[torch.Tensor], Any], request: CellRequest, device: torch.device, end_to_end: LatencyStats) -> dict[str, Any]:
+def _stream_pass(
+    adapter: SegmentationAdapter,
+    forward: Callable[[torch.Tensor], Any],
+    request: CellRequest,
+    device: torch.device,
+    end_to_end: LatencyStats,
+) -> dict[str, Any]:
     """Frames on a clock at the target rate, or a search for the highest rate with no drops."""
     config = request.stream
     assert config is not None
-    source = open_source(config.source, *request.cell.resolution, Path(request.suite_dir) if request.suite_dir else None)
+    source = open_source(
+        config.source, *request.cell.resolution, Path(request.suite_dir) if request.suite_dir else None
+    )
     frames = source.frames()
 
     def trial(rate: float, duration_s: float) -> Any:
@@ -275,8 +321,21 @@ def _stream_pass(adapter: SegmentationAdapter, forward: Callable[[torch.Tensor],
         searched, trials = find_max_rate(lambda rate: trial(rate, config.duration_s), estimate, config.search_steps)
         best, outcome, confirmations = confirm_rate(lambda rate: trial(rate, config.duration_s), searched)
         result = outcome.to_dict() if outcome is not None else {"target_fps": 0.0, "keeps_up": False}
-        return {**result, "max_sustainable_fps": best, "search": trials, "confirmations": confirmations, "source": config.source, "overlap": config.overlap, "warmup": warmup}
-    return {**trial(float(config.target_fps), config.duration_s).to_dict(), "source": config.source, "overlap": config.overlap, "warmup": warmup}
+        return {
+            **result,
+            "max_sustainable_fps": best,
+            "search": trials,
+            "confirmations": confirmations,
+            "source": config.source,
+            "overlap": config.overlap,
+            "warmup": warmup,
+        }
+    return {
+        **trial(float(config.target_fps), config.duration_s).to_dict(),
+        "source": config.source,
+        "overlap": config.overlap,
+        "warmup": warmup,
+    }
 
 
 def _flops(adapter: SegmentationAdapter, cell: CellSpec) -> tuple[float | None, str | None]:
@@ -294,7 +353,16 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
     for reason in (precision.unsupported_reason(device), backend.unsupported_reason(device)):
         if reason:
             raise UnsupportedError(reason)
-    cache.set_cell(model=cell.model, options=cell.options, weights=cell.weights, resolution=list(cell.resolution), batch_size=cell.batch_size, precision=cell.precision, backend=cell.backend, device=device.type)
+    cache.set_cell(
+        model=cell.model,
+        options=cell.options,
+        weights=cell.weights,
+        resolution=list(cell.resolution),
+        batch_size=cell.batch_size,
+        precision=cell.precision,
+        backend=cell.backend,
+        device=device.type,
+    )
     cooldown = _cooldown(request, device)
     _prepare_device(device)
     budget = apply_budget(device, load_profile(request.hardware)) if request.hardware else None
@@ -344,19 +412,27 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
     fidelity, fidelity_unavailable = None, "this is the fp32 eager reference"
     if not (precision.is_reference and backend.is_reference) and not request.probe:
         try:
-            fidelity, fidelity_unavailable = _fidelity(cell, weights, adapter, forward, device, precision.autocast(device)), None
+            fidelity, fidelity_unavailable = (
+                _fidelity(cell, weights, adapter, forward, device, precision.autocast(device)),
+                None,
+            )
         except Exception as exc:  # the measurement stands even when the fp32 reference cannot be built
             fidelity_unavailable = f"fp32 reference failed: {last_line(exc)}"
     accuracy, accuracy_unavailable = None, "no dataset in the suite"
     if dataset is not None and not request.probe:
         try:
-            accuracy, accuracy_unavailable = accuracy_pass(adapter, forward, dataset, cell.resolution, cell.batch_size, precision.autocast(device)), None
+            accuracy, accuracy_unavailable = (
+                accuracy_pass(adapter, forward, dataset, cell.resolution, cell.batch_size, precision.autocast(device)),
+                None,
+            )
         except SegbenchError as exc:  # e.g. label ids beyond a head sized by the weights: the timing still stands
             accuracy_unavailable = str(exc)
 
     cache_events = cache.events()
     latency = LatencyStats.from_samples(latency_run.samples_ms)
-    stages = {stage: LatencyStats.from_samples(values) for stage, values in stage_samples.items() if stage != "end_to_end"}
+    stages = {
+        stage: LatencyStats.from_samples(values) for stage, values in stage_samples.items() if stage != "end_to_end"
+    }
     height, width = cell.resolution
     return {
         "latency_ms": latency.summary(),

@@ -61,11 +61,16 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def _main(version: bool = typer.Option(False, "--version", "-V", callback=_print_version, is_eager=True, help="print segbench's version and exit")) -> None:
+def _main(
+    version: bool = typer.Option(
+        False, "--version", "-V", callback=_print_version, is_eager=True, help="print segbench's version and exit"
+    ),
+) -> None:
     """Benchmark semantic-segmentation models: latency, FPS and peak memory you can trust."""
 
 
 # ---- run ------------------------------------------------------------------------------------------
+
 
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
@@ -81,7 +86,9 @@ class ProgressObserver:
 
     def run_started(self, run_dir: Path, cells: list[Any], skipped: int) -> None:
         note = f" ({skipped} already finished, skipped)" if skipped else ""
-        console.print(f"run folder: [bold]{escape(str(run_dir))}[/] · {len(cells)} cell(s) to run{note}", highlight=False)
+        console.print(
+            f"run folder: [bold]{escape(str(run_dir))}[/] · {len(cells)} cell(s) to run{note}", highlight=False
+        )
         self.task = self.progress.add_task("starting", total=len(cells))
 
     def cell_started(self, cell: Any, index: int) -> None:
@@ -96,7 +103,14 @@ class ProgressObserver:
         self.progress.advance(self.task)
 
 
-def resume_command(suite_path: Path | None, run_dir: Path, device: str | None, executor: str | None, address: str | None, retry_failed: bool) -> str:
+def resume_command(
+    suite_path: Path | None,
+    run_dir: Path,
+    device: str | None,
+    executor: str | None,
+    address: str | None,
+    retry_failed: bool,
+) -> str:
     """The exact command that continues an interrupted run with the same choices (the run folder keeps its suite)."""
     words = ["segbench", "run", *([str(suite_path)] if suite_path else []), "--resume", str(run_dir)]
     for flag, value in (("--device", device), ("--executor", executor), ("--address", address)):
@@ -116,8 +130,21 @@ def _dry_run_table(plan: Any, verbose: bool) -> Table:
     shown = plan.cells if verbose else plan.cells[:DRY_RUN_ROWS]
     for index, planned in enumerate(shown, start=1):
         cell = planned.cell
-        verdict = "?" if plan.device is None else (f"[yellow]unsupported: {escape(planned.unsupported)}[/]" if planned.unsupported else "yes")
-        table.add_row(str(index), cell.cell_id, escape(cell.model), f"{cell.resolution[0]}x{cell.resolution[1]}", str(cell.batch_size), cell.precision, cell.backend, verdict)
+        verdict = (
+            "?"
+            if plan.device is None
+            else (f"[yellow]unsupported: {escape(planned.unsupported)}[/]" if planned.unsupported else "yes")
+        )
+        table.add_row(
+            str(index),
+            cell.cell_id,
+            escape(cell.model),
+            f"{cell.resolution[0]}x{cell.resolution[1]}",
+            str(cell.batch_size),
+            cell.precision,
+            cell.backend,
+            verdict,
+        )
     if len(shown) < len(plan.cells):
         table.caption = f"… and {len(plan.cells) - len(shown)} more cell(s); --verbose lists them all"
     return table
@@ -130,12 +157,22 @@ def _print_dry_run(suite: Any, plan: Any, out: Path, verbose: bool) -> None:
         errors.print(f"[yellow]warning: {escape(plan.device_warning)}[/]", highlight=False, soft_wrap=True)
     console.print(_dry_run_table(plan, verbose))
     estimate = estimate_wall_time(suite, plan, out)
-    console.print(f"estimated wall time: [bold]{format_duration(estimate.low_s)} – {format_duration(estimate.high_s)}[/]", highlight=False)
+    console.print(
+        f"estimated wall time: [bold]{format_duration(estimate.low_s)} – {format_duration(estimate.high_s)}[/]",
+        highlight=False,
+    )
     console.print("the estimate rests on: " + "; ".join(escape(part) for part in estimate.basis), highlight=False)
 
 
-def _suite_for_run(suite_path: Path | None, resume: Path | None, from_flags: dict[str, Any] | None, plugins: list[str], overrides: list[str]) -> tuple[Any, Path | None, str | None]:
-    """The suite to run, the file it came from (None when built from flags) and the YAML to keep (None: copy the file)."""
+def _suite_for_run(
+    suite_path: Path | None,
+    resume: Path | None,
+    from_flags: dict[str, Any] | None,
+    plugins: list[str],
+    overrides: list[str],
+) -> tuple[Any, Path | None, str | None]:
+    """The suite to run, the file it came from (None when built from flags) and the YAML to keep (None: copy the
+    file)."""
     from segbench.results import SUITE_FILE
     from segbench.suite import apply_overrides, dump_suite, parse_suite, read_suite_data
 
@@ -145,7 +182,10 @@ def _suite_for_run(suite_path: Path | None, resume: Path | None, from_flags: dic
         if suite_path is None and resume is not None:
             suite_path = resume / SUITE_FILE  # the run folder keeps the suite it ran
         if suite_path is None:
-            raise SegbenchError("run: give a SUITE file, or build one from flags: segbench run --model fast-scnn --resolution 512 --batch 1,4")
+            raise SegbenchError(
+                "run: give a SUITE file, or build one from flags: segbench run --model fast-scnn --resolution 512 "
+                "--batch 1,4"
+            )
         data, source, base_dir = read_suite_data(suite_path), str(suite_path), suite_path.parent
         if plugins and isinstance(data, dict):
             data = {**data, "plugins": [*(data.get("plugins") or []), *plugins]}
@@ -155,7 +195,10 @@ def _suite_for_run(suite_path: Path | None, resume: Path | None, from_flags: dic
     return suite, suite_path if from_flags is None else None, dump_suite(data) if changed else None
 
 
-CACHE_DIR_HELP = "where ONNX exports, quantized graphs and inductor's compiled code are kept across runs (default: $SEGBENCH_CACHE_DIR, else the user cache dir)"
+CACHE_DIR_HELP = (
+    "where ONNX exports, quantized graphs and inductor's compiled code are kept across runs (default: "
+    "$SEGBENCH_CACHE_DIR, else the user cache dir)"
+)
 NO_CACHE_HELP = "prepare everything afresh: no cache is read or written, inductor's included"
 
 
@@ -173,28 +216,94 @@ def _configure_cache(cache_dir: Path | None, no_cache: bool) -> None:
 @app.command()
 @user_errors
 def run(
-    suite_path: Optional[Path] = typer.Argument(None, metavar="SUITE", help="suite YAML file; leave out to build the suite from --model and the other axis flags"),
-    models: Optional[list[str]] = typer.Option(None, "--model", "-m", metavar="NAME", help="without SUITE: a registered model to run (repeatable or comma-separated)"),
-    resolutions: Optional[list[str]] = typer.Option(None, "--resolution", "-r", metavar="SIDE|HxW", help="without SUITE: square side or HxW, e.g. 512 or 360x640 (repeatable or comma-separated; default 512)"),
-    batches: Optional[list[str]] = typer.Option(None, "--batch", "-b", metavar="N", help="without SUITE: batch sizes, e.g. 1,4 (default 1)"),
-    precisions: Optional[list[str]] = typer.Option(None, "--precision", metavar="NAME", help="without SUITE: precisions, e.g. fp32,fp16,int8 (default fp32)"),
-    backends: Optional[list[str]] = typer.Option(None, "--backend", metavar="NAME", help="without SUITE: backends, e.g. eager,compile (default eager)"),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="without SUITE: weights for the one --model: a local file or folder, a Hub id, an ultralytics asset or a torchvision weights name (random weights without it)"),
-    dataset: Optional[Path] = typer.Option(None, "--dataset", help="a labelled dataset folder (plain, Cityscapes or ADE20K layout): every ok cell gets mIoU, pixel accuracy and per-class IoU"),
-    hardware: Optional[list[str]] = typer.Option(None, "--hardware", metavar="CARD", help="without SUITE: card profile whose memory budget to emulate, e.g. rtx3060"),
-    plugins: Optional[list[str]] = typer.Option(None, "--plugin", metavar="FILE", help="a .py file or module that registers your own models (repeatable)"),
-    overrides: Optional[list[str]] = typer.Option(None, "--set", "-s", metavar="KEY=VALUE", help="override a suite field, e.g. -s timing.min_time_s=5 -s batch_sizes=[1,8] (repeatable)"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="print the matrix, the cells the device cannot run and a wall-time estimate, then exit"),
-    device: Optional[str] = typer.Option(None, "--device", help="override the suite's device (cpu, cuda, cuda:N, auto)"),
+    suite_path: Optional[Path] = typer.Argument(
+        None,
+        metavar="SUITE",
+        help="suite YAML file; leave out to build the suite from --model and the other axis flags",
+    ),
+    models: Optional[list[str]] = typer.Option(
+        None,
+        "--model",
+        "-m",
+        metavar="NAME",
+        help="without SUITE: a registered model to run (repeatable or comma-separated)",
+    ),
+    resolutions: Optional[list[str]] = typer.Option(
+        None,
+        "--resolution",
+        "-r",
+        metavar="SIDE|HxW",
+        help="without SUITE: square side or HxW, e.g. 512 or 360x640 (repeatable or comma-separated; default 512)",
+    ),
+    batches: Optional[list[str]] = typer.Option(
+        None, "--batch", "-b", metavar="N", help="without SUITE: batch sizes, e.g. 1,4 (default 1)"
+    ),
+    precisions: Optional[list[str]] = typer.Option(
+        None, "--precision", metavar="NAME", help="without SUITE: precisions, e.g. fp32,fp16,int8 (default fp32)"
+    ),
+    backends: Optional[list[str]] = typer.Option(
+        None, "--backend", metavar="NAME", help="without SUITE: backends, e.g. eager,compile (default eager)"
+    ),
+    weights: Optional[Path] = typer.Option(
+        None,
+        "--weights",
+        help=(
+            "without SUITE: weights for the one --model: a local file or folder, a Hub id, an ultralytics asset or a "
+            "torchvision weights name (random weights without it)"
+        ),
+    ),
+    dataset: Optional[Path] = typer.Option(
+        None,
+        "--dataset",
+        help=(
+            "a labelled dataset folder (plain, Cityscapes or ADE20K layout): every ok cell gets mIoU, pixel accuracy "
+            "and per-class IoU"
+        ),
+    ),
+    hardware: Optional[list[str]] = typer.Option(
+        None,
+        "--hardware",
+        metavar="CARD",
+        help="without SUITE: card profile whose memory budget to emulate, e.g. rtx3060",
+    ),
+    plugins: Optional[list[str]] = typer.Option(
+        None, "--plugin", metavar="FILE", help="a .py file or module that registers your own models (repeatable)"
+    ),
+    overrides: Optional[list[str]] = typer.Option(
+        None,
+        "--set",
+        "-s",
+        metavar="KEY=VALUE",
+        help="override a suite field, e.g. -s timing.min_time_s=5 -s batch_sizes=[1,8] (repeatable)",
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="print the matrix, the cells the device cannot run and a wall-time estimate, then exit"
+    ),
+    device: Optional[str] = typer.Option(
+        None, "--device", help="override the suite's device (cpu, cuda, cuda:N, auto)"
+    ),
     out: Path = typer.Option(Path("results"), "--out", help="parent folder of the run folder"),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="continue this run folder, skipping finished cells (SUITE defaults to the suite.yaml it keeps)"),
+    resume: Optional[Path] = typer.Option(
+        None,
+        "--resume",
+        help="continue this run folder, skipping finished cells (SUITE defaults to the suite.yaml it keeps)",
+    ),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="with --resume, rerun cells that did not end ok"),
     executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray; overrides the suite's"),
-    address: Optional[str] = typer.Option(None, "--address", help="with --executor ray: the cluster to join (default: start a local one)"),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="show libraries' warnings on the terminal, every dry-run row and failed cells' full errors"),
+    address: Optional[str] = typer.Option(
+        None, "--address", help="with --executor ray: the cluster to join (default: start a local one)"
+    ),
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        "-v",
+        help="show libraries' warnings on the terminal, every dry-run row and failed cells' full errors",
+    ),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP),
     no_cache: bool = typer.Option(False, "--no-cache", help=NO_CACHE_HELP),
-    strict: bool = typer.Option(False, "--strict", help="also exit 1 when a cell misses a suite target or an expectation is refuted"),
+    strict: bool = typer.Option(
+        False, "--strict", help="also exit 1 when a cell misses a suite target or an expectation is refuted"
+    ),
 ) -> None:
     """Run a suite's matrix, each cell isolated; write results/<suite>-<UTC time>/.
 
@@ -216,32 +325,89 @@ def run(
     if device is not None and device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise SegbenchError(f"--device: invalid device {device!r}; use auto, cpu, cuda or cuda:N")
     _configure_cache(cache_dir, no_cache)
-    axis_flags = axis_flags_given(resolution=resolutions, batch=batches, precision=precisions, backend=backends, weights=weights, hardware=hardware)
+    axis_flags = axis_flags_given(
+        resolution=resolutions,
+        batch=batches,
+        precision=precisions,
+        backend=backends,
+        weights=weights,
+        hardware=hardware,
+    )
     if models and suite_path is not None:
-        raise SegbenchError(f"run: give a SUITE file or --model, not both (change a suite's fields with -s, e.g. -s models=[{models[0]}])")
+        raise SegbenchError(
+            "run: give a SUITE file or --model, not both (change a suite's fields with -s, e.g. -s "
+            f"models=[{models[0]}])"
+        )
     if axis_flags and not models:
-        raise SegbenchError(f"{', '.join(axis_flags)}: these build a suite from flags and need --model (with a SUITE file, use -s, e.g. -s batch_sizes=[1,8])")
+        raise SegbenchError(
+            f"{', '.join(axis_flags)}: these build a suite from flags and need --model (with a SUITE file, use -s, "
+            "e.g. -s batch_sizes=[1,8])"
+        )
     plugin_specs = [absolute_plugin(spec) for spec in plugins or []]
     if dataset is not None:  # the same as -s dataset=…, made absolute because the run folder keeps a suite copy
         overrides = [*(overrides or []), f"dataset={json.dumps(str(dataset.expanduser().resolve()))}"]
-    from_flags = suite_from_flags(models, resolutions or [], batches or [], precisions or [], backends or [], device, weights, hardware or [], plugin_specs) if models else None
+    from_flags = (
+        suite_from_flags(
+            models,
+            resolutions or [],
+            batches or [],
+            precisions or [],
+            backends or [],
+            device,
+            weights,
+            hardware or [],
+            plugin_specs,
+        )
+        if models
+        else None
+    )
     with library_output(verbose) as chatter:
-        suite, source_path, suite_text = _suite_for_run(suite_path, resume, from_flags, plugin_specs if from_flags is None else [], overrides or [])
+        suite, source_path, suite_text = _suite_for_run(
+            suite_path, resume, from_flags, plugin_specs if from_flags is None else [], overrides or []
+        )
         plan = plan_cells(suite, expand(suite), device) if dry_run else None
     if plan is not None:
         _print_dry_run(suite, plan, out, verbose)
         return
     if retry_failed and resume is None:
         raise SegbenchError("--retry-failed needs --resume RUN_DIR (the run whose failed cells to rerun)")
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
     try:
-        with library_output(verbose) as more_chatter, Progress(*columns, console=console, refresh_per_second=2) as progress:
+        with (
+            library_output(verbose) as more_chatter,
+            Progress(*columns, console=console, refresh_per_second=2) as progress,
+        ):
             chosen = get_executor(executor or suite.executor, address, suite.ray.cpus_per_cell)
-            result = run_suite(suite, source_path, out, device, resume, retry_failed, ProgressObserver(progress, verbose), chosen, executor or suite.executor, suite_text)
+            result = run_suite(
+                suite,
+                source_path,
+                out,
+                device,
+                resume,
+                retry_failed,
+                ProgressObserver(progress, verbose),
+                chosen,
+                executor or suite.executor,
+                suite_text,
+            )
     except RunInterrupted as exc:
         errors.print(str(exc), markup=False, highlight=False, soft_wrap=True)
-        kept_suite = suite_path if suite_text is None else None  # flags or -s overrides: the run folder keeps the suite that ran
-        errors.print(f"resume with: {resume_command(kept_suite, exc.run_dir, device, executor, address, retry_failed)}", markup=False, highlight=False, soft_wrap=True)
+        kept_suite = (
+            suite_path if suite_text is None else None
+        )  # flags or -s overrides: the run folder keeps the suite that ran
+        errors.print(
+            f"resume with: {resume_command(kept_suite, exc.run_dir, device, executor, address, retry_failed)}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(exc.exit_code) from None
     for captured in (chatter, more_chatter):
         captured.write_to(result.run_dir / LOG_DIR / "segbench.log")
@@ -262,6 +428,7 @@ def run(
 
 # ---- env, models, selfcheck ----------------------------------------------------------------------------
 
+
 @app.command()
 @user_errors
 def env(as_json: bool = typer.Option(False, "--json", help="print the raw JSON")) -> None:
@@ -276,11 +443,26 @@ def env(as_json: bool = typer.Option(False, "--json", help="print the raw JSON")
     cpu = data["cpu"]
     rows = [
         ("machine", data["machine"]),
-        ("cpu", f"{cpu['model']} · {cpu['physical_cores']} cores / {cpu['logical_cores']} threads · {' '.join(cpu['flags'])}"),
+        (
+            "cpu",
+            f"{cpu['model']} · {cpu['physical_cores']} cores / {cpu['logical_cores']} threads · "
+            f"{' '.join(cpu['flags'])}",
+        ),
         ("ram", f"{data['ram_gb']} GiB"),
-        ("gpus", "; ".join(f"{g['name']} {g['memory_mb'] / 1024:.1f} GiB cc {g['compute_capability']} driver {g['driver']}" for g in data["gpus"]) or "none"),
+        (
+            "gpus",
+            "; ".join(
+                f"{g['name']} {g['memory_mb'] / 1024:.1f} GiB cc {g['compute_capability']} driver {g['driver']}"
+                for g in data["gpus"]
+            )
+            or "none",
+        ),
         ("nvml", data["nvml"]),
-        ("cuda", f"available={data['cuda']['available']} torch build {data['cuda']['torch_cuda_build']} cudnn {data['cuda']['cudnn']}"),
+        (
+            "cuda",
+            f"available={data['cuda']['available']} torch build {data['cuda']['torch_cuda_build']} cudnn "
+            f"{data['cuda']['cudnn']}",
+        ),
         ("torch threads", str(data["torch_threads"])),
         ("packages", ", ".join(f"{k} {v}" for k, v in data["packages"].items() if v)),
         ("segbench", f"{data['segbench']['version']} ({data['segbench']['commit']})"),
@@ -308,14 +490,31 @@ def models(
         load_plugins(plugins)
         names = list_models(pattern)
     if not names:
-        errors.print(f"no registered model matches {pattern!r}; `segbench models` lists all {len(list_models())}", markup=False, highlight=False, soft_wrap=True)
+        errors.print(
+            f"no registered model matches {pattern!r}; `segbench models` lists all {len(list_models())}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(1)
     table = Table()
     for column in ("name", "family", "source", "classes", "published params (M)", "description"):
         table.add_column(column)
     for name in names:
         card = get_card(name)
-        table.add_row(*(escape(str(text)) for text in (name, card.family, card.source, card.num_classes, _fmt(card.published_params_m), card.description)))
+        table.add_row(
+            *(
+                escape(str(text))
+                for text in (
+                    name,
+                    card.family,
+                    card.source,
+                    card.num_classes,
+                    _fmt(card.published_params_m),
+                    card.description,
+                )
+            )
+        )
     console.print(table)
 
 
@@ -323,18 +522,29 @@ def models(
 @user_errors
 def fit(
     model: str = typer.Argument(..., help="registered model name"),
-    hardware: str = typer.Option(..., "--hardware", help="target card profile, e.g. rtx3060 (see segbench/hardware/profiles)"),
-    precision: str = typer.Option("fp32", "--precision", help="precision of every probe, e.g. fp16 or int8 (as a suite's precisions)"),
-    backend: str = typer.Option("eager", "--backend", help="backend of every probe, e.g. eager or compile (as a suite's backends)"),
-    resolution: list[int] = typer.Option([512, 1024], "--resolution", help="square sides to find the largest batch for (repeatable)"),
+    hardware: str = typer.Option(
+        ..., "--hardware", help="target card profile, e.g. rtx3060 (see segbench/hardware/profiles)"
+    ),
+    precision: str = typer.Option(
+        "fp32", "--precision", help="precision of every probe, e.g. fp16 or int8 (as a suite's precisions)"
+    ),
+    backend: str = typer.Option(
+        "eager", "--backend", help="backend of every probe, e.g. eager or compile (as a suite's backends)"
+    ),
+    resolution: list[int] = typer.Option(
+        [512, 1024], "--resolution", help="square sides to find the largest batch for (repeatable)"
+    ),
     max_batch: int = typer.Option(256, "--max-batch", help="largest batch the search tries"),
     max_side: int = typer.Option(4096, "--max-side", help="largest square side (px) the batch-1 search tries"),
     device: str = typer.Option("auto", "--device", help="where probes run: auto, cpu, cuda or cuda:N"),
     timeout: float = typer.Option(300.0, "--timeout", help="seconds per probe cell"),
     plugins: Optional[list[str]] = typer.Option(None, "--plugin", metavar="FILE", help=PLUGIN_HELP),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="show libraries' warnings from the probes on the terminal"),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="show libraries' warnings from the probes on the terminal"
+    ),
 ) -> None:
-    """Largest batch per resolution, and largest square side at batch 1, that fit a card's memory budget (isolated probes)."""
+    """Largest batch per resolution, and largest square side at batch 1, that fit a card's memory budget (isolated
+    probes)."""
     from segbench.cell import CellRequest
     from segbench.cli_options import load_plugins
     from segbench.env import resolve_device
@@ -346,20 +556,44 @@ def fit(
 
     with library_output():
         plugin_specs = load_plugins(plugins)
-        check_fit_options(precision=precision, backend=backend, resolution=resolution, max_batch=max_batch, max_side=max_side, device=device, timeout=timeout)
+        check_fit_options(
+            precision=precision,
+            backend=backend,
+            resolution=resolution,
+            max_batch=max_batch,
+            max_side=max_side,
+            device=device,
+            timeout=timeout,
+        )
         get_card(model)
     profile = load_profile(hardware)
     chosen = resolve_device(device)
     timing = probe_timing(timeout)
 
     def request_for(batch: int, height: int, width: int) -> CellRequest:
-        return CellRequest(CellSpec(model, (height, width), batch, precision, backend), chosen, timing, 10.0, None, tuple(plugin_specs), hardware=hardware, probe=True)
+        return CellRequest(
+            CellSpec(model, (height, width), batch, precision, backend),
+            chosen,
+            timing,
+            10.0,
+            None,
+            tuple(plugin_specs),
+            hardware=hardware,
+            probe=True,
+        )
 
-    console.print(f"fit search: {model} {precision} {backend} on {chosen}, budget of {profile.name} ({profile.memory_gb} GB)")
+    console.print(
+        f"fit search: {model} {precision} {backend} on {chosen}, budget of {profile.name} ({profile.memory_gb} GB)"
+    )
     for line in budget_lines(profile, backend, chosen):
         console.print(f"[yellow]{line}[/]" if not line.startswith("budget:") else line, markup=True, highlight=False)
     with library_output(verbose):  # probes inherit the captured stderr: their libraries' warnings stay off the terminal
-        table_data = fit_search(isolated_runner(request_for, timeout), [(side, side) for side in resolution], max_batch=max_batch, max_side=max_side)
+        table_data = fit_search(
+            isolated_runner(request_for, timeout),
+            [(side, side) for side in resolution],
+            max_batch=max_batch,
+            max_side=max_side,
+        )
     table = Table(title=f"{model} on {profile.name} ({table_data.probe_count} isolated probes)")
     for column in ("resolution", "largest batch", "limited by"):
         table.add_column(column)
@@ -367,10 +601,18 @@ def fit(
         table.add_row(f"{row.height}x{row.width}", str(row.largest_batch), str(row.limited_by))
     console.print(table)
     if table_data.square is not None:
-        console.print(f"largest square side at batch 1: [bold]{table_data.square.largest_side}[/] px (limited by {table_data.square.limited_by})")
+        console.print(
+            f"largest square side at batch 1: [bold]{table_data.square.largest_side}[/] px (limited by "
+            f"{table_data.square.limited_by})"
+        )
     if not table_data.fits_anywhere:
         failure = next((row.limit_error for row in table_data.batches if row.limit_error), None)
-        errors.print(f"nothing fits: even batch 1 failed ({failure or 'see the table'})", markup=False, highlight=False, soft_wrap=True)
+        errors.print(
+            f"nothing fits: even batch 1 failed ({failure or 'see the table'})",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(1)
 
 
@@ -379,15 +621,34 @@ def fit(
 def predict(
     model: str = typer.Argument(..., help="registered model name"),
     images: Optional[list[Path]] = typer.Argument(None, help="one or more image files (or --dataset)"),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="local weights, or a Hub id / ultralytics asset / torchvision weights name (random weights without it)"),
-    dataset: Optional[Path] = typer.Option(None, "--dataset", help="a labelled dataset folder: segment its validation images and score them (mIoU, pixel accuracy, per-class IoU in <out>/accuracy.json)"),
+    weights: Optional[Path] = typer.Option(
+        None,
+        "--weights",
+        help="local weights, or a Hub id / ultralytics asset / torchvision weights name (random weights without it)",
+    ),
+    dataset: Optional[Path] = typer.Option(
+        None,
+        "--dataset",
+        help=(
+            "a labelled dataset folder: segment its validation images and score them (mIoU, pixel accuracy, per-class "
+            "IoU in <out>/accuracy.json)"
+        ),
+    ),
     out: Path = typer.Option(Path("predictions"), "--out", help="output folder"),
     device: str = typer.Option("auto", "--device", help="where the model runs: auto, cpu, cuda or cuda:N"),
     plugins: Optional[list[str]] = typer.Option(None, "--plugin", metavar="FILE", help=PLUGIN_HELP),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="show libraries' warnings on the terminal instead of <out>/predict.log"),
-    max_pixels: int = typer.Option(4096 * 4096, "--max-pixels", min=1, help="refuse images with more pixels than this (memory grows with image size)"),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="show libraries' warnings on the terminal instead of <out>/predict.log"
+    ),
+    max_pixels: int = typer.Option(
+        4096 * 4096,
+        "--max-pixels",
+        min=1,
+        help="refuse images with more pixels than this (memory grows with image size)",
+    ),
 ) -> None:
-    """Segment real images: class-id map PNG, coloured overlay PNG and a JSON (areas, contours, RLE) per image, with per-stage timing."""
+    """Segment real images: class-id map PNG, coloured overlay PNG and a JSON (areas, contours, RLE) per image, with
+    per-stage timing."""
     from segbench.cli_options import load_plugins
     from segbench.env import resolve_device
     from segbench.predict import RANDOM_WEIGHTS_WARNING, predict as run_predict
@@ -398,7 +659,10 @@ def predict(
         from segbench.weights import named_kind
 
         if named_kind(str(weights), get_card(model).source) is None:
-            raise SegbenchError(f"--weights: not found: {weights} (a local file or folder, or a Hub id / ultralytics asset / torchvision weights name)")
+            raise SegbenchError(
+                f"--weights: not found: {weights} (a local file or folder, or a Hub id / ultralytics asset / "
+                "torchvision weights name)"
+            )
     labelled = None
     if dataset is not None:
         from segbench.datasets import Dataset, DatasetConfig
@@ -411,18 +675,32 @@ def predict(
         load_plugins(plugins)
         predictions = run_predict(model, images, out, weights, resolve_device(device), max_pixels=max_pixels)
     for prediction in predictions:
-        console.print(f"{escape(str(prediction.image))} → {escape(str(prediction.class_map))}, {escape(str(prediction.overlay))}, {escape(str(prediction.summary))}", highlight=False)
+        console.print(
+            f"{escape(str(prediction.image))} → {escape(str(prediction.class_map))}, "
+            f"{escape(str(prediction.overlay))}, {escape(str(prediction.summary))}",
+            highlight=False,
+        )
         console.print(f"  {prediction.timing_text()}", highlight=False)
         console.print(f"  largest classes: {escape(prediction.classes_text())}", highlight=False)
     if labelled is not None:
         from segbench.predict import dataset_accuracy
 
-        scored = dataset_accuracy(labelled, [p for p in predictions if p.image in set(labelled.images(labelled.config.split))], out)
-        console.print(f"against {escape(str(dataset))}: mIoU {scored['miou'] or 0:.4f}, pixel accuracy {scored['pixel_accuracy'] or 0:.4f} "
-                      f"over {scored['images']} images ({escape(str(out / 'accuracy.json'))})", highlight=False)
+        scored = dataset_accuracy(
+            labelled, [p for p in predictions if p.image in set(labelled.images(labelled.config.split))], out
+        )
+        console.print(
+            f"against {escape(str(dataset))}: mIoU {scored['miou'] or 0:.4f}, pixel accuracy "
+            f"{scored['pixel_accuracy'] or 0:.4f} "
+            f"over {scored['images']} images ({escape(str(out / 'accuracy.json'))})",
+            highlight=False,
+        )
     if chatter.lines:
         (out / "predict.log").write_text(chatter.text, encoding="utf-8")
-        console.print(f"{len(chatter.lines)} line(s) of library warnings in {escape(str(out / 'predict.log'))} (--verbose shows them here)", highlight=False)
+        console.print(
+            f"{len(chatter.lines)} line(s) of library warnings in {escape(str(out / 'predict.log'))} (--verbose shows "
+            "them here)",
+            highlight=False,
+        )
     if weights is None:
         console.print(f"[yellow]{RANDOM_WEIGHTS_WARNING}[/]")
 
@@ -448,8 +726,8 @@ def selfcheck(
         table.add_row(str(index), f"{harness:.3f}", f"{bare:.3f}", f"{harness / bare:.4f}")
     console.print(table)
     console.print(
-        f"ratio of medians (harness / bare): [bold]{report.ratio:.4f}[/] (target ≤ {report.ratio_target}) · "
-        f"CV of the harness median over {repeats} repeats: [bold]{report.cv_of_median * 100:.2f} %[/], of the bare loop's: "
+        f"ratio of medians (harness / bare): [bold]{report.ratio:.4f}[/] (target ≤ {report.ratio_target}) · CV of the "
+        f"harness median over {repeats} repeats: [bold]{report.cv_of_median * 100:.2f} %[/], of the bare loop's: "
         f"[bold]{report.bare_cv_of_median * 100:.2f} %[/] (target ≤ {report.cv_target * 100:.0f} %)"
     )
     for failure in report.failures:
@@ -460,28 +738,50 @@ def selfcheck(
 
 # ---- report, compare -------------------------------------------------------------------------------
 
+
 @app.command()
 @user_errors
 def report(
     run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="a run folder made by `segbench run`"),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="file to write (default: reports/<run folder name>.<format>)"),
-    fmt: str = typer.Option("html", "--format", help="html (self-contained page), md (Markdown for a pull request) or csv"),
-    target_fps: Optional[float] = typer.Option(None, "--target-fps", help="target: achieved FPS at least this (end to end; a stream cell's sustained rate)"),
-    max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", help="target: latency percentile (see --latency-percentile) at most this"),
-    latency_percentile: Optional[str] = typer.Option(None, "--latency-percentile", help="p50, p90, p95 or p99 (default p99)"),
-    max_p99_ms: Optional[float] = typer.Option(None, "--max-p99-ms", help="shorthand for --max-latency-ms X --latency-percentile p99"),
-    hardware: Optional[str] = typer.Option(None, "--hardware", help="target: fit this card profile's memory (e.g. rtx3060)"),
-    memory_budget: Optional[str] = typer.Option(None, "--memory-budget", help="target: fit this much memory (e.g. 12GiB, 800MiB) instead of a card"),
-    min_agreement: Optional[float] = typer.Option(None, "--min-agreement", help="target: pixel agreement with fp32 eager at least this many %"),
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="file to write (default: reports/<run folder name>.<format>)"
+    ),
+    fmt: str = typer.Option(
+        "html", "--format", help="html (self-contained page), md (Markdown for a pull request) or csv"
+    ),
+    target_fps: Optional[float] = typer.Option(
+        None, "--target-fps", help="target: achieved FPS at least this (end to end; a stream cell's sustained rate)"
+    ),
+    max_latency_ms: Optional[float] = typer.Option(
+        None, "--max-latency-ms", help="target: latency percentile (see --latency-percentile) at most this"
+    ),
+    latency_percentile: Optional[str] = typer.Option(
+        None, "--latency-percentile", help="p50, p90, p95 or p99 (default p99)"
+    ),
+    max_p99_ms: Optional[float] = typer.Option(
+        None, "--max-p99-ms", help="shorthand for --max-latency-ms X --latency-percentile p99"
+    ),
+    hardware: Optional[str] = typer.Option(
+        None, "--hardware", help="target: fit this card profile's memory (e.g. rtx3060)"
+    ),
+    memory_budget: Optional[str] = typer.Option(
+        None, "--memory-budget", help="target: fit this much memory (e.g. 12GiB, 800MiB) instead of a card"
+    ),
+    min_agreement: Optional[float] = typer.Option(
+        None, "--min-agreement", help="target: pixel agreement with fp32 eager at least this many %"
+    ),
 ) -> None:
-    """Write a run's report: the answer (verdicts against targets), leaderboard, plots, quantization, failed cells, expectations.
+    """Write a run's report: the answer (verdicts against targets), leaderboard, plots, quantization, failed cells,
+    expectations.
 
     Targets given here override the suite's `targets:` block field by field.
     """
     from segbench.report.exports import write_report
     from segbench.results import partial_run_note, read_meta
 
-    targets = _report_targets(run_dir, target_fps, max_latency_ms, latency_percentile, max_p99_ms, hardware, memory_budget, min_agreement)
+    targets = _report_targets(
+        run_dir, target_fps, max_latency_ms, latency_percentile, max_p99_ms, hardware, memory_budget, min_agreement
+    )
     path = write_report(run_dir, output, fmt, targets)
     note = partial_run_note(run_dir, read_meta(run_dir))
     if note:
@@ -489,8 +789,16 @@ def report(
     console.print(f"report written: [bold]{escape(str(path))}[/]", highlight=False)
 
 
-def _report_targets(run_dir: Path, fps: float | None, max_latency_ms: float | None, percentile: str | None, max_p99_ms: float | None,
-                    hardware: str | None, memory_budget: str | None, min_agreement: float | None) -> Any:
+def _report_targets(
+    run_dir: Path,
+    fps: float | None,
+    max_latency_ms: float | None,
+    percentile: str | None,
+    max_p99_ms: float | None,
+    hardware: str | None,
+    memory_budget: str | None,
+    min_agreement: float | None,
+) -> Any:
     """The run's suite targets with these options applied; None when neither sets any. Bad values are one line."""
     from pydantic import ValidationError
 
@@ -501,10 +809,20 @@ def _report_targets(run_dir: Path, fps: float | None, max_latency_ms: float | No
         raise SegbenchError("--hardware and --memory-budget both set a memory target; give one")
     if max_p99_ms is not None and (max_latency_ms is not None or percentile not in (None, "p99")):
         raise SegbenchError("--max-p99-ms is --max-latency-ms X --latency-percentile p99; give one of them")
-    options = {"fps": fps, "max_latency_ms": max_latency_ms if max_p99_ms is None else max_p99_ms,
-               "latency_percentile": "p99" if max_p99_ms is not None else percentile, "memory": hardware or memory_budget, "min_agreement": min_agreement}
-    flags = {"fps": "--target-fps", "max_latency_ms": "--max-latency-ms", "latency_percentile": "--latency-percentile",
-             "memory": "--hardware" if hardware else "--memory-budget", "min_agreement": "--min-agreement"}
+    options = {
+        "fps": fps,
+        "max_latency_ms": max_latency_ms if max_p99_ms is None else max_p99_ms,
+        "latency_percentile": "p99" if max_p99_ms is not None else percentile,
+        "memory": hardware or memory_budget,
+        "min_agreement": min_agreement,
+    }
+    flags = {
+        "fps": "--target-fps",
+        "max_latency_ms": "--max-latency-ms",
+        "latency_percentile": "--latency-percentile",
+        "memory": "--hardware" if hardware else "--memory-budget",
+        "min_agreement": "--min-agreement",
+    }
     try:
         return run_targets(load_run(run_dir), options)
     except ValidationError as exc:
@@ -520,9 +838,19 @@ def _report_targets(run_dir: Path, fps: float | None, max_latency_ms: float | No
 def compare(
     run_a: Path = typer.Argument(..., metavar="RUN_A", help="baseline run folder"),
     run_b: Path = typer.Argument(..., metavar="RUN_B", help="run folder compared against the baseline"),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="also write the comparison as HTML to this file"),
-    threshold: float = typer.Option(5.0, "--threshold", min=0.0, help="smallest change in % that can count as significant"),
-    fail_on_regression: Optional[float] = typer.Option(None, "--fail-on-regression", metavar="PCT", min=0.0, help="exit 1 if a cell is significantly slower by PCT % or more, or ran ok in A but not in B"),
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="also write the comparison as HTML to this file"
+    ),
+    threshold: float = typer.Option(
+        5.0, "--threshold", min=0.0, help="smallest change in % that can count as significant"
+    ),
+    fail_on_regression: Optional[float] = typer.Option(
+        None,
+        "--fail-on-regression",
+        metavar="PCT",
+        min=0.0,
+        help="exit 1 if a cell is significantly slower by PCT % or more, or ran ok in A but not in B",
+    ),
 ) -> None:
     """Compare two runs cell by cell: % change per metric, bootstrap CI, significance; warn when setups differ."""
     from segbench.report.compare import compare_runs, comparison_table
@@ -541,7 +869,10 @@ def compare(
         console.print(f"[red]warning: {escape(line)}[/]", highlight=False)
     console.print(comparison_table(comparison))
     worse, better = comparison.significant_count
-    console.print(f"{len(comparison.cells)} matched cell(s): {worse} significantly slower, {better} significantly faster (!: 95 % CI excludes 0 and |change| > {threshold:g} %)")
+    console.print(
+        f"{len(comparison.cells)} matched cell(s): {worse} significantly slower, {better} significantly faster (!: 95 "
+        f"% CI excludes 0 and |change| > {threshold:g} %)"
+    )
     if comparison.machine_warnings:
         console.print("[red](!) the measured ceilings differ: these changes compare machines, not code[/]")
     for side, labels in (("A", comparison.only_in_a), ("B", comparison.only_in_b)):
@@ -560,8 +891,12 @@ def compare(
         # Missing or non-finite is a failure of the gate, never a pass: it cannot vouch for what it did not see.
         unjudged, missing = comparison.unjudgeable, comparison.only_in_a
         if slower or broken or unjudged or missing:
-            names = [f"{cell.label} ({cell.metric('median_ms').change_pct:+.1f} %)" for cell in slower] + [f"{cell.label} ({cell.status_a} → {cell.status_b})" for cell in broken]  # type: ignore[union-attr]
-            names += [f"{cell.label} (median latency not a finite number)" for cell in unjudged] + [f"{label} (no result in B)" for label in missing]
+            names = [f"{cell.label} ({cell.metric('median_ms').change_pct:+.1f} %)" for cell in slower] + [
+                f"{cell.label} ({cell.status_a} → {cell.status_b})" for cell in broken
+            ]  # type: ignore[union-attr]
+            names += [f"{cell.label} (median latency not a finite number)" for cell in unjudged] + [
+                f"{label} (no result in B)" for label in missing
+            ]
             errors.print(f"regression: {'; '.join(names)}", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(1)
 

@@ -41,12 +41,17 @@ def parse_resolution_flag(text: str) -> int | list[int]:
     """`512` is a square; `360x640` is height x width (as the suite's `resolutions` entries)."""
     height, _, width = text.lower().partition("x")
     if width:
-        sides: int | list[int] = [_integer("--resolution", height, "512 or 360x640"), _integer("--resolution", width, "512 or 360x640")]
+        sides: int | list[int] = [
+            _integer("--resolution", height, "512 or 360x640"),
+            _integer("--resolution", width, "512 or 360x640"),
+        ]
     else:
         sides = _integer("--resolution", text, "512 or 360x640")
     for side in sides if isinstance(sides, list) else [sides]:
         if not 0 < side <= MAX_SIDE:
-            raise SegbenchError(f"--resolution: impossible side {side} in {text!r}; each side must be between 1 and {MAX_SIDE} px")
+            raise SegbenchError(
+                f"--resolution: impossible side {side} in {text!r}; each side must be between 1 and {MAX_SIDE} px"
+            )
     return sides
 
 
@@ -56,7 +61,9 @@ def absolute_plugin(spec: str) -> str:
         return spec  # an importable module name
     path = Path(spec).expanduser()
     if not path.is_file():
-        raise SegbenchError(f"--plugin: file not found: {spec}; give a .py file that calls segbench.models.registry.register")
+        raise SegbenchError(
+            f"--plugin: file not found: {spec}; give a .py file that calls segbench.models.registry.register"
+        )
     return str(path.resolve())
 
 
@@ -78,7 +85,8 @@ def load_plugins(specs: list[str] | None) -> list[str]:
 
 
 def _weights_value(weights: Path) -> str:
-    """A local path made absolute (the suite copy lives elsewhere); a library name (Hub id, asset, enum) kept as given."""
+    """A local path made absolute (the suite copy lives elsewhere); a library name (Hub id, asset, enum) kept as
+    given."""
     local = weights.expanduser()
     return str(local.resolve()) if local.exists() else str(weights)
 
@@ -100,7 +108,10 @@ def suite_from_flags(
     """
     names = split_values(models)
     if weights is not None and len(names) != 1:
-        raise SegbenchError(f"--weights: belongs to one model, but {len(names)} are given; run one --model with --weights, or write a suite file")
+        raise SegbenchError(
+            f"--weights: belongs to one model, but {len(names)} are given; run one --model with --weights, or write a "
+            "suite file"
+        )
     entry: Any = {"name": names[0], "weights": _weights_value(weights)} if weights is not None else names[0]
     cards = split_values(hardware)
     data: dict[str, Any] = {

@@ -147,8 +147,10 @@ class ContentionWindow:
         load = ""
         if self.before and self.after and self.before.load_1m is not None and self.after.load_1m is not None:
             load = f"; 1-min load {self.before.load_1m:.2f} → {self.after.load_1m:.2f}"
-        return (f"other processes used {self.others_cpus:.2f} CPUs while it was timed; the machine's {self.machine_cpus} CPUs "
-                f"leave {self.spare_cpus:g} beside the cell's {self.threads} threads{load}")
+        return (
+            f"other processes used {self.others_cpus:.2f} CPUs while it was timed; the machine's {self.machine_cpus} "
+            f"CPUs leave {self.spare_cpus:g} beside the cell's {self.threads} threads{load}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -123,7 +123,8 @@ class Dataset:
         return (self.root / images / folder).is_dir()
 
     def samples(self, split: str | None = None, limit: int | None = None) -> list[Sample]:
-        """(image, mask) pairs of a split (default: the configured one), sorted, at most `limit` (default: the configured one)."""
+        """(image, mask) pairs of a split (default: the configured one), sorted, at most `limit` (default: the
+        configured one)."""
         split = split or self.config.split
         pairs = getattr(self, f"_{self.layout}_samples")(split)
         if not pairs:
@@ -164,7 +165,9 @@ class Dataset:
         with Image.open(path) as image:
             raw = np.asarray(image).astype(np.int64)
         if raw.ndim != 2:
-            raise SegbenchError(f"{path}: label mask has {raw.shape[-1]} channels; save class ids as a single-channel PNG")
+            raise SegbenchError(
+                f"{path}: label mask has {raw.shape[-1]} channels; save class ids as a single-channel PNG"
+            )
         if self.layout == "cityscapes":
             table = np.full(max(256, int(raw.max()) + 1), self.ignore_index, dtype=np.int64)
             from segbench.labels import CITYSCAPES_LABEL_TO_TRAIN
@@ -177,7 +180,12 @@ class Dataset:
         return raw
 
     def describe(self) -> dict[str, Any]:
-        return {"path": str(self.config.path), "layout": self.layout, "split": self.config.split, "ignore_index": self.ignore_index}
+        return {
+            "path": str(self.config.path),
+            "layout": self.layout,
+            "split": self.config.split,
+            "ignore_index": self.ignore_index,
+        }
 
 
 def image_size(path: Path) -> tuple[int, int]:

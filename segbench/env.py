@@ -15,7 +15,19 @@ import segbench
 from segbench.measure import nvml
 
 GIB = 1024**3
-TRACKED_PACKAGES = ("torch", "torchvision", "ultralytics-opencv-headless", "ultralytics", "transformers", "torchao", "onnxruntime", "openvino", "nncf", "nvidia-ml-py", "numpy")
+TRACKED_PACKAGES = (
+    "torch",
+    "torchvision",
+    "ultralytics-opencv-headless",
+    "ultralytics",
+    "transformers",
+    "torchao",
+    "onnxruntime",
+    "openvino",
+    "nncf",
+    "nvidia-ml-py",
+    "numpy",
+)
 
 
 def cpu_model() -> str:
@@ -55,7 +67,12 @@ def git_commit() -> str | None:
     source = Path(segbench.__file__).resolve().parent.parent
     try:
         out = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:
@@ -134,11 +151,14 @@ def resolve_device(requested: str) -> str:
     if requested.startswith("cuda"):
         if not torch.cuda.is_available():
             raise SegbenchError(
-                f"'{requested}' requested but CUDA is not available on this machine "
-                f"(torch {torch.__version__}, no NVIDIA GPU found); pass --device cpu to run it on the CPU, or use suites/quick.yaml"
+                f"'{requested}' requested but CUDA is not available on this machine (torch {torch.__version__}, no "
+                "NVIDIA GPU found); pass --device cpu to run it on the CPU, or use suites/quick.yaml"
             )
         index = int(requested.split(":")[1]) if ":" in requested else 0
         if index >= torch.cuda.device_count():
-            raise SegbenchError(f"'{requested}' requested but only {torch.cuda.device_count()} CUDA device(s) exist; use cuda:0 … cuda:{torch.cuda.device_count() - 1}")
+            raise SegbenchError(
+                f"'{requested}' requested but only {torch.cuda.device_count()} CUDA device(s) exist; use cuda:0 … "
+                f"cuda:{torch.cuda.device_count() - 1}"
+            )
         return f"cuda:{index}"
     return requested

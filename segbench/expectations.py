@@ -72,7 +72,8 @@ class Expectation(BaseModel):
 
 
 def metric_value(record: dict[str, Any], metric: str) -> float | None:
-    """The value of a catalogue metric in one record (None when the record has none); a record path gives the stored value."""
+    """The value of a catalogue metric in one record (None when the record has none); a record path gives the stored
+    value."""
     return named_value(record, metric)
 
 
@@ -102,9 +103,13 @@ def _verdict(expectation: Expectation, measured: float, reference: float | None)
     e = expectation
     if e.approx is not None:
         low, high = e.approx * (1 - e.tolerance), e.approx * (1 + e.tolerance)
-        return ("confirmed" if low <= measured <= high else "refuted"), f"≈ {e.approx:g} (±{e.tolerance:.0%}: {low:g}–{high:g})"
+        return (
+            "confirmed" if low <= measured <= high else "refuted"
+        ), f"≈ {e.approx:g} (±{e.tolerance:.0%}: {low:g}–{high:g})"
     if e.between is not None:
-        return ("confirmed" if e.between[0] <= measured <= e.between[1] else "refuted"), f"between {e.between[0]:g} and {e.between[1]:g}"
+        return (
+            "confirmed" if e.between[0] <= measured <= e.between[1] else "refuted"
+        ), f"between {e.between[0]:g} and {e.between[1]:g}"
     if e.at_most is not None:
         return ("confirmed" if measured <= e.at_most else "refuted"), f"≤ {e.at_most:g}"
     if e.at_least is not None:
@@ -117,12 +122,25 @@ def _verdict(expectation: Expectation, measured: float, reference: float | None)
 
 def evaluate(expectation: Expectation, records: list[dict[str, Any]]) -> dict[str, Any]:
     """One row of the expectations table: claim, expected, measured, verdict and the cell it came from."""
-    row: dict[str, Any] = {"claim": expectation.claim, "source": expectation.source, "metric": expectation.metric, "measured": None, "expected": None, "verdict": "untested", "cell": None, "reason": None}
+    row: dict[str, Any] = {
+        "claim": expectation.claim,
+        "source": expectation.source,
+        "metric": expectation.metric,
+        "measured": None,
+        "expected": None,
+        "verdict": "untested",
+        "cell": None,
+        "reason": None,
+    }
     matching = [r for r in records if _matches(r, expectation.axes())]
     finished = [r for r in matching if r.get("status") == "ok"]
     if not finished:
         statuses = sorted({str(r.get("status")) for r in matching})
-        row["reason"] = f"matching cells ended {', '.join(statuses)}" if matching else "no cell of this run matches the claim's axes"
+        row["reason"] = (
+            f"matching cells ended {', '.join(statuses)}"
+            if matching
+            else "no cell of this run matches the claim's axes"
+        )
         return row
     metric = get_metric(expectation.metric)
     best = _best(finished, metric, expectation.metric)
@@ -134,14 +152,19 @@ def evaluate(expectation: Expectation, records: list[dict[str, Any]]) -> dict[st
     reference_axes = expectation.lower_than or expectation.higher_than
     if reference_axes is not None:
         same_cell = {axis: record[axis] for axis in AXES} | reference_axes
-        picked = _best([r for r in records if r.get("status") == "ok" and _matches(r, same_cell)], metric, expectation.metric)
+        picked = _best(
+            [r for r in records if r.get("status") == "ok" and _matches(r, same_cell)], metric, expectation.metric
+        )
         if picked is None:
             row["reason"] = f"no finished reference cell with {reference_axes}"
             return row
         reference = picked[1]
     row["verdict"], row["expected"] = _verdict(expectation, measured, reference)
     row["measured"] = measured
-    row["cell"] = f"{record['model']} {record['resolution'][0]}x{record['resolution'][1]} b{record['batch_size']} {record['precision']} {record['backend']}"
+    row["cell"] = (
+        f"{record['model']} {record['resolution'][0]}x{record['resolution'][1]} b{record['batch_size']} "
+        f"{record['precision']} {record['backend']}"
+    )
     return row
 
 

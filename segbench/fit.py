@@ -150,14 +150,22 @@ def largest_batch(prober: _Prober, height: int, width: int, max_batch: int) -> B
 
 
 def largest_square(prober: _Prober, max_side: int, start_side: int = 512) -> SideFit:
-    steps, failure = _largest_fitting(lambda k: prober(1, k * SIDE_STEP, k * SIDE_STEP), start_side // SIDE_STEP, max_side // SIDE_STEP)
+    steps, failure = _largest_fitting(
+        lambda k: prober(1, k * SIDE_STEP, k * SIDE_STEP), start_side // SIDE_STEP, max_side // SIDE_STEP
+    )
     if failure is None:
         return SideFit(steps * SIDE_STEP, "max_side")
     return SideFit(steps * SIDE_STEP, failure.status, failure.error)
 
 
-def fit_search(run: CellRunner, resolutions: list[tuple[int, int]], max_batch: int = 256,
-               max_side: int = 8192, start_side: int = 512, square: bool = True) -> FitTable:
+def fit_search(
+    run: CellRunner,
+    resolutions: list[tuple[int, int]],
+    max_batch: int = 256,
+    max_side: int = 8192,
+    start_side: int = 512,
+    square: bool = True,
+) -> FitTable:
     """The fit table: largest batch per resolution, then (if `square`) the largest square side at batch 1."""
     if max_batch < 1 or max_side < SIDE_STEP:
         raise ValueError(f"max_batch must be >= 1 and max_side >= {SIDE_STEP}")
@@ -171,7 +179,9 @@ def probe_timing(timeout_s: float = 300.0) -> Any:
     """Timing for a probe cell: one warm-up and one pass of each kind show whether a shape fits."""
     from segbench.suite import Timing
 
-    return Timing(warmup_iters=1, min_iters=1, max_iters=1, min_time_s=0.0, max_time_s=1.0, timeout_s=timeout_s, memory_iters=1)
+    return Timing(
+        warmup_iters=1, min_iters=1, max_iters=1, min_time_s=0.0, max_time_s=1.0, timeout_s=timeout_s, memory_iters=1
+    )
 
 
 def _default_execute() -> Callable[..., Mapping[str, Any]]:
@@ -180,8 +190,12 @@ def _default_execute() -> Callable[..., Mapping[str, Any]]:
     return execute_isolated
 
 
-def isolated_runner(request_for: Callable[[int, int, int], Any], timeout_s: float, log_dir: Path | str | None = None,
-                    execute: Callable[..., Mapping[str, Any]] | None = None) -> CellRunner:
+def isolated_runner(
+    request_for: Callable[[int, int, int], Any],
+    timeout_s: float,
+    log_dir: Path | str | None = None,
+    execute: Callable[..., Mapping[str, Any]] | None = None,
+) -> CellRunner:
     """A CellRunner that runs each probe as an isolated cell.
 
     `request_for(batch, height, width)` builds the probe's CellRequest; `execute(request, timeout_s,
@@ -201,13 +215,17 @@ def budget_lines(profile: Any, backend_name: str, device: str) -> list[str]:
     from segbench.backends import get_backend
     from segbench.hardware.budget import allocator_budget_mb
 
-    lines = [f"budget: {allocator_budget_mb(profile):.0f} MiB for PyTorch's allocator ({profile.total_basis}, minus {profile.cuda_context_mb:.0f} MiB CUDA context estimate)"]
+    lines = [
+        f"budget: {allocator_budget_mb(profile):.0f} MiB for PyTorch's allocator ({profile.total_basis}, minus "
+        f"{profile.cuda_context_mb:.0f} MiB CUDA context estimate)"
+    ]
     if not device.startswith("cuda"):
         lines.append("CPU device: probes are limited by host RAM, not by the card's budget")
     outside = get_backend(backend_name).memory_outside_torch
     if outside:
         lines.append(f"{backend_name}: {outside} are outside the cap; a probe that fits here may not fit the real card")
     return lines
+
 
 class FitOptions(BaseModel):
     """`segbench fit`'s options, with the suite schema's types and bounds."""
@@ -233,7 +251,10 @@ def check_fit_options(**options: Any) -> None:
     try:
         checked = FitOptions.model_validate(options)
     except ValidationError as exc:
-        lines = [f"--{where.split('[')[0].replace('_', '-')}: {what}" for where, what in (describe_error(error, FitOptions) for error in exc.errors())]
+        lines = [
+            f"--{where.split('[')[0].replace('_', '-')}: {what}"
+            for where, what in (describe_error(error, FitOptions) for error in exc.errors())
+        ]
         raise SegbenchError("\n".join(lines)) from None
     problems = []
     if checked.precision not in precision_names():

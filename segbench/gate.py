@@ -51,4 +51,8 @@ def run_gate(suite: Suite, records: list[dict[str, Any]], strict: bool = False) 
         return Gate(1, "exit 1: " + "; ".join(reasons) + ("" if strict or not notes else f" (also {', '.join(notes)})"))
     ok = sum(r.get("status") == "ok" for r in records)
     tail = f"; {', '.join(notes)} (use --strict to fail on them)" if notes else ""
-    return Gate(0, f"exit 0: {ok} of {len(records)} cell(s) ok, none ended in error or timeout (oom and unsupported are results){tail}")
+    return Gate(
+        0,
+        f"exit 0: {ok} of {len(records)} cell(s) ok, none ended in error or timeout (oom and unsupported are "
+        f"results){tail}",
+    )

@@ -19,7 +19,16 @@ import torch
 import torch.nn.functional as F
 
 # Colour photographs bundled inside scikit-image's wheel (skimage/data/*.png|jpg).
-PHOTOGRAPHS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "retina", "motorcycle_left")
+PHOTOGRAPHS = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "retina",
+    "motorcycle_left",
+)
 PhotoSplit = Literal["calibration", "evaluation"]
 
 
@@ -57,7 +66,9 @@ def _batched(frames: list[torch.Tensor], batch_size: int) -> list[torch.Tensor]:
     return [torch.stack(frames[i : i + batch_size]) for i in range(0, len(frames) - batch_size + 1, batch_size)]
 
 
-def photo_batches(height: int, width: int, batch_size: int, count: int = 8, split: PhotoSplit = "evaluation") -> list[torch.Tensor]:
+def photo_batches(
+    height: int, width: int, batch_size: int, count: int = 8, split: PhotoSplit = "evaluation"
+) -> list[torch.Tensor]:
     """`count` frames from one half of the photographs at (height, width), as host uint8 batches (N, H, W, 3).
 
     A half has four photographs; later passes over it are mirrored, so eight frames are eight different images.
@@ -84,8 +95,11 @@ def file_batches(paths: Sequence[Path], height: int, width: int, batch_size: int
     return _batched([resized(read_rgb(path), height, width) for path in chosen], batch_size)
 
 
-def calibration_batches(height: int, width: int, batch_size: int, files: Sequence[Path] = (), count: int = 8) -> list[torch.Tensor]:
-    """What int8 precisions calibrate on: the given files (a calibration folder, a train split), else the calibration photographs."""
+def calibration_batches(
+    height: int, width: int, batch_size: int, files: Sequence[Path] = (), count: int = 8
+) -> list[torch.Tensor]:
+    """What int8 precisions calibrate on: the given files (a calibration folder, a train split), else the calibration
+    photographs."""
     if files:
         return file_batches(files, height, width, batch_size, count)
     return photo_batches(height, width, batch_size, count, split="calibration")

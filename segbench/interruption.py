@@ -39,7 +39,10 @@ class RunInterrupted(SegbenchError):
         self.cells_done, self.cells_total = cells_done, cells_total
         self.exit_code = 128 + int(getattr(signal, signal_name, signal.SIGINT))
         how = "Ctrl-C (SIGINT)" if signal_name == "SIGINT" else signal_name
-        super().__init__(f"interrupted by {how} after {cells_done} of {cells_total} cell(s); the cell in flight was stopped and {run_dir}/meta.json says interrupted")
+        super().__init__(
+            f"interrupted by {how} after {cells_done} of {cells_total} cell(s); the cell in flight was stopped and "
+            f"{run_dir}/meta.json says interrupted"
+        )
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:

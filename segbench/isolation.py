@@ -33,6 +33,7 @@ STOP_GRACE_S = 5.0  # how long a killed cell's process gets to be reaped
 
 # ---- the child ------------------------------------------------------------------------------------
 
+
 def die_with_parent(check_parent: bool = True) -> None:
     """Ask Linux to kill this child if the parent dies, so a killed run leaves no orphan measuring on.
 
@@ -75,7 +76,9 @@ def arm_cell_process(parent_pid: int | None) -> None:
         os._exit(1)
 
 
-def _child_main(request: dict[str, Any], connection: Connection, log_path: str | None, parent_pid: int | None = None) -> None:
+def _child_main(
+    request: dict[str, Any], connection: Connection, log_path: str | None, parent_pid: int | None = None
+) -> None:
     arm_cell_process(parent_pid)
     from segbench.cell import CellRequest, run_cell  # after arming: importing torch takes seconds
 
@@ -97,7 +100,9 @@ def _death_outcome(exit_code: int | None, failure: str | None = None) -> dict[st
         return {"status": "error", "error": f"cell process lost: {failure}"}
     if exit_code is not None and exit_code < 0:
         name = _signal_name(exit_code)
-        hint = " (the kernel's out-of-memory killer sends SIGKILL when host memory runs out)" if name == "SIGKILL" else ""
+        hint = (
+            " (the kernel's out-of-memory killer sends SIGKILL when host memory runs out)" if name == "SIGKILL" else ""
+        )
         return {"status": "error", "error": f"cell process killed by {name}{hint}"}
     return {"status": "error", "error": f"cell process exited with code {exit_code} before reporting"}
 
@@ -115,7 +120,11 @@ def _start_cell_process(request: CellRequest, sender: Connection, log_path: Path
             return process, process.startup
         except forkserver.TemplateDied as died:
             failure = str(died)
-    args = (replace(request, launched_at=time.time()).to_dict(), *args[1:], os.getpid())  # spawned: this process is its parent
+    args = (
+        replace(request, launched_at=time.time()).to_dict(),
+        *args[1:],
+        os.getpid(),
+    )  # spawned: this process is its parent
     spawned = multiprocessing.get_context("spawn").Process(target=_child_main, args=args, name="segbench-cell")
     spawned.start()
     _own_process_group(spawned.pid)

@@ -58,7 +58,9 @@ class CellSpec:
         return cls(**{**data, "resolution": tuple(data["resolution"])})
 
 
-def _cell(entry: ModelEntry, resolution: tuple[int, int], batch: int, precision: str, backend: str, scenario: str) -> CellSpec:
+def _cell(
+    entry: ModelEntry, resolution: tuple[int, int], batch: int, precision: str, backend: str, scenario: str
+) -> CellSpec:
     return CellSpec(
         model=entry.name,
         resolution=resolution,

@@ -22,7 +22,9 @@ def unknown_name_message(kind: str, name: str, known: Iterable[str]) -> str:
     return f"unknown {kind} '{name}' ({did_you_mean(name, known)}known: {', '.join(known)})"
 
 
-def discover_instances(package: str, search_path: Iterable[str], base: type[T], skip: Iterable[str] = ("base",)) -> dict[str, T]:
+def discover_instances(
+    package: str, search_path: Iterable[str], base: type[T], skip: Iterable[str] = ("base",)
+) -> dict[str, T]:
     """Import every module of a package and instantiate each concrete `base` subclass it defines, keyed by `.name`."""
     found: dict[str, T] = {}
     for module_info in pkgutil.iter_modules(list(search_path)):

@@ -18,7 +18,10 @@ import torch
 from segbench.errors import SegbenchError
 from segbench.models.registry import create_model
 
-RANDOM_WEIGHTS_WARNING = "random weights (no weights file given): these masks are meaningless; they show the output format and the speed only"
+RANDOM_WEIGHTS_WARNING = (
+    "random weights (no weights file given): these masks are meaningless; they show the output "
+    "format and the speed only"
+)
 DEFAULT_MAX_PIXELS = 4096 * 4096  # 16.8 MP: a 4K frame fits twice; a 16000² PNG (256 MP) would need gigabytes
 MAX_CONTOUR_POINTS = 2000  # per class, so a JSON stays readable for noisy masks
 
@@ -33,13 +36,17 @@ class Prediction:
     overlay: Path
     summary: Path
     timing_ms: dict[str, float] = field(default_factory=dict)  # per stage, one pass (the first includes warm-up)
-    top_classes: tuple[tuple[str, float], ...] = ()  # (class name, or "class N" without names; share of pixels), largest first
+    top_classes: tuple[
+        tuple[str, float], ...
+    ] = ()  # (class name, or "class N" without names; share of pixels), largest first
 
     def classes_text(self) -> str:
         return ", ".join(f"{name} {share * 100:.1f} %" for name, share in self.top_classes)
 
     def timing_text(self) -> str:
-        stages = " · ".join(f"{stage} {self.timing_ms[stage]:.1f} ms" for stage in PREDICT_STAGES if stage in self.timing_ms)
+        stages = " · ".join(
+            f"{stage} {self.timing_ms[stage]:.1f} ms" for stage in PREDICT_STAGES if stage in self.timing_ms
+        )
         return f"{stages} · total {sum(self.timing_ms.values()):.1f} ms"
 
 
@@ -64,22 +71,33 @@ def check_image_size(path: Path, max_pixels: int) -> None:
         with Image.open(path) as image:
             width, height = image.size
     except Image.DecompressionBombError:
-        raise SegbenchError(f"{path}: over {max_pixels:,} pixels (PIL calls it a decompression bomb); downscale it or raise --max-pixels") from None
+        raise SegbenchError(
+            f"{path}: over {max_pixels:,} pixels (PIL calls it a decompression bomb); downscale it or raise "
+            "--max-pixels"
+        ) from None
     except (OSError, ValueError):
         return  # not something PIL reads; the decoder says what is wrong with it
     if width * height > max_pixels:
-        raise SegbenchError(f"{path}: {width}x{height} is {width * height:,} pixels, over --max-pixels {max_pixels:,}; downscale the image or raise --max-pixels")
+        raise SegbenchError(
+            f"{path}: {width}x{height} is {width * height:,} pixels, over --max-pixels {max_pixels:,}; downscale the "
+            "image or raise --max-pixels"
+        )
 
 
 def _out_of_memory(path: Path, shape: tuple[int, ...], exc: BaseException) -> SegbenchError:
     text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-    return SegbenchError(f"{path}: out of memory segmenting {shape[0]}x{shape[1]} px ({type(exc).__name__}: {text[:160]}); use a smaller image or a device with more memory")
+    return SegbenchError(
+        f"{path}: out of memory segmenting {shape[0]}x{shape[1]} px ({type(exc).__name__}: {text[:160]}); use a "
+        "smaller image or a device with more memory"
+    )
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
     if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
         return True
-    return isinstance(exc, RuntimeError) and any(marker in str(exc).lower() for marker in ("out of memory", "can't allocate memory", "cannot allocate memory"))
+    return isinstance(exc, RuntimeError) and any(
+        marker in str(exc).lower() for marker in ("out of memory", "can't allocate memory", "cannot allocate memory")
+    )
 
 
 def palette(num_classes: int) -> np.ndarray:
@@ -143,7 +161,15 @@ def class_summary(labels: np.ndarray, names: dict[int, str] | None = None) -> li
     return rows
 
 
-def write_outputs(image_path: Path, image: np.ndarray, labels: np.ndarray, out_dir: Path, num_classes: int, meta: dict[str, Any], names: dict[int, str] | None = None) -> Prediction:
+def write_outputs(
+    image_path: Path,
+    image: np.ndarray,
+    labels: np.ndarray,
+    out_dir: Path,
+    num_classes: int,
+    meta: dict[str, Any],
+    names: dict[int, str] | None = None,
+) -> Prediction:
     import cv2
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -156,7 +182,18 @@ def write_outputs(image_path: Path, image: np.ndarray, labels: np.ndarray, out_d
     coloured = palette(num_classes)[labels]
     blended = (0.5 * image + 0.5 * coloured).astype(np.uint8)
     cv2.imwrite(str(overlay), blended[..., ::-1])
-    summary.write_text(json.dumps({**meta, "image": str(image_path), "height": labels.shape[0], "width": labels.shape[1], "classes": class_summary(labels, names)}, indent=1))
+    summary.write_text(
+        json.dumps(
+            {
+                **meta,
+                "image": str(image_path),
+                "height": labels.shape[0],
+                "width": labels.shape[1],
+                "classes": class_summary(labels, names),
+            },
+            indent=1,
+        )
+    )
     return Prediction(image_path, class_map, overlay, summary)
 
 
@@ -164,7 +201,9 @@ def top_classes(labels: np.ndarray, names: dict[int, str] | None, count: int = 3
     """The classes covering most pixels, by name where the model has names."""
     ids, pixels = np.unique(labels, return_counts=True)
     order = np.argsort(-pixels)[:count]
-    return tuple(((names or {}).get(int(ids[i]), f"class {int(ids[i])}"), float(pixels[i]) / labels.size) for i in order)
+    return tuple(
+        ((names or {}).get(int(ids[i]), f"class {int(ids[i])}"), float(pixels[i]) / labels.size) for i in order
+    )
 
 
 class _StageClock:
@@ -183,9 +222,17 @@ class _StageClock:
         self.started = now
 
 
-def predict(model: str, images: list[Path], out_dir: Path, weights: Path | None = None, device: str = "cpu", options: dict[str, Any] | None = None,
-            max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Prediction]:
-    """Segment each image and write its outputs; each Prediction carries its per-stage timing (single pass, not a benchmark).
+def predict(
+    model: str,
+    images: list[Path],
+    out_dir: Path,
+    weights: Path | None = None,
+    device: str = "cpu",
+    options: dict[str, Any] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> list[Prediction]:
+    """Segment each image and write its outputs; each Prediction carries its per-stage timing (single pass, not a
+    benchmark).
 
     Every image is checked against `max_pixels` before the model is built; running out of memory on
     one is a one-line error naming it.
@@ -228,7 +275,9 @@ def predict(model: str, images: list[Path], out_dir: Path, weights: Path | None 
                 raise
             raise _out_of_memory(path, image.shape, exc) from None
         timing = {stage: round(ms, 3) for stage, ms in clock.timing_ms.items()}
-        prediction = write_outputs(path, image, labels, out_dir, adapter.num_classes, {**meta, "timing_ms": timing}, names)
+        prediction = write_outputs(
+            path, image, labels, out_dir, adapter.num_classes, {**meta, "timing_ms": timing}, names
+        )
         clock.lap("write")
         predictions.append(replace(prediction, timing_ms=dict(clock.timing_ms), top_classes=top_classes(labels, names)))
     return predictions
@@ -249,7 +298,9 @@ def dataset_accuracy(dataset: Any, predictions: list[Prediction], out_dir: Path)
         try:
             matrix.add(truth, labels)
         except ValueError as exc:
-            raise SegbenchError(f"{masks[prediction.image]}: {exc}; set the model's num_classes to match the dataset") from None
+            raise SegbenchError(
+                f"{masks[prediction.image]}: {exc}; set the model's num_classes to match the dataset"
+            ) from None
     result = {**matrix.result(summary.get("class_names")), "images": len(predictions), "dataset": dataset.describe()}
     (out_dir / "accuracy.json").write_text(json.dumps(result, indent=1))
     return result

@@ -26,7 +26,11 @@ def between_process_spread(medians: list[float]) -> dict[str, Any]:
     """CV and a 95 % t-interval of the mean of per-process medians; None with the reason below two processes."""
     values = np.asarray(medians, dtype=np.float64)
     if values.size < 2:
-        return {"cv": None, "ci95": None, "unavailable": "one process: no between-process spread (set timing.repeats >= 2)"}
+        return {
+            "cv": None,
+            "ci95": None,
+            "unavailable": "one process: no between-process spread (set timing.repeats >= 2)",
+        }
     mean, std = float(values.mean()), float(values.std(ddof=1))
     half = float(scipy_stats.t.ppf(0.975, values.size - 1)) * std / math.sqrt(values.size)
     return {"cv": std / mean if mean > 0 else 0.0, "ci95": [mean - half, mean + half], "unavailable": None}
@@ -49,8 +53,14 @@ def merge_repeats(outcomes: list[dict[str, Any]], batch_size: int) -> dict[str, 
     headline = float(np.median(medians))
     spread = between_process_spread(medians)
     pooled = LatencyStats.from_samples([sample for outcome in outcomes for sample in outcome["samples_ms"]])
-    latency = {**pooled.summary(), "median": headline, "cv": spread["cv"], "ci95": spread["ci95"],
-               "spread": f"between {k} processes (t-interval of the per-process medians)", "spread_unavailable": spread["unavailable"]}
+    latency = {
+        **pooled.summary(),
+        "median": headline,
+        "cv": spread["cv"],
+        "ci95": spread["ci95"],
+        "spread": f"between {k} processes (t-interval of the per-process medians)",
+        "spread_unavailable": spread["unavailable"],
+    }
     e2e_medians = [float(outcome["end_to_end_ms"]["median"]) for outcome in outcomes]
     stage_samples: dict[str, list[float]] = {}
     for outcome in outcomes:
@@ -65,17 +75,27 @@ def merge_repeats(outcomes: list[dict[str, Any]], batch_size: int) -> dict[str, 
         "end_to_end_ms": {**outcomes[middle]["end_to_end_ms"], "median": float(np.median(e2e_medians))},
         "end_to_end_fps": batch_size * 1000.0 / float(np.median(e2e_medians)),
         "stage_samples_ms": stage_samples,
-        "noisy": bool(spread["cv"] is not None and spread["cv"] > HIGH_CV) or any(outcome.get("noisy") for outcome in outcomes),
+        "noisy": bool(spread["cv"] is not None and spread["cv"] > HIGH_CV)
+        or any(outcome.get("noisy") for outcome in outcomes),
         "undersampled": _joined(outcomes, "undersampled"),
         "contended": _joined(outcomes, "contended"),
-        "repeats": {"k": k, "statuses": statuses, "process_medians_ms": medians, "between_cv": spread["cv"],
-                    "between_ci95": spread["ci95"], "within_cv": [outcome["latency_ms"].get("cv") for outcome in outcomes],
-                    "figures_from_process": middle + 1},
+        "repeats": {
+            "k": k,
+            "statuses": statuses,
+            "process_medians_ms": medians,
+            "between_cv": spread["cv"],
+            "between_ci95": spread["ci95"],
+            "within_cv": [outcome["latency_ms"].get("cv") for outcome in outcomes],
+            "figures_from_process": middle + 1,
+        },
     }
 
 
-def execute_repeated(request: Any, timeout_s: float, log_path: Path | None = None, execute: Execute | None = None) -> dict[str, Any]:
-    """Run the cell `request.timing.repeats` times, each in a fresh process (its own timeout), and merge the outcomes."""
+def execute_repeated(
+    request: Any, timeout_s: float, log_path: Path | None = None, execute: Execute | None = None
+) -> dict[str, Any]:
+    """Run the cell `request.timing.repeats` times, each in a fresh process (its own timeout), and merge the
+    outcomes."""
     if execute is None:
         from segbench.isolation import execute_isolated
 

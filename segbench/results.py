@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from segbench.errors import ResultsError
 from segbench.schema import FINAL_STATUSES, SCHEMA_VERSION, first_problem, validate_meta, validate_record  # noqa: F401 (re-exported: results.FINAL_STATUSES)
+
 RESULTS_FILE = "results.jsonl"
 META_FILE = "meta.json"
 SUITE_FILE = "suite.yaml"
@@ -116,9 +117,14 @@ def upgrade(record: dict[str, Any]) -> dict[str, Any]:
     """Bring a stored line to the current schema (version 1 is the first; future versions add steps here)."""
     version = record.get("schema_version", 1)
     if isinstance(version, int) and version > SCHEMA_VERSION:  # a non-integer is the validator's to report
-        raise ResultsError(f"results line has schema_version {version}, newer than this segbench ({SCHEMA_VERSION}); upgrade segbench")
+        raise ResultsError(
+            f"results line has schema_version {version}, newer than this segbench ({SCHEMA_VERSION}); upgrade segbench"
+        )
     if "reference" not in record and record.get("precision") and record.get("backend"):
-        record = {**record, **declared(str(record["precision"]), str(record["backend"]))}  # written before cells carried these
+        record = {
+            **record,
+            **declared(str(record["precision"]), str(record["backend"])),
+        }  # written before cells carried these
     return record
 
 
@@ -139,12 +145,17 @@ def read_records(run_dir: Path | str, latest_only: bool = True) -> list[dict[str
         if record is None:
             if position == len(lines):
                 continue  # torn final write: the cell in flight is lost, nothing else
-            raise ResultsError(f"{path}: line {number}: corrupt record (not a JSON object with a cell_id, or not UTF-8); delete or repair that line")
+            raise ResultsError(
+                f"{path}: line {number}: corrupt record (not a JSON object with a cell_id, or not UTF-8); delete or "
+                "repair that line"
+            )
         record = upgrade(record)
         try:
             validate_record(record)
         except ValidationError as exc:
-            raise ResultsError(f"{path}: line {number}: invalid record: {first_problem(exc)}; fix or delete that line") from None
+            raise ResultsError(
+                f"{path}: line {number}: invalid record: {first_problem(exc)}; fix or delete that line"
+            ) from None
         records.append(record)
     if not latest_only:
         return records
@@ -170,10 +181,15 @@ def read_meta(run_dir: Path | str) -> dict[str, Any]:
     except ValueError as exc:
         raise ResultsError(f"{path}: corrupt JSON ({exc})") from None
     if not isinstance(meta, dict):
-        raise ResultsError(f"{path}: expected a JSON object, found a {type(meta).__name__}; restore the run's meta.json")
+        raise ResultsError(
+            f"{path}: expected a JSON object, found a {type(meta).__name__}; restore the run's meta.json"
+        )
     version = meta.get("schema_version")
     if isinstance(version, int) and version > SCHEMA_VERSION:
-        raise ResultsError(f"{path}: schema_version {meta['schema_version']} is newer than this segbench ({SCHEMA_VERSION}); upgrade segbench")
+        raise ResultsError(
+            f"{path}: schema_version {meta['schema_version']} is newer than this segbench ({SCHEMA_VERSION}); upgrade "
+            "segbench"
+        )
     try:
         validate_meta(meta)
     except ValidationError as exc:
@@ -214,6 +230,12 @@ def partial_run_note(run_dir: Path | str, meta: dict[str, Any]) -> str | None:
         return None
     done, total = meta.get("cells_done"), meta.get("cells_total")
     counted = f" after {done} of {total} cell(s)" if done is not None and total is not None else ""
-    why = {"interrupted": f"was interrupted{counted}", "failed": f"failed{counted} ({meta.get('stop_reason') or 'see its log'})",
-           "running": "is still running, or was killed (meta.json says running)"}.get(str(status), f"has status {status}")
-    return f"{Path(run_dir).name} {why}: only its finished cells are shown; `segbench run … --resume {run_dir}` completes it"
+    why = {
+        "interrupted": f"was interrupted{counted}",
+        "failed": f"failed{counted} ({meta.get('stop_reason') or 'see its log'})",
+        "running": "is still running, or was killed (meta.json says running)",
+    }.get(str(status), f"has status {status}")
+    return (
+        f"{Path(run_dir).name} {why}: only its finished cells are shown; `segbench run … --resume {run_dir}` "
+        "completes it"
+    )

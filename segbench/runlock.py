@@ -26,16 +26,23 @@ def hold_run_lock(run_dir: Path) -> Iterator[None]:
     try:
         handle = open(run_dir / LOCK_FILE, "a+", encoding="utf-8")
     except OSError as exc:
-        raise SegbenchError(f"{run_dir}: cannot open its lock file ({exc.strerror or exc}); check the folder's permissions") from None
+        raise SegbenchError(
+            f"{run_dir}: cannot open its lock file ({exc.strerror or exc}); check the folder's permissions"
+        ) from None
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another segbench process"
-            raise SegbenchError(f"{run_dir}: in use by {holder}; wait for it to end or stop it (two writers would run every cell twice)") from None
+            raise SegbenchError(
+                f"{run_dir}: in use by {holder}; wait for it to end or stop it (two writers would run every cell twice)"
+            ) from None
         handle.seek(0)
         handle.truncate()
-        handle.write(f"segbench pid {os.getpid()} on {socket.gethostname()} since {datetime.now(timezone.utc).isoformat(timespec='seconds')}\n")
+        handle.write(
+            f"segbench pid {os.getpid()} on {socket.gethostname()} since "
+            f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}\n"
+        )
         handle.flush()
         yield

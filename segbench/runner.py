@@ -72,9 +72,15 @@ def _base_record(cell: CellSpec, device: str) -> dict[str, Any]:
 def _check_resume(run_dir: Path, suite: Suite, device: str) -> None:
     meta = results.read_meta(run_dir)
     if meta.get("suite") != suite.name:
-        raise SegbenchError(f"--resume {run_dir}: that run is of suite '{meta.get('suite')}', not '{suite.name}'; resume with the same suite")
+        raise SegbenchError(
+            f"--resume {run_dir}: that run is of suite '{meta.get('suite')}', not '{suite.name}'; resume with the same "
+            "suite"
+        )
     if meta.get("device") != device:
-        raise SegbenchError(f"--resume {run_dir}: that run measured on '{meta.get('device')}', not '{device}'; pass --device {meta.get('device')}")
+        raise SegbenchError(
+            f"--resume {run_dir}: that run measured on '{meta.get('device')}', not '{device}'; pass --device "
+            f"{meta.get('device')}"
+        )
 
 
 def _ceiling(suite: Suite, device: str) -> dict[str, Any] | None:
@@ -83,7 +89,9 @@ def _ceiling(suite: Suite, device: str) -> dict[str, Any] | None:
         return None
     from segbench.hardware.roofline import measure_ceiling_isolated
 
-    return measure_ceiling_isolated(device, list(suite.precisions), seconds=suite.roofline.ceiling_seconds, threads=suite.threads)
+    return measure_ceiling_isolated(
+        device, list(suite.precisions), seconds=suite.roofline.ceiling_seconds, threads=suite.threads
+    )
 
 
 def ran_on(record: dict[str, Any], meta: dict[str, Any]) -> str:
@@ -125,13 +133,19 @@ def _node_ceilings(suite: Suite, executor: Any, device: str, run_dir: Path, meta
     """On a cluster, each node's own ceiling, measured before any cell with the node to itself."""
     if not suite.roofline.measure_ceiling or not hasattr(executor, "measure_ceilings") or meta.get("node_ceilings"):
         return
-    meta["node_ceilings"] = executor.measure_ceilings(device, list(suite.precisions), suite.roofline.ceiling_seconds, suite.threads)
+    meta["node_ceilings"] = executor.measure_ceilings(
+        device, list(suite.precisions), suite.roofline.ceiling_seconds, suite.threads
+    )
     results.write_json(run_dir / results.META_FILE, meta)
 
 
 def _matmul_class(record: dict[str, Any]) -> str:
     """The class the cell's precision declared (stored with the record; looked up for records written before)."""
-    return record.get("matmul_class") or results.declared(record["precision"], record["backend"])["matmul_class"] or "unknown"
+    return (
+        record.get("matmul_class")
+        or results.declared(record["precision"], record["backend"])["matmul_class"]
+        or "unknown"
+    )
 
 
 def _derived_fields(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
@@ -145,7 +159,14 @@ def _derived_fields(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, A
     telemetry = record.get("telemetry") or {}
     profile, name_or_reason = peak_profile(record, meta)
     return {
-        "roofline": roofline(flops_per_image, fps, _matmul_class(record), profile, ceiling_for(record, meta), no_profile_reason=name_or_reason),
+        "roofline": roofline(
+            flops_per_image,
+            fps,
+            _matmul_class(record),
+            profile,
+            ceiling_for(record, meta),
+            no_profile_reason=name_or_reason,
+        ),
         "throttled": telemetry.get("throttled"),
     }
 
@@ -163,7 +184,9 @@ def _resume_run(run_dir: Path, suite: Suite, device: str, retry_failed: bool) ->
     return meta, done
 
 
-def _new_run(suite: Suite, suite_path: Path | None, run_dir: Path, device: str, suite_text: str | None) -> dict[str, Any]:
+def _new_run(
+    suite: Suite, suite_path: Path | None, run_dir: Path, device: str, suite_text: str | None
+) -> dict[str, Any]:
     if suite_text is not None or suite_path is None:  # built on the command line or overridden: keep what ran
         (run_dir / results.SUITE_FILE).write_text(suite_text or "", encoding="utf-8")
     else:
@@ -185,9 +208,13 @@ def _new_run(suite: Suite, suite_path: Path | None, run_dir: Path, device: str, 
     return meta
 
 
-def _mark_stopped(run_dir: Path, meta: dict[str, Any], status: str, reason: str, cells_done: int, cells_total: int) -> None:
+def _mark_stopped(
+    run_dir: Path, meta: dict[str, Any], status: str, reason: str, cells_done: int, cells_total: int
+) -> None:
     """Record how the run ended early, where meta.json can still be written (a full disk may refuse)."""
-    meta.update(status=status, end_time=results.utc_now(), stop_reason=reason, cells_done=cells_done, cells_total=cells_total)
+    meta.update(
+        status=status, end_time=results.utc_now(), stop_reason=reason, cells_done=cells_done, cells_total=cells_total
+    )
     try:
         results.write_json(run_dir / results.META_FILE, meta)
     except OSError:
@@ -196,18 +223,26 @@ def _mark_stopped(run_dir: Path, meta: dict[str, Any], status: str, reason: str,
 
 def _write_error(exc: OSError, run_dir: Path) -> SegbenchError:
     where = exc.filename or run_dir
-    return SegbenchError(f"{where}: cannot write ({exc.strerror or exc}); earlier cells are kept; free space or fix permissions, then resume with --resume {run_dir}")
+    return SegbenchError(
+        f"{where}: cannot write ({exc.strerror or exc}); earlier cells are kept; free space or fix permissions, then "
+        f"resume with --resume {run_dir}"
+    )
 
 
 def _hardware_targets(suite: Suite, executor_name: str) -> list[str | None]:
     """The cards each cell runs on: one pass on this machine, or one per card listed for a Ray cluster."""
     cards = suite.hardware_targets
     if len(cards) > 1 and executor_name != "ray":
-        raise SegbenchError(f"hardware: {len(cards)} cards listed ({', '.join(cards)}); several cards need --executor ray (one machine has one kind of card)")
+        raise SegbenchError(
+            f"hardware: {len(cards)} cards listed ({', '.join(cards)}); several cards need --executor ray (one machine "
+            "has one kind of card)"
+        )
     return list(cards) if executor_name == "ray" and cards else [None]
 
 
-def _jobs(suite: Suite, suite_path: Path | None, cells: list[CellSpec], device: str, run_dir: Path, cards: list[str | None]) -> list[Job]:
+def _jobs(
+    suite: Suite, suite_path: Path | None, cells: list[CellSpec], device: str, run_dir: Path, cards: list[str | None]
+) -> list[Job]:
     stream = suite.stream if suite.scenario == "stream" else None
     suite_dir = str(suite_path.resolve().parent if suite_path else Path.cwd())
     # One local card target is a budget to emulate; on Ray the cell runs on the real card instead.
@@ -217,8 +252,18 @@ def _jobs(suite: Suite, suite_path: Path | None, cells: list[CellSpec], device: 
     jobs = []
     for cell in cells:
         request = CellRequest(
-            cell, device, suite.timing, suite.memory.poll_interval_ms, suite.threads, tuple(suite.plugins), suite_dir, stream, budget_profile, cooldown,
-            dataset=suite.dataset, calibration=suite.calibration,
+            cell,
+            device,
+            suite.timing,
+            suite.memory.poll_interval_ms,
+            suite.threads,
+            tuple(suite.plugins),
+            suite_dir,
+            stream,
+            budget_profile,
+            cooldown,
+            dataset=suite.dataset,
+            calibration=suite.calibration,
         )
         for card in cards:
             suffix = f"@{card}" if card else ""
@@ -269,13 +314,26 @@ def run_suite(
                 meta, done = _new_run(suite, suite_path, run_dir, device, suite_text), set()
                 (run_dir / LOG_DIR).mkdir(exist_ok=True)
             except OSError as exc:
-                raise SegbenchError(f"{exc.filename or out_dir}: cannot create the run folder ({exc.strerror or exc}); choose a writable --out") from None
+                raise SegbenchError(
+                    f"{exc.filename or out_dir}: cannot create the run folder ({exc.strerror or exc}); choose a "
+                    "writable --out"
+                ) from None
         _node_ceilings(suite, executor, device, run_dir, meta)
         return _run_jobs(suite, suite_path, run_dir, meta, done, device, cards, executor, executor_name, observer)
 
 
-def _run_jobs(suite: Suite, suite_path: Path | None, run_dir: Path, meta: dict[str, Any], done: set[str], device: str, cards: list[str | None],
-              executor: Executor, executor_name: str, observer: RunObserver) -> RunResult:
+def _run_jobs(
+    suite: Suite,
+    suite_path: Path | None,
+    run_dir: Path,
+    meta: dict[str, Any],
+    done: set[str],
+    device: str,
+    cards: list[str | None],
+    executor: Executor,
+    executor_name: str,
+    observer: RunObserver,
+) -> RunResult:
     cells = expand(suite)
     jobs = [job for job in _jobs(suite, suite_path, cells, device, run_dir, cards) if job.key not in done]
     outcome = RunResult(run_dir=run_dir, skipped=len(cells) * len(cards) - len(jobs))
@@ -302,18 +360,34 @@ def _run_jobs(suite: Suite, suite_path: Path | None, run_dir: Path, meta: dict[s
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the cell in flight is already stopped
         with stop_signals_deferred():
             name = signal_name_of(exc)
-            _mark_stopped(run_dir, meta, "interrupted", f"interrupted by {name}", outcome.skipped + len(outcome.records), total)
+            _mark_stopped(
+                run_dir, meta, "interrupted", f"interrupted by {name}", outcome.skipped + len(outcome.records), total
+            )
         raise RunInterrupted(run_dir, name, outcome.skipped + len(outcome.records), total) from None
     except OSError as exc:  # a full disk or a read-only folder: one line, what is written stays
-        _mark_stopped(run_dir, meta, "failed", f"{type(exc).__name__}: {exc.strerror or exc}", outcome.skipped + len(outcome.records), total)
+        _mark_stopped(
+            run_dir,
+            meta,
+            "failed",
+            f"{type(exc).__name__}: {exc.strerror or exc}",
+            outcome.skipped + len(outcome.records),
+            total,
+        )
         raise _write_error(exc, run_dir) from None
     except BaseException as exc:
-        _mark_stopped(run_dir, meta, "failed", f"{type(exc).__name__}: {exc}", outcome.skipped + len(outcome.records), total)
+        _mark_stopped(
+            run_dir, meta, "failed", f"{type(exc).__name__}: {exc}", outcome.skipped + len(outcome.records), total
+        )
         raise
     from segbench.report.tables import add_accuracy_deltas
 
     add_accuracy_deltas(outcome.records)  # for the run summary's expectations; reports recompute it from the file
-    meta.update(status="complete", end_time=results.utc_now(), executor=executor_name, duration_s=meta.get("duration_s", 0) + round(time.perf_counter() - started, 3))
+    meta.update(
+        status="complete",
+        end_time=results.utc_now(),
+        executor=executor_name,
+        duration_s=meta.get("duration_s", 0) + round(time.perf_counter() - started, 3),
+    )
     meta.update(cells_done=outcome.skipped + len(outcome.records), cells_total=total)
     try:
         results.write_json(run_dir / results.META_FILE, meta)

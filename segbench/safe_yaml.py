@@ -31,7 +31,10 @@ def decode_utf8(data: bytes) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise YamlRefused(f"line {line}: byte 0x{data[exc.start]:02x} is not UTF-8 (latin-1 or another encoding?); save the file as UTF-8") from None
+        raise YamlRefused(
+            f"line {line}: byte 0x{data[exc.start]:02x} is not UTF-8 (latin-1 or another encoding?); save the file as "
+            "UTF-8"
+        ) from None
 
 
 def _expanded_size(root: yaml.Node) -> int:
@@ -50,7 +53,9 @@ def _expanded_size(root: yaml.Node) -> int:
         if key in sizes:
             continue
         if key in on_path:
-            raise YamlRefused("an alias refers to a node that contains it (a recursive structure); write the values out")
+            raise YamlRefused(
+                "an alias refers to a node that contains it (a recursive structure); write the values out"
+            )
         if depth > MAX_DEPTH:
             raise YamlRefused(f"nested deeper than {MAX_DEPTH} levels; a suite needs far fewer")
         on_path.add(key)
@@ -78,7 +83,9 @@ def load_text(text: str) -> Any:
         if node is None:
             return None
         if _expanded_size(node) > MAX_NODES:
-            raise YamlRefused(f"expands to over {MAX_NODES:,} values through aliases (&anchor / *alias); write the values out instead")
+            raise YamlRefused(
+                f"expands to over {MAX_NODES:,} values through aliases (&anchor / *alias); write the values out instead"
+            )
         return loader.construct_document(node)
     finally:
         loader.dispose()

@@ -66,11 +66,19 @@ class SelfCheckReport:
         if self.ratio > self.ratio_target:
             found.append(f"harness overhead: ratio {self.ratio:.4f} > {self.ratio_target}")
         if self.ratio < self.ratio_floor:
-            found.append(f"broken measurement: ratio {self.ratio:.4f} < {self.ratio_floor} (the two timings of the same calls disagree)")
+            found.append(
+                f"broken measurement: ratio {self.ratio:.4f} < {self.ratio_floor} (the two timings of the same calls "
+                "disagree)"
+            )
         if self.cv_of_median > self.cv_target:
-            found.append(f"harness unstable: CV of its median {self.cv_of_median * 100:.2f} % > {self.cv_target * 100:.0f} %")
+            found.append(
+                f"harness unstable: CV of its median {self.cv_of_median * 100:.2f} % > {self.cv_target * 100:.0f} %"
+            )
         if self.bare_cv_of_median > self.cv_target:
-            found.append(f"machine unstable: CV of the bare loop's median {self.bare_cv_of_median * 100:.2f} % > {self.cv_target * 100:.0f} % (rerun on a quiet machine)")
+            found.append(
+                f"machine unstable: CV of the bare loop's median {self.bare_cv_of_median * 100:.2f} % > "
+                f"{self.cv_target * 100:.0f} % (rerun on a quiet machine)"
+            )
         return found
 
     @property

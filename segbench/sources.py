@@ -47,7 +47,10 @@ def check_video(path: Path) -> None:
     finally:
         capture.release()
     if not ok:
-        raise SegbenchError(f"stream.source: cannot decode a frame from {path} (corrupt file or a codec OpenCV lacks); re-encode it as H.264 MP4 or use 'synthetic'")
+        raise SegbenchError(
+            f"stream.source: cannot decode a frame from {path} (corrupt file or a codec OpenCV lacks); re-encode it as "
+            "H.264 MP4 or use 'synthetic'"
+        )
 
 
 class VideoFile:

@@ -68,7 +68,11 @@ class StreamOutcome:
             "drop_pct": 100.0 * self.dropped / self.offered if self.offered else 0.0,
             "keeps_up": self.keeps_up,
             "latency_ms": latency.summary() if latency else None,
-            "queue_depth": {"max": max(depths, default=0), "mean": sum(depths) / len(depths) if depths else 0.0, "series": depths[::stride]},
+            "queue_depth": {
+                "max": max(depths, default=0),
+                "mean": sum(depths) / len(depths) if depths else 0.0,
+                "series": depths[::stride],
+            },
         }
 
 
@@ -131,8 +135,14 @@ def _preprocess_worker(side: SidePreprocess, inbox: queue.Queue, outbox: queue.Q
     outbox.put(STOP)
 
 
-def warm_stream(adapter: SegmentationAdapter, forward: Callable[[torch.Tensor], Any], frames: Iterator[torch.Tensor], device: torch.device,
-                seconds: float, overlap: bool = False) -> dict[str, Any]:
+def warm_stream(
+    adapter: SegmentationAdapter,
+    forward: Callable[[torch.Tensor], Any],
+    frames: Iterator[torch.Tensor],
+    device: torch.device,
+    seconds: float,
+    overlap: bool = False,
+) -> dict[str, Any]:
     """Run the stream's per-frame path (the overlap path too) for `seconds`, at least one frame; returns what it did."""
     side = SidePreprocess(adapter, device) if overlap else None
     count, started = 0, time.perf_counter()
@@ -162,7 +172,9 @@ def run_stream(
 ) -> StreamOutcome:
     outcome = StreamOutcome(target_fps=target_fps, duration_s=duration_s)
     inbox: queue.Queue = queue.Queue(maxsize=queue_size)
-    producer = threading.Thread(target=_produce, args=(frames, inbox, outcome, time.perf_counter() + duration_s), daemon=True)
+    producer = threading.Thread(
+        target=_produce, args=(frames, inbox, outcome, time.perf_counter() + duration_s), daemon=True
+    )
     ready: queue.Queue = inbox
     workers = [producer]
     side = SidePreprocess(adapter, device) if overlap else None
@@ -188,7 +200,9 @@ def run_stream(
     return outcome
 
 
-def find_max_rate(trial: Callable[[float], StreamOutcome], estimate_fps: float, steps: int = 6) -> tuple[float, list[dict[str, Any]]]:
+def find_max_rate(
+    trial: Callable[[float], StreamOutcome], estimate_fps: float, steps: int = 6
+) -> tuple[float, list[dict[str, Any]]]:
     """Highest target rate with no drops, by bisection around the offline estimate; returns it and the trials."""
     low, high = 0.0, max(estimate_fps * 1.5, 1e-3)
     probe = min(estimate_fps, high)
@@ -206,11 +220,17 @@ def find_max_rate(trial: Callable[[float], StreamOutcome], estimate_fps: float, 
 
 
 def _trial_row(rate: float, outcome: StreamOutcome) -> dict[str, Any]:
-    return {"target_fps": rate, "keeps_up": outcome.keeps_up, "drop_pct": outcome.to_dict()["drop_pct"], "sustained_fps": outcome.sustained_fps}
+    return {
+        "target_fps": rate,
+        "keeps_up": outcome.keeps_up,
+        "drop_pct": outcome.to_dict()["drop_pct"],
+        "sustained_fps": outcome.sustained_fps,
+    }
 
 
-def confirm_rate(trial: Callable[[float], StreamOutcome], rate: float, tries: int = CONFIRM_TRIES,
-                 step: float = CONFIRM_STEP) -> tuple[float, StreamOutcome | None, list[dict[str, Any]]]:
+def confirm_rate(
+    trial: Callable[[float], StreamOutcome], rate: float, tries: int = CONFIRM_TRIES, step: float = CONFIRM_STEP
+) -> tuple[float, StreamOutcome | None, list[dict[str, Any]]]:
     """Confirm a searched rate with a trial of its own; while that trial drops frames, step down and confirm again.
 
     Returns the confirmed rate (0 when no try kept up), the last trial's outcome and every try, so a

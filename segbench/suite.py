@@ -51,7 +51,8 @@ class Timing(StrictModel):
     max_time_s: Annotated[float, Field(gt=0, le=MAX_DURATION_S, allow_inf_nan=False)] = 10.0
     timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)] = 600.0
     memory_iters: Annotated[int, Field(ge=0)] = 3
-    # Each cell measured in this many separate processes; the headline is the median of their medians (segbench/repeats.py).
+    # Each cell measured in this many separate processes; the headline is the median of their medians
+    # (segbench/repeats.py).
     repeats: Annotated[int, Field(ge=1, le=100)] = 1
 
     @model_validator(mode="after")
@@ -59,7 +60,9 @@ class Timing(StrictModel):
         if self.max_iters < self.min_iters:
             raise ValueError(f"max_iters ({self.max_iters}) is below min_iters ({self.min_iters}); raise max_iters")
         if self.max_time_s < self.min_time_s:
-            raise ValueError(f"max_time_s ({self.max_time_s}) is below min_time_s ({self.min_time_s}); raise max_time_s")
+            raise ValueError(
+                f"max_time_s ({self.max_time_s}) is below min_time_s ({self.min_time_s}); raise max_time_s"
+            )
         return self
 
 
@@ -68,7 +71,8 @@ class MemoryConfig(StrictModel):
 
 
 class StreamConfig(StrictModel):
-    """The stream scenario: frames arrive at `target_fps` for `duration_s` (or the highest sustainable rate is searched)."""
+    """The stream scenario: frames arrive at `target_fps` for `duration_s` (or the highest sustainable rate is
+    searched)."""
 
     target_fps: Annotated[float, Field(gt=0, le=10_000)] | Literal["max"] = 30.0
     duration_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
@@ -76,7 +80,9 @@ class StreamConfig(StrictModel):
     queue_size: Annotated[int, Field(ge=1, le=1000)] = 2
     overlap: bool = False
     search_steps: Annotated[int, Field(ge=1, le=20)] = 6
-    warmup_s: Annotated[float, Field(ge=0, le=600)] = 2.0  # the per-frame path runs this long before the camera's clock starts
+    warmup_s: Annotated[float, Field(ge=0, le=600)] = (
+        2.0  # the per-frame path runs this long before the camera's clock starts
+    )
 
 
 class RayConfig(StrictModel):
@@ -143,6 +149,7 @@ class Suite(StrictModel):
 
 
 # ---- loading with friendly errors ---------------------------------------------------------------
+
 
 def _format_location(location: tuple[Any, ...]) -> str:
     path = ""
@@ -232,7 +239,13 @@ def _check_names(suite: Suite, base_dir: Path | None = None) -> list[tuple[str, 
         if entry.weights is None or resolve_path(entry.weights, base_dir).exists() or entry.name not in list_models():
             continue
         if named_kind(str(entry.weights), get_card(entry.name).source) is None:
-            problems.append((f"models[{index}].weights", f"weights not found: {entry.weights}; give a local file or folder, or a name {get_card(entry.name).source} knows (Hub id, ultralytics asset, torchvision weights)"))
+            problems.append(
+                (
+                    f"models[{index}].weights",
+                    f"weights not found: {entry.weights}; give a local file or folder, or a name "
+                    f"{get_card(entry.name).source} knows (Hub id, ultralytics asset, torchvision weights)",
+                )
+            )
     for rules_name in ("include", "exclude"):
         for index, rule in enumerate(getattr(suite, rules_name)):
             if rule.resolution is not None:
@@ -254,7 +267,13 @@ def _check_resolutions(suite: Suite) -> list[tuple[str, str]]:
         for index, (height, width) in enumerate(suite.resolutions):
             problem = constraints.problem(height, width)
             if problem:
-                problems.append((f"resolutions[{index}]", f"{height}x{width} is {problem} for model '{entry.name}'; change the resolution or exclude the pair"))
+                problems.append(
+                    (
+                        f"resolutions[{index}]",
+                        f"{height}x{width} is {problem} for model '{entry.name}'; change the resolution or exclude the "
+                        "pair",
+                    )
+                )
     return problems
 
 
@@ -323,7 +342,12 @@ def parse_suite(data: Any, source: str = "<suite>", base_dir: Path | None = None
     except ValidationError as exc:
         lines = [f"{source}: {where}: {what}" for where, what in map(_describe, exc.errors())]
         raise SuiteError("\n".join(lines)) from None
-    problems = _check_names(suite, base_dir) or _check_resolutions(suite) or _check_stream(suite, base_dir) or _check_data(suite, base_dir)
+    problems = (
+        _check_names(suite, base_dir)
+        or _check_resolutions(suite)
+        or _check_stream(suite, base_dir)
+        or _check_data(suite, base_dir)
+    )
     if problems:
         raise SuiteError("\n".join(f"{source}: {where}: {what}" for where, what in problems))
     return suite
@@ -351,7 +375,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     """`timing.min_time_s=5` -> (['timing', 'min_time_s'], 5); the value is read as YAML, so `[1,8]` is a list."""
     key, equals, value = text.partition("=")
     if not equals or not key.strip() or any(not part for part in key.strip().split(".")):
-        raise SuiteError(f"-s {text}: expected KEY=VALUE with a dotted key, e.g. -s timing.min_time_s=5 or -s batch_sizes=[1,8]")
+        raise SuiteError(
+            f"-s {text}: expected KEY=VALUE with a dotted key, e.g. -s timing.min_time_s=5 or -s batch_sizes=[1,8]"
+        )
     try:
         parsed = yaml.safe_load(value) if value.strip() else ""
     except yaml.YAMLError as exc:
@@ -376,7 +402,9 @@ def apply_overrides(data: Any, overrides: list[str] | tuple[str, ...]) -> Any:
                 child = target[part] = {}
             if not isinstance(child, dict):
                 where = ".".join(path[: depth + 1])
-                raise SuiteError(f"-s {'.'.join(path)}: '{where}' is not a mapping (it holds {child!r}); set '{where}' itself")
+                raise SuiteError(
+                    f"-s {'.'.join(path)}: '{where}' is not a mapping (it holds {child!r}); set '{where}' itself"
+                )
             target = child
         target[path[-1]] = value
     return result

@@ -29,7 +29,7 @@ from segbench.metrics import METRICS, Metric, Record, UnknownMetricError, get_me
 Status = Literal["meets", "misses", "unknown"]
 Percentile = Literal["p50", "p90", "p95", "p99"]
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(KiB|MiB|GiB|TiB|KB|MB|GB|TB|K|M|G|T)?\s*$", re.IGNORECASE)
-MIB_PER_UNIT = {"k": 1 / 1024, "m": 1.0, "g": 1024.0, "t": 1024.0 ** 2}  # card sizes are binary: "12 GB" is 12 x 1024 MiB
+MIB_PER_UNIT = {"k": 1 / 1024, "m": 1.0, "g": 1024.0, "t": 1024.0**2}  # card sizes are binary: "12 GB" is 12 x 1024 MiB
 
 
 def parse_size_mb(text: str | float | int) -> float | None:
@@ -93,8 +93,10 @@ class Targets(BaseModel):
             return value
         from segbench.naming import did_you_mean
 
-        raise ValueError(f"{value!r} is neither a size (12GiB, 800MiB) nor a card profile ({did_you_mean(str(value), list_profiles())}"
-                         f"known: {', '.join(list_profiles())})")
+        raise ValueError(
+            f"{value!r} is neither a size (12GiB, 800MiB) nor a card profile "
+            f"({did_you_mean(str(value), list_profiles())}known: {', '.join(list_profiles())})"
+        )
 
     @property
     def empty(self) -> bool:
@@ -110,7 +112,8 @@ class Targets(BaseModel):
         from segbench.hardware import load_profile
 
         profile = load_profile(str(self.memory))
-        # The total the driver reports (what the budget cap uses), not the nominal size: ECC and reserved memory never reach CUDA.
+        # The total the driver reports (what the budget cap uses), not the nominal size: ECC and reserved memory never
+        # reach CUDA.
         return float(profile.total_mb), f"{profile.name} memory ({profile.total_mb:,.0f} MiB)"
 
     def requirements(self) -> list[Requirement]:
@@ -128,7 +131,13 @@ class Targets(BaseModel):
             found.append(Requirement("miou_gt_pct", "at_least", self.min_miou))
         for bound in self.metrics:
             key = get_metric(bound.metric).key
-            found.append(Requirement(key, "at_least" if bound.at_least is not None else "at_most", bound.at_least if bound.at_least is not None else bound.at_most))  # type: ignore[arg-type]
+            found.append(
+                Requirement(
+                    key,
+                    "at_least" if bound.at_least is not None else "at_most",
+                    bound.at_least if bound.at_least is not None else bound.at_most,
+                )
+            )  # type: ignore[arg-type]
         return found
 
     def merged(self, **overrides: Any) -> Targets:
@@ -241,7 +250,9 @@ def targets_from_suite(suite: dict[str, Any]) -> Targets | None:
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"])
-        raise SegbenchError(f"suite.yaml: targets{'.' + where if where else ''}: {error['msg'].removeprefix('Value error, ')}") from None
+        raise SegbenchError(
+            f"suite.yaml: targets{'.' + where if where else ''}: {error['msg'].removeprefix('Value error, ')}"
+        ) from None
 
 
 def describe(targets: Targets) -> str:

@@ -42,7 +42,8 @@ def named_kind(value: str, source: str) -> NamedKind | None:
 
 
 def fetch(value: str, source: str) -> Path:
-    """The local file or folder behind a library name (from the cache, else downloaded), or one line saying how to get it."""
+    """The local file or folder behind a library name (from the cache, else downloaded), or one line saying how to get
+    it."""
     kind = named_kind(value, source)
     if kind == "hub":
         return _hub_snapshot(value)
@@ -50,7 +51,9 @@ def fetch(value: str, source: str) -> Path:
         return _ultralytics_asset(value)
     if kind == "torchvision":
         return _torchvision_checkpoint(value)
-    raise WeightsError(f"weights not found: {value} (give a local file or folder, or a name this family's library knows)")
+    raise WeightsError(
+        f"weights not found: {value} (give a local file or folder, or a name this family's library knows)"
+    )
 
 
 def _offline(variable: str) -> bool:
@@ -90,8 +93,9 @@ def _ultralytics_asset(name: str) -> Path:
         found = Path(name)
     if not found.is_file():
         raise WeightsError(
-            f"{name}: not in the working directory or ultralytics' weights_dir ({SETTINGS['weights_dir']}) and could not be "
-            f"downloaded; fetch it beforehand (e.g. `yolo predict model={name}` on a machine with network) and copy it there"
+            f"{name}: not in the working directory or ultralytics' weights_dir ({SETTINGS['weights_dir']}) and could "
+            f"not be downloaded; fetch it beforehand (e.g. `yolo predict model={name}` on a machine with network) and "
+            "copy it there"
         )
     return found
 
@@ -103,7 +107,9 @@ def _torchvision_checkpoint(name: str) -> Path:
     try:
         weights = get_weight(name)
     except (ValueError, KeyError, AttributeError):
-        raise WeightsError(f"{name}: torchvision knows no such weights; see torchvision.models.list_models / get_model_weights") from None
+        raise WeightsError(
+            f"{name}: torchvision knows no such weights; see torchvision.models.list_models / get_model_weights"
+        ) from None
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
     if cached.is_file():
         return cached

@@ -19,7 +19,15 @@ SESSION_CACHE = tempfile.mkdtemp(prefix="segbench-test-cache-")
 os.environ["SEGBENCH_CACHE_DIR"] = SESSION_CACHE
 os.environ.pop("SEGBENCH_NO_CACHE", None)
 
-FAST_TIMING = {"warmup_iters": 1, "min_iters": 3, "max_iters": 20, "min_time_s": 0.05, "max_time_s": 1.0, "timeout_s": 240, "memory_iters": 1}
+FAST_TIMING = {
+    "warmup_iters": 1,
+    "min_iters": 3,
+    "max_iters": 20,
+    "min_time_s": 0.05,
+    "max_time_s": 1.0,
+    "timeout_s": 240,
+    "memory_iters": 1,
+}
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -29,7 +37,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU; this machine has none (run these where CUDA exists: pytest -m gpu)")
+    skip = pytest.mark.skip(
+        reason="needs a CUDA GPU; this machine has none (run these where CUDA exists: pytest -m gpu)"
+    )
     for item in items:
         if item.get_closest_marker("gpu") is not None:  # not `in item.keywords`: that also matches a folder named gpu
             item.add_marker(skip)

@@ -24,7 +24,10 @@ from .test_report import HOSTILE_NAME, build_small_run
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 if not (CHROMIUM and CHROMEDRIVER):
-    pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; .ci/run does)", allow_module_level=True)
+    pytest.skip(
+        "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver; .ci/run does)",
+        allow_module_level=True,
+    )
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip install -e '.[dev]')")
 
 from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
@@ -38,9 +41,18 @@ WIDTH = 1400
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                     "--disable-sync", "--no-first-run", "--hide-scrollbars", f"--window-size={WIDTH},1000",
-                     f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+    for argument in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--window-size={WIDTH},1000",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
@@ -86,10 +98,16 @@ def test_report_in_headless_chromium(browser: Any, tmp_path_factory: pytest.Temp
     assert HOSTILE_NAME in browser.title  # the hostile suite name is the page's text, not a script
     assert browser.find_element(By.CSS_SELECTOR, "header.page h1").text == HOSTILE_NAME
     images = browser.find_elements(By.CSS_SELECTOR, "#plots figure img")
-    assert len(images) == 5 and all(browser.execute_script("return arguments[0].naturalWidth", img) > 300 for img in images)
+    assert len(images) == 5 and all(
+        browser.execute_script("return arguments[0].naturalWidth", img) > 300 for img in images
+    )
 
     before = column_values(browser, "median ms")
-    header = next(h for h in browser.find_elements(By.CSS_SELECTOR, "#leaderboard-table thead th") if h.text.strip() == "median ms")
+    header = next(
+        h
+        for h in browser.find_elements(By.CSS_SELECTOR, "#leaderboard-table thead th")
+        if h.text.strip() == "median ms"
+    )
     header.click()
     ascending = column_values(browser, "median ms")
     assert header.get_attribute("aria-sort") == "ascending"
@@ -98,13 +116,19 @@ def test_report_in_headless_chromium(browser: Any, tmp_path_factory: pytest.Temp
     descending = column_values(browser, "median ms")
     assert descending == sorted(before, key=float, reverse=True)
     assert before != ascending or before != descending  # a click changed the row order
-    resolution = next(h for h in browser.find_elements(By.CSS_SELECTOR, "#leaderboard-table thead th") if h.text.strip() == "resolution")
+    resolution = next(
+        h
+        for h in browser.find_elements(By.CSS_SELECTOR, "#leaderboard-table thead th")
+        if h.text.strip() == "resolution"
+    )
     resolution.click()  # sorts by pixel count, not by the "16x16" text
     assert column_values(browser, "resolution") == sorted(column_values(browser, "resolution"), key=float)
 
     select = Select(browser.find_element(By.ID, "model-filter"))
     select.select_by_value("test-tiny")
-    visible = [row for row in browser.find_elements(By.CSS_SELECTOR, "#leaderboard-table tbody tr") if row.is_displayed()]
+    visible = [
+        row for row in browser.find_elements(By.CSS_SELECTOR, "#leaderboard-table tbody tr") if row.is_displayed()
+    ]
     assert len(visible) == 4 and "4 of 4 cells" in browser.find_element(By.ID, "leaderboard-count").text
     assert console_errors(browser) == []
 
@@ -115,7 +139,9 @@ def test_report_in_headless_chromium(browser: Any, tmp_path_factory: pytest.Temp
         shutil.copyfile(shot, os.environ["SEGBENCH_SCREENSHOT"])
 
 
-def test_comparison_in_headless_chromium(browser: Any, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+def test_comparison_in_headless_chromium(
+    browser: Any, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
     run_dir = build_small_run(tmp_path_factory)
     page = tmp_path / "compare.html"
     page.write_text(render_comparison(compare_runs(run_dir, run_dir)), encoding="utf-8")
@@ -127,7 +153,9 @@ def test_comparison_in_headless_chromium(browser: Any, tmp_path_factory: pytest.
     assert header.get_attribute("aria-sort") == "ascending" and console_errors(browser) == []
 
 
-def test_answer_table_in_headless_chromium(browser: Any, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+def test_answer_table_in_headless_chromium(
+    browser: Any, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
     """With targets the answer comes first, its verdict table open and sortable."""
     report = write_report(build_small_run(tmp_path_factory), tmp_path / "answer.html", targets=Targets(fps=1e9))
     open_page(browser, report)

@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def segbench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "segbench", *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "segbench", *args], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
 
 
 def test_dry_run_prints_the_matrix_with_its_count(write_suite: Callable[..., Path]) -> None:
@@ -28,7 +30,9 @@ def test_dry_run_prints_the_matrix_with_its_count(write_suite: Callable[..., Pat
 def test_cuda_suite_without_cuda_stops_with_a_clear_message() -> None:
     done = segbench("run", str(ROOT / "suites" / "rtx3060.yaml"))
     assert done.returncode == 2
-    assert "CUDA is not available" in done.stderr and "--device cpu" in done.stderr and "suites/quick.yaml" in done.stderr
+    assert (
+        "CUDA is not available" in done.stderr and "--device cpu" in done.stderr and "suites/quick.yaml" in done.stderr
+    )
     assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
 

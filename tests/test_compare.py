@@ -26,7 +26,15 @@ from segbench.runner import run_suite
 from segbench.suite import load_suite
 from .test_report import copy_run
 
-STABLE_TIMING = {"warmup_iters": 2, "min_iters": 30, "max_iters": 60, "min_time_s": 0.5, "max_time_s": 3.0, "timeout_s": 120, "memory_iters": 1}
+STABLE_TIMING = {
+    "warmup_iters": 2,
+    "min_iters": 30,
+    "max_iters": 60,
+    "min_time_s": 0.5,
+    "max_time_s": 3.0,
+    "timeout_s": 120,
+    "memory_iters": 1,
+}
 
 
 def stable_suite() -> dict[str, Any]:
@@ -61,8 +69,12 @@ def scaled(record: dict[str, Any], factor: float) -> dict[str, Any]:
     record["samples_ms"] = [v * factor for v in record["samples_ms"]]
     record["latency_ms"] = LatencyStats.from_samples(record["samples_ms"]).summary()
     record["fps"] = record["batch_size"] * 1000 / record["latency_ms"]["median"]
-    record["stage_samples_ms"] = {stage: [v * factor for v in values] for stage, values in record["stage_samples_ms"].items()}
-    record["end_to_end_ms"] = LatencyStats.from_samples(np.sum(list(record["stage_samples_ms"].values()), axis=0)).summary()
+    record["stage_samples_ms"] = {
+        stage: [v * factor for v in values] for stage, values in record["stage_samples_ms"].items()
+    }
+    record["end_to_end_ms"] = LatencyStats.from_samples(
+        np.sum(list(record["stage_samples_ms"].values()), axis=0)
+    ).summary()
     return record
 
 
@@ -99,7 +111,12 @@ def test_injected_20_percent_slowdown_is_flagged(repeats: tuple[Path, Path], tmp
     assert fps.ci_pct is not None and fps.ci_pct[0] < fps.change_pct < fps.ci_pct[1]
     assert cell.metric("end_to_end_ms").significant  # type: ignore[union-attr]
     p95 = cell.metric("p95_ms")  # 30-60 samples: too few beyond the 95th percentile for an interval
-    assert p95 is not None and p95.change_pct == pytest.approx(20.0, abs=0.01) and p95.ci_pct is None and not p95.significant
+    assert (
+        p95 is not None
+        and p95.change_pct == pytest.approx(20.0, abs=0.01)
+        and p95.ci_pct is None
+        and not p95.significant
+    )
     assert not cell.metric("peak_mb").significant  # type: ignore[union-attr]  # memory was not touched
     assert comparison.latency_regressions(10) == [cell] and comparison.latency_regressions(25) == []
     assert comparison.significant_count == (1, 0)
@@ -118,14 +135,18 @@ def test_repeats_of_the_same_run_are_not_flagged(repeats: tuple[Path, Path], tmp
             assert not metric.significant, (other.name, metric)
         assert comparison.latency_regressions(0) == [] and comparison.significant_count == (0, 0)
     same = compare_runs(first, first).cells[0].metric("median_ms")
-    assert same is not None and same.change_pct == 0 and same.ci_pct is not None and same.ci_pct[0] <= 0 <= same.ci_pct[1]
+    assert (
+        same is not None and same.change_pct == 0 and same.ci_pct is not None and same.ci_pct[0] <= 0 <= same.ci_pct[1]
+    )
 
 
 def test_cli_fail_on_regression_sets_the_exit_code_and_writes_html(repeats: tuple[Path, Path], tmp_path: Path) -> None:
     first, second = repeats
     slow = copy_run(first, tmp_path / "slow", change=lambda r: scaled(r, 1.2))
     runner = CliRunner()
-    flagged = runner.invoke(app, ["compare", str(first), str(slow), "--fail-on-regression", "10", "-o", str(tmp_path / "cmp.html")])
+    flagged = runner.invoke(
+        app, ["compare", str(first), str(slow), "--fail-on-regression", "10", "-o", str(tmp_path / "cmp.html")]
+    )
     assert flagged.exit_code == 1, flagged.output
     assert "(!)" in flagged.stdout and "+20.0 %" in flagged.stdout and "regression:" in flagged.stderr
     page = (tmp_path / "cmp.html").read_text()
@@ -136,21 +157,33 @@ def test_cli_fail_on_regression_sets_the_exit_code_and_writes_html(repeats: tupl
     assert repeat.exit_code == 0, repeat.output
     assert "(!)" not in repeat.stdout
     missing = runner.invoke(app, ["compare", str(first), str(tmp_path / "nope")])
-    assert missing.exit_code == 2 and "not a run directory" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+    assert (
+        missing.exit_code == 2
+        and "not a run directory" in missing.stderr
+        and len(missing.stderr.strip().splitlines()) == 1
+    )
 
 
 def test_fingerprint_differences_warn_and_ignore_volatile_fields(repeats: tuple[Path, Path], tmp_path: Path) -> None:
     first, _ = repeats
     meta = json.loads((first / "meta.json").read_text())
     fingerprint = meta["fingerprint"]
-    changed = {**fingerprint, "hostname": "another-host", "packages": {**fingerprint["packages"], "torch": "0.0.1-test"},
-               "segbench": {**fingerprint["segbench"], "commit": "abc1234"}}
-    other = copy_run(first, tmp_path / "other", meta={"fingerprint": changed, "start_time": "2030-01-01T00:00:00+00:00"})
+    changed = {
+        **fingerprint,
+        "hostname": "another-host",
+        "packages": {**fingerprint["packages"], "torch": "0.0.1-test"},
+        "segbench": {**fingerprint["segbench"], "commit": "abc1234"},
+    }
+    other = copy_run(
+        first, tmp_path / "other", meta={"fingerprint": changed, "start_time": "2030-01-01T00:00:00+00:00"}
+    )
     differences = compare_runs(first, other).fingerprint_differences
     assert any("package torch" in d and "0.0.1-test" in d for d in differences)
     assert any("segbench commit" in d and "abc1234" in d for d in differences)
     assert not any("hostname" in d or "another-host" in d for d in differences)
-    volatile_only = copy_run(first, tmp_path / "volatile", meta={"fingerprint": {**fingerprint, "hostname": "x"}, "duration_s": 1})
+    volatile_only = copy_run(
+        first, tmp_path / "volatile", meta={"fingerprint": {**fingerprint, "hostname": "x"}, "duration_s": 1}
+    )
     assert compare_runs(first, volatile_only).fingerprint_differences == ()
     done = CliRunner().invoke(app, ["compare", str(first), str(other)])
     assert done.exit_code == 0 and "fingerprints differ" in done.stdout
@@ -163,7 +196,9 @@ def test_unmatched_cells_and_status_changes(repeats: tuple[Path, Path], tmp_path
         return {**record, "cell_id": "000000000000", "resolution": [32, 32]}
 
     elsewhere = compare_runs(first, copy_run(first, tmp_path / "moved", change=moved))
-    assert elsewhere.cells == () and len(elsewhere.only_in_a) == 1 and elsewhere.only_in_b[0].startswith("test-tiny 32x32")
+    assert (
+        elsewhere.cells == () and len(elsewhere.only_in_a) == 1 and elsewhere.only_in_b[0].startswith("test-tiny 32x32")
+    )
     failed = copy_run(first, tmp_path / "failed", change=lambda r: {**r, "status": "oom", "error": "out of memory"})
     comparison = compare_runs(first, failed)
     assert [c.status_b for c in comparison.status_regressions] == ["oom"] and comparison.cells[0].metrics == ()
@@ -183,6 +218,7 @@ def test_bootstrap_change_ci_on_known_samples() -> None:
 
 
 # ---- machines and measurement conditions (the real H100 run as both sides) -------------------------------
+
 
 def _h100_run(path: Path, **meta_changes: Any) -> Any:
     from segbench.report.tables import RunData
@@ -210,7 +246,10 @@ def test_fingerprints_compare_the_cpu_instruction_sets(tmp_path: Path) -> None:
     fingerprint = a.meta["fingerprint"]
     avx2_only = {**fingerprint, "cpu": {**fingerprint["cpu"], "flags": ["avx", "avx2", "f16c", "fma"]}}
     differences = compare_runs(a, _h100_run(tmp_path / "b", fingerprint=avx2_only)).fingerprint_differences
-    assert any(line.startswith("CPU instruction sets: amx_bf16") and line.endswith("→ avx avx2 f16c fma") for line in differences)
+    assert any(
+        line.startswith("CPU instruction sets: amx_bf16") and line.endswith("→ avx avx2 f16c fma")
+        for line in differences
+    )
 
 
 def test_contended_cells_are_flagged_in_compare(tmp_path: Path) -> None:

@@ -20,7 +20,8 @@ from segbench.models.registry import load_plugin
 from segbench.suite import Timing
 load_plugin(sys.argv[1])
 timing = Timing(warmup_iters=1, min_iters=2, max_iters=3, min_time_s=0.0, max_time_s=1.0, memory_iters=1)
-outcome = run_cell(CellRequest(CellSpec("test-tiny", (16, 16), 1, "fp32", "eager"), "cpu", timing, 10.0, None, (sys.argv[1],)))
+outcome = run_cell(CellRequest(CellSpec("test-tiny", (16, 16), 1, "fp32", "eager"), "cpu", timing, 10.0, None, \
+(sys.argv[1],)))
 print(json.dumps({"status": outcome["status"], "threads": outcome["threads"], "error": outcome.get("error")}))
 """
 
@@ -30,9 +31,13 @@ def test_a_cell_pinned_to_one_cpu_uses_one_thread_by_default() -> None:
     from tests.conftest import FAULT_PLUGIN
 
     out = subprocess.run(
-        [sys.executable, "-c", PINNED_CELL, FAULT_PLUGIN], check=False,
+        [sys.executable, "-c", PINNED_CELL, FAULT_PLUGIN],
+        check=False,
         preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}),
-        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": os.getcwd()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
     )
     outcome = json.loads(out.stdout.strip().splitlines()[-1])
     assert outcome["status"] == "ok", outcome["error"] or out.stderr[-2000:]

@@ -1,4 +1,5 @@
-"""Labelled datasets (three layouts), mIoU against hand-computed cases, suite-load errors, and the accuracy pass in a real cell."""
+"""Labelled datasets (three layouts), mIoU against hand-computed cases, suite-load errors, and the accuracy pass in a
+real cell."""
 
 from __future__ import annotations
 
@@ -97,11 +98,19 @@ def test_calibration_and_evaluation_photographs_never_meet() -> None:
     ("break_it", "message"),
     [
         (lambda root: (root / "masks/001.png").unlink(), r"masks/001.png: label mask missing"),
-        (lambda root: _save(root / "masks/001.png", np.zeros((5, 5), np.uint8)), r"masks/001.png: mask is 5x5 but its image is 16x16"),
-        (lambda root: _save(root / "masks/001.png", np.full((16, 16), 9, np.uint8)), r"masks/001.png: label id 9 is beyond model 'test-tiny''s 4 classes"),
+        (
+            lambda root: _save(root / "masks/001.png", np.zeros((5, 5), np.uint8)),
+            r"masks/001.png: mask is 5x5 but its image is 16x16",
+        ),
+        (
+            lambda root: _save(root / "masks/001.png", np.full((16, 16), 9, np.uint8)),
+            r"masks/001.png: label id 9 is beyond model 'test-tiny''s 4 classes",
+        ),
     ],
 )
-def test_a_malformed_dataset_is_one_line_at_suite_load(tmp_path: Path, write_suite: Callable[..., Path], break_it: Callable[[Path], None], message: str) -> None:
+def test_a_malformed_dataset_is_one_line_at_suite_load(
+    tmp_path: Path, write_suite: Callable[..., Path], break_it: Callable[[Path], None], message: str
+) -> None:
     root = plain_tree(tmp_path / "data", [np.zeros((16, 16), np.uint8)] * 2)
     break_it(root)
     with pytest.raises(SuiteError, match=rf"suite.yaml: dataset: .*{message}") as caught:
@@ -113,19 +122,33 @@ def test_a_cell_with_a_dataset_records_ground_truth_metrics(tmp_path: Path, writ
     masks = [np.tile(np.arange(4, dtype=np.uint8).repeat(4), (16, 1)) for _ in range(3)]
     root = plain_tree(tmp_path / "data", masks, split="val")
     plain_tree(tmp_path / "data", masks[:2], split="train")
-    expectation = {"claim": "bf16 keeps mIoU", "precision": "bf16", "metric": "accuracy.miou_delta_vs_fp32", "at_least": -1.0}
-    suite = write_suite(dataset={"path": str(root), "limit": 3}, precisions=["fp32", "bf16"], batch_sizes=[2], expectations=[expectation])
+    expectation = {
+        "claim": "bf16 keeps mIoU",
+        "precision": "bf16",
+        "metric": "accuracy.miou_delta_vs_fp32",
+        "at_least": -1.0,
+    }
+    suite = write_suite(
+        dataset={"path": str(root), "limit": 3},
+        precisions=["fp32", "bf16"],
+        batch_sizes=[2],
+        expectations=[expectation],
+    )
     outcome = run_suite(load_suite(suite), suite, out_dir=tmp_path / "results")
     record, candidate = outcome.records
     assert record["status"] == "ok" and candidate["status"] == "ok", (record.get("error"), candidate.get("error"))
-    assert candidate["accuracy"]["miou_delta_vs_fp32"] == pytest.approx(candidate["accuracy"]["miou"] - record["accuracy"]["miou"])
+    assert candidate["accuracy"]["miou_delta_vs_fp32"] == pytest.approx(
+        candidate["accuracy"]["miou"] - record["accuracy"]["miou"]
+    )
     assert record["accuracy"]["miou_delta_vs_fp32"] == 0.0
     [expected] = load_suite(suite).expectations
     assert evaluate(expected, outcome.records)["verdict"] == "confirmed"
     run = load_run(outcome.run_dir)
     html, markdown, csv = render_report(run), render_markdown(run), render_csv(run)
     assert "mIoU (GT) %" in html and "Δ vs fp32" in html and 'id="accuracy"' in html and "IoU 3 %" in html
-    assert "mIoU (GT) %" in markdown and "miou_gt" in csv.splitlines()[0] and "miou_delta_vs_fp32" in csv.splitlines()[0]
+    assert (
+        "mIoU (GT) %" in markdown and "miou_gt" in csv.splitlines()[0] and "miou_delta_vs_fp32" in csv.splitlines()[0]
+    )
     accuracy = record["accuracy"]
     assert accuracy["images"] == 3 and accuracy["pixels"] == 3 * 16 * 16
     assert 0.0 <= accuracy["miou"] <= 1.0 and 0.0 <= accuracy["pixel_accuracy"] <= 1.0
@@ -139,8 +162,24 @@ def test_run_dataset_flag_checks_the_dataset_at_load(tmp_path: Path) -> None:
     import sys
 
     root = plain_tree(tmp_path / "data", [np.full((64, 64), 30, np.uint8)])
-    done = subprocess.run([sys.executable, "-m", "segbench", "run", "--model", "fast-scnn", "--resolution", "64", "--dataset", str(root), "--dry-run"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "segbench",
+            "run",
+            "--model",
+            "fast-scnn",
+            "--resolution",
+            "64",
+            "--dataset",
+            str(root),
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2 and "masks/000.png: label id 30 is beyond model 'fast-scnn''s 19 classes" in done.stderr
     assert "Traceback" not in done.stderr
 
@@ -150,9 +189,28 @@ def test_predict_dataset_scores_the_validation_images(tmp_path: Path) -> None:
     import sys
 
     root = plain_tree(tmp_path / "data", [np.zeros((64, 64), np.uint8), np.ones((64, 64), np.uint8)])
-    done = subprocess.run([sys.executable, "-m", "segbench", "predict", "fast-scnn", "--dataset", str(root), "--out", str(tmp_path / "out"), "--device", "cpu"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "segbench",
+            "predict",
+            "fast-scnn",
+            "--dataset",
+            str(root),
+            "--out",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     scored = json.loads((tmp_path / "out" / "accuracy.json").read_text())
     assert scored["images"] == 2 and scored["pixels"] == 2 * 64 * 64 and "mIoU" in done.stdout
-    assert 0.0 <= scored["miou"] <= 1.0 and set(scored["per_class_iou"]) >= {"road", "sidewalk"}  # the card's Cityscapes names
+    assert 0.0 <= scored["miou"] <= 1.0 and set(scored["per_class_iou"]) >= {
+        "road",
+        "sidewalk",
+    }  # the card's Cityscapes names

@@ -42,7 +42,9 @@ def test_committed_demo_weights_reach_their_stated_miou(model: str, tmp_path: Pa
 
     recipe = RECIPES[model]
     if not recipe.weights_file.exists() or model not in STATED_MIOU:
-        pytest.skip(f"{recipe.weights_file.name} not trained yet: run `python -m segbench.demo train` and record STATED_MIOU")
+        pytest.skip(
+            f"{recipe.weights_file.name} not trained yet: run `python -m segbench.demo train` and record STATED_MIOU"
+        )
     root = generate(tmp_path / "demo", train=0)
     adapter = create_model(model, recipe.weights_file, demo_options())
     adapter.build("cpu")

@@ -26,7 +26,8 @@ from tests.conftest import FAULT_PLUGIN
 
 
 def test_out_of_range_labels_belong_to_no_class_on_either_side() -> None:
-    """A label beyond the card's classes is no class, whichever side produced it (clamping one side inflated the last class)."""
+    """A label beyond the card's classes is no class, whichever side produced it (clamping one side inflated the last
+    class)."""
     accumulator = FidelityAccumulator(num_classes=3)
     reference = torch.tensor([2, 2, 0, 1])
     candidate = torch.tensor([5, 2, 0, 7])
@@ -41,13 +42,18 @@ def test_out_of_range_labels_belong_to_no_class_on_either_side() -> None:
 
 
 def test_reference_runs_in_true_fp32_whatever_the_candidate_set() -> None:
-    """tf32 turns TF32 on for the process; the fp32 reference must still run with it off, and leave it as it found it."""
+    """tf32 turns TF32 on for the process; the fp32 reference must still run with it off, and leave it as it found
+    it."""
     seen: list[tuple[bool, bool]] = []
     reference = Fp32Reference("fast-scnn", None, {}, torch.device("cpu"))
     assert reference.adapter.model is not None
-    reference.adapter.model.register_forward_pre_hook(lambda *_: seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)))
+    reference.adapter.model.register_forward_pre_hook(
+        lambda *_: seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+    )
     previous = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    get_precision("tf32").apply(nn.Identity(), torch.device("cpu"), PrecisionContext(example=torch.zeros(1)))  # what a tf32 cell does
+    get_precision("tf32").apply(
+        nn.Identity(), torch.device("cpu"), PrecisionContext(example=torch.zeros(1))
+    )  # what a tf32 cell does
     try:
         reference.run(evaluation_batches(64, 64, 1)[0])
         assert seen == [(False, False)]
@@ -57,7 +63,8 @@ def test_reference_runs_in_true_fp32_whatever_the_candidate_set() -> None:
 
 
 def test_the_reference_loads_suite_relative_weights(write_suite: Callable[..., Path], tmp_path: Path) -> None:
-    """`weights: w.pt` beside the suite: the measured model and its fp32 reference both load it, wherever the run starts."""
+    """`weights: w.pt` beside the suite: the measured model and its fp32 reference both load it, wherever the run
+    starts."""
     load_plugin(FAULT_PLUGIN)
     adapter = create_model("test-tiny")
     torch.save(adapter.build_module().state_dict(), tmp_path / "w.pt")
@@ -75,10 +82,19 @@ def test_yolo_drift_is_measured_on_the_head_before_nms() -> None:
     """Random YOLO weights detect nothing: class-map agreement is undefined, yet the raw head's drift is real."""
     candidate = create_model("yolov8n-seg")
     candidate.build("cpu")
-    candidate.model = get_precision("bf16").apply(candidate.model, torch.device("cpu"), PrecisionContext(example=torch.zeros(1)))
+    candidate.model = get_precision("bf16").apply(
+        candidate.model, torch.device("cpu"), PrecisionContext(example=torch.zeros(1))
+    )
     candidate.input_dtype = torch.bfloat16
     reference = Fp32Reference("yolov8n-seg", None, {}, torch.device("cpu"))
-    result = measure_fidelity(reference, candidate, candidate.forward, evaluation_batches(64, 64, 1), contextlib.nullcontext(), random_weights=True)
+    result = measure_fidelity(
+        reference,
+        candidate,
+        candidate.forward,
+        evaluation_batches(64, 64, 1),
+        contextlib.nullcontext(),
+        random_weights=True,
+    )
     assert result["reference_detections"] == 0
     assert result["pixel_agreement"] is None and result["miou_vs_fp32"] is None
     assert result["agreement_unavailable"] == "reference found no detections: agreement undefined"

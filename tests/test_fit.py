@@ -46,7 +46,10 @@ def test_finds_the_exact_largest_batch_and_side_with_few_probes() -> None:
     assert table.square.largest_side == cell.true_largest_side(8192) == 5312
     assert table.square.limited_by == "oom"
     assert table.probe_count == len(cell.calls) == len(set(cell.calls))  # each shape runs once
-    assert table.probe_count <= len(resolutions) * (2 * math.ceil(math.log2(256)) + 1) + 2 * math.ceil(math.log2(8192 // 32)) + 1
+    assert (
+        table.probe_count
+        <= len(resolutions) * (2 * math.ceil(math.log2(256)) + 1) + 2 * math.ceil(math.log2(8192 // 32)) + 1
+    )
     assert table.fits_anywhere
 
 
@@ -79,7 +82,11 @@ def test_a_failure_other_than_oom_bounds_the_search_and_is_named() -> None:
         return {"status": "ok"}
 
     row = fit_search(run, [(512, 512)], max_batch=64, square=False).batches[0]
-    assert (row.largest_batch, row.limited_by, row.limit_error) == (12, "error", "RuntimeError: cuDNN refused the shape")
+    assert (row.largest_batch, row.limited_by, row.limit_error) == (
+        12,
+        "error",
+        "RuntimeError: cuDNN refused the shape",
+    )
 
 
 def test_bad_limits_are_refused() -> None:
@@ -113,7 +120,10 @@ def test_fit_says_what_the_budget_is_and_that_ort_arenas_are_outside_it() -> Non
 
     rtx3060 = load_profile("rtx3060")
     [budget, cpu_note, ort] = budget_lines(rtx3060, "onnxruntime", "cpu")
-    assert budget.startswith(f"budget: {12042 - rtx3060.cuda_context_mb:.0f} MiB") and "driver-reported total 12042 MiB" in budget
+    assert (
+        budget.startswith(f"budget: {12042 - rtx3060.cuda_context_mb:.0f} MiB")
+        and "driver-reported total 12042 MiB" in budget
+    )
     assert "host RAM" in cpu_note
     assert ort.startswith("onnxruntime: ONNX Runtime's own arenas") and "outside the cap" in ort
     assert len(budget_lines(rtx3060, "eager", "cuda:0")) == 1

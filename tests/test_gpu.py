@@ -20,7 +20,13 @@ pytestmark = pytest.mark.gpu
 
 
 def test_cuda_cell_records_allocator_and_nvml_memory(write_suite: Callable[..., Path], tmp_path: Path) -> None:
-    suite_path = write_suite(device="cuda", models=["fast-scnn"], resolutions=[[256, 512]], batch_sizes=[1, 4], precisions=["fp32", "fp16", "tf32"])
+    suite_path = write_suite(
+        device="cuda",
+        models=["fast-scnn"],
+        resolutions=[[256, 512]],
+        batch_sizes=[1, 4],
+        precisions=["fp32", "fp16", "tf32"],
+    )
     run_dir = run_suite(load_suite(suite_path), suite_path, tmp_path / "results").run_dir
     records = [json.loads(line) for line in (run_dir / results.RESULTS_FILE).read_text().splitlines()]
     assert all(r["status"] == "ok" for r in records), [r["error"] for r in records]
@@ -47,10 +53,14 @@ def test_selfcheck_overhead_on_gpu() -> None:
     assert report.ratio <= 1.05, report  # the issue's target is 1.02; the bench prints the exact figure
 
 
-def test_half_precision_peak_is_its_own_not_the_fp32_leftovers(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+def test_half_precision_peak_is_its_own_not_the_fp32_leftovers(
+    write_suite: Callable[..., Path], tmp_path: Path
+) -> None:
     # On an H100, SegFormer-B2 fp16 at 1024 reported fp32's reserved peak (2,194 vs 2,188 MiB) because blocks cached
     # by the fp32 FLOP count stayed in the allocator through the memory pass.
-    suite_path = write_suite(device="cuda", models=["segformer-b0"], resolutions=[512], precisions=["fp32", "fp16"], plugins=[])
+    suite_path = write_suite(
+        device="cuda", models=["segformer-b0"], resolutions=[512], precisions=["fp32", "fp16"], plugins=[]
+    )
     run_dir = run_suite(load_suite(suite_path), suite_path, tmp_path / "results").run_dir
     fp32, fp16 = [json.loads(line) for line in (run_dir / results.RESULTS_FILE).read_text().splitlines()]
     assert fp32["status"] == fp16["status"] == "ok", (fp32["error"], fp16["error"])

@@ -49,6 +49,7 @@ H100_TOTAL_MB = 81079.0  # what an H100 80GB HBM3 reported to CUDA (torch total_
 
 # ---- profiles -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", sorted(EXPECTED_CARDS))
 def test_every_bundled_profile_loads_and_sources_its_figures(name: str) -> None:
     profile = load_profile(name)
@@ -103,11 +104,14 @@ def test_bad_profile_is_one_clear_line(tmp_path: Path, changes: dict, expected: 
 
 
 def test_unknown_profile_suggests_the_close_one() -> None:
-    with pytest.raises(SegbenchError, match=r"unknown hardware profile 'rtx-3060' \(did you mean 'rtx3060'\? known: a100-40gb"):
+    with pytest.raises(
+        SegbenchError, match=r"unknown hardware profile 'rtx-3060' \(did you mean 'rtx3060'\? known: a100-40gb"
+    ):
         load_profile("rtx-3060")
 
 
 # ---- budget ---------------------------------------------------------------------------------------
+
 
 def test_12gb_target_on_an_80gb_card() -> None:
     rtx3060 = load_profile("rtx3060")
@@ -129,7 +133,9 @@ def test_the_h100_profile_carries_its_measured_total_and_others_say_nominal() ->
 
 
 def test_target_bigger_than_the_real_card_is_refused() -> None:
-    with pytest.raises(BudgetError, match=r"cannot emulate A100 80GB SXM4: .* exceeds this card's 12288 MiB; not emulated"):
+    with pytest.raises(
+        BudgetError, match=r"cannot emulate A100 80GB SXM4: .* exceeds this card's 12288 MiB; not emulated"
+    ):
         memory_fraction(load_profile("a100-80gb"), 12288)
     with pytest.raises(BudgetError, match="must be positive"):
         memory_fraction(load_profile("t4"), 0)
@@ -148,7 +154,11 @@ def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, int]]:
     calls: list[tuple[float, int]] = []
     properties = SimpleNamespace(total_memory=int(H100_TOTAL_MB * 1024 * 1024), name="NVIDIA H100 80GB HBM3")
     monkeypatch.setattr(budget_module.torch.cuda, "get_device_properties", lambda index: properties)
-    monkeypatch.setattr(budget_module.torch.cuda, "set_per_process_memory_fraction", lambda fraction, index: calls.append((fraction, index)))
+    monkeypatch.setattr(
+        budget_module.torch.cuda,
+        "set_per_process_memory_fraction",
+        lambda fraction, index: calls.append((fraction, index)),
+    )
     return calls
 
 
@@ -196,9 +206,16 @@ def test_every_precision_declares_its_matmul_class(name: str) -> None:
 
 
 def test_matmul_class_follows_the_arithmetic_not_the_name() -> None:
-    """int8-wo keeps fp32 activations (dequantized fp32 matmuls); ort-int8 runs integer kernels; int4-wo's tinygemm runs bf16."""
+    """int8-wo keeps fp32 activations (dequantized fp32 matmuls); ort-int8 runs integer kernels; int4-wo's tinygemm runs
+    bf16."""
     assert matmul_classes(["int8-wo", "ort-int8", "int4-wo", "fp8", "amp-fp16", "nonsense"]) == {
-        "int8-wo": "fp32", "ort-int8": "int8", "int4-wo": "bf16", "fp8": "fp8", "amp-fp16": "fp16", "nonsense": None}
+        "int8-wo": "fp32",
+        "ort-int8": "int8",
+        "int4-wo": "bf16",
+        "fp8": "fp8",
+        "amp-fp16": "fp16",
+        "nonsense": None,
+    }
 
 
 def test_no_name_string_table_decides_a_class() -> None:
@@ -208,7 +225,11 @@ def test_no_name_string_table_decides_a_class() -> None:
     import segbench.report.tables as tables_module
 
     assert not hasattr(roofline_module, "precision_class")
-    assert not hasattr(tables_module, "REFERENCE") and not hasattr(metrics_module, "REFERENCE") and not hasattr(best_module, "FP32_EQUIVALENT")
+    assert (
+        not hasattr(tables_module, "REFERENCE")
+        and not hasattr(metrics_module, "REFERENCE")
+        and not hasattr(best_module, "FP32_EQUIVALENT")
+    )
 
 
 def test_percent_of_peak_arithmetic() -> None:
@@ -226,7 +247,10 @@ def test_peak_unknown_gives_a_reason() -> None:
     assert value is None and "bf16_tensor_tflops" in reason and "Ampere" in reason
     value, reason = percent_of_peak(1.0, load_profile("jetson-orin"), "int8")
     assert value is None and "not found" in reason
-    assert percent_of_peak(1.0, load_profile("rtx3060"), "fp8") == (None, "card profiles carry no peak figure for fp8 matmuls")
+    assert percent_of_peak(1.0, load_profile("rtx3060"), "fp8") == (
+        None,
+        "card profiles carry no peak figure for fp8 matmuls",
+    )
 
 
 def test_roofline_record_and_measured_ceiling() -> None:
@@ -239,7 +263,10 @@ def test_roofline_record_and_measured_ceiling() -> None:
     assert percent_of_ceiling(0.1, ceiling, "tf32") == (None, "TF32 is a CUDA tensor-core mode")
     assert percent_of_ceiling(0.1, None, "fp32") == (None, "no measured ceiling in this run")
     no_card = roofline(2e9, 50.0, "fp32", None, None)
-    assert no_card["percent_of_peak"] is None and set(no_card["unavailable"]) == {"percent_of_peak", "percent_of_ceiling"}
+    assert no_card["percent_of_peak"] is None and set(no_card["unavailable"]) == {
+        "percent_of_peak",
+        "percent_of_ceiling",
+    }
     unknown = roofline(None, 50.0, "fp32", load_profile("rtx3060"), ceiling)
     assert unknown["achieved_tflops"] is None and unknown["unavailable"]["achieved_tflops"] == "FLOPs per image unknown"
 
@@ -298,12 +325,20 @@ def test_percent_of_peak_is_unknown_for_a_card_without_a_profile_and_for_a_cpu()
     from segbench.runner import _derived_fields
 
     meta, [record, *_] = _h100_run()
-    renamed = {**meta, "fingerprint": {**meta["fingerprint"], "gpus": [{**meta["fingerprint"]["gpus"][0], "name": "NVIDIA B200"}]}}
+    renamed = {
+        **meta,
+        "fingerprint": {**meta["fingerprint"], "gpus": [{**meta["fingerprint"]["gpus"][0], "name": "NVIDIA B200"}]},
+    }
     derived = _derived_fields(record, renamed)["roofline"]
     assert derived["percent_of_peak"] is None and derived["peak_card"] is None
-    assert derived["unavailable"]["percent_of_peak"] == "ran on NVIDIA B200, which has no hardware profile: its peak is unknown"
+    assert (
+        derived["unavailable"]["percent_of_peak"]
+        == "ran on NVIDIA B200, which has no hardware profile: its peak is unknown"
+    )
     on_cpu = _derived_fields({**record, "device": "cpu"}, {**meta, "device": "cpu"})["roofline"]
-    assert on_cpu["percent_of_peak"] is None and "Intel(R) Xeon(R) Processor" in on_cpu["unavailable"]["percent_of_peak"]
+    assert (
+        on_cpu["percent_of_peak"] is None and "Intel(R) Xeon(R) Processor" in on_cpu["unavailable"]["percent_of_peak"]
+    )
 
 
 def test_the_report_budget_of_a_target_card_is_its_driver_reported_total() -> None:

@@ -1,4 +1,5 @@
-"""Own heads: options.num_classes / class_names for every family, heads inferred from checkpoints, names from weights."""
+"""Own heads: options.num_classes / class_names for every family, heads inferred from checkpoints, names from
+weights."""
 
 from __future__ import annotations
 
@@ -16,7 +17,14 @@ from segbench.predict import predict
 from segbench.suite import parse_suite
 from tests.conftest import FAULT_PLUGIN
 
-HEAD_FAMILIES = ["fast-scnn", "segformer-b0", "deeplabv3-mobilenetv3-large", "yolov8n-seg", "yolo26n-sem", "mask2former-swin-t"]
+HEAD_FAMILIES = [
+    "fast-scnn",
+    "segformer-b0",
+    "deeplabv3-mobilenetv3-large",
+    "yolov8n-seg",
+    "yolo26n-sem",
+    "mask2former-swin-t",
+]
 
 
 @pytest.mark.parametrize("name", HEAD_FAMILIES)
@@ -32,7 +40,9 @@ def test_num_classes_option_sizes_the_head_and_a_checkpoint_is_inferred(name: st
     inferred = create_model(name, weights=checkpoint)  # no option: the head follows the checkpoint
     inferred.build("cpu")
     assert inferred.num_classes == 5 and inferred.class_names is None
-    with pytest.raises(WeightsError, match="has a 5-class head but options.num_classes is 7; set options.num_classes: 5"):
+    with pytest.raises(
+        WeightsError, match="has a 5-class head but options.num_classes is 7; set options.num_classes: 5"
+    ):
         create_model(name, weights=checkpoint, options={"num_classes": 7}).build("cpu")
     del module
 
@@ -43,7 +53,9 @@ def test_an_unrecognised_head_mismatch_names_the_option(tmp_path: Path) -> None:
     tiny.body[2] = torch.nn.Conv2d(8, 5, 1)  # type: ignore[index]
     path = tmp_path / "odd.pt"
     torch.save(tiny.state_dict(), path)
-    with pytest.raises(WeightsError, match="size mismatch.*; if its head has another class count, set options.num_classes"):
+    with pytest.raises(
+        WeightsError, match="size mismatch.*; if its head has another class count, set options.num_classes"
+    ):
         create_model("test-tiny", weights=path).build("cpu")
 
 
@@ -76,12 +88,22 @@ def test_default_heads_carry_their_label_sets() -> None:
 def test_predict_json_names_the_classes(tmp_path: Path) -> None:
     image = tmp_path / "flat.png"
     cv2.imwrite(str(image), np.full((64, 64, 3), 128, np.uint8))
-    [prediction] = predict("fast-scnn", [image], tmp_path / "out", options={"num_classes": 2, "class_names": ["bg", "fg"]})
+    [prediction] = predict(
+        "fast-scnn", [image], tmp_path / "out", options={"num_classes": 2, "class_names": ["bg", "fg"]}
+    )
     summary = json.loads(prediction.summary.read_text())
     assert summary["class_names"] == ["bg", "fg"]
-    assert {row["name"] for row in summary["classes"]} <= {"bg", "fg"} and all(row["name"] for row in summary["classes"])
+    assert {row["name"] for row in summary["classes"]} <= {"bg", "fg"} and all(
+        row["name"] for row in summary["classes"]
+    )
 
 
 def test_bad_head_options_are_one_line_suite_errors() -> None:
     with pytest.raises(SuiteError, match=r"models\[0\].options.*class_names has 2 names but num_classes is 3"):
-        parse_suite({"name": "x", "models": [{"name": "fast-scnn", "options": {"num_classes": 3, "class_names": ["a", "b"]}}], "resolutions": [64]})
+        parse_suite(
+            {
+                "name": "x",
+                "models": [{"name": "fast-scnn", "options": {"num_classes": 3, "class_names": ["a", "b"]}}],
+                "resolutions": [64],
+            }
+        )

@@ -43,7 +43,9 @@ def _fp32_rss_growth(monkeypatch: pytest.MonkeyPatch, calibration_images: int) -
 
     monkeypatch.setattr(cell, "calibration_batches", more_photographs)
     spec = CellSpec(model="test-tiny", resolution=(512, 512), batch_size=1, precision="fp32", backend="eager")
-    request = CellRequest(cell=spec, device="cpu", timing=Timing(**FAST_TIMING), poll_interval_ms=5, threads=None, probe=True)
+    request = CellRequest(
+        cell=spec, device="cpu", timing=Timing(**FAST_TIMING), poll_interval_ms=5, threads=None, probe=True
+    )
     peaks = cell.measure_cell(request)["memory_mb"]
     return peaks["rss_peak"] - peaks["baseline"]
 
@@ -54,7 +56,9 @@ def test_fp32_peak_does_not_depend_on_the_calibration_set(monkeypatch: pytest.Mo
     32 calibration batches at 512x512 are 96 MiB of float32; kept alive, they would sit in every peak.
     """
     libc = ctypes.CDLL("libc.so.6")
-    libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD fixed: freed large blocks go back to the OS, so RSS shows what is alive
+    libc.mallopt(
+        -3, 128 * 1024
+    )  # M_MMAP_THRESHOLD fixed: freed large blocks go back to the OS, so RSS shows what is alive
     load_plugin(FAULT_PLUGIN)
     _fp32_rss_growth(monkeypatch, 1)  # first cell in this process: library initialisation
     few, many = _fp32_rss_growth(monkeypatch, 1), _fp32_rss_growth(monkeypatch, 32)
@@ -62,14 +66,17 @@ def test_fp32_peak_does_not_depend_on_the_calibration_set(monkeypatch: pytest.Mo
 
 
 def test_onnxruntime_frees_what_preparation_left_and_records_its_session_apart(monkeypatch: pytest.MonkeyPatch) -> None:
-    """After prepare nothing holds the calibration data or the eager outputs; the session's own memory is its own figure."""
+    """After prepare nothing holds the calibration data or the eager outputs; the session's own memory is its own
+    figure."""
     monkeypatch.setenv("SEGBENCH_NO_CACHE", "1")  # a fresh export and rewrite, as on a first run
     load_plugin(FAULT_PLUGIN)
     adapter = create_model("test-tiny")
     adapter.build("cpu")
     with torch.inference_mode():
         example = adapter.preprocess(torch.randint(0, 256, (1, 32, 32, 3), dtype=torch.uint8))
-    graph = get_precision("ort-int8").apply(adapter.model, torch.device("cpu"), PrecisionContext(example=example, calibration=(example.clone(),)))
+    graph = get_precision("ort-int8").apply(
+        adapter.model, torch.device("cpu"), PrecisionContext(example=example, calibration=(example.clone(),))
+    )
     adapter.model = graph
     backend = get_backend("onnxruntime")
     forward = backend.prepare(adapter, example)

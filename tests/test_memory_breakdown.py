@@ -20,15 +20,32 @@ H100_RUN = REPO / "results" / "rtx3060-claims-h100-20261125T224130Z"
 
 def h100_record(**memory_mb: float) -> dict[str, Any]:
     """SegFormer-B2 fp32 at 1024 on the H100, as recorded there (MiB)."""
-    figures = {"nvml_process_peak": 2876.0, "baseline": 520.0, "torch_reserved_peak": 2188.0, "torch_allocated_peak": 2029.0, "weights": 105.0}
-    return {"model": "segformer-b2", "resolution": [1024, 1024], "batch_size": 1, "precision": "fp32", "backend": "eager",
-            "device": "cuda:0", "status": "ok", "memory_mb": {**figures, **memory_mb}}
+    figures = {
+        "nvml_process_peak": 2876.0,
+        "baseline": 520.0,
+        "torch_reserved_peak": 2188.0,
+        "torch_allocated_peak": 2029.0,
+        "weights": 105.0,
+    }
+    return {
+        "model": "segformer-b2",
+        "resolution": [1024, 1024],
+        "batch_size": 1,
+        "precision": "fp32",
+        "backend": "eager",
+        "device": "cuda:0",
+        "status": "ok",
+        "memory_mb": {**figures, **memory_mb},
+    }
 
 
 def test_breakdown_parts_add_up_to_the_nvml_process_peak() -> None:
     row = breakdown_row(h100_record())
     assert row is not None
-    assert row["baseline (context)"] + row["allocator reserved peak"] + row["outside the allocator"] == row["NVML process peak"]
+    assert (
+        row["baseline (context)"] + row["allocator reserved peak"] + row["outside the allocator"]
+        == row["NVML process peak"]
+    )
     assert row["cached, not in use"] == 2188.0 - 2029.0 and row["outside the allocator"] == 2876.0 - 520.0 - 2188.0
 
 
@@ -53,7 +70,9 @@ def test_memory_pass_returns_cached_blocks_before_resetting_peaks(monkeypatch: p
     calls: list[str] = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append("synchronize"))
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty_cache"))
-    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: calls.append("reset_peak_memory_stats"))
+    monkeypatch.setattr(
+        torch.cuda, "reset_peak_memory_stats", lambda device=None: calls.append("reset_peak_memory_stats")
+    )
     memory.reset_allocator_peaks(torch.device("cuda", 0))
     assert calls == ["synchronize", "empty_cache", "reset_peak_memory_stats"]
     calls.clear()

@@ -37,7 +37,13 @@ if multiprocessing.parent_process() is not None:
 """
 
 
-def _run(folder: Path, plugins: list[str], precisions: list[str], backends: list[str], exclude: list[dict[str, Any]] | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+def _run(
+    folder: Path,
+    plugins: list[str],
+    precisions: list[str],
+    backends: list[str],
+    exclude: list[dict[str, Any]] | None = None,
+) -> dict[tuple[str, str], dict[str, Any]]:
     suite = {
         "name": "openvino",
         "device": "cpu",
@@ -60,7 +66,13 @@ def _run(folder: Path, plugins: list[str], precisions: list[str], backends: list
 @pytest.fixture(scope="module")
 def openvino_cells(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], dict[str, Any]]:
     folder = tmp_path_factory.mktemp("openvino")
-    return _run(folder, [FAULT_PLUGIN], ["fp32", "ov-int8"], ["eager", "openvino"], exclude=[{"precision": "ov-int8", "backend": "eager"}])
+    return _run(
+        folder,
+        [FAULT_PLUGIN],
+        ["fp32", "ov-int8"],
+        ["eager", "openvino"],
+        exclude=[{"precision": "ov-int8", "backend": "eager"}],
+    )
 
 
 def _ok(record: dict[str, Any]) -> dict[str, Any]:
@@ -93,7 +105,8 @@ def test_conversion_is_prepare_s_not_latency(openvino_cells: dict[tuple[str, str
         info, samples = record["backend_info"], record["samples_ms"]
         converted = info["convert_s"] + info["compile_s"] + info.get("ov-int8_s", 0.0)
         assert record["prepare_breakdown_s"]["backend"] >= converted > 0
-        # Conversion (a tenth of a second at least) is in no sample: each is far shorter, and they add up to the timed pass.
+        # Conversion (a tenth of a second at least) is in no sample: each is far shorter, and they add up to the timed
+        # pass.
         assert max(samples) / 1000 < converted
         assert sum(samples) / 1000 <= record["measured_s"] * 1.05
 
@@ -124,7 +137,11 @@ def test_yolo_detection_head_stays_float_and_the_census_counts_the_rest() -> Non
         ov_model, _ = convert_to_openvino(FlatOutputs(adapter.model, layout), batches[0])
     total = sum(p.numel() for p in adapter.model.parameters())
     torch_layers = sum(isinstance(module, LAYER_TYPES) for module in adapter.model.modules())
-    assert ov_quantized_share(ov_model, total) == {"params": 0.0, "flops": 0.0, "layers": f"0 of {torch_layers} conv/linear"}
+    assert ov_quantized_share(ov_model, total) == {
+        "params": 0.0,
+        "flops": 0.0,
+        "layers": f"0 of {torch_layers} conv/linear",
+    }
 
     quantized, settings = nncf_quantize(ov_model, adapter.model, adapter.card.family, [b.numpy() for b in batches])
     share = ov_quantized_share(quantized, total)
@@ -135,14 +152,19 @@ def test_yolo_detection_head_stays_float_and_the_census_counts_the_rest() -> Non
 
 
 @pytest.mark.slow
-def test_cpu_best_benchmark_runs_ultralytics_exports_and_prints_ratios(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cpu_best_benchmark_runs_ultralytics_exports_and_prints_ratios(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The issue's benchmark script at a tiny size: ultralytics' default predict, its own ONNX and OpenVINO
     exports through its predictor, and a segbench path, with the ratios and the CPU's instruction sets."""
     from segbench.bench.cpu_best import main
 
     backends = "ultralytics-predict,ultralytics-onnx,ultralytics-openvino,eager"
     timing = ["--min-time", "0.05", "--max-time", "0.5", "--min-iters", "3"]
-    assert main(["--resolution", "64", "--backends", backends, "--precisions", "fp32", *timing, "--out", str(tmp_path)]) == 0
+    assert (
+        main(["--resolution", "64", "--backends", backends, "--precisions", "fp32", *timing, "--out", str(tmp_path)])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "x ultralytics' default predict" in printed and "x ultralytics' best export" in printed
     assert "instruction sets: AVX2" in printed and "OpenVINO CPU capabilities: " in printed

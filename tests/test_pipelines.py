@@ -17,9 +17,15 @@ from segbench.suite import load_suite
 
 
 def test_ultralytics_predict_and_hf_pipeline_cells(write_suite: Callable[..., Path], tmp_path: Path) -> None:
-    suite_path = write_suite(models=["yolov8n-seg", "segformer-b0"], resolutions=[64], backends=["eager", "ultralytics-predict", "hf-pipeline"])
+    suite_path = write_suite(
+        models=["yolov8n-seg", "segformer-b0"],
+        resolutions=[64],
+        backends=["eager", "ultralytics-predict", "hf-pipeline"],
+    )
     run_dir = run_suite(load_suite(suite_path), suite_path, tmp_path / "results").run_dir
-    records = {(r["model"], r["backend"]): r for r in map(json.loads, (run_dir / "results.jsonl").read_text().splitlines())}
+    records = {
+        (r["model"], r["backend"]): r for r in map(json.loads, (run_dir / "results.jsonl").read_text().splitlines())
+    }
 
     yolo = records[("yolov8n-seg", "ultralytics-predict")]
     assert yolo["status"] == "ok", yolo.get("traceback")
@@ -47,6 +53,9 @@ def test_ultralytics_predict_and_hf_pipeline_cells(write_suite: Callable[..., Pa
     eager_e2e = records[("yolov8n-seg", "eager")]["end_to_end_ms"]["median"]
     assert pipeline["end_to_end_speedup"] == pytest.approx(eager_e2e / yolo["end_to_end_ms"]["median"])
     board = tables.leaderboard(run).set_index(["model", "backend"])
-    assert pd.isna(board.loc[("segformer-b0", "hf-pipeline"), "median_ms"]) and board.loc[("segformer-b0", "hf-pipeline"), "end_to_end_ms"] > 0
+    assert (
+        pd.isna(board.loc[("segformer-b0", "hf-pipeline"), "median_ms"])
+        and board.loc[("segformer-b0", "hf-pipeline"), "end_to_end_ms"] > 0
+    )
     advice = " ".join(line for entry in best_choices(run) if entry.model == "segformer-b0" for line in entry.lines)
     assert "ms end to end" in advice

@@ -61,6 +61,7 @@ def _context(batches: int = 2) -> PrecisionContext:
 
 # ---- in process ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(("name", "dtype"), [("amp-bf16", torch.bfloat16), ("amp-fp16", torch.float16)])
 def test_autocast_precisions_run_and_flag_emulated_cpus(name: str, dtype: torch.dtype) -> None:
     precision, context = get_precision(name), _context()
@@ -92,7 +93,10 @@ def test_int8_weight_only_converts_linear_layers_and_says_how_much() -> None:
 
 
 def test_weight_only_refuses_a_conv_only_model() -> None:
-    with pytest.raises(UnsupportedError, match=r"int8-wo converts only nn.Linear layers; this model has 0 % of its parameters in Linear layers"):
+    with pytest.raises(
+        UnsupportedError,
+        match=r"int8-wo converts only nn.Linear layers; this model has 0 % of its parameters in Linear layers",
+    ):
         get_precision("int8-wo").apply(ConvOnly().eval(), CPU, _context())
 
 
@@ -114,7 +118,9 @@ def test_layer_census_shares_parameters_and_flops() -> None:
     assert census.share(["stem", "hidden", "head"]) == {"params": 1.0, "flops": 1.0, "layers": "3 of 3 conv/linear"}
     stem = census.share(["stem"])
     assert stem["params"] == pytest.approx((16 * 3 * 9 + 16) / census.total_params)
-    assert stem["flops"] == pytest.approx(2 * 16 * 16 * 16 * 27 / census.total_flops)  # 16x16 outputs, 16 channels, 27 MACs each
+    assert stem["flops"] == pytest.approx(
+        2 * 16 * 16 * 16 * 27 / census.total_flops
+    )  # 16x16 outputs, 16 channels, 27 MACs each
     assert census.linear_param_share() == pytest.approx(1 - stem["params"])
 
 
@@ -153,6 +159,7 @@ def test_channels_last_backend_feeds_the_model_nhwc() -> None:
 
 
 # ---- real cells ----------------------------------------------------------------------------------------
+
 
 def _records(run_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
     lines = (run_dir / results.RESULTS_FILE).read_text().splitlines()
@@ -196,36 +203,47 @@ def test_int8_cell_has_fidelity_and_agrees_with_fp32(quantized_cells: dict[tuple
     assert record["prepare_s"] > 10 * max(record["samples_ms"]) / 1000
 
 
-def test_unsupported_combinations_are_recorded_with_reasons(quantized_cells: dict[tuple[str, str], dict[str, Any]]) -> None:
+def test_unsupported_combinations_are_recorded_with_reasons(
+    quantized_cells: dict[tuple[str, str], dict[str, Any]],
+) -> None:
     expected = {
         ("int8-wo", "eager"): "0 % of its parameters in Linear layers",
         ("fp8", "eager"): "compute capability >= 8.9",
         ("ort-int8", "eager"): "runs only on backend onnxruntime",
     }
     for key, reason in expected.items():
-        assert quantized_cells[key]["status"] == "unsupported" and reason in quantized_cells[key]["error"], quantized_cells[key]
+        assert quantized_cells[key]["status"] == "unsupported" and reason in quantized_cells[key]["error"], (
+            quantized_cells[key]
+        )
 
 
 @pytest.mark.parametrize("precision", ["fp32", "ort-int8"])
-def test_onnxruntime_cells_run_end_to_end(quantized_cells: dict[tuple[str, str], dict[str, Any]], precision: str) -> None:
+def test_onnxruntime_cells_run_end_to_end(
+    quantized_cells: dict[tuple[str, str], dict[str, Any]], precision: str
+) -> None:
     record = quantized_cells[(precision, "onnxruntime")]
     assert record["status"] == "ok", record.get("traceback") or record.get("error")
     assert record["backend_info"]["providers"] == ["CPUExecutionProvider"] and record["backend_info"]["exporter"]
     assert record["fidelity"]["pixel_agreement"] >= (0.999 if precision == "fp32" else 0.9)
     if precision == "ort-int8":
-        assert record["quantized_share"]["layers"] == "2 of 2 conv/linear" and record["quantized_share"]["params"] == 1.0
+        assert (
+            record["quantized_share"]["layers"] == "2 of 2 conv/linear" and record["quantized_share"]["params"] == 1.0
+        )
 
 
 def test_export_time_is_prepare_s_not_latency(quantized_cells: dict[tuple[str, str], dict[str, Any]]) -> None:
     record = quantized_cells[("fp32", "onnxruntime")]
     samples = record["samples_ms"]
     assert record["prepare_s"] >= record["backend_info"]["export_s"] > 0
-    # The export (seconds) is in no sample: every sample is far shorter than it, and the samples add up to the timed pass.
+    # The export (seconds) is in no sample: every sample is far shorter than it, and the samples add up to the timed
+    # pass.
     assert max(samples) / 1000 < record["prepare_s"] / 10
     assert sum(samples) / 1000 <= record["measured_s"] * 1.05
 
 
-def test_onnxruntime_cells_record_the_session_memory_apart(quantized_cells: dict[tuple[str, str], dict[str, Any]]) -> None:
+def test_onnxruntime_cells_record_the_session_memory_apart(
+    quantized_cells: dict[tuple[str, str], dict[str, Any]],
+) -> None:
     for key in (("fp32", "onnxruntime"), ("ort-int8", "onnxruntime")):
         info = quantized_cells[key]["backend_info"]
         assert isinstance(info["session_mb"], float) and info["session_mb_is"], key
@@ -233,7 +251,13 @@ def test_onnxruntime_cells_record_the_session_memory_apart(quantized_cells: dict
 
 def test_onnxruntime_rebuilds_each_family_output(write_suite: Callable[..., Path], tmp_path: Path) -> None:
     """YOLOv8-seg's nested (tuple, dict) output and SegFormer's ModelOutput survive the flat ONNX outputs."""
-    suite_path = write_suite(plugins=[], models=["yolov8n-seg", "segformer-b0"], resolutions=[64], backends=["onnxruntime"], roofline={"measure_ceiling": False})
+    suite_path = write_suite(
+        plugins=[],
+        models=["yolov8n-seg", "segformer-b0"],
+        resolutions=[64],
+        backends=["onnxruntime"],
+        roofline={"measure_ceiling": False},
+    )
     records = run_suite(load_suite(suite_path), suite_path, tmp_path / "results").run_dir
     for record in map(json.loads, (records / results.RESULTS_FILE).read_text().splitlines()):
         assert record["status"] == "ok", (record["model"], record.get("traceback") or record.get("error"))
@@ -248,6 +272,7 @@ def test_onnxruntime_rebuilds_each_family_output(write_suite: Callable[..., Path
 
 
 # ---- CUDA (skipped without a GPU) ------------------------------------------------------------------------
+
 
 @pytest.mark.gpu
 def test_cuda_int8_sends_conv_networks_to_tensorrt() -> None:

@@ -53,5 +53,19 @@ def test_bad_inputs_are_one_line(tmp_path: Path) -> None:
     broken.write_bytes(b"not an image")
     with pytest.raises(SegbenchError, match="cannot decode"):
         predict("fast-scnn", [broken], tmp_path)
-    done = subprocess.run([sys.executable, "-m", "segbench", "predict", "fast-scnn", str(broken), "--weights", str(tmp_path / "missing.pt")], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "segbench",
+            "predict",
+            "fast-scnn",
+            str(broken),
+            "--weights",
+            str(tmp_path / "missing.pt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "--weights: not found" in done.stderr and "Traceback" not in done.stderr

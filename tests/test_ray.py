@@ -29,7 +29,9 @@ CARDS = ["card-a", "card-b"]
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     """Two pretend nodes on this machine, one CPU each, each advertising one fake card."""
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"card-a": 1}, "include_dashboard": False})
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"card-a": 1}, "include_dashboard": False}
+    )
     cluster.add_node(num_cpus=1, resources={"card-b": 1})
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
@@ -42,9 +44,16 @@ def _lines(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run_dir / results.RESULTS_FILE).read_text().splitlines()]
 
 
-def test_cells_run_once_per_card_on_the_matching_node(cluster: Cluster, write_suite: Callable[..., Path], tmp_path: Path) -> None:
+def test_cells_run_once_per_card_on_the_matching_node(
+    cluster: Cluster, write_suite: Callable[..., Path], tmp_path: Path
+) -> None:
     suite_path = write_suite(hardware=CARDS, executor="ray", batch_sizes=[1, 2])
-    run_dir = run_suite(load_suite(suite_path), suite_path, tmp_path / "ray", executor=RayExecutor(address=cluster.address, cpus_per_cell=1)).run_dir
+    run_dir = run_suite(
+        load_suite(suite_path),
+        suite_path,
+        tmp_path / "ray",
+        executor=RayExecutor(address=cluster.address, cpus_per_cell=1),
+    ).run_dir
     records = _lines(run_dir)
     cells = expand(load_suite(suite_path))
     assert sorted(r["cell_key"] for r in records) == sorted(f"{c.cell_id}@{card}" for c in cells for card in CARDS)
@@ -69,14 +78,28 @@ def _kill_first_worker_running_a_cell(deadline_s: float) -> int:
     raise AssertionError("no Ray worker ran a cell")
 
 
-def test_worker_killed_mid_cell_is_recorded_and_retried_once(cluster: Cluster, write_suite: Callable[..., Path], tmp_path: Path) -> None:
-    timing = {"warmup_iters": 1, "min_iters": 3, "max_iters": 1000, "min_time_s": 4.0, "max_time_s": 6.0, "timeout_s": 120}
+def test_worker_killed_mid_cell_is_recorded_and_retried_once(
+    cluster: Cluster, write_suite: Callable[..., Path], tmp_path: Path
+) -> None:
+    timing = {
+        "warmup_iters": 1,
+        "min_iters": 3,
+        "max_iters": 1000,
+        "min_time_s": 4.0,
+        "max_time_s": 6.0,
+        "timeout_s": 120,
+    }
     suite_path = write_suite(hardware=CARDS[:1], executor="ray", timing=timing)
     import threading
 
     killer = threading.Thread(target=_kill_first_worker_running_a_cell, args=(60,), daemon=True)
     killer.start()
-    run_dir = run_suite(load_suite(suite_path), suite_path, tmp_path / "ray", executor=RayExecutor(address=cluster.address, cpus_per_cell=1)).run_dir
+    run_dir = run_suite(
+        load_suite(suite_path),
+        suite_path,
+        tmp_path / "ray",
+        executor=RayExecutor(address=cluster.address, cpus_per_cell=1),
+    ).run_dir
     killer.join()
     first, second = _lines(run_dir)
     assert first["status"] == "error" and first["error"].startswith("node lost")
@@ -85,7 +108,13 @@ def test_worker_killed_mid_cell_is_recorded_and_retried_once(cluster: Cluster, w
 
 
 def test_resume_after_the_driver_is_killed(cluster: Cluster, write_suite: Callable[..., Path], tmp_path: Path) -> None:
-    suite_path = write_suite(hardware=CARDS, executor="ray", ray={"cpus_per_cell": 1}, models=[{"name": "test-tiny", "options": {"sleep_ms": 20}}], batch_sizes=[1, 2, 3])
+    suite_path = write_suite(
+        hardware=CARDS,
+        executor="ray",
+        ray={"cpus_per_cell": 1},
+        models=[{"name": "test-tiny", "options": {"sleep_ms": 20}}],
+        batch_sizes=[1, 2, 3],
+    )
     out = tmp_path / "ray"
     driver = subprocess.Popen(
         [sys.executable, "-m", "segbench", "run", str(suite_path), "--out", str(out), "--address", cluster.address],
@@ -106,7 +135,13 @@ def test_resume_after_the_driver_is_killed(cluster: Cluster, write_suite: Callab
     run_dir = results_file.parent
     before = {results.record_key(r) for r in results.read_records(run_dir)}
     assert 1 <= len(before) < 6
-    run_suite(load_suite(suite_path), suite_path, out, resume=run_dir, executor=RayExecutor(address=cluster.address, cpus_per_cell=1))
+    run_suite(
+        load_suite(suite_path),
+        suite_path,
+        out,
+        resume=run_dir,
+        executor=RayExecutor(address=cluster.address, cpus_per_cell=1),
+    )
     keys = [results.record_key(r) for r in _lines(run_dir)]
     expected = {f"{c.cell_id}@{card}" for c in expand(load_suite(suite_path)) for card in CARDS}
     assert set(keys) == expected and len(keys) == len(expected)  # nothing lost, nothing repeated
@@ -125,7 +160,9 @@ def test_cells_ask_for_as_many_cpus_as_they_use_threads(write_suite: Callable[..
     assert executor._cpus_for(Job(request, 60, Path("x.log"))) == 0.5
 
 
-def test_without_threads_a_cell_asks_for_the_smallest_eligible_node_not_the_driver(write_suite: Callable[..., Path]) -> None:
+def test_without_threads_a_cell_asks_for_the_smallest_eligible_node_not_the_driver(
+    write_suite: Callable[..., Path],
+) -> None:
     from types import SimpleNamespace
 
     from segbench.cell import CellRequest
@@ -135,11 +172,16 @@ def test_without_threads_a_cell_asks_for_the_smallest_eligible_node_not_the_driv
     request = CellRequest(expand(suite)[0], "cpu", suite.timing, 10.0, None)
     executor = RayExecutor.__new__(RayExecutor)
     executor.cpus_per_cell = None
-    nodes = [{"Alive": True, "Resources": {"CPU": 64.0, "card-a": 1}}, {"Alive": True, "Resources": {"CPU": 4.0, "card-b": 1}},
-             {"Alive": False, "Resources": {"CPU": 1.0, "card-a": 1}}]
+    nodes = [
+        {"Alive": True, "Resources": {"CPU": 64.0, "card-a": 1}},
+        {"Alive": True, "Resources": {"CPU": 4.0, "card-b": 1}},
+        {"Alive": False, "Resources": {"CPU": 1.0, "card-a": 1}},
+    ]
     executor.ray = SimpleNamespace(nodes=lambda: nodes)
     assert executor._cpus_for(Job(request, 60, Path("x.log"))) == 4.0  # feasible on the 4-CPU worker
-    assert executor._cpus_for(Job(request, 60, Path("x.log"), hardware="card-a")) == 64.0  # only live card-a nodes count
+    assert (
+        executor._cpus_for(Job(request, 60, Path("x.log"), hardware="card-a")) == 64.0
+    )  # only live card-a nodes count
 
 
 def test_threads_follow_the_cpus_a_scheduler_gave_counting_smt_siblings_once(tmp_path: Path) -> None:
@@ -158,15 +200,22 @@ def test_threads_follow_the_cpus_a_scheduler_gave_counting_smt_siblings_once(tmp
 def test_roofline_uses_the_ceiling_of_the_node_the_cell_ran_on() -> None:
     from segbench.runner import ceiling_for
 
-    meta = {"ceiling": {"matmul": {"fp32": {"gflops": 50.0}}}, "node_ceilings": {"n1": {"matmul": {"fp32": {"gflops": 200.0}}}}}
+    meta = {
+        "ceiling": {"matmul": {"fp32": {"gflops": 50.0}}},
+        "node_ceilings": {"n1": {"matmul": {"fp32": {"gflops": 200.0}}}},
+    }
     assert ceiling_for({"node": {"node_id": "n1"}}, meta)["matmul"]["fp32"]["gflops"] == 200.0
     assert ceiling_for({"node": {"node_id": "n2"}}, meta) is None  # never the driver's ceiling for another machine
     assert ceiling_for({}, meta)["matmul"]["fp32"]["gflops"] == 50.0
 
 
-def test_a_ray_run_without_threads_fits_one_cpu_nodes_and_measures_each_node(cluster: Cluster, write_suite: Callable[..., Path], tmp_path: Path) -> None:
+def test_a_ray_run_without_threads_fits_one_cpu_nodes_and_measures_each_node(
+    cluster: Cluster, write_suite: Callable[..., Path], tmp_path: Path
+) -> None:
     suite_path = write_suite(hardware=CARDS, executor="ray", roofline={"measure_ceiling": True, "ceiling_seconds": 0.5})
-    run_dir = run_suite(load_suite(suite_path), suite_path, tmp_path / "ray", executor=RayExecutor(address=cluster.address)).run_dir
+    run_dir = run_suite(
+        load_suite(suite_path), suite_path, tmp_path / "ray", executor=RayExecutor(address=cluster.address)
+    ).run_dir
     records = _lines(run_dir)
     assert len(records) == 2 and all(r["status"] == "ok" for r in records), [r.get("error") for r in records]
     assert all(r["threads"] == 1 and r["node"]["assigned_cpus"] == 1.0 for r in records)
@@ -174,7 +223,9 @@ def test_a_ray_run_without_threads_fits_one_cpu_nodes_and_measures_each_node(clu
     assert {r["node"]["node_id"] for r in records} <= set(meta["node_ceilings"])
     for record in records:
         node_rate = meta["node_ceilings"][record["node"]["node_id"]]["matmul"]["fp32"]["gflops"]
-        assert record["roofline"]["percent_of_ceiling"] == pytest.approx(100 * record["roofline"]["achieved_tflops"] * 1000 / node_rate)
+        assert record["roofline"]["percent_of_ceiling"] == pytest.approx(
+            100 * record["roofline"]["achieved_tflops"] * 1000 / node_rate
+        )
 
 
 def test_without_ray_the_error_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

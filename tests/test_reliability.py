@@ -28,7 +28,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def segbench(*args: str, timeout: float = 300, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "segbench", *args], check=False, capture_output=True, text=True, timeout=timeout, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "segbench", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
 
 
 def only_run_dir(out: Path) -> Path:
@@ -42,10 +49,15 @@ def lines_of(run_dir: Path) -> list[dict[str, Any]]:
 
 # ---- 1: terminal text is escaped --------------------------------------------------------------------
 
-def test_an_error_that_looks_like_markup_is_printed_and_the_run_goes_on(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+
+def test_an_error_that_looks_like_markup_is_printed_and_the_run_goes_on(
+    write_suite: Callable[..., Path], tmp_path: Path
+) -> None:
     suite = write_suite(models=["test-bracket-error", "test-tiny"])
     done = segbench("run", str(suite), "--out", str(tmp_path / "out"))
-    assert done.returncode == 1, done.stderr  # an error cell fails the run (its reason is the last line), and the run went on
+    assert done.returncode == 1, (
+        done.stderr
+    )  # an error cell fails the run (its reason is the last line), and the run went on
     assert "MarkupError" not in done.stderr + done.stdout
     assert "[/data/frames/0001.png]" in done.stdout and "[enforce fail at alloc_cpu.cpp:127]" in done.stdout
     run_dir = only_run_dir(tmp_path / "out")
@@ -54,6 +66,7 @@ def test_an_error_that_looks_like_markup_is_printed_and_the_run_goes_on(write_su
 
 
 # ---- helpers for process faults ---------------------------------------------------------------------
+
 
 def gone(pid: int) -> bool:
     """Dead or a zombie (nothing reaps zombies in some containers)."""
@@ -73,7 +86,9 @@ def wait_until(condition: Callable[[], bool], deadline_s: float, step_s: float =
 
 
 def start_cli(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "segbench", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "segbench", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def cell_processes(parent: subprocess.Popen[str]) -> list[psutil.Process]:
@@ -104,7 +119,10 @@ def grandchild_model(pid_file: Path, hang: bool) -> dict[str, Any]:
 
 # ---- 2: a cell arms its parent-death signal before any import ---------------------------------------
 
-def test_a_parent_killed_while_the_cell_starts_leaves_no_orphan(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+
+def test_a_parent_killed_while_the_cell_starts_leaves_no_orphan(
+    write_suite: Callable[..., Path], tmp_path: Path
+) -> None:
     process = start_cli("run", str(write_suite(models=["test-hang"])), "--out", str(tmp_path / "out"))
     try:
         assert wait_until(lambda: bool(cell_processes(process)), 120, 0.01), "no cell process started"
@@ -120,12 +138,19 @@ def test_a_parent_killed_while_the_cell_starts_leaves_no_orphan(write_suite: Cal
 
 # ---- 7: a timeout (and a cell's end) kills what the cell started -----------------------------------------
 
-def test_processes_a_cell_starts_die_with_it_on_timeout_and_at_its_end(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+
+def test_processes_a_cell_starts_die_with_it_on_timeout_and_at_its_end(
+    write_suite: Callable[..., Path], tmp_path: Path
+) -> None:
     hanging, finishing = tmp_path / "hanging.pid", tmp_path / "finishing.pid"
     timing = {**FAST_TIMING, "timeout_s": 20}
-    suite = write_suite(models=[grandchild_model(hanging, hang=True), grandchild_model(finishing, hang=False)], timing=timing)
+    suite = write_suite(
+        models=[grandchild_model(hanging, hang=True), grandchild_model(finishing, hang=False)], timing=timing
+    )
     done = segbench("run", str(suite), "--out", str(tmp_path / "out"))
-    assert done.returncode == 1 and "(timeout)" in done.stdout, done.stderr  # a cell that timed out fails the run, which went on
+    assert done.returncode == 1 and "(timeout)" in done.stdout, (
+        done.stderr
+    )  # a cell that timed out fails the run, which went on
     assert [r["status"] for r in lines_of(only_run_dir(tmp_path / "out"))] == ["timeout", "ok"]
     pids = [int(path.read_text()) for path in (hanging, finishing)]
     try:
@@ -137,9 +162,14 @@ def test_processes_a_cell_starts_die_with_it_on_timeout_and_at_its_end(write_sui
 
 # ---- 6: Ctrl-C and SIGTERM stop the cell in flight and leave a resumable, reported run -----------------
 
-def _interrupt_during_hanging_cell(write_suite: Callable[..., Path], tmp_path: Path, signals: list[signal.Signals]) -> tuple[subprocess.Popen[str], str, Path, Path, int]:
+
+def _interrupt_during_hanging_cell(
+    write_suite: Callable[..., Path], tmp_path: Path, signals: list[signal.Signals]
+) -> tuple[subprocess.Popen[str], str, Path, Path, int]:
     pid_file = tmp_path / "grandchild.pid"
-    suite = write_suite(models=["test-tiny", grandchild_model(pid_file, hang=True), {"name": "test-tiny", "options": {"sleep_ms": 1}}])
+    suite = write_suite(
+        models=["test-tiny", grandchild_model(pid_file, hang=True), {"name": "test-tiny", "options": {"sleep_ms": 1}}]
+    )
     process = start_cli("run", str(suite), "--out", str(tmp_path / "out"))
     try:
         assert wait_until(pid_file.is_file, 180, 0.1), "the hanging cell never started"
@@ -154,8 +184,12 @@ def _interrupt_during_hanging_cell(write_suite: Callable[..., Path], tmp_path: P
     return process, stderr, suite, only_run_dir(tmp_path / "out"), int(pid_file.read_text())
 
 
-def test_ctrl_c_stops_the_cell_marks_meta_and_prints_the_resume_command(write_suite: Callable[..., Path], tmp_path: Path) -> None:
-    process, stderr, suite, run_dir, grandchild = _interrupt_during_hanging_cell(write_suite, tmp_path, [signal.SIGINT, signal.SIGINT])
+def test_ctrl_c_stops_the_cell_marks_meta_and_prints_the_resume_command(
+    write_suite: Callable[..., Path], tmp_path: Path
+) -> None:
+    process, stderr, suite, run_dir, grandchild = _interrupt_during_hanging_cell(
+        write_suite, tmp_path, [signal.SIGINT, signal.SIGINT]
+    )
     try:
         assert process.returncode == 130, stderr
         assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
@@ -182,7 +216,10 @@ def test_sigterm_stops_the_run_like_ctrl_c(write_suite: Callable[..., Path], tmp
 
 # ---- 3: one writer per run folder ---------------------------------------------------------------------
 
-def test_a_second_writer_of_a_run_folder_is_refused_naming_the_holder(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+
+def test_a_second_writer_of_a_run_folder_is_refused_naming_the_holder(
+    write_suite: Callable[..., Path], tmp_path: Path
+) -> None:
     pid_file = tmp_path / "grandchild.pid"
     suite = write_suite(models=[grandchild_model(pid_file, hang=True)])
     first = start_cli("run", str(suite), "--out", str(tmp_path / "out"))
@@ -202,6 +239,7 @@ def test_a_second_writer_of_a_run_folder_is_refused_naming_the_holder(write_suit
 
 # ---- 9, 10, 11: the store is repaired exactly as it is read, and validated before anything changes ------
 
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A real two-cell run (suite file, run folder), copied by each test that edits it."""
@@ -210,8 +248,20 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
     base = tmp_path_factory.mktemp("finished")
     suite = base / "suite.yaml"
-    suite.write_text(yaml.safe_dump({"name": "t", "device": "cpu", "plugins": [FAULT_PLUGIN], "models": ["test-tiny"], "resolutions": [16],
-                                     "batch_sizes": [1, 2], "timing": FAST_TIMING, "roofline": {"measure_ceiling": False}}))
+    suite.write_text(
+        yaml.safe_dump(
+            {
+                "name": "t",
+                "device": "cpu",
+                "plugins": [FAULT_PLUGIN],
+                "models": ["test-tiny"],
+                "resolutions": [16],
+                "batch_sizes": [1, 2],
+                "timing": FAST_TIMING,
+                "roofline": {"measure_ceiling": False},
+            }
+        )
+    )
     return suite, run_suite(load_suite(suite), suite, base / "out").run_dir
 
 
@@ -221,23 +271,31 @@ def copied(run: tuple[Path, Path], tmp_path: Path) -> Path:
     return target
 
 
-def test_resume_cuts_a_corrupt_last_line_that_ends_in_a_newline(finished_run: tuple[Path, Path], tmp_path: Path) -> None:
+def test_resume_cuts_a_corrupt_last_line_that_ends_in_a_newline(
+    finished_run: tuple[Path, Path], tmp_path: Path
+) -> None:
     run_dir = copied(finished_run, tmp_path)
     first, _ = (run_dir / results.RESULTS_FILE).read_text().splitlines()
     (run_dir / results.RESULTS_FILE).write_text(first + "\n" + '{"cell_id": "half a rec\n')  # torn, then a newline
     done = segbench("run", str(finished_run[0]), "--resume", str(run_dir))
     assert done.returncode == 0, done.stderr
-    assert len(results.read_records(run_dir)) == 2 and len((run_dir / results.RESULTS_FILE).read_text().splitlines()) == 2
+    assert (
+        len(results.read_records(run_dir)) == 2 and len((run_dir / results.RESULTS_FILE).read_text().splitlines()) == 2
+    )
     assert segbench("report", str(run_dir), "-o", str(tmp_path / "r.html")).returncode == 0
 
 
-def test_a_resume_refused_for_a_corrupt_line_leaves_meta_untouched(finished_run: tuple[Path, Path], tmp_path: Path) -> None:
+def test_a_resume_refused_for_a_corrupt_line_leaves_meta_untouched(
+    finished_run: tuple[Path, Path], tmp_path: Path
+) -> None:
     run_dir = copied(finished_run, tmp_path)
     first, second = (run_dir / results.RESULTS_FILE).read_text().splitlines()
     (run_dir / results.RESULTS_FILE).write_text("{not json\n" + second + "\n")
     before = (run_dir / results.META_FILE).read_text()
     done = segbench("run", str(finished_run[0]), "--resume", str(run_dir))
-    assert done.returncode == 2 and "line 1: corrupt record" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert (
+        done.returncode == 2 and "line 1: corrupt record" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    )
     assert (run_dir / results.META_FILE).read_text() == before
 
 
@@ -258,7 +316,9 @@ RECORD_DAMAGE: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
 
 
 @pytest.mark.parametrize("damage", list(RECORD_DAMAGE))
-def test_a_wrongly_typed_record_is_one_line_naming_file_line_and_field(finished_run: tuple[Path, Path], tmp_path: Path, damage: str) -> None:
+def test_a_wrongly_typed_record_is_one_line_naming_file_line_and_field(
+    finished_run: tuple[Path, Path], tmp_path: Path, damage: str
+) -> None:
     from typer.testing import CliRunner
 
     from segbench.cli import app
@@ -279,20 +339,30 @@ def test_invalid_utf8_inside_the_results_is_one_line(finished_run: tuple[Path, P
     first, second = (run_dir / results.RESULTS_FILE).read_bytes().splitlines()
     (run_dir / results.RESULTS_FILE).write_bytes(first[:-3] + b'\xff"}\n' + second + b"\n")
     done = segbench("report", str(run_dir), "-o", str(tmp_path / "r.html"))
-    assert done.returncode == 2 and "line 1: corrupt record" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert (
+        done.returncode == 2 and "line 1: corrupt record" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    )
 
 
-@pytest.mark.parametrize("meta", [[1, 2], "a string", {"suite": "t", "device": "cpu", "fingerprint": "cpu"}, {"device": "cpu"}])
-def test_a_wrongly_typed_meta_is_one_line_in_report_and_resume(finished_run: tuple[Path, Path], tmp_path: Path, meta: Any) -> None:
+@pytest.mark.parametrize(
+    "meta", [[1, 2], "a string", {"suite": "t", "device": "cpu", "fingerprint": "cpu"}, {"device": "cpu"}]
+)
+def test_a_wrongly_typed_meta_is_one_line_in_report_and_resume(
+    finished_run: tuple[Path, Path], tmp_path: Path, meta: Any
+) -> None:
     run_dir = copied(finished_run, tmp_path)
     (run_dir / results.META_FILE).write_text(json.dumps(meta))
-    for done in (segbench("report", str(run_dir), "-o", str(tmp_path / "r.html")), segbench("run", str(finished_run[0]), "--resume", str(run_dir))):
+    for done in (
+        segbench("report", str(run_dir), "-o", str(tmp_path / "r.html")),
+        segbench("run", str(finished_run[0]), "--resume", str(run_dir)),
+    ):
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
         [line] = done.stderr.strip().splitlines()
         assert "meta.json" in line
 
 
 # ---- 4, 14: hostile YAML is refused in one short line ----------------------------------------------------
+
 
 def alias_bomb(levels: int = 9, width: int = 9) -> str:
     """A ~1 KB 'billion laughs': each level is `width` aliases of the previous one (9^9 values)."""
@@ -315,14 +385,20 @@ def test_a_yaml_alias_bomb_is_refused_at_load_in_one_short_line(tmp_path: Path) 
     for field in ("resolutions", "plugins"):
         suite = tmp_path / f"bomb-{field}.yaml"
         fields = {"resolutions": "[16]", "plugins": "[]", field: "*a8"}
-        suite.write_text(alias_bomb() + "name: bomb\nmodels: [test-tiny]\n" + "".join(f"{key}: {value}\n" for key, value in fields.items()))
+        suite.write_text(
+            alias_bomb()
+            + "name: bomb\nmodels: [test-tiny]\n"
+            + "".join(f"{key}: {value}\n" for key, value in fields.items())
+        )
         assert len(suite.read_bytes()) < 1500
         assert_one_short_line(segbench("run", str(suite), "--dry-run", timeout=120), str(suite), "aliases")
 
 
 def test_a_large_wrong_value_is_quoted_short(tmp_path: Path) -> None:
     suite = tmp_path / "big.yaml"  # 9^4 values: under the load limit, but 50 KB once quoted
-    suite.write_text(alias_bomb(levels=4) + f"name: big\nplugins: [{FAULT_PLUGIN}]\nmodels: [test-tiny]\nresolutions: *a3\n")
+    suite.write_text(
+        alias_bomb(levels=4) + f"name: big\nplugins: [{FAULT_PLUGIN}]\nmodels: [test-tiny]\nresolutions: *a3\n"
+    )
     done = segbench("run", str(suite), "--dry-run")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()  # one per problem: the anchors' keys are unknown keys too
@@ -337,7 +413,12 @@ def test_deep_nesting_and_foreign_encodings_are_one_line(tmp_path: Path) -> None
         "utf16.yaml": "name: x\nmodels: [test-tiny]\nresolutions: [16]\n".encode("utf-16"),
         "bad-utf8.yaml": b"name: x\nmodels: [test-tiny]\ndescription: \xc3\x28\nresolutions: [16]\n",
     }
-    expected = {"deep.yaml": "nested deeper", "latin1.yaml": "line 1", "utf16.yaml": "UTF-16", "bad-utf8.yaml": "line 3"}
+    expected = {
+        "deep.yaml": "nested deeper",
+        "latin1.yaml": "line 1",
+        "utf16.yaml": "UTF-16",
+        "bad-utf8.yaml": "line 3",
+    }
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
         assert_one_short_line(segbench("run", str(tmp_path / name), "--dry-run"), name, expected[name])
@@ -348,7 +429,10 @@ def test_deep_nesting_and_foreign_encodings_are_one_line(tmp_path: Path) -> None
 
 # ---- 13: every duration has a finite bound -------------------------------------------------------------
 
-def test_infinite_or_huge_durations_are_refused_before_a_run_folder_exists(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+
+def test_infinite_or_huge_durations_are_refused_before_a_run_folder_exists(
+    write_suite: Callable[..., Path], tmp_path: Path
+) -> None:
     for value in (float("inf"), 1e308):
         suite = write_suite(timing={**FAST_TIMING, "timeout_s": value})
         assert_one_short_line(segbench("run", str(suite), "--out", str(tmp_path / "out")), "timing.timeout_s")
@@ -356,6 +440,7 @@ def test_infinite_or_huge_durations_are_refused_before_a_run_folder_exists(write
 
 
 # ---- 15: a plugin that exits while imported ---------------------------------------------------------------
+
 
 def test_a_plugin_that_exits_at_import_is_an_error_naming_it(write_suite: Callable[..., Path], tmp_path: Path) -> None:
     for name, body in {"polite.py": "import sys\nsys.exit(0)\n", "rude.py": "import os\nos._exit(3)\n"}.items():
@@ -368,7 +453,10 @@ def test_a_plugin_that_exits_at_import_is_an_error_naming_it(write_suite: Callab
 
 # ---- 8: a full disk is one line, earlier records intact, meta marked failed ------------------------------
 
-def test_a_full_disk_mid_run_is_one_line_and_leaves_a_resumable_run(finished_run: tuple[Path, Path], tmp_path: Path) -> None:
+
+def test_a_full_disk_mid_run_is_one_line_and_leaves_a_resumable_run(
+    finished_run: tuple[Path, Path], tmp_path: Path
+) -> None:
     import resource
 
     line_sizes = [len(line) + 1 for line in (finished_run[1] / results.RESULTS_FILE).read_bytes().splitlines()]
@@ -381,7 +469,14 @@ def test_a_full_disk_mid_run_is_one_line_and_leaves_a_resumable_run(finished_run
     suite = tmp_path / "suite.yaml"
     suite.write_text(finished_run[0].read_text().replace("batch_sizes:\n- 1\n- 2\n", "batch_sizes:\n- 1\n- 2\n- 3\n"))
     assert "- 3" in suite.read_text()
-    done = subprocess.run([sys.executable, "-m", "segbench", "run", str(suite), "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300, preexec_fn=small_disk, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "segbench", "run", str(suite), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=small_disk,
+        check=False,
+    )
     run_dir = only_run_dir(tmp_path / "out")
     line = assert_one_short_line(done, "cannot write", f"--resume {run_dir}")
     assert "File too large" in line
@@ -392,7 +487,10 @@ def test_a_full_disk_mid_run_is_one_line_and_leaves_a_resumable_run(finished_run
 
 # ---- 5: the regression gate fails on what it cannot judge ------------------------------------------------
 
-def test_the_regression_gate_fails_on_missing_and_non_finite_results(finished_run: tuple[Path, Path], tmp_path: Path) -> None:
+
+def test_the_regression_gate_fails_on_missing_and_non_finite_results(
+    finished_run: tuple[Path, Path], tmp_path: Path
+) -> None:
     from typer.testing import CliRunner
 
     from segbench.cli import app
@@ -419,12 +517,15 @@ def test_the_regression_gate_fails_on_missing_and_non_finite_results(finished_ru
 
 # ---- 16: CSV cells a spreadsheet would run are neutralised ----------------------------------------------
 
+
 def test_csv_export_neutralises_formulas(finished_run: tuple[Path, Path], tmp_path: Path) -> None:
     import csv
 
     run_dir = copied(finished_run, tmp_path)
     records = lines_of(run_dir)
-    records[0].update(model="=1+1", status="error", error='=HYPERLINK("http://evil.example","click")', latency_ms=None, fps=None)
+    records[0].update(
+        model="=1+1", status="error", error='=HYPERLINK("http://evil.example","click")', latency_ms=None, fps=None
+    )
     (run_dir / results.RESULTS_FILE).write_text("".join(json.dumps(r) + "\n" for r in records))
     done = segbench("report", str(run_dir), "--format", "csv", "-o", str(tmp_path / "r.csv"))
     assert done.returncode == 0, done.stderr
@@ -435,6 +536,7 @@ def test_csv_export_neutralises_formulas(finished_run: tuple[Path, Path], tmp_pa
 
 
 # ---- 17: the HTML report draws what it can when a field is all ±inf or 1e308 --------------------------------
+
 
 def test_the_html_report_survives_non_finite_and_huge_values(finished_run: tuple[Path, Path], tmp_path: Path) -> None:
     run_dir = copied(finished_run, tmp_path)
@@ -453,6 +555,7 @@ def test_the_html_report_survives_non_finite_and_huge_values(finished_run: tuple
 
 # ---- 12: predict caps the image size and turns an allocation failure into one line -----------------------------
 
+
 def test_predict_refuses_an_image_over_the_pixel_limit_from_its_header(tmp_path: Path) -> None:
     from PIL import Image
 
@@ -460,8 +563,14 @@ def test_predict_refuses_an_image_over_the_pixel_limit_from_its_header(tmp_path:
     Image.new("1", (4200, 4200)).save(big)  # 17.6 MP, over the 16.8 MP default; a few KB on disk
     small = tmp_path / "small.png"
     Image.new("RGB", (64, 48)).save(small)
-    assert_one_short_line(segbench("predict", "fast-scnn", str(big), "--out", str(tmp_path / "p")), "big.png", "4200x4200", "--max-pixels")
-    assert_one_short_line(segbench("predict", "fast-scnn", str(small), "--max-pixels", "1000", "--out", str(tmp_path / "p")), "small.png", "--max-pixels 1,000")
+    assert_one_short_line(
+        segbench("predict", "fast-scnn", str(big), "--out", str(tmp_path / "p")), "big.png", "4200x4200", "--max-pixels"
+    )
+    assert_one_short_line(
+        segbench("predict", "fast-scnn", str(small), "--max-pixels", "1000", "--out", str(tmp_path / "p")),
+        "small.png",
+        "--max-pixels 1,000",
+    )
     assert not (tmp_path / "p").exists()
 
 

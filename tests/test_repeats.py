@@ -14,7 +14,9 @@ from segbench.runner import run_suite
 from segbench.suite import load_suite
 
 
-def test_a_cell_with_repeats_runs_in_k_processes_and_reports_the_median_of_their_medians(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+def test_a_cell_with_repeats_runs_in_k_processes_and_reports_the_median_of_their_medians(
+    write_suite: Callable[..., Path], tmp_path: Path
+) -> None:
     from tests.conftest import FAST_TIMING
 
     suite_path = write_suite(timing={**FAST_TIMING, "repeats": 3})
@@ -23,7 +25,9 @@ def test_a_cell_with_repeats_runs_in_k_processes_and_reports_the_median_of_their
     repeats = record["repeats"]
     assert repeats["k"] == 3 and repeats["statuses"] == ["ok"] * 3 and len(repeats["process_medians_ms"]) == 3
     assert record["latency_ms"]["median"] == pytest.approx(float(np.median(repeats["process_medians_ms"])))
-    assert record["latency_ms"]["ci95"] == repeats["between_ci95"] and record["latency_ms"]["cv"] == repeats["between_cv"]
+    assert (
+        record["latency_ms"]["ci95"] == repeats["between_ci95"] and record["latency_ms"]["cv"] == repeats["between_cv"]
+    )
     assert len(record["samples_ms"]) == record["iterations"] >= 3 * FAST_TIMING["min_iters"]
     log = (tmp_path / "results").glob("*/logs/*.log")
     assert len(list(log)) == 1  # one log, appended by each process
@@ -31,8 +35,15 @@ def test_a_cell_with_repeats_runs_in_k_processes_and_reports_the_median_of_their
 
 def _outcome(median: float, pid: int, samples: int = 10) -> dict[str, Any]:
     values = [median] * samples
-    return {"status": "ok", "latency_ms": {"median": median, "cv": 0.0}, "samples_ms": values, "end_to_end_ms": {"median": median + 1},
-            "stage_samples_ms": {"forward": values}, "pid": pid, "memory_mb": {"rss_peak": 100.0 + pid}}
+    return {
+        "status": "ok",
+        "latency_ms": {"median": median, "cv": 0.0},
+        "samples_ms": values,
+        "end_to_end_ms": {"median": median + 1},
+        "stage_samples_ms": {"forward": values},
+        "pid": pid,
+        "memory_mb": {"rss_peak": 100.0 + pid},
+    }
 
 
 def test_merge_keeps_the_middle_process_figures_and_the_between_process_interval() -> None:
@@ -48,7 +59,16 @@ def test_merge_keeps_the_middle_process_figures_and_the_between_process_interval
 
 def _record(medians: list[float]) -> dict[str, Any]:
     merged = merge_repeats([_outcome(m, i) for i, m in enumerate(medians)], batch_size=1)
-    return {"cell_id": "c", "status": "ok", "model": "m", "resolution": [8, 8], "batch_size": 1, "precision": "fp32", "backend": "eager", **merged}
+    return {
+        "cell_id": "c",
+        "status": "ok",
+        "model": "m",
+        "resolution": [8, 8],
+        "batch_size": 1,
+        "precision": "fp32",
+        "backend": "eager",
+        **merged,
+    }
 
 
 def test_compare_uses_the_between_process_spread_when_both_runs_have_repeats(tmp_path: Path) -> None:

@@ -29,8 +29,22 @@ from segbench.suite import load_suite
 HOSTILE_NAME = "<script>alert(1)</script>"
 HOSTILE_DESCRIPTION = '<img src=x onerror="alert(2)"> & friends'
 SECTIONS = {"answer", "header", "leaderboard", "plots", "quantization", "failed"}
-PLOTS = {"plot-latency-resolution", "plot-fps-batch", "plot-memory-resolution", "plot-stages", "plot-latency-distribution"}
-TINY_TIMING = {"warmup_iters": 1, "min_iters": 5, "max_iters": 20, "min_time_s": 0.05, "max_time_s": 1.0, "timeout_s": 120, "memory_iters": 1}
+PLOTS = {
+    "plot-latency-resolution",
+    "plot-fps-batch",
+    "plot-memory-resolution",
+    "plot-stages",
+    "plot-latency-distribution",
+}
+TINY_TIMING = {
+    "warmup_iters": 1,
+    "min_iters": 5,
+    "max_iters": 20,
+    "min_time_s": 0.05,
+    "max_time_s": 1.0,
+    "timeout_s": 120,
+    "memory_iters": 1,
+}
 FAILING = ["test-raise", "test-oom"]
 
 
@@ -149,8 +163,13 @@ def png_size(src: str) -> tuple[int, int]:
     return Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).size
 
 
-def copy_run(run_dir: Path, target: Path, keep: Callable[[dict[str, Any]], bool] = lambda r: True,
-             change: Callable[[dict[str, Any]], dict[str, Any]] = lambda r: r, meta: dict[str, Any] | None = None) -> Path:
+def copy_run(
+    run_dir: Path,
+    target: Path,
+    keep: Callable[[dict[str, Any]], bool] = lambda r: True,
+    change: Callable[[dict[str, Any]], dict[str, Any]] = lambda r: r,
+    meta: dict[str, Any] | None = None,
+) -> Path:
     """A copy of a run folder with some records kept / changed (real data, edited the way a test needs)."""
     shutil.copytree(run_dir, target)
     records = [change(r) for r in results.read_records(run_dir) if keep(r)]
@@ -180,7 +199,9 @@ def test_html_report_has_every_section_plot_and_table(small_report: Path) -> Non
     assert "ValueError: the last line of a multi-line failure" in text and "can't allocate memory" in text
     assert "random weights" in text and "host RSS peak" in text
     assert "test-tiny" in text and "Fastest: " in text and "No targets are set" in text
-    assert [column for column in ("n", "FPS (forward)", "FPS (end to end)", "footprint MiB") if column not in text] == []
+    assert [
+        column for column in ("n", "FPS (forward)", "FPS (end to end)", "footprint MiB") if column not in text
+    ] == []
     assert "pixel agreement" in text
     assert "telemetry-table" not in page.tables  # CPU cells sample no GPU telemetry: no empty table
     # Self-contained: every image is inline and nothing points to another host.
@@ -223,19 +244,35 @@ def test_missing_optional_fields_are_left_out_and_present_ones_used(small_run: P
 
     bare = parse(write_report(copy_run(small_run, tmp_path / "bare", change=strip), tmp_path / "bare.html"))
     assert SECTIONS <= bare.sections and len(bare.tables["leaderboard-table"]) == 4
-    assert bare.figures["plot-stages"] == [] and bare.figures["plot-latency-distribution"] == [] and bare.figures["plot-memory-resolution"] == []
+    assert (
+        bare.figures["plot-stages"] == []
+        and bare.figures["plot-latency-distribution"] == []
+        and bare.figures["plot-memory-resolution"] == []
+    )
     assert "no fidelity data" in bare.all_text
 
     def enrich(record: dict[str, Any]) -> dict[str, Any]:
         record["gflops"] = 0.25
-        record["telemetry"] = {"samples": 12, "power_w": {"min": 30.0, "mean": 42.0, "max": 50.0}, "sm_clock_mhz": None,
-                               "throttled": True, "throttle_causes": ["hw_thermal_slowdown"], "throttled_share": 0.25}
+        record["telemetry"] = {
+            "samples": 12,
+            "power_w": {"min": 30.0, "mean": 42.0, "max": 50.0},
+            "sm_clock_mhz": None,
+            "throttled": True,
+            "throttle_causes": ["hw_thermal_slowdown"],
+            "throttled_share": 0.25,
+        }
         return record
 
-    rich = parse(write_report(copy_run(small_run, tmp_path / "rich", change=enrich, meta={"budget_mb": 2048}), tmp_path / "rich.html"))
+    rich = parse(
+        write_report(
+            copy_run(small_run, tmp_path / "rich", change=enrich, meta={"budget_mb": 2048}), tmp_path / "rich.html"
+        )
+    )
     assert "GFLOPs / image" in rich.all_text and "0.2" in rich.all_text
     assert len(rich.tables["telemetry-table"]) == 4
-    assert "power W (mean)" in rich.all_text and "hw_thermal_slowdown" in rich.all_text and "SM clock" not in rich.all_text
+    assert (
+        "power W (mean)" in rich.all_text and "hw_thermal_slowdown" in rich.all_text and "SM clock" not in rich.all_text
+    )
 
 
 def test_markdown_and_csv_exports(small_run: Path, tmp_path: Path) -> None:
@@ -243,16 +280,30 @@ def test_markdown_and_csv_exports(small_run: Path, tmp_path: Path) -> None:
     table_rows = [line for line in markdown.splitlines() if line.startswith("| test-tiny |")]
     assert len(table_rows) == 4 + 1  # the leaderboard's four cells and the quantization table's bf16 row
     assert "&lt;script&gt;" in markdown and HOSTILE_NAME not in markdown
-    assert "### Cells that did not finish" in markdown and "### Answer" in markdown and "### Quantization and precision" in markdown
+    assert (
+        "### Cells that did not finish" in markdown
+        and "### Answer" in markdown
+        and "### Quantization and precision" in markdown
+    )
     frame = pd.read_csv(write_report(small_run, tmp_path / "r.csv", fmt="csv"))
     assert len(frame) == 6 and set(frame["status"]) == {"ok", "error", "oom"}
     assert frame.loc[frame["status"] == "ok", "median_ms"].gt(0).all()
-    assert {"pixel_agreement_pct", "fidelity.pixel_agreement", "speedup", "quantized_share_pct", "n", "ci95_low_ms", "end_to_end_fps"} <= set(frame.columns)
+    assert {
+        "pixel_agreement_pct",
+        "fidelity.pixel_agreement",
+        "speedup",
+        "quantized_share_pct",
+        "n",
+        "ci95_low_ms",
+        "end_to_end_fps",
+    } <= set(frame.columns)
     bf16 = frame[frame["precision"] == "bf16"].iloc[0]
     assert bf16["speedup"] > 0 and bf16["pixel_agreement_pct"] == pytest.approx(bf16["fidelity.pixel_agreement"] * 100)
 
 
-def test_cli_report_writes_the_default_path_and_rejects_bad_input(small_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_report_writes_the_default_path_and_rejects_bad_input(
+    small_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
     done = runner.invoke(app, ["report", str(small_run)])
@@ -263,7 +314,11 @@ def test_cli_report_writes_the_default_path_and_rejects_bad_input(small_run: Pat
     assert done.exit_code == 0 and (tmp_path / "out" / "r.md").is_file()
 
     missing = runner.invoke(app, ["report", str(tmp_path / "no-such-run")])
-    assert missing.exit_code == 2 and "not a run directory" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+    assert (
+        missing.exit_code == 2
+        and "not a run directory" in missing.stderr
+        and len(missing.stderr.strip().splitlines()) == 1
+    )
     corrupt = copy_run(small_run, tmp_path / "corrupt")
     lines = (corrupt / results.RESULTS_FILE).read_text().splitlines()
     (corrupt / results.RESULTS_FILE).write_text("\n".join([lines[0], "{not json", *lines[1:]]) + "\n")
@@ -272,7 +327,11 @@ def test_cli_report_writes_the_default_path_and_rejects_bad_input(small_run: Pat
     corrupt_meta = copy_run(small_run, tmp_path / "corrupt-meta")
     (corrupt_meta / results.META_FILE).write_text("{")
     broken_meta = runner.invoke(app, ["report", str(corrupt_meta), "--format", "csv"])
-    assert broken_meta.exit_code == 2 and "meta.json: corrupt JSON" in broken_meta.stderr and len(broken_meta.stderr.strip().splitlines()) == 1
+    assert (
+        broken_meta.exit_code == 2
+        and "meta.json: corrupt JSON" in broken_meta.stderr
+        and len(broken_meta.stderr.strip().splitlines()) == 1
+    )
     bad_format = runner.invoke(app, ["report", str(small_run), "--format", "pdf"])
     assert bad_format.exit_code == 2 and "unknown format" in bad_format.stderr
 
@@ -286,6 +345,16 @@ def test_runs_over_several_cards_are_grouped_by_card(tmp_path: Path) -> None:
     store.write_json(run_dir / store.META_FILE, {"suite": "cards", "device": "cuda:0"})
     for card in ("rtx3060", "a100-80gb"):
         axes = {"resolution": [512, 512], "batch_size": 1, "precision": "fp32", "backend": "eager"}
-        store.append_record(run_dir, {"cell_id": "c1", "cell_key": f"c1@{card}", "hardware": card, "model": "fast-scnn", "status": "error", **axes})
+        store.append_record(
+            run_dir,
+            {
+                "cell_id": "c1",
+                "cell_key": f"c1@{card}",
+                "hardware": card,
+                "model": "fast-scnn",
+                "status": "error",
+                **axes,
+            },
+        )
     models = sorted(record["model"] for record in load_run(run_dir).records)
     assert models == ["fast-scnn @ a100-80gb", "fast-scnn @ rtx3060"]

@@ -11,7 +11,15 @@ from segbench.errors import ResultsError
 
 def _record(cell_id: str, status: str = "ok", median: float = 10.0) -> dict:
     axes = {"resolution": [16, 16], "batch_size": 1, "precision": "fp32", "backend": "eager"}
-    return {"cell_id": cell_id, "status": status, "model": "m", **axes, "latency_ms": {"median": median}, "fps": 1000 / median, "samples_ms": [median]}
+    return {
+        "cell_id": cell_id,
+        "status": status,
+        "model": "m",
+        **axes,
+        "latency_ms": {"median": median},
+        "fps": 1000 / median,
+        "samples_ms": [median],
+    }
 
 
 def _run_dir(tmp_path: Path) -> Path:

@@ -18,9 +18,29 @@ from segbench.matrix import expand
 from segbench.runner import run_suite
 from segbench.suite import load_suite
 
-REQUIRED_FIELDS = ("cell_id", "status", "model", "resolution", "batch_size", "precision", "backend", "device", "latency_ms", "fps", "memory_mb", "error")
+REQUIRED_FIELDS = (
+    "cell_id",
+    "status",
+    "model",
+    "resolution",
+    "batch_size",
+    "precision",
+    "backend",
+    "device",
+    "latency_ms",
+    "fps",
+    "memory_mb",
+    "error",
+)
 LATENCY_FIELDS = ("mean", "median", "p90", "p95", "p99", "min", "max", "std", "cv", "ci95")
-MEMORY_FIELDS = ("nvml_device_peak", "nvml_process_peak", "torch_allocated_peak", "torch_reserved_peak", "rss_peak", "baseline")
+MEMORY_FIELDS = (
+    "nvml_device_peak",
+    "nvml_process_peak",
+    "torch_allocated_peak",
+    "torch_reserved_peak",
+    "rss_peak",
+    "baseline",
+)
 
 
 def _run(suite_path: Path, out: Path, **kwargs: Any) -> results.Path:
@@ -73,7 +93,14 @@ def test_failures_are_results_and_the_run_goes_on(write_suite: Callable[..., Pat
 
 
 def test_hanging_cell_is_killed_at_its_timeout(write_suite: Callable[..., Path], tmp_path: Path) -> None:
-    timing = {"warmup_iters": 1, "min_iters": 3, "max_iters": 20, "min_time_s": 0.05, "max_time_s": 1.0, "timeout_s": 10}
+    timing = {
+        "warmup_iters": 1,
+        "min_iters": 3,
+        "max_iters": 20,
+        "min_time_s": 0.05,
+        "max_time_s": 1.0,
+        "timeout_s": 10,
+    }
     started = time.monotonic()
     run_dir = _run(write_suite(models=["test-hang"], timing=timing), tmp_path / "results")
     [record] = _lines(run_dir)
@@ -102,7 +129,11 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(write_suite: Callable[..
     models = [{"name": "test-tiny", "options": {"sleep_ms": 30}}]
     suite_path = write_suite(models=models, batch_sizes=[1, 2, 3, 4])
     out = tmp_path / "results"
-    process = subprocess.Popen([sys.executable, "-m", "segbench", "run", str(suite_path), "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "segbench", "run", str(suite_path), "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while not list(out.glob("*/results.jsonl")) and time.monotonic() < deadline:
@@ -135,7 +166,9 @@ def test_retry_failed_reruns_only_failed_cells(write_suite: Callable[..., Path],
     assert len(results.read_records(run_dir)) == 2  # the latest attempt per cell
 
 
-def test_fidelity_against_fp32_is_recorded_for_other_precisions(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+def test_fidelity_against_fp32_is_recorded_for_other_precisions(
+    write_suite: Callable[..., Path], tmp_path: Path
+) -> None:
     suite_path = write_suite(models=["fast-scnn"], resolutions=[[64, 128]], precisions=["fp32", "bf16"])
     fp32, bf16 = _lines(_run(suite_path, tmp_path / "results"))
     assert fp32["fidelity"] is None and "reference" in fp32["fidelity_unavailable"]

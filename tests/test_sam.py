@@ -17,7 +17,10 @@ from segbench.suite import load_suite
 PUBLISHED_M = {"sam-vit-b": 93.7, "sam-vit-l": 312.3, "sam-vit-h": 641.1}
 
 
-@pytest.mark.parametrize("name", ["sam-vit-b", pytest.param("sam-vit-l", marks=pytest.mark.slow), pytest.param("sam-vit-h", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "name",
+    ["sam-vit-b", pytest.param("sam-vit-l", marks=pytest.mark.slow), pytest.param("sam-vit-h", marks=pytest.mark.slow)],
+)
 def test_parameter_count_matches_the_released_model(name: str) -> None:
     module = create_model(name).build_module()
     assert round(sum(p.numel() for p in module.parameters()) / 1e6, 1) == PUBLISHED_M[name]

@@ -45,7 +45,9 @@ def test_cpu_timer_keeps_every_sample() -> None:
 
 
 def test_fewer_than_five_samples_withhold_cv_and_ci_with_the_reason() -> None:
-    single = LatencyStats.from_samples([10388.0])  # the committed zoo-cpu run's segformer-b2: n = 1, "CV 0.0, CI [10388, 10388]"
+    single = LatencyStats.from_samples(
+        [10388.0]
+    )  # the committed zoo-cpu run's segformer-b2: n = 1, "CV 0.0, CI [10388, 10388]"
     assert single.cv is None and single.ci95 is None and not single.is_noisy
     assert single.spread_unavailable == "n = 1 < 5 samples: CV and CI would be meaningless"
     summary = single.summary()
@@ -69,12 +71,22 @@ def test_a_cell_cut_short_by_max_time_is_flagged_undersampled() -> None:
     assert outcome["undersampled"] == "n = 1 < min_iters 10: max_time_s (1e-06 s) ended the timed loop first"
     assert outcome["latency_ms"]["cv"] is None and outcome["latency_ms"]["ci95"] is None
     # The machine's load around the timed passes travels with every cell (item 17).
-    assert outcome["load"]["before"]["load_1m"] is not None and outcome["load"]["others_cpus"] is not None and "contended" in outcome
+    assert (
+        outcome["load"]["before"]["load_1m"] is not None
+        and outcome["load"]["others_cpus"] is not None
+        and "contended" in outcome
+    )
 
 
 def test_report_lines_carry_the_undersampled_flag() -> None:
     from segbench.report.summary import measurement_flags, status_text
 
-    record = {"status": "ok", "latency_ms": {"median": 10388.0}, "fps": 0.1, "memory_mb": {}, "undersampled": "n = 1 < min_iters 10: max_time_s (10 s) ended the timed loop first"}
+    record = {
+        "status": "ok",
+        "latency_ms": {"median": 10388.0},
+        "fps": 0.1,
+        "memory_mb": {},
+        "undersampled": "n = 1 < min_iters 10: max_time_s (10 s) ended the timed loop first",
+    }
     assert measurement_flags(record) == [f"undersampled: {record['undersampled']}"]
     assert "(! undersampled: n = 1 < min_iters 10" in status_text(record)

@@ -31,7 +31,9 @@ def tiny():
     adapter.build(CPU)
     with torch.inference_mode():  # warm up at the stream's shape, as a cell does before it streams
         for _ in range(3):
-            adapter.postprocess(adapter.forward(adapter.preprocess(torch.zeros(1, 64, 128, 3, dtype=torch.uint8))), (64, 128))
+            adapter.postprocess(
+                adapter.forward(adapter.preprocess(torch.zeros(1, 64, 128, 3, dtype=torch.uint8))), (64, 128)
+            )
     return adapter
 
 
@@ -41,7 +43,9 @@ def _stream(adapter, rate: float, seconds: float, delay_s: float = 0.0, overlap:
             time.sleep(delay_s)
         return adapter.forward(inputs)
 
-    return run_stream(adapter, forward, MovingScene(64, 128).frames(), rate, seconds, CPU, queue_size=2, overlap=overlap)
+    return run_stream(
+        adapter, forward, MovingScene(64, 128).frames(), rate, seconds, CPU, queue_size=2, overlap=overlap
+    )
 
 
 def test_low_rate_keeps_up_with_no_drops(tiny) -> None:
@@ -78,7 +82,8 @@ def _outcome(rate: float, capacity: float) -> StreamOutcome:
 
 
 def test_a_confirmation_that_drops_steps_down_and_confirms_again() -> None:
-    """The search's best rate (say 10) may drop frames when run again: the reported maximum is a rate whose own trial kept up."""
+    """The search's best rate (say 10) may drop frames when run again: the reported maximum is a rate whose own trial
+    kept up."""
     rates: list[float] = []
 
     def trial(rate: float) -> StreamOutcome:
@@ -118,12 +123,16 @@ def test_warm_up_is_time_based_and_runs_the_overlap_path(tiny) -> None:
     for overlap in (False, True):
         warmup = warm_stream(tiny, tiny.forward, MovingScene(64, 128).frames(), CPU, seconds=0.3, overlap=overlap)
         assert warmup["seconds"] >= 0.3 and warmup["frames"] >= 1
-    once = warm_stream(tiny, lambda x: (time.sleep(0.05), tiny.forward(x))[1], MovingScene(64, 128).frames(), CPU, seconds=0.0)
+    once = warm_stream(
+        tiny, lambda x: (time.sleep(0.05), tiny.forward(x))[1], MovingScene(64, 128).frames(), CPU, seconds=0.0
+    )
     assert once["frames"] == 1  # at least one frame, however short the time
 
 
 def test_stream_cell_records_its_time_based_warm_up(write_suite: Callable[..., Path], tmp_path: Path) -> None:
-    suite_path = write_suite(scenario="stream", stream={"target_fps": 5, "duration_s": 0.5, "warmup_s": 0.4, "overlap": True})
+    suite_path = write_suite(
+        scenario="stream", stream={"target_fps": 5, "duration_s": 0.5, "warmup_s": 0.4, "overlap": True}
+    )
     [record] = run_suite(load_suite(suite_path), suite_path, tmp_path / "results").records
     assert record["status"] == "ok", record.get("traceback")
     assert record["stream"]["warmup"]["seconds"] >= 0.4 and record["stream"]["warmup"]["frames"] >= 1

@@ -20,7 +20,12 @@ BAD_SUITES: list[tuple[str, dict[str, Any], str, str]] = [
     ("unknown model", {"models": ["test-tiny", "fast-scnm"]}, "models[1]", "did you mean 'fast-scnn'?"),
     ("impossible resolution", {"resolutions": [64, 0]}, "resolutions", "impossible resolution 0"),
     ("resolution of the wrong shape", {"resolutions": [[64, 64, 3]]}, "resolutions", "[height, width]"),
-    ("resolution below the model's minimum", {"models": ["fast-scnn"], "resolutions": [16]}, "resolutions[0]", "minimum side of 64 px"),
+    (
+        "resolution below the model's minimum",
+        {"models": ["fast-scnn"], "resolutions": [16]},
+        "resolutions[0]",
+        "minimum side of 64 px",
+    ),
     ("zero batch size", {"batch_sizes": [1, 0]}, "batch_sizes[1]", "greater than 0"),
     ("unknown precision", {"precisions": ["fp32", "fp61"]}, "precisions[1]", "unknown precision 'fp61'"),
     ("unknown backend", {"backends": ["eagre"]}, "backends[0]", "did you mean 'eager'?"),
@@ -29,14 +34,21 @@ BAD_SUITES: list[tuple[str, dict[str, Any], str, str]] = [
     ("max below min", {"timing": {"min_iters": 50, "max_iters": 10}}, "timing", "raise max_iters"),
     ("missing models", {"models": DROP}, "models", "required field is missing"),
     ("unknown rule axis", {"exclude": [{"modle": "test-tiny"}]}, "exclude[0].modle", "did you mean 'model'?"),
-    ("bad model option", {"models": [{"name": "test-tiny", "options": {"sleep": 1}}]}, "models[0].options.sleep", "did you mean 'sleep_ms'?"),
+    (
+        "bad model option",
+        {"models": [{"name": "test-tiny", "options": {"sleep": 1}}]},
+        "models[0].options.sleep",
+        "did you mean 'sleep_ms'?",
+    ),
     ("negative poll interval", {"memory": {"poll_interval_ms": -1}}, "memory.poll_interval_ms", "greater than 0"),
     ("bad rule resolution", {"include": [{"resolution": -3}]}, "include[0].resolution", "impossible resolution"),
 ]
 
 
 @pytest.mark.parametrize("kind, fields, where, hint", BAD_SUITES, ids=[case[0] for case in BAD_SUITES])
-def test_bad_suite_gives_one_clear_line(write_suite: Callable[..., Path], kind: str, fields: dict[str, Any], where: str, hint: str) -> None:
+def test_bad_suite_gives_one_clear_line(
+    write_suite: Callable[..., Path], kind: str, fields: dict[str, Any], where: str, hint: str
+) -> None:
     path = write_suite(**{k: v for k, v in fields.items() if v is not DROP})
     if fields.get("models") is DROP:
         path.write_text(path.read_text().replace("models:\n- test-tiny\n", ""))
@@ -86,7 +98,9 @@ def test_valid_suite_parses_every_field(write_suite: Callable[..., Path]) -> Non
 
 def test_cli_prints_one_line_and_exits_2(write_suite: Callable[..., Path]) -> None:
     path = write_suite(models=["segformer-b9"])
-    done = subprocess.run([sys.executable, "-m", "segbench", "run", str(path)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "segbench", "run", str(path)], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr

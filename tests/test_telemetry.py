@@ -1,4 +1,5 @@
-"""Telemetry: a fake NVML drives the throttle flag and the energy arithmetic; real NVML here gives nulls with a reason."""
+"""Telemetry: a fake NVML drives the throttle flag and the energy arithmetic; real NVML here gives nulls with a
+reason."""
 
 from __future__ import annotations
 
@@ -39,8 +40,16 @@ class FakeNvml:
 
     def __init__(self, clock: FakeClock | None = None, step_s: float = 1.0, **scripts: list[Any]):
         self.clock, self.step_s = clock, step_s
-        self.scripts = {"sm_clock_mhz": [1800], "memory_clock_mhz": [7500], "temperature_c": [60], "power_w": [100.0],
-                        "gpu_util_pct": [99], "total_energy_mj": [None], "clock_event_reasons": [0], **scripts}
+        self.scripts = {
+            "sm_clock_mhz": [1800],
+            "memory_clock_mhz": [7500],
+            "temperature_c": [60],
+            "power_w": [100.0],
+            "gpu_util_pct": [99],
+            "total_energy_mj": [None],
+            "clock_event_reasons": [0],
+            **scripts,
+        }
         self.calls = {name: 0 for name in self.scripts}
 
     def _next(self, name: str) -> Any:
@@ -84,11 +93,16 @@ def _run(api: FakeNvml, clock: FakeClock, rows: int, images: int | None = 10) ->
 
 # ---- throttling ------------------------------------------------------------------------------------
 
+
 def test_power_cap_sets_the_throttle_flag() -> None:
     clock = FakeClock()
     summary = _run(FakeNvml(clock, clock_event_reasons=[0, SW_POWER_CAP, 0, 0]), clock, rows=4)
     assert summary["throttled"] is True
-    assert (summary["throttle_reasons"], summary["throttle_causes"], summary["throttled_share"]) == (["sw_power_cap"], ["power"], 0.25)
+    assert (summary["throttle_reasons"], summary["throttle_causes"], summary["throttled_share"]) == (
+        ["sw_power_cap"],
+        ["power"],
+        0.25,
+    )
 
 
 def test_thermal_slowdown_sets_the_throttle_flag() -> None:
@@ -114,9 +128,12 @@ def test_decoding_bits() -> None:
 
 # ---- energy -------------------------------------------------------------------------------------------
 
+
 def test_energy_from_the_counter() -> None:
     clock = FakeClock()
-    api = FakeNvml(clock, total_energy_mj=[1_000, 1_400, 3_000], power_w=[999.0])  # power is ignored when the counter exists
+    api = FakeNvml(
+        clock, total_energy_mj=[1_000, 1_400, 3_000], power_w=[999.0]
+    )  # power is ignored when the counter exists
     summary = _run(api, clock, rows=3, images=4)
     assert summary["energy_source"] == "energy_counter"
     assert summary["energy_j"] == pytest.approx(2.0) and summary["joules_per_image"] == pytest.approx(0.5)
@@ -160,6 +177,7 @@ def test_sampling_from_another_thread() -> None:
 
 # ---- without NVML ------------------------------------------------------------------------------------
 
+
 def test_without_nvml_every_field_is_null_with_a_reason() -> None:
     sampler = TelemetrySampler.for_device(torch.device("cuda", 0))  # real pynvml; nvmlInit fails on this machine
     if nvml.unavailable_reason() is None:
@@ -179,10 +197,13 @@ def test_cpu_cell_has_no_telemetry() -> None:
 
 
 def test_a_sampler_that_never_sampled_says_so() -> None:
-    assert TelemetrySampler("handle", FakeNvml()).summary(1)["unavailable"]["power_w"] == "no telemetry samples were taken"
+    assert (
+        TelemetrySampler("handle", FakeNvml()).summary(1)["unavailable"]["power_w"] == "no telemetry samples were taken"
+    )
 
 
 # ---- cooldown ---------------------------------------------------------------------------------------
+
 
 def test_cooldown_waits_until_below_the_temperature() -> None:
     clock = FakeClock()
@@ -194,7 +215,16 @@ def test_cooldown_waits_until_below_the_temperature() -> None:
 
 def test_cooldown_gives_up_at_the_timeout() -> None:
     clock = FakeClock()
-    result = wait_for_cooldown("handle", below_c=50, fixed_s=5, timeout_s=20, api=FakeNvml(temperature_c=[90]), poll_s=1.0, sleep=clock.sleep, clock=clock)
+    result = wait_for_cooldown(
+        "handle",
+        below_c=50,
+        fixed_s=5,
+        timeout_s=20,
+        api=FakeNvml(temperature_c=[90]),
+        poll_s=1.0,
+        sleep=clock.sleep,
+        clock=clock,
+    )
     assert result["reached"] is False and result["waited_s"] == pytest.approx(20.0)
     assert "still 90 °C after timeout_s=20" in result["note"]
 
@@ -215,6 +245,7 @@ def test_cooldown_config() -> None:
 
 
 # ---- the window telemetry covers ---------------------------------------------------------------------
+
 
 def test_a_window_shorter_than_a_second_is_null_with_the_reason() -> None:
     clock = FakeClock()  # a 0.02 s window, like a 3-iteration memory pass
@@ -237,8 +268,12 @@ def _cell_telemetry(monkeypatch: pytest.MonkeyPatch, min_time_s: float) -> dict[
     from tests.conftest import FAULT_PLUGIN
 
     load_plugin(FAULT_PLUGIN)
-    monkeypatch.setattr(cell_module, "_telemetry_sampler", lambda device: TelemetrySampler("handle", FakeNvml(power_w=[100.0])))
-    timing = Timing(warmup_iters=1, min_iters=2, max_iters=100_000, min_time_s=min_time_s, max_time_s=min_time_s + 2, memory_iters=1)
+    monkeypatch.setattr(
+        cell_module, "_telemetry_sampler", lambda device: TelemetrySampler("handle", FakeNvml(power_w=[100.0]))
+    )
+    timing = Timing(
+        warmup_iters=1, min_iters=2, max_iters=100_000, min_time_s=min_time_s, max_time_s=min_time_s + 2, memory_iters=1
+    )
     outcome = measure_cell(CellRequest(CellSpec("test-tiny", (16, 16), 1, "fp32", "eager"), "cpu", timing, 10.0, 1))
     return {**outcome["telemetry"], "measured_s": outcome["measured_s"], "iterations": outcome["iterations"]}
 

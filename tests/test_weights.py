@@ -1,4 +1,5 @@
-"""Weights by name (Hub id, ultralytics asset, torchvision weights), from caches the tests populate: never the network."""
+"""Weights by name (Hub id, ultralytics asset, torchvision weights), from caches the tests populate: never the
+network."""
 
 from __future__ import annotations
 
@@ -38,11 +39,17 @@ def test_a_hub_id_loads_from_the_local_cache_offline(offline_hub: Path) -> None:
 
 
 def test_a_hub_id_missing_from_the_cache_says_how_to_fetch_it(offline_hub: Path) -> None:
-    with pytest.raises(WeightsError, match=r"acme/absent: not in the local Hugging Face cache and HF_HUB_OFFLINE is set; fetch it beforehand with `huggingface-cli download acme/absent`"):
+    with pytest.raises(
+        WeightsError,
+        match=r"acme/absent: not in the local Hugging Face cache and HF_HUB_OFFLINE is set; fetch it beforehand with "
+        r"`huggingface-cli download acme/absent`",
+    ):
         create_model("segformer-b0", weights="acme/absent").build("cpu")
 
 
-def test_an_ultralytics_asset_name_goes_through_ultralytics_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_ultralytics_asset_name_goes_through_ultralytics_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import ultralytics.utils.downloads as downloads
 
     module = create_model("yolov8n-seg", options={"num_classes": 3}).build_module()
@@ -64,7 +71,10 @@ def test_an_ultralytics_asset_name_goes_through_ultralytics_download(tmp_path: P
         raise ConnectionError("offline")
 
     monkeypatch.setattr(downloads, "safe_download", no_network)
-    with pytest.raises(WeightsError, match=r"yolov8s-seg.pt: not in the working directory or ultralytics' weights_dir .* fetch it beforehand"):
+    with pytest.raises(
+        WeightsError,
+        match=r"yolov8s-seg.pt: not in the working directory or ultralytics' weights_dir .* fetch it beforehand",
+    ):
         create_model("yolov8s-seg", weights="yolov8s-seg.pt").build("cpu")
 
 
@@ -75,7 +85,10 @@ def test_a_torchvision_weights_name_loads_from_torch_hub_cache(tmp_path: Path, m
     name = "DeepLabV3_MobileNet_V3_Large_Weights.DEFAULT"
     checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
-    torch.save(create_model("deeplabv3-mobilenetv3-large").build_module().state_dict(), checkpoints / Path(get_weight(name).url).name)
+    torch.save(
+        create_model("deeplabv3-mobilenetv3-large").build_module().state_dict(),
+        checkpoints / Path(get_weight(name).url).name,
+    )
     adapter = create_model("deeplabv3-mobilenetv3-large", weights=name)
     adapter.build("cpu")
     assert adapter.num_classes == 21 and adapter.class_names is not None and adapter.class_names[0] == "__background__"
@@ -83,6 +96,18 @@ def test_a_torchvision_weights_name_loads_from_torch_hub_cache(tmp_path: Path, m
 
 def test_suite_accepts_names_and_refuses_what_is_neither_path_nor_name() -> None:
     base = {"name": "w", "resolutions": [64]}
-    parse_suite({**base, "models": [{"name": "segformer-b0", "weights": HUB_ID}, {"name": "yolov8n-seg", "weights": "yolov8n-seg.pt"}]})
-    with pytest.raises(SuiteError, match=r"models\[0\].weights: weights not found: missing.bin; give a local file or folder, or a name transformers knows"):
+    parse_suite(
+        {
+            **base,
+            "models": [
+                {"name": "segformer-b0", "weights": HUB_ID},
+                {"name": "yolov8n-seg", "weights": "yolov8n-seg.pt"},
+            ],
+        }
+    )
+    with pytest.raises(
+        SuiteError,
+        match=r"models\[0\].weights: weights not found: missing.bin; give a local file or folder, or a name "
+        r"transformers knows",
+    ):
         parse_suite({**base, "models": [{"name": "segformer-b0", "weights": "missing.bin"}]})

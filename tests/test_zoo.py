@@ -150,7 +150,11 @@ def test_yolov8_instances_become_class_plus_one() -> None:
     """Two overlapping instances and one below threshold, fed through ultralytics' NMS and mask assembly."""
     adapter = create_model("yolov8n-seg")
     predictions = torch.zeros(1, 4 + 80 + 32, 3)
-    boxes = [((16, 16, 32, 32), 2, 0.9), ((32, 32, 32, 32), 5, 0.6), ((48, 48, 8, 8), 7, 0.1)]  # (cx, cy, w, h), class, score
+    boxes = [
+        ((16, 16, 32, 32), 2, 0.9),
+        ((32, 32, 32, 32), 5, 0.6),
+        ((48, 48, 8, 8), 7, 0.1),
+    ]  # (cx, cy, w, h), class, score
     for anchor, (box, cls, score) in enumerate(boxes):
         predictions[0, :4, anchor] = torch.tensor(box, dtype=torch.float32)
         predictions[0, 4 + cls, anchor] = score

@@ -24,7 +24,9 @@ class HFPipeline(PipelineAdapter):
         processor_class = getattr(transformers, PROCESSORS[inner.card.family])
         processor = processor_class(size={"height": height, "width": width})
         device = inner.device.index if inner.device.type == "cuda" else -1
-        self.pipeline = transformers.pipeline("image-segmentation", model=inner.model, image_processor=processor, device=device)
+        self.pipeline = transformers.pipeline(
+            "image-segmentation", model=inner.model, image_processor=processor, device=device
+        )
         self.label_ids = {label: int(index) for index, label in inner.model.config.id2label.items()}
 
     def preprocess(self, images: torch.Tensor) -> list[Any]:  # type: ignore[override]
@@ -51,7 +53,9 @@ class HFPipeline(PipelineAdapter):
 class HFImageSegmentationPipeline(Backend):
     name = "hf-pipeline"
     warm_imports = ("transformers.pipelines",)
-    description = "transformers pipeline('image-segmentation') on PIL images (its own processor, resizing and postprocessing)"
+    description = (
+        "transformers pipeline('image-segmentation') on PIL images (its own processor, resizing and postprocessing)"
+    )
     latency_scope = "end_to_end"  # forward is the whole library call: letterbox/resize, model, NMS/masks
 
     def __init__(self) -> None:
@@ -59,7 +63,10 @@ class HFImageSegmentationPipeline(Backend):
 
     def wrap(self, adapter: SegmentationAdapter) -> SegmentationAdapter:
         if adapter.card.family not in PROCESSORS:
-            raise UnsupportedError(f"hf-pipeline runs transformers segmentation models ({', '.join(PROCESSORS)}); {adapter.card.name} is {adapter.card.family}")
+            raise UnsupportedError(
+                f"hf-pipeline runs transformers segmentation models ({', '.join(PROCESSORS)}); {adapter.card.name} is "
+                f"{adapter.card.family}"
+            )
         return _Deferred(adapter)
 
     def prepare(self, adapter: SegmentationAdapter, example: Any) -> ForwardFn:
@@ -67,7 +74,11 @@ class HFImageSegmentationPipeline(Backend):
 
     def describe(self, adapter: SegmentationAdapter) -> dict[str, Any] | None:
         if isinstance(adapter, _Deferred) and adapter.pipeline is not None:
-            return {"pipeline": "transformers image-segmentation (semantic)", "processor": type(adapter.pipeline.pipeline.image_processor).__name__, "torch_threads_after": torch.get_num_threads()}
+            return {
+                "pipeline": "transformers image-segmentation (semantic)",
+                "processor": type(adapter.pipeline.pipeline.image_processor).__name__,
+                "torch_threads_after": torch.get_num_threads(),
+            }
         return None
 
 

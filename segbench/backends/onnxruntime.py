@@ -71,10 +71,13 @@ class OnnxGraphPrecision(nn.Module, ABC):
 
     @torch.compiler.disable  # so torch.compile runs this eagerly and the refusal surfaces unchanged
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        raise UnsupportedError(f"{self.precision_name} is ONNX Runtime's own quantization: it runs only on backend onnxruntime")
+        raise UnsupportedError(
+            f"{self.precision_name} is ONNX Runtime's own quantization: it runs only on backend onnxruntime"
+        )
 
 
 # ---- outputs: flat for ONNX, structured for the adapter ----------------------------------------------
+
 
 @dataclass(frozen=True)
 class OutputLayout:
@@ -115,18 +118,29 @@ class FlatOutputs(nn.Module):
 
 # ---- export -------------------------------------------------------------------------------------------
 
+
 def export_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> str:
     """Export at the example's static shape; returns which exporter succeeded."""
     try:
-        torch.onnx.export(module, (example,), str(path), dynamo=True, optimize=True, external_data=False, verbose=False, opset_version=OPSET)
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            dynamo=True,
+            optimize=True,
+            external_data=False,
+            verbose=False,
+            opset_version=OPSET,
+        )
         return "dynamo"
-    except Exception as dynamo_error:  # noqa: BLE001: the TorchScript exporter handles some models dynamo cannot
+    except Exception as dynamo_error:  # noqa: BLE001 (the TorchScript exporter handles some models dynamo cannot)
         try:
             torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=17, input_names=["input"])
             return f"torchscript (dynamo exporter failed: {type(dynamo_error).__name__})"
         except Exception as legacy_error:  # noqa: BLE001
             raise UnsupportedError(
-                f"ONNX export failed with both exporters (dynamo: {_first_line(dynamo_error)}; torchscript: {_first_line(legacy_error)})"
+                f"ONNX export failed with both exporters (dynamo: {_first_line(dynamo_error)}; torchscript: "
+                f"{_first_line(legacy_error)})"
             ) from None
 
 
@@ -146,9 +160,17 @@ def _first_line(exc: BaseException) -> str:
 def unexportable_reason(model: nn.Module, device: torch.device) -> str | None:
     """Why this (precision-converted) model cannot be exported faithfully to ONNX, or None."""
     if torch.is_autocast_enabled(device.type):
-        return "autocast is a PyTorch runtime feature: an exported ONNX graph does not carry it (use fp16 on CUDA instead)"
-    if any(isinstance(module, (torch._dynamo.eval_frame.OptimizedModule, torch.fx.GraphModule)) for module in model.modules()):
-        return "this precision compiles or rewrites the PyTorch graph (PT2E int8 lowers through inductor); ONNX Runtime's int8 is precision ort-int8"
+        return (
+            "autocast is a PyTorch runtime feature: an exported ONNX graph does not carry it (use fp16 on CUDA instead)"
+        )
+    if any(
+        isinstance(module, (torch._dynamo.eval_frame.OptimizedModule, torch.fx.GraphModule))
+        for module in model.modules()
+    ):
+        return (
+            "this precision compiles or rewrites the PyTorch graph (PT2E int8 lowers through inductor); ONNX "
+            "Runtime's int8 is precision ort-int8"
+        )
     for tensor in (*model.parameters(), *model.buffers()):
         if type(tensor).__module__.startswith("torchao"):
             return "torchao-quantized weights cannot be exported to ONNX; ONNX Runtime's own int8 is precision ort-int8"
@@ -161,6 +183,7 @@ def unexportable_reason(model: nn.Module, device: torch.device) -> str | None:
 
 # ---- sessions -----------------------------------------------------------------------------------------
 
+
 def available_providers() -> list[str]:
     import onnxruntime
 
@@ -171,7 +194,10 @@ def providers_for(device: torch.device, int8: bool = False) -> list[Any]:
     if device.type == "cpu":
         return ["CPUExecutionProvider"]
     # ORT runs on torch's stream, so the harness's CUDA events bracket its kernels.
-    common = {"device_id": str(device.index or 0), "user_compute_stream": str(torch.cuda.current_stream(device).cuda_stream)}
+    common = {
+        "device_id": str(device.index or 0),
+        "user_compute_stream": str(torch.cuda.current_stream(device).cuda_stream),
+    }
     chosen: list[Any] = []
     if "TensorrtExecutionProvider" in available_providers():
         # A QDQ graph is an explicitly quantized network: TensorRT builds it only with its int8 flag on.
@@ -250,13 +276,25 @@ def cuda_forward(session: Any, layout: OutputLayout, specs: Sequence[OutputSpec]
 
 # ---- the cache: an export (and its int8 rewrite) is reused across runs ----------------------------------
 
+
 def _graph_key(model: nn.Module, graph_precision: OnnxGraphPrecision | None, example: torch.Tensor) -> cache.CacheKey:
     kind = "onnx-export" if graph_precision is None else f"onnx-{graph_precision.precision_name}"
     extra = graph_precision.cache_fields() if graph_precision is not None else {}
-    return cache.key(kind, model, EXPORT_LIBRARIES, opset=OPSET, input_shape=list(example.shape), input_dtype=str(example.dtype), device_type=example.device.type, **extra)
+    return cache.key(
+        kind,
+        model,
+        EXPORT_LIBRARIES,
+        opset=OPSET,
+        input_shape=list(example.shape),
+        input_dtype=str(example.dtype),
+        device_type=example.device.type,
+        **extra,
+    )
 
 
-def _cached_graph(cache_key: cache.CacheKey, graph_precision: OnnxGraphPrecision | None) -> tuple[Path, dict[str, Any]] | None:
+def _cached_graph(
+    cache_key: cache.CacheKey, graph_precision: OnnxGraphPrecision | None
+) -> tuple[Path, dict[str, Any]] | None:
     entry = cache.lookup(cache_key)
     if entry is None:
         return None
@@ -265,18 +303,32 @@ def _cached_graph(cache_key: cache.CacheKey, graph_precision: OnnxGraphPrecision
     return entry.file(GRAPH_FILE), {**entry.extra.get("info", {}), "cache": "hit"}
 
 
-def _built_graph(cache_key: cache.CacheKey, model: nn.Module, graph_precision: OnnxGraphPrecision | None, layout: OutputLayout, example: torch.Tensor) -> tuple[Path, dict[str, Any]]:
+def _built_graph(
+    cache_key: cache.CacheKey,
+    model: nn.Module,
+    graph_precision: OnnxGraphPrecision | None,
+    layout: OutputLayout,
+    example: torch.Tensor,
+) -> tuple[Path, dict[str, Any]]:
     """Export (and rewrite, for ort-int8) into a temporary folder, then keep a copy in the cache."""
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="segbench-onnx-"))
     path = workdir / GRAPH_FILE
     exporter = export_onnx(FlatOutputs(model, layout), example, path)
-    info: dict[str, Any] = {"exporter": exporter, "opset": OPSET if exporter == "dynamo" else 17, "export_s": round(time.perf_counter() - started, 3)}
+    info: dict[str, Any] = {
+        "exporter": exporter,
+        "opset": OPSET if exporter == "dynamo" else 17,
+        "export_s": round(time.perf_counter() - started, 3),
+    }
     if graph_precision is not None:
         started = time.perf_counter()
         path = graph_precision.rewrite(path, graph_input_name(path), workdir)
         info[f"{graph_precision.precision_name}_s"] = round(time.perf_counter() - started, 3)
-    stored = cache.store(cache_key, {GRAPH_FILE: path}, {"info": info, "state": graph_precision.cache_state() if graph_precision is not None else {}})
+    stored = cache.store(
+        cache_key,
+        {GRAPH_FILE: path},
+        {"info": info, "state": graph_precision.cache_state() if graph_precision is not None else {}},
+    )
     return path, {**info, "cache": "miss" if stored is not None else "off"}
 
 
@@ -291,7 +343,10 @@ SESSION_MEMORY_NOTE = {
 class OnnxRuntime(Backend):
     name = "onnxruntime"
     warm_imports = ("onnxruntime", "onnx", "onnxscript", "torch.onnx._internal.exporter._core")
-    description = "ONNX Runtime (exported once per cell with torch.onnx; CPU provider, or TensorRT/CUDA providers on GPUs); export is prepare_s"
+    description = (
+        "ONNX Runtime (exported once per cell with torch.onnx; CPU provider, or TensorRT/CUDA providers on "
+        "GPUs); export is prepare_s"
+    )
     memory_outside_torch = "ONNX Runtime's own arenas (its CUDA memory arena and workspaces, or host memory on a CPU)"
 
     def __init__(self) -> None:
@@ -326,23 +381,40 @@ class OnnxRuntime(Backend):
             specs = output_specs(reference, layout)
             del reference  # the eager outputs are preparation: they must not sit in the cell's peaks
             cache_key = _graph_key(model, graph_precision, example)
-            path, info = _cached_graph(cache_key, graph_precision) or _built_graph(cache_key, model, graph_precision, layout, example)
+            path, info = _cached_graph(cache_key, graph_precision) or _built_graph(
+                cache_key, model, graph_precision, layout, example
+            )
             if graph_precision is not None:
                 graph_precision.release()
             gc.collect()  # export leftovers (graphs, fake tensors) go before the session's memory is read
             before_session = process_memory_mb(device)
             try:
                 session = make_session(path, device, int8=graph_precision is not None)
-            except Exception as exc:  # noqa: BLE001: a cached graph ONNX Runtime cannot load is rebuilt; a fresh one's failure stands
+            # A cached graph ONNX Runtime cannot load is rebuilt; a fresh one's failure stands.
+            except Exception as exc:  # noqa: BLE001
                 if info.get("cache") != "hit":
                     raise
                 cache.discard(cache_key, f"ONNX Runtime could not load it: {_first_line(exc)}")
                 path, info = _built_graph(cache_key, model, graph_precision, layout, example)
                 session = make_session(path, device, int8=graph_precision is not None)
-            forward = cuda_forward(session, layout, specs, device) if device.type == "cuda" else cpu_forward(session, layout)
-            forward(example)  # one run sizes the session's arena, so its memory is read here, not in the measured passes
+            forward = (
+                cuda_forward(session, layout, specs, device) if device.type == "cuda" else cpu_forward(session, layout)
+            )
+            forward(
+                example
+            )  # one run sizes the session's arena, so its memory is read here, not in the measured passes
             after_session = process_memory_mb(device)
-        session_mb = round(after_session - before_session, 1) if before_session is not None and after_session is not None else None
-        self._info = {**info, "providers": session.get_providers(), "onnx_mb": round(path.stat().st_size / 2**20, 2), "threads": torch.get_num_threads(),
-                      "session_mb": session_mb, "session_mb_is": SESSION_MEMORY_NOTE[device.type == "cuda"]}
+        session_mb = (
+            round(after_session - before_session, 1)
+            if before_session is not None and after_session is not None
+            else None
+        )
+        self._info = {
+            **info,
+            "providers": session.get_providers(),
+            "onnx_mb": round(path.stat().st_size / 2**20, 2),
+            "threads": torch.get_num_threads(),
+            "session_mb": session_mb,
+            "session_mb_is": SESSION_MEMORY_NOTE[device.type == "cuda"],
+        }
         return forward

@@ -68,10 +68,13 @@ class OpenVinoGraphPrecision(nn.Module, ABC):
 
     @torch.compiler.disable  # so torch.compile runs this eagerly and the refusal surfaces unchanged
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        raise UnsupportedError(f"{self.precision_name} is OpenVINO's own quantization: it runs only on backend openvino")
+        raise UnsupportedError(
+            f"{self.precision_name} is OpenVINO's own quantization: it runs only on backend openvino"
+        )
 
 
 # ---- conversion -----------------------------------------------------------------------------------------
+
 
 def convert_to_openvino(model: nn.Module, example: torch.Tensor) -> tuple[Any, dict[str, Any]]:
     """The float module as an `ov.Model` at the example's static shape, and how it was converted.
@@ -108,8 +111,8 @@ def inference_precision(model: nn.Module, ov_device: str) -> str:
         capabilities = ov.Core().get_property(ov_device, "OPTIMIZATION_CAPABILITIES")
         if capability not in capabilities:
             raise UnsupportedError(
-                f"{hint} on OpenVINO needs a {ov_device} that computes in {capability} natively (avx512_bf16 or AMX on CPUs); "
-                f"this one offers {', '.join(capabilities)}"
+                f"{hint} on OpenVINO needs a {ov_device} that computes in {capability} natively (avx512_bf16 or AMX on "
+                f"CPUs); this one offers {', '.join(capabilities)}"
             )
     return hint
 
@@ -117,9 +120,18 @@ def inference_precision(model: nn.Module, ov_device: str) -> str:
 def unconvertible_reason(model: nn.Module, device: torch.device) -> str | None:
     """Why a precision-converted PyTorch model cannot be handed to OpenVINO faithfully, or None."""
     if torch.is_autocast_enabled(device.type):
-        return "autocast is a PyTorch runtime feature an OpenVINO model does not carry; use bf16 (the inference-precision hint)"
-    if any(isinstance(module, (torch._dynamo.eval_frame.OptimizedModule, torch.fx.GraphModule)) for module in model.modules()):
-        return "this precision compiles or rewrites the PyTorch graph (PT2E int8 lowers through inductor); OpenVINO's int8 is precision ov-int8"
+        return (
+            "autocast is a PyTorch runtime feature an OpenVINO model does not carry; use bf16 (the "
+            "inference-precision hint)"
+        )
+    if any(
+        isinstance(module, (torch._dynamo.eval_frame.OptimizedModule, torch.fx.GraphModule))
+        for module in model.modules()
+    ):
+        return (
+            "this precision compiles or rewrites the PyTorch graph (PT2E int8 lowers through inductor); OpenVINO's "
+            "int8 is precision ov-int8"
+        )
     if any(type(tensor).__module__.startswith("torchao") for tensor in (*model.parameters(), *model.buffers())):
         return "torchao-quantized weights cannot be converted to OpenVINO; OpenVINO's own int8 is precision ov-int8"
     return None
@@ -149,9 +161,13 @@ def ov_forward(compiled: Any, layout: OutputLayout) -> ForwardFn:
 
 # ---- the backend ------------------------------------------------------------------------------------------
 
+
 class OpenVino(Backend):
     name = "openvino"
-    description = "OpenVINO (converted once per cell by its PyTorch frontend; LATENCY hint, the cell's threads); conversion and compile are prepare_s"
+    description = (
+        "OpenVINO (converted once per cell by its PyTorch frontend; LATENCY hint, the cell's threads); "
+        "conversion and compile are prepare_s"
+    )
     warm_imports = ("openvino",)
 
     def __init__(self) -> None:
@@ -166,7 +182,10 @@ class OpenVino(Backend):
         import openvino as ov
 
         if OV_DEVICES[device.type] not in ov.Core().available_devices:
-            return f"OpenVINO has no {OV_DEVICES[device.type]} plugin for this machine (devices: {', '.join(ov.Core().available_devices)})"
+            return (
+                f"OpenVINO has no {OV_DEVICES[device.type]} plugin for this machine (devices: "
+                f"{', '.join(ov.Core().available_devices)})"
+            )
         return None
 
     def describe(self, adapter: SegmentationAdapter) -> dict[str, Any] | None:

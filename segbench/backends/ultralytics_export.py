@@ -48,14 +48,21 @@ class ExportedPipeline(UltralyticsPipeline):
         folder = Path(tempfile.mkdtemp(prefix=f"segbench-ultralytics-{self.fmt}-"))
         model.pt_path = str(folder / f"{Path(self.card.extra['yaml']).stem}.pt")
         started = time.perf_counter()
-        exported = self.yolo.export(format=self.fmt, imgsz=[height, width], device="cpu", batch=1, dynamic=False, **self.export_options)
+        exported = self.yolo.export(
+            format=self.fmt, imgsz=[height, width], device="cpu", batch=1, dynamic=False, **self.export_options
+        )
         export_s = time.perf_counter() - started
         if not exported:
             raise UnsupportedError(f"ultralytics' {self.fmt} export produced nothing (see the cell's log)")
         threads = torch.get_num_threads()
         self.yolo = YOLO(exported, task="segment")
         torch.set_num_threads(threads)  # loading an export must not change the count other stages run with
-        self.info = {"format": self.fmt, "export_s": round(export_s, 3), "exported": Path(exported).name, "export_options": dict(self.export_options)}
+        self.info = {
+            "format": self.fmt,
+            "export_s": round(export_s, 3),
+            "exported": Path(exported).name,
+            "export_options": dict(self.export_options),
+        }
 
 
 class UltralyticsExport(Backend):
@@ -91,13 +98,21 @@ class UltralyticsExport(Backend):
         if not isinstance(adapter, ExportedPipeline):
             return None
         recent = adapter.speeds[-50:]
-        own_stages = {stage: float(np.median([speed[stage] for speed in recent])) for stage in recent[0]} if recent else None
-        return {**adapter.info, "pipeline": f"ultralytics YOLO.predict on its {self.fmt} export", "own_stage_median_ms": own_stages}
+        own_stages = (
+            {stage: float(np.median([speed[stage] for speed in recent])) for stage in recent[0]} if recent else None
+        )
+        return {
+            **adapter.info,
+            "pipeline": f"ultralytics YOLO.predict on its {self.fmt} export",
+            "own_stage_median_ms": own_stages,
+        }
 
 
 class UltralyticsOnnx(UltralyticsExport):
     name = "ultralytics-onnx"
-    description = "ultralytics' own ONNX export (static shape) run by its predictor on ONNX Runtime; export is prepare_s"
+    description = (
+        "ultralytics' own ONNX export (static shape) run by its predictor on ONNX Runtime; export is prepare_s"
+    )
     fmt = "onnx"
     requires = ("onnx", "onnxruntime")
     warm_imports = ("ultralytics", "onnx", "onnxruntime")
@@ -108,7 +123,10 @@ class UltralyticsOnnx(UltralyticsExport):
 
 class UltralyticsOpenVino(UltralyticsExport):
     name = "ultralytics-openvino"
-    description = "ultralytics' own OpenVINO export (static shape) run by its predictor (LATENCY hint at batch 1); export is prepare_s"
+    description = (
+        "ultralytics' own OpenVINO export (static shape) run by its predictor (LATENCY hint at batch 1); "
+        "export is prepare_s"
+    )
     fmt = "openvino"
     requires = ("openvino",)
     warm_imports = ("ultralytics", "openvino")

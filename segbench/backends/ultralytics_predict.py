@@ -27,11 +27,19 @@ class UltralyticsPipeline(PipelineAdapter):
         self.threads_before = torch.get_num_threads()
 
     def preprocess(self, images: torch.Tensor) -> list[np.ndarray]:  # type: ignore[override]
-        return [np.ascontiguousarray(image[..., ::-1]) for image in super().preprocess(images)]  # predict takes BGR, like cv2
+        return [
+            np.ascontiguousarray(image[..., ::-1]) for image in super().preprocess(images)
+        ]  # predict takes BGR, like cv2
 
     def forward(self, inputs: list[np.ndarray]) -> Any:  # type: ignore[override]
         height, width = inputs[0].shape[:2]
-        results = self.yolo.predict(inputs, imgsz=list(self.model_input_size(height, width)), device=str(self.device), retina_masks=True, verbose=False)
+        results = self.yolo.predict(
+            inputs,
+            imgsz=list(self.model_input_size(height, width)),
+            device=str(self.device),
+            retina_masks=True,
+            verbose=False,
+        )
         self.speeds.append(results[0].speed)
         return results
 
@@ -52,12 +60,17 @@ class UltralyticsPipeline(PipelineAdapter):
 class UltralyticsPredict(Backend):
     name = "ultralytics-predict"
     warm_imports = ("ultralytics",)
-    description = "ultralytics' own YOLO.predict on host images (its letterbox, NMS and masks; it picks threads and fuses layers)"
+    description = (
+        "ultralytics' own YOLO.predict on host images (its letterbox, NMS and masks; it picks threads and fuses layers)"
+    )
     latency_scope = "end_to_end"  # forward is the whole library call: letterbox/resize, model, NMS/masks
 
     def wrap(self, adapter: SegmentationAdapter) -> SegmentationAdapter:
         if "yaml" not in adapter.card.extra or adapter.card.source != "ultralytics" or "seg" not in adapter.card.family:
-            raise UnsupportedError(f"ultralytics-predict runs ultralytics segmentation models; {adapter.card.name} is from {adapter.card.source}")
+            raise UnsupportedError(
+                f"ultralytics-predict runs ultralytics segmentation models; {adapter.card.name} is from "
+                f"{adapter.card.source}"
+            )
         return UltralyticsPipeline(adapter)
 
     def prepare(self, adapter: SegmentationAdapter, example: Any) -> ForwardFn:

@@ -58,20 +58,42 @@ class Measured:
     @classmethod
     def of(cls, record: dict[str, Any]) -> Measured:
         fidelity = (record.get("fidelity") or {}).get("pixel_agreement")
-        return cls(record["backend"], record["precision"], record["end_to_end_ms"]["median"], record["latency_ms"]["median"], fidelity, record.get("prepare_s") or 0.0)
+        return cls(
+            record["backend"],
+            record["precision"],
+            record["end_to_end_ms"]["median"],
+            record["latency_ms"]["median"],
+            fidelity,
+            record.get("prepare_s") or 0.0,
+        )
 
 
-def suite_data(resolution: int, weights: str | None, threads: int | None, min_time_s: float, max_time_s: float, min_iters: int, backends: list[str], precisions: list[str]) -> dict[str, Any]:
+def suite_data(
+    resolution: int,
+    weights: str | None,
+    threads: int | None,
+    min_time_s: float,
+    max_time_s: float,
+    min_iters: int,
+    backends: list[str],
+    precisions: list[str],
+) -> dict[str, Any]:
     """The suite this benchmark runs: every path once, ultralytics' pipelines in fp32 only."""
     pipelines = [b for b in backends if b.startswith("ultralytics-")]
-    exclude: list[dict[str, Any]] = [{"precision": [p for p in precisions if p != "fp32"], "backend": pipelines}] if pipelines and precisions != ["fp32"] else []
+    exclude: list[dict[str, Any]] = (
+        [{"precision": [p for p in precisions if p != "fp32"], "backend": pipelines}]
+        if pipelines and precisions != ["fp32"]
+        else []
+    )
     for precision, allowed in PRECISION_BACKENDS.items():
         others = [b for b in backends if b not in allowed and b not in pipelines]
         if precision in precisions and others:
             exclude.append({"precision": precision, "backend": others})
     data: dict[str, Any] = {
         "name": "cpu-best",
-        "description": f"{MODEL} at {resolution}, batch 1: ultralytics' default predict and own exports against segbench's paths",
+        "description": (
+            f"{MODEL} at {resolution}, batch 1: ultralytics' default predict and own exports against segbench's paths"
+        ),
         "device": "cpu",
         "models": [{"name": MODEL, "weights": weights} if weights else MODEL],
         "resolutions": [resolution],
@@ -80,7 +102,15 @@ def suite_data(resolution: int, weights: str | None, threads: int | None, min_ti
         "backends": backends,
         "exclude": exclude,
         "roofline": {"measure_ceiling": False},  # ratios between paths need no matmul ceiling
-        "timing": {"warmup_iters": 3, "min_iters": min_iters, "max_iters": 500, "min_time_s": min_time_s, "max_time_s": max_time_s, "timeout_s": 900, "memory_iters": 1},
+        "timing": {
+            "warmup_iters": 3,
+            "min_iters": min_iters,
+            "max_iters": 500,
+            "min_time_s": min_time_s,
+            "max_time_s": max_time_s,
+            "timeout_s": 900,
+            "memory_iters": 1,
+        },
     }
     if threads:
         data["threads"] = threads
@@ -129,22 +159,41 @@ def openvino_capabilities() -> str:
 
 def instruction_sets() -> str:
     flags = set(cpu_flags())
-    named = {"AVX2": "avx2", "AVX-512": "avx512f", "AVX-512 VNNI": "avx512_vnni", "AVX-VNNI": "avx_vnni", "AVX-512 BF16": "avx512_bf16", "AMX": "amx_tile"}
+    named = {
+        "AVX2": "avx2",
+        "AVX-512": "avx512f",
+        "AVX-512 VNNI": "avx512_vnni",
+        "AVX-VNNI": "avx_vnni",
+        "AVX-512 BF16": "avx512_bf16",
+        "AMX": "amx_tile",
+    }
     return ", ".join(f"{name} {'yes' if flag in flags else 'no'}" for name, flag in named.items())
 
 
-def print_report(console: Console, run_dir: Path, paths: list[Measured], result: Verdict, records: list[dict[str, Any]], weights: str | None) -> None:
+def print_report(
+    console: Console,
+    run_dir: Path,
+    paths: list[Measured],
+    result: Verdict,
+    records: list[dict[str, Any]],
+    weights: str | None,
+) -> None:
     table = Table(title=f"{MODEL}, batch 1 ({run_dir})")
     for column in ("path", "end to end ms", "forward ms", "vs default predict", "pixel agreement", "prepare s"):
         table.add_column(column, justify="left" if column == "path" else "right")
     for path in sorted(paths, key=lambda p: p.end_to_end_ms):
         ratio = f"{result.default.end_to_end_ms / path.end_to_end_ms:.2f}x" if result.default else "-"
         agreement = f"{path.fidelity * 100:.2f} %" if path.fidelity is not None else "-"
-        table.add_row(path.label, f"{path.end_to_end_ms:.1f}", f"{path.forward_ms:.1f}", ratio, agreement, f"{path.prepare_s:.1f}")
+        table.add_row(
+            path.label, f"{path.end_to_end_ms:.1f}", f"{path.forward_ms:.1f}", ratio, agreement, f"{path.prepare_s:.1f}"
+        )
     console.print(table)
     for record in records:
         if record.get("status") != "ok":
-            console.print(f"  {record['backend']} {record['precision']}: {record.get('status')}: {record.get('error')}", markup=False)
+            console.print(
+                f"  {record['backend']} {record['precision']}: {record.get('status')}: {record.get('error')}",
+                markup=False,
+            )
     console.print(f"CPU: {cpu_model()}; instruction sets: {instruction_sets()}", markup=False)
     console.print(f"OpenVINO CPU capabilities: {openvino_capabilities()}", markup=False)
     over_default, over_export = result.speedup_over_default(), result.speedup_over_export()
@@ -154,19 +203,37 @@ def print_report(console: Console, run_dir: Path, paths: list[Measured], result:
         return
     console.print(f"segbench's best: {best.label}, {best.end_to_end_ms:.1f} ms end to end", markup=False)
     if over_default is not None:
-        console.print(f"  {over_default:.2f}x ultralytics' default predict ({result.default.end_to_end_ms:.1f} ms); target >= {SPEEDUP_TARGET:.0f}x: {'met' if over_default >= SPEEDUP_TARGET else 'not met'}", markup=False)  # type: ignore[union-attr]
+        console.print(
+            f"  {over_default:.2f}x ultralytics' default predict ({result.default.end_to_end_ms:.1f} ms); target >= "
+            f"{SPEEDUP_TARGET:.0f}x: {'met' if over_default >= SPEEDUP_TARGET else 'not met'}",
+            markup=False,
+        )  # type: ignore[union-attr]
     if over_export is not None:
-        console.print(f"  {over_export:.2f}x ultralytics' best export ({result.best_export.label}, {result.best_export.end_to_end_ms:.1f} ms); target > 1x: {'met' if over_export > 1 else 'not met'}", markup=False)  # type: ignore[union-attr]
+        console.print(
+            f"  {over_export:.2f}x ultralytics' best export ({result.best_export.label}, "
+            f"{result.best_export.end_to_end_ms:.1f} ms); target > 1x: {'met' if over_export > 1 else 'not met'}",
+            markup=False,
+        )  # type: ignore[union-attr]
     if best.fidelity is not None:
         caveat = "" if weights else " (random weights: no detections, so agreement says little; give --weights)"
-        console.print(f"  pixel agreement with fp32 eager {best.fidelity * 100:.2f} %; target >= {AGREEMENT_TARGET * 100:.0f} %{caveat}", markup=False)
+        console.print(
+            f"  pixel agreement with fp32 eager {best.fidelity * 100:.2f} %; target >= {AGREEMENT_TARGET * 100:.0f} "
+            f"%{caveat}",
+            markup=False,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m segbench.bench.cpu_best", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", help="YOLOv8n-seg weights that produce detections (an ultralytics .pt or state dict)")
+    parser.add_argument(
+        "--weights", help="YOLOv8n-seg weights that produce detections (an ultralytics .pt or state dict)"
+    )
     parser.add_argument("--resolution", type=int, default=640)
-    parser.add_argument("--threads", type=int, help="segbench's thread count (default: the CPUs this process may use); ultralytics picks its own")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="segbench's thread count (default: the CPUs this process may use); ultralytics picks its own",
+    )
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--min-time", type=float, default=5.0, help="seconds each timed pass runs at least")
     parser.add_argument("--max-time", type=float, default=20.0)
@@ -178,7 +245,16 @@ def main(argv: list[str] | None = None) -> int:
     from segbench.runner import run_suite
     from segbench.suite import parse_suite
 
-    data = suite_data(args.resolution, args.weights, args.threads, args.min_time, args.max_time, args.min_iters, args.backends.split(","), args.precisions.split(","))
+    data = suite_data(
+        args.resolution,
+        args.weights,
+        args.threads,
+        args.min_time,
+        args.max_time,
+        args.min_iters,
+        args.backends.split(","),
+        args.precisions.split(","),
+    )
     suite = parse_suite(data, "cpu-best", Path.cwd())
     run_dir = run_suite(suite, None, args.out, suite_text=yaml.safe_dump(data, sort_keys=False)).run_dir
     records = results.read_records(run_dir)

@@ -88,7 +88,8 @@ def _median(values: list[float]) -> float | None:
 
 
 def startup(models: list[str], cells: int, resolution: int, out: Path) -> dict[str, Any]:
-    """startup_s and wall_s of fp32 eager cells per model (batch 1..cells, so a template serves several), spawned and forked."""
+    """startup_s and wall_s of fp32 eager cells per model (batch 1..cells, so a template serves several), spawned and
+    forked."""
     figures: dict[str, dict[str, dict[str, list[float]]]] = {
         m: {mode: {"startup_s": [], "wall_s": []} for mode in MODES} for m in models
     }
@@ -116,7 +117,8 @@ def startup(models: list[str], cells: int, resolution: int, out: Path) -> dict[s
         model: {mode: _startup_row(mode, v) for mode, v in per_model.items()} for model, per_model in figures.items()
     }
     print(
-        f"\nper-cell start-up (process start to model build), {cells} fp32 eager cells per model at {resolution}x{resolution}"
+        f"\nper-cell start-up (process start to model build), {cells} fp32 eager cells per model at "
+        f"{resolution}x{resolution}"
     )
     print(
         f"{'model':30} {'spawn median':>12} {'warm median':>12} {'warm first':>11} {'spawn wall':>11} {'warm wall':>10}"
@@ -124,10 +126,12 @@ def startup(models: list[str], cells: int, resolution: int, out: Path) -> dict[s
     for model, row in table.items():
         spawn, warm = row["spawn"], row["forkserver"]
         print(
-            f"{model:30} {_fmt(spawn['median_startup_s']):>12} {_fmt(warm['median_startup_s']):>12} {_fmt(warm['first_startup_s']):>11} {_fmt(spawn['median_wall_s']):>11} {_fmt(warm['median_wall_s']):>10}"
+            f"{model:30} {_fmt(spawn['median_startup_s']):>12} {_fmt(warm['median_startup_s']):>12} "
+            f"{_fmt(warm['first_startup_s']):>11} {_fmt(spawn['median_wall_s']):>11} {_fmt(warm['median_wall_s']):>10}"
         )
     print(
-        "(warm median leaves out each family's first cell, shown as warm first: it waits for its template to import the libraries)"
+        "(warm median leaves out each family's first cell, shown as warm first: it waits for its template to import "
+        "the libraries)"
     )
     return table
 
@@ -171,12 +175,14 @@ def prepare(suite_path: Path, cache_dir: Path, out: Path) -> dict[str, Any]:
             }
         )
         print(
-            f"{label:58} {_fmt(cold_s):>8} {_fmt(warm_s):>8} {_fmt(ratio, '{:.0%}'):>9}  {cold.get('prepare_cache')} -> {warm.get('prepare_cache')}"
+            f"{label:58} {_fmt(cold_s):>8} {_fmt(warm_s):>8} {_fmt(ratio, '{:.0%}'):>9}  {cold.get('prepare_cache')} "
+            f"-> {warm.get('prepare_cache')}"
         )
     cold_total = sum(r["cold_prepare_s"] or 0 for r in rows)
     warm_total = sum(r["warm_prepare_s"] or 0 for r in rows)
     print(
-        f"{'total':58} {cold_total:8.1f} {warm_total:8.1f} {_fmt(warm_total / cold_total if cold_total else None, '{:.0%}'):>9}"
+        f"{'total':58} {cold_total:8.1f} {warm_total:8.1f} "
+        f"{_fmt(warm_total / cold_total if cold_total else None, '{:.0%}'):>9}"
     )
     print(f"run wall time: cold {runs['cold']['wall_s']} s, warm {runs['warm']['wall_s']} s")
     return {

@@ -40,7 +40,13 @@ def _shape_mask(rng: np.random.Generator, class_id: int, size: int) -> np.ndarra
         cv2.rectangle(mask, (cx - half, cy - half), (cx + half, cy + half), 1, -1)
     elif class_id == 3:
         angle = rng.uniform(0, 2 * np.pi)
-        points = [(cx + extent * 0.6 * np.cos(angle + k * 2 * np.pi / 3), cy + extent * 0.6 * np.sin(angle + k * 2 * np.pi / 3)) for k in range(3)]
+        points = [
+            (
+                cx + extent * 0.6 * np.cos(angle + k * 2 * np.pi / 3),
+                cy + extent * 0.6 * np.sin(angle + k * 2 * np.pi / 3),
+            )
+            for k in range(3)
+        ]
         cv2.fillPoly(mask, [np.array(points, np.int32)], 1)
     else:
         axes = (extent // 2, int(rng.integers(extent // 4, extent // 2 + 1)))

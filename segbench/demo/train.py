@@ -62,7 +62,9 @@ def _logits(adapter: SegmentationAdapter, images: torch.Tensor) -> torch.Tensor:
     return F.interpolate(scores, size=images.shape[1:3], mode="bilinear", align_corners=False)
 
 
-def evaluate(adapter: SegmentationAdapter, images: torch.Tensor, masks: torch.Tensor, batch_size: int = 25) -> dict[str, Any]:
+def evaluate(
+    adapter: SegmentationAdapter, images: torch.Tensor, masks: torch.Tensor, batch_size: int = 25
+) -> dict[str, Any]:
     """Validation mIoU / pixel accuracy through the adapter's own preprocess and postprocess."""
     assert adapter.model is not None
     adapter.model.eval()
@@ -106,11 +108,17 @@ def train(recipe: Recipe, data: Path, log: Any = print) -> dict[str, Any]:
             optimizer.step()
             schedule.step()
             total += loss.item() * len(index)
-        log(f"{recipe.model} epoch {epoch + 1}/{recipe.epochs}: loss {total / len(images):.4f} ({time.perf_counter() - started:.0f} s)")
+        log(
+            f"{recipe.model} epoch {epoch + 1}/{recipe.epochs}: loss {total / len(images):.4f} "
+            f"({time.perf_counter() - started:.0f} s)"
+        )
     result = evaluate(adapter, val_images, val_masks)
     result["train_s"] = time.perf_counter() - started
     save_fp16(model, recipe.weights_file)
-    log(f"{recipe.model}: validation mIoU {result['miou']:.4f}, pixel accuracy {result['pixel_accuracy']:.4f} in {result['train_s']:.0f} s → {recipe.weights_file}")
+    log(
+        f"{recipe.model}: validation mIoU {result['miou']:.4f}, pixel accuracy {result['pixel_accuracy']:.4f} in "
+        f"{result['train_s']:.0f} s → {recipe.weights_file}"
+    )
     return result
 
 
@@ -118,5 +126,8 @@ def save_fp16(model: torch.nn.Module, path: Path) -> None:
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {key: (value.half() if value.is_floating_point() else value).contiguous() for key, value in model.state_dict().items()}
+    state = {
+        key: (value.half() if value.is_floating_point() else value).contiguous()
+        for key, value in model.state_dict().items()
+    }
     save_file(state, str(path), metadata={"class_names": ",".join(CLASS_NAMES)})

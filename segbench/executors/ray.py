@@ -65,7 +65,12 @@ def _run_on_worker(request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         outcome.update(started_at=began_at, wall_s=round(time.perf_counter() - clock, 3))
         log = log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:] if log_path.is_file() else ""
     context = ray.get_runtime_context()
-    outcome["node"] = {"node_id": context.get_node_id(), "hostname": socket.gethostname(), "fingerprint": fingerprint(), "assigned_cpus": assigned}
+    outcome["node"] = {
+        "node_id": context.get_node_id(),
+        "hostname": socket.gethostname(),
+        "fingerprint": fingerprint(),
+        "assigned_cpus": assigned,
+    }
     outcome["_log"] = log
     return outcome
 
@@ -77,7 +82,9 @@ def _ceiling_on_node(device: str, precisions: list[str], seconds: float, threads
     from segbench.cpus import threads_for_cpus
     from segbench.hardware.roofline import measure_ceiling_isolated
 
-    return measure_ceiling_isolated(device, precisions, seconds=seconds, threads=threads or threads_for_cpus(_assigned_cpus(ray)))
+    return measure_ceiling_isolated(
+        device, precisions, seconds=seconds, threads=threads or threads_for_cpus(_assigned_cpus(ray))
+    )
 
 
 class RayExecutor:
@@ -93,7 +100,11 @@ class RayExecutor:
             self.ray.init(address=self.address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
 
     def _alive_nodes_with(self, resource: str | None) -> list[str]:
-        return [node["NodeID"] for node in self.ray.nodes() if node.get("Alive") and (resource is None or node["Resources"].get(resource, 0) > 0)]
+        return [
+            node["NodeID"]
+            for node in self.ray.nodes()
+            if node.get("Alive") and (resource is None or node["Resources"].get(resource, 0) > 0)
+        ]
 
     def _submit(self, job: Job, avoid_node: str | None = None) -> Any:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -127,13 +138,21 @@ class RayExecutor:
         if job.request.threads:
             return float(job.request.threads)
         on_gpu = job.request.device.startswith("cuda")
-        sizes = [float(node["Resources"].get("CPU", 0)) for node in self.ray.nodes() if node.get("Alive")
-                 and (job.hardware is None or node["Resources"].get(job.hardware, 0) > 0) and (not on_gpu or node["Resources"].get("GPU", 0) > 0)]
+        sizes = [
+            float(node["Resources"].get("CPU", 0))
+            for node in self.ray.nodes()
+            if node.get("Alive")
+            and (job.hardware is None or node["Resources"].get(job.hardware, 0) > 0)
+            and (not on_gpu or node["Resources"].get("GPU", 0) > 0)
+        ]
         sizes = [size for size in sizes if size > 0]
         return min(sizes) if sizes else 1.0
 
-    def measure_ceilings(self, device: str, precisions: list[str], seconds: float, threads: int | None) -> dict[str, Any]:
-        """Each alive node's measured ceiling, keyed by node id: one task per node holding all of its CPUs (and a GPU)."""
+    def measure_ceilings(
+        self, device: str, precisions: list[str], seconds: float, threads: int | None
+    ) -> dict[str, Any]:
+        """Each alive node's measured ceiling, keyed by node id: one task per node holding all of its CPUs (and a
+        GPU)."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         self._connect()
@@ -143,8 +162,12 @@ class RayExecutor:
             resources = node.get("Resources") or {}
             if not node.get("Alive") or (on_gpu and not resources.get("GPU")):
                 continue
-            options = {"num_cpus": float(resources.get("CPU", 1) or 1), "num_gpus": 1 if on_gpu else 0, "max_retries": 0,
-                       "scheduling_strategy": NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)}
+            options = {
+                "num_cpus": float(resources.get("CPU", 1) or 1),
+                "num_gpus": 1 if on_gpu else 0,
+                "max_retries": 0,
+                "scheduling_strategy": NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
+            }
             task = self.ray.remote(_ceiling_on_node).options(**options)
             tasks[node["NodeID"]] = task.remote("cuda:0" if on_gpu else device, precisions, seconds, threads)
         ceilings = {}
@@ -164,19 +187,42 @@ class RayExecutor:
         for job in jobs:
             started(job)
             pending[self._submit(job)] = (job, 0)
-        lost = (self.ray.exceptions.WorkerCrashedError, self.ray.exceptions.NodeDiedError, self.ray.exceptions.ActorDiedError, self.ray.exceptions.LocalRayletDiedError)
+        lost = (
+            self.ray.exceptions.WorkerCrashedError,
+            self.ray.exceptions.NodeDiedError,
+            self.ray.exceptions.ActorDiedError,
+            self.ray.exceptions.LocalRayletDiedError,
+        )
         while pending:
             [ready], _ = self.ray.wait(list(pending), num_returns=1)
             job, attempt = pending.pop(ready)
             try:
                 outcome = self.ray.get(ready)
             except lost as error:
-                finished(job, {"status": "error", "error": f"node lost ({type(error).__name__}); " + ("retrying on another node" if attempt < self.retries_on_node_loss else "no retries left"), "attempt": attempt + 1})
+                finished(
+                    job,
+                    {
+                        "status": "error",
+                        "error": f"node lost ({type(error).__name__}); "
+                        + ("retrying on another node" if attempt < self.retries_on_node_loss else "no retries left"),
+                        "attempt": attempt + 1,
+                    },
+                )
                 if attempt < self.retries_on_node_loss:
                     pending[self._submit(job, avoid_node=self._node_of(error))] = (job, attempt + 1)
                 continue
             except self.ray.exceptions.RayError as error:
-                finished(job, {"status": "error", "error": f"ray: {type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error).strip() else ''}", "attempt": attempt + 1})
+                finished(
+                    job,
+                    {
+                        "status": "error",
+                        "error": (
+                            f"ray: {type(error).__name__}: "
+                            f"{str(error).strip().splitlines()[-1] if str(error).strip() else ''}"
+                        ),
+                        "attempt": attempt + 1,
+                    },
+                )
                 continue
             job.log_path.write_text(outcome.pop("_log", ""))
             finished(job, {**outcome, "attempt": attempt + 1})

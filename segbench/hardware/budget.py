@@ -20,7 +20,10 @@ from segbench.errors import SegbenchError
 from segbench.hardware.profiles import HardwareProfile
 
 MB = 1024 * 1024
-CAP_SCOPE = "caps PyTorch's caching allocator only; memory allocated outside it (onnxruntime/TensorRT arenas, cuDNN/cuBLAS workspaces outside the allocator) is not capped"
+CAP_SCOPE = (
+    "caps PyTorch's caching allocator only; memory allocated outside it (onnxruntime/TensorRT arenas, "
+    "cuDNN/cuBLAS workspaces outside the allocator) is not capped"
+)
 
 
 class BudgetError(SegbenchError):
@@ -77,7 +80,8 @@ def _cpu_info(profile: HardwareProfile) -> BudgetInfo:
 
 
 def apply_budget(device: torch.device, profile: HardwareProfile) -> BudgetInfo:
-    """Cap this process's CUDA allocator at the target's budget; call after the CUDA context exists, before the model loads."""
+    """Cap this process's CUDA allocator at the target's budget; call after the CUDA context exists, before the model
+    loads."""
     if device.type != "cuda":
         return _cpu_info(profile)
     index = device.index if device.index is not None else torch.cuda.current_device()
@@ -89,6 +93,8 @@ def apply_budget(device: torch.device, profile: HardwareProfile) -> BudgetInfo:
     except BudgetError as exc:
         return BudgetInfo(profile.name, budget, None, None, real_total_mb, str(exc))
     torch.cuda.set_per_process_memory_fraction(fraction, index)
-    note = (f"budget emulated on {props.name}: {budget:.0f} MiB of {real_total_mb:.0f} MiB (fraction {fraction:.4f}; "
-            f"{profile.name}'s {profile.total_basis} minus {profile.cuda_context_mb:.0f} MiB context estimate); {CAP_SCOPE}")
+    note = (
+        f"budget emulated on {props.name}: {budget:.0f} MiB of {real_total_mb:.0f} MiB (fraction {fraction:.4f}; "
+        f"{profile.name}'s {profile.total_basis} minus {profile.cuda_context_mb:.0f} MiB context estimate); {CAP_SCOPE}"
+    )
     return BudgetInfo(profile.name, budget, fraction, props.name, real_total_mb, note)

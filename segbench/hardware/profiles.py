@@ -53,24 +53,35 @@ class HardwareProfile(BaseModel):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
     title: Annotated[str, Field(min_length=1)]
     architecture: str
-    # The names the driver reports for this card (torch.cuda.get_device_name): how a run finds the profile of the card it ran on.
+    # The names the driver reports for this card (torch.cuda.get_device_name): how a run finds the profile of the card
+    # it ran on.
     device_names: list[str] = Field(default_factory=list)
     budget_only: bool = Field(description="throughput peaks unknown: use the card as a memory budget only")
     memory_gb: Positive
-    cuda_total_mb: Positive | None = Field(None, description=(
-        "the total the driver reports to CUDA on this card (torch.cuda.get_device_properties().total_memory, MiB): "
-        "less than memory_gb x 1024 (ECC, driver-reserved memory); null where nobody measured it"))
+    cuda_total_mb: Positive | None = Field(
+        None,
+        description=(
+            "the total the driver reports to CUDA on this card (torch.cuda.get_device_properties().total_memory, MiB): "
+            "less than memory_gb x 1024 (ECC, driver-reserved memory); null where nobody measured it"
+        ),
+    )
     memory_shared_with_cpu: bool = False
     memory_bandwidth_gbs: Positive | None
     fp32_tflops: Positive | None
     tf32_tensor_tflops: Positive | None
-    fp16_tensor_tflops: Positive | None = Field(description="dense fp16 tensor-core rate with fp32 accumulation: what PyTorch's fp16 GEMMs use")
-    fp16_acc16_tensor_tflops: Positive | None = Field(description="dense fp16 rate with fp16 accumulation; differs from the above on GeForce cards only")
+    fp16_tensor_tflops: Positive | None = Field(
+        description="dense fp16 tensor-core rate with fp32 accumulation: what PyTorch's fp16 GEMMs use"
+    )
+    fp16_acc16_tensor_tflops: Positive | None = Field(
+        description="dense fp16 rate with fp16 accumulation; differs from the above on GeForce cards only"
+    )
     bf16_tensor_tflops: Positive | None
     int8_tensor_tops: Positive | None
     tdp_w: Positive | None
     compute_capability: Annotated[str, Field(pattern=r"^\d+\.\d$")]
-    cuda_context_mb: Positive = Field(description="ESTIMATE of the memory the CUDA context and libraries take outside PyTorch's allocator")
+    cuda_context_mb: Positive = Field(
+        description="ESTIMATE of the memory the CUDA context and libraries take outside PyTorch's allocator"
+    )
     notes: str = ""
     sources: dict[str, str]
 

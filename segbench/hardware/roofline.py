@@ -27,8 +27,14 @@ PEAK_FIGURE = {
     "bf16": "bf16_tensor_tflops",
     "int8": "int8_tensor_tops",
 }
-MATMUL_DTYPE = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.int8,
-                "fp8": torch.float8_e4m3fn}
+MATMUL_DTYPE = {
+    "fp32": torch.float32,
+    "tf32": torch.float32,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+    "int8": torch.int8,
+    "fp8": torch.float8_e4m3fn,
+}
 FP8_CAPABILITY = (8, 9)
 MAX_SIDE = {"cpu": 2048, "cuda": 8192}
 COPY_MB = {"cpu": 128, "cuda": 512}
@@ -44,6 +50,7 @@ def matmul_classes(precisions: list[str]) -> dict[str, str | None]:
 
 
 # ---- against the profile's published peak ---------------------------------------------------------
+
 
 def achieved_tflops(flops_per_image: float, images_per_second: float) -> float:
     return flops_per_image * images_per_second / 1e12
@@ -71,6 +78,7 @@ def percent_of_peak(achieved: float, profile: HardwareProfile, kind: str) -> tup
 
 # ---- against the ceiling measured on this device ---------------------------------------------------
 
+
 def percent_of_ceiling(achieved: float, ceiling: dict[str, Any] | None, kind: str) -> tuple[float | None, str | None]:
     """(percent of the measured matmul rate for the matmul class, None) or (None, reason)."""
     if not ceiling:
@@ -82,15 +90,29 @@ def percent_of_ceiling(achieved: float, ceiling: dict[str, Any] | None, kind: st
     return 100.0 * achieved * 1000.0 / entry["gflops"], None
 
 
-def roofline(flops_per_image: float | None, images_per_second: float | None, kind: str,
-             profile: HardwareProfile | None = None, ceiling: dict[str, Any] | None = None,
-             no_profile_reason: str = "no hardware profile for this run") -> dict[str, Any]:
-    """All roofline fields of one cell (`kind`: its precision's matmul class), None with a reason where a figure is missing.
+def roofline(
+    flops_per_image: float | None,
+    images_per_second: float | None,
+    kind: str,
+    profile: HardwareProfile | None = None,
+    ceiling: dict[str, Any] | None = None,
+    no_profile_reason: str = "no hardware profile for this run",
+) -> dict[str, Any]:
+    """All roofline fields of one cell (`kind`: its precision's matmul class), None with a reason where a figure is
+    missing.
 
     `profile` must be the card the cell ran on (never an emulated target): its peak is the yardstick.
     """
-    out: dict[str, Any] = {"matmul_class": kind, "achieved_tflops": None, "peak_tflops": None, "peak_figure": None, "peak_card": profile.title if profile else None,
-                           "percent_of_peak": None, "percent_of_ceiling": None, "unavailable": {}}
+    out: dict[str, Any] = {
+        "matmul_class": kind,
+        "achieved_tflops": None,
+        "peak_tflops": None,
+        "peak_figure": None,
+        "peak_card": profile.title if profile else None,
+        "percent_of_peak": None,
+        "percent_of_ceiling": None,
+        "unavailable": {},
+    }
     if not flops_per_image or not images_per_second:
         reason = "FLOPs per image unknown" if not flops_per_image else "no throughput (cell did not finish)"
         out["unavailable"] = dict.fromkeys(("achieved_tflops", "percent_of_peak", "percent_of_ceiling"), reason)
@@ -112,6 +134,7 @@ def roofline(flops_per_image: float | None, images_per_second: float | None, kin
 
 
 # ---- measuring the ceiling --------------------------------------------------------------------------
+
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -175,8 +198,14 @@ def _matmul_rate(kind: str, device: torch.device, seconds: float, max_side: int)
         elapsed = time.perf_counter() - started
         if elapsed >= seconds or (iterations >= 2 and elapsed + elapsed / iterations > seconds * 1.5):
             break
-    return {"gflops": 2.0 * side**3 * iterations / elapsed / 1e9, "unit": "GOP/s" if kind == "int8" else "GFLOP/s",
-            "side": side, "dtype": str(MATMUL_DTYPE[kind]).removeprefix("torch."), "iterations": iterations, "seconds": elapsed}
+    return {
+        "gflops": 2.0 * side**3 * iterations / elapsed / 1e9,
+        "unit": "GOP/s" if kind == "int8" else "GFLOP/s",
+        "side": side,
+        "dtype": str(MATMUL_DTYPE[kind]).removeprefix("torch."),
+        "iterations": iterations,
+        "seconds": elapsed,
+    }
 
 
 def _copy_seconds(copy: Callable[[], Any], device: torch.device, seconds: float) -> float:
@@ -193,7 +222,8 @@ def _copy_seconds(copy: Callable[[], Any], device: torch.device, seconds: float)
 
 
 def _copy_rates(device: torch.device, seconds: float, copy_mb: int) -> dict[str, Any]:
-    """Device-to-device copy (read + write counted, as STREAM copy and CUDA's bandwidthTest do) and pinned host-to-device."""
+    """Device-to-device copy (read + write counted, as STREAM copy and CUDA's bandwidthTest do) and pinned
+    host-to-device."""
     count = copy_mb * 1024 * 1024 // 4
     nbytes = count * 4
     src, dst = torch.empty(count, device=device), torch.empty(count, device=device)
@@ -203,7 +233,9 @@ def _copy_rates(device: torch.device, seconds: float, copy_mb: int) -> dict[str,
     rates["device_copy_gbs"] = 2 * nbytes / _copy_seconds(lambda: dst.copy_(src), device, share) / 1e9
     if device.type == "cuda":
         host = torch.empty(count).pin_memory()
-        rates["host_to_device_gbs"] = nbytes / _copy_seconds(lambda: dst.copy_(host, non_blocking=True), device, share) / 1e9
+        rates["host_to_device_gbs"] = (
+            nbytes / _copy_seconds(lambda: dst.copy_(host, non_blocking=True), device, share) / 1e9
+        )
     return rates
 
 
@@ -240,8 +272,14 @@ def _threads(count: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def measure_ceiling(device: torch.device | str, precisions: list[str], seconds: float = 4.0, threads: int | None = None,
-                    max_side: int | None = None, copy_mb: int | None = None) -> dict[str, Any]:
+def measure_ceiling(
+    device: torch.device | str,
+    precisions: list[str],
+    seconds: float = 4.0,
+    threads: int | None = None,
+    max_side: int | None = None,
+    copy_mb: int | None = None,
+) -> dict[str, Any]:
     """The device's achievable dense matmul rate per precision class in the run, and its copy bandwidth.
 
     `seconds` is the total budget, shared between the precision classes and the copy test. On CUDA run
@@ -255,9 +293,16 @@ def measure_ceiling(device: torch.device | str, precisions: list[str], seconds: 
     classes = matmul_classes(precisions)
     kinds = sorted({kind for kind in classes.values() if kind is not None})
     share = seconds / (len(kinds) + 1)
-    result: dict[str, Any] = {"device": str(device), "device_name": _device_name(device), "threads": torch.get_num_threads(),
-                              "precisions": classes, "matmul": {}, "copy": None, "unavailable": {},
-                              "note": "dense square GEMMs, 2 FLOPs per multiply-add; copy counts read + write"}
+    result: dict[str, Any] = {
+        "device": str(device),
+        "device_name": _device_name(device),
+        "threads": torch.get_num_threads(),
+        "precisions": classes,
+        "matmul": {},
+        "copy": None,
+        "unavailable": {},
+        "note": "dense square GEMMs, 2 FLOPs per multiply-add; copy counts read + write",
+    }
     for name, kind in classes.items():
         if kind is None:
             result["unavailable"][name] = f"no precision named '{name}' declares a matmul class"
@@ -273,7 +318,9 @@ def measure_ceiling(device: torch.device | str, precisions: list[str], seconds: 
                 with _tf32(kind == "tf32"):
                     result["matmul"][kind] = _matmul_rate(kind, device, share, max_side)
             except Exception as exc:  # a dtype the device's kernels lack is a finding, not a crash
-                result["unavailable"][kind] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                result["unavailable"][kind] = (
+                    f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                )
         try:
             result["copy"] = _copy_rates(device, share, copy_mb or COPY_MB.get(device.type, COPY_MB["cpu"]))
         except Exception as exc:
@@ -288,13 +335,19 @@ def _ceiling_child(arguments: dict[str, Any], connection: Any) -> None:
     die_with_parent()
     try:
         connection.send(measure_ceiling(**arguments))
-    except BaseException as exc:  # noqa: BLE001: the parent records the failure and the run goes on
+    except BaseException as exc:  # noqa: BLE001 (the parent records the failure and the run goes on)
         connection.send({"error": f"{type(exc).__name__}: {exc}"})
     connection.close()
 
 
-def measure_ceiling_isolated(device: str, precisions: list[str], seconds: float = 4.0, threads: int | None = None,
-                             timeout_s: float = 120.0, **sizes: Any) -> dict[str, Any]:
+def measure_ceiling_isolated(
+    device: str,
+    precisions: list[str],
+    seconds: float = 4.0,
+    threads: int | None = None,
+    timeout_s: float = 120.0,
+    **sizes: Any,
+) -> dict[str, Any]:
     """measure_ceiling in a spawned child, so the caller never creates a CUDA context; {'error': ...} on failure."""
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)

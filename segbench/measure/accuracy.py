@@ -55,7 +55,11 @@ class ConfusionMatrix:
         labelled = int(self.counts.sum())
         in_truth = self.counts.sum(axis=1)
         recalls = [float(self.counts[c, c] / in_truth[c]) for c in range(self.num_classes) if in_truth[c]]
-        names = list(class_names) if class_names and len(class_names) == self.num_classes else [str(c) for c in range(self.num_classes)]
+        names = (
+            list(class_names)
+            if class_names and len(class_names) == self.num_classes
+            else [str(c) for c in range(self.num_classes)]
+        )
         return {
             "miou": float(np.mean(present)) if present else None,
             "pixel_accuracy": float(np.trace(self.counts) / labelled) if labelled else None,
@@ -104,5 +108,7 @@ def accuracy_pass(
                 try:
                     matrix.add(truth, _to_truth_size(predicted, truth.shape))
                 except ValueError as exc:
-                    raise SegbenchError(f"{sample.mask}: {exc} of {adapter.card.name}; set options.num_classes") from None
+                    raise SegbenchError(
+                        f"{sample.mask}: {exc} of {adapter.card.name}; set options.num_classes"
+                    ) from None
     return {**matrix.result(adapter.class_names), "images": len(samples), "dataset": dataset.describe()}

@@ -88,7 +88,9 @@ class FidelityAccumulator:
 
     def result(self) -> dict[str, Any]:
         present = self.union > 0
-        miou = float((self.intersection[present].float() / self.union[present].float()).mean()) if present.any() else None
+        miou = (
+            float((self.intersection[present].float() / self.union[present].float()).mean()) if present.any() else None
+        )
         headline = next(iter(self.drift.values()), None)
         out: dict[str, Any] = {
             "pixel_agreement": self.agree / self.pixels if self.pixels else None,
@@ -128,8 +130,14 @@ def _raw(adapter: SegmentationAdapter, outputs: Any) -> dict[str, torch.Tensor]:
         return {}
 
 
-def measure_fidelity(reference: Fp32Reference, candidate: SegmentationAdapter, forward: Callable[[Any], Any],
-                     held_out: list[torch.Tensor], autocast: ContextManager[object], random_weights: bool) -> dict[str, Any]:
+def measure_fidelity(
+    reference: Fp32Reference,
+    candidate: SegmentationAdapter,
+    forward: Callable[[Any], Any],
+    held_out: list[torch.Tensor],
+    autocast: ContextManager[object],
+    random_weights: bool,
+) -> dict[str, Any]:
     """Run held-out photographs (host uint8 batches) through both models and compare class maps and raw outputs."""
     size = tuple(held_out[0].shape[1:3])
     accumulator = FidelityAccumulator(candidate.num_classes)
@@ -142,7 +150,9 @@ def measure_fidelity(reference: Fp32Reference, candidate: SegmentationAdapter, f
             accumulator.add_raw(_raw(reference.adapter, ref_out), _raw(candidate, out))
             accumulator.add_reference_detections(reference.adapter.detections(ref_out))
     result = accumulator.result()
-    result.update(images=sum(batch.shape[0] for batch in held_out), image_set="held-out photographs (never used for calibration)")
+    result.update(
+        images=sum(batch.shape[0] for batch in held_out), image_set="held-out photographs (never used for calibration)"
+    )
     if random_weights:
         result["note"] = RANDOM_WEIGHTS_NOTE
     return result

@@ -116,7 +116,9 @@ def collect_peaks(poller: MemoryPoller, device: torch.device, baseline: float | 
         if reason:
             peaks.unavailable.update(nvml_device_peak=reason, nvml_process_peak=reason)
         elif poller.process_peak is None:
-            peaks.unavailable["nvml_process_peak"] = "NVML lists no memory for this process (e.g. inside some containers)"
+            peaks.unavailable["nvml_process_peak"] = (
+                "NVML lists no memory for this process (e.g. inside some containers)"
+            )
     else:
         reason = "CPU cell: no GPU memory"
         for name in ("nvml_device_peak", "nvml_process_peak", "torch_allocated_peak", "torch_reserved_peak"):
@@ -125,7 +127,8 @@ def collect_peaks(poller: MemoryPoller, device: torch.device, baseline: float | 
 
 
 def stored_bytes(tensor: torch.Tensor) -> int:
-    """Bytes a tensor really stores: a wrapper subclass (torchao's Int8Tensor reports dtype float32) counts its inner tensors."""
+    """Bytes a tensor really stores: a wrapper subclass (torchao's Int8Tensor reports dtype float32) counts its inner
+    tensors."""
     from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
     if is_traceable_wrapper_subclass(tensor):

@@ -9,7 +9,9 @@ import numpy as np
 
 BOOTSTRAP_RESAMPLES = 2000
 HIGH_CV = 0.10  # above this a cell's spread is worth a warning in tables and reports
-MIN_SAMPLES_FOR_SPREAD = 5  # below this a CV or a bootstrap interval says nothing (n = 1 gives CV 0 and a zero-width CI)
+MIN_SAMPLES_FOR_SPREAD = (
+    5  # below this a CV or a bootstrap interval says nothing (n = 1 gives CV 0 and a zero-width CI)
+)
 
 
 def spread_unavailable(n: int) -> str | None:
@@ -19,7 +21,13 @@ def spread_unavailable(n: int) -> str | None:
     return f"n = {n} < {MIN_SAMPLES_FOR_SPREAD} samples: CV and CI would be meaningless"
 
 
-def bootstrap_ci(samples: np.ndarray, statistic: Any = np.median, confidence: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    samples: np.ndarray,
+    statistic: Any = np.median,
+    confidence: float = 0.95,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Percentile bootstrap interval of a statistic; seeded, so the same samples give the same interval."""
     if samples.size < 2:
         value = float(statistic(samples)) if samples.size else float("nan")

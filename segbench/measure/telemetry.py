@@ -1,11 +1,12 @@
 """GPU telemetry per cell from NVML: clocks, temperature, power, utilisation, energy, throttle reasons.
 
-`TelemetrySampler.sample()` is called by a `SamplingThread` every 100 ms over the cell's latency pass
-(the window the headline latency comes from; never on a CPU cell), so it only reads NVML and appends
-one row. A window under 1 s gives nulls with the reason: NVML averages power over about a second. `summary(images)` turns the rows into min/mean/max per series, energy over the
-sampled window (the total-energy counter where the GPU has one, else the integral of power) and
-joules per image, and the clock-throttle reasons seen, with `throttled` set for thermal or power
-throttling. Without NVML (or on a CPU cell) every field is None and `unavailable` says why.
+`TelemetrySampler.sample()` is called by a `SamplingThread` every 100 ms over the cell's latency pass (the
+window the headline latency comes from; never on a CPU cell), so it only reads NVML and appends one row. A
+window under 1 s gives nulls with the reason: NVML averages power over about a second. `summary(images)` turns
+the rows into min/mean/max per series, energy over the sampled window (the total-energy counter where the GPU
+has one, else the integral of power) and joules per image, and the clock-throttle reasons seen, with
+`throttled` set for thermal or power throttling. Without NVML (or on a CPU cell) every field is None and
+`unavailable` says why.
 
 All NVML calls go through an `NvmlApi` object, so tests drive the arithmetic with a fake one.
 """
@@ -51,7 +52,16 @@ MIN_WINDOW_S = 1.0
 SAMPLE_INTERVAL_S = 0.1
 
 SERIES = ("sm_clock_mhz", "memory_clock_mhz", "temperature_c", "power_w", "gpu_util_pct")
-SUMMARY_FIELDS = (*SERIES, "energy_j", "energy_source", "joules_per_image", "throttle_reasons", "throttle_causes", "throttled", "throttled_share")
+SUMMARY_FIELDS = (
+    *SERIES,
+    "energy_j",
+    "energy_source",
+    "joules_per_image",
+    "throttle_reasons",
+    "throttle_causes",
+    "throttled",
+    "throttled_share",
+)
 
 
 class NvmlApi(Protocol):
@@ -157,17 +167,32 @@ def energy_over(samples: list[TelemetrySample]) -> tuple[float | None, str | Non
 
 def empty_summary(reason: str) -> dict[str, Any]:
     """Every telemetry field None, each with the same reason."""
-    return {"samples": 0, "window_s": None, **dict.fromkeys(SUMMARY_FIELDS), "unavailable": dict.fromkeys(SUMMARY_FIELDS, reason)}
+    return {
+        "samples": 0,
+        "window_s": None,
+        **dict.fromkeys(SUMMARY_FIELDS),
+        "unavailable": dict.fromkeys(SUMMARY_FIELDS, reason),
+    }
 
 
 class TelemetrySampler:
     """Collects NVML telemetry rows; `sample()` is safe to call from the poller thread."""
 
-    def __init__(self, handle: Any, api: NvmlApi | None = None, clock: Callable[[], float] = time.monotonic, unavailable: str | None = None):
+    def __init__(
+        self,
+        handle: Any,
+        api: NvmlApi | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        unavailable: str | None = None,
+    ):
         self.api = api or PynvmlApi()
         self.handle = handle
         self.clock = clock
-        self.unavailable = unavailable or self.api.unavailable_reason() or (None if handle is not None else "no NVML handle for this GPU")
+        self.unavailable = (
+            unavailable
+            or self.api.unavailable_reason()
+            or (None if handle is not None else "no NVML handle for this GPU")
+        )
         self._samples: list[TelemetrySample] = []
         self._lock = threading.Lock()
 
@@ -219,8 +244,10 @@ class TelemetrySampler:
             return empty_summary("no telemetry samples were taken")
         window_s = samples[-1].t - samples[0].t
         if window_s < min_window_s:
-            short = empty_summary(f"the timed window lasted {window_s:.3f} s, under {min_window_s:g} s: shorter than NVML's power averaging, "
-                                  "so clocks, power and energy would be noise (raise timing.min_time_s)")
+            short = empty_summary(
+                f"the timed window lasted {window_s:.3f} s, under {min_window_s:g} s: shorter than NVML's power "
+                "averaging, so clocks, power and energy would be noise (raise timing.min_time_s)"
+            )
             return {**short, "samples": len(samples), "window_s": window_s}
         out: dict[str, Any] = {"samples": len(samples), "window_s": window_s, "unavailable": {}}
         for name in SERIES:
@@ -246,12 +273,19 @@ class TelemetrySampler:
         masks = [s.reasons for s in samples if s.reasons is not None]
         if not masks:
             reason = "clock event (throttle) reasons not supported by this GPU or driver"
-            unavailable.update(dict.fromkeys(("throttle_reasons", "throttle_causes", "throttled", "throttled_share"), reason))
+            unavailable.update(
+                dict.fromkeys(("throttle_reasons", "throttle_causes", "throttled", "throttled_share"), reason)
+            )
             return dict.fromkeys(("throttle_reasons", "throttle_causes", "throttled", "throttled_share"))
         seen = sorted({name for mask in masks for name in decode_reasons(mask)})
         causes = throttle_causes(seen)
         throttled_samples = sum(1 for mask in masks if throttle_causes(decode_reasons(mask)))
-        return {"throttle_reasons": seen, "throttle_causes": causes, "throttled": bool(causes), "throttled_share": throttled_samples / len(masks)}
+        return {
+            "throttle_reasons": seen,
+            "throttle_causes": causes,
+            "throttled": bool(causes),
+            "throttled_share": throttled_samples / len(masks),
+        }
 
 
 class SamplingThread:
@@ -287,8 +321,10 @@ class SamplingThread:
 
 # ---- cooldown between cells ------------------------------------------------------------------------
 
+
 class CooldownConfig(BaseModel):
-    """Suite `cooldown:` wait before each cell: a fixed time, then until the GPU is below a temperature (capped by timeout_s)."""
+    """Suite `cooldown:` wait before each cell: a fixed time, then until the GPU is below a temperature (capped by
+    timeout_s)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -303,9 +339,17 @@ class CooldownConfig(BaseModel):
         return self
 
 
-def wait_for_cooldown(handle: Any, below_c: float | None = None, fixed_s: float | None = None, timeout_s: float = 300.0, *,
-                      api: NvmlApi | None = None, poll_s: float = 1.0,
-                      sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
+def wait_for_cooldown(
+    handle: Any,
+    below_c: float | None = None,
+    fixed_s: float | None = None,
+    timeout_s: float = 300.0,
+    *,
+    api: NvmlApi | None = None,
+    poll_s: float = 1.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
     """Sleep `fixed_s`, then poll until the GPU is below `below_c` or `timeout_s` has passed since the start.
 
     GPU only: with no handle (a CPU run) it returns at once with a note. Returns what happened,

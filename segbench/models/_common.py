@@ -21,7 +21,9 @@ def unwrap_state(name: str, path: Path, obj: Any) -> Mapping[str, torch.Tensor]:
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{name}: weights file {path} is not a state dict (expected a mapping of parameter names to tensors)")
+        raise WeightsError(
+            f"{name}: weights file {path} is not a state dict (expected a mapping of parameter names to tensors)"
+        )
     return obj
 
 
@@ -34,7 +36,9 @@ def read_state_file(name: str, path: Path) -> Mapping[str, torch.Tensor]:
             return load_file(str(path), device="cpu")
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any reader failure means the same thing to the user: an unreadable file
-        raise WeightsError(f"{name}: cannot read weights file {path} ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise WeightsError(
+            f"{name}: cannot read weights file {path} ({type(exc).__name__}: {_first_line(exc)})"
+        ) from None
     return unwrap_state(name, path, obj)
 
 

@@ -58,7 +58,8 @@ class TransformersAdapter(SegmentationAdapter):
         }
 
     def read_pretrained(self, path: Path) -> Checkpoint:
-        """The weights of a local save_pretrained directory (with its id2label), refusing one that leaves weights uninitialised."""
+        """The weights of a local save_pretrained directory (with its id2label), refusing one that leaves weights
+        uninitialised."""
         try:
             loaded, info = self.transformers_class().from_pretrained(
                 str(path), local_files_only=True, output_loading_info=True

@@ -61,7 +61,9 @@ def read_ultralytics_checkpoint(name: str, path: Path) -> Checkpoint:
         # safe_only: weights_only loading against ultralytics' allow-list of its own classes, never arbitrary pickle
         checkpoint, _ = torch_safe_load(str(path), safe_only=True)
     except Exception as exc:
-        raise WeightsError(f"{name}: cannot read weights file {path} ({type(exc).__name__}: {str(exc).strip()[:200]})") from None
+        raise WeightsError(
+            f"{name}: cannot read weights file {path} ({type(exc).__name__}: {str(exc).strip()[:200]})"
+        ) from None
     if isinstance(checkpoint, Mapping):
         for key in ("ema", "model"):  # trainer checkpoints keep the EMA model; exported ones only 'model'
             if isinstance(checkpoint.get(key), nn.Module):
@@ -72,6 +74,7 @@ def read_ultralytics_checkpoint(name: str, path: Path) -> Checkpoint:
 
 class UltralyticsAdapter(SegmentationAdapter):
     """A model built from an ultralytics model YAML (card.extra['yaml']) by a class of ultralytics.nn.tasks."""
+
     warm_imports = ("ultralytics.nn.tasks", "ultralytics.utils.ops", "ultralytics.utils.nms")
 
     # The FPN concatenates stride-32 features with upsampled ones, so sides must be multiples of 32.

@@ -89,7 +89,8 @@ class HeadOptions(BaseModel):
     def _one_name_per_class(self) -> HeadOptions:
         if self.num_classes is not None and self.class_names is not None and len(self.class_names) != self.num_classes:
             raise ValueError(
-                f"class_names has {len(self.class_names)} names but num_classes is {self.num_classes}; give one name per class"
+                f"class_names has {len(self.class_names)} names but num_classes is {self.num_classes}; give one name "
+                "per class"
             )
         return self
 
@@ -157,7 +158,10 @@ class SegmentationAdapter(ABC):
         from segbench.weights import fetch, named_kind
 
         if named_kind(name, self.card.source) is None:
-            raise WeightsError(f"{self.card.name}: weights not found: {name} (fix the path under models[].weights, or give a name {self.card.source} knows)")
+            raise WeightsError(
+                f"{self.card.name}: weights not found: {name} (fix the path under models[].weights, or give a name "
+                f"{self.card.source} knows)"
+            )
         try:
             path = fetch(name, self.card.source)
         except WeightsError as exc:
@@ -205,13 +209,14 @@ class SegmentationAdapter(ABC):
         names = getattr(self.options, "class_names", None)
         if checkpoint.class_names is None and names is not None and len(names) != self.num_classes:
             raise WeightsError(
-                f"{self.card.name}: options.class_names has {len(names)} names but the weights' head has {self.num_classes} classes; "
-                "give one name per class"
+                f"{self.card.name}: options.class_names has {len(names)} names but the weights' head has "
+                f"{self.num_classes} classes; give one name per class"
             )
         self.class_names = self._default_names(checkpoint)
 
     def finalize(self, module: nn.Module) -> nn.Module:
-        """Inference-time rewrites after the weights are in (e.g. Conv+BN fusion), so weight files keep the training layout."""
+        """Inference-time rewrites after the weights are in (e.g. Conv+BN fusion), so weight files keep the training
+        layout."""
         return module
 
     def build(self, device: torch.device | str = "cpu") -> nn.Module:

@@ -23,6 +23,7 @@ VOC_CLASSES = 21
 
 class DeepLabV3Adapter(SegmentationAdapter):
     """ImageNet mean/std (the base defaults), any input size; logits come back at the input size."""
+
     warm_imports = ("torchvision.models.segmentation",)
 
     head_keys = ("classifier.4.weight",)
@@ -56,7 +57,9 @@ register(
         num_classes=VOC_CLASSES,
         dataset="voc",
         published_params_m=11.029328,
-        params_source="torchvision DeepLabV3_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1 meta num_params (incl. aux head)",
+        params_source=(
+            "torchvision DeepLabV3_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1 meta num_params (incl. aux head)"
+        ),
         description="DeepLabV3 + MobileNetV3-Large (dilated), with torchvision's auxiliary FCN head; VOC 21 classes",
         class_names=VOC_NAMES,
     ),

@@ -22,9 +22,14 @@ from segbench.models.base import InputConstraints, ModelCard, SegmentationAdapte
 from segbench.models.registry import register
 
 
-def conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1, dilation: int = 1, relu: bool = True) -> nn.Sequential:
+def conv_bn_relu(
+    cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1, dilation: int = 1, relu: bool = True
+) -> nn.Sequential:
     padding = dilation * (kernel - 1) // 2
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride, padding, dilation=dilation, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, kernel, stride, padding, dilation=dilation, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
     if relu:
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
@@ -67,7 +72,10 @@ class PyramidPooling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        pooled = [F.interpolate(reduce(F.adaptive_avg_pool2d(x, b)), size=size, mode="bilinear", align_corners=False) for b, reduce in zip(self.bins, self.reducers)]
+        pooled = [
+            F.interpolate(reduce(F.adaptive_avg_pool2d(x, b)), size=size, mode="bilinear", align_corners=False)
+            for b, reduce in zip(self.bins, self.reducers)
+        ]
         return self.fuse(torch.cat([x, *pooled], dim=1))
 
 
@@ -95,7 +103,9 @@ class FastSCNN(nn.Module):
             PyramidPooling(128, 128),
         )
         self.fusion = FeatureFusion(64, 128, 128)
-        self.classifier = nn.Sequential(ds_conv(128, 128), ds_conv(128, 128), nn.Dropout(0.1), nn.Conv2d(128, num_classes, 1))
+        self.classifier = nn.Sequential(
+            ds_conv(128, 128), ds_conv(128, 128), nn.Dropout(0.1), nn.Conv2d(128, num_classes, 1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         high = self.learning_to_downsample(x)

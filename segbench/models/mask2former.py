@@ -72,7 +72,9 @@ class Mask2FormerAdapter(TransformersAdapter):
         Each query's class probabilities (without the "no object" class) weighted by its mask
         probability, summed over queries.
         """
-        masks = F.interpolate(outputs.masks_queries_logits, size=PROCESSOR_MASK_SIZE, mode="bilinear", align_corners=False)
+        masks = F.interpolate(
+            outputs.masks_queries_logits, size=PROCESSOR_MASK_SIZE, mode="bilinear", align_corners=False
+        )
         classes = outputs.class_queries_logits.softmax(dim=-1)[..., :-1]
         return torch.einsum("nqc,nqhw->nchw", classes, masks.sigmoid())
 

@@ -66,9 +66,15 @@ def _exits_are_errors(plugin: str) -> Iterator[None]:
     try:
         yield
     except SystemExit as exc:
-        raise SegbenchError(f"{plugin}: the plugin called sys.exit({exc.code!r}) while being imported; a plugin must only register models (remove the exit)") from None
+        raise SegbenchError(
+            f"{plugin}: the plugin called sys.exit({exc.code!r}) while being imported; a plugin must only register "
+            "models (remove the exit)"
+        ) from None
     except _PluginCalledExit as exc:
-        raise SegbenchError(f"{plugin}: the plugin called os._exit({exc.code!r}) while being imported; a plugin must only register models (remove the exit)") from None
+        raise SegbenchError(
+            f"{plugin}: the plugin called os._exit({exc.code!r}) while being imported; a plugin must only register "
+            "models (remove the exit)"
+        ) from None
     finally:
         os._exit = real_exit
 
@@ -99,7 +105,9 @@ def load_plugin(spec: str, base_dir: Path | None = None) -> None:
         with _exits_are_errors(spec):
             importlib.import_module(spec)
     except ImportError as exc:
-        raise SegbenchError(f"plugins: cannot import {spec!r} ({exc}); give an importable module or a .py path") from None
+        raise SegbenchError(
+            f"plugins: cannot import {spec!r} ({exc}); give an importable module or a .py path"
+        ) from None
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -124,7 +132,9 @@ def adapter_class(name: str) -> type[SegmentationAdapter]:
     return _ADAPTERS[name]
 
 
-def create_model(name: str, weights: Path | str | None = None, options: dict[str, Any] | None = None) -> SegmentationAdapter:
+def create_model(
+    name: str, weights: Path | str | None = None, options: dict[str, Any] | None = None
+) -> SegmentationAdapter:
     """An unbuilt adapter for a registered model; call `.build(device)` on it."""
     card = get_card(name)
     return _ADAPTERS[name](card, Path(weights) if weights else None, options)

@@ -14,7 +14,6 @@ from typing import Any, Callable, ClassVar, Literal
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
-from torch import nn
 
 from segbench.models._transformers import TransformersAdapter
 from segbench.models.base import InputConstraints, ModelCard
@@ -24,9 +23,27 @@ MAX_PROMPTS = 64
 
 # Vision-encoder sizes of the three released SAM models (the SAM paper and its official configs).
 VARIANTS = {
-    "vit-b": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "global_attn_indexes": [2, 5, 8, 11], "params_m": 93.7},
-    "vit-l": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "global_attn_indexes": [5, 11, 17, 23], "params_m": 312.3},
-    "vit-h": {"hidden_size": 1280, "num_hidden_layers": 32, "num_attention_heads": 16, "global_attn_indexes": [7, 15, 23, 31], "params_m": 641.1},
+    "vit-b": {
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "global_attn_indexes": [2, 5, 8, 11],
+        "params_m": 93.7,
+    },
+    "vit-l": {
+        "hidden_size": 1024,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "global_attn_indexes": [5, 11, 17, 23],
+        "params_m": 312.3,
+    },
+    "vit-h": {
+        "hidden_size": 1280,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 16,
+        "global_attn_indexes": [7, 15, 23, 31],
+        "params_m": 641.1,
+    },
 }
 
 
@@ -76,7 +93,9 @@ class SamAdapter(TransformersAdapter):
             return {"input_boxes": box.view(1, 1, 4).expand(batch, 1, 4)}
         if self.options.prompt == "grid":
             n = self.options.grid_points
-            ys, xs = torch.meshgrid((torch.arange(n) + 0.5) * height / n, (torch.arange(n) + 0.5) * width / n, indexing="ij")
+            ys, xs = torch.meshgrid(
+                (torch.arange(n) + 0.5) * height / n, (torch.arange(n) + 0.5) * width / n, indexing="ij"
+            )
             points = torch.stack([xs.flatten(), ys.flatten()], dim=-1).to(self.device)
         else:
             points = torch.tensor([[width / 2, height / 2]], device=self.device)
@@ -113,9 +132,19 @@ class SamAdapter(TransformersAdapter):
         return scores.argmax(dim=1).cpu()
 
     def notes(self) -> list[str]:
-        notes = [f"prompt policy: {self.options.prompt}" + (f" ({self.options.grid_points}x{self.options.grid_points} points)" if self.options.prompt == "grid" else "")]
+        notes = [
+            f"prompt policy: {self.options.prompt}"
+            + (
+                f" ({self.options.grid_points}x{self.options.grid_points} points)"
+                if self.options.prompt == "grid"
+                else ""
+            )
+        ]
         if self.options.image_size != 1024:
-            notes.append(f"image_size {self.options.image_size}: not the released 1024 architecture (smaller positional embedding)")
+            notes.append(
+                f"image_size {self.options.image_size}: not the released 1024 architecture (smaller positional "
+                "embedding)"
+            )
         return notes
 
 
@@ -129,8 +158,13 @@ for _variant, _sizes in VARIANTS.items():
             num_classes=MAX_PROMPTS + 1,
             dataset="promptable (class k = the k-th prompt's mask)",
             published_params_m=_sizes["params_m"],
-            params_source="Segment Anything (Kirillov et al. 2023) released checkpoints: ViT-B 91 M image encoder, 93.7 M total; ViT-L 312 M; ViT-H 641 M (as counted by transformers' SamModel)",
-            description=f"Segment Anything {_variant.upper()} (promptable; encoder and decoder timed as separate stages)",
+            params_source=(
+                "Segment Anything (Kirillov et al. 2023) released checkpoints: ViT-B 91 M image encoder, "
+                "93.7 M total; ViT-L 312 M; ViT-H 641 M (as counted by transformers' SamModel)"
+            ),
+            description=(
+                f"Segment Anything {_variant.upper()} (promptable; encoder and decoder timed as separate stages)"
+            ),
         ),
         SamAdapter,
     )

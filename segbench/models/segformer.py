@@ -39,7 +39,8 @@ class SegformerAdapter(TransformersAdapter):
         from transformers import SegformerConfig
 
         hidden_sizes, depths, decoder = _ENCODERS[self.card.variant]
-        # The remaining defaults (heads 1/2/5/8, reduction ratios 8/4/2/1, patch sizes 7/3/3/3) are shared by all variants.
+        # The remaining defaults (heads 1/2/5/8, reduction ratios 8/4/2/1, patch sizes 7/3/3/3) are shared by all
+        # variants.
         return SegformerConfig(
             hidden_sizes=list(hidden_sizes),
             depths=list(depths),
@@ -67,7 +68,9 @@ for _variant in _ENCODERS:
                 # 131 x (decoder width + 1) parameters smaller, so no published figure applies to it.
                 published_params_m=_PUBLISHED_ADE[_variant] if _ade else None,
                 params_source="SegFormer paper (Xie et al., 2021), Table 1a, ADE20K" if _ade else "",
-                description=f"SegFormer-{_variant.upper()} (MiT encoder + all-MLP decoder), {_dataset} {_classes} classes",
+                description=(
+                    f"SegFormer-{_variant.upper()} (MiT encoder + all-MLP decoder), {_dataset} {_classes} classes"
+                ),
                 class_names=None if _ade else CITYSCAPES_NAMES,
             ),
             SegformerAdapter,

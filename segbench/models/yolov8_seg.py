@@ -104,7 +104,10 @@ class YoloV8SegAdapter(UltralyticsAdapter):
 
     def notes(self) -> list[str]:
         if self.weights is None:
-            return ["postprocess time depends on the detections: NMS and mask assembly scale with the boxes kept, and with random weights few pass the confidence threshold, so trained weights postprocess slower"]
+            return [
+                "postprocess time depends on the detections: NMS and mask assembly scale with the boxes kept, and with "
+                "random weights few pass the confidence threshold, so trained weights postprocess slower"
+            ]
         return []
 
     def postprocess(self, outputs: Any, size: tuple[int, int]) -> torch.Tensor:

@@ -42,7 +42,10 @@ class _Autocast(Precision):
     def notes(self, device: torch.device) -> list[str]:
         if device.type == "cpu" and not self.native_cpu_flags & _cpu_flags():
             flags = " / ".join(sorted(self.native_cpu_flags))
-            return [f"this CPU has no {flags}: autocast to {self.dtype} is emulated and slower than fp32 (impractical for deployment, shown for completeness)"]
+            return [
+                f"this CPU has no {flags}: autocast to {self.dtype} is emulated and slower than fp32 (impractical for "
+                "deployment, shown for completeness)"
+            ]
         return []
 
     def apply(self, model: nn.Module, device: torch.device, context: PrecisionContext) -> nn.Module:
@@ -76,5 +79,7 @@ class AmpBF16(_Autocast):
     def unsupported_reason(self, device: torch.device) -> str | None:
         capability = cuda_capability(device)
         if capability is not None and capability < (8, 0):
-            return f"bf16 autocast needs compute capability >= 8.0 (Ampere); this GPU is {capability[0]}.{capability[1]}"
+            return (
+                f"bf16 autocast needs compute capability >= 8.0 (Ampere); this GPU is {capability[0]}.{capability[1]}"
+            )
         return super().unsupported_reason(device)

@@ -32,16 +32,24 @@ def fp8_convertible(module: nn.Module, name: str) -> bool:
 class FP8(Precision):
     name = "fp8"
     warm_imports = ("torchao.quantization",)
-    description = "torchao float8 dynamic activations and weights (e4m3, per tensor), bf16 elsewhere; CUDA capability >= 8.9"
+    description = (
+        "torchao float8 dynamic activations and weights (e4m3, per tensor), bf16 elsewhere; CUDA capability >= 8.9"
+    )
     matmul_class = "fp8"
     input_dtype = torch.bfloat16
 
     def unsupported_reason(self, device: torch.device) -> str | None:
         capability = cuda_capability(device)
         if capability is None:
-            return "fp8 (torchao float8) needs an NVIDIA GPU with compute capability >= 8.9 (Ada/Hopper); this cell runs on the CPU"
+            return (
+                "fp8 (torchao float8) needs an NVIDIA GPU with compute capability >= 8.9 (Ada/Hopper); this cell "
+                "runs on the CPU"
+            )
         if capability < FP8_CAPABILITY:
-            return f"fp8 needs compute capability >= 8.9 (Ada/Hopper float8 tensor cores); this GPU is {capability[0]}.{capability[1]}"
+            return (
+                "fp8 needs compute capability >= 8.9 (Ada/Hopper float8 tensor cores); this GPU is "
+                f"{capability[0]}.{capability[1]}"
+            )
         return None
 
     def quantized_share(self, model: nn.Module) -> dict[str, Any] | None:
@@ -55,6 +63,9 @@ class FP8(Precision):
         quantize_(model, Float8DynamicActivationFloat8WeightConfig(granularity=PerTensor()), filter_fn=fp8_convertible)
         share = census.share(converted_by_torchao(model))
         if not share["params"]:
-            raise UnsupportedError("fp8 converted no layer of this model (float8 needs Linear or dense convs with channels in multiples of 16)")
+            raise UnsupportedError(
+                "fp8 converted no layer of this model (float8 needs Linear or dense convs with channels in multiples "
+                "of 16)"
+            )
         remember_share(model, share)
         return model

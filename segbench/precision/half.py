@@ -16,7 +16,9 @@ class FP16(Precision):
 
     def notes(self, device: torch.device) -> list[str]:
         if device.type == "cpu":
-            return ["fp16 on a CPU is emulated or slow on most CPUs: impractical for deployment, shown for completeness"]
+            return [
+                "fp16 on a CPU is emulated or slow on most CPUs: impractical for deployment, shown for completeness"
+            ]
         return []
 
     def apply(self, model: nn.Module, device: torch.device, context: PrecisionContext) -> nn.Module:
@@ -33,7 +35,10 @@ class BF16(Precision):
         from segbench.env import cpu_flags
 
         if device.type == "cpu" and not {"avx512_bf16", "amx_bf16"} & set(cpu_flags()):
-            return ["this CPU has no bf16 instructions (avx512_bf16 / amx_bf16): bf16 is emulated and usually far slower than fp32"]
+            return [
+                "this CPU has no bf16 instructions (avx512_bf16 / amx_bf16): bf16 is emulated and usually far slower "
+                "than fp32"
+            ]
         return []
 
     def unsupported_reason(self, device: torch.device) -> str | None:

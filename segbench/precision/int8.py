@@ -37,6 +37,7 @@ _VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
 
 # ---- what was converted ---------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class LayerCensus:
     """The conv/linear layers of a float model with their parameters and FLOPs, and the model's totals.
@@ -119,6 +120,7 @@ def require_linear_layers(option: str, census: LayerCensus) -> None:
 
 # ---- TensorRT: the int8 path for conv networks on NVIDIA GPUs --------------------------------------
 
+
 def tensorrt_status() -> str | None:
     """How TensorRT can be reached here ("torch-tensorrt", "ONNX Runtime TensorRT provider"), or None."""
     if importlib.util.find_spec("onnxruntime") is not None:
@@ -134,13 +136,20 @@ def tensorrt_status() -> str | None:
 def conv_network_on_cuda_reason(option: str, census: LayerCensus) -> str:
     """Why torchao int8 does nothing useful for a conv network on CUDA, and where the real int8 path is."""
     found = tensorrt_status()
-    detail = f"{option} on CUDA converts only nn.Linear layers and this model has {percent(census.linear_param_share())} of its parameters in them"
+    detail = (
+        f"{option} on CUDA converts only nn.Linear layers and this model has "
+        f"{percent(census.linear_param_share())} of its parameters in them"
+    )
     if found is None:
         return f"TensorRT not installed: {detail}; int8 for conv networks on NVIDIA GPUs goes through TensorRT"
-    return f"{detail}; TensorRT is available ({found}): run precision ort-int8 on backend onnxruntime for int8 convolutions"
+    return (
+        f"{detail}; TensorRT is available ({found}): run precision ort-int8 on backend onnxruntime for int8 "
+        "convolutions"
+    )
 
 
 # ---- CPU: PT2E + X86InductorQuantizer + inductor ---------------------------------------------------
+
 
 def cpu_has_vnni() -> bool:
     from segbench.env import cpu_flags
@@ -170,7 +179,12 @@ def unshare_stateless_modules(model: nn.Module) -> int:
 
 def pt2e_quantized_layers(graph_module: torch.fx.GraphModule) -> list[str]:
     """Names of the modules whose conv/linear op reads a dequantized int8 weight after convert_pt2e."""
-    layer_ops = {torch.ops.aten.conv1d.default, torch.ops.aten.conv2d.default, torch.ops.aten.conv3d.default, torch.ops.aten.linear.default}
+    layer_ops = {
+        torch.ops.aten.conv1d.default,
+        torch.ops.aten.conv2d.default,
+        torch.ops.aten.conv3d.default,
+        torch.ops.aten.linear.default,
+    }
     names = []
     for node in graph_module.graph.nodes:
         if node.op != "call_function" or node.target not in layer_ops or len(node.args) < 2:
@@ -183,14 +197,18 @@ def pt2e_quantized_layers(graph_module: torch.fx.GraphModule) -> list[str]:
     return names
 
 
-def quantize_pt2e_x86(model: nn.Module, example: torch.Tensor, calibration: Iterable[torch.Tensor], reduce_range: bool) -> torch.fx.GraphModule:
+def quantize_pt2e_x86(
+    model: nn.Module, example: torch.Tensor, calibration: Iterable[torch.Tensor], reduce_range: bool
+) -> torch.fx.GraphModule:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
         X86InductorQuantizer,
         get_default_x86_inductor_quantization_config,
     )
 
-    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config(reduce_range=reduce_range))
+    quantizer = X86InductorQuantizer().set_global(
+        get_default_x86_inductor_quantization_config(reduce_range=reduce_range)
+    )
     exported = torch.export.export(model, (example,)).module()
     prepared = prepare_pt2e(exported, quantizer)
     with torch.no_grad():
@@ -213,10 +231,18 @@ class CompiledGraph(nn.Module):
 
 # ---- the precision --------------------------------------------------------------------------------
 
+
 class Int8(Precision):
     name = "int8"
-    warm_imports = ("torchao.quantization.pt2e.quantize_pt2e", "torchao.quantization.pt2e.quantizer.x86_inductor_quantizer", "torch._inductor.compile_fx")
-    description = "int8 via torchao: PT2E static quantization compiled by inductor on CPUs; dynamic int8 activations and weights (nn.Linear) on CUDA"
+    warm_imports = (
+        "torchao.quantization.pt2e.quantize_pt2e",
+        "torchao.quantization.pt2e.quantizer.x86_inductor_quantizer",
+        "torch._inductor.compile_fx",
+    )
+    description = (
+        "int8 via torchao: PT2E static quantization compiled by inductor on CPUs; dynamic int8 activations "
+        "and weights (nn.Linear) on CUDA"
+    )
     matmul_class = "int8"
 
     def __init__(self) -> None:
@@ -266,11 +292,12 @@ class Int8(Precision):
         runner = CompiledGraph(compiled)
         remember_share(runner, share)
         self._notes = [
-            f"PT2E static int8 (X86InductorQuantizer, {sum(batch.shape[0] for batch in calibration)} calibration photographs"
+            f"PT2E static int8 (X86InductorQuantizer, {sum(batch.shape[0] for batch in calibration)} calibration "
+            "photographs"
             + (", activations reduced to 7 bits: this CPU has no VNNI" if reduce_range else "")
             + f"): export + calibrate + convert {quantize_s:.1f} s",
-            f"compiled by inductor inside the precision ({compile_s:.1f} s of prepare_s, never latency): every backend runs "
-            "the int8 kernels; backend compile leaves it as it is",
+            f"compiled by inductor inside the precision ({compile_s:.1f} s of prepare_s, never latency): every backend "
+            "runs the int8 kernels; backend compile leaves it as it is",
         ]
         return runner
 
@@ -284,7 +311,7 @@ class Int8(Precision):
         share = census.share(converted_by_torchao(model))
         remember_share(model, share)
         self._notes = [
-            f"torchao Int8DynamicActivationInt8WeightConfig: nn.Linear only ({share['layers']}); convolutions stay in fp32; "
-            "its speed needs backend compile",
+            f"torchao Int8DynamicActivationInt8WeightConfig: nn.Linear only ({share['layers']}); convolutions stay in "
+            "fp32; its speed needs backend compile",
         ]
         return model

@@ -30,6 +30,7 @@ LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 # ---- what ORT quantized ------------------------------------------------------------------------------
 
+
 def _known_shape(value: Any) -> tuple[int, ...] | None:
     dims = value.type.tensor_type.shape.dim
     shape = tuple(d.dim_value for d in dims)
@@ -57,7 +58,11 @@ def onnx_quantized_share(path: Path, total_params: int) -> dict[str, Any]:
     graph = model.graph
     initializers = {tensor.name: tuple(tensor.dims) for tensor in graph.initializer}
     producers = {output: node for node in graph.node for output in node.output}
-    shapes = {value.name: shape for value in (*graph.value_info, *graph.input, *graph.output) if (shape := _known_shape(value))}
+    shapes = {
+        value.name: shape
+        for value in (*graph.value_info, *graph.input, *graph.output)
+        if (shape := _known_shape(value))
+    }
 
     def source(name: str) -> tuple[tuple[int, ...] | None, bool]:
         """(the initializer's dims, whether it is stored quantized) for a node input, or (None, dequantized?)."""
@@ -99,6 +104,7 @@ def onnx_quantized_share(path: Path, total_params: int) -> dict[str, Any]:
 
 # ---- the quantization ----------------------------------------------------------------------------------
 
+
 class PhotoReader:
     """onnxruntime's CalibrationDataReader protocol over the cell's preprocessed photographs."""
 
@@ -122,8 +128,11 @@ def preprocessed_for_quantization(path: Path, workdir: Path) -> Path:
     try:
         quant_pre_process(str(path), str(target))
         return target
-    except Exception as exc:  # noqa: BLE001: the pre-pass is an optimisation, quantization works without it
-        print(f"ort-int8: quant_pre_process failed ({type(exc).__name__}); quantizing the exported graph as is", flush=True)
+    except Exception as exc:  # noqa: BLE001 (the pre-pass is an optimisation, quantization works without it)
+        print(
+            f"ort-int8: quant_pre_process failed ({type(exc).__name__}); quantizing the exported graph as is",
+            flush=True,
+        )
         return path
 
 
@@ -186,7 +195,10 @@ class OrtInt8Graph(OnnxGraphPrecision):
 class OrtInt8(Precision):
     name = "ort-int8"
     warm_imports = ("onnxruntime.quantization", "onnx")
-    description = "ONNX Runtime static int8 (QDQ: per-channel int8 weights, uint8 activations, MinMax calibration); backend onnxruntime only"
+    description = (
+        "ONNX Runtime static int8 (QDQ: per-channel int8 weights, uint8 activations, MinMax calibration); "
+        "backend onnxruntime only"
+    )
     matmul_class = "int8"
 
     def __init__(self) -> None:
@@ -199,7 +211,10 @@ class OrtInt8(Precision):
         if importlib.util.find_spec("onnxruntime") is None:
             return "ort-int8 needs onnxruntime (pip install onnxruntime)"
         if device.type == "cuda" and tensorrt_status() != "ONNX Runtime's TensorrtExecutionProvider":
-            return "TensorRT not installed: ONNX Runtime runs int8 (QDQ) graphs on NVIDIA GPUs through its TensorRT provider"
+            return (
+                "TensorRT not installed: ONNX Runtime runs int8 (QDQ) graphs on NVIDIA GPUs through its TensorRT "
+                "provider"
+            )
         return None
 
     def notes(self, device: torch.device) -> list[str]:

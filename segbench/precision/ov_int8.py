@@ -31,16 +31,48 @@ from segbench.precision.base import Precision, PrecisionContext
 from segbench.precision.int8 import recall_share, remember_share
 
 TRANSFORMER_FAMILIES = frozenset({"segformer", "mask2former", "sam"})
-NON_RELU_ACTIVATIONS: tuple[type[nn.Module], ...] = (nn.SiLU, nn.GELU, nn.Hardswish, nn.Mish, nn.ELU, nn.PReLU, nn.LeakyReLU, nn.Hardsigmoid)
-LAYER_OPS = frozenset({"Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData", "MatMul"})
-# Ops between a stored weight and the layer that reads it: decompression (Convert, Subtract, Multiply), layout, FakeQuantize.
-WEIGHT_PATH_OPS = frozenset({"Convert", "Subtract", "Multiply", "Reshape", "Transpose", "Unsqueeze", "Squeeze", "FakeQuantize"})
+NON_RELU_ACTIVATIONS: tuple[type[nn.Module], ...] = (
+    nn.SiLU,
+    nn.GELU,
+    nn.Hardswish,
+    nn.Mish,
+    nn.ELU,
+    nn.PReLU,
+    nn.LeakyReLU,
+    nn.Hardsigmoid,
+)
+LAYER_OPS = frozenset(
+    {"Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData", "MatMul"}
+)
+# Ops between a stored weight and the layer that reads it: decompression (Convert, Subtract, Multiply), layout,
+# FakeQuantize.
+WEIGHT_PATH_OPS = frozenset(
+    {"Convert", "Subtract", "Multiply", "Reshape", "Transpose", "Unsqueeze", "Squeeze", "FakeQuantize"}
+)
 # Ops that pass quantized values through unchanged (their first input is the data).
-AGNOSTIC_OPS = frozenset({"Reshape", "Transpose", "Unsqueeze", "Squeeze", "VariadicSplit", "Split", "StridedSlice", "Slice", "Gather", "MaxPool", "Pad", "Interpolate", "DepthToSpace", "SpaceToDepth"})
+AGNOSTIC_OPS = frozenset(
+    {
+        "Reshape",
+        "Transpose",
+        "Unsqueeze",
+        "Squeeze",
+        "VariadicSplit",
+        "Split",
+        "StridedSlice",
+        "Slice",
+        "Gather",
+        "MaxPool",
+        "Pad",
+        "Interpolate",
+        "DepthToSpace",
+        "SpaceToDepth",
+    }
+)
 LOW_BIT_TYPES = frozenset({"i8", "u8", "i4", "u4"})
 
 
 # ---- what NNCF quantized ---------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class WeightSource:
@@ -123,7 +155,9 @@ def ov_quantized_share(ov_model: Any, total_params: int) -> dict[str, Any]:
         node_flops = layer_flops(node, weight)
         flops_known = flops_known and node_flops is not None
         input_quantized = fake_quantized(node.input_value(0))
-        is_converted = input_quantized and (weight.quantized if weight is not None else fake_quantized(node.input_value(1)))
+        is_converted = input_quantized and (
+            weight.quantized if weight is not None else fake_quantized(node.input_value(1))
+        )
         flops["all"] += node_flops or 0.0
         flops["converted"] += (node_flops or 0.0) if is_converted else 0.0
         if weight is None:  # activation x activation (attention): compute, not parameters
@@ -141,8 +175,11 @@ def ov_quantized_share(ov_model: Any, total_params: int) -> dict[str, Any]:
 
 # ---- the quantization --------------------------------------------------------------------------------------
 
+
 def uses_only_relu(model: nn.Module) -> bool:
-    return not any(isinstance(module, NON_RELU_ACTIVATIONS) or "GELU" in type(module).__name__ for module in model.modules())
+    return not any(
+        isinstance(module, NON_RELU_ACTIVATIONS) or "GELU" in type(module).__name__ for module in model.modules()
+    )
 
 
 def detection_head_scope(ov_model: Any, model: nn.Module) -> Any:
@@ -150,7 +187,11 @@ def detection_head_scope(ov_model: Any, model: nn.Module) -> Any:
     import nncf
 
     head = getattr(model, "model", None)
-    if not isinstance(head, nn.Sequential) or type(head[-1]).__module__.split(".")[0] != "ultralytics" or not hasattr(head[-1], "dfl"):
+    if (
+        not isinstance(head, nn.Sequential)
+        or type(head[-1]).__module__.split(".")[0] != "ultralytics"
+        or not hasattr(head[-1], "dfl")
+    ):
         return None
     operations = ov_model.get_ordered_ops()
     sigmoids = [op.get_friendly_name() for op in operations if op.get_type_name() == "Sigmoid"]
@@ -165,8 +206,11 @@ def detection_head_scope(ov_model: Any, model: nn.Module) -> Any:
     return nncf.IgnoredScope(names=names, validate=False)
 
 
-def nncf_quantize(ov_model: Any, float_model: nn.Module, family: str, calibration: Sequence[np.ndarray]) -> tuple[Any, list[str]]:
-    """nncf.quantize with the settings NNCF recommends for this kind of network; returns the model and what was chosen."""
+def nncf_quantize(
+    ov_model: Any, float_model: nn.Module, family: str, calibration: Sequence[np.ndarray]
+) -> tuple[Any, list[str]]:
+    """nncf.quantize with the settings NNCF recommends for this kind of network; returns the model and what was
+    chosen."""
     import logging
 
     import nncf
@@ -208,7 +252,10 @@ class OvInt8Graph(OpenVinoGraphPrecision):
 
 class OvInt8(Precision):
     name = "ov-int8"
-    description = "OpenVINO int8 via NNCF post-training quantization (MinMax-style calibration on the calibration photographs); backend openvino only"
+    description = (
+        "OpenVINO int8 via NNCF post-training quantization (MinMax-style calibration on the calibration "
+        "photographs); backend openvino only"
+    )
     warm_imports = ("openvino", "nncf")
     matmul_class = "int8"
 

@@ -15,13 +15,20 @@ from torch import nn
 
 from segbench.errors import UnsupportedError
 from segbench.precision.base import Precision, PrecisionContext
-from segbench.precision.int8 import LayerCensus, converted_by_torchao, recall_share, remember_share, require_linear_layers
+from segbench.precision.int8 import (
+    LayerCensus,
+    converted_by_torchao,
+    recall_share,
+    remember_share,
+    require_linear_layers,
+)
 
 INT4_GROUP_SIZE = 128
 
 
 class _WeightOnly(Precision):
     """The shared flow: census, refuse conv-only models, quantize_ the Linear layers, record the share."""
+
     warm_imports = ("torchao.quantization",)
 
     def quantized_share(self, model: nn.Module) -> dict[str, Any] | None:
@@ -47,7 +54,9 @@ class _WeightOnly(Precision):
         quantize_(model, self.config(), filter_fn=self.accepts)
         share = census.share(converted_by_torchao(model))
         if not share["params"]:
-            raise UnsupportedError(f"{self.name} converted none of this model's Linear layers (their shapes do not fit the format)")
+            raise UnsupportedError(
+                f"{self.name} converted none of this model's Linear layers (their shapes do not fit the format)"
+            )
         remember_share(model, share)
         return model
 
@@ -65,7 +74,10 @@ class Int8WeightOnly(_WeightOnly):
 
 class Int4WeightOnly(_WeightOnly):
     name = "int4-wo"
-    description = f"torchao int4 weight-only (nn.Linear weights in groups of {INT4_GROUP_SIZE}, tinygemm kernel; bf16 activations)"
+    description = (
+        f"torchao int4 weight-only (nn.Linear weights in groups of {INT4_GROUP_SIZE}, tinygemm kernel; bf16 "
+        "activations)"
+    )
     matmul_class = "bf16"
     input_dtype = torch.bfloat16  # the tinygemm int4 kernel takes bf16 activations
 
@@ -73,7 +85,10 @@ class Int4WeightOnly(_WeightOnly):
         if device.type != "cuda":
             # Checked against torchao 0.18: plain/preshuffled need the mslk CUDA kernels, plain_int32 is XPU/NPU only,
             # tile_packed_to_4d is CUDA tinygemm; IntxWeightOnlyConfig(int4) runs on a CPU but only unpacks to int8.
-            return "torchao's int4 weight-only kernels are CUDA-only (no int4 packing format of Int4WeightOnlyConfig runs on a CPU)"
+            return (
+                "torchao's int4 weight-only kernels are CUDA-only (no int4 packing format of Int4WeightOnlyConfig "
+                "runs on a CPU)"
+            )
         return None
 
     def config(self) -> Any:
@@ -83,7 +98,9 @@ class Int4WeightOnly(_WeightOnly):
 
     def accepts(self, module: nn.Module, name: str) -> bool:
         # The tinygemm layout needs the input dim in whole groups and the output dim in tiles of 8.
-        return isinstance(module, nn.Linear) and module.in_features % INT4_GROUP_SIZE == 0 and module.out_features % 8 == 0
+        return (
+            isinstance(module, nn.Linear) and module.in_features % INT4_GROUP_SIZE == 0 and module.out_features % 8 == 0
+        )
 
     def cast(self, model: nn.Module) -> nn.Module:
         return model.to(torch.bfloat16)

@@ -17,11 +17,15 @@ from segbench.metrics import METRICS, headline_memory
 from segbench.report.tables import MEMORY_FIGURES, RunData, identity, option_text, resolution_text, sort_cells
 from segbench.targets import Targets, Verdict, describe, targets_from_suite, verdict
 
-HOW_TO = ("Add a `targets:` block to the suite (for example `targets: {fps: 30, max_latency_ms: 50, memory: rtx3060, min_agreement: 99}`) "
-          "or pass them to the report (`segbench report RUN --target-fps 30 --max-latency-ms 50 --hardware rtx3060 --min-agreement 99`) "
-          "to get a verdict per configuration.")
-FPS_SENTENCE = ("FPS here is end to end (preprocess + forward + postprocess; the sustained camera rate for a stream cell), "
-                "not the forward pass alone.")
+HOW_TO = (
+    "Add a `targets:` block to the suite (for example `targets: {fps: 30, max_latency_ms: 50, memory: rtx3060, "
+    "min_agreement: 99}`) or pass them to the report (`segbench report RUN --target-fps 30 --max-latency-ms 50 "
+    "--hardware rtx3060 --min-agreement 99`) to get a verdict per configuration."
+)
+FPS_SENTENCE = (
+    "FPS here is end to end (preprocess + forward + postprocess; the sustained camera rate for a stream cell), "
+    "not the forward pass alone."
+)
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,10 @@ def figures_text(record: dict[str, Any], percentile: str = "p99") -> str:
     achieved, forward = METRICS["achieved_fps"].value(record), METRICS["fps"].value(record)
     if achieved is not None:
         kind = "sustained" if record.get("stream") else "end to end"
-        parts.append(f"{achieved:.1f} FPS {kind}" + (f" ({forward:.1f} forward only)" if forward is not None and not record.get("stream") else ""))
+        parts.append(
+            f"{achieved:.1f} FPS {kind}"
+            + (f" ({forward:.1f} forward only)" if forward is not None and not record.get("stream") else "")
+        )
     latency = METRICS[f"latency_{percentile}_ms"]
     value = latency.value(record)
     if value is not None:
@@ -108,9 +115,11 @@ def _memory(record: dict[str, Any]) -> float | None:
 
 def _by_speed(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Fastest end to end first; a tie goes to the smaller footprint."""
+
     def key(record: dict[str, Any]) -> tuple[float, float]:
         fps, memory = METRICS["achieved_fps"].value(record), _memory(record)
         return (-(fps if fps is not None else -1.0), memory if memory is not None else float("inf"))
+
     return sorted(records, key=key)
 
 
@@ -122,7 +131,9 @@ def _lightest(records: list[dict[str, Any]]) -> dict[str, Any] | None:
 def _without_targets(model: str, records: list[dict[str, Any]], ok: list[dict[str, Any]]) -> ModelAnswer:
     if not ok:
         statuses = sorted({str(r.get("status")) for r in records})
-        return ModelAnswer(model, (f"No configuration finished ok ({', '.join(statuses)}); the cells that did not finish say why.",))
+        return ModelAnswer(
+            model, (f"No configuration finished ok ({', '.join(statuses)}); the cells that did not finish say why.",)
+        )
     fastest = _by_speed(ok)[0]
     lines = [f"Fastest: {cell_text(fastest)}: {figures_text(fastest)}."]
     lightest = _lightest(ok)
@@ -133,7 +144,9 @@ def _without_targets(model: str, records: list[dict[str, Any]], ok: list[dict[st
     return ModelAnswer(model, tuple(lines))
 
 
-def _with_targets(model: str, records: list[dict[str, Any]], verdicts: dict[str, Verdict], percentile: str) -> ModelAnswer:
+def _with_targets(
+    model: str, records: list[dict[str, Any]], verdicts: dict[str, Verdict], percentile: str
+) -> ModelAnswer:
     meets = _by_speed([r for r in records if verdicts[r["cell_id"]].status == "meets"])
     if meets:
         lines = [f"Best: {cell_text(meets[0])}: {figures_text(meets[0], percentile)}."]
@@ -144,11 +157,19 @@ def _with_targets(model: str, records: list[dict[str, Any]], verdicts: dict[str,
     misses = [r for r in records if verdicts[r["cell_id"]].status == "misses" and r.get("status") == "ok"]
     if misses:
         nearest = min(misses, key=lambda r: verdicts[r["cell_id"]].shortfall)
-        return ModelAnswer(model, (f"No configuration meets every target. Nearest miss: {cell_text(nearest)}: {verdicts[nearest['cell_id']].text}.",
-                                   f"Its figures: {figures_text(nearest, percentile)}."))
+        return ModelAnswer(
+            model,
+            (
+                f"No configuration meets every target. Nearest miss: {cell_text(nearest)}: "
+                f"{verdicts[nearest['cell_id']].text}.",
+                f"Its figures: {figures_text(nearest, percentile)}.",
+            ),
+        )
     oom = [r for r in records if r.get("status") == "oom"]
     if oom and len(oom) == len(records):
-        return ModelAnswer(model, (f"No configuration fits: every one ran out of memory ({', '.join(cell_text(r) for r in oom)}).",))
+        return ModelAnswer(
+            model, (f"No configuration fits: every one ran out of memory ({', '.join(cell_text(r) for r in oom)}).",)
+        )
     unknown = [r for r in records if verdicts[r["cell_id"]].status == "unknown"]
     reason = verdicts[unknown[0]["cell_id"]].text if unknown else "every configuration failed"
     return ModelAnswer(model, (f"No verdict: no configuration could be judged against every target ({reason}).",))
@@ -167,15 +188,29 @@ def answer(run: RunData, targets: Targets | None = None) -> Answer:
     for model in models:
         mine = [r for r in records if r["model"] == model]
         ok = [r for r in mine if r.get("status") == "ok"]
-        answers.append(_with_targets(model, mine, verdicts, percentile) if targets else _without_targets(model, mine, ok))
-    return Answer(targets, tuple(answers), _table(records if targets else [r for r in records if r.get("status") == "ok"], verdicts, percentile), verdicts)
+        answers.append(
+            _with_targets(model, mine, verdicts, percentile) if targets else _without_targets(model, mine, ok)
+        )
+    return Answer(
+        targets,
+        tuple(answers),
+        _table(records if targets else [r for r in records if r.get("status") == "ok"], verdicts, percentile),
+        verdicts,
+    )
 
 
 def _table(records: list[dict[str, Any]], verdicts: dict[str, Verdict], percentile: str) -> pd.DataFrame:
     rows = []
     for record in records:
         row: dict[str, Any] = {**identity(record), "status": record.get("status")}
-        for key in ("achieved_fps", "fps", f"latency_{percentile}_ms", "footprint_mb", "peak_mb", "pixel_agreement_pct"):
+        for key in (
+            "achieved_fps",
+            "fps",
+            f"latency_{percentile}_ms",
+            "footprint_mb",
+            "peak_mb",
+            "pixel_agreement_pct",
+        ):
             row[key] = METRICS[key].value(record)
         if verdicts:
             judged = verdicts[record["cell_id"]]

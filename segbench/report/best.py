@@ -1,9 +1,9 @@
 """The plain-language "best choice" per model: fastest acceptable option and the largest batch that fits.
 
-Options are ranked by end-to-end latency (preprocess + forward + postprocess), the one figure every
-backend shares: a pipeline backend's forward is its whole library call. "Acceptable" means within a fidelity threshold (pixel agreement with fp32 eager) when the run measured
-fidelity; without fidelity data only fp32 options count, on the stated assumption that a backend
-running fp32 keeps fp32 numerics.
+Options are ranked by end-to-end latency (preprocess + forward + postprocess), the one figure every backend
+shares: a pipeline backend's forward is its whole library call. "Acceptable" means within a fidelity threshold
+(pixel agreement with fp32 eager) when the run measured fidelity; without fidelity data only fp32 options
+count, on the stated assumption that a backend running fp32 keeps fp32 numerics.
 """
 
 from __future__ import annotations
@@ -33,10 +33,14 @@ class ModelAdvice:
 
 def assumption_text(run: RunData, threshold: float = AGREEMENT_THRESHOLD) -> str:
     if run.has_fidelity:
-        return (f"An option counts when its pixel agreement with fp32 eager is at least {threshold * 100:g} % "
-                "(fp32 eager itself always counts); cells without fidelity data are left out.")
-    return ("This run has no fidelity data, so only fp32 options are recommended (assuming a backend that runs "
-            "fp32 keeps fp32 numerics); lower precisions are named for their speed only, unverified.")
+        return (
+            f"An option counts when its pixel agreement with fp32 eager is at least {threshold * 100:g} % "
+            "(fp32 eager itself always counts); cells without fidelity data are left out."
+        )
+    return (
+        "This run has no fidelity data, so only fp32 options are recommended (assuming a backend that runs "
+        "fp32 keeps fp32 numerics); lower precisions are named for their speed only, unverified."
+    )
 
 
 def best_choices(run: RunData, threshold: float = AGREEMENT_THRESHOLD) -> list[ModelAdvice]:
@@ -69,7 +73,10 @@ def _fps(record: dict[str, Any]) -> float:
 def _describe(record: dict[str, Any]) -> str:
     agreement = fidelity(record).get("pixel_agreement")
     quality = f", pixel agreement {agreement * 100:.2f} %" if isinstance(agreement, (int, float)) else ""
-    return f"{option_text(record)} at batch {record['batch_size']}: {_ms(_latency(record))} ms end to end ({_fps(record):.1f} FPS{quality})"
+    return (
+        f"{option_text(record)} at batch {record['batch_size']}: {_ms(_latency(record))} ms end to end "
+        f"({_fps(record):.1f} FPS{quality})"
+    )
 
 
 def _why_unverified(record: dict[str, Any], use_fidelity: bool, threshold: float) -> str:
@@ -94,7 +101,9 @@ def _advice_for_model(run: RunData, model: str, threshold: float) -> list[str]:
     return lines
 
 
-def _resolution_advice(run: RunData, model: str, here: list[dict[str, Any]], use_fidelity: bool, threshold: float) -> str:
+def _resolution_advice(
+    run: RunData, model: str, here: list[dict[str, Any]], use_fidelity: bool, threshold: float
+) -> str:
     where = resolution_text(here[0])
     sentences = []
     candidates = [r for r in here if _acceptable(r, use_fidelity, threshold)]
@@ -102,13 +111,23 @@ def _resolution_advice(run: RunData, model: str, here: list[dict[str, Any]], use
         smallest_batch = min(r["batch_size"] for r in candidates)
         fastest = min((r for r in candidates if r["batch_size"] == smallest_batch), key=_latency)
         sentences.append(f"fastest is {_describe(fastest)}")
-        unverified = [r for r in here if r["batch_size"] == smallest_batch and r not in candidates and _latency(r) < _latency(fastest)]
+        unverified = [
+            r
+            for r in here
+            if r["batch_size"] == smallest_batch and r not in candidates and _latency(r) < _latency(fastest)
+        ]
         if unverified:
             quicker = min(unverified, key=_latency)
-            sentences.append(f"{option_text(quicker)} is quicker ({_ms(_latency(quicker))} ms) but {_why_unverified(quicker, use_fidelity, threshold)}")
+            sentences.append(
+                f"{option_text(quicker)} is quicker ({_ms(_latency(quicker))} ms) but "
+                f"{_why_unverified(quicker, use_fidelity, threshold)}"
+            )
         throughput = max(candidates, key=_fps)
         if throughput is not fastest and _fps(throughput) > _fps(fastest):
-            sentences.append(f"for throughput, {option_text(throughput)} at batch {throughput['batch_size']} gives {_fps(throughput):.1f} FPS")
+            sentences.append(
+                f"for throughput, {option_text(throughput)} at batch {throughput['batch_size']} gives "
+                f"{_fps(throughput):.1f} FPS"
+            )
     else:
         sentences.append("no option meets the fidelity rule here" if use_fidelity else "no fp32 option ran ok here")
     sentences.append(_batch_limit(run, model, here))
@@ -126,9 +145,16 @@ def _batch_limit(run: RunData, model: str, here: list[dict[str, Any]]) -> str:
     if budget is not None:
         limit, label = budget
         fitting = [r for r in here if (peak_memory(r)[0] or float("inf")) <= limit]
-        text += (f"; largest within the {label} ({limit / 1024:.3g} GiB): {max(r['batch_size'] for r in fitting)}" if fitting
-                 else f"; none fits the {label} ({limit / 1024:.3g} GiB)")
-    failed_above = [r for r in run.failed if r["model"] == model and pixels(r) == pixels(largest) and r["batch_size"] > largest["batch_size"]]
+        text += (
+            f"; largest within the {label} ({limit / 1024:.3g} GiB): {max(r['batch_size'] for r in fitting)}"
+            if fitting
+            else f"; none fits the {label} ({limit / 1024:.3g} GiB)"
+        )
+    failed_above = [
+        r
+        for r in run.failed
+        if r["model"] == model and pixels(r) == pixels(largest) and r["batch_size"] > largest["batch_size"]
+    ]
     if failed_above:
         first = min(failed_above, key=lambda r: r["batch_size"])
         text += f"; batch {first['batch_size']} ended {first.get('status')}"

@@ -1,12 +1,12 @@
 """Run comparison: match cells by their axes (cell_id), change of each metric in %, bootstrap CIs.
 
-A latency change is significant only when the 95 % interval of the relative change excludes zero
-*and* the change exceeds a threshold. The interval is a bootstrap over the kept samples, or, when both
-runs measured each cell in k >= 2 processes (`timing.repeats`), a Welch t-interval over the
-per-process medians (the spread between processes, which samples of one process cannot show). The
-interval guards against noise, the threshold against differences too small to matter. Peak memory is one measurement per cell (no
-samples), so it is judged by the threshold alone. A quantile gets an interval only when each run
-has at least 5 samples beyond it (10 for the median, 100 for p95); without one it is never significant.
+A latency change is significant only when the 95 % interval of the relative change excludes zero *and* the
+change exceeds a threshold. The interval is a bootstrap over the kept samples, or, when both runs measured
+each cell in k >= 2 processes (`timing.repeats`), a Welch t-interval over the per-process medians (the spread
+between processes, which samples of one process cannot show). The interval guards against noise, the threshold
+against differences too small to matter. Peak memory is one measurement per cell (no samples), so it is judged
+by the threshold alone. A quantile gets an interval only when each run has at least 5 samples beyond it (10
+for the median, 100 for p95); without one it is never significant.
 """
 
 from __future__ import annotations
@@ -104,12 +104,17 @@ class Comparison:
 
     @property
     def unjudgeable(self) -> list[CellChange]:
-        """Cells ok in both runs whose median latency is missing, NaN or infinite in either: a gate cannot vouch for them."""
+        """Cells ok in both runs whose median latency is missing, NaN or infinite in either: a gate cannot vouch for
+        them."""
         found = []
         for cell in self.cells:
             median = cell.metric("median_ms")
             values = (median.a, median.b) if median else (None, None)
-            if cell.status_a == "ok" and cell.status_b == "ok" and not all(v is not None and math.isfinite(v) for v in values):
+            if (
+                cell.status_a == "ok"
+                and cell.status_b == "ok"
+                and not all(v is not None and math.isfinite(v) for v in values)
+            ):
                 found.append(cell)
         return found
 
@@ -122,6 +127,7 @@ class Comparison:
 
 
 # ---- metrics ---------------------------------------------------------------------------------------
+
 
 def _samples(record: dict[str, Any]) -> Samples | None:
     """The kept latency samples, through LatencyStats so a record without them is handled in one place."""
@@ -177,9 +183,15 @@ METRICS_COMPARED = (
 QUANTILES = (50.0, 95.0)  # bootstrapped together: one resample serves every statistic of the same samples
 
 
-def quantile_change_cis(a: Samples, b: Samples, quantiles: tuple[float, ...] = QUANTILES, resamples: int = BOOTSTRAP_RESAMPLES,
-                        seed: int = 0) -> dict[float, tuple[float, float]]:
-    """95 % percentile-bootstrap intervals of quantile(b) / quantile(a) - 1, in %, per quantile; both runs resampled, seeded."""
+def quantile_change_cis(
+    a: Samples,
+    b: Samples,
+    quantiles: tuple[float, ...] = QUANTILES,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> dict[float, tuple[float, float]]:
+    """95 % percentile-bootstrap intervals of quantile(b) / quantile(a) - 1, in %, per quantile; both runs resampled,
+    seeded."""
     rng = np.random.default_rng(seed)
     draws_a = np.percentile(rng.choice(a, size=(resamples, a.size), replace=True), quantiles, axis=1)
     draws_b = np.percentile(rng.choice(b, size=(resamples, b.size), replace=True), quantiles, axis=1)
@@ -190,15 +202,21 @@ def quantile_change_cis(a: Samples, b: Samples, quantiles: tuple[float, ...] = Q
     return intervals
 
 
-def bootstrap_change_ci(a: Samples, b: Samples, quantile: float = 50.0, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float]:
+def bootstrap_change_ci(
+    a: Samples, b: Samples, quantile: float = 50.0, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> tuple[float, float]:
     """The interval of one quantile's relative change (the median's by default), in %."""
     return quantile_change_cis(a, b, (quantile,), resamples, seed)[quantile]
 
 
-CiCache = dict[Any, "tuple[dict[float, tuple[float, float]], int] | None"]  # samples function -> (intervals, fewer run's n)
+CiCache = dict[
+    Any, "tuple[dict[float, tuple[float, float]], int] | None"
+]  # samples function -> (intervals, fewer run's n)
 
 
-def _change_ci(metric: _Metric, a: dict[str, Any], b: dict[str, Any], cache: CiCache, resamples: int, seed: int) -> tuple[float, float] | None:
+def _change_ci(
+    metric: _Metric, a: dict[str, Any], b: dict[str, Any], cache: CiCache, resamples: int, seed: int
+) -> tuple[float, float] | None:
     if metric.samples is None:
         return None
     if metric.samples not in cache:
@@ -206,7 +224,10 @@ def _change_ci(metric: _Metric, a: dict[str, Any], b: dict[str, Any], cache: CiC
         if samples_a is None or samples_b is None or min(samples_a.size, samples_b.size) < MIN_SAMPLES_FOR_CI:
             cache[metric.samples] = None
         else:
-            cache[metric.samples] = (quantile_change_cis(samples_a, samples_b, QUANTILES, resamples, seed), min(samples_a.size, samples_b.size))
+            cache[metric.samples] = (
+                quantile_change_cis(samples_a, samples_b, QUANTILES, resamples, seed),
+                min(samples_a.size, samples_b.size),
+            )
     cached = cache[metric.samples]
     if cached is None or cached[1] < min_samples_for_ci(metric.quantile):
         return None
@@ -222,7 +243,9 @@ def process_medians(record: dict[str, Any]) -> np.ndarray | None:
     return np.asarray(medians, dtype=np.float64) if medians and len(medians) >= 2 else None
 
 
-def between_process_change_ci(a: np.ndarray, b: np.ndarray, change_pct: float, confidence: float = 0.95) -> tuple[float, float]:
+def between_process_change_ci(
+    a: np.ndarray, b: np.ndarray, change_pct: float, confidence: float = 0.95
+) -> tuple[float, float]:
     """Welch t-interval of the change in % between two sets of per-process medians, centred on the headline change."""
     from scipy import stats as scipy_stats
 
@@ -235,7 +258,9 @@ def between_process_change_ci(a: np.ndarray, b: np.ndarray, change_pct: float, c
     return change_pct - half, change_pct + half
 
 
-def _between_process_ci(metric: _Metric, a: dict[str, Any], b: dict[str, Any], change_pct: float) -> tuple[float, float] | None:
+def _between_process_ci(
+    metric: _Metric, a: dict[str, Any], b: dict[str, Any], change_pct: float
+) -> tuple[float, float] | None:
     """For the median and FPS when both runs measured each cell in >= 2 processes: the between-process interval."""
     medians_a, medians_b = process_medians(a), process_medians(b)
     if medians_a is None or medians_b is None or metric.key not in ("median_ms", "fps"):
@@ -247,14 +272,26 @@ def _between_process_ci(metric: _Metric, a: dict[str, Any], b: dict[str, Any], c
     return 100 / (1 + high / 100) - 100, 100 / (1 + low / 100) - 100  # FPS is the inverse of the median
 
 
-def _metric_change(metric: _Metric, a: dict[str, Any], b: dict[str, Any], threshold_pct: float, cache: CiCache, resamples: int, seed: int) -> MetricChange:
+def _metric_change(
+    metric: _Metric,
+    a: dict[str, Any],
+    b: dict[str, Any],
+    threshold_pct: float,
+    cache: CiCache,
+    resamples: int,
+    seed: int,
+) -> MetricChange:
     value_a, value_b = metric.value(a), metric.value(b)
     if metric.key in ("peak_mb", "footprint_mb") and headline_memory(a)[1] != headline_memory(b)[1]:
         value_a = value_b = None  # different memory figures (e.g. NVML vs RSS) are not comparable
     change = (value_b - value_a) / value_a * 100 if value_a and value_b is not None else None
     # Between processes when both runs have them (pyperf's worker processes): samples of one process share its luck.
     between = _between_process_ci(metric, a, b, change) if change is not None else None
-    ci = between if between is not None else (_change_ci(metric, a, b, cache, resamples, seed) if change is not None else None)
+    ci = (
+        between
+        if between is not None
+        else (_change_ci(metric, a, b, cache, resamples, seed) if change is not None else None)
+    )
     if change is None:
         significant = False
     elif metric.samples is None:
@@ -286,7 +323,9 @@ def _fp(meta: dict[str, Any]) -> dict[str, Any]:
 
 def fingerprint_differences(meta_a: dict[str, Any], meta_b: dict[str, Any]) -> list[str]:
     """What differs between the two runs' hardware and software; volatile fields (hostname, times) are ignored."""
-    differences = [f"{name}: {get(meta_a)} → {get(meta_b)}" for name, get in FINGERPRINT_FIELDS if get(meta_a) != get(meta_b)]
+    differences = [
+        f"{name}: {get(meta_a)} → {get(meta_b)}" for name, get in FINGERPRINT_FIELDS if get(meta_a) != get(meta_b)
+    ]
     packages_a, packages_b = _fp(meta_a).get("packages") or {}, _fp(meta_b).get("packages") or {}
     for package in sorted(set(packages_a) | set(packages_b)):
         if packages_a.get(package) != packages_b.get(package):
@@ -297,7 +336,9 @@ def fingerprint_differences(meta_a: dict[str, Any], meta_b: dict[str, Any]) -> l
 CEILING_TOLERANCE = 0.10
 
 
-def ceiling_differences(meta_a: dict[str, Any], meta_b: dict[str, Any], tolerance: float = CEILING_TOLERANCE) -> list[str]:
+def ceiling_differences(
+    meta_a: dict[str, Any], meta_b: dict[str, Any], tolerance: float = CEILING_TOLERANCE
+) -> list[str]:
     """Precision classes whose measured matmul ceiling differs by more than `tolerance` between the runs."""
     matmul_a = (meta_a.get("ceiling") or {}).get("matmul") or {}
     matmul_b = (meta_b.get("ceiling") or {}).get("matmul") or {}
@@ -306,18 +347,31 @@ def ceiling_differences(meta_a: dict[str, Any], meta_b: dict[str, Any], toleranc
         rate_a, rate_b = (matmul_a[kind] or {}).get("gflops"), (matmul_b[kind] or {}).get("gflops")
         if rate_a and rate_b and abs(rate_b - rate_a) / rate_a > tolerance:
             unit = matmul_a[kind].get("unit") or "GFLOP/s"
-            lines.append(f"measured {kind} matmul ceiling {rate_a:.1f} → {rate_b:.1f} {unit} ({(rate_b - rate_a) / rate_a * 100:+.0f} %): "
-                         "the runs measured different machines (or one was throttled or busy); latency changes reflect that, not the code")
+            lines.append(
+                f"measured {kind} matmul ceiling {rate_a:.1f} → {rate_b:.1f} {unit} "
+                f"({(rate_b - rate_a) / rate_a * 100:+.0f} %): the runs measured different machines (or one was "
+                "throttled or busy); latency changes reflect that, not the code"
+            )
     return lines
 
 
 def cell_flags(record_a: dict[str, Any], record_b: dict[str, Any]) -> tuple[str, ...]:
     """'contended in B', 'undersampled in A': measurement conditions that make a change less trustworthy."""
-    return tuple(f"{flag} in {side}" for flag in ("contended", "undersampled") for side, record in (("A", record_a), ("B", record_b)) if record.get(flag))
+    return tuple(
+        f"{flag} in {side}"
+        for flag in ("contended", "undersampled")
+        for side, record in (("A", record_a), ("B", record_b))
+        if record.get(flag)
+    )
 
 
-def compare_runs(a: Path | str | RunData, b: Path | str | RunData, threshold: float = DEFAULT_THRESHOLD_PCT,
-                 resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> Comparison:
+def compare_runs(
+    a: Path | str | RunData,
+    b: Path | str | RunData,
+    threshold: float = DEFAULT_THRESHOLD_PCT,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> Comparison:
     """Compare run b against run a (the baseline); threshold is in percent."""
     run_a = a if isinstance(a, RunData) else load_run(a)
     run_b = b if isinstance(b, RunData) else load_run(b)
@@ -329,9 +383,21 @@ def compare_runs(a: Path | str | RunData, b: Path | str | RunData, threshold: fl
         record_b = by_id_b[record_key(record_a)]
         both_ok = record_a.get("status") == "ok" and record_b.get("status") == "ok"
         cache: CiCache = {}
-        metrics = tuple(_metric_change(m, record_a, record_b, threshold, cache, resamples, seed) for m in METRICS_COMPARED) if both_ok else ()
-        cells.append(CellChange(record_key(record_a), cell_label(record_a), str(record_a.get("status")), str(record_b.get("status")), metrics,
-                                cell_flags(record_a, record_b)))
+        metrics = (
+            tuple(_metric_change(m, record_a, record_b, threshold, cache, resamples, seed) for m in METRICS_COMPARED)
+            if both_ok
+            else ()
+        )
+        cells.append(
+            CellChange(
+                record_key(record_a),
+                cell_label(record_a),
+                str(record_a.get("status")),
+                str(record_b.get("status")),
+                metrics,
+                cell_flags(record_a, record_b),
+            )
+        )
     return Comparison(
         name_a=run_a.name,
         name_b=run_b.name,
@@ -345,6 +411,7 @@ def compare_runs(a: Path | str | RunData, b: Path | str | RunData, threshold: fl
 
 
 # ---- presentation ----------------------------------------------------------------------------------
+
 
 def change_text(change: MetricChange | None, with_ci: bool = False) -> str:
     """'+20.1 % (!) [+18.0, +22.3]': the change, the significance mark, optionally the interval."""
@@ -378,9 +445,24 @@ def _rich_change(change: MetricChange | None, with_ci: bool = False) -> str:
 
 def comparison_table(comparison: Comparison) -> Table:
     """The terminal table: one row per matched cell; green faster, red slower, (!) significant."""
-    table = Table(title=escape(f"{comparison.name_b} vs {comparison.name_a} (baseline) · threshold {comparison.threshold_pct:g} %"))
-    for column in ("cell", "status", "median ms (A → B)", "median Δ [95 % CI]", "p95 Δ", "FPS Δ", "end-to-end Δ", "end-to-end FPS Δ", "peak memory Δ", "footprint Δ",
-                   "mIoU (GT) Δ"):
+    table = Table(
+        title=escape(
+            f"{comparison.name_b} vs {comparison.name_a} (baseline) · threshold {comparison.threshold_pct:g} %"
+        )
+    )
+    for column in (
+        "cell",
+        "status",
+        "median ms (A → B)",
+        "median Δ [95 % CI]",
+        "p95 Δ",
+        "FPS Δ",
+        "end-to-end Δ",
+        "end-to-end FPS Δ",
+        "peak memory Δ",
+        "footprint Δ",
+        "mIoU (GT) Δ",
+    ):
         table.add_column(escape(column), justify="left" if column in ("cell", "status") else "right")
     for cell in comparison.cells:
         median = cell.metric("median_ms")

@@ -38,7 +38,9 @@ def default_output(run_dir: Path | str, fmt: str = "html") -> Path:
     return REPORTS_DIR / f"{Path(run_dir).resolve().name}{FORMATS[fmt]}"
 
 
-def write_report(run_dir: Path | str, output: Path | None = None, fmt: str = "html", targets: Targets | None = None) -> Path:
+def write_report(
+    run_dir: Path | str, output: Path | None = None, fmt: str = "html", targets: Targets | None = None
+) -> Path:
     """Render a run in the given format and write it; returns the file written. `targets` default to the suite's."""
     if fmt not in FORMATS:
         raise SegbenchError(f"--format: unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -56,6 +58,7 @@ def write_report(run_dir: Path | str, output: Path | None = None, fmt: str = "ht
 
 # ---- Markdown --------------------------------------------------------------------------------------
 
+
 def _md_text(value: Any) -> str:
     """Table-safe text: no line breaks, no column breaks, no raw HTML."""
     text = str(value).replace("\r", " ").replace("\n", " ")
@@ -63,10 +66,13 @@ def _md_text(value: Any) -> str:
 
 
 def markdown_table(frame: pd.DataFrame, columns: list[Column]) -> str:
-    """A pipe table of the frame's listed columns (the HTML report's columns: label and format); columns the frame lacks are left out."""
+    """A pipe table of the frame's listed columns (the HTML report's columns: label and format); columns the frame lacks
+    are left out."""
     present = [column for column in columns if column.key in frame.columns]
-    lines = ["| " + " | ".join(_md_text(column.label) for column in present) + " |",
-             "|" + "|".join("---:" if column.numeric else "---" for column in present) + "|"]
+    lines = [
+        "| " + " | ".join(_md_text(column.label) for column in present) + " |",
+        "|" + "|".join("---:" if column.numeric else "---" for column in present) + "|",
+    ]
     for record in frame.to_dict("records"):
         lines.append("| " + " | ".join(_md_text(column.format(record[column.key])) for column in present) + " |")
     return "\n".join(lines)
@@ -77,10 +83,17 @@ def _md_answer(run: RunData, targets: Targets | None) -> list[str]:
     parts = ["### Answer", ""]
     if result.has_targets:
         counts = result.counts
-        parts.append(f"Targets: **{_md_text(result.target_text)}**. Verdicts: {counts['meets']} of {len(result.verdicts)} meet every target, {counts['misses']} miss, "
-                     f"{counts['unknown']} unknown.")
+        parts.append(
+            f"Targets: **{_md_text(result.target_text)}**. Verdicts: {counts['meets']} of {len(result.verdicts)} meet "
+            f"every target, {counts['misses']} miss, {counts['unknown']} unknown."
+        )
     else:
-        parts.append(_md_text("No targets are set, so there is no verdict: below are the fastest and the lightest configuration per model. " + HOW_TO))
+        parts.append(
+            _md_text(
+                "No targets are set, so there is no verdict: below are the fastest and the lightest configuration per "
+                "model. " + HOW_TO
+            )
+        )
     parts += ["", _md_text(FPS_SENTENCE), ""]
     for item in result.models:
         parts.append(f"- **{_md_text(item.model)}**")
@@ -98,8 +111,9 @@ def render_markdown(run: RunData, targets: Targets | None = None) -> str:
     parts = [
         f"## segbench: {_md_text(run.suite_name)}",
         "",
-        f"Run `{_md_text(run.name)}` · {fmt_time(run.meta.get('start_time'))} · {fmt_duration(run.meta.get('duration_s'))} · "
-        f"device {_md_text(run.meta.get('device') or '?')} · {_md_text(fingerprint.get('machine') or '?')} · {_md_text(gpus)} · torch {_md_text(torch_version)}",
+        f"Run `{_md_text(run.name)}` · {fmt_time(run.meta.get('start_time'))} · "
+        f"{fmt_duration(run.meta.get('duration_s'))} · device {_md_text(run.meta.get('device') or '?')} · "
+        f"{_md_text(fingerprint.get('machine') or '?')} · {_md_text(gpus)} · torch {_md_text(torch_version)}",
     ]
     note = weights_note(run)
     if note:
@@ -112,33 +126,80 @@ def render_markdown(run: RunData, targets: Targets | None = None) -> str:
     else:
         parts += [markdown_table(leaderboard, LEADERBOARD_COLUMNS), ""]
         parts += [f"{index}. {_md_text(text)}" for index, text in enumerate(notes, start=1)]
-        parts += ["", _md_text("Latency per batch (forward pass); FPS (forward) and FPS (end to end) side by side. " + memory_note(run))]
+        parts += [
+            "",
+            _md_text(
+                "Latency per batch (forward pass); FPS (forward) and FPS (end to end) side by side. " + memory_note(run)
+            ),
+        ]
     quantization = tables.quantization(run)
     if not quantization.empty:
         parts += ["", "### Quantization and precision", "", markdown_table(quantization, QUANTIZATION_COLUMNS)]
     accuracy = tables.per_class_iou(run)
     if not accuracy.empty:
-        columns = [Column("cell", "cell"), *(Column(key, key, fmt_fixed(2), True) for key in accuracy.columns if key not in ("model", "cell"))]
-        parts += ["", "### Accuracy against the dataset's labels", "", _md_text(dataset_text(run)), "", markdown_table(accuracy, columns)]
+        columns = [
+            Column("cell", "cell"),
+            *(Column(key, key, fmt_fixed(2), True) for key in accuracy.columns if key not in ("model", "cell")),
+        ]
+        parts += [
+            "",
+            "### Accuracy against the dataset's labels",
+            "",
+            _md_text(dataset_text(run)),
+            "",
+            markdown_table(accuracy, columns),
+        ]
     failures = tables.failures(run)
     if not failures.empty:
         parts += ["", "### Cells that did not finish", "", markdown_table(failures, FAILURE_COLUMNS)]
     expectations = expectation_rows(run)
     if expectations:
-        parts += ["", "### Expectations", "", "| claim | metric | expected | measured | verdict | cell or reason |", "|---|---|---|---:|---|---|"]
-        parts += ["| " + " | ".join(_md_text(value) for value in (row["claim"], row["metric"], row["expected"] or "–", row["measured_text"], row["verdict"],
-                                                                    row["cell"] or row["reason"] or "")) + " |" for row in expectations]
+        parts += [
+            "",
+            "### Expectations",
+            "",
+            "| claim | metric | expected | measured | verdict | cell or reason |",
+            "|---|---|---|---:|---|---|",
+        ]
+        parts += [
+            "| "
+            + " | ".join(
+                _md_text(value)
+                for value in (
+                    row["claim"],
+                    row["metric"],
+                    row["expected"] or "–",
+                    row["measured_text"],
+                    row["verdict"],
+                    row["cell"] or row["reason"] or "",
+                )
+            )
+            + " |"
+            for row in expectations
+        ]
     return "\n".join(parts) + "\n"
 
 
 # ---- CSV -------------------------------------------------------------------------------------------
 
-IDENTITY_COLUMNS = ["cell_id", "model", "card", "resolution", "batch", "precision", "backend", "options", "status", "error"]
+IDENTITY_COLUMNS = [
+    "cell_id",
+    "model",
+    "card",
+    "resolution",
+    "batch",
+    "precision",
+    "backend",
+    "options",
+    "status",
+    "error",
+]
 BULKY = ("samples_ms", "stage_samples_ms", "traceback")
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """Every scalar of a record under its dotted path; lists of scalars as JSON text, lists of objects (trials, series) left out."""
+    """Every scalar of a record under its dotted path; lists of scalars as JSON text, lists of objects (trials, series)
+    left out."""
     flat: dict[str, Any] = {}
     for key, value in data.items():
         name = f"{prefix}{key}"
@@ -155,7 +216,8 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def cells_frame(run: RunData, targets: Targets | None = None) -> pd.DataFrame:
-    """One row per cell (ok or not): its axes, every catalogue metric (stable keys), the verdict, then every other scalar of the record by its dotted path (latency_ms.p90, stream.frames_dropped)."""
+    """One row per cell (ok or not): its axes, every catalogue metric (stable keys), the verdict, then every other
+    scalar of the record by its dotted path (latency_ms.p90, stream.frames_dropped)."""
     result = answer(run, targets)
     found = tables.references(run)
     per_value = [metric.key for metric in CATALOGUE]
@@ -174,7 +236,9 @@ def cells_frame(run: RunData, targets: Targets | None = None) -> pd.DataFrame:
     columns = [*IDENTITY_COLUMNS, *per_value, "memory_figure", "verdict", "verdict_detail"]
     frame = pd.DataFrame(rows)
     extra = sorted(c for c in frame.columns if c not in columns) if not frame.empty else []
-    return frame.reindex(columns=[*columns, *extra])  # explicit columns: an empty run still gets a header, names never move
+    return frame.reindex(
+        columns=[*columns, *extra]
+    )  # explicit columns: an empty run still gets a header, names never move
 
 
 FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")

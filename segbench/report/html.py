@@ -64,6 +64,7 @@ class HtmlTable:
 
 # ---- tables ----------------------------------------------------------------------------------------
 
+
 def html_table(frame: pd.DataFrame, columns: list[Column]) -> HtmlTable:
     """Rows of display text plus a machine-sortable value per cell; columns absent from the frame are dropped."""
     present = [c for c in columns if c.key in frame.columns]
@@ -104,11 +105,29 @@ QUANTIZATION_COLUMNS = [
     Column("reference_ms", "fp32 eager ms", fmt_ms, True, help="the fp32 eager cell's forward median"),
     metric_column("speedup"),
     metric_column("end_to_end_ms"),
-    Column("reference_end_to_end_ms", "fp32 eager end-to-end ms", fmt_ms, True, help="the fp32 eager cell's end-to-end median"),
+    Column(
+        "reference_end_to_end_ms",
+        "fp32 eager end-to-end ms",
+        fmt_ms,
+        True,
+        help="the fp32 eager cell's end-to-end median",
+    ),
     metric_column("end_to_end_speedup"),
     metric_column("memory_saving_pct"),
-    *(metric_column(key) for key in ("pixel_agreement_pct", "miou_vs_fp32_pct", "max_abs_logit_diff", "quantized_share_pct", "miou_gt_pct", "miou_delta_pts")),
-    Column("pareto", "Pareto", fmt_flag, help="on the latency / agreement Pareto front of its model, resolution and batch"),
+    *(
+        metric_column(key)
+        for key in (
+            "pixel_agreement_pct",
+            "miou_vs_fp32_pct",
+            "max_abs_logit_diff",
+            "quantized_share_pct",
+            "miou_gt_pct",
+            "miou_delta_pts",
+        )
+    ),
+    Column(
+        "pareto", "Pareto", fmt_flag, help="on the latency / agreement Pareto front of its model, resolution and batch"
+    ),
     Column("fidelity_note", "fidelity note"),
 ]
 
@@ -127,7 +146,11 @@ def _telemetry_table(run: RunData) -> HtmlTable | None:
     frame = tables.telemetry(run)
     if frame.empty:
         return None
-    columns = [Column("cell", "cell"), *(metric_column(key) for key in tables.TELEMETRY), Column("throttle_causes", "throttle causes")]
+    columns = [
+        Column("cell", "cell"),
+        *(metric_column(key) for key in tables.TELEMETRY),
+        Column("throttle_causes", "throttle causes"),
+    ]
     return html_table(frame, columns)
 
 
@@ -142,18 +165,29 @@ def answer_columns(result: Answer) -> list[Column]:
         metric_column("peak_mb"),
         metric_column("pixel_agreement_pct"),
         Column("status", "status"),
-        Column("verdict", "verdict", help="meets every target, misses one (named, with the gap), or unknown (the missing figure and why)"),
+        Column(
+            "verdict",
+            "verdict",
+            help="meets every target, misses one (named, with the gap), or unknown (the missing figure and why)",
+        ),
         Column("detail", "detail"),
     ]
 
 
 # ---- the run report --------------------------------------------------------------------------------
 
+
 def _memory_breakdown_table(run: RunData) -> HtmlTable | None:
     frame = gpu_memory_breakdown(run)
     if frame.empty:
         return None
-    return html_table(frame, [Column("cell", "cell"), *(Column(key, f"{key} MiB", fmt_fixed(0), True) for key in frame.columns if key not in ("model", "cell"))])
+    return html_table(
+        frame,
+        [
+            Column("cell", "cell"),
+            *(Column(key, f"{key} MiB", fmt_fixed(0), True) for key in frame.columns if key not in ("model", "cell")),
+        ],
+    )
 
 
 def fingerprint_rows(meta: dict[str, Any]) -> list[tuple[str, str]]:
@@ -168,10 +202,22 @@ def fingerprint_rows(meta: dict[str, Any]) -> list[tuple[str, str]]:
         ("device", str(meta.get("device") or "unknown")),
         ("hardware target", str(meta.get("hardware_target") or "")),
         ("machine", str(fingerprint.get("machine") or "")),
-        ("CPU", f"{cpu.get('model') or '?'} · {cpu.get('physical_cores') or '?'} cores / {cpu.get('logical_cores') or '?'} threads" if cpu else ""),
+        (
+            "CPU",
+            f"{cpu.get('model') or '?'} · {cpu.get('physical_cores') or '?'} cores / {cpu.get('logical_cores') or '?'} "
+            "threads"
+            if cpu
+            else "",
+        ),
         ("RAM", f"{fingerprint['ram_gb']} GiB" if fingerprint.get("ram_gb") else ""),
         ("GPUs", "; ".join(f"{g.get('name')} ({(g.get('memory_mb') or 0) / 1024:.1f} GiB)" for g in gpus) or "none"),
-        ("CUDA", f"available: {cuda.get('available')} · torch CUDA build {cuda.get('torch_cuda_build')} · cuDNN {cuda.get('cudnn')}" if cuda else ""),
+        (
+            "CUDA",
+            f"available: {cuda.get('available')} · torch CUDA build {cuda.get('torch_cuda_build')} · cuDNN "
+            f"{cuda.get('cudnn')}"
+            if cuda
+            else "",
+        ),
         ("NVML", str(fingerprint.get("nvml") or "")),
         ("Python", str(fingerprint.get("python") or "")),
         ("packages", ", ".join(f"{name} {version}" for name, version in packages.items() if version)),
@@ -186,16 +232,20 @@ def weights_note(run: RunData) -> str:
         return ""
     every = len(models) == len({r["model"] for r in run.records})
     who = "Every model" if every else "These models: " + ", ".join(models) + ";"
-    return (f"{who} ran with random weights (fixed seed), not trained ones. Speed and memory do not depend on "
-            "the weight values; fidelity figures measure numeric drift against fp32 only, not accuracy.")
+    return (
+        f"{who} ran with random weights (fixed seed), not trained ones. Speed and memory do not depend on "
+        "the weight values; fidelity figures measure numeric drift against fp32 only, not accuracy."
+    )
 
 
 def memory_note(run: RunData) -> str:
     figures = sorted({tables.peak_memory(r)[1] for r in run.ok if tables.peak_memory(r)[0] is not None})
     if not figures:
         return "No cell recorded a peak-memory figure."
-    return (f"Peak memory is the {' / '.join(figures)} (MiB): on GPUs NVML's per-process peak, falling back to the "
-            "allocator's reserved peak; on CPUs the process's peak resident set size.")
+    return (
+        f"Peak memory is the {' / '.join(figures)} (MiB): on GPUs NVML's per-process peak, falling back to the "
+        "allocator's reserved peak; on CPUs the process's peak resident set size."
+    )
 
 
 def footnote_notes(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -230,10 +280,12 @@ def dataset_text(run: RunData) -> str:
     if not described:
         return ""
     images = next(tables.accuracy(r).get("images") for r in run.ok if tables.accuracy(r))
-    return (f"Against the labels of {described.get('path')} ({described.get('layout')} layout, split {described.get('split')}, "
-            f"{images} images, ignore index {described.get('ignore_index')}); each image is resized to the cell's resolution "
-            "and its class map resized back to the label's size (nearest). Classes absent from both labels and prediction "
-            "are left out of the mean.")
+    return (
+        f"Against the labels of {described.get('path')} ({described.get('layout')} layout, split "
+        f"{described.get('split')}, {images} images, ignore index {described.get('ignore_index')}); each image is "
+        "resized to the cell's resolution and its class map resized back to the label's size (nearest). Classes "
+        "absent from both labels and prediction are left out of the mean."
+    )
 
 
 def report_context(run: RunData, targets: Targets | None = None) -> dict[str, Any]:
@@ -286,7 +338,10 @@ def expectation_rows(run: RunData) -> list[dict[str, Any]]:
 
     rows = evaluate_suite_data(run.suite, run.records)
     card = run.meta.get("fingerprint", {}).get("machine", "")
-    return [{**row, "measured_text": "–" if row["measured"] is None else f"{row['measured']:.4g}", "card": card} for row in rows]
+    return [
+        {**row, "measured_text": "–" if row["measured"] is None else f"{row['measured']:.4g}", "card": card}
+        for row in rows
+    ]
 
 
 def _status_counts(run: RunData) -> list[tuple[str, int]]:
@@ -312,7 +367,16 @@ def render_report(run: RunData, targets: Targets | None = None) -> str:
 
 # ---- the comparison --------------------------------------------------------------------------------
 
-COMPARE_METRICS = ("median_ms", "p95_ms", "fps", "end_to_end_ms", "end_to_end_fps", "peak_mb", "footprint_mb", "miou_gt_pct")
+COMPARE_METRICS = (
+    "median_ms",
+    "p95_ms",
+    "fps",
+    "end_to_end_ms",
+    "end_to_end_fps",
+    "peak_mb",
+    "footprint_mb",
+    "miou_gt_pct",
+)
 
 
 def comparison_context(comparison: Comparison) -> dict[str, Any]:
@@ -322,20 +386,34 @@ def comparison_context(comparison: Comparison) -> dict[str, Any]:
         changes = []
         for key in COMPARE_METRICS:
             metric = cell.metric(key)
-            changes.append(Cell(change_text(metric, with_ci=key == "median_ms"), "" if metric is None or metric.change_pct is None else f"{metric.change_pct:.4f}",
-                                f"num {change_tone(metric)}{' significant' if metric and metric.significant else ''}"))
-        rows.append({
-            "cell": cell,
-            "model": cell.label.split(" ", 1)[0],
-            "median_a": Cell(fmt_ms(median.a), "" if _missing(median.a) else str(median.a), "num") if median else Cell("–", ""),
-            "median_b": Cell(fmt_ms(median.b), "" if _missing(median.b) else str(median.b), "num") if median else Cell("–", ""),
-            "changes": changes,
-        })
+            changes.append(
+                Cell(
+                    change_text(metric, with_ci=key == "median_ms"),
+                    "" if metric is None or metric.change_pct is None else f"{metric.change_pct:.4f}",
+                    f"num {change_tone(metric)}{' significant' if metric and metric.significant else ''}",
+                )
+            )
+        rows.append(
+            {
+                "cell": cell,
+                "model": cell.label.split(" ", 1)[0],
+                "median_a": Cell(fmt_ms(median.a), "" if _missing(median.a) else str(median.a), "num")
+                if median
+                else Cell("–", ""),
+                "median_b": Cell(fmt_ms(median.b), "" if _missing(median.b) else str(median.b), "num")
+                if median
+                else Cell("–", ""),
+                "changes": changes,
+            }
+        )
     worse, better = comparison.significant_count
     return {
         "title": f"segbench compare: {comparison.name_b} vs {comparison.name_a}",
         "comparison": comparison,
-        "change_columns": [(f"{METRICS[key].name} Δ" + (" [95 % CI]" if key == "median_ms" else ""), METRICS[key].help) for key in COMPARE_METRICS],
+        "change_columns": [
+            (f"{METRICS[key].name} Δ" + (" [95 % CI]" if key == "median_ms" else ""), METRICS[key].help)
+            for key in COMPARE_METRICS
+        ],
         "rows": rows,
         "worse": worse,
         "better": better,

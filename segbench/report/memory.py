@@ -52,5 +52,11 @@ def breakdown_row(record: dict[str, Any]) -> dict[str, Any] | None:
 
 def gpu_memory_breakdown(run: RunData) -> pd.DataFrame:
     """Rows for every ok CUDA cell with NVML and allocator figures; empty for CPU runs or without NVML."""
-    rows = [row for record in run.ok if str(record.get("device", "")).startswith("cuda") for row in [breakdown_row(record)] if row]
+    rows = [
+        row
+        for record in run.ok
+        if str(record.get("device", "")).startswith("cuda")
+        for row in [breakdown_row(record)]
+        if row
+    ]
     return pd.DataFrame(rows)

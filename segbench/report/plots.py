@@ -19,7 +19,17 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from segbench.report.tables import STAGES, RunData, cell_label, fidelity_points, option_text, pareto_front, peak_memory, pixels, resolution_text
+from segbench.report.tables import (
+    STAGES,
+    RunData,
+    cell_label,
+    fidelity_points,
+    option_text,
+    pareto_front,
+    peak_memory,
+    pixels,
+    resolution_text,
+)
 
 STYLE = {
     "font.size": 10,
@@ -95,16 +105,27 @@ def plottable_run(run: RunData) -> tuple[RunData, int]:
 
 def _drawn_safely(draw: Callable[[RunData], Plot], run: RunData, dropped: int) -> Plot:
     """A plot, with a sentence for values left out; a plot that still cannot be drawn is skipped with the reason."""
-    left_out = f" {dropped} value(s) that were not finite (±inf, NaN) or beyond {PLOTTABLE_LIMIT:g} are left out of the plots." if dropped else ""
+    left_out = (
+        f" {dropped} value(s) that were not finite (±inf, NaN) or beyond {PLOTTABLE_LIMIT:g} are left out of the plots."
+        if dropped
+        else ""
+    )
     try:
         plot = draw(run)
     except (ValueError, OverflowError, TypeError, ZeroDivisionError) as exc:
         name = draw.__name__.lstrip("_").replace("_", " ")
-        return Plot(f"plot-{draw.__name__.lstrip('_')}", name, None, f"Skipped: this plot could not be drawn from these values ({type(exc).__name__}: {str(exc)[:120]}).{left_out}")
+        return Plot(
+            f"plot-{draw.__name__.lstrip('_')}",
+            name,
+            None,
+            f"Skipped: this plot could not be drawn from these values ({type(exc).__name__}: "
+            f"{str(exc)[:120]}).{left_out}",
+        )
     return replace(plot, note=(plot.note + left_out).strip()) if left_out else plot
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
+
 
 def _encode(figure: Figure) -> str:
     FigureCanvasAgg(figure)
@@ -129,7 +150,7 @@ def _panels(models: list[str], title: str, draw: Callable[[Axes, str], None]) ->
         axes = figure.subplots(rows, columns, squeeze=False)
         for index, model in enumerate(models):
             draw(axes[index // columns][index % columns], model)
-        for spare in axes.flat[len(models):]:
+        for spare in axes.flat[len(models) :]:
             spare.set_visible(False)
         figure.suptitle(title, fontsize=13, fontweight="bold")
         return _encode(figure)
@@ -156,7 +177,9 @@ def _ci_errors(records: Records) -> list[list[float]] | None:
     for record in records:
         latency = record.get("latency_ms") or {}
         interval = latency.get("ci95")
-        if not (isinstance(interval, list) and len(interval) == 2 and all(isinstance(v, (int, float)) for v in interval)):
+        if not (
+            isinstance(interval, list) and len(interval) == 2 and all(isinstance(v, (int, float)) for v in interval)
+        ):
             return None
         below.append(max(0.0, latency["median"] - interval[0]))
         above.append(max(0.0, interval[1] - latency["median"]))
@@ -183,6 +206,7 @@ def _log_if_wide(values: Iterable[float], axis: Axes, which: str = "y", ratio: f
 
 # ---- the plots -------------------------------------------------------------------------------------
 
+
 def latency_vs_resolution(run: RunData) -> Plot:
     key, title = "plot-latency-resolution", "Latency vs resolution"
     models = {m: rs for m, rs in _by_model(run.ok).items() if len({tuple(r["resolution"]) for r in rs}) > 1}
@@ -198,12 +222,22 @@ def latency_vs_resolution(run: RunData) -> Plot:
         for label, series in _series(here, option_text).items():
             series = sorted(series, key=pixels)
             medians = [r["latency_ms"]["median"] for r in series]
-            axis.errorbar([positions[tuple(r["resolution"])] for r in series], medians, yerr=_ci_errors(series), marker="o", capsize=3, label=label)
+            axis.errorbar(
+                [positions[tuple(r["resolution"])] for r in series],
+                medians,
+                yerr=_ci_errors(series),
+                marker="o",
+                capsize=3,
+                label=label,
+            )
         _log_if_wide([r["latency_ms"]["median"] for r in here], axis, "y")
         axis.set(title=f"{model} (batch {batch})", xlabel="input resolution (H x W)", ylabel="median latency (ms)")
         _legend(axis)
 
-    note = "Median forward latency at each model's smallest batch, with its 95 % bootstrap interval as error bars; one line per precision / backend."
+    note = (
+        "Median forward latency at each model's smallest batch, with its 95 % bootstrap interval as error bars; "
+        "one line per precision / backend."
+    )
     return Plot(key, title, _panels(list(models), title, draw), note)
 
 
@@ -217,10 +251,18 @@ def fps_vs_batch(run: RunData) -> Plot:
         here = models[model]
         for label, series in _series(here, lambda r: f"{resolution_text(r)} {option_text(r)}").items():
             series = sorted(series, key=lambda r: r["batch_size"])
-            line, = axis.plot([r["batch_size"] for r in series], [r["fps"] for r in series], marker="o", label=f"{label} (forward)")
-            end_to_end = [(r["batch_size"], r["end_to_end_fps"]) for r in series if isinstance(r.get("end_to_end_fps"), (int, float))]
+            (line,) = axis.plot(
+                [r["batch_size"] for r in series], [r["fps"] for r in series], marker="o", label=f"{label} (forward)"
+            )
+            end_to_end = [
+                (r["batch_size"], r["end_to_end_fps"])
+                for r in series
+                if isinstance(r.get("end_to_end_fps"), (int, float))
+            ]
             if end_to_end:
-                axis.plot(*zip(*end_to_end), marker="s", linestyle="--", color=line.get_color(), label=f"{label} (end to end)")
+                axis.plot(
+                    *zip(*end_to_end), marker="s", linestyle="--", color=line.get_color(), label=f"{label} (end to end)"
+                )
         batches = sorted({r["batch_size"] for r in here})
         if batches[-1] / batches[0] >= 4:
             axis.set_xscale("log", base=2)
@@ -230,8 +272,10 @@ def fps_vs_batch(run: RunData) -> Plot:
         axis.set_ylim(bottom=0)
         _legend(axis)
 
-    note = ("Images per second: solid lines from the median forward latency (batch × 1000 / median ms), dashed lines end to end "
-            "(preprocess + forward + postprocess); one colour per resolution and precision / backend.")
+    note = (
+        "Images per second: solid lines from the median forward latency (batch × 1000 / median ms), dashed lines end "
+        "to end (preprocess + forward + postprocess); one colour per resolution and precision / backend."
+    )
     return Plot(key, title, _panels(list(models), title, draw), note)
 
 
@@ -242,7 +286,13 @@ def memory_vs_resolution(run: RunData) -> Plot:
         return Plot(key, title, None, "Skipped: no cell recorded a peak-memory figure.")
     trends = {model for model, rs in _by_model(measured).items() if len({tuple(r["resolution"]) for r in rs}) > 1}
     if not trends:
-        return Plot(key, title, None, "Skipped: every model ran at one resolution, so each panel would hold a single point; the leaderboard has the figures.")
+        return Plot(
+            key,
+            title,
+            None,
+            "Skipped: every model ran at one resolution, so each panel would hold a single point; the leaderboard has "
+            "the figures.",
+        )
     measured = [r for r in measured if r["model"] in trends]
     figures = sorted({peak_memory(r)[1] for r in measured})
     capacity, budget = run.device_memory(), run.budget()
@@ -253,12 +303,29 @@ def memory_vs_resolution(run: RunData) -> Plot:
         positions = _resolution_axis(axis, here)
         for label, series in _series(here, lambda r: f"{option_text(r)} b{r['batch_size']}").items():
             series = sorted(series, key=pixels)
-            axis.plot([positions[tuple(r["resolution"])] for r in series], [peak_memory(r)[0] for r in series], marker="o", label=label)
+            axis.plot(
+                [positions[tuple(r["resolution"])] for r in series],
+                [peak_memory(r)[0] for r in series],
+                marker="o",
+                label=label,
+            )
         top = max(peak_memory(r)[0] or 0 for r in here)
         if capacity and capacity[0] <= 4 * top:
-            axis.axhline(capacity[0], color="black", linestyle="--", linewidth=1.2, label=f"{capacity[1]} ({capacity[0] / 1024:.3g} GiB)")
+            axis.axhline(
+                capacity[0],
+                color="black",
+                linestyle="--",
+                linewidth=1.2,
+                label=f"{capacity[1]} ({capacity[0] / 1024:.3g} GiB)",
+            )
         if budget:
-            axis.axhline(budget[0], color="crimson", linestyle=":", linewidth=1.5, label=f"{budget[1]} ({budget[0] / 1024:.3g} GiB)")
+            axis.axhline(
+                budget[0],
+                color="crimson",
+                linestyle=":",
+                linewidth=1.5,
+                label=f"{budget[1]} ({budget[0] / 1024:.3g} GiB)",
+            )
         axis.set(title=model, xlabel="input resolution (H x W)", ylabel="peak memory (MiB)")
         axis.set_ylim(bottom=0)
         _legend(axis)
@@ -275,7 +342,9 @@ def memory_vs_resolution(run: RunData) -> Plot:
 
 def stage_breakdown(run: RunData) -> Plot:
     key, title = "plot-stages", "Stage breakdown"
-    cells = [r for r in run.ok if all(((r.get("stages_ms") or {}).get(s) or {}).get("median") is not None for s in STAGES)]
+    cells = [
+        r for r in run.ok if all(((r.get("stages_ms") or {}).get(s) or {}).get("median") is not None for s in STAGES)
+    ]
     if not cells:
         return Plot(key, title, None, "Skipped: no cell recorded per-stage timings.")
     shown = cells[:MAX_ROWS]
@@ -298,7 +367,12 @@ def stage_breakdown(run: RunData) -> Plot:
         figure.legend(loc="outside lower center", ncol=3, frameon=False)
         image = _encode(figure)
     left_out = f" {len(cells) - len(shown)} more cells are left out." if len(cells) > len(shown) else ""
-    return Plot(key, title, image, "Each bar is one cell; the number at its end is the sum of the three stage medians." + left_out)
+    return Plot(
+        key,
+        title,
+        image,
+        "Each bar is one cell; the number at its end is the sum of the three stage medians." + left_out,
+    )
 
 
 def latency_distribution(run: RunData) -> Plot:
@@ -310,15 +384,26 @@ def latency_distribution(run: RunData) -> Plot:
     with matplotlib.rc_context(STYLE):
         figure = Figure(figsize=(10, 1.2 + 0.32 * len(shown)), layout="constrained")
         axis = figure.subplots()
-        axis.boxplot([r["samples_ms"] for r in shown], orientation="horizontal", tick_labels=[f"{cell_label(r)} (n={len(r['samples_ms'])})" for r in shown],
-                     widths=0.6, showfliers=True, flierprops={"markersize": 3, "alpha": 0.5})
+        axis.boxplot(
+            [r["samples_ms"] for r in shown],
+            orientation="horizontal",
+            tick_labels=[f"{cell_label(r)} (n={len(r['samples_ms'])})" for r in shown],
+            widths=0.6,
+            showfliers=True,
+            flierprops={"markersize": 3, "alpha": 0.5},
+        )
         axis.invert_yaxis()
         _log_if_wide([v for r in shown for v in r["samples_ms"]], axis, "x")
         axis.set(xlabel="forward latency per iteration (ms)", title=f"{title} (every kept sample)")
         axis.grid(axis="y", visible=False)
         image = _encode(figure)
     left_out = f" {len(cells) - len(shown)} more cells are left out." if len(cells) > len(shown) else ""
-    return Plot(key, title, image, "Box: middle half of the samples, line: median, whiskers: 1.5 × IQR, dots: outliers." + left_out)
+    return Plot(
+        key,
+        title,
+        image,
+        "Box: middle half of the samples, line: median, whiskers: 1.5 × IQR, dots: outliers." + left_out,
+    )
 
 
 def _pareto_plot(run: RunData) -> Plot:
@@ -326,7 +411,9 @@ def _pareto_plot(run: RunData) -> Plot:
     groups: dict[Any, list[dict[str, Any]]] = {}
     for point in fidelity_points(run):
         groups.setdefault(point["group"], []).append(point)
-    points = [p for group in groups.values() if len(group) > 1 for p in group]  # a lone reference has nothing to trade off
+    points = [
+        p for group in groups.values() if len(group) > 1 for p in group
+    ]  # a lone reference has nothing to trade off
     if not run.has_fidelity or not points:
         return Plot(key, title, None, "Skipped: this run has no fidelity data.")
     front = pareto_front(run)
@@ -336,24 +423,42 @@ def _pareto_plot(run: RunData) -> Plot:
         here = [p for p in points if p["record"]["model"] == model]
         for label, group in _series_points(here).items():
             group = sorted(group, key=lambda p: p["median_ms"])
-            line = axis.scatter([p["median_ms"] for p in group], [p["agreement"] * 100 for p in group], label=label, s=30)
+            line = axis.scatter(
+                [p["median_ms"] for p in group], [p["agreement"] * 100 for p in group], label=label, s=30
+            )
             on_front = [p for p in group if p["record"]["cell_id"] in front]
             if len(on_front) > 1:
-                axis.plot([p["median_ms"] for p in on_front], [p["agreement"] * 100 for p in on_front], drawstyle="steps-post", color=line.get_facecolor()[0], linewidth=1)
+                axis.plot(
+                    [p["median_ms"] for p in on_front],
+                    [p["agreement"] * 100 for p in on_front],
+                    drawstyle="steps-post",
+                    color=line.get_facecolor()[0],
+                    linewidth=1,
+                )
             for p in on_front:  # labelling every point would pile labels on top of each other
-                axis.annotate(option_text(p["record"]), (p["median_ms"], p["agreement"] * 100), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                axis.annotate(
+                    option_text(p["record"]),
+                    (p["median_ms"], p["agreement"] * 100),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
         _log_if_wide([p["median_ms"] for p in here], axis, "x")
         lowest = min(p["agreement"] for p in here) * 100
         margin = max(0.02, (100 - lowest) * 0.1)
         bottom = min(lowest - margin, 100 - MIN_AGREEMENT_SPAN)  # never narrower than one percentage point
         axis.set_ylim(bottom, 100 + margin)  # agreement never exceeds 100 %: no empty band above it
-        decimals = max(0, math.ceil(-math.log10((100 + margin - bottom) / 10)))  # about ten steps of the axis tell apart
+        decimals = max(
+            0, math.ceil(-math.log10((100 + margin - bottom) / 10))
+        )  # about ten steps of the axis tell apart
         axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.{decimals}f}"))
         axis.set(title=model, xlabel="median end-to-end latency (ms)", ylabel="pixel agreement with fp32 (%)")
         _legend(axis)
 
-    note = ("Each point is a precision / backend at one resolution and batch; the labelled points joined by the step line are the "
-            "Pareto front, the options no other beats on both speed and agreement.")
+    note = (
+        "Each point is a precision / backend at one resolution and batch; the labelled points joined by the step line "
+        "are the Pareto front, the options no other beats on both speed and agreement."
+    )
     return Plot(key, title, _panels(models, title, draw), note)
 
 

@@ -46,14 +46,18 @@ def stream_text(record: dict[str, Any]) -> str:
     best = f" · max sustainable {stream['max_sustainable_fps']:.1f} FPS" if "max_sustainable_fps" in stream else ""
     latency = stream.get("latency_ms") or {}
     p95 = f", p95 {latency['p95']:.1f} ms" if latency else ""
-    return f" · stream at {stream.get('target_fps', 0):.1f} FPS: {keeps_up}, {stream.get('drop_pct', 0):.1f} % dropped{p95}{best}"
+    return (
+        f" · stream at {stream.get('target_fps', 0):.1f} FPS: {keeps_up}, {stream.get('drop_pct', 0):.1f} % "
+        f"dropped{p95}{best}"
+    )
 
 
 SUMMARY_METRICS = ("median_ms", "p95_ms", "cv_pct", "fps", "end_to_end_fps", "peak_mb", "footprint_mb")
 
 
 def summary_table(records: Iterable[dict[str, Any]], title: str = "") -> Table:
-    """Every user or library string is escaped: a `[/path]` in a name must not be read as markup. Figures come from the metric catalogue."""
+    """Every user or library string is escaped: a `[/path]` in a name must not be read as markup. Figures come from the
+    metric catalogue."""
     table = Table(title=escape(title))
     for column in ("model", "resolution", "batch", "precision", "backend", "status"):
         table.add_column(column, justify="right" if column == "batch" else "left")
@@ -84,6 +88,9 @@ def expectations_table(rows: list[dict[str, Any]]) -> Table:
     for row in rows:
         measured = "–" if row["measured"] is None else f"{row['measured']:.4g}"
         style = VERDICT_STYLE.get(row["verdict"], "")
-        texts = [escape(str(value)) for value in (row["claim"], row["metric"], row["expected"] or "–", row["cell"] or row["reason"] or "")]
+        texts = [
+            escape(str(value))
+            for value in (row["claim"], row["metric"], row["expected"] or "–", row["cell"] or row["reason"] or "")
+        ]
         table.add_row(*texts[:3], measured, f"[{style}]{escape(row['verdict'])}[/]", texts[3])
     return table

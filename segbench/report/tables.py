@@ -71,7 +71,9 @@ class RunData:
 
     @property
     def is_gpu_run(self) -> bool:
-        return str(self.meta.get("device") or "").startswith("cuda") or any(str(r.get("device", "")).startswith("cuda") for r in self.ok)
+        return str(self.meta.get("device") or "").startswith("cuda") or any(
+            str(r.get("device", "")).startswith("cuda") for r in self.ok
+        )
 
     def device_memory(self) -> tuple[float, str] | None:
         """The memory the headline figure competes for: the GPU's on a CUDA run, host RAM otherwise."""
@@ -151,7 +153,10 @@ def _grouped_by_card(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     cards = {record.get("hardware") for record in records if record.get("hardware")}
     if len(cards) < 2:
         return records
-    return [{**record, "model": f"{record['model']} @ {record['hardware']}"} if record.get("hardware") else record for record in records]
+    return [
+        {**record, "model": f"{record['model']} @ {record['hardware']}"} if record.get("hardware") else record
+        for record in records
+    ]
 
 
 def _read_suite(path: Path) -> dict[str, Any]:
@@ -164,6 +169,7 @@ def _read_suite(path: Path) -> dict[str, Any]:
 
 
 # ---- record accessors: every optional field may be missing or null ------------------------------
+
 
 def fidelity(record: dict[str, Any]) -> dict[str, Any]:
     value = record.get("fidelity")
@@ -182,7 +188,9 @@ def add_accuracy_deltas(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     `accuracy.miou_delta_vs_fp32` and `accuracy.pixel_accuracy_delta_vs_fp32` are differences of fractions
     (negative: worse than fp32 eager); 0 on the reference itself. Records are updated in place and returned.
     """
-    references = {variant_key(r): accuracy(r) for r in records if r.get("status") == "ok" and is_reference(r) and accuracy(r)}
+    references = {
+        variant_key(r): accuracy(r) for r in records if r.get("status") == "ok" and is_reference(r) and accuracy(r)
+    }
     for record in records:
         measured = accuracy(record)
         reference = references.get(variant_key(record)) if measured and record.get("status") == "ok" else None
@@ -206,7 +214,14 @@ def pixels(record: dict[str, Any]) -> int:
 
 def variant_key(record: dict[str, Any]) -> tuple[Any, ...]:
     """The axes that a precision/backend comparison holds fixed."""
-    return (record["model"], tuple(record["resolution"]), record["batch_size"], record.get("weights"), json.dumps(record.get("options") or {}, sort_keys=True), record.get("hardware"))
+    return (
+        record["model"],
+        tuple(record["resolution"]),
+        record["batch_size"],
+        record.get("weights"),
+        json.dumps(record.get("options") or {}, sort_keys=True),
+        record.get("hardware"),
+    )
 
 
 def option_text(record: dict[str, Any]) -> str:
@@ -220,7 +235,9 @@ def option_text(record: dict[str, Any]) -> str:
 
 
 def cell_label(record: dict[str, Any]) -> str:
-    card = f" @{record['hardware']}" if record.get("hardware") else ""  # a run over several cards repeats each cell per card
+    card = (
+        f" @{record['hardware']}" if record.get("hardware") else ""
+    )  # a run over several cards repeats each cell per card
     return f"{record['model']} {resolution_text(record)} b{record['batch_size']} {option_text(record)}{card}"
 
 
@@ -240,13 +257,40 @@ def _latency(record: dict[str, Any], key: str) -> float | None:
 
 # ---- tables -----------------------------------------------------------------------------------------
 
+
 def sort_cells(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(records, key=lambda r: (r["model"], pixels(r), r["batch_size"], not is_reference(r), r["precision"], r["backend"], json.dumps(r.get("options") or {})))
+    return sorted(
+        records,
+        key=lambda r: (
+            r["model"],
+            pixels(r),
+            r["batch_size"],
+            not is_reference(r),
+            r["precision"],
+            r["backend"],
+            json.dumps(r.get("options") or {}),
+        ),
+    )
 
 
 IDENTITY = ("cell_id", "model", "card", "resolution", "pixels", "batch", "precision", "backend", "options")
-LEADERBOARD_METRICS = ("median_ms", "p95_ms", "cv_pct", "n", "fps", "end_to_end_ms", "end_to_end_fps", *STREAM, "peak_mb", "footprint_mb",
-                       "params_m", "gflops", "percent_of_peak", "miou_gt_pct", "pixel_accuracy_gt_pct")
+LEADERBOARD_METRICS = (
+    "median_ms",
+    "p95_ms",
+    "cv_pct",
+    "n",
+    "fps",
+    "end_to_end_ms",
+    "end_to_end_fps",
+    *STREAM,
+    "peak_mb",
+    "footprint_mb",
+    "params_m",
+    "gflops",
+    "percent_of_peak",
+    "miou_gt_pct",
+    "pixel_accuracy_gt_pct",
+)
 ALWAYS_SHOWN = {"median_ms", "p95_ms", "cv_pct", "n", "fps", "peak_mb"}  # the rest only when some cell has them
 RELATIVE_METRICS = ("speedup", "end_to_end_speedup", "memory_saving_pct")
 
@@ -280,11 +324,27 @@ def leaderboard(run: RunData) -> pd.DataFrame:
     rows = []
     for record in sort_cells(run.ok):
         _, figure = peak_memory(record)
-        rows.append({**identity(record), **metric_values(record, LEADERBOARD_METRICS), "noisy": bool(record.get("noisy")), "memory_figure": figure,
-                     "notes": "; ".join([*(f"(!) {flag}" for flag in measurement_flags(record) if flag != "noisy"), *(str(n) for n in record.get("notes") or []),
-                                               *([PIPELINE_WHY] if times_whole_pipeline(record) else [])])})
+        rows.append(
+            {
+                **identity(record),
+                **metric_values(record, LEADERBOARD_METRICS),
+                "noisy": bool(record.get("noisy")),
+                "memory_figure": figure,
+                "notes": "; ".join(
+                    [
+                        *(f"(!) {flag}" for flag in measurement_flags(record) if flag != "noisy"),
+                        *(str(n) for n in record.get("notes") or []),
+                        *([PIPELINE_WHY] if times_whole_pipeline(record) else []),
+                    ]
+                ),
+            }
+        )
     frame = pd.DataFrame(rows)
-    return frame if frame.empty else _drop_empty(frame, {*IDENTITY, *ALWAYS_SHOWN, "noisy", "memory_figure", "notes"} - {"card", "options"})
+    return (
+        frame
+        if frame.empty
+        else _drop_empty(frame, {*IDENTITY, *ALWAYS_SHOWN, "noisy", "memory_figure", "notes"} - {"card", "options"})
+    )
 
 
 def relative_values(record: dict[str, Any], reference: dict[str, Any] | None) -> dict[str, float | None]:
@@ -305,8 +365,16 @@ def references(run: RunData) -> dict[tuple[Any, ...], dict[str, Any]]:
     return {variant_key(r): r for r in run.ok if is_reference(r)}
 
 
-QUANTIZATION_METRICS = ("median_ms", "end_to_end_ms", "pixel_agreement_pct", "miou_vs_fp32_pct", "max_abs_logit_diff", "quantized_share_pct",
-                        "miou_gt_pct", "miou_delta_pts")
+QUANTIZATION_METRICS = (
+    "median_ms",
+    "end_to_end_ms",
+    "pixel_agreement_pct",
+    "miou_vs_fp32_pct",
+    "max_abs_logit_diff",
+    "quantized_share_pct",
+    "miou_gt_pct",
+    "miou_delta_pts",
+)
 
 
 def quantization(run: RunData) -> pd.DataFrame:
@@ -318,20 +386,34 @@ def quantization(run: RunData) -> pd.DataFrame:
         if is_reference(record) or reference is None:
             continue
         measured = fidelity(record)
-        rows.append({
-            **identity(record),
-            **metric_values(record, QUANTIZATION_METRICS),
-            "reference_ms": METRICS["median_ms"].value(reference),
-            "reference_end_to_end_ms": METRICS["end_to_end_ms"].value(reference),
-            **relative_values(record, reference),
-            "fidelity_note": str(measured.get("agreement_unavailable") or "") if measured else str(record.get("fidelity_unavailable") or "no fidelity data"),
-        })
+        rows.append(
+            {
+                **identity(record),
+                **metric_values(record, QUANTIZATION_METRICS),
+                "reference_ms": METRICS["median_ms"].value(reference),
+                "reference_end_to_end_ms": METRICS["end_to_end_ms"].value(reference),
+                **relative_values(record, reference),
+                "fidelity_note": str(measured.get("agreement_unavailable") or "")
+                if measured
+                else str(record.get("fidelity_unavailable") or "no fidelity data"),
+            }
+        )
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
     frame["pareto"] = frame["cell_id"].isin(pareto_front(run))
-    optional = ("end_to_end_ms", "reference_end_to_end_ms", "end_to_end_speedup", "memory_saving_pct", "pixel_agreement_pct", "miou_vs_fp32_pct",
-                "max_abs_logit_diff", "quantized_share_pct", "miou_gt_pct", "miou_delta_pts")
+    optional = (
+        "end_to_end_ms",
+        "reference_end_to_end_ms",
+        "end_to_end_speedup",
+        "memory_saving_pct",
+        "pixel_agreement_pct",
+        "miou_vs_fp32_pct",
+        "max_abs_logit_diff",
+        "quantized_share_pct",
+        "miou_gt_pct",
+        "miou_delta_pts",
+    )
     return frame.drop(columns=[c for c in optional if frame[c].isna().all()])
 
 
@@ -342,14 +424,16 @@ def per_class_iou(run: RunData) -> pd.DataFrame:
         measured = accuracy(record)
         if not measured:
             continue
-        rows.append({
-            "model": record["model"],
-            "cell": cell_label(record),
-            "mIoU %": _percent(measured.get("miou")),
-            "Δ vs fp32 (pts)": _percent(measured.get("miou_delta_vs_fp32")),
-            "pixel acc %": _percent(measured.get("pixel_accuracy")),
-            **{f"IoU {name} %": _percent(value) for name, value in (measured.get("per_class_iou") or {}).items()},
-        })
+        rows.append(
+            {
+                "model": record["model"],
+                "cell": cell_label(record),
+                "mIoU %": _percent(measured.get("miou")),
+                "Δ vs fp32 (pts)": _percent(measured.get("miou_delta_vs_fp32")),
+                "pixel acc %": _percent(measured.get("pixel_accuracy")),
+                **{f"IoU {name} %": _percent(value) for name, value in (measured.get("per_class_iou") or {}).items()},
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -359,7 +443,8 @@ def _percent(value: Any) -> float | None:
 
 
 def fidelity_points(run: RunData) -> list[dict[str, Any]]:
-    """(end-to-end latency, pixel agreement) per ok cell with fidelity; the fp32 eager reference agrees with itself (100 %).
+    """(end-to-end latency, pixel agreement) per ok cell with fidelity; the fp32 eager reference agrees with itself (100
+    %).
 
     End to end, so a pipeline backend (whose forward is its whole library call) sits on the same axis as the others.
     """
@@ -392,16 +477,19 @@ def pareto_front(run: RunData) -> set[str]:
 
 
 def failures(run: RunData) -> pd.DataFrame:
-    rows = [{
-        "cell_id": r["cell_id"],
-        "model": r["model"],
-        "resolution": resolution_text(r),
-        "batch": r["batch_size"],
-        "precision": r["precision"],
-        "backend": r["backend"],
-        "status": r.get("status") or "?",
-        "reason": str(r.get("error") or "no reason recorded"),
-    } for r in sort_cells(run.failed)]
+    rows = [
+        {
+            "cell_id": r["cell_id"],
+            "model": r["model"],
+            "resolution": resolution_text(r),
+            "batch": r["batch_size"],
+            "precision": r["precision"],
+            "backend": r["backend"],
+            "status": r.get("status") or "?",
+            "reason": str(r.get("error") or "no reason recorded"),
+        }
+        for r in sort_cells(run.failed)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -417,14 +505,22 @@ def stages(run: RunData) -> pd.DataFrame:
 
 
 def telemetry(run: RunData) -> pd.DataFrame:
-    """GPU telemetry per ok cell (clocks, temperature, power, energy, throttling) where any was sampled; columns are catalogue keys."""
+    """GPU telemetry per ok cell (clocks, temperature, power, energy, throttling) where any was sampled; columns are
+    catalogue keys."""
     rows = []
     for record in sort_cells(run.ok):
         values = metric_values(record, TELEMETRY)
         if not any(value is not None for value in values.values()):
             continue  # a CPU cell or a GPU without NVML: nothing was sampled
         causes = (record.get("telemetry") or {}).get("throttle_causes") or []
-        rows.append({"model": record["model"], "cell": cell_label(record), **values, "throttle_causes": ", ".join(str(c) for c in causes)})
+        rows.append(
+            {
+                "model": record["model"],
+                "cell": cell_label(record),
+                **values,
+                "throttle_causes": ", ".join(str(c) for c in causes),
+            }
+        )
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame

@@ -319,7 +319,9 @@ def _stream_pass(
     if config.target_fps == "max":
         estimate = 1000.0 / end_to_end.median
         searched, trials = find_max_rate(lambda rate: trial(rate, config.duration_s), estimate, config.search_steps)
-        best, outcome, confirmations = confirm_rate(lambda rate: trial(rate, config.duration_s), searched)
+        # When no searched rate kept up (too few steps), confirmation steps down from the slowest rate tried.
+        start = searched if searched > 0 else min(row["target_fps"] for row in trials)
+        best, outcome, confirmations = confirm_rate(lambda rate: trial(rate, config.duration_s), start)
         result = outcome.to_dict() if outcome is not None else {"target_fps": 0.0, "keeps_up": False}
         return {
             **result,

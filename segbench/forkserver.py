@@ -298,8 +298,15 @@ def forget(template: Template) -> None:
 
 @atexit.register
 def shutdown() -> None:
+    # A Ctrl-C arriving while the templates close must not end the exit in a traceback.
+    with contextlib.suppress(ValueError):  # ValueError: not the main thread
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     while _TEMPLATES:
-        _TEMPLATES.popitem()[1].close()
+        template = _TEMPLATES.popitem()[1]
+        try:
+            template.close()
+        except KeyboardInterrupt:
+            template.process.kill()
 
 
 class ForkedProcess:

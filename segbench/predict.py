@@ -75,8 +75,10 @@ def check_image_size(path: Path, max_pixels: int) -> None:
             f"{path}: over {max_pixels:,} pixels (PIL calls it a decompression bomb); downscale it or raise "
             "--max-pixels"
         ) from None
-    except (OSError, ValueError):
-        return  # not something PIL reads; the decoder says what is wrong with it
+    except (OSError, ValueError, ImportError):
+        # Not something PIL reads (ImportError: ultralytics patches Image.open to fetch a HEIF plugin on an
+        # unknown file, which fails offline); the decoder says what is wrong with it.
+        return
     if width * height > max_pixels:
         raise SegbenchError(
             f"{path}: {width}x{height} is {width * height:,} pixels, over --max-pixels {max_pixels:,}; downscale the "

@@ -74,6 +74,7 @@ class CellRecord(Stored):
     telemetry: dict[str, Any] | None = None
     params: Number = None
     prepare_s: Number = None
+    startup_s: Number = None
     wall_s: Number = None
     error: str | None = None
     traceback: str | None = None

@@ -129,7 +129,12 @@ def test_answer_section_in_html_and_markdown(small_run: Path, tmp_path: Path) ->
     rows = page.tables["answer-table"]
     assert len(rows) == 6  # every cell, failed ones included, has a verdict
     text = page.all_text
-    assert f"achieved ≥ {METRICS['achieved_fps'].show(target)}" in text and "Best: " in text and "meets" in text and "misses" in text
+    assert (
+        f"achieved ≥ {METRICS['achieved_fps'].show(target)}" in text
+        and "Best: " in text
+        and "meets" in text
+        and "misses" in text
+    )
     markdown = write_report(suite_targets, tmp_path / "answer.md", fmt="md").read_text()
     assert "### Answer" in markdown and "Best: " in markdown and markdown.count("| test-tiny |") >= 4 + 4
     assert "### Quantization and precision" in markdown and "### Cells that did not finish" in markdown

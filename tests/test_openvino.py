@@ -177,4 +177,5 @@ def test_cpu_best_benchmark_runs_ultralytics_exports_and_prints_ratios(
         assert info["format"] == backend.split("-")[1] and info["own_stage_median_ms"]["inference"] > 0
         # ultralytics' export is preparation: in prepare_s, in no timed sample.
         assert record["prepare_s"] >= info["export_s"] > max(record["samples_ms"]) / 1000
-        assert record["fidelity"]["pixel_agreement"] is not None
+        fidelity = record["fidelity"]  # random weights: no detections, so agreement is undefined and says so
+        assert fidelity["pixel_agreement"] is not None or "no detections" in fidelity["agreement_unavailable"]

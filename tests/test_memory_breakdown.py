@@ -78,3 +78,12 @@ def test_memory_pass_returns_cached_blocks_before_resetting_peaks(monkeypatch: p
     calls.clear()
     memory.reset_allocator_peaks(torch.device("cpu"))
     assert calls == []
+
+
+def test_breakdown_reads_figures_with_the_reports_one_numeric_check() -> None:
+    from segbench.report import memory as report_memory
+    from segbench.report import tables
+
+    assert report_memory.numeric is tables.numeric  # one definition of "a recorded figure", not a copy
+    assert [tables.numeric(value) for value in (3, 2.5, True, "3", None, [1])] == [3.0, 2.5, None, None, None, None]
+    assert breakdown_row(h100_record(weights=True))["weights"] is None  # a flag is never a figure

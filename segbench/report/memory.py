@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from segbench.report.tables import RunData
+from segbench.report.tables import RunData, numeric
 
 BREAKDOWN_NOTE = (
     "NVML's per-process peak is what the driver charges this process, and what a card's capacity must hold. "
@@ -26,8 +26,7 @@ BREAKDOWN_NOTE = (
 
 
 def _mb(record: dict[str, Any], key: str) -> float | None:
-    value = (record.get("memory_mb") or {}).get(key)
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return numeric((record.get("memory_mb") or {}).get(key))
 
 
 def breakdown_row(record: dict[str, Any]) -> dict[str, Any] | None:

@@ -102,7 +102,7 @@ class RunData:
             return float(profile.total_mb), f"{profile.name} budget"
         for record in self.ok:
             cell_budget = record.get("budget")
-            if isinstance(cell_budget, dict) and _number(cell_budget.get("budget_mb")):
+            if isinstance(cell_budget, dict) and numeric(cell_budget.get("budget_mb")):
                 return float(cell_budget["budget_mb"]), f"{cell_budget.get('target') or 'allocator'} budget"
         from_suite = _budget_from(self.suite.get("hardware"))
         return (from_suite, "budget") if from_suite is not None else None
@@ -197,7 +197,7 @@ def add_accuracy_deltas(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not reference:
             continue
         for key in ("miou", "pixel_accuracy"):
-            value, base = _number(measured.get(key)), _number(reference.get(key))
+            value, base = numeric(measured.get(key)), numeric(reference.get(key))
             measured[f"{key}_delta_vs_fp32"] = value - base if value is not None and base is not None else None
     return records
 
@@ -247,12 +247,13 @@ def peak_memory(record: dict[str, Any]) -> tuple[float | None, str]:
     return value, MEMORY_FIGURES.get(name, name)
 
 
-def _number(value: Any) -> float | None:
+def numeric(value: Any) -> float | None:
+    """A recorded figure as a float, or None: text, lists, None and booleans (flags, never figures) are not numbers."""
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _latency(record: dict[str, Any], key: str) -> float | None:
-    return _number((record.get("latency_ms") or {}).get(key))
+    return numeric((record.get("latency_ms") or {}).get(key))
 
 
 # ---- tables -----------------------------------------------------------------------------------------
@@ -438,7 +439,7 @@ def per_class_iou(run: RunData) -> pd.DataFrame:
 
 
 def _percent(value: Any) -> float | None:
-    number = _number(value)
+    number = numeric(value)
     return None if number is None else number * 100
 
 
@@ -450,7 +451,7 @@ def fidelity_points(run: RunData) -> list[dict[str, Any]]:
     """
     points = []
     for record in sort_cells(run.ok):
-        agreement = _number(fidelity(record).get("pixel_agreement"))
+        agreement = numeric(fidelity(record).get("pixel_agreement"))
         if agreement is None and is_reference(record):
             agreement = 1.0
         median = METRICS["end_to_end_ms"].value(record)
@@ -498,7 +499,7 @@ def stages(run: RunData) -> pd.DataFrame:
     rows = []
     for record in sort_cells(run.ok):
         stage_stats = record.get("stages_ms") or {}
-        medians = {stage: _number((stage_stats.get(stage) or {}).get("median")) for stage in STAGES}
+        medians = {stage: numeric((stage_stats.get(stage) or {}).get("median")) for stage in STAGES}
         if all(value is not None for value in medians.values()):
             rows.append({"label": cell_label(record), **medians})
     return pd.DataFrame(rows)

@@ -358,3 +358,26 @@ def test_runs_over_several_cards_are_grouped_by_card(tmp_path: Path) -> None:
         )
     models = sorted(record["model"] for record in load_run(run_dir).records)
     assert models == ["fast-scnn @ a100-80gb", "fast-scnn @ rtx3060"]
+
+
+def test_memory_plot_draws_each_cells_footprint_as_the_table_does(small_run: Path) -> None:
+    from segbench.metrics import footprint_mb, headline_memory
+    from segbench.report.plots import memory_series, memory_vs_resolution
+    from segbench.report.tables import leaderboard, load_run, option_text
+
+    run = load_run(small_run)
+    tiny = [r for r in run.ok if r["model"] == "test-tiny"]
+    drawn = memory_series(tiny)
+    by_cell = {(f"{option_text(r)} b{r['batch_size']}", tuple(r["resolution"])): r for r in tiny}
+    fp32_b1 = next(points for label, points in drawn.items() if label.startswith("fp32") and label.endswith(" b1"))
+    assert [resolution for resolution, _ in fp32_b1] == [(16, 16), (32, 32)]  # ordered by pixel count
+    for label, points in drawn.items():
+        for resolution, value in points:
+            record = by_cell[(label, resolution)]
+            assert value == footprint_mb(record) and value < headline_memory(record)[0]  # not the peak
+    table = leaderboard(run)
+    assert sorted(v for points in drawn.values() for _, v in points) == sorted(
+        table.loc[table["model"] == "test-tiny", "footprint_mb"]
+    )
+    plot = memory_vs_resolution(run)
+    assert plot.image_png and "footprint" in plot.title.lower() and "footprint column" in plot.note

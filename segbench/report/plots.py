@@ -19,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from segbench.metrics import METRICS, footprint_mb
 from segbench.report.tables import (
     STAGES,
     RunData,
@@ -27,6 +28,7 @@ from segbench.report.tables import (
     option_text,
     pareto_front,
     peak_memory,
+    numeric,
     pixels,
     resolution_text,
 )
@@ -279,11 +281,26 @@ def fps_vs_batch(run: RunData) -> Plot:
     return Plot(key, title, _panels(list(models), title, draw), note)
 
 
+FOOTPRINT = METRICS["footprint_mb"]
+
+
+def memory_series(records: Records) -> dict[str, list[tuple[tuple[int, int], float]]]:
+    """What the memory plot draws for one model: per precision / backend and batch, (resolution, footprint MiB) by
+    pixel count. The footprint is the tables' (metrics.footprint_mb), so the plot and the footprint column agree."""
+    points: dict[str, list[tuple[tuple[int, int], float]]] = {}
+    for label, series in _series(records, lambda r: f"{option_text(r)} b{r['batch_size']}").items():
+        measured = [(tuple(r["resolution"]), footprint_mb(r)) for r in sorted(series, key=pixels)]
+        kept = [(resolution, value) for resolution, value in measured if value is not None]
+        if kept:
+            points[label] = kept  # type: ignore[assignment]
+    return points
+
+
 def memory_vs_resolution(run: RunData) -> Plot:
-    key, title = "plot-memory-resolution", "Peak memory vs resolution"
-    measured = [r for r in run.ok if peak_memory(r)[0] is not None]
+    key, title = "plot-memory-resolution", "Memory footprint vs resolution"
+    measured = [r for r in run.ok if footprint_mb(r) is not None]
     if not measured:
-        return Plot(key, title, None, "Skipped: no cell recorded a peak-memory figure.")
+        return Plot(key, title, None, "Skipped: no cell recorded a peak-memory figure with its baseline.")
     trends = {model for model, rs in _by_model(measured).items() if len({tuple(r["resolution"]) for r in rs}) > 1}
     if not trends:
         return Plot(
@@ -296,21 +313,17 @@ def memory_vs_resolution(run: RunData) -> Plot:
     measured = [r for r in measured if r["model"] in trends]
     figures = sorted({peak_memory(r)[1] for r in measured})
     capacity, budget = run.device_memory(), run.budget()
+    top = max(footprint_mb(r) or 0.0 for r in measured)
     notes = []
 
     def draw(axis: Axes, model: str) -> None:
         here = [r for r in measured if r["model"] == model]
         positions = _resolution_axis(axis, here)
-        for label, series in _series(here, lambda r: f"{option_text(r)} b{r['batch_size']}").items():
-            series = sorted(series, key=pixels)
+        for label, points in memory_series(here).items():
             axis.plot(
-                [positions[tuple(r["resolution"])] for r in series],
-                [peak_memory(r)[0] for r in series],
-                marker="o",
-                label=label,
+                [positions[resolution] for resolution, _ in points], [v for _, v in points], marker="o", label=label
             )
-        top = max(peak_memory(r)[0] or 0 for r in here)
-        if capacity and capacity[0] <= 4 * top:
+        if capacity and capacity[0] <= 4 * max(footprint_mb(r) or 0.0 for r in here):
             axis.axhline(
                 capacity[0],
                 color="black",
@@ -326,17 +339,30 @@ def memory_vs_resolution(run: RunData) -> Plot:
                 linewidth=1.5,
                 label=f"{budget[1]} ({budget[0] / 1024:.3g} GiB)",
             )
-        axis.set(title=model, xlabel="input resolution (H x W)", ylabel="peak memory (MiB)")
+        axis.set(
+            title=model, xlabel="input resolution (H x W)", ylabel=f"{FOOTPRINT.label[0].upper()}{FOOTPRINT.label[1:]}"
+        )
         axis.set_ylim(bottom=0)
         _legend(axis)
 
-    if capacity and capacity[0] > 4 * max(peak_memory(r)[0] or 0 for r in measured):
-        notes.append(f"{capacity[1]} ({capacity[0] / 1024:.3g} GiB) is far above every peak, so its line is not drawn.")
+    if capacity and capacity[0] > 4 * top:
+        notes.append(
+            f"{capacity[1]} ({capacity[0] / 1024:.3g} GiB) is far above every footprint, so its line is not drawn."
+        )
     image = _panels(sorted({r["model"] for r in measured}), title, draw)
-    single = sorted({r["model"] for r in run.ok if peak_memory(r)[0] is not None} - trends)
+    single = sorted({r["model"] for r in run.ok if footprint_mb(r) is not None} - trends)
     if single:
         notes.append(f"Left out (one resolution each): {', '.join(single)}.")
-    note = f"Headline figure: {', '.join(figures)}; one line per precision / backend and batch. " + " ".join(notes)
+    baselines = [b for r in measured for b in [numeric((r.get("memory_mb") or {}).get("baseline"))] if b is not None]
+    on_top = (
+        f" The process also holds its baseline ({min(baselines):.0f}–{max(baselines):.0f} MiB) on top."
+        if baselines
+        else ""
+    )
+    note = (
+        f"Footprint: {FOOTPRINT.help} ({', '.join(figures)}), the leaderboard's footprint column; one line per "
+        f"precision / backend and batch.{on_top} " + " ".join(notes)
+    )
     return Plot(key, title, image, note.strip())
 
 

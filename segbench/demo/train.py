@@ -39,8 +39,8 @@ class Recipe:
 
 
 RECIPES = {
-    "fast-scnn": Recipe("fast-scnn", epochs=5, lr=3e-3),
-    "segformer-b0": Recipe("segformer-b0", epochs=10, lr=1e-3),
+    "fast-scnn": Recipe("fast-scnn", epochs=60, lr=3e-3),
+    "segformer-b0": Recipe("segformer-b0", epochs=30, lr=1e-3),
 }
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import importlib
 import multiprocessing
 import os
@@ -135,6 +136,10 @@ def _template_main(connection: Connection, imports: tuple[str, ...]) -> None:
     # The cell does the same work and reports the failure itself.
     except Exception as exc:  # noqa: BLE001
         failed["warm state"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+    # Everything imported so far lives as long as any cell: moved out of the collector's reach, a cell's
+    # gc.collect() (release_preparation, automatic collections) no longer walks, and copies on write, the
+    # template's whole heap (1.5 s per cell on a busy 2-core machine, 1 ms frozen).
+    gc.freeze()
     connection.send(
         (
             "ready",

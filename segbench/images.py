@@ -75,8 +75,12 @@ def photo_batches(
     """
     photos = split_photographs(split)
     frames = []
+    resized_photos: dict[int, torch.Tensor] = {}  # each photograph is resized once, however many passes reuse it
     for i in range(max(count, batch_size)):
-        frame = resized(photos[i % len(photos)], height, width)
+        index = i % len(photos)
+        if index not in resized_photos:
+            resized_photos[index] = resized(photos[index], height, width)
+        frame = resized_photos[index]
         frames.append(frame.flip(1) if (i // len(photos)) % 2 else frame)
     return _batched(frames, batch_size)
 

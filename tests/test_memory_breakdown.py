@@ -87,3 +87,27 @@ def test_breakdown_reads_figures_with_the_reports_one_numeric_check() -> None:
     assert report_memory.numeric is tables.numeric  # one definition of "a recorded figure", not a copy
     assert [tables.numeric(value) for value in (3, 2.5, True, "3", None, [1])] == [3.0, 2.5, None, None, None, None]
     assert breakdown_row(h100_record(weights=True))["weights"] is None  # a flag is never a figure
+
+
+@pytest.mark.skipif(not H100_RUN.exists(), reason="the committed H100 run is not in this checkout")
+def test_markdown_export_has_the_memory_breakdown_and_telemetry_tables_of_the_html(tmp_path: Path) -> None:
+    from segbench.formatting import fmt_fixed
+    from segbench.report.exports import render_markdown
+    from segbench.report.tables import load_run, telemetry
+
+    run = load_run(H100_RUN)  # read only
+    lines = render_markdown(run).splitlines()
+
+    def table_after(heading: str) -> list[str]:
+        start = lines.index(heading) + 2
+        end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
+        return lines[start:end]
+
+    breakdown, sampled = gpu_memory_breakdown(run), telemetry(run)
+    memory_rows = table_after("### Where the GPU memory went")
+    assert len(memory_rows) == 2 + len(breakdown) and "outside the allocator MiB" in memory_rows[0]
+    first = breakdown.iloc[0]
+    assert memory_rows[2].startswith(f"| {first['cell']} | {fmt_fixed(0)(first['NVML process peak'])} |")
+    assert "cuDNN and cuBLAS handles" in "\n".join(lines)
+    telemetry_rows = table_after("### Telemetry")
+    assert len(telemetry_rows) == 2 + len(sampled) and "J / image" in telemetry_rows[0]

@@ -22,10 +22,13 @@ from segbench.report.html import (
     dataset_text,
     expectation_rows,
     footnote_notes,
+    memory_breakdown_columns,
     memory_note,
     render_report,
+    telemetry_columns,
     weights_note,
 )
+from segbench.report.memory import BREAKDOWN_NOTE, gpu_memory_breakdown
 from segbench.report.tables import RunData, load_run
 from segbench.targets import Targets
 
@@ -132,6 +135,18 @@ def render_markdown(run: RunData, targets: Targets | None = None) -> str:
                 "Latency per batch (forward pass); FPS (forward) and FPS (end to end) side by side. " + memory_note(run)
             ),
         ]
+    breakdown = gpu_memory_breakdown(run)
+    if not breakdown.empty:
+        parts += [
+            "",
+            "### Where the GPU memory went",
+            "",
+            markdown_table(breakdown, memory_breakdown_columns(breakdown)),
+        ]
+        parts += ["", _md_text(BREAKDOWN_NOTE)]
+    telemetry = tables.telemetry(run)
+    if not telemetry.empty:
+        parts += ["", "### Telemetry", "", markdown_table(telemetry, telemetry_columns())]
     quantization = tables.quantization(run)
     if not quantization.empty:
         parts += ["", "### Quantization and precision", "", markdown_table(quantization, QUANTIZATION_COLUMNS)]

@@ -142,16 +142,18 @@ FAILURE_COLUMNS = [
 ]
 
 
-def _telemetry_table(run: RunData) -> HtmlTable | None:
-    frame = tables.telemetry(run)
-    if frame.empty:
-        return None
-    columns = [
+def telemetry_columns() -> list[Column]:
+    """The telemetry table's columns (tables.telemetry's frame), for the HTML report and the Markdown export."""
+    return [
         Column("cell", "cell"),
         *(metric_column(key) for key in tables.TELEMETRY),
         Column("throttle_causes", "throttle causes"),
     ]
-    return html_table(frame, columns)
+
+
+def _telemetry_table(run: RunData) -> HtmlTable | None:
+    frame = tables.telemetry(run)
+    return None if frame.empty else html_table(frame, telemetry_columns())
 
 
 def answer_columns(result: Answer) -> list[Column]:
@@ -177,17 +179,18 @@ def answer_columns(result: Answer) -> list[Column]:
 # ---- the run report --------------------------------------------------------------------------------
 
 
+def memory_breakdown_columns(frame: pd.DataFrame) -> list[Column]:
+    """The GPU memory breakdown's columns (gpu_memory_breakdown's frame), for the HTML report and the Markdown
+    export."""
+    return [
+        Column("cell", "cell"),
+        *(Column(key, f"{key} MiB", fmt_fixed(0), True) for key in frame.columns if key not in ("model", "cell")),
+    ]
+
+
 def _memory_breakdown_table(run: RunData) -> HtmlTable | None:
     frame = gpu_memory_breakdown(run)
-    if frame.empty:
-        return None
-    return html_table(
-        frame,
-        [
-            Column("cell", "cell"),
-            *(Column(key, f"{key} MiB", fmt_fixed(0), True) for key in frame.columns if key not in ("model", "cell")),
-        ],
-    )
+    return None if frame.empty else html_table(frame, memory_breakdown_columns(frame))
 
 
 def fingerprint_rows(meta: dict[str, Any]) -> list[tuple[str, str]]:

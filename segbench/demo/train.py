@@ -1,8 +1,11 @@
 """Train the demo models on the synthetic dataset: seeded, on the CPU, fp16 weights out.
 
 Each model is built through segbench's own adapter (so the weights load exactly as a suite loads
-them) with a 5-class head, trained with cross-entropy and AdamW under a cosine schedule, mirrored
+them) with a 5-class head, trained with cross-entropy and AdamW under a one-cycle schedule, mirrored
 at random, and scored on the validation split with the same confusion matrix the accuracy pass uses.
+Every epoch after the first draws a fresh set of samples from the generator (its own seed stream,
+apart from validation's): with 300 fixed images both models memorised them (train loss 0.03,
+validation mIoU 0.56 and 0.33), and a new sample costs ~5 ms against a step's ~300.
 """
 
 from __future__ import annotations
@@ -19,10 +22,14 @@ import torch.nn.functional as F
 
 from segbench.datasets import Dataset, DatasetConfig
 from segbench.demo import CLASS_NAMES, WEIGHTS_DIR
+from segbench.demo.generate import make_sample
 from segbench.images import read_rgb
 from segbench.measure.accuracy import ConfusionMatrix
 from segbench.models.base import SegmentationAdapter
 from segbench.models.registry import create_model
+
+
+TRAINING_STREAM = 2  # generate.SEEDS uses 0 (train split on disk) and 1 (validation)
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,15 @@ def load_split(data: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     images = torch.from_numpy(np.stack([read_rgb(s.image) for s in samples]))
     masks = torch.from_numpy(np.stack([dataset.read_mask(s.mask) for s in samples]))
     return images, masks
+
+
+def fresh_samples(epoch: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`count` new training samples for an epoch, from a seed stream no other split uses."""
+    rng = np.random.default_rng([TRAINING_STREAM, epoch])
+    pairs = [make_sample(rng) for _ in range(count)]
+    return torch.from_numpy(np.stack([p[0] for p in pairs])), torch.from_numpy(
+        np.stack([p[1] for p in pairs]).astype(np.int64)
+    )
 
 
 def _logits(adapter: SegmentationAdapter, images: torch.Tensor) -> torch.Tensor:
@@ -94,6 +110,8 @@ def train(recipe: Recipe, data: Path, log: Any = print) -> dict[str, Any]:
     started = time.perf_counter()
     for epoch in range(recipe.epochs):
         model.train()
+        if epoch > 0:
+            images, masks = fresh_samples(epoch, len(images))
         order = torch.randperm(len(images), generator=generator)
         total = 0.0
         for start in range(0, len(images), recipe.batch_size):

@@ -1,4 +1,5 @@
-"""Persistent caches for what a cell prepares: inductor's compiled code, ONNX exports, quantized ONNX graphs.
+"""Persistent caches for what a cell prepares: inductor's compiled code, ONNX exports, quantized ONNX graphs,
+PT2E int8 programs, OpenVINO models (converted and NNCF-quantized) and OpenVINO's compiled blobs.
 
 Where: `--cache-dir`, else `$SEGBENCH_CACHE_DIR`, else the platform's user cache directory
 (platformdirs: ~/.cache/segbench on Linux). `--no-cache` (`SEGBENCH_NO_CACHE=1`) turns every cache
@@ -213,6 +214,11 @@ def summary(found: list[dict[str, Any]]) -> str | None:
 
 def _record(cache_key: CacheKey, status: str, **detail: Any) -> None:
     _EVENTS.append({"kind": cache_key.kind, "status": status, "key": cache_key.digest, **detail})
+
+
+def unstorable(cache_key: CacheKey, reason: str) -> None:
+    """Record that a built artefact could not be serialised: the cell runs it uncached, and says why."""
+    _record(cache_key, "unserialisable", reason=reason)
 
 
 def _sha256(path: Path) -> str:

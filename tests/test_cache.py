@@ -174,3 +174,78 @@ def test_no_cache_flag_on_the_cli(write_suite: Callable[..., Path], tmp_path: Pa
         check=False,
     )
     assert both.returncode == 2 and "--cache-dir and --no-cache" in both.stderr + both.stdout
+
+
+# ---- int8 (PT2E): the converted program ------------------------------------------------------------------
+
+
+def _int8_key_and_program(monkeypatch: pytest.MonkeyPatch | None = None) -> tuple[cache.CacheKey, Any, Any]:
+    from segbench.precision.int8 import program_key, quantize_pt2e_x86
+    from tests.fault_models import TinyNet
+
+    torch.manual_seed(0)
+    model, example = TinyNet().eval(), torch.rand(1, 3, 16, 16)
+    cache.set_cell(model="test-tiny", resolution=[16, 16], batch_size=1, precision="int8", backend="eager")
+    key = program_key(model, example, [example], reduce_range=False)
+    return key, quantize_pt2e_x86(model, example, [example], reduce_range=False), example
+
+
+def test_an_int8_program_is_stored_and_loaded_back(cache_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from segbench.precision.int8 import cached_program, store_program
+
+    key, converted, example = _int8_key_and_program()
+    share = {"params": 1.0, "flops": 1.0, "layers": "2 of 2 conv/linear"}
+    assert cached_program(key) is None and cache.events()[-1]["status"] == "miss"
+    assert store_program(key, converted, example, share) == "miss"
+    found = cached_program(key)
+    assert found is not None and cache.events()[-1]["status"] == "hit"
+    loaded, loaded_share = found
+    assert loaded_share == share
+    assert torch.equal(loaded(example), converted(example))  # the same quantize/dequantize graph
+    real_version = importlib.metadata.version
+    monkeypatch.setattr(
+        importlib.metadata, "version", lambda name: "0.0.1" if name == "torchao" else real_version(name)
+    )
+    assert cached_program(_int8_key_and_program()[0]) is None  # a torchao upgrade never reuses a program
+
+
+def test_a_corrupt_int8_program_is_discarded(cache_root: Path) -> None:
+    from segbench.precision.int8 import PROGRAM_FILE, cached_program, store_program
+
+    key, converted, example = _int8_key_and_program()
+    store_program(key, converted, example, {"params": 1.0})
+    [program] = list((cache_root / cache.ENTRIES_DIR / "pt2e-int8").glob(f"*/{PROGRAM_FILE}"))
+    program.write_bytes(b"not a zip archive")
+    manifest = json.loads((program.parent / cache.MANIFEST).read_text())
+    manifest["files"][PROGRAM_FILE] = cache._sha256(program)  # checksums agree: only loading finds it broken
+    (program.parent / cache.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.warns(cache.CacheWarning, match="torch.export.load failed"):
+        assert cached_program(key) is None
+    assert cache.events()[-1]["status"] == "corrupt" and not program.parent.exists()
+
+
+def test_no_cache_keeps_no_int8_program(cache_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from segbench.precision.int8 import cached_program, store_program
+
+    monkeypatch.setenv(cache.NO_CACHE_ENV, "1")
+    key, converted, example = _int8_key_and_program()
+    assert cached_program(key) is None and cache.events()[-1]["status"] == "off"
+    assert store_program(key, converted, example, {"params": 1.0}) == "off"
+    assert not cache_root.exists()
+
+
+def _int8_cell() -> dict[str, Any]:
+    cell = CellSpec(model="test-tiny", resolution=(16, 16), batch_size=1, precision="int8", backend="eager")
+    outcome = execute_isolated(CellRequest(cell, "cpu", Timing(**FAST_TIMING), 10.0, 1, plugins=(FAULT_PLUGIN,)), 600)
+    assert outcome["status"] == "ok", outcome.get("traceback") or outcome["error"]
+    return outcome
+
+
+def test_a_second_int8_cell_skips_calibration(cache_root: Path) -> None:
+    cold, warm = _int8_cell(), _int8_cell()
+    assert cold["prepare_cache"] == "miss" and "export + calibrate + convert, cache miss" in cold["notes"][-2]
+    assert warm["prepare_cache"] == "hit" and "loaded from the cache" in warm["notes"][-2]
+    assert [event["kind"] for event in warm["cache_events"]][:1] == ["pt2e-int8"]
+    assert warm["quantized_share"] == cold["quantized_share"] and warm["quantized_share"]["params"] > 0
+    assert warm["fidelity"] is not None and warm["fidelity"]["pixel_agreement"] > 0.9
+

@@ -18,15 +18,19 @@ other torchao precisions (weight_only.py, fp8.py).
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib.util
+import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable
+from pathlib import Path
+from typing import Any, Iterable, Sequence
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from segbench import cache
 from segbench.errors import UnsupportedError
 from segbench.precision.base import Precision, PrecisionContext
 
@@ -217,6 +221,67 @@ def quantize_pt2e_x86(
     return convert_pt2e(prepared)
 
 
+# ---- the cache: the converted (quantize/dequantize) program, so a rerun skips export and calibration ------
+
+PROGRAM_FILE = "program.pt2"
+QUANTIZE_LIBRARIES = ("torchao",)  # with torch's version, part of the key
+
+
+def tensors_digest(tensors: Sequence[torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def program_key(
+    model: nn.Module, example: torch.Tensor, calibration: Sequence[torch.Tensor], reduce_range: bool
+) -> cache.CacheKey:
+    return cache.key(
+        "pt2e-int8",
+        model,
+        QUANTIZE_LIBRARIES,
+        input_shape=list(example.shape),
+        input_dtype=str(example.dtype),
+        reduce_range=reduce_range,
+        calibration_sha256=tensors_digest(calibration),
+    )
+
+
+def cached_program(cache_key: cache.CacheKey) -> tuple[torch.fx.GraphModule, dict[str, Any]] | None:
+    """The converted graph and its quantized share from the cache; None on a miss (a broken entry is discarded)."""
+    entry = cache.lookup(cache_key)
+    if entry is None:
+        return None
+    try:
+        program = torch.export.load(entry.file(PROGRAM_FILE))
+        return program.module(), entry.extra["share"]
+    except Exception as exc:  # noqa: BLE001 (any load failure means the entry is unusable: rebuild it)
+        cache.discard(cache_key, f"torch.export.load failed: {type(exc).__name__}: {str(exc)[:200]}")
+        return None
+
+
+def store_program(
+    cache_key: cache.CacheKey, converted: torch.fx.GraphModule, example: torch.Tensor, share: dict[str, Any]
+) -> str:
+    """Save the converted graph as an ExportedProgram; returns "miss" (stored), "off", or why it could not be."""
+    if cache.root() is None:
+        return "off"
+    try:
+        program = torch.export.export(converted, (example,))
+        with tempfile.TemporaryDirectory(prefix="segbench-int8-") as workdir:
+            path = Path(workdir) / PROGRAM_FILE
+            torch.export.save(program, path)
+            stored = cache.store(cache_key, {PROGRAM_FILE: path}, {"share": share})
+    except Exception as exc:  # noqa: BLE001 (a graph torch.export cannot re-export or save still runs, uncached)
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        cache.unstorable(cache_key, reason)
+        return f"not cached ({reason})"
+    return "miss" if stored is not None else "not cached (store failed)"
+
+
 class CompiledGraph(nn.Module):
     """The compiled int8 graph, held so a backend's torch.compile does not compile (and freeze) it a second time."""
 
@@ -273,15 +338,24 @@ class Int8(Precision):
         example = context.example.clone()
         calibration = [batch.clone() for batch in context.calibration] or [example]
         unshare_stateless_modules(model)
-        # This forward also fills shape-keyed caches (YOLO's anchors) so export sees constants, not .item() reads.
-        census = LayerCensus.of(model, example)
         reduce_range = not cpu_has_vnni()
         started = time.perf_counter()
-        converted = quantize_pt2e_x86(model, example, calibration, reduce_range)
+        cache_key = program_key(model, example, calibration, reduce_range)
+        found = cached_program(cache_key)
+        if found is not None:
+            converted, share = found
+            origin = "loaded from the cache"
+        else:
+            # This forward also fills shape-keyed caches (YOLO's anchors) so export sees constants, not .item() reads.
+            census = LayerCensus.of(model, example)
+            converted = quantize_pt2e_x86(model, example, calibration, reduce_range)
+            share = census.share(pt2e_quantized_layers(converted))
+            if not share["params"]:
+                raise UnsupportedError(
+                    "the x86 inductor quantizer found no conv or linear layer to quantize in this model"
+                )
+            origin = f"export + calibrate + convert, cache {store_program(cache_key, converted, example, share)}"
         quantize_s = time.perf_counter() - started
-        share = census.share(pt2e_quantized_layers(converted))
-        if not share["params"]:
-            raise UnsupportedError("the x86 inductor quantizer found no conv or linear layer to quantize in this model")
 
         torch._inductor.config.freezing = True  # the int8 weight-prepack and fusion passes are freezing passes
         compiled = torch.compile(converted)
@@ -295,7 +369,7 @@ class Int8(Precision):
             f"PT2E static int8 (X86InductorQuantizer, {sum(batch.shape[0] for batch in calibration)} calibration "
             "photographs"
             + (", activations reduced to 7 bits: this CPU has no VNNI" if reduce_range else "")
-            + f"): export + calibrate + convert {quantize_s:.1f} s",
+            + f"): {origin} {quantize_s:.1f} s",
             f"compiled by inductor inside the precision ({compile_s:.1f} s of prepare_s, never latency): every backend "
             "runs the int8 kernels; backend compile leaves it as it is",
         ]

@@ -183,3 +183,70 @@ def _await_outcome(process: Any, receiver: Connection, timeout_s: float) -> dict
         process.kill()
         process.join()
     return outcome
+
+
+# ---- preparation in a throwaway child ---------------------------------------------------------------
+
+
+class ChildProcessDied(RuntimeError):
+    """A forked preparation step ended without reporting (crashed, killed)."""
+
+
+def _report_from_child(write_fd: int, function: Any) -> None:
+    import pickle
+    import traceback
+
+    try:
+        try:
+            payload: tuple[str, Any] = ("ok", function())
+        except BaseException as exc:  # noqa: BLE001 (the parent re-raises it)
+            payload = ("error", exc, traceback.format_exc(limit=20))
+        try:
+            data = pickle.dumps(payload)
+        except Exception as exc:  # noqa: BLE001 (an exception that cannot be pickled comes back as text)
+            data = pickle.dumps(("error", RuntimeError(f"{type(payload[1]).__name__}: {payload[1]} ({exc})"), ""))
+        with os.fdopen(write_fd, "wb") as pipe:
+            pipe.write(data)
+    finally:
+        os._exit(0)  # never the parent's atexit handlers, finalizers or buffered output
+
+
+def call_in_fork(function: Any) -> Any:
+    """Run `function()` in a forked copy of this process and return its (picklable) result, or raise its error.
+
+    For preparation whose leftovers must not stay in the measuring process (an ONNX export keeps
+    ~100 MiB of graphs and caches alive): the fork sees the model as it is here and its memory goes
+    with it. CPU-only callers: a forked child cannot use a CUDA context its parent created. The fork
+    runs torch single-threaded (an OpenMP pool does not survive fork), dies with its parent, and is
+    in the cell's process group, so the cell's timeout reaches it.
+    """
+    import pickle
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.close(read_fd)
+        die_with_parent(check_parent=False)
+        import torch
+
+        torch.set_num_threads(1)
+        _report_from_child(write_fd, function)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if not data:
+        raise ChildProcessDied(f"the preparation process ended without reporting ({_wait_status(status)})")
+    payload = pickle.loads(data)
+    if payload[0] == "ok":
+        return payload[1]
+    error: BaseException = payload[1]
+    if payload[2]:
+        error.add_note(f"in the preparation process {pid}:\n{payload[2]}")
+    raise error
+
+
+def _wait_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by {_signal_name(-os.WTERMSIG(status))}"
+    return f"exit code {os.WEXITSTATUS(status)}"

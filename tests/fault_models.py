@@ -100,6 +100,26 @@ class GrandchildAdapter(TinyAdapter):
         return super().forward(inputs)
 
 
+EXPORT_LEFTOVERS: list[object] = []
+EXPORT_LEFTOVER_MB = 256
+
+
+class ExportLeakNet(TinyNet):
+    """Keeps 256 MiB alive in a module global whenever it is traced for export, as exporters' caches do."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_exporting() or type(x) is not torch.Tensor:  # traced: a fake or proxied input
+            import numpy
+
+            EXPORT_LEFTOVERS.append(numpy.ones(EXPORT_LEFTOVER_MB * 2**20, dtype=numpy.uint8))  # resident pages
+        return super().forward(x)
+
+
+class ExportLeakAdapter(TinyAdapter):
+    def build_module(self) -> nn.Module:
+        return ExportLeakNet(self.card.num_classes)
+
+
 def _card(name: str) -> ModelCard:
     return ModelCard(name=name, family="test", variant=name, source="tests", num_classes=4, dataset="synthetic")
 
@@ -112,5 +132,6 @@ for _name, _adapter in {
     "test-raise": RaisingAdapter,
     "test-bracket-error": BracketErrorAdapter,
     "test-grandchild": GrandchildAdapter,
+    "test-export-leak": ExportLeakAdapter,
 }.items():
     register(_card(_name), _adapter)

@@ -249,3 +249,17 @@ def test_a_second_int8_cell_skips_calibration(cache_root: Path) -> None:
     assert warm["quantized_share"] == cold["quantized_share"] and warm["quantized_share"]["params"] > 0
     assert warm["fidelity"] is not None and warm["fidelity"]["pixel_agreement"] > 0.9
 
+
+def test_onnx_export_leftovers_stay_out_of_the_cells_peak(cache_root: Path) -> None:
+    """The export runs in a forked child: what it leaves alive (here 256 MiB) never shows in the cell's RSS peak."""
+    from tests.fault_models import EXPORT_LEFTOVER_MB
+
+    cell = CellSpec(
+        model="test-export-leak", resolution=(16, 16), batch_size=1, precision="fp32", backend="onnxruntime"
+    )
+    outcome = execute_isolated(CellRequest(cell, "cpu", Timing(**FAST_TIMING), 10.0, 1, plugins=(FAULT_PLUGIN,)), 240)
+    assert outcome["status"] == "ok", outcome.get("traceback") or outcome["error"]
+    assert outcome["prepare_cache"] == "miss"  # exported in this cell
+    memory_mb = outcome["memory_mb"]
+    assert memory_mb["rss_peak"] - memory_mb["baseline"] < EXPORT_LEFTOVER_MB / 2, memory_mb
+    assert outcome["backend_info"]["built_in"] == "a forked child process"

@@ -30,6 +30,7 @@ from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
 from segbench import cache
 from segbench.backends.base import Backend, ForwardFn
 from segbench.errors import UnsupportedError
+from segbench.isolation import call_in_fork
 from segbench.models.base import SegmentationAdapter
 
 OPSET = 18
@@ -303,16 +304,15 @@ def _cached_graph(
     return entry.file(GRAPH_FILE), {**entry.extra.get("info", {}), "cache": "hit"}
 
 
-def _built_graph(
-    cache_key: cache.CacheKey,
+def _export_and_rewrite(
     model: nn.Module,
     graph_precision: OnnxGraphPrecision | None,
     layout: OutputLayout,
     example: torch.Tensor,
-) -> tuple[Path, dict[str, Any]]:
-    """Export (and rewrite, for ort-int8) into a temporary folder, then keep a copy in the cache."""
+    workdir: Path,
+) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """Export (and rewrite, for ort-int8) into `workdir`: the graph's path, how it was built, the precision's state."""
     started = time.perf_counter()
-    workdir = Path(tempfile.mkdtemp(prefix="segbench-onnx-"))
     path = workdir / GRAPH_FILE
     exporter = export_onnx(FlatOutputs(model, layout), example, path)
     info: dict[str, Any] = {
@@ -324,11 +324,33 @@ def _built_graph(
         started = time.perf_counter()
         path = graph_precision.rewrite(path, graph_input_name(path), workdir)
         info[f"{graph_precision.precision_name}_s"] = round(time.perf_counter() - started, 3)
-    stored = cache.store(
-        cache_key,
-        {GRAPH_FILE: path},
-        {"info": info, "state": graph_precision.cache_state() if graph_precision is not None else {}},
-    )
+    return path, info, graph_precision.cache_state() if graph_precision is not None else {}
+
+
+def _built_graph(
+    cache_key: cache.CacheKey,
+    model: nn.Module,
+    graph_precision: OnnxGraphPrecision | None,
+    layout: OutputLayout,
+    example: torch.Tensor,
+) -> tuple[Path, dict[str, Any]]:
+    """Export (and rewrite) into a temporary folder, then keep a copy in the cache.
+
+    On a CPU the export runs in a forked child: what torch.onnx leaves behind (graphs, fake
+    tensors, the exporter's caches: ~100 MiB) goes with that process instead of sitting in the
+    measured cell's host peaks. A CUDA cell exports in-process (a fork cannot use its CUDA context).
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="segbench-onnx-"))
+    build = lambda: _export_and_rewrite(model, graph_precision, layout, example, workdir)  # noqa: E731
+    if example.device.type == "cpu":
+        path, info, state = call_in_fork(build)
+        info["built_in"] = "a forked child process"
+        if graph_precision is not None:
+            graph_precision.restore(state)
+    else:
+        path, info, state = build()
+        info["built_in"] = "the cell's process"
+    stored = cache.store(cache_key, {GRAPH_FILE: path}, {"info": info, "state": state})
     return path, {**info, "cache": "miss" if stored is not None else "off"}
 
 

@@ -149,6 +149,7 @@ def _template_main(connection: Connection, imports: tuple[str, ...]) -> None:
                 "failed_imports": failed,
                 "cuda_initialized": _cuda_initialized(),
                 "python_threads": threading.active_count(),
+                "frozen_objects": gc.get_freeze_count(),
             },
         )
     )

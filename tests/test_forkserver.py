@@ -75,6 +75,8 @@ def test_template_imports_what_the_cell_needs_and_never_cuda() -> None:
     info = template.wait_ready()
     assert info["cuda_initialized"] is False and info["failed_imports"] == {}
     assert info["python_threads"] == 1  # nothing running beside the thread that forks
+    # The imported heap is frozen: a cell's gc.collect() skips it instead of walking (and copying) it.
+    assert info["frozen_objects"] > 10_000
 
 
 def test_a_crashed_forked_process_is_a_recorded_status() -> None:

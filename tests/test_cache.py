@@ -263,3 +263,80 @@ def test_onnx_export_leftovers_stay_out_of_the_cells_peak(cache_root: Path) -> N
     memory_mb = outcome["memory_mb"]
     assert memory_mb["rss_peak"] - memory_mb["baseline"] < EXPORT_LEFTOVER_MB / 2, memory_mb
     assert outcome["backend_info"]["built_in"] == "a forked child process"
+
+
+# ---- OpenVINO: the converted and the NNCF-quantized IR -----------------------------------------------------
+
+
+def _openvino_model() -> tuple[cache.CacheKey, Any]:
+    pytest.importorskip("openvino", reason="the openvino extra is not installed (pip install 'segbench[openvino]')")
+    from segbench.backends.onnxruntime import FlatOutputs, OutputLayout
+    from segbench.backends.openvino import convert_to_openvino, model_key
+    from tests.fault_models import TinyNet
+
+    torch.manual_seed(0)
+    model, example = TinyNet().eval(), torch.rand(1, 3, 16, 16)
+    cache.set_cell(model="test-tiny", resolution=[16, 16], batch_size=1, precision="fp32", backend="openvino")
+    with torch.no_grad():
+        ov_model, _ = convert_to_openvino(FlatOutputs(model, OutputLayout.of(model(example))), example)
+    return model_key(model, None, example), ov_model
+
+
+def test_an_openvino_model_is_stored_and_read_back(cache_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from segbench.backends.openvino import cached_model, store_model
+
+    key, ov_model = _openvino_model()
+    assert cached_model(key, None) is None and cache.events()[-1]["status"] == "miss"
+    assert store_model(key, ov_model, {"conversion": "pytorch frontend"}, None) == "miss"
+    found = cached_model(key, None)
+    assert found is not None and found[1] == {"conversion": "pytorch frontend", "cache": "hit"}
+    assert len(found[0].get_ordered_ops()) == len(ov_model.get_ordered_ops())
+    real_version = importlib.metadata.version
+    monkeypatch.setattr(
+        importlib.metadata, "version", lambda name: "1.0.0" if name == "openvino" else real_version(name)
+    )
+    assert cached_model(_openvino_model()[0], None) is None  # an OpenVINO upgrade never reuses an IR
+
+
+def test_an_unreadable_openvino_model_is_discarded(cache_root: Path) -> None:
+    from segbench.backends.openvino import MODEL_XML, cached_model, store_model
+
+    key, ov_model = _openvino_model()
+    store_model(key, ov_model, {}, None)
+    [xml] = list((cache_root / cache.ENTRIES_DIR / "openvino-model").glob(f"*/{MODEL_XML}"))
+    xml.write_text("<net>not an IR")
+    manifest = json.loads((xml.parent / cache.MANIFEST).read_text())
+    manifest["files"][MODEL_XML] = cache._sha256(xml)  # checksums agree: only reading finds it broken
+    (xml.parent / cache.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.warns(cache.CacheWarning, match="OpenVINO could not read it"):
+        assert cached_model(key, None) is None
+    assert cache.events()[-1]["status"] == "corrupt" and not xml.parent.exists()
+
+
+def test_no_cache_keeps_no_openvino_model(cache_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from segbench.backends.openvino import blob_cache_dir, cached_model, store_model
+
+    monkeypatch.setenv(cache.NO_CACHE_ENV, "1")
+    key, ov_model = _openvino_model()
+    assert cached_model(key, None) is None and cache.events()[-1]["status"] == "off"
+    assert store_model(key, ov_model, {}, None) == "off" and blob_cache_dir() is None
+    assert not cache_root.exists()
+
+
+def _openvino_cell(precision: str) -> dict[str, Any]:
+    cell = CellSpec(model="test-tiny", resolution=(16, 16), batch_size=1, precision=precision, backend="openvino")
+    outcome = execute_isolated(CellRequest(cell, "cpu", Timing(**FAST_TIMING), 10.0, 1, plugins=(FAULT_PLUGIN,)), 300)
+    assert outcome["status"] == "ok", outcome.get("traceback") or outcome["error"]
+    return outcome
+
+
+@pytest.mark.parametrize("precision", ["fp32", "ov-int8"])
+def test_a_second_openvino_cell_skips_conversion(cache_root: Path, precision: str) -> None:
+    pytest.importorskip("openvino", reason="the openvino extra is not installed (pip install 'segbench[openvino]')")
+    pytest.importorskip("nncf", reason="the openvino extra is not installed (pip install 'segbench[openvino]')")
+    cold, warm = _openvino_cell(precision), _openvino_cell(precision)
+    assert cold["prepare_cache"] == "miss" and cold["backend_info"]["cache"] == "miss"
+    assert warm["prepare_cache"] == "hit" and warm["backend_info"]["cache"] == "hit"
+    assert warm["backend_info"]["compiled_blob_cache"] == "on" and (cache_root / "openvino-blobs").is_dir()
+    assert warm["quantized_share"] == cold["quantized_share"] and warm["notes"] == cold["notes"]
+    assert warm["fidelity"]["pixel_agreement"] >= (0.999 if precision == "fp32" else 0.9)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from segbench import cache
 from segbench.backends.base import Backend, ForwardFn
 from segbench.backends.onnxruntime import FlatOutputs, OutputLayout, export_onnx
 from segbench.errors import UnsupportedError
@@ -62,9 +63,22 @@ class OpenVinoGraphPrecision(nn.Module, ABC):
         super().__init__()
         self.float_model = float_model
 
+    cache_libraries: tuple[str, ...] = ()  # what the rewrite uses, besides openvino: their versions key the cache
+
     @abstractmethod
     def rewrite(self, ov_model: Any, adapter: SegmentationAdapter) -> Any:
         """Turn the converted float graph into the one to compile; returns an `ov.Model`."""
+
+    def cache_fields(self) -> dict[str, Any]:
+        """What, besides the float model and the cell, the rewritten graph depends on (part of its cache key)."""
+        return {}
+
+    def cache_state(self) -> dict[str, Any]:
+        """What `rewrite` learned that must come back with a cached graph (JSON-able)."""
+        return {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take back `cache_state` when the rewritten graph comes from the cache instead of `rewrite`."""
 
     @torch.compiler.disable  # so torch.compile runs this eagerly and the refusal surfaces unchanged
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -97,6 +111,63 @@ def convert_to_openvino(model: nn.Module, example: torch.Tensor) -> tuple[Any, d
         ov_model = ov.convert_model(str(path), input=[shape])
         route = f"onnx ({exporter}; pytorch frontend failed: {type(frontend_error).__name__})"
     return ov_model, {"conversion": route, "convert_s": round(time.perf_counter() - started, 3)}
+
+
+# ---- the cache: the converted (or NNCF-quantized) model, saved as OpenVINO IR -----------------------------
+
+MODEL_XML, MODEL_BIN = "model.xml", "model.bin"
+BLOB_DIR = "openvino-blobs"  # OpenVINO's own CACHE_DIR for compiled models, inside segbench's cache
+
+
+def model_key(
+    model: nn.Module, graph_precision: OpenVinoGraphPrecision | None, example: torch.Tensor
+) -> cache.CacheKey:
+    kind = "openvino-model" if graph_precision is None else f"openvino-{graph_precision.precision_name}"
+    libraries = ("openvino", *(graph_precision.cache_libraries if graph_precision is not None else ()))
+    extra = graph_precision.cache_fields() if graph_precision is not None else {}
+    return cache.key(kind, model, libraries, input_shape=list(example.shape), input_dtype=str(example.dtype), **extra)
+
+
+def cached_model(
+    cache_key: cache.CacheKey, graph_precision: OpenVinoGraphPrecision | None
+) -> tuple[Any, dict[str, Any]] | None:
+    """The IR from the cache as an `ov.Model`, with how it was built; None on a miss (a broken entry is discarded)."""
+    entry = cache.lookup(cache_key)
+    if entry is None:
+        return None
+    import openvino as ov
+
+    try:
+        ov_model = ov.Core().read_model(entry.file(MODEL_XML), entry.file(MODEL_BIN))
+    except Exception as exc:  # noqa: BLE001 (any read failure means the entry is unusable: rebuild it)
+        cache.discard(cache_key, f"OpenVINO could not read it: {type(exc).__name__}: {str(exc)[:200]}")
+        return None
+    if graph_precision is not None:
+        graph_precision.restore(entry.extra.get("state", {}))
+    return ov_model, {**entry.extra.get("info", {}), "cache": "hit"}
+
+
+def store_model(
+    cache_key: cache.CacheKey, ov_model: Any, info: dict[str, Any], graph_precision: OpenVinoGraphPrecision | None
+) -> str:
+    """Save the IR uncompressed (ov.save_model would halve fp32 weights to fp16); "miss" when stored, else "off"."""
+    if cache.root() is None:
+        return "off"
+    import openvino as ov
+
+    state = graph_precision.cache_state() if graph_precision is not None else {}
+    with tempfile.TemporaryDirectory(prefix="segbench-openvino-") as workdir:
+        xml = Path(workdir) / MODEL_XML
+        ov.save_model(ov_model, xml, compress_to_fp16=False)
+        files = {MODEL_XML: xml, MODEL_BIN: xml.with_suffix(".bin")}
+        stored = cache.store(cache_key, files, {"info": info, "state": state})
+    return "miss" if stored is not None else "off"
+
+
+def blob_cache_dir() -> Path | None:
+    """Where OpenVINO keeps compiled blobs (its CACHE_DIR, as its docs advise for start-up), or None with --no-cache."""
+    base = cache.root()
+    return None if base is None else base / BLOB_DIR
 
 
 def inference_precision(model: nn.Module, ov_device: str) -> str:
@@ -144,6 +215,9 @@ def compile_for_latency(ov_model: Any, ov_device: str, hint: str, threads: int) 
     config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
     if ov_device == "CPU":
         config["INFERENCE_NUM_THREADS"] = threads
+    blobs = blob_cache_dir()
+    if blobs is not None:
+        config["CACHE_DIR"] = str(blobs)
     return ov.Core().compile_model(ov_model, ov_device, config)
 
 
@@ -209,17 +283,25 @@ class OpenVino(Backend):
         with torch.inference_mode(False), torch.no_grad():
             example = example.detach().clone().float()
             layout = OutputLayout.of(model(example))  # also fills shape-keyed caches (YOLO anchors) before tracing
-            ov_model, info = convert_to_openvino(FlatOutputs(model, layout), example)
-        if graph_precision is not None:
-            began = time.perf_counter()
-            ov_model = graph_precision.rewrite(ov_model, adapter)
-            info[f"{graph_precision.precision_name}_s"] = round(time.perf_counter() - began, 3)
+            cache_key = model_key(model, graph_precision, example)
+            found = cached_model(cache_key, graph_precision)
+            if found is None:
+                ov_model, info = convert_to_openvino(FlatOutputs(model, layout), example)
+        if found is None:
+            if graph_precision is not None:
+                began = time.perf_counter()
+                ov_model = graph_precision.rewrite(ov_model, adapter)
+                info[f"{graph_precision.precision_name}_s"] = round(time.perf_counter() - began, 3)
+            info["cache"] = store_model(cache_key, ov_model, info, graph_precision)
+        else:
+            ov_model, info = found
         began = time.perf_counter()
         compiled = compile_for_latency(ov_model, ov_device, hint, torch.get_num_threads())
         import openvino as ov
 
         self._info = {
             **info,
+            "compiled_blob_cache": "on" if blob_cache_dir() is not None else "off",
             "compile_s": round(time.perf_counter() - began, 3),
             "prepare_s": round(time.perf_counter() - started, 3),
             "openvino": ov.get_version(),

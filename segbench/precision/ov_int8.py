@@ -15,6 +15,7 @@ What was converted is read back from the quantized graph (`ov_quantized_share`),
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import math
 from collections.abc import Sequence
@@ -237,15 +238,32 @@ class OvInt8Graph(OpenVinoGraphPrecision):
     """The float model plus its calibration batches; the openvino backend calls `rewrite` on the converted graph."""
 
     precision_name = "ov-int8"
+    cache_libraries = ("nncf",)
 
     def __init__(self, float_model: nn.Module, calibration: Sequence[np.ndarray], on_settings: Any):
         super().__init__(float_model)
         self.calibration = list(calibration)
         self.on_settings = on_settings
+        self.settings: list[str] = []
+
+    def cache_fields(self) -> dict[str, Any]:
+        return {
+            "calibration_sha256": hashlib.sha256(b"".join(batch.tobytes() for batch in self.calibration)).hexdigest()
+        }
+
+    def cache_state(self) -> dict[str, Any]:
+        return {"quantized_share": recall_share(self), "settings": self.settings}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if state.get("quantized_share") is not None:
+            remember_share(self, state["quantized_share"])
+        self.settings = list(state.get("settings", []))
+        self.on_settings(self.settings)
 
     def rewrite(self, ov_model: Any, adapter: SegmentationAdapter) -> Any:
         quantized, settings = nncf_quantize(ov_model, self.float_model, adapter.card.family, self.calibration)
         remember_share(self, ov_quantized_share(quantized, sum(p.numel() for p in self.float_model.parameters())))
+        self.settings = settings
         self.on_settings(settings)
         return quantized
 

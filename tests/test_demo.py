@@ -25,18 +25,19 @@ def test_the_generator_is_deterministic_and_writes_a_valid_plain_dataset(tmp_pat
 
 
 def test_the_accuracy_demo_suite_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from segbench.demo.train import RECIPES
+    from segbench.demo.recipes import RECIPES
 
     assert all(recipe.weights_file.exists() for recipe in RECIPES.values()), "demo weights are committed"
     monkeypatch.chdir(tmp_path)
     generate(tmp_path / "demo-data", train=2, val=2)
     suite = load_suite(Path(__file__).parent.parent / "suites" / "accuracy-demo.yaml")
-    assert suite.dataset is not None and {m.name for m in suite.models} >= {"fast-scnn", "segformer-b0"}
+    assert suite.dataset is not None and {m.name for m in suite.models} >= set(RECIPES)
 
 
-@pytest.mark.parametrize("model", ["fast-scnn", "segformer-b0"])
+@pytest.mark.parametrize("model", ["fast-scnn", "segformer-b0", "yolov8n-seg"])
 def test_committed_demo_weights_reach_their_stated_miou(model: str, tmp_path: Path) -> None:
-    from segbench.demo.train import RECIPES, demo_options, evaluate, load_split
+    from segbench.demo.recipes import RECIPES
+    from segbench.demo.train import demo_options, evaluate, load_split
     from segbench.models.registry import create_model
 
     recipe = RECIPES[model]

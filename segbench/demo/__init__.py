@@ -6,7 +6,9 @@ is the photograph; 1 disc, 2 square, 3 triangle, 4 checkered ellipse), 300 train
 images of 128 x 128. The same seed always gives the same pixels.
 
 `python -m segbench.demo train --data demo-data` trains Fast-SCNN and SegFormer-B0 on it (seeded, on
-the CPU) and writes fp16 weights to `segbench/demo/weights/`, which are committed; the images are not.
+the CPU) and YOLOv8n-seg with ultralytics' own trainer on the same images in its polygon format
+(written beside the masks as `labels/`), and writes fp16 weights to `segbench/demo/weights/`, which are
+committed; the images are not.
 """
 
 from __future__ import annotations

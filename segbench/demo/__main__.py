@@ -20,15 +20,17 @@ def generate(out: Path = typer.Option(Path("demo-data"), "--out", help="dataset 
 @app.command()
 def train(
     data: Path = typer.Option(Path("demo-data"), "--data", help="dataset folder; generated first when missing"),
-    models: list[str] = typer.Option(["fast-scnn", "segformer-b0"], "--model", help="which demo models to train"),
+    models: list[str] = typer.Option(
+        ["fast-scnn", "segformer-b0", "yolov8n-seg"], "--model", help="which demo models to train"
+    ),
     threads: int = typer.Option(2, "--threads", help="torch CPU threads"),
 ) -> None:
     """Train the demo models and write their fp16 weights into segbench/demo/weights/."""
     import torch
 
     from segbench.demo.generate import generate as write
-    from segbench.demo.train import RECIPES
-    from segbench.demo.train import train as run
+    from segbench.demo.recipes import RECIPES
+    from segbench.demo.recipes import train as run
 
     torch.set_num_threads(threads)
     if not (data / "images").is_dir():
@@ -42,12 +44,16 @@ def train(
 @app.command()
 def evaluate(data: Path = typer.Option(Path("demo-data"), "--data")) -> None:
     """Validation mIoU of the committed demo weights."""
-    from segbench.demo.train import RECIPES, demo_options, load_split
+    from segbench.demo.recipes import RECIPES
+    from segbench.demo.train import demo_options, load_split
     from segbench.demo.train import evaluate as score
     from segbench.models.registry import create_model
 
     images, masks = load_split(data, "val")
     for recipe in RECIPES.values():
+        if not recipe.weights_file.exists():
+            typer.echo(f"{recipe.model}: {recipe.weights_file.name} not trained yet (python -m segbench.demo train)")
+            continue
         adapter = create_model(recipe.model, recipe.weights_file, demo_options())
         adapter.build("cpu")
         result = score(adapter, images, masks)

@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from segbench.datasets import Dataset, DatasetConfig
 from segbench.demo import CLASS_NAMES
 from segbench.demo.generate import generate, make_sample
 from segbench.demo.yolo_labels import instances_to_mask, mask_instances, write_yolo_dataset
@@ -44,6 +45,7 @@ def test_the_yolo_dataset_sits_beside_the_masks_with_four_object_names(tmp_path:
         files = sorted((root / "labels" / split).glob("*.txt"))
         assert [f.stem for f in files] == [f.stem for f in sorted((root / "images" / split).glob("*.png"))]
         assert len(files) == count and all(f.read_text().strip() for f in files)
+    assert Dataset(DatasetConfig(path=root)).layout == "plain"  # segbench still reads the same folder as before
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from torch import nn
 
 from segbench import cache
 from segbench.backends import get_backend
-from segbench.cpus import ContentionWindow, default_threads
+from segbench.cpus import ContentionWindow, default_threads, pin_to
 from segbench.errors import SegbenchError, UnsupportedError
 from segbench.matrix import CellSpec
 from segbench.measure import memory
@@ -66,6 +66,7 @@ class CellRequest:
     dataset: DatasetConfig | None = None  # labelled images: the accuracy pass
     calibration: CalibrationConfig | None = None  # images int8 calibrates on
     launched_at: float | None = None  # wall clock when the runner asked for the cell's process (startup_s)
+    cpu_set: tuple[int, ...] | None = None  # logical CPUs, one per physical core, the cell pins its threads to
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -83,6 +84,7 @@ class CellRequest:
             "dataset": self.dataset.model_dump(mode="json") if self.dataset else None,
             "calibration": self.calibration.model_dump(mode="json") if self.calibration else None,
             "launched_at": self.launched_at,
+            "cpu_set": list(self.cpu_set) if self.cpu_set else None,
         }
 
     @classmethod
@@ -102,6 +104,7 @@ class CellRequest:
             dataset=DatasetConfig(**data["dataset"]) if data.get("dataset") else None,
             calibration=CalibrationConfig(**data["calibration"]) if data.get("calibration") else None,
             launched_at=data.get("launched_at"),
+            cpu_set=tuple(data["cpu_set"]) if data.get("cpu_set") else None,
         )
 
 
@@ -478,7 +481,9 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
 
 def run_cell(request: CellRequest) -> dict[str, Any]:
     """measure_cell with every failure turned into a status: the parent always gets a dict back."""
+    pinned = None
     try:
+        pinned = pin_to(request.cpu_set)  # before the thread pools start, so each thread inherits the set
         # Explicit, so every cell runs with the same thread count whatever a library set at import.
         torch.set_num_threads(request.threads or default_threads())
         cache.configure_inductor()
@@ -494,4 +499,6 @@ def run_cell(request: CellRequest) -> dict[str, Any]:
         outcome = {"status": status, "error": last_line(exc), "traceback": traceback.format_exc(limit=20)}
     outcome["threads"] = torch.get_num_threads()
     outcome["interop_threads"] = torch.get_num_interop_threads()
+    if pinned is not None:
+        outcome["cpu_affinity"] = pinned
     return outcome

@@ -8,9 +8,14 @@ physical core, as the previous default did on a whole machine).
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -44,16 +49,28 @@ def cgroup_quota(root: Path = CGROUP_ROOT) -> float | None:
         return None
 
 
-def physical_cores_of(cpus: set[int], topology: Path = CPU_TOPOLOGY) -> int:
-    """How many distinct physical cores the logical CPUs belong to (SMT siblings count once)."""
-    cores = set()
-    for cpu in cpus:
+def cores_of(cpus: set[int], topology: Path = CPU_TOPOLOGY) -> dict[tuple[str, str], list[int]]:
+    """The logical CPUs grouped by the physical core they belong to (SMT siblings share one), each list sorted."""
+    cores: dict[tuple[str, str], list[int]] = {}
+    for cpu in sorted(cpus):
         base = topology / f"cpu{cpu}" / "topology"
         try:
-            cores.add(((base / "physical_package_id").read_text().strip(), (base / "core_id").read_text().strip()))
+            core = ((base / "physical_package_id").read_text().strip(), (base / "core_id").read_text().strip())
         except OSError:
-            cores.add(("cpu", str(cpu)))  # topology unknown: count the logical CPU
-    return len(cores)
+            core = ("cpu", str(cpu))  # topology unknown: the logical CPU counts as a core
+        cores.setdefault(core, []).append(cpu)
+    return cores
+
+
+def physical_cores_of(cpus: set[int], topology: Path = CPU_TOPOLOGY) -> int:
+    """How many distinct physical cores the logical CPUs belong to (SMT siblings count once)."""
+    return len(cores_of(cpus, topology))
+
+
+def logical_per_core(cpus: set[int] | None = None, topology: Path = CPU_TOPOLOGY) -> float:
+    """Logical CPUs per physical core among `cpus` (default: this process's): 2.0 on a 2-way SMT machine."""
+    allowed = affinity() if cpus is None else cpus
+    return len(allowed) / max(1, physical_cores_of(allowed, topology))
 
 
 def usable_cpus(root: Path = CGROUP_ROOT) -> int:
@@ -168,6 +185,87 @@ def threads_for_cpus(cpus: float, topology: Path = CPU_TOPOLOGY) -> int:
     One thread per physical core's worth: on a 2-way SMT node 8 logical CPUs are 4 cores, so 4
     threads, and two such tasks on a 16-CPU node never share a core. Capped by what this process may use.
     """
-    allowed = affinity()
-    per_core = len(allowed) / max(1, physical_cores_of(allowed, topology))
-    return max(1, min(int(cpus / per_core), default_threads(topology=topology)))
+    return max(1, min(int(cpus / logical_per_core(topology=topology)), default_threads(topology=topology)))
+
+
+CLAIMS_FILE = Path(tempfile.gettempdir()) / "segbench-core-claims.json"
+
+
+@dataclass(frozen=True)
+class CoreClaim:
+    """Physical cores one task holds on this machine: `cpus` (one logical CPU per core) to pin its threads to."""
+
+    cpus: tuple[int, ...] | None  # None: not pinned, `reason` says why
+    reason: str | None = None
+    token: str | None = None
+
+
+def _live_claims(path: Path) -> list[dict[str, Any]]:
+    try:
+        claims = json.loads(path.read_text() or "[]")
+    except (OSError, ValueError):
+        return []
+    return [c for c in claims if isinstance(c, dict) and psutil.pid_exists(int(c.get("pid", -1)))]
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    import fcntl  # POSIX only; the caller reports a machine without it as "not pinned"
+
+    with open(path.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def claim_cores(
+    threads: int, allowed: set[int] | None = None, claims_file: Path = CLAIMS_FILE, topology: Path = CPU_TOPOLOGY
+) -> CoreClaim:
+    """`threads` distinct physical cores that no other live task on this machine has claimed.
+
+    Ray reserves CPUs as counts and pins nothing, so tasks side by side on one node would let the OS put
+    two cells' threads on one core (or on SMT siblings). The claims live in a file shared by every
+    process on the machine, under a lock; a claim whose process died no longer counts. All siblings of a
+    claimed core are claimed, and the cell is pinned to one logical CPU per core.
+    """
+    if not hasattr(psutil.Process, "cpu_affinity"):
+        return CoreClaim(None, "this OS does not let a process pin its threads (no CPU affinity)")
+    cores = cores_of(affinity() if allowed is None else allowed, topology)
+    try:
+        with _locked(claims_file):
+            claims = _live_claims(claims_file)
+            taken = {cpu for claim in claims for cpu in claim.get("cpus", [])}
+            free = [siblings for siblings in cores.values() if not taken & set(siblings)]
+            if len(free) < threads:
+                return CoreClaim(
+                    None, f"{len(free)} of {len(cores)} physical cores free for {threads} threads (others claimed them)"
+                )
+            chosen = free[:threads]
+            token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            claims.append({"pid": os.getpid(), "token": token, "cpus": [cpu for core in chosen for cpu in core]})
+            claims_file.write_text(json.dumps(claims))
+    except (ImportError, OSError) as exc:
+        return CoreClaim(None, f"cannot record core claims ({type(exc).__name__}: {exc})")
+    return CoreClaim(tuple(core[0] for core in chosen), token=token)
+
+
+def release_cores(claim: CoreClaim, claims_file: Path = CLAIMS_FILE) -> None:
+    if claim.token is None:
+        return
+    try:
+        with _locked(claims_file):
+            claims = [c for c in _live_claims(claims_file) if c.get("token") != claim.token]
+            claims_file.write_text(json.dumps(claims))
+    except (ImportError, OSError):
+        pass  # the claim dies with this process anyway
+
+
+def pin_to(cpus: tuple[int, ...] | None) -> list[int] | None:
+    """Pins this process (and the threads it starts afterwards) to `cpus`; returns the affinity it then has."""
+    if not cpus or not hasattr(psutil.Process, "cpu_affinity"):
+        return None
+    process = psutil.Process()
+    process.cpu_affinity(list(cpus))
+    return sorted(process.cpu_affinity())

@@ -103,3 +103,43 @@ def test_a_quiet_window_with_cpus_to_spare_is_not_contended() -> None:
     with cpus.ContentionWindow(threads=1, machine_cpus=1000) as window:
         _burn(0.2)
     assert window.reason is None and window.to_dict()["others_cpus"] is not None
+
+
+def _smt_topology(root: Path, cores: int) -> set[int]:
+    """A pretend 2-way SMT machine: logical CPUs 2k and 2k+1 are siblings on core k."""
+    for cpu in range(2 * cores):
+        base = root / f"cpu{cpu}" / "topology"
+        base.mkdir(parents=True)
+        (base / "physical_package_id").write_text("0\n")
+        (base / "core_id").write_text(f"{cpu // 2}\n")
+    return set(range(2 * cores))
+
+
+def test_tasks_side_by_side_claim_distinct_physical_cores_never_siblings(tmp_path: Path) -> None:
+    allowed, claims = _smt_topology(tmp_path / "topology", 4), tmp_path / "claims.json"
+    assert cpus.logical_per_core(allowed, tmp_path / "topology") == 2.0
+
+    def claim(threads: int) -> cpus.CoreClaim:
+        return cpus.claim_cores(threads, allowed, claims, tmp_path / "topology")
+
+    first, second = claim(2), claim(2)
+    assert first.cpus == (0, 2) and second.cpus == (4, 6)  # one logical CPU on each of two cores per task
+    third = claim(1)
+    assert third.cpus is None and "0 of 4 physical cores free" in (third.reason or "")
+    cpus.release_cores(first, claims)
+    assert claim(1).cpus == (0,)
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(ended.stdout)  # a task that died holding cores no longer holds them
+    claims.write_text(json.dumps([{"pid": dead_pid, "token": "gone", "cpus": sorted(allowed)}]))
+    assert claim(4).cpus == (0, 2, 4, 6)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux-only")
+def test_pin_to_sets_the_process_affinity() -> None:
+    before = os.sched_getaffinity(0)
+    try:
+        assert cpus.pin_to((min(before),)) == [min(before)] and os.sched_getaffinity(0) == {min(before)}
+        assert cpus.pin_to(None) is None
+    finally:
+        os.sched_setaffinity(0, before)

@@ -147,17 +147,37 @@ def test_resume_after_the_driver_is_killed(cluster: Cluster, write_suite: Callab
     assert set(keys) == expected and len(keys) == len(expected)  # nothing lost, nothing repeated
 
 
-def test_cells_ask_for_as_many_cpus_as_they_use_threads(write_suite: Callable[..., Path]) -> None:
+def test_cells_ask_for_their_threads_in_physical_cores_of_the_node_that_runs_them(
+    write_suite: Callable[..., Path],
+) -> None:
+    from types import SimpleNamespace
+
     from segbench.cell import CellRequest
     from segbench.executors import Job
 
     suite = load_suite(write_suite(threads=2))
-    request = CellRequest(expand(suite)[0], "cpu", suite.timing, 10.0, suite.threads)
+    job = Job(CellRequest(expand(suite)[0], "cpu", suite.timing, 10.0, suite.threads), 60, Path("x.log"))
     executor = RayExecutor.__new__(RayExecutor)
     executor.cpus_per_cell = None
-    assert executor._cpus_for(Job(request, 60, Path("x.log"))) == 2.0
+    nodes = [{"NodeID": "smt", "Alive": True, "Resources": {"CPU": 16.0}}]
+    executor.ray = SimpleNamespace(nodes=lambda: nodes)
+    executor._per_core = {"smt": 2.0}  # as the node's own probe reports a 2-way SMT machine
+    assert executor._cpus_for(job) == 4.0  # 2 threads: 2 physical cores = 4 logical CPUs, never 2 siblings
+    executor._per_core = {"smt": 1.0}
+    assert executor._cpus_for(job) == 2.0
     executor.cpus_per_cell = 0.5
-    assert executor._cpus_for(Job(request, 60, Path("x.log"))) == 0.5
+    assert executor._cpus_for(job) == 0.5
+
+
+def test_cpus_for_threads_gives_enough_physical_cores_on_every_node_able_to_hold_the_request() -> None:
+    from segbench.executors.ray import cpus_for_threads
+
+    assert cpus_for_threads(4, [(16.0, 2.0), (32.0, 2.0)]) == 8.0
+    # an 8-CPU node without SMT needs 4, a 6-CPU SMT node 8 (it cannot hold them): asking 7 keeps the cell off
+    # the SMT node, where 4 or 6 logical CPUs would be only 2 or 3 cores
+    assert cpus_for_threads(4, [(8.0, 1.0), (6.0, 2.0)]) == 7.0
+    assert cpus_for_threads(2, [(8.0, 1.0), (8.0, 2.0)]) == 4.0  # fits both: the SMT node's need
+    assert cpus_for_threads(4, [(2.0, 1.0), (3.0, 2.0)]) == 3.0  # no node has 4 cores: the largest node, unpinned
 
 
 def test_without_threads_a_cell_asks_for_the_smallest_eligible_node_not_the_driver(
@@ -173,9 +193,9 @@ def test_without_threads_a_cell_asks_for_the_smallest_eligible_node_not_the_driv
     executor = RayExecutor.__new__(RayExecutor)
     executor.cpus_per_cell = None
     nodes = [
-        {"Alive": True, "Resources": {"CPU": 64.0, "card-a": 1}},
-        {"Alive": True, "Resources": {"CPU": 4.0, "card-b": 1}},
-        {"Alive": False, "Resources": {"CPU": 1.0, "card-a": 1}},
+        {"NodeID": "a", "Alive": True, "Resources": {"CPU": 64.0, "card-a": 1}},
+        {"NodeID": "b", "Alive": True, "Resources": {"CPU": 4.0, "card-b": 1}},
+        {"NodeID": "c", "Alive": False, "Resources": {"CPU": 1.0, "card-a": 1}},
     ]
     executor.ray = SimpleNamespace(nodes=lambda: nodes)
     assert executor._cpus_for(Job(request, 60, Path("x.log"))) == 4.0  # feasible on the 4-CPU worker
@@ -219,6 +239,10 @@ def test_a_ray_run_without_threads_fits_one_cpu_nodes_and_measures_each_node(
     records = _lines(run_dir)
     assert len(records) == 2 and all(r["status"] == "ok" for r in records), [r.get("error") for r in records]
     assert all(r["threads"] == 1 and r["node"]["assigned_cpus"] == 1.0 for r in records)
+    for record in records:  # the cell's threads were pinned, in the cell's own process, to the core it claimed
+        pinned = record["node"]["pinned_cpus"]
+        assert pinned is not None and len(pinned) == 1, record["node"].get("not_pinned")
+        assert record["cpu_affinity"] == pinned
     meta = results.read_meta(run_dir)
     assert {r["node"]["node_id"] for r in records} <= set(meta["node_ceilings"])
     for record in records:

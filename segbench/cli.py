@@ -315,12 +315,8 @@ def run(
     """
     from segbench.cli_options import absolute_plugin, axis_flags_given, suite_from_flags
     from segbench.dryrun import plan_cells
-    from segbench.executors import get_executor
-    from segbench.interruption import RunInterrupted
     from segbench.matrix import expand
     from segbench.quiet import library_output
-    from segbench.report.summary import summary_table
-    from segbench.runner import LOG_DIR, run_suite
 
     if device is not None and device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise SegbenchError(f"--device: invalid device {device!r}; use auto, cpu, cuda or cuda:N")
@@ -371,6 +367,12 @@ def run(
         return
     if retry_failed and resume is None:
         raise SegbenchError("--retry-failed needs --resume RUN_DIR (the run whose failed cells to rerun)")
+    # Imported only now: they import torch (seconds), which a bad suite, a flag error or a dry run never needs.
+    from segbench.executors import get_executor
+    from segbench.interruption import RunInterrupted
+    from segbench.report.summary import summary_table
+    from segbench.runner import LOG_DIR, run_suite
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

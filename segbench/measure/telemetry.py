@@ -16,12 +16,14 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Protocol, Self
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Protocol, Self
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from segbench.measure import nvml
+
+if TYPE_CHECKING:  # only for annotations: the suite schema imports this module, and torch costs seconds
+    import torch
 
 # NVML enum values (nvml.h); stable across driver versions, so no pynvml import is needed to name them.
 NVML_TEMPERATURE_GPU = 0

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -18,8 +19,15 @@ from segbench import cache
 from segbench.cell import CellRequest
 from segbench.isolation import execute_isolated
 from segbench.matrix import CellSpec
+from segbench.models.registry import load_plugin
 from segbench.suite import Timing
 from tests.conftest import FAST_TIMING, FAULT_PLUGIN
+
+
+def _fault_models() -> ModuleType:
+    """The fault plugin as segbench loads it (imported as `tests.fault_models` too, its models would register twice)."""
+    load_plugin(FAULT_PLUGIN)
+    return sys.modules["segbench_plugin_fault_models"]
 
 
 @pytest.fixture
@@ -181,7 +189,7 @@ def test_no_cache_flag_on_the_cli(write_suite: Callable[..., Path], tmp_path: Pa
 
 def _int8_key_and_program(monkeypatch: pytest.MonkeyPatch | None = None) -> tuple[cache.CacheKey, Any, Any]:
     from segbench.precision.int8 import program_key, quantize_pt2e_x86
-    from tests.fault_models import TinyNet
+    TinyNet = _fault_models().TinyNet
 
     torch.manual_seed(0)
     model, example = TinyNet().eval(), torch.rand(1, 3, 16, 16)
@@ -252,7 +260,7 @@ def test_a_second_int8_cell_skips_calibration(cache_root: Path) -> None:
 
 def test_onnx_export_leftovers_stay_out_of_the_cells_peak(cache_root: Path) -> None:
     """The export runs in a forked child: what it leaves alive (here 256 MiB) never shows in the cell's RSS peak."""
-    from tests.fault_models import EXPORT_LEFTOVER_MB
+    EXPORT_LEFTOVER_MB = _fault_models().EXPORT_LEFTOVER_MB
 
     cell = CellSpec(
         model="test-export-leak", resolution=(16, 16), batch_size=1, precision="fp32", backend="onnxruntime"
@@ -272,7 +280,7 @@ def _openvino_model() -> tuple[cache.CacheKey, Any]:
     pytest.importorskip("openvino", reason="the openvino extra is not installed (pip install 'segbench[openvino]')")
     from segbench.backends.onnxruntime import FlatOutputs, OutputLayout
     from segbench.backends.openvino import convert_to_openvino, model_key
-    from tests.fault_models import TinyNet
+    TinyNet = _fault_models().TinyNet
 
     torch.manual_seed(0)
     model, example = TinyNet().eval(), torch.rand(1, 3, 16, 16)

@@ -179,3 +179,35 @@ def test_cpu_best_benchmark_runs_ultralytics_exports_and_prints_ratios(
         assert record["prepare_s"] >= info["export_s"] > max(record["samples_ms"]) / 1000
         fidelity = record["fidelity"]  # random weights: no detections, so agreement is undefined and says so
         assert fidelity["pixel_agreement"] is not None or "no detections" in fidelity["agreement_unavailable"]
+
+
+def _path_record(backend: str, precision: str, e2e: float, agreement: float | None, miou: float | None) -> dict:
+    fidelity = (
+        None if agreement is None else {"pixel_agreement": agreement, "miou_vs_fp32": miou, "reference_detections": 48}
+    )
+    return {
+        "status": "ok",
+        "backend": backend,
+        "precision": precision,
+        "end_to_end_ms": {"median": e2e},
+        "latency_ms": {"median": e2e * 0.8},
+        "prepare_s": 1.0,
+        "fidelity": fidelity,
+    }
+
+
+def test_cpu_best_never_crowns_a_path_that_lost_the_detections() -> None:
+    """Pixel agreement is blind to lost instances on mostly-background images: the measured ort-int8 case
+    (99.54 % agreement, mIoU vs fp32 0.249) is reported as faster but unfaithful, not as the best."""
+    from segbench.bench.cpu_best import verdict
+
+    records = [
+        _path_record("ultralytics-predict", "fp32", 206.6, 1.0, 1.0),
+        _path_record("eager", "fp32", 189.2, None, None),
+        _path_record("onnxruntime", "ort-int8", 62.6, 0.9954, 0.249),
+        _path_record("openvino", "fp32", 106.7, 1.0, 1.0),
+    ]
+    _, result = verdict(records)
+    assert result.best_segbench is not None and result.best_segbench.label == "openvino fp32"
+    assert result.fastest_unfaithful is not None and result.fastest_unfaithful.label == "onnxruntime ort-int8"
+    assert abs(result.speedup_over_default() - 206.6 / 106.7) < 1e-9

@@ -22,14 +22,11 @@ import torch.nn.functional as F
 
 from segbench.datasets import Dataset, DatasetConfig
 from segbench.demo import CLASS_NAMES, WEIGHTS_DIR
-from segbench.demo.generate import make_sample
+from segbench.demo.generate import SEEDS, make_sample
 from segbench.images import read_rgb
 from segbench.measure.accuracy import ConfusionMatrix
 from segbench.models.base import SegmentationAdapter
 from segbench.models.registry import create_model
-
-
-TRAINING_STREAM = 2  # generate.SEEDS uses 0 (train split on disk) and 1 (validation)
 
 
 @dataclass(frozen=True)
@@ -66,7 +63,7 @@ def load_split(data: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 def fresh_samples(epoch: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`count` new training samples for an epoch, from a seed stream no other split uses."""
-    rng = np.random.default_rng([TRAINING_STREAM, epoch])
+    rng = np.random.default_rng([SEEDS["fresh"], epoch])
     pairs = [make_sample(rng) for _ in range(count)]
     return torch.from_numpy(np.stack([p[0] for p in pairs])), torch.from_numpy(
         np.stack([p[1] for p in pairs]).astype(np.int64)

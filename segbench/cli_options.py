@@ -21,8 +21,10 @@ def _flags_without_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
     return _typer_display_type_rich(self, ctx)
 
 
-_typer_display_type_rich = typer.core.TyperOption.display_type_rich
-typer.core.TyperOption.display_type_rich = _flags_without_type  # type: ignore[method-assign]
+# Older typer releases have no display_type_rich (and show no `<bool>`): patch only where it exists.
+_typer_display_type_rich = getattr(typer.core.TyperOption, "display_type_rich", None)
+if _typer_display_type_rich is not None:
+    typer.core.TyperOption.display_type_rich = _flags_without_type  # type: ignore[method-assign]
 
 
 def split_values(values: list[str] | None) -> list[str]:

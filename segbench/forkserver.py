@@ -12,6 +12,12 @@ a pipe, while a cell measures). A template that dies is detected, never waited o
 or the wait for a running cell's exit reads end-of-file on the template's pipe and raises
 `TemplateDied`; the next cell starts a fresh template and its record says why.
 
+Some libraries touch CUDA while being imported (transformers imports torchao, whose kernels module asks
+`torch.cuda.current_device()`), and a process forked after that cannot use CUDA. Each template therefore
+forks a probe once and reports whether its children could; a CUDA cell whose template could not is
+forked from the base template instead (and imports its libraries itself), or spawned if even that
+one could not. The record's `startup` says which and why.
+
 `SEGBENCH_WARM_START=0` turns this off: every cell is spawned, as before.
 """
 
@@ -46,8 +52,16 @@ FORK_UNSAFE_PACKAGES = frozenset({"openvino", "nncf"})
 TEMPLATE_ENV = {"PYTORCH_NVML_BASED_CUDA_CHECK": "1"}
 
 
-class TemplateDied(RuntimeError):
+class TemplateUnusable(RuntimeError):
+    """No template can start this cell's process: the caller spawns it instead."""
+
+
+class TemplateDied(TemplateUnusable):
     """The template process ended (crashed, was killed) while the runner needed it."""
+
+
+class TemplateTouchedCuda(TemplateUnusable):
+    """Even the base template's children could not use CUDA, so a CUDA cell cannot be forked."""
 
 
 def warm_start_enabled() -> bool:
@@ -89,9 +103,24 @@ def _warm_state() -> None:
     sample_photographs()
 
 
-def _cuda_initialized() -> bool:
+def _cuda_fork_problem() -> str | None:
+    """Why a child forked from this process could not use CUDA, or None if it could.
+
+    Initialising CUDA, or asking the CUDA driver for the device count, marks every later fork as unable to
+    use CUDA (torch raises "Cannot re-initialize CUDA in forked subprocess" there); a forked probe reads the mark.
+    """
     torch = sys.modules.get("torch")
-    return bool(torch is not None and torch.cuda.is_initialized())
+    if torch is None:
+        return None
+    if torch.cuda.is_initialized():
+        return "initialised CUDA while importing"
+    pid = os.fork()
+    if pid == 0:
+        os._exit(1 if torch.cuda._is_in_bad_fork() else 0)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        return "asked the CUDA driver for devices while importing"
+    return None
 
 
 def _run_forked(
@@ -147,7 +176,7 @@ def _template_main(connection: Connection, imports: tuple[str, ...]) -> None:
                 "pid": os.getpid(),
                 "import_s": round(time.perf_counter() - started, 3),
                 "failed_imports": failed,
-                "cuda_initialized": _cuda_initialized(),
+                "cuda_fork_problem": _cuda_fork_problem(),
                 "python_threads": threading.active_count(),
                 "frozen_objects": gc.get_freeze_count(),
             },
@@ -289,6 +318,15 @@ def template_for(imports: tuple[str, ...]) -> tuple[Template, str | None]:
     return template, replaced
 
 
+def _ready(imports: tuple[str, ...]) -> tuple[Template, dict[str, Any], str | None]:
+    template, replaced = template_for(imports)
+    try:
+        return template, template.wait_ready(), replaced
+    except TemplateDied:
+        forget(template)
+        raise
+
+
 def live_templates() -> list[Template]:
     """The templates this process holds, oldest first."""
     return list(_TEMPLATES.values())
@@ -323,11 +361,17 @@ class ForkedProcess:
     """
 
     def __init__(
-        self, target: Callable[..., Any], args: tuple[Any, ...], imports: tuple[str, ...], name: str = "segbench-cell"
+        self,
+        target: Callable[..., Any],
+        args: tuple[Any, ...],
+        imports: tuple[str, ...],
+        name: str = "segbench-cell",
+        needs_cuda: bool = False,
     ):
         self.target = target
         self.args = args
         self.imports = imports
+        self.needs_cuda = needs_cuda
         self.name = name
         self.pid: int | None = None
         self.exitcode: int | None = None
@@ -338,12 +382,11 @@ class ForkedProcess:
     def start(self) -> None:
         connection = next(arg for arg in self.args if isinstance(arg, Connection))
         args = tuple(_CHILD_CONNECTION if arg is connection else arg for arg in self.args)
-        template, replaced = template_for(self.imports)
+        started = time.perf_counter()
+        template, info, replaced, cuda_fallback = self._ready_template()
+        waited = time.perf_counter() - started
         self._template = template
         try:
-            started = time.perf_counter()
-            info = template.wait_ready()
-            waited = time.perf_counter() - started
             self.pid = template.fork(self.target, args, connection.fileno())
         except TemplateDied:
             forget(template)
@@ -358,6 +401,25 @@ class ForkedProcess:
             self.startup["failed_imports"] = info["failed_imports"]
         if replaced:
             self.startup["template_replaced"] = replaced
+        if cuda_fallback:
+            self.startup["cuda_fallback"] = cuda_fallback
+
+    def _ready_template(self) -> tuple[Template, dict[str, Any], str | None, str | None]:
+        """The template to fork from, its ready info, why an earlier one was replaced, and why the base one serves."""
+        template, info, replaced = _ready(self.imports)
+        if not self.needs_cuda or info["cuda_fork_problem"] is None:
+            return template, info, replaced, None
+        if self.imports != BASE_IMPORTS:
+            base, base_info, base_replaced = _ready(BASE_IMPORTS)
+            if base_info["cuda_fork_problem"] is None:
+                extra = ", ".join(self.imports[len(BASE_IMPORTS) :])
+                fallback = (
+                    f"forked from the base template, since its own template {info['cuda_fork_problem']} ({extra}):"
+                    " the cell imported those itself"
+                )
+                return base, base_info, base_replaced, fallback
+            info = base_info
+        raise TemplateTouchedCuda(f"a forked process could not use CUDA: the base template {info['cuda_fork_problem']}")
 
     def _wait(self, timeout_s: float | None) -> None:
         if self.exitcode is not None or self.failure is not None or self._template is None:

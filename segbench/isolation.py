@@ -114,12 +114,14 @@ def _start_cell_process(request: CellRequest, sender: Connection, log_path: Path
     args = (replace(request, launched_at=time.time()).to_dict(), sender, str(log_path) if log_path else None)
     failure = None
     if forkserver.warm_start_enabled():
-        process = forkserver.ForkedProcess(_child_main, args, forkserver.cell_imports(request.cell))
+        process = forkserver.ForkedProcess(
+            _child_main, args, forkserver.cell_imports(request.cell), needs_cuda=request.device.startswith("cuda")
+        )
         try:
             process.start()
             return process, process.startup
-        except forkserver.TemplateDied as died:
-            failure = str(died)
+        except forkserver.TemplateUnusable as unusable:
+            failure = str(unusable)
     args = (
         replace(request, launched_at=time.time()).to_dict(),
         *args[1:],

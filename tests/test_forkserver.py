@@ -73,10 +73,27 @@ def test_template_imports_what_the_cell_needs_and_never_cuda() -> None:
     assert not any(name.split(".")[0] == "openvino" for name in openvino)  # its import starts a thread that forks
     template, _ = forkserver.template_for(fast_scnn)
     info = template.wait_ready()
-    assert info["cuda_initialized"] is False and info["failed_imports"] == {}
+    assert info["cuda_fork_problem"] is None and info["failed_imports"] == {}
     assert info["python_threads"] == 1  # nothing running beside the thread that forks
     # The imported heap is frozen: a cell's gc.collect() skips it instead of walking (and copying) it.
     assert info["frozen_objects"] > 10_000
+
+
+def test_a_cuda_cell_never_forks_from_a_template_whose_imports_touched_cuda() -> None:
+    # Found on an H200: transformers' import (through torchao) asked CUDA for the current device in the template,
+    # and every SegFormer and Mask2Former cell forked from it failed with "Cannot re-initialize CUDA".
+    poisoned = forkserver.BASE_IMPORTS + ("tests.cuda_fork_poisoner",)
+    template, _ = forkserver.template_for(poisoned)
+    assert template.wait_ready()["cuda_fork_problem"] == "asked the CUDA driver for devices while importing"
+
+    cpu_cell = forkserver.ForkedProcess(print, (), poisoned)
+    chosen, _, _, fallback = cpu_cell._ready_template()
+    assert chosen is template and fallback is None  # a CPU cell never needs CUDA, so it keeps the warm imports
+
+    cuda_cell = forkserver.ForkedProcess(print, (), poisoned, needs_cuda=True)
+    chosen, info, _, fallback = cuda_cell._ready_template()
+    assert chosen.imports == forkserver.BASE_IMPORTS and info["cuda_fork_problem"] is None
+    assert fallback is not None and "tests.cuda_fork_poisoner" in fallback and "base template" in fallback
 
 
 def test_a_crashed_forked_process_is_a_recorded_status() -> None:

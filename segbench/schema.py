@@ -63,6 +63,8 @@ class CellRecord(Stored):
     fps: Number = None
     end_to_end_ms: LatencySummary | None = None
     end_to_end_fps: Number = None
+    end_to_end_input: str | None = None  # what the end-to-end pass fed the pipeline (held-out photographs)
+    detections_per_frame: list[int] | None = None  # instances found per end-to-end frame (detector families)
     stages_ms: dict[str, LatencySummary] | None = None
     memory_mb: dict[str, Number] | None = None
     gflops: Number = None

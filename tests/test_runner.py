@@ -12,9 +12,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+import torch
 
+from segbench import cell as cell_module
 from segbench import results
+from segbench.images import evaluation_batches
+from segbench.matrix import CellSpec
 from segbench.matrix import expand
+from segbench.measure.timing import StopRule
 from segbench.runner import run_suite
 from segbench.suite import load_suite
 
@@ -68,6 +73,8 @@ def test_real_fast_scnn_cell_writes_valid_results(write_suite: Callable[..., Pat
     assert record["memory_mb"]["rss_peak"] >= record["memory_mb"]["baseline"] > 0
     assert record["memory_mb"]["nvml_device_peak"] is None and "nvml_device_peak" in record["memory_unavailable"]
     assert set(record["stages_ms"]) == {"preprocess", "forward", "postprocess"}
+    assert record["end_to_end_input"] == "8 held-out photographs in turn, 64x128"
+    assert record["detections_per_frame"] is None  # a dense head has no instances to count
     assert record["params"] == pytest.approx(1.11e6, rel=0.03)
     assert record["threads"] >= 1
     assert record["gflops"] > 0 and record["roofline"]["achieved_tflops"] > 0
@@ -178,3 +185,50 @@ def test_fidelity_against_fp32_is_recorded_for_other_precisions(
     assert 0.0 < fidelity["miou_vs_fp32"] <= 1.0
     assert 0.0 < fidelity["max_abs_logit_diff"] < 10.0
     assert fidelity["images"] >= 8 and "random weights" in fidelity["note"]
+
+
+class _CountingDetector:
+    """Stands in for a detector adapter: records what the pipeline fed it; frame k holds k instances."""
+
+    def __init__(self) -> None:
+        self.preprocessed: list[int] = []
+        self.detections_calls = 0
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        self.preprocessed.append(int(images[0, 0, 0, 0]))
+        return images.float()
+
+    def forward_parts(self) -> None:
+        return None
+
+    def postprocess(self, outputs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return outputs[..., 0].long()
+
+    def detections(self, outputs: torch.Tensor) -> int:
+        self.detections_calls += 1
+        return int(outputs[0, 0, 0, 0])
+
+
+def test_end_to_end_feeds_every_frame_in_turn_and_counts_each_frames_instances_once() -> None:
+    # The end-to-end pass used to feed one noise batch: an int8 YOLOv8n-seg found 30 instances in it where fp32 found
+    # 1, so its postprocess (127 against 33 ms) was a property of the noise, not of what a camera shows.
+    frames = [torch.full((1, 4, 4, 3), k, dtype=torch.uint8) for k in range(3)]
+    detector = _CountingDetector()
+    run = cell_module._time_stages(
+        detector,  # type: ignore[arg-type]
+        lambda x: x,
+        frames,
+        StopRule(7, 7, 0.0, 60.0),
+        torch.device("cpu"),
+        split=False,
+    )
+    assert detector.preprocessed == [0, 1, 2, 0, 1, 2, 0]
+    assert run.detections == [0, 1, 2] and detector.detections_calls == 3  # counted once per frame
+    assert len(run.samples_ms["end_to_end"]) == 7
+
+
+def test_end_to_end_frames_are_the_held_out_photographs() -> None:
+    cell = CellSpec(model="fast-scnn", resolution=(48, 64), batch_size=2, precision="fp32", backend="eager")
+    frames = cell_module.end_to_end_frames(cell, torch.device("cpu"))
+    assert [tuple(frame.shape) for frame in frames] == [(2, 48, 64, 3)] * 4
+    assert torch.equal(torch.cat(frames), torch.cat(evaluation_batches(48, 64, 2)))

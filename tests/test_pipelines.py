@@ -35,6 +35,10 @@ def test_ultralytics_predict_and_hf_pipeline_cells(write_suite: Callable[..., Pa
     # Random weights detect nothing: the class maps agree trivially, so agreement is undefined, not 100 %.
     assert yolo["fidelity"]["reference_detections"] == 0 and yolo["fidelity"]["pixel_agreement"] is None
     assert yolo["fidelity"]["agreement_unavailable"] == "reference found no detections: agreement undefined"
+    # Instances are counted on ultralytics' own Results too (none here), one count per end-to-end frame.
+    for record in (yolo, records[("yolov8n-seg", "eager")]):
+        assert record["detections_per_frame"] == [0] * min(8, record["end_to_end_ms"]["n"])
+    assert records[("segformer-b0", "eager")]["detections_per_frame"] is None
 
     segformer = records[("segformer-b0", "hf-pipeline")]
     assert segformer["status"] == "ok", segformer.get("traceback")

@@ -43,6 +43,9 @@ class UltralyticsPipeline(PipelineAdapter):
         self.speeds.append(results[0].speed)
         return results
 
+    def detections(self, outputs: Any) -> int | None:
+        return sum(len(result.boxes) for result in outputs)
+
     def postprocess(self, outputs: Any, size: tuple[int, int]) -> torch.Tensor:
         """ultralytics Results → the same class-id convention as the zoo adapter: 0 background, class + 1."""
         maps = []

@@ -55,6 +55,7 @@ class Measured:
     fidelity: float | None
     prepare_s: float
     miou_vs_fp32: float | None = None
+    instances_per_frame: float | None = None  # mean over the end-to-end frames: postprocess time scales with it
 
     @property
     def label(self) -> str:
@@ -72,6 +73,7 @@ class Measured:
     @classmethod
     def of(cls, record: dict[str, Any]) -> Measured:
         fidelity = record.get("fidelity") or {}
+        found = record.get("detections_per_frame") or []
         return cls(
             record["backend"],
             record["precision"],
@@ -80,6 +82,7 @@ class Measured:
             fidelity.get("pixel_agreement"),
             record.get("prepare_s") or 0.0,
             fidelity.get("miou_vs_fp32") if fidelity.get("reference_detections") else None,
+            sum(found) / len(found) if found else None,
         )
 
 
@@ -206,6 +209,7 @@ def print_report(
         "vs default predict",
         "pixel agreement",
         "mIoU vs fp32",
+        "instances per frame",
         "prepare s",
     )
     for column in columns:
@@ -214,6 +218,7 @@ def print_report(
         ratio = f"{result.default.end_to_end_ms / path.end_to_end_ms:.2f}x" if result.default else "-"
         agreement = f"{path.fidelity * 100:.2f} %" if path.fidelity is not None else "-"
         miou = f"{path.miou_vs_fp32:.3f}" if path.miou_vs_fp32 is not None else "-"
+        instances = f"{path.instances_per_frame:.1f}" if path.instances_per_frame is not None else "-"
         table.add_row(
             path.label + ("" if path.faithful else " (unfaithful)"),
             f"{path.end_to_end_ms:.1f}",
@@ -221,6 +226,7 @@ def print_report(
             ratio,
             agreement,
             miou,
+            instances,
             f"{path.prepare_s:.1f}",
         )
     console.print(table)

@@ -112,6 +112,28 @@ def test_ort_int8_refuses_to_run_as_a_pytorch_model() -> None:
         model(torch.zeros(1, 3, 32, 32))
 
 
+def test_ort_int8_leaves_the_yolo_heads_own_math_in_float_and_its_convolutions_int8(tmp_path: Path) -> None:
+    # Found with trained weights: quantizing the concat of 0-640 px boxes and 0-1 scores into one uint8 tensor rounded
+    # every score to 0, so YOLOv8n-seg lost all its detections (mIoU vs fp32 0.249; 0.812 with the head in float).
+    import onnx
+
+    from segbench.backends.onnxruntime import FlatOutputs, export_onnx
+    from segbench.models.registry import create_model
+    from segbench.precision.ort_int8 import detection_head_nodes
+
+    adapter = create_model("yolov8n-seg", None, {})
+    adapter.build(CPU)
+    example = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        export_onnx(FlatOutputs(adapter.model, OutputLayout.of(adapter.model(example))), example, tmp_path / "m.onnx")
+    op_types = {node.name: node.op_type for node in onnx.load(str(tmp_path / "m.onnx")).graph.node}
+    left_in_float = [op_types[name] for name in detection_head_nodes(tmp_path / "m.onnx", adapter.model)]
+    assert left_in_float.count("Conv") == 1  # the DFL's fixed projection; cv2/cv3/cv4 and the protos stay int8
+    assert left_in_float.count("Sigmoid") == 1  # the class scores' (the SiLU sigmoids belong to the convolutions)
+    assert {"Concat", "Softmax", "Sub", "Add", "Div", "Mul"} <= set(left_in_float)
+    assert detection_head_nodes(tmp_path / "m.onnx", ConvOnly()) == []  # only ultralytics heads
+
+
 def test_layer_census_shares_parameters_and_flops() -> None:
     model = ConvThenLinear().eval()
     census = LayerCensus.of(model, torch.zeros(1, 3, 32, 32))

@@ -87,6 +87,18 @@ class LayerCensus:
         }
 
 
+def ultralytics_detect_head(model: nn.Module) -> nn.Module | None:
+    """An ultralytics model's Detect/Segment head, whose box arithmetic (DFL, anchors) and score sigmoids ultralytics'
+    own int8 export leaves in float; None for any other model."""
+    layers = getattr(model, "model", None)
+    if not isinstance(layers, nn.Sequential) or not len(layers):
+        return None
+    head = layers[-1]
+    if type(head).__module__.split(".")[0] != "ultralytics" or not hasattr(head, "dfl"):
+        return None
+    return head
+
+
 def remember_share(model: nn.Module, share: dict[str, Any]) -> None:
     """Keep the share on the module: compile wrappers forward attribute reads to it."""
     object.__setattr__(model, _SHARE_ATTRIBUTE, share)

@@ -10,6 +10,7 @@ so ort-int8 on CUDA needs TensorRT.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import hashlib
 import logging
@@ -23,7 +24,13 @@ from torch import nn
 
 from segbench.backends.onnxruntime import OnnxGraphPrecision
 from segbench.precision.base import Precision, PrecisionContext
-from segbench.precision.int8 import cpu_has_vnni, recall_share, remember_share, tensorrt_status
+from segbench.precision.int8 import (
+    cpu_has_vnni,
+    recall_share,
+    remember_share,
+    tensorrt_status,
+    ultralytics_detect_head,
+)
 
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -120,6 +127,32 @@ class PhotoReader:
         pass
 
 
+def _qualified(module: nn.Module) -> str:
+    return f"{type(module).__module__}.{type(module).__qualname__}"
+
+
+def detection_head_nodes(onnx_path: Path, model: nn.Module) -> list[str]:
+    """Nodes of an exported ultralytics model that ultralytics' int8 recipe leaves in float: the head's own ops
+    (box decoding, the concat of boxes and scores, the score sigmoid) and its DFL; the head's convolutions stay int8.
+
+    Quantizing them puts 0-1 class scores on the scale of 0-640 pixel boxes in one uint8 tensor, which rounds every
+    score to 0: the trained YOLOv8n-seg lost all its detections. Read from the dynamo exporter's module metadata.
+    """
+    import onnx
+
+    head = ultralytics_detect_head(model)
+    if head is None:
+        return []
+    head_class, dfl_class = _qualified(head), _qualified(head.dfl)
+    names = []
+    for node in onnx.load(str(onnx_path), load_external_data=False).graph.node:
+        hierarchy = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.class_hierarchy"), None)
+        classes = ast.literal_eval(hierarchy) if hierarchy else []
+        if len(classes) >= 2 and (classes[-2] == head_class or dfl_class in classes):
+            names.append(node.name)
+    return names
+
+
 def preprocessed_for_quantization(path: Path, workdir: Path) -> Path:
     """ORT's recommended pre-pass (shape inference, graph optimisation); the raw graph if it fails."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -160,7 +193,11 @@ class OrtInt8Graph(OnnxGraphPrecision):
 
     def cache_fields(self) -> dict[str, Any]:
         calibration = hashlib.sha256(b"".join(batch.tobytes() for batch in self.calibration)).hexdigest()
-        return {"reduce_range": self.reduce_range, "calibration_sha256": calibration}
+        return {
+            "reduce_range": self.reduce_range,
+            "calibration_sha256": calibration,
+            "float_detection_head": ultralytics_detect_head(self.float_model) is not None,  # entries before it differ
+        }
 
     def cache_state(self) -> dict[str, Any]:
         return {"quantized_share": recall_share(self)}
@@ -176,6 +213,7 @@ class OrtInt8Graph(OnnxGraphPrecision):
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
         target = workdir / "model.int8.onnx"
+        float_nodes = detection_head_nodes(onnx_path, self.float_model)  # names survive the pre-pass; metadata not
         with quiet_root_logger():
             quantize_static(
                 str(preprocessed_for_quantization(onnx_path, workdir)),
@@ -187,8 +225,12 @@ class OrtInt8Graph(OnnxGraphPrecision):
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
+                nodes_to_exclude=float_nodes,
             )
-        remember_share(self, onnx_quantized_share(target, sum(p.numel() for p in self.float_model.parameters())))
+        share = onnx_quantized_share(target, sum(p.numel() for p in self.float_model.parameters()))
+        if float_nodes:
+            share["left_in_float"] = f"{len(float_nodes)} detection-head ops (ultralytics' int8 recipe)"
+        remember_share(self, share)
         return target
 
 

@@ -29,7 +29,7 @@ from torch import nn
 from segbench.backends.openvino import INSTALL_LINE, OpenVinoGraphPrecision
 from segbench.models.base import SegmentationAdapter
 from segbench.precision.base import Precision, PrecisionContext
-from segbench.precision.int8 import recall_share, remember_share
+from segbench.precision.int8 import recall_share, remember_share, ultralytics_detect_head
 
 TRANSFORMER_FAMILIES = frozenset({"segformer", "mask2former", "sam"})
 NON_RELU_ACTIVATIONS: tuple[type[nn.Module], ...] = (
@@ -187,12 +187,7 @@ def detection_head_scope(ov_model: Any, model: nn.Module) -> Any:
     """ultralytics' own int8 recipe: a Detect head's box arithmetic (DFL, anchors) and its sigmoids stay in float."""
     import nncf
 
-    head = getattr(model, "model", None)
-    if (
-        not isinstance(head, nn.Sequential)
-        or type(head[-1]).__module__.split(".")[0] != "ultralytics"
-        or not hasattr(head[-1], "dfl")
-    ):
+    if ultralytics_detect_head(model) is None:
         return None
     operations = ov_model.get_ordered_ops()
     sigmoids = [op.get_friendly_name() for op in operations if op.get_type_name() == "Sigmoid"]

@@ -433,7 +433,7 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         warm_up(step, request.timing.warmup_iters, device)
         telemetry = _telemetry_sampler(device)
         with ContentionWindow(torch.get_num_threads()) as contention:
-            with SamplingThread(telemetry):
+            with SamplingThread(telemetry, request.timing.telemetry_interval_s):
                 latency_run: TimedRun = time_steps(step, rule, device)
             # Sub-stages need the eager module; another backend's forward is timed whole.
             stages_run = _time_stages(adapter, forward, frames, rule, device, split=cell.backend == "eager")

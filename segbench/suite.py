@@ -14,7 +14,7 @@ from segbench.datasets import CalibrationConfig, DatasetConfig
 from segbench.axes import MAX_SIDE, Rule, parse_resolution, rule_resolutions  # noqa: F401 (re-exported: suite.Rule, suite.MAX_SIDE)
 from segbench.errors import SuiteError
 from segbench.expectations import Expectation
-from segbench.measure.telemetry import CooldownConfig
+from segbench.measure.telemetry import SAMPLE_INTERVAL_S, CooldownConfig
 from segbench.naming import did_you_mean, shorten, unknown_name_message
 from segbench.targets import Targets
 
@@ -51,6 +51,10 @@ class Timing(StrictModel):
     max_time_s: Annotated[float, Field(gt=0, le=MAX_DURATION_S, allow_inf_nan=False)] = 10.0
     timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)] = 600.0
     memory_iters: Annotated[int, Field(ge=0)] = 3
+    # NVML telemetry beside the latency pass (GPU cells): a sample every this many seconds; 0 samples only at the
+    # pass's start and end, with no thread beside the timed loop (NVML queries can hold the driver's lock that kernel
+    # launches need: see results/README.md on the H200).
+    telemetry_interval_s: Annotated[float, Field(ge=0, le=60, allow_inf_nan=False)] = SAMPLE_INTERVAL_S
     # Each cell measured in this many separate processes; the headline is the median of their medians
     # (segbench/repeats.py).
     repeats: Annotated[int, Field(ge=1, le=100)] = 1

@@ -10,6 +10,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from segbench import cell as cell_module
+
 from segbench.measure import nvml
 from segbench.measure.telemetry import (
     SUMMARY_FIELDS,
@@ -258,7 +260,7 @@ def test_a_window_shorter_than_a_second_is_null_with_the_reason() -> None:
     assert "under 1 s" in summary["unavailable"]["energy_j"] and "min_time_s" in summary["unavailable"]["energy_j"]
 
 
-def _cell_telemetry(monkeypatch: pytest.MonkeyPatch, min_time_s: float) -> dict[str, Any]:
+def _cell_telemetry(monkeypatch: pytest.MonkeyPatch, min_time_s: float, interval_s: float = 0.1) -> dict[str, Any]:
     """A real cell in this process, its NVML replaced by a fake drawing a steady 100 W on the real clock."""
     from segbench import cell as cell_module
     from segbench.cell import CellRequest, measure_cell
@@ -272,7 +274,13 @@ def _cell_telemetry(monkeypatch: pytest.MonkeyPatch, min_time_s: float) -> dict[
         cell_module, "_telemetry_sampler", lambda device: TelemetrySampler("handle", FakeNvml(power_w=[100.0]))
     )
     timing = Timing(
-        warmup_iters=1, min_iters=2, max_iters=100_000, min_time_s=min_time_s, max_time_s=min_time_s + 2, memory_iters=1
+        warmup_iters=1,
+        min_iters=2,
+        max_iters=100_000,
+        min_time_s=min_time_s,
+        max_time_s=min_time_s + 2,
+        memory_iters=1,
+        telemetry_interval_s=interval_s,
     )
     outcome = measure_cell(CellRequest(CellSpec("test-tiny", (16, 16), 1, "fp32", "eager"), "cpu", timing, 10.0, 1))
     return {**outcome["telemetry"], "measured_s": outcome["measured_s"], "iterations": outcome["iterations"]}
@@ -284,6 +292,24 @@ def test_cell_telemetry_covers_the_latency_pass(monkeypatch: pytest.MonkeyPatch)
     assert telemetry["samples"] >= 5  # sampled through the pass, not only at its ends
     assert telemetry["energy_j"] == pytest.approx(100.0 * telemetry["window_s"], rel=0.01)
     assert telemetry["joules_per_image"] == pytest.approx(telemetry["energy_j"] / telemetry["iterations"])
+
+
+def test_interval_zero_samples_the_pass_ends_with_nothing_beside_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    # On an H200 the latency pass read 1.7x the end-to-end forward stage for Mask2Former (launch-bound); NVML queries
+    # can hold the driver lock kernel launches need, so a suite can keep the sampling thread out of the timed loop.
+    threads_in_pass: list[int] = []
+    real_time_steps = cell_module.time_steps
+
+    def counting_time_steps(*args: Any) -> Any:
+        threads_in_pass.append(threading.active_count())
+        return real_time_steps(*args)
+
+    monkeypatch.setattr(cell_module, "time_steps", counting_time_steps)
+    sampled = _cell_telemetry(monkeypatch, min_time_s=1.2, interval_s=0.1)
+    alone = _cell_telemetry(monkeypatch, min_time_s=1.2, interval_s=0)
+    assert threads_in_pass[1] == threads_in_pass[0] - 1  # the sampling thread is the one missing
+    assert sampled["samples"] >= 5 and alone["samples"] == 2  # the pass's start and end
+    assert alone["energy_j"] == pytest.approx(100.0 * alone["window_s"], rel=0.01)  # energy still covers the pass
 
 
 def test_cell_telemetry_under_a_second_is_null(monkeypatch: pytest.MonkeyPatch) -> None:

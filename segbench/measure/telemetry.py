@@ -294,7 +294,7 @@ class SamplingThread:
     """Samples once at the start, every `interval_s` on a daemon thread, and once at the end of a `with` block.
 
     The thread sleeps on an Event between reads (no busy loop), and never starts for a disabled
-    sampler (a CPU cell), so a CPU's timed loop runs with nothing beside it.
+    sampler (a CPU cell) or an interval of 0, so such a timed loop runs with nothing beside it.
     """
 
     def __init__(self, sampler: TelemetrySampler, interval_s: float = SAMPLE_INTERVAL_S):
@@ -309,7 +309,7 @@ class SamplingThread:
 
     def __enter__(self) -> Self:
         self.sampler.sample()
-        if self.sampler.enabled:
+        if self.sampler.enabled and self.interval_s > 0:  # 0: the pass's two ends only, nothing beside the loop
             self._thread = threading.Thread(target=self._run, name="segbench-telemetry", daemon=True)
             self._thread.start()
         return self

@@ -2,7 +2,8 @@
 
 The onnxruntime backend exports the float model; this precision then pre-processes the graph
 (shape inference + ORT graph optimisation, as ORT recommends before quantizing), calibrates it on
-the cell's photographs (MinMax) and writes a QDQ graph: int8 weights per output channel, uint8
+the cell's photographs (activation ranges at the 99.999th percentile, so a few outlier activations do
+not coarsen every other value's step) and writes a QDQ graph: int8 weights per output channel, uint8
 activations per tensor. ONNX Runtime's CPU provider fuses the QDQ pairs into integer kernels
 (QLinearConv, MatMulInteger); on NVIDIA GPUs the TensorRT provider runs QDQ graphs as int8 engines,
 so ort-int8 on CUDA needs TensorRT.
@@ -33,6 +34,7 @@ from segbench.precision.int8 import (
 )
 
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+CALIBRATION_NAME = "Percentile"  # onnxruntime.quantization.CalibrationMethod member (99.999th percentile by default)
 
 
 # ---- what ORT quantized ------------------------------------------------------------------------------
@@ -123,7 +125,7 @@ class PhotoReader:
         batch = next(self.batches, None)
         return None if batch is None else {self.input_name: batch}
 
-    def rewind(self) -> None:  # part of the protocol; one pass is all MinMax needs
+    def rewind(self) -> None:  # part of the protocol; one pass is all the percentile calibration needs
         pass
 
 
@@ -197,6 +199,7 @@ class OrtInt8Graph(OnnxGraphPrecision):
             "reduce_range": self.reduce_range,
             "calibration_sha256": calibration,
             "float_detection_head": ultralytics_detect_head(self.float_model) is not None,  # entries before it differ
+            "calibration_method": CALIBRATION_NAME,
         }
 
     def cache_state(self) -> dict[str, Any]:
@@ -224,7 +227,9 @@ class OrtInt8Graph(OnnxGraphPrecision):
                 reduce_range=self.reduce_range,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
+                # MinMax let the trained YOLOv8n-seg's outliers set the activation scales: mIoU vs fp32 0.81; the
+                # 99.999th percentile: 0.93 (pixel agreement of Fast-SCNN and SegFormer-B0 unchanged).
+                calibrate_method=CalibrationMethod[CALIBRATION_NAME],
                 nodes_to_exclude=float_nodes,
             )
         share = onnx_quantized_share(target, sum(p.numel() for p in self.float_model.parameters()))
@@ -238,7 +243,7 @@ class OrtInt8(Precision):
     name = "ort-int8"
     warm_imports = ("onnxruntime.quantization", "onnx")
     description = (
-        "ONNX Runtime static int8 (QDQ: per-channel int8 weights, uint8 activations, MinMax calibration); "
+        "ONNX Runtime static int8 (QDQ: per-channel int8 weights, uint8 activations, percentile calibration); "
         "backend onnxruntime only"
     )
     matmul_class = "int8"

@@ -87,7 +87,9 @@ class ProgressObserver:
     def run_started(self, run_dir: Path, cells: list[Any], skipped: int) -> None:
         note = f" ({skipped} already finished, skipped)" if skipped else ""
         console.print(
-            f"run folder: [bold]{escape(str(run_dir))}[/] · {len(cells)} cell(s) to run{note}", highlight=False
+            f"run folder: [bold]{escape(str(run_dir))}[/] · {len(cells)} cell(s) to run{note}",
+            highlight=False,
+            soft_wrap=True,  # a long path never breaks the line: it stays one line to copy and to grep
         )
         self.task = self.progress.add_task("starting", total=len(cells))
 

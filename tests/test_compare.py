@@ -26,6 +26,10 @@ from segbench.runner import run_suite
 from segbench.suite import load_suite
 from .test_report import copy_run
 
+# The two runs in `repeats` are compared for a change: a neighbour test busy in one run and idle in the other
+# would be one. Whichever of these tests builds `repeats` (module-scoped) holds the machine alone meanwhile.
+ALONE = pytest.mark.alone
+
 STABLE_TIMING = {
     "warmup_iters": 2,
     "min_iters": 30,
@@ -89,6 +93,7 @@ def resampled(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+@ALONE
 def test_the_stable_cell_has_enough_samples(repeats: tuple[Path, Path]) -> None:
     for run_dir in repeats:
         [line] = (run_dir / "results.jsonl").read_text().splitlines()
@@ -97,6 +102,7 @@ def test_the_stable_cell_has_enough_samples(repeats: tuple[Path, Path]) -> None:
         assert 19 < record["latency_ms"]["median"] < 30
 
 
+@ALONE
 def test_injected_20_percent_slowdown_is_flagged(repeats: tuple[Path, Path], tmp_path: Path) -> None:
     first, _ = repeats
     slow = copy_run(first, tmp_path / "slow", change=lambda r: scaled(r, 1.2))
@@ -125,6 +131,7 @@ def test_injected_20_percent_slowdown_is_flagged(repeats: tuple[Path, Path], tmp
     assert reverse.significant_count == (0, 1) and reverse.latency_regressions(1) == []
 
 
+@ALONE
 def test_repeats_of_the_same_run_are_not_flagged(repeats: tuple[Path, Path], tmp_path: Path) -> None:
     first, second = repeats
     redrawn = copy_run(first, tmp_path / "redrawn", change=resampled)
@@ -140,6 +147,7 @@ def test_repeats_of_the_same_run_are_not_flagged(repeats: tuple[Path, Path], tmp
     )
 
 
+@ALONE
 def test_cli_fail_on_regression_sets_the_exit_code_and_writes_html(repeats: tuple[Path, Path], tmp_path: Path) -> None:
     first, second = repeats
     slow = copy_run(first, tmp_path / "slow", change=lambda r: scaled(r, 1.2))
@@ -164,6 +172,7 @@ def test_cli_fail_on_regression_sets_the_exit_code_and_writes_html(repeats: tupl
     )
 
 
+@ALONE
 def test_fingerprint_differences_warn_and_ignore_volatile_fields(repeats: tuple[Path, Path], tmp_path: Path) -> None:
     first, _ = repeats
     meta = json.loads((first / "meta.json").read_text())
@@ -189,6 +198,7 @@ def test_fingerprint_differences_warn_and_ignore_volatile_fields(repeats: tuple[
     assert done.exit_code == 0 and "fingerprints differ" in done.stdout
 
 
+@ALONE
 def test_unmatched_cells_and_status_changes(repeats: tuple[Path, Path], tmp_path: Path) -> None:
     first, _ = repeats
 

@@ -50,6 +50,17 @@ def _uses_a_module_fixture(item: pytest.Item) -> bool:
     return any(definition.scope == "module" for defs in definitions for definition in defs)
 
 
+LONGEST_GROUPS = ("tests.test_ray", "tests.test_precision")  # a Ray cluster's runs; the quantized cells (minutes)
+
+
+def _start_order(item: pytest.Item) -> int:
+    group = item.get_closest_marker("xdist_group")
+    if group is None:
+        return len(LONGEST_GROUPS) + 1
+    name = group.args[0] if group.args else group.kwargs.get("name")
+    return LONGEST_GROUPS.index(name) if name in LONGEST_GROUPS else len(LONGEST_GROUPS)
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into each test's id
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
@@ -57,9 +68,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         # fixture (a real run, a Ray cluster, a browser: tens of seconds) is built once, not once per worker.
         if _uses_a_module_fixture(item) and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__ if item.module else item.nodeid))
-    # Groups first (a stable sort keeps each module's order): the long ones start at once instead of becoming
-    # the tail of the run while the other workers sit idle.
-    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
+    # Longest first (addopts keep this order: --no-loadscope-reorder): the longest groups, then the other groups,
+    # then single tests, so no long group starts late and becomes the run's tail while the other workers sit idle.
+    items.sort(key=_start_order)
+
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(

@@ -68,9 +68,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         # fixture (a real run, a Ray cluster, a browser: tens of seconds) is built once, not once per worker.
         if _uses_a_module_fixture(item) and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__ if item.module else item.nodeid))
-    # Longest first (addopts keep this order: --no-loadscope-reorder): the longest groups, then the other groups,
-    # then single tests, so no long group starts late and becomes the run's tail while the other workers sit idle.
-    items.sort(key=_start_order)
+    # On xdist workers, longest first (with --no-loadscope-reorder): the longest groups, then the other groups, then
+    # single tests, so no long group starts late and becomes the run's tail while the other workers sit idle. A serial
+    # run keeps the files' order.
+    if getattr(config.option, "numprocesses", None):
+        items.sort(key=_start_order)
 
     if torch.cuda.is_available():
         return

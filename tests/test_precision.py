@@ -134,6 +134,36 @@ def test_ort_int8_leaves_the_yolo_heads_own_math_in_float_and_its_convolutions_i
     assert detection_head_nodes(tmp_path / "m.onnx", ConvOnly()) == []  # only ultralytics heads
 
 
+class DenormalActivations(nn.Module):
+    """A convolution whose output is scaled into float32's denormals: a range numpy cannot cut into 2048 bins."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x)) * 1e-44
+
+
+def test_ort_int8_falls_back_to_minmax_when_the_percentile_histogram_fails(tmp_path: Path) -> None:
+    # Seen on the random-weight YOLOv8n-seg at 640: "Too many bins for data range. Cannot create 2048 finite-sized
+    # bins."
+    from segbench.backends.onnxruntime import export_onnx, graph_input_name
+    from segbench.precision.int8 import recall_share
+    from segbench.precision.ort_int8 import OrtInt8Graph
+
+    model = DenormalActivations().eval()
+    generator = torch.Generator().manual_seed(0)
+    batches = [torch.rand(1, 3, 16, 16, generator=generator) for _ in range(2)]
+    export_onnx(model, batches[0], tmp_path / "m.onnx")
+    graph = OrtInt8Graph(model, [b.numpy() for b in batches], reduce_range=False)
+    assert graph.rewrite(tmp_path / "m.onnx", graph_input_name(tmp_path / "m.onnx"), tmp_path).is_file()
+    share = recall_share(graph)
+    assert share is not None
+    assert share["calibration"].startswith("MinMax (the percentile histogram failed: Too many bins")
+    assert share["layers"] == "1 of 1 conv/linear"
+
+
 def test_layer_census_shares_parameters_and_flops() -> None:
     model = ConvThenLinear().eval()
     census = LayerCensus.of(model, torch.zeros(1, 3, 32, 32))

@@ -85,9 +85,23 @@ def wait_until(condition: Callable[[], bool], deadline_s: float, step_s: float =
     return condition()
 
 
+def _as_from_a_terminal() -> None:
+    """In the CLI's process before it starts: Ctrl-C as a terminal delivers it, whatever this process has set.
+
+    segbench keeps a SIGINT its parent ignored ignored (as a shell's background job expects), so a test process that
+    ignores SIGINT would start a CLI that never sees the test's Ctrl-C: the hang these tests showed in full runs.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 def start_cli(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "segbench", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "segbench", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_as_from_a_terminal,
     )
 
 

@@ -214,6 +214,15 @@ def _configure_cache(cache_dir: Path | None, no_cache: bool) -> None:
     cache.configure(cache_dir, disabled=no_cache)
 
 
+def _keep_template_output(log: Path) -> None:
+    from segbench.forkserver import template_output
+
+    text = template_output()
+    if text:
+        with open(log, "a", encoding="utf-8") as out:
+            out.write(text)
+
+
 @app.command()
 @app.command()
 @user_errors
@@ -360,10 +369,18 @@ def run(
         else None
     )
     with library_output(verbose) as chatter:
+        if not dry_run and executor in (None, "local"):
+            from segbench import forkserver
+
+            forkserver.prestart()  # the cells' template imports torch while this process checks the suite
         suite, source_path, suite_text = _suite_for_run(
             suite_path, resume, from_flags, plugin_specs if from_flags is None else [], overrides or []
         )
         plan = plan_cells(suite, expand(suite), device) if dry_run else None
+        if (executor or suite.executor) != "local":
+            from segbench import forkserver
+
+            forkserver.close_templates()  # prestarted for nothing: the cells run on the Ray workers
     if plan is not None:
         _print_dry_run(suite, plan, out, verbose)
         return
@@ -415,6 +432,7 @@ def run(
         raise typer.Exit(exc.exit_code) from None
     for captured in (chatter, more_chatter):
         captured.write_to(result.run_dir / LOG_DIR / "segbench.log")
+    _keep_template_output(result.run_dir / LOG_DIR / "segbench.log")
     console.print(summary_table(result.records, title=f"{suite.name}: {result.run_dir}"))
     if suite.expectations:
         from segbench.expectations import evaluate_run

@@ -31,11 +31,12 @@ import multiprocessing
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from typing import Any
@@ -236,6 +237,37 @@ def _exit_text(exit_code: int | None) -> str:
     return f"exit code {exit_code}"
 
 
+_OUTPUT: list[Any] = []  # one file every template of this process writes its stderr to
+
+
+def _output_file() -> Any:
+    if not _OUTPUT:
+        _OUTPUT.append(tempfile.TemporaryFile(mode="w+b"))
+    return _OUTPUT[0]
+
+
+def template_output() -> str:
+    """What the templates wrote to stderr so far (libraries' chatter while importing), for the run's log."""
+    if not _OUTPUT:
+        return ""
+    sink = _OUTPUT[0]
+    sink.seek(0)
+    return sink.read().decode("utf-8", errors="replace")
+
+
+@contextlib.contextmanager
+def _stderr_into(sink: Any) -> Iterator[None]:
+    """fd 2 points at `sink` within the block, so a process started there writes its stderr into it for life."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(sink.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class Template:
     """One template process and the pipe to it; `fork` asks it for a fresh child."""
 
@@ -246,7 +278,10 @@ class Template:
         self.process = context.Process(
             target=_template_main, args=(remote, imports), name="segbench-template", daemon=True
         )
-        self.process.start()
+        # Its own file, not whatever fd 2 is now: a template can outlive the block that captures the parent's
+        # chatter (`prestart` runs it beside the suite's checks), and its import warnings belong in the run's log.
+        with _stderr_into(_output_file()):
+            self.process.start()
         remote.close()
         self.info: dict[str, Any] | None = None
 
@@ -277,6 +312,11 @@ class Template:
             self.info = self.receive(timeout_s, "while importing its libraries")[1]
         return self.info
 
+    def _ready_waiting(self) -> bool:
+        with contextlib.suppress(OSError, EOFError):
+            return self.connection.poll(0)
+        return False
+
     def fork(self, target: Callable[..., Any], args: tuple[Any, ...], fd: int) -> int:
         """A fresh child running target(*args), reporting on `fd`; returns its pid."""
         self.wait_ready()
@@ -288,6 +328,11 @@ class Template:
         return self.receive(READY_TIMEOUT_S, "while forking the cell's process")[1]
 
     def close(self) -> None:
+        if self.info is None and not self._ready_waiting():
+            self.process.kill()  # still importing (a run that stopped at a bad suite): nothing to wait for
+            self.process.join()
+            self.connection.close()
+            return
         try:
             self.connection.send(("close",))
         except OSError:
@@ -318,6 +363,13 @@ def template_for(imports: tuple[str, ...]) -> tuple[Template, str | None]:
     return template, replaced
 
 
+def prestart(imports: tuple[str, ...] = BASE_IMPORTS) -> None:
+    """Start the template for `imports` now, without waiting: its imports (seconds) overlap the runner's own
+    start (checking the suite, capturing the environment) instead of delaying the first cell."""
+    if warm_start_enabled():
+        template_for(imports)
+
+
 def _ready(imports: tuple[str, ...]) -> tuple[Template, dict[str, Any], str | None]:
     template, replaced = template_for(imports)
     try:
@@ -345,6 +397,13 @@ def shutdown() -> None:
     # A Ctrl-C arriving while the templates close must not end the exit in a traceback.
     with contextlib.suppress(ValueError):  # ValueError: not the main thread
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    close_templates()
+    while _OUTPUT:
+        _OUTPUT.pop().close()
+
+
+def close_templates() -> None:
+    """End every template this process holds (at exit, or when the cells run elsewhere, on Ray)."""
     while _TEMPLATES:
         template = _TEMPLATES.popitem()[1]
         try:

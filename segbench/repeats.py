@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 from segbench.measure.stats import HIGH_CV, LatencyStats
 
@@ -31,6 +30,8 @@ def between_process_spread(medians: list[float]) -> dict[str, Any]:
             "ci95": None,
             "unavailable": "one process: no between-process spread (set timing.repeats >= 2)",
         }
+    from scipy import stats as scipy_stats  # here: importing it costs 1 s, and only repeated cells need it
+
     mean, std = float(values.mean()), float(values.std(ddof=1))
     half = float(scipy_stats.t.ppf(0.975, values.size - 1)) * std / math.sqrt(values.size)
     return {"cv": std / mean if mean > 0 else 0.0, "ci95": [mean - half, mean + half], "unavailable": None}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Literal, TypeVar
 
 import torch
 
@@ -13,6 +13,28 @@ ForwardFn = Callable[[torch.Tensor], Any]
 
 
 LatencyScope = Literal["forward", "end_to_end"]
+
+
+ModuleClass = TypeVar("ModuleClass", bound=type)
+
+
+def forward_runs_eagerly_under_compile(cls: ModuleClass) -> ModuleClass:
+    """Class decorator: torch.compile runs this module's `forward` eagerly (a graph break around it).
+
+    The same as decorating `forward` with `torch.compiler.disable`, but applied when the first instance is made:
+    `torch.compiler.disable` imports dynamo (1.5 s), and every `segbench run` defines these classes (listing the
+    registries to check the suite's names) without making one.
+    """
+    make = cls.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if not cls.__dict__.get("_forward_compile_disabled", False):
+            cls.forward = torch.compiler.disable(cls.__dict__["forward"])
+            cls._forward_compile_disabled = True
+        make(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
 
 
 class Backend(ABC):

@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
 
 from segbench import cache
-from segbench.backends.base import Backend, ForwardFn
+from segbench.backends.base import Backend, ForwardFn, forward_runs_eagerly_under_compile
 from segbench.errors import UnsupportedError
 from segbench.isolation import call_in_fork
 from segbench.models.base import SegmentationAdapter
@@ -39,6 +39,8 @@ EXPORT_LIBRARIES = ("onnx", "onnxscript", "onnxruntime")  # their versions key c
 GRAPH_FILE = "model.onnx"
 
 
+# Its forward refuses; under torch.compile too, so the refusal surfaces unchanged.
+@forward_runs_eagerly_under_compile
 class OnnxGraphPrecision(nn.Module, ABC):
     """What a precision that rewrites the exported ONNX graph returns from `apply`.
 
@@ -70,7 +72,6 @@ class OnnxGraphPrecision(nn.Module, ABC):
     def release(self) -> None:
         """Drop what only the rewrite needed (calibration data) once the graph exists: no measured pass may hold it."""
 
-    @torch.compiler.disable  # so torch.compile runs this eagerly and the refusal surfaces unchanged
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise UnsupportedError(
             f"{self.precision_name} is ONNX Runtime's own quantization: it runs only on backend onnxruntime"

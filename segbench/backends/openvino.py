@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from segbench import cache
-from segbench.backends.base import Backend, ForwardFn
+from segbench.backends.base import Backend, ForwardFn, forward_runs_eagerly_under_compile
 from segbench.backends.onnxruntime import FlatOutputs, OutputLayout, export_onnx
 from segbench.errors import UnsupportedError
 from segbench.models.base import SegmentationAdapter
@@ -50,6 +50,8 @@ def openvino_missing() -> str | None:
     return None
 
 
+# Its forward refuses; under torch.compile too, so the refusal surfaces unchanged.
+@forward_runs_eagerly_under_compile
 class OpenVinoGraphPrecision(nn.Module, ABC):
     """What a precision that rewrites the converted OpenVINO graph returns from `apply`.
 
@@ -80,7 +82,6 @@ class OpenVinoGraphPrecision(nn.Module, ABC):
     def restore(self, state: dict[str, Any]) -> None:
         """Take back `cache_state` when the rewritten graph comes from the cache instead of `rewrite`."""
 
-    @torch.compiler.disable  # so torch.compile runs this eagerly and the refusal surfaces unchanged
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise UnsupportedError(
             f"{self.precision_name} is OpenVINO's own quantization: it runs only on backend openvino"

@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from segbench import cache
+from segbench.backends.base import forward_runs_eagerly_under_compile
 from segbench.errors import UnsupportedError
 from segbench.precision.base import Precision, PrecisionContext
 
@@ -294,6 +295,8 @@ def store_program(
     return "miss" if stored is not None else "not cached (store failed)"
 
 
+# A compile backend's dynamo skips its forward; the inner graph runs its own compiled code.
+@forward_runs_eagerly_under_compile
 class CompiledGraph(nn.Module):
     """The compiled int8 graph, held so a backend's torch.compile does not compile (and freeze) it a second time."""
 
@@ -301,7 +304,6 @@ class CompiledGraph(nn.Module):
         super().__init__()
         self.compiled = compiled
 
-    @torch.compiler.disable  # a compile backend's dynamo skips this frame; the inner graph runs its own compiled code
     def forward(self, inputs: torch.Tensor) -> Any:
         return self.compiled(inputs)
 

@@ -140,3 +140,27 @@ def test_a_template_that_died_between_cells_is_replaced_and_the_record_says_so()
         "died between cells" in outcome["startup"]["template_replaced"]
         and "SIGKILL" in outcome["startup"]["template_replaced"]
     )
+
+
+def test_a_prestarted_template_still_importing_is_killed_at_once_when_the_run_stops_early() -> None:
+    # `segbench run` prestarts the base template before checking the suite; a bad suite then exits in its one
+    # line, without waiting out the template's imports (close() would wait 5 s for a template that cannot answer).
+    forkserver.close_templates()
+    forkserver.prestart()
+    [template] = forkserver.live_templates()
+    assert template.imports == forkserver.BASE_IMPORTS and template.info is None
+    forkserver.close_templates()
+    assert template.process.exitcode == -signal.SIGKILL
+    assert forkserver.live_templates() == []
+
+
+def test_what_a_template_writes_while_importing_is_kept_for_the_runs_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A template outlives the block that captures the runner's chatter, so it writes into a file of its own.
+    chatty = "import sys\nprint('W1126 chatter from an import', file=sys.stderr)\n"
+    (tmp_path / "chatty_at_import.py").write_text(chatty)
+    monkeypatch.syspath_prepend(str(tmp_path))  # a spawned template gets this process's sys.path
+    template, _ = forkserver.template_for(forkserver.BASE_IMPORTS + ("chatty_at_import",))
+    assert template.wait_ready()["failed_imports"] == {}
+    assert "W1126 chatter from an import" in forkserver.template_output()

@@ -41,6 +41,8 @@ from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from typing import Any
 
+import psutil
+
 WARM_START_ENV = "SEGBENCH_WARM_START"
 MAX_TEMPLATES = 4  # a quantization suite cycles through ~4 import sets per model; each idle template holds ~0.6 GB
 READY_TIMEOUT_S = 600.0  # imports on a busy machine can take a minute; a hung template still ends
@@ -159,8 +161,13 @@ def _template_main(connection: Connection, imports: tuple[str, ...]) -> None:
     die_with_parent()  # a killed runner takes its templates (and through them their cells) along
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle; it closes the template
     os.environ.update(TEMPLATE_ENV)
+    _prepare_and_serve(connection, imports)
+
+
+def _prepare_and_serve(connection: Connection, imports: tuple[str, ...], derived_from: int | None = None) -> None:
+    """Import, warm up, report ready, then fork cells (and derived templates) on request until closed."""
     started = time.perf_counter()
-    failed = _preload(imports)
+    failed = _preload(imports)  # in a derived template only the extra imports take time: the rest are loaded
     try:
         _warm_state()
     # The cell does the same work and reports the failure itself.
@@ -176,6 +183,7 @@ def _template_main(connection: Connection, imports: tuple[str, ...]) -> None:
             {
                 "pid": os.getpid(),
                 "import_s": round(time.perf_counter() - started, 3),
+                "derived_from": derived_from,
                 "failed_imports": failed,
                 "cuda_fork_problem": _cuda_fork_problem(),
                 "python_threads": threading.active_count(),
@@ -183,22 +191,63 @@ def _template_main(connection: Connection, imports: tuple[str, ...]) -> None:
             },
         )
     )
+    _serve(connection, imports)
+
+
+def _serve(connection: Connection, imports: tuple[str, ...]) -> None:
+    derived: list[int] = []
     while True:
         try:
             message = connection.recv()
         except EOFError:
             return
-        if message[0] != "fork":
+        derived = [pid for pid in derived if os.waitpid(pid, os.WNOHANG) == (0, 0)]  # reap the ended ones
+        if message[0] == "derive":
+            derived.append(_fork_derived(connection, imports, message[1]))
+        elif message[0] == "fork":
+            _fork_cell(connection, *message[1:])
+        else:
             return
-        _, target, args, env = message
-        fd = reduction.recv_handle(connection)
-        pid = os.fork()
-        if pid == 0:
-            _run_forked(connection, target, args, env, fd)
-        os.close(fd)
-        connection.send(("started", pid))
-        _, status = os.waitpid(pid, 0)
-        connection.send(("exited", os.waitstatus_to_exitcode(status)))
+
+
+def _fork_cell(connection: Connection, target: Callable[..., Any], args: tuple[Any, ...], env: dict[str, str]) -> None:
+    fd = reduction.recv_handle(connection)
+    pid = os.fork()
+    if pid == 0:
+        _run_forked(connection, target, args, env, fd)
+    os.close(fd)
+    connection.send(("started", pid))
+    _, status = os.waitpid(pid, 0)
+    connection.send(("exited", os.waitstatus_to_exitcode(status)))
+
+
+def _fork_derived(connection: Connection, imports: tuple[str, ...], wanted: tuple[str, ...]) -> int:
+    """Fork a template for `wanted` (a superset of this one's imports), answering on the descriptor sent next.
+
+    It imports only what this template lacks (a second or two for ultralytics, instead of the five that torch
+    and everything else take again in a fresh process), and lives until closed, or until this template dies.
+    """
+    fd = reduction.recv_handle(connection)
+    base = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            from segbench.isolation import die_with_parent
+
+            connection.close()  # only its own pipe: this template's death reaches the runner as EOF on it
+            die_with_parent(check_parent=False)  # a fork does not inherit it: set again, tied to this template
+            if os.getppid() != base:
+                os._exit(1)
+            _prepare_and_serve(Connection(fd), wanted, derived_from=base)
+        except BaseException:  # noqa: BLE001
+            traceback.print_exc()
+            code = 1
+        finally:
+            os._exit(code)  # never back into the base template's loop
+    os.close(fd)
+    connection.send(("derived", pid))
+    return pid
 
 
 # ---- in the runner --------------------------------------------------------------------------------
@@ -268,22 +317,53 @@ def _stderr_into(sink: Any) -> Iterator[None]:
         os.close(saved)
 
 
-class Template:
-    """One template process and the pipe to it; `fork` asks it for a fresh child."""
+class _DerivedProcess:
+    """A template the base template forked: not this process's child, so it is watched through psutil."""
 
-    def __init__(self, imports: tuple[str, ...]):
-        context = multiprocessing.get_context("spawn")
+    exitcode = None  # its exit status goes to the base template, its parent
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self._process = psutil.Process(pid)
+
+    def is_alive(self) -> bool:
+        try:
+            return self._process.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    def join(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.is_alive() and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.01)
+
+    def kill(self) -> None:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            self._process.kill()
+
+
+def _spawn_template(imports: tuple[str, ...]) -> tuple[Connection, Any]:
+    context = multiprocessing.get_context("spawn")
+    connection, remote = context.Pipe(duplex=True)
+    process = context.Process(target=_template_main, args=(remote, imports), name="segbench-template", daemon=True)
+    # Its own file, not whatever fd 2 is now: a template can outlive the block that captures the parent's
+    # chatter (`prestart` runs it beside the suite's checks), and its import warnings belong in the run's log.
+    with _stderr_into(_output_file()):
+        process.start()
+    remote.close()
+    return connection, process
+
+
+class Template:
+    """One template process and the pipe to it; `fork` asks it for a fresh child.
+
+    Spawned afresh, or derived: forked by the base template and importing only what the base lacks.
+    """
+
+    def __init__(self, imports: tuple[str, ...], base: Template | None = None):
         self.imports = imports
-        self.connection, remote = context.Pipe(duplex=True)
-        self.process = context.Process(
-            target=_template_main, args=(remote, imports), name="segbench-template", daemon=True
-        )
-        # Its own file, not whatever fd 2 is now: a template can outlive the block that captures the parent's
-        # chatter (`prestart` runs it beside the suite's checks), and its import warnings belong in the run's log.
-        with _stderr_into(_output_file()):
-            self.process.start()
-        remote.close()
         self.info: dict[str, Any] | None = None
+        self.connection, self.process = _spawn_template(imports) if base is None else base.derive(imports)
 
     @property
     def pid(self) -> int | None:
@@ -294,7 +374,27 @@ class Template:
 
     def death(self, doing: str) -> TemplateDied:
         self.process.join(timeout=5)
-        return TemplateDied(f"the forkserver (pid {self.pid}) died {doing} ({_exit_text(self.process.exitcode)})")
+        how = (
+            "its exit status went to the base template, its parent"
+            if isinstance(self.process, _DerivedProcess) and not self.process.is_alive()
+            else _exit_text(self.process.exitcode)
+        )
+        return TemplateDied(f"the forkserver (pid {self.pid}) died {doing} ({how})")
+
+    def derive(self, imports: tuple[str, ...]) -> tuple[Connection, _DerivedProcess]:
+        """A new template forked from this one, for `imports` (a superset of this one's): its pipe and process."""
+        self.wait_ready()
+        ours, theirs = multiprocessing.Pipe(duplex=True)
+        try:
+            self.connection.send(("derive", imports))
+            reduction.send_handle(self.connection, theirs.fileno(), self.pid or 0)
+        except OSError:
+            ours.close()
+            raise self.death("before a derived template could be forked") from None
+        finally:
+            theirs.close()
+        pid = self.receive(READY_TIMEOUT_S, "while forking a derived template")[1]
+        return ours, _DerivedProcess(pid)
 
     def receive(self, timeout_s: float | None, doing: str) -> tuple[Any, ...]:
         try:
@@ -356,11 +456,29 @@ def template_for(imports: tuple[str, ...]) -> tuple[Template, str | None]:
         template.close()
         template = None
     if template is None:
-        while len(_TEMPLATES) >= MAX_TEMPLATES:
-            _TEMPLATES.popitem(last=False)[1].close()
-        template = Template(imports)
+        template = _new_template(imports)
     _TEMPLATES[imports] = template
     return template, replaced
+
+
+def _new_template(imports: tuple[str, ...]) -> Template:
+    """Derived from the base template when the imports extend it (the base stays, for the next one), else spawned."""
+    if imports != BASE_IMPORTS and imports[: len(BASE_IMPORTS)] == BASE_IMPORTS:
+        base, _ = template_for(BASE_IMPORTS)
+        _make_room()
+        try:
+            return Template(imports, base=base)
+        except TemplateDied:
+            forget(base)  # a spawned template serves instead
+    _make_room()
+    return Template(imports)
+
+
+def _make_room() -> None:
+    """Close the least recently used templates beyond the cap; the base goes last (closing it ends those derived)."""
+    while len(_TEMPLATES) >= MAX_TEMPLATES:
+        oldest = next((key for key in _TEMPLATES if key != BASE_IMPORTS), next(iter(_TEMPLATES)))
+        _TEMPLATES.pop(oldest).close()
 
 
 def prestart(imports: tuple[str, ...] = BASE_IMPORTS) -> None:
@@ -456,6 +574,8 @@ class ForkedProcess:
             "template_import_s": info["import_s"],
             "waited_for_template_s": round(waited, 3),
         }
+        if info.get("derived_from"):
+            self.startup["template_derived_from"] = info["derived_from"]  # its import_s counts only what it added
         if info["failed_imports"]:
             self.startup["failed_imports"] = info["failed_imports"]
         if replaced:

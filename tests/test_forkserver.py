@@ -103,10 +103,10 @@ def test_a_crashed_forked_process_is_a_recorded_status() -> None:
     assert execute_isolated(_request("test-tiny"), 240)["status"] == "ok"  # the template lives on
 
 
-def _kill_template_once_it_forks(template_pid: int, killed: threading.Event) -> None:
+def _kill_template_once_it_forks(template_pid: int, earlier: set[int], killed: threading.Event) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if psutil.Process(template_pid).children():
+        if {child.pid for child in psutil.Process(template_pid).children()} - earlier:
             os.kill(template_pid, signal.SIGKILL)
             killed.set()
             return
@@ -117,7 +117,8 @@ def test_the_template_dying_under_a_cell_is_reported_not_waited_on() -> None:
     assert execute_isolated(_request("test-tiny"), 240)["status"] == "ok"  # a template for these imports is up
     template = _live_template()
     killed = threading.Event()
-    watcher = threading.Thread(target=_kill_template_once_it_forks, args=(template.pid, killed))
+    earlier = {child.pid for child in psutil.Process(template.pid).children()}  # templates derived from it
+    watcher = threading.Thread(target=_kill_template_once_it_forks, args=(template.pid, earlier, killed))
     watcher.start()
     started = time.monotonic()
     outcome = execute_isolated(_request("test-hang", timeout_s=200), 200)  # the cell sleeps for an hour
@@ -164,3 +165,23 @@ def test_what_a_template_writes_while_importing_is_kept_for_the_runs_log(
     template, _ = forkserver.template_for(forkserver.BASE_IMPORTS + ("chatty_at_import",))
     assert template.wait_ready()["failed_imports"] == {}
     assert "W1126 chatter from an import" in forkserver.template_output()
+
+
+def test_a_template_with_more_imports_is_forked_from_the_base_and_ends_with_it() -> None:
+    # A quantization suite needs one import set per precision and backend; each forks from the base template and
+    # imports only what the base lacks, instead of importing torch again in a fresh process.
+    base, _ = forkserver.template_for(forkserver.BASE_IMPORTS)
+    base.wait_ready()
+    imports = forkserver.BASE_IMPORTS + ("wave",)  # a module the base has not imported (from its sys.path)
+    derived, _ = forkserver.template_for(imports)
+    info = derived.wait_ready()
+    assert info["derived_from"] == base.pid and psutil.Process(derived.pid).ppid() == base.pid
+    assert info["failed_imports"] == {} and info["cuda_fork_problem"] is None
+
+    os.kill(base.pid, signal.SIGKILL)  # the base's death takes what it forked along, and is noticed
+    derived.process.join(timeout=30)
+    assert not derived.alive()
+    again, replaced = forkserver.template_for(imports)
+    assert replaced is not None and "died between cells" in replaced and "base template" in replaced
+    fresh_base = forkserver.template_for(forkserver.BASE_IMPORTS)[0]
+    assert again.wait_ready()["derived_from"] == fresh_base.pid != base.pid

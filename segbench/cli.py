@@ -388,10 +388,11 @@ def run(
         raise SegbenchError("--retry-failed needs --resume RUN_DIR (the run whose failed cells to rerun)")
     # Imported only now: they import torch (seconds), which a bad suite, a flag error or a dry run never needs.
     from segbench.executors import get_executor
-    from segbench.interruption import RunInterrupted
+    from segbench.interruption import RunInterrupted, exit_after_a_stop
     from segbench.report.summary import summary_table
     from segbench.runner import LOG_DIR, run_suite
 
+    exit_after_a_stop()
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

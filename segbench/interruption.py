@@ -78,5 +78,20 @@ def stop_signals_deferred() -> Iterator[None]:
     try:
         yield
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        if not _EXITS_AFTER_A_STOP:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+
+_EXITS_AFTER_A_STOP = False
+
+
+def exit_after_a_stop() -> None:
+    """This process only prints and exits once a run has stopped on a signal (the CLI, not a library caller).
+
+    Then stop signals stay ignored from the stop on: a second Ctrl-C that comes after the bookkeeping (a user
+    pressing twice) would only turn the exit into a traceback from whatever cleanup it landed in.
+    """
+    global _EXITS_AFTER_A_STOP
+    _EXITS_AFTER_A_STOP = True
+

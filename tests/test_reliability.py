@@ -221,6 +221,21 @@ def test_ctrl_c_stops_the_cell_marks_meta_and_prints_the_resume_command(
     assert compared.returncode == 0 and "interrupted after 1 of 3" in compared.stdout, compared.stderr
 
 
+def test_once_a_run_stopped_the_cli_ignores_a_late_second_ctrl_c_and_a_library_caller_gets_its_handler_back() -> None:
+    # Under load a second Ctrl-C came after the bookkeeping and turned the CLI's exit into a traceback.
+    code = (
+        "import signal\n"
+        "from segbench import interruption\n"
+        "with interruption.stop_signals_deferred(): pass\n"
+        "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n"
+        "interruption.exit_after_a_stop()\n"
+        "with interruption.stop_signals_deferred(): pass\n"
+        "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN, signal.getsignal(signal.SIGTERM) is signal.SIG_IGN)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.stdout.split() == ["True", "True", "True"], done.stderr
+
+
 def test_sigterm_stops_the_run_like_ctrl_c(write_suite: Callable[..., Path], tmp_path: Path) -> None:
     process, stderr, _, run_dir, grandchild = _interrupt_during_hanging_cell(write_suite, tmp_path, [signal.SIGTERM])
     kill_quietly(grandchild)

@@ -172,9 +172,11 @@ def _suite_for_run(
     from_flags: dict[str, Any] | None,
     plugins: list[str],
     overrides: list[str],
+    prestart: bool = False,
 ) -> tuple[Any, Path | None, str | None]:
     """The suite to run, the file it came from (None when built from flags) and the YAML to keep (None: copy the
-    file)."""
+    file). `prestart`: once the YAML reads, start the cells' template, so it imports torch while the suite is checked.
+    """
     from segbench.results import SUITE_FILE
     from segbench.suite import apply_overrides, dump_suite, parse_suite, read_suite_data
 
@@ -192,6 +194,10 @@ def _suite_for_run(
         if plugins and isinstance(data, dict):
             data = {**data, "plugins": [*(data.get("plugins") or []), *plugins]}
     data = apply_overrides(data, overrides)
+    if prestart:
+        from segbench import forkserver
+
+        forkserver.prestart()
     suite = parse_suite(data, source, base_dir)
     changed = from_flags is not None or bool(plugins) or bool(overrides)
     return suite, suite_path if from_flags is None else None, dump_suite(data) if changed else None
@@ -369,12 +375,13 @@ def run(
         else None
     )
     with library_output(verbose) as chatter:
-        if not dry_run and executor in (None, "local"):
-            from segbench import forkserver
-
-            forkserver.prestart()  # the cells' template imports torch while this process checks the suite
         suite, source_path, suite_text = _suite_for_run(
-            suite_path, resume, from_flags, plugin_specs if from_flags is None else [], overrides or []
+            suite_path,
+            resume,
+            from_flags,
+            plugin_specs if from_flags is None else [],
+            overrides or [],
+            prestart=not dry_run and executor in (None, "local"),
         )
         plan = plan_cells(suite, expand(suite), device) if dry_run else None
         if (executor or suite.executor) != "local":

@@ -157,7 +157,7 @@ def test_processes_a_cell_starts_die_with_it_on_timeout_and_at_its_end(
     write_suite: Callable[..., Path], tmp_path: Path
 ) -> None:
     hanging, finishing = tmp_path / "hanging.pid", tmp_path / "finishing.pid"
-    timing = {**FAST_TIMING, "timeout_s": 20}
+    timing = {**FAST_TIMING, "timeout_s": 10}  # a forked cell starts its grandchild in well under a second
     suite = write_suite(
         models=[grandchild_model(hanging, hang=True), grandchild_model(finishing, hang=False)], timing=timing
     )

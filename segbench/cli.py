@@ -175,7 +175,8 @@ def _suite_for_run(
     prestart: bool = False,
 ) -> tuple[Any, Path | None, str | None]:
     """The suite to run, the file it came from (None when built from flags) and the YAML to keep (None: copy the
-    file). `prestart`: once the YAML reads, start the cells' template, so it imports torch while the suite is checked.
+    file). `prestart`: once the suite's schema holds, start the cells' template, so it imports torch while the names
+    are checked.
     """
     from segbench.results import SUITE_FILE
     from segbench.suite import apply_overrides, dump_suite, parse_suite, read_suite_data
@@ -194,13 +195,17 @@ def _suite_for_run(
         if plugins and isinstance(data, dict):
             data = {**data, "plugins": [*(data.get("plugins") or []), *plugins]}
     data = apply_overrides(data, overrides)
-    if prestart:
+    suite = parse_suite(data, source, base_dir, on_schema_valid=_prestart_template if prestart else None)
+    changed = from_flags is not None or bool(plugins) or bool(overrides)
+    return suite, suite_path if from_flags is None else None, dump_suite(data) if changed else None
+
+
+def _prestart_template(suite: Any) -> None:
+    """Start the cells' template while the suite's names are checked (plugins and registries import torch)."""
+    if suite.executor == "local":
         from segbench import forkserver
 
         forkserver.prestart()
-    suite = parse_suite(data, source, base_dir)
-    changed = from_flags is not None or bool(plugins) or bool(overrides)
-    return suite, suite_path if from_flags is None else None, dump_suite(data) if changed else None
 
 
 CACHE_DIR_HELP = (

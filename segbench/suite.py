@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -330,22 +331,33 @@ def _check_data(suite: Suite, base_dir: Path | None) -> list[tuple[str, str]]:
     return problems
 
 
-def parse_suite(data: Any, source: str = "<suite>", base_dir: Path | None = None) -> Suite:
-    """Validate suite data; raise SuiteError whose message is one line per problem."""
+def parse_suite(
+    data: Any,
+    source: str = "<suite>",
+    base_dir: Path | None = None,
+    on_schema_valid: Callable[[Suite], None] | None = None,
+) -> Suite:
+    """Validate suite data; raise SuiteError whose message is one line per problem.
+
+    The schema first (no import needed), then the plugins and the names only registries know (they import
+    torch: seconds); `on_schema_valid` runs between the two.
+    """
     if not isinstance(data, dict):
         raise SuiteError(f"{source}: (top level): a suite must be a mapping with name, models, resolutions, …")
-    for plugin in data.get("plugins", []) or []:
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{source}: {where}: {what}" for where, what in map(_describe, exc.errors())]
+        raise SuiteError("\n".join(lines)) from None
+    if on_schema_valid is not None:
+        on_schema_valid(suite)
+    for plugin in suite.plugins:
         from segbench.models.registry import load_plugin
 
         try:
             load_plugin(str(plugin), base_dir)
         except Exception as exc:  # a plugin's own bug is still the user's input: one line
             raise SuiteError(f"{source}: plugins: {shorten(str(exc))}") from None
-    try:
-        suite = Suite.model_validate(data)
-    except ValidationError as exc:
-        lines = [f"{source}: {where}: {what}" for where, what in map(_describe, exc.errors())]
-        raise SuiteError("\n".join(lines)) from None
     problems = (
         _check_names(suite, base_dir)
         or _check_resolutions(suite)

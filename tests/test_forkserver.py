@@ -155,14 +155,9 @@ def test_a_prestarted_template_still_importing_is_killed_at_once_when_the_run_st
     assert forkserver.live_templates() == []
 
 
-def test_what_a_template_writes_while_importing_is_kept_for_the_runs_log(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_what_a_template_writes_while_importing_is_kept_for_the_runs_log() -> None:
     # A template outlives the block that captures the runner's chatter, so it writes into a file of its own.
-    chatty = "import sys\nprint('W1126 chatter from an import', file=sys.stderr)\n"
-    (tmp_path / "chatty_at_import.py").write_text(chatty)
-    monkeypatch.syspath_prepend(str(tmp_path))  # a spawned template gets this process's sys.path
-    template, _ = forkserver.template_for(forkserver.BASE_IMPORTS + ("chatty_at_import",))
+    template, _ = forkserver.template_for(forkserver.BASE_IMPORTS + ("tests.chatty_at_import",))
     assert template.wait_ready()["failed_imports"] == {}
     assert "W1126 chatter from an import" in forkserver.template_output()
 

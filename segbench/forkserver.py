@@ -8,9 +8,12 @@ family's library, its backend's, its precision's), so a cell's host memory is wh
 cell's would be.
 
 Templates are keyed by that import list; at most `MAX_TEMPLATES` stay alive (each is idle, blocked on
-a pipe, while a cell measures). A template that dies is detected, never waited on: a fork request
-or the wait for a running cell's exit reads end-of-file on the template's pipe and raises
-`TemplateDied`; the next cell starts a fresh template and its record says why.
+a pipe, while a cell measures). The base template (torch, numpy, segbench) is spawned, by `segbench run`
+as soon as the suite's schema holds (`prestart`); a template for more imports is forked from the base
+and imports only the rest, so a suite's fifth import set costs a second, not another fresh interpreter.
+A template that dies is detected, never waited on: a fork request or the wait for a running cell's exit
+reads end-of-file on the template's pipe and raises `TemplateDied`; the next cell starts a fresh template
+and its record says why.
 
 Some libraries touch CUDA while being imported (transformers imports torchao, whose kernels module asks
 `torch.cuda.current_device()`), and a process forked after that cannot use CUDA. Each template therefore

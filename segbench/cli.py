@@ -172,12 +172,10 @@ def _suite_for_run(
     from_flags: dict[str, Any] | None,
     plugins: list[str],
     overrides: list[str],
-    prestart: bool = False,
+    on_schema_valid: Callable[[Any], None] | None = None,
 ) -> tuple[Any, Path | None, str | None]:
     """The suite to run, the file it came from (None when built from flags) and the YAML to keep (None: copy the
-    file). `prestart`: once the suite's schema holds, start the cells' template, so it imports torch while the names
-    are checked.
-    """
+    file). `on_schema_valid` runs once the suite's schema holds, before its plugins and names are checked."""
     from segbench.results import SUITE_FILE
     from segbench.suite import apply_overrides, dump_suite, parse_suite, read_suite_data
 
@@ -195,17 +193,22 @@ def _suite_for_run(
         if plugins and isinstance(data, dict):
             data = {**data, "plugins": [*(data.get("plugins") or []), *plugins]}
     data = apply_overrides(data, overrides)
-    suite = parse_suite(data, source, base_dir, on_schema_valid=_prestart_template if prestart else None)
+    suite = parse_suite(data, source, base_dir, on_schema_valid=on_schema_valid)
     changed = from_flags is not None or bool(plugins) or bool(overrides)
     return suite, suite_path if from_flags is None else None, dump_suite(data) if changed else None
 
 
-def _prestart_template(suite: Any) -> None:
-    """Start the cells' template while the suite's names are checked (plugins and registries import torch)."""
-    if suite.executor == "local":
-        from segbench import forkserver
+def _prestart_local_template(executor: str | None) -> Callable[[Any], None]:
+    """Once the schema holds: start the cells' template if they run here (not on Ray workers), so it imports torch
+    while the suite's plugins and names are checked (they import torch too)."""
 
-        forkserver.prestart()
+    def prestart(suite: Any) -> None:
+        if (executor or suite.executor) == "local":
+            from segbench import forkserver
+
+            forkserver.prestart()
+
+    return prestart
 
 
 CACHE_DIR_HELP = (
@@ -223,15 +226,6 @@ def _configure_cache(cache_dir: Path | None, no_cache: bool) -> None:
     if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
         raise SegbenchError(f"--cache-dir: {cache_dir} is a file; give a directory (it is created if missing)")
     cache.configure(cache_dir, disabled=no_cache)
-
-
-def _keep_template_output(log: Path) -> None:
-    from segbench.forkserver import template_output
-
-    text = template_output()
-    if text:
-        with open(log, "a", encoding="utf-8") as out:
-            out.write(text)
 
 
 @app.command()
@@ -338,7 +332,7 @@ def run(
     from segbench.cli_options import absolute_plugin, axis_flags_given, suite_from_flags
     from segbench.dryrun import plan_cells
     from segbench.matrix import expand
-    from segbench.quiet import library_output
+    from segbench.quiet import Captured, library_output
 
     if device is not None and device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise SegbenchError(f"--device: invalid device {device!r}; use auto, cpu, cuda or cuda:N")
@@ -386,13 +380,9 @@ def run(
             from_flags,
             plugin_specs if from_flags is None else [],
             overrides or [],
-            prestart=not dry_run and executor in (None, "local"),
+            on_schema_valid=None if dry_run else _prestart_local_template(executor),
         )
         plan = plan_cells(suite, expand(suite), device) if dry_run else None
-        if (executor or suite.executor) != "local":
-            from segbench import forkserver
-
-            forkserver.close_templates()  # prestarted for nothing: the cells run on the Ray workers
     if plan is not None:
         _print_dry_run(suite, plan, out, verbose)
         return
@@ -443,9 +433,11 @@ def run(
             soft_wrap=True,
         )
         raise typer.Exit(exc.exit_code) from None
-    for captured in (chatter, more_chatter):
+    from segbench.forkserver import template_output
+
+    # The templates write into a file of their own: they outlive the blocks that capture this process's chatter.
+    for captured in (chatter, more_chatter, Captured(template_output())):
         captured.write_to(result.run_dir / LOG_DIR / "segbench.log")
-    _keep_template_output(result.run_dir / LOG_DIR / "segbench.log")
     console.print(summary_table(result.records, title=f"{suite.name}: {result.run_dir}"))
     if suite.expectations:
         from segbench.expectations import evaluate_run

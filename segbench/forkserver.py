@@ -194,10 +194,10 @@ def _prepare_and_serve(connection: Connection, imports: tuple[str, ...], derived
             },
         )
     )
-    _serve(connection, imports)
+    _serve(connection)
 
 
-def _serve(connection: Connection, imports: tuple[str, ...]) -> None:
+def _serve(connection: Connection) -> None:
     derived: list[int] = []
     while True:
         try:
@@ -206,7 +206,7 @@ def _serve(connection: Connection, imports: tuple[str, ...]) -> None:
             return
         derived = [pid for pid in derived if os.waitpid(pid, os.WNOHANG) == (0, 0)]  # reap the ended ones
         if message[0] == "derive":
-            derived.append(_fork_derived(connection, imports, message[1]))
+            derived.append(_fork_derived(connection, message[1]))
         elif message[0] == "fork":
             _fork_cell(connection, *message[1:])
         else:
@@ -224,7 +224,7 @@ def _fork_cell(connection: Connection, target: Callable[..., Any], args: tuple[A
     connection.send(("exited", os.waitstatus_to_exitcode(status)))
 
 
-def _fork_derived(connection: Connection, imports: tuple[str, ...], wanted: tuple[str, ...]) -> int:
+def _fork_derived(connection: Connection, wanted: tuple[str, ...]) -> int:
     """Fork a template for `wanted` (a superset of this one's imports), answering on the descriptor sent next.
 
     It imports only what this template lacks (a second or two for ultralytics, instead of the five that torch
@@ -484,11 +484,11 @@ def _make_room() -> None:
         _TEMPLATES.pop(oldest).close()
 
 
-def prestart(imports: tuple[str, ...] = BASE_IMPORTS) -> None:
-    """Start the template for `imports` now, without waiting: its imports (seconds) overlap the runner's own
-    start (checking the suite, capturing the environment) instead of delaying the first cell."""
+def prestart() -> None:
+    """Start the base template now, without waiting: its imports (seconds) overlap the runner's own start
+    (checking the suite, capturing the environment) instead of delaying the first cell."""
     if warm_start_enabled():
-        template_for(imports)
+        template_for(BASE_IMPORTS)
 
 
 def _ready(imports: tuple[str, ...]) -> tuple[Template, dict[str, Any], str | None]:
@@ -524,7 +524,7 @@ def shutdown() -> None:
 
 
 def close_templates() -> None:
-    """End every template this process holds (at exit, or when the cells run elsewhere, on Ray)."""
+    """End every template this process holds."""
     while _TEMPLATES:
         template = _TEMPLATES.popitem()[1]
         try:

@@ -17,6 +17,7 @@ from types import FrameType
 from segbench.errors import SegbenchError
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_EXITS_AFTER_A_STOP = False  # set by `exit_after_a_stop`
 
 
 class StopRequested(KeyboardInterrupt):
@@ -83,8 +84,6 @@ def stop_signals_deferred() -> Iterator[None]:
                 signal.signal(number, handler)
 
 
-_EXITS_AFTER_A_STOP = False
-
 
 def exit_after_a_stop() -> None:
     """This process only prints and exits once a run has stopped on a signal (the CLI, not a library caller).
@@ -94,4 +93,3 @@ def exit_after_a_stop() -> None:
     """
     global _EXITS_AFTER_A_STOP
     _EXITS_AFTER_A_STOP = True
-

@@ -15,16 +15,16 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from segbench import results
-from segbench.cli import app
-from segbench.metrics import CATALOGUE, METRICS, path_exists
+from segbench.results import store as results
+from segbench.cli.main import app
+from segbench.results.metrics import CATALOGUE, METRICS, path_exists
 from segbench.report.answer import answer
 from segbench.report.exports import write_report
 from segbench.report.plots import memory_vs_resolution
-from segbench.report.tables import load_run
-from segbench.runner import run_suite
-from segbench.suite import load_suite
-from segbench.targets import Targets, verdict
+from segbench.results.runs import load_run
+from segbench.run.runner import run_suite
+from segbench.suite.schema import load_suite
+from segbench.suite.targets import Targets, verdict
 
 from .conftest import FAST_TIMING, FAULT_PLUGIN
 from .test_report import build_small_run, copy_run, parse

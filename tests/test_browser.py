@@ -17,7 +17,7 @@ import pytest
 from segbench.report.compare import compare_runs
 from segbench.report.exports import write_report
 from segbench.report.html import render_comparison
-from segbench.targets import Targets
+from segbench.suite.targets import Targets
 
 from .test_report import HOSTILE_NAME, build_small_run
 

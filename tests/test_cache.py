@@ -15,12 +15,12 @@ import pytest
 import torch
 from torch import nn
 
-from segbench import cache
-from segbench.cell import CellRequest
-from segbench.isolation import execute_isolated
-from segbench.matrix import CellSpec
+from segbench.system import cache
+from segbench.cell.request import CellRequest
+from segbench.run.isolation import execute_isolated
+from segbench.suite.matrix import CellSpec
 from segbench.models.registry import load_plugin
-from segbench.suite import Timing
+from segbench.suite.schema import Timing
 from tests.conftest import FAST_TIMING, FAULT_PLUGIN
 
 

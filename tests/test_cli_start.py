@@ -20,13 +20,13 @@ import typer.main
 import yaml
 from typer.testing import CliRunner
 
-from segbench.cli import app
-from segbench.cli_options import parse_resolution_flag, split_values, suite_from_flags
-from segbench.dryrun import DEFAULT_STARTUP_S, estimate_wall_time, plan_cells
+from segbench.cli.main import app
+from segbench.cli.options import parse_resolution_flag, split_values, suite_from_flags
+from segbench.run.dryrun import DEFAULT_STARTUP_S, estimate_wall_time, plan_cells
 from segbench.errors import SegbenchError, SuiteError
-from segbench.matrix import expand
-from segbench.quiet import library_output
-from segbench.suite import load_suite, parse_suite
+from segbench.suite.matrix import expand
+from segbench.cli.quiet import library_output
+from segbench.suite.schema import load_suite, parse_suite
 
 from .conftest import FAST_TIMING, FAULT_PLUGIN
 
@@ -207,7 +207,7 @@ def test_the_readme_adapter_runs_exactly_as_printed(tmp_path: Path) -> None:
 def test_predict_names_the_largest_classes() -> None:
     import numpy as np
 
-    from segbench.predict import top_classes
+    from segbench.tools.predict import top_classes
 
     labels = np.array([[0, 0, 0, 2], [2, 2, 0, 1]])
     assert top_classes(labels, {0: "road", 1: "sky", 2: "car"}) == (("road", 0.5), ("car", 0.375), ("sky", 0.125))
@@ -279,7 +279,7 @@ def test_fit_refuses_bad_options_before_any_probe(
     def no_probe(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a probe ran before the options were checked")
 
-    monkeypatch.setattr("segbench.fit.fit_search", no_probe)
+    monkeypatch.setattr("segbench.tools.fit.fit_search", no_probe)
     done = runner.invoke(app, ["fit", "fast-scnn", "--hardware", "rtx3060", "--device", "cpu", *flags])
     assert done.exit_code == 2, done.output
     assert done.stderr.strip().splitlines() == [done.stderr.strip()] and done.stderr.startswith(expected), done.stderr
@@ -300,7 +300,7 @@ def test_dry_run_marks_unsupported_cells_and_estimates_without_spawning(
     def no_cell(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a dry run spawned a cell")
 
-    monkeypatch.setattr("segbench.isolation.execute_isolated", no_cell)
+    monkeypatch.setattr("segbench.run.isolation.execute_isolated", no_cell)
     path = write_suite(precisions=["fp32", "tf32"], batch_sizes=list(range(1, 31)))
     done = runner.invoke(app, ["run", str(path), "--dry-run", "--out", str(tmp_path / "none")], terminal_width=250)
     assert done.exit_code == 0, done.output
@@ -369,7 +369,7 @@ def test_library_output_is_captured_at_the_descriptor_level(capfd: pytest.Captur
 
 
 def test_suite_yaml_written_for_flags_round_trips() -> None:
-    from segbench.suite import dump_suite
+    from segbench.suite.schema import dump_suite
 
     data = suite_from_flags(["fast-scnn"], ["360x640"], ["1,2"], [], [], "cpu", None, [], [])
     assert yaml.safe_load(dump_suite(data)) == data
@@ -392,10 +392,10 @@ def test_a_weights_key_mismatch_is_one_short_line(tmp_path: Path) -> None:
 
 
 def test_fit_exits_1_when_nothing_fits(monkeypatch: pytest.MonkeyPatch) -> None:
-    from segbench.fit import BatchFit, FitTable
+    from segbench.tools.fit import BatchFit, FitTable
 
     nothing = FitTable([BatchFit(64, 64, 0, "error", "RuntimeError: the model failed")], None)
-    monkeypatch.setattr("segbench.fit.fit_search", lambda *args, **kwargs: nothing)
+    monkeypatch.setattr("segbench.tools.fit.fit_search", lambda *args, **kwargs: nothing)
     done = runner.invoke(app, ["fit", "fast-scnn", "--hardware", "rtx3060", "--device", "cpu", "--resolution", "64"])
     assert done.exit_code == 1
     assert "nothing fits: even batch 1 failed (RuntimeError: the model failed)" in done.stderr
@@ -405,8 +405,8 @@ def test_verbose_shows_a_failed_cells_traceback_and_the_default_shows_one_line()
     from rich.console import Console
     from rich.progress import Progress
 
-    from segbench.cli import ProgressObserver
-    from segbench.matrix import CellSpec
+    from segbench.cli.main import ProgressObserver
+    from segbench.suite.matrix import CellSpec
 
     record = {
         "status": "error",

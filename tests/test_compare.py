@@ -19,11 +19,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from segbench.cli import app
+from segbench.cli.main import app
 from segbench.measure.stats import LatencyStats
 from segbench.report.compare import bootstrap_change_ci, compare_runs, min_samples_for_ci
-from segbench.runner import run_suite
-from segbench.suite import load_suite
+from segbench.run.runner import run_suite
+from segbench.suite.schema import load_suite
 from .test_report import copy_run
 
 # The two runs in `repeats` are compared for a change: a neighbour test busy in one run and idle in the other
@@ -231,7 +231,7 @@ def test_bootstrap_change_ci_on_known_samples() -> None:
 
 
 def _h100_run(path: Path, **meta_changes: Any) -> Any:
-    from segbench.report.tables import RunData
+    from segbench.results.runs import RunData
 
     source = Path(__file__).parent / "data" / "h100-rtx3060"
     meta = {**json.loads((source / "meta.json").read_text()), **meta_changes}

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from segbench import cpus
+from segbench.system import cpus
 
 PINNED_CELL = """
 import json, sys
-from segbench.cell import CellRequest, run_cell
-from segbench.matrix import CellSpec
+from segbench.cell.request import CellRequest
+from segbench.cell.passes import run_cell
+from segbench.suite.matrix import CellSpec
 from segbench.models.registry import load_plugin
-from segbench.suite import Timing
+from segbench.suite.schema import Timing
 load_plugin(sys.argv[1])
 timing = Timing(warmup_iters=1, min_iters=2, max_iters=3, min_time_s=0.0, max_time_s=1.0, memory_iters=1)
 outcome = run_cell(CellRequest(CellSpec("test-tiny", (16, 16), 1, "fp32", "eager"), "cpu", timing, 10.0, None, \

@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segbench.datasets import Dataset, DatasetConfig
+from segbench.data.datasets import Dataset, DatasetConfig
 from segbench.errors import SuiteError
-from segbench.expectations import evaluate
-from segbench.images import calibration_batches, evaluation_batches, split_photographs
+from segbench.suite.expectations import evaluate
+from segbench.data.images import calibration_batches, evaluation_batches, split_photographs
 from segbench.measure.accuracy import ConfusionMatrix
 from segbench.report.exports import render_csv, render_markdown
 from segbench.report.html import render_report
-from segbench.report.tables import load_run
-from segbench.runner import run_suite
-from segbench.suite import load_suite
+from segbench.results.runs import load_run
+from segbench.run.runner import run_suite
+from segbench.suite.schema import load_suite
 
 
 def _save(path: Path, array: np.ndarray) -> None:

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segbench.datasets import Dataset, DatasetConfig, check_dataset
+from segbench.data.datasets import Dataset, DatasetConfig, check_dataset
 from segbench.demo import CLASS_NAMES, STATED_MIOU
 from segbench.demo.generate import generate, make_sample
-from segbench.suite import load_suite
+from segbench.suite.schema import load_suite
 
 MARGIN = 0.03  # a regenerated set is the same pixels; the margin only absorbs library-version numerics
 

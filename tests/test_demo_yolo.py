@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from segbench.datasets import Dataset, DatasetConfig
+from segbench.data.datasets import Dataset, DatasetConfig
 from segbench.demo import CLASS_NAMES
 from segbench.demo.generate import generate, make_sample
 from segbench.demo.yolo_labels import instances_to_mask, mask_instances, write_yolo_dataset
@@ -60,7 +60,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_ultralytics_trains_offline_into_weights_the_yolo_adapter_loads(tmp_path: Path, no_network: None) -> None:
     from segbench.demo.train import demo_options, evaluate, load_split
     from segbench.demo.yolo import YoloRecipe, train_ultralytics
-    from segbench.models._ultralytics import import_ultralytics
+    from segbench.models._imports import import_ultralytics
     from segbench.models.registry import create_model
 
     root = generate(tmp_path / "demo", train=4, val=2, size=64)

@@ -5,8 +5,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from segbench.expectations import Expectation, evaluate, metric_value
-from segbench.metrics import UnknownMetricError
+from segbench.suite.expectations import Expectation, evaluate, metric_value
+from segbench.results.metrics import UnknownMetricError
 
 
 def _record(
@@ -114,7 +114,7 @@ def test_direction_comes_from_the_catalogue_not_the_name() -> None:
 
 def test_unknown_metric_is_a_one_line_suite_error(write_suite) -> None:
     from segbench.errors import SuiteError
-    from segbench.suite import load_suite
+    from segbench.suite.schema import load_suite
 
     path = write_suite(expectations=[{"claim": "x", "metric": "end_to_end_fsp", "at_least": 1}])
     with pytest.raises(SuiteError) as caught:
@@ -130,9 +130,9 @@ def test_unknown_metric_is_a_one_line_suite_error(write_suite) -> None:
 def test_report_shows_each_claim_with_its_verdict(tmp_path) -> None:
     import json
 
-    from segbench import results
+    from segbench.results import store as results
     from segbench.report.html import render_report
-    from segbench.report.tables import load_run
+    from segbench.results.runs import load_run
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -167,6 +167,6 @@ def test_the_suite_schema_imports_nothing_from_the_report_package() -> None:
     import subprocess
     import sys
 
-    code = "import sys, segbench.suite; print(sorted(m for m in sys.modules if m.startswith('segbench.report')))"
+    code = "import sys, segbench.suite.schema; print(sorted(m for m in sys.modules if m.startswith('segbench.report')))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from segbench.fit import SIDE_STEP, fit_search, isolated_runner, probe_timing
+from segbench.tools.fit import SIDE_STEP, fit_search, isolated_runner, probe_timing
 
 BUDGET_MB = 11_838.0
 
@@ -108,14 +108,14 @@ def test_isolated_runner_builds_one_request_per_probe(tmp_path: Path) -> None:
 
 
 def test_the_default_executor_is_segbench_isolation() -> None:
-    from segbench.fit import _default_execute
+    from segbench.tools.fit import _default_execute
 
     assert _default_execute().__name__ == "execute_isolated"
     assert probe_timing(60).max_iters == 1
 
 
 def test_fit_says_what_the_budget_is_and_that_ort_arenas_are_outside_it() -> None:
-    from segbench.fit import budget_lines
+    from segbench.tools.fit import budget_lines
     from segbench.hardware import load_profile
 
     rtx3060 = load_profile("rtx3060")

@@ -14,12 +14,13 @@ from typing import Any
 import psutil
 import pytest
 
-from segbench import forkserver, results
-from segbench.cell import CellRequest
-from segbench.isolation import execute_isolated
-from segbench.matrix import CellSpec
-from segbench.runner import run_suite
-from segbench.suite import Timing, load_suite
+from segbench.run import forkserver
+from segbench.results import store as results
+from segbench.cell.request import CellRequest
+from segbench.run.isolation import execute_isolated
+from segbench.suite.matrix import CellSpec
+from segbench.run.runner import run_suite
+from segbench.suite.schema import Timing, load_suite
 from tests.conftest import FAST_TIMING, FAULT_PLUGIN
 
 

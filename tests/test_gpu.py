@@ -9,12 +9,12 @@ from typing import Callable
 import pytest
 import torch
 
-from segbench import results
+from segbench.results import store as results
 from segbench.measure.stats import LatencyStats
 from segbench.measure.timing import StopRule, time_cuda
-from segbench.runner import run_suite
-from segbench.selfcheck import run_selfcheck
-from segbench.suite import load_suite
+from segbench.run.runner import run_suite
+from segbench.tools.selfcheck import run_selfcheck
+from segbench.suite.schema import load_suite
 
 pytestmark = pytest.mark.gpu
 

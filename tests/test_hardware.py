@@ -15,12 +15,7 @@ import yaml
 
 from segbench.errors import SegbenchError
 from segbench.hardware import budget as budget_module
-from segbench.hardware.budget import (
-    BudgetError,
-    allocator_budget_mb,
-    apply_budget,
-    memory_fraction,
-)
+from segbench.hardware.budget import BudgetError, allocator_budget_mb, apply_budget, memory_fraction
 from segbench.hardware.profiles import (
     FIGURES,
     PROFILE_DIR,
@@ -220,7 +215,7 @@ def test_matmul_class_follows_the_arithmetic_not_the_name() -> None:
 
 def test_no_name_string_table_decides_a_class() -> None:
     import segbench.hardware.roofline as roofline_module
-    import segbench.metrics as metrics_module
+    import segbench.results.metrics as metrics_module
     import segbench.report.best as best_module
     import segbench.report.tables as tables_module
 
@@ -308,7 +303,7 @@ def _h100_run() -> tuple[dict, list[dict]]:
 
 
 def test_percent_of_peak_uses_the_card_the_cell_ran_on_not_the_emulated_target() -> None:
-    from segbench.runner import _derived_fields
+    from segbench.run.runner import _derived_fields
 
     meta, records = _h100_run()
     assert meta["hardware_target"] == "rtx3060"
@@ -322,7 +317,7 @@ def test_percent_of_peak_uses_the_card_the_cell_ran_on_not_the_emulated_target()
 
 
 def test_percent_of_peak_is_unknown_for_a_card_without_a_profile_and_for_a_cpu() -> None:
-    from segbench.runner import _derived_fields
+    from segbench.run.runner import _derived_fields
 
     meta, [record, *_] = _h100_run()
     renamed = {
@@ -342,7 +337,7 @@ def test_percent_of_peak_is_unknown_for_a_card_without_a_profile_and_for_a_cpu()
 
 
 def test_the_report_budget_of_a_target_card_is_its_driver_reported_total() -> None:
-    from segbench.report.tables import RunData
+    from segbench.results.runs import RunData
 
     meta, records = _h100_run()
     budget = RunData(Path("run"), meta, records).budget()

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Runs the CLI in-process, then reports whether torch got imported (the CLI's exit is swallowed).
 PROBE = """
 import sys
-from segbench.cli import main
+from segbench.cli.main import main
 sys.argv = ["segbench", *sys.argv[1:]]
 try:
     main()
@@ -36,7 +36,7 @@ def _probe(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_importing_the_cli_and_suite_schema_leaves_torch_unloaded() -> None:
-    code = "import sys, segbench.cli, segbench.suite; print('torch' in sys.modules)"
+    code = "import sys, segbench.cli.main, segbench.suite.schema; print('torch' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr

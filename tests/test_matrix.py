@@ -5,8 +5,8 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from segbench.matrix import CellSpec, expand
-from segbench.suite import load_suite
+from segbench.suite.matrix import CellSpec, expand
+from segbench.suite.schema import load_suite
 
 
 def test_full_product_in_deterministic_order(write_suite: Callable[..., Path]) -> None:

@@ -12,7 +12,7 @@ import torch
 from segbench.measure import memory
 from segbench.report.html import render_report
 from segbench.report.memory import breakdown_row, gpu_memory_breakdown
-from segbench.report.tables import RunData
+from segbench.results.runs import RunData
 
 REPO = Path(__file__).resolve().parents[1]
 H100_RUN = REPO / "results" / "rtx3060-claims-h100-20261125T224130Z"
@@ -57,7 +57,7 @@ def test_breakdown_skips_cells_without_nvml_or_allocator_figures() -> None:
 
 @pytest.mark.skipif(not H100_RUN.exists(), reason="the committed H100 run is not in this checkout")
 def test_report_of_the_h100_run_explains_where_the_memory_went() -> None:
-    from segbench.report.tables import load_run
+    from segbench.results.runs import load_run
 
     run = load_run(H100_RUN)
     frame = gpu_memory_breakdown(run)
@@ -93,7 +93,8 @@ def test_breakdown_reads_figures_with_the_reports_one_numeric_check() -> None:
 def test_markdown_export_has_the_memory_breakdown_and_telemetry_tables_of_the_html(tmp_path: Path) -> None:
     from segbench.formatting import fmt_fixed
     from segbench.report.exports import render_markdown
-    from segbench.report.tables import load_run, telemetry
+    from segbench.results.runs import load_run
+    from segbench.report.tables import telemetry
 
     run = load_run(H100_RUN)  # read only
     lines = render_markdown(run).splitlines()

@@ -17,9 +17,9 @@ import pytest
 import torch
 import yaml
 
-from segbench import results
-from segbench.runner import run_suite
-from segbench.suite import load_suite
+from segbench.results import store as results
+from segbench.run.runner import run_suite
+from segbench.suite.schema import load_suite
 from tests.conftest import FAST_TIMING, FAULT_PLUGIN
 
 pytest.importorskip("openvino", reason="the openvino extra is not installed (pip install 'segbench[openvino]')")

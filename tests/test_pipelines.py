@@ -11,9 +11,9 @@ import pytest
 
 from segbench.report import tables
 from segbench.report.best import best_choices
-from segbench.report.tables import load_run
-from segbench.runner import run_suite
-from segbench.suite import load_suite
+from segbench.results.runs import load_run
+from segbench.run.runner import run_suite
+from segbench.suite.schema import load_suite
 
 
 def test_ultralytics_predict_and_hf_pipeline_cells(write_suite: Callable[..., Path], tmp_path: Path) -> None:

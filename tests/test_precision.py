@@ -16,15 +16,15 @@ import pytest
 import torch
 from torch import nn
 
-from segbench import results
+from segbench.results import store as results
 from segbench.backends import get_backend
 from segbench.backends.onnxruntime import OutputLayout
 from segbench.errors import UnsupportedError
 from segbench.precision import get_precision
 from segbench.precision.base import PrecisionContext
 from segbench.precision.int8 import LayerCensus, unshare_stateless_modules
-from segbench.runner import run_suite
-from segbench.suite import load_suite
+from segbench.run.runner import run_suite
+from segbench.suite.schema import load_suite
 
 CPU = torch.device("cpu")
 
@@ -70,7 +70,7 @@ def test_autocast_precisions_run_and_flag_emulated_cpus(name: str, dtype: torch.
         output = model(context.example)
     assert output.dtype == dtype and next(model.parameters()).dtype == torch.float32
     assert precision.unsupported_reason(CPU) is None and precision.quantized_share(model) is None
-    from segbench.env import cpu_flags
+    from segbench.system.env import cpu_flags
 
     if not {"avx512_bf16", "amx_bf16", "avx512_fp16", "amx_fp16"} & set(cpu_flags()):
         assert any("slower than fp32" in note for note in precision.notes(CPU))

@@ -11,7 +11,7 @@ import pytest
 import skimage.data
 
 from segbench.errors import SegbenchError
-from segbench.predict import class_summary, predict, rle_decode, rle_encode
+from segbench.tools.predict import class_summary, predict, rle_decode, rle_encode
 
 
 @pytest.fixture

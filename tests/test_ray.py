@@ -14,11 +14,11 @@ from typing import Any, Callable, Iterator
 import psutil
 import pytest
 
-from segbench import results
-from segbench.executors.ray import RayExecutor
-from segbench.matrix import expand
-from segbench.runner import run_suite
-from segbench.suite import load_suite
+from segbench.results import store as results
+from segbench.run.executors.ray import RayExecutor
+from segbench.suite.matrix import expand
+from segbench.run.runner import run_suite
+from segbench.suite.schema import load_suite
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'segbench[ray]'")
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -154,8 +154,8 @@ def test_cells_ask_for_their_threads_in_physical_cores_of_the_node_that_runs_the
 ) -> None:
     from types import SimpleNamespace
 
-    from segbench.cell import CellRequest
-    from segbench.executors import Job
+    from segbench.cell.request import CellRequest
+    from segbench.run.executors.base import Job
 
     suite = load_suite(write_suite(threads=2))
     job = Job(CellRequest(expand(suite)[0], "cpu", suite.timing, 10.0, suite.threads), 60, Path("x.log"))
@@ -172,7 +172,7 @@ def test_cells_ask_for_their_threads_in_physical_cores_of_the_node_that_runs_the
 
 
 def test_cpus_for_threads_gives_enough_physical_cores_on_every_node_able_to_hold_the_request() -> None:
-    from segbench.executors.ray import cpus_for_threads
+    from segbench.run.executors.ray import cpus_for_threads
 
     assert cpus_for_threads(4, [(16.0, 2.0), (32.0, 2.0)]) == 8.0
     # an 8-CPU node without SMT needs 4, a 6-CPU SMT node 8 (it cannot hold them): asking 7 keeps the cell off
@@ -187,8 +187,8 @@ def test_without_threads_a_cell_asks_for_the_smallest_eligible_node_not_the_driv
 ) -> None:
     from types import SimpleNamespace
 
-    from segbench.cell import CellRequest
-    from segbench.executors import Job
+    from segbench.cell.request import CellRequest
+    from segbench.run.executors.base import Job
 
     suite = load_suite(write_suite())
     request = CellRequest(expand(suite)[0], "cpu", suite.timing, 10.0, None)
@@ -207,7 +207,7 @@ def test_without_threads_a_cell_asks_for_the_smallest_eligible_node_not_the_driv
 
 
 def test_threads_follow_the_cpus_a_scheduler_gave_counting_smt_siblings_once(tmp_path: Path) -> None:
-    from segbench import cpus
+    from segbench.system import cpus
 
     allowed = sorted(cpus.affinity())
     for index, cpu in enumerate(allowed):  # pretend 2-way SMT: CPUs paired on one core each
@@ -220,7 +220,7 @@ def test_threads_follow_the_cpus_a_scheduler_gave_counting_smt_siblings_once(tmp
 
 
 def test_roofline_uses_the_ceiling_of_the_node_the_cell_ran_on() -> None:
-    from segbench.runner import ceiling_for
+    from segbench.run.runner import ceiling_for
 
     meta = {
         "ceiling": {"matmul": {"fp32": {"gflops": 50.0}}},
@@ -258,7 +258,7 @@ def test_without_ray_the_error_says_how_to_install(monkeypatch: pytest.MonkeyPat
     import builtins
 
     from segbench.errors import SegbenchError
-    from segbench.executors import ray as ray_executor
+    from segbench.run.executors import ray as ray_executor
 
     real_import = builtins.__import__
 

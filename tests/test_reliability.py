@@ -21,7 +21,7 @@ import psutil
 import pytest
 import yaml
 
-from segbench import results
+from segbench.results import store as results
 from tests.conftest import FAST_TIMING, FAULT_PLUGIN
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -272,8 +272,8 @@ def test_a_second_writer_of_a_run_folder_is_refused_naming_the_holder(
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A real two-cell run (suite file, run folder), copied by each test that edits it."""
-    from segbench.runner import run_suite
-    from segbench.suite import load_suite
+    from segbench.run.runner import run_suite
+    from segbench.suite.schema import load_suite
 
     base = tmp_path_factory.mktemp("finished")
     suite = base / "suite.yaml"
@@ -350,7 +350,7 @@ def test_a_wrongly_typed_record_is_one_line_naming_file_line_and_field(
 ) -> None:
     from typer.testing import CliRunner
 
-    from segbench.cli import app
+    from segbench.cli.main import app
 
     run_dir = copied(finished_run, tmp_path)
     records = lines_of(run_dir)
@@ -522,7 +522,7 @@ def test_the_regression_gate_fails_on_missing_and_non_finite_results(
 ) -> None:
     from typer.testing import CliRunner
 
-    from segbench.cli import app
+    from segbench.cli.main import app
 
     baseline = finished_run[1]
 
@@ -614,8 +614,8 @@ def test_predict_out_of_memory_is_one_line(tmp_path: Path) -> None:
 
 def test_the_metric_catalogue_points_only_into_fields_the_record_schema_names() -> None:
     """One source of stored field names: every catalogue path starts at a field of `schema.CellRecord`."""
-    from segbench.metrics import METRICS
-    from segbench.schema import CellRecord
+    from segbench.results.metrics import METRICS
+    from segbench.results.schema import CellRecord
 
     paths = {key: metric.path for key, metric in METRICS.items() if getattr(metric, "path", None)}
     assert paths

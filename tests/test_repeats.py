@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from segbench.repeats import between_process_spread, merge_repeats
-from segbench.runner import run_suite
-from segbench.suite import load_suite
+from segbench.run.repeats import between_process_spread, merge_repeats
+from segbench.run.runner import run_suite
+from segbench.suite.schema import load_suite
 
 
 def test_a_cell_with_repeats_runs_in_k_processes_and_reports_the_median_of_their_medians(
@@ -73,7 +73,7 @@ def _record(medians: list[float]) -> dict[str, Any]:
 
 def test_compare_uses_the_between_process_spread_when_both_runs_have_repeats(tmp_path: Path) -> None:
     from segbench.report.compare import compare_runs
-    from segbench.report.tables import RunData
+    from segbench.results.runs import RunData
 
     # Every sample inside a process is identical, so a bootstrap over pooled samples calls +10 % certain;
     # between processes the medians scatter by +-15 %, so the same change is not significant.

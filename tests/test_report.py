@@ -20,11 +20,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from segbench import results
-from segbench.cli import app
+from segbench.results import store as results
+from segbench.cli.main import app
 from segbench.report.exports import default_output, write_report
-from segbench.runner import run_suite
-from segbench.suite import load_suite
+from segbench.run.runner import run_suite
+from segbench.suite.schema import load_suite
 
 HOSTILE_NAME = "<script>alert(1)</script>"
 HOSTILE_DESCRIPTION = '<img src=x onerror="alert(2)"> & friends'
@@ -337,8 +337,8 @@ def test_cli_report_writes_the_default_path_and_rejects_bad_input(
 
 
 def test_runs_over_several_cards_are_grouped_by_card(tmp_path: Path) -> None:
-    from segbench import results as store
-    from segbench.report.tables import load_run
+    from segbench.results import store
+    from segbench.results.runs import load_run
 
     run_dir = tmp_path / "multi"
     run_dir.mkdir()
@@ -361,9 +361,10 @@ def test_runs_over_several_cards_are_grouped_by_card(tmp_path: Path) -> None:
 
 
 def test_memory_plot_draws_each_cells_footprint_as_the_table_does(small_run: Path) -> None:
-    from segbench.metrics import footprint_mb, headline_memory
+    from segbench.results.metrics import footprint_mb, headline_memory
     from segbench.report.plots import memory_series, memory_vs_resolution
-    from segbench.report.tables import leaderboard, load_run, option_text
+    from segbench.report.tables import leaderboard
+    from segbench.results.runs import load_run, option_text
 
     run = load_run(small_run)
     tiny = [r for r in run.ok if r["model"] == "test-tiny"]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from segbench import results
+from segbench.results import store as results
 from segbench.errors import ResultsError
 
 

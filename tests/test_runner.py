@@ -14,14 +14,14 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from segbench import cell as cell_module
-from segbench import results
-from segbench.images import evaluation_batches
-from segbench.matrix import CellSpec
-from segbench.matrix import expand
+from segbench.cell import passes as cell_module
+from segbench.results import store as results
+from segbench.data.images import evaluation_batches
+from segbench.suite.matrix import CellSpec
+from segbench.suite.matrix import expand
 from segbench.measure.timing import StopRule
-from segbench.runner import run_suite
-from segbench.suite import load_suite
+from segbench.run.runner import run_suite
+from segbench.suite.schema import load_suite
 
 REQUIRED_FIELDS = (
     "cell_id",

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from segbench.models import create_model
-from segbench.runner import run_suite
-from segbench.suite import load_suite
+from segbench.run.runner import run_suite
+from segbench.suite.schema import load_suite
 
 # Released SAM checkpoints as transformers' SamModel counts them (ViT-B is the "≈ 94 M" of the issue).
 PUBLISHED_M = {"sam-vit-b": 93.7, "sam-vit-l": 312.3, "sam-vit-h": 641.1}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from segbench.cli import app
-from segbench.selfcheck import SelfCheckReport
+from segbench.cli.main import app
+from segbench.tools.selfcheck import SelfCheckReport
 
 HARNESS = [19.96, 19.98, 20.01, 19.97, 19.99]
 BROKEN_BARE = [19.98, 1263.9, 1263.9, 1270.2, 1251.4]  # the bare loop went from 19.98 ms to 1263.9 ms mid-check
@@ -26,9 +26,11 @@ def test_a_steady_check_passes() -> None:
 
 
 def test_the_cli_exits_1_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
-    import segbench.selfcheck
+    import segbench.tools.selfcheck
 
-    monkeypatch.setattr(segbench.selfcheck, "run_selfcheck", lambda *args: SelfCheckReport("cpu", HARNESS, BROKEN_BARE))
+    monkeypatch.setattr(
+        segbench.tools.selfcheck, "run_selfcheck", lambda *args: SelfCheckReport("cpu", HARNESS, BROKEN_BARE)
+    )
     result = CliRunner().invoke(app, ["selfcheck", "--device", "cpu"])
     assert result.exit_code == 1, result.output
     assert "FAIL: broken measurement" in result.stdout and "FAIL: machine unstable" in result.stdout

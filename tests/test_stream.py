@@ -13,10 +13,10 @@ import torch
 from segbench.errors import SuiteError
 from segbench.models import create_model
 from segbench.models.registry import load_plugin
-from segbench.runner import run_suite
-from segbench.sources import MovingScene
-from segbench.stream import StreamOutcome, confirm_rate, find_max_rate, run_stream
-from segbench.suite import load_suite
+from segbench.run.runner import run_suite
+from segbench.data.sources import MovingScene
+from segbench.cell.stream import StreamOutcome, confirm_rate, find_max_rate, run_stream
+from segbench.suite.schema import load_suite
 
 from .conftest import FAULT_PLUGIN
 
@@ -118,7 +118,7 @@ def test_missing_or_corrupt_video_is_one_line(write_suite: Callable[..., Path], 
 
 
 def test_warm_up_is_time_based_and_runs_the_overlap_path(tiny) -> None:
-    from segbench.stream import warm_stream
+    from segbench.cell.stream import warm_stream
 
     for overlap in (False, True):
         warmup = warm_stream(tiny, tiny.forward, MovingScene(64, 128).frames(), CPU, seconds=0.3, overlap=overlap)

@@ -10,7 +10,7 @@ from typing import Any, Callable
 import pytest
 
 from segbench.errors import SuiteError
-from segbench.suite import load_suite
+from segbench.suite.schema import load_suite
 
 DROP = object()  # a field to leave out of the suite
 

@@ -10,7 +10,7 @@ import torch
 
 from segbench.errors import SuiteError, WeightsError
 from segbench.models.registry import create_model
-from segbench.suite import parse_suite
+from segbench.suite.schema import parse_suite
 
 HUB_ID = "acme/segformer-b0-shapes"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -27,10 +27,10 @@ import torch
 from torch import nn
 from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
 
-from segbench import cache
+from segbench.system import cache
 from segbench.backends.base import Backend, ForwardFn, forward_runs_eagerly_under_compile
 from segbench.errors import UnsupportedError
-from segbench.isolation import call_in_fork
+from segbench.system.process import call_in_fork
 from segbench.models.base import SegmentationAdapter
 
 OPSET = 18

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from segbench import cache
+from segbench.system import cache
 from segbench.backends.base import Backend, ForwardFn, forward_runs_eagerly_under_compile
 from segbench.backends.onnxruntime import FlatOutputs, OutputLayout, export_onnx
 from segbench.errors import UnsupportedError

@@ -21,10 +21,7 @@ import numpy as np
 import torch
 
 from segbench.backends.base import Backend, ForwardFn
-from segbench.backends.ultralytics_predict import (
-    UltralyticsPipeline,
-    UltralyticsPredict,
-)
+from segbench.backends.ultralytics_predict import UltralyticsPipeline, UltralyticsPredict
 from segbench.errors import UnsupportedError
 from segbench.models.base import SegmentationAdapter
 

@@ -16,7 +16,7 @@ from segbench.models.base import SegmentationAdapter
 class UltralyticsPipeline(PipelineAdapter):
     def __init__(self, inner: SegmentationAdapter):
         super().__init__(inner)
-        from segbench.models._ultralytics import import_ultralytics
+        from segbench.models._imports import import_ultralytics
 
         import_ultralytics()
         from ultralytics import YOLO

@@ -26,8 +26,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from segbench import results
-from segbench.env import cpu_flags, cpu_model
+from segbench.results import store as results
+from segbench.system.env import cpu_flags, cpu_model
 
 MODEL = "yolov8n-seg"
 ULTRALYTICS_DEFAULT = "ultralytics-predict"
@@ -304,8 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         print_report(Console(), args.from_run, paths, result, records, weights)
         return 0
 
-    from segbench.runner import run_suite
-    from segbench.suite import parse_suite
+    from segbench.run.runner import run_suite
+    from segbench.suite.schema import parse_suite
 
     data = suite_data(
         args.resolution,

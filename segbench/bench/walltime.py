@@ -28,9 +28,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from segbench import cache, forkserver
-from segbench.runner import run_suite
-from segbench.suite import Suite, load_suite, parse_suite
+from segbench.system import cache
+from segbench.run import forkserver
+from segbench.run.runner import run_suite
+from segbench.suite.schema import Suite, load_suite, parse_suite
 
 FAMILY_MODELS = (
     "fast-scnn",

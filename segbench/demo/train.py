@@ -20,10 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from segbench.datasets import Dataset, DatasetConfig
+from segbench.data.datasets import Dataset, DatasetConfig
 from segbench.demo import CLASS_NAMES, WEIGHTS_DIR
 from segbench.demo.generate import SEEDS, make_sample
-from segbench.images import read_rgb
+from segbench.data.images import read_rgb
 from segbench.measure.accuracy import ConfusionMatrix
 from segbench.models.base import SegmentationAdapter
 from segbench.models.registry import create_model

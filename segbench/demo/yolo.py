@@ -88,7 +88,7 @@ def _offline_threads(threads: int) -> Iterator[None]:
 
 def train_ultralytics(recipe: YoloRecipe, data: Path, out: Path, log: Callable[[str], Any] = print) -> Path:
     """Run ultralytics' SegmentationTrainer on the dataset at `data`; copy its final fp16 checkpoint to `out`."""
-    from segbench.models._ultralytics import import_ultralytics
+    from segbench.models._imports import import_ultralytics
 
     threads = torch.get_num_threads()
     data_yaml = write_yolo_dataset(data)

@@ -256,7 +256,7 @@ def _kind_unavailable(kind: str, device: torch.device) -> str | None:
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    from segbench.env import cpu_model
+    from segbench.system.env import cpu_model
 
     return cpu_model()
 
@@ -330,7 +330,7 @@ def measure_ceiling(
 
 
 def _ceiling_child(arguments: dict[str, Any], connection: Any) -> None:
-    from segbench.isolation import die_with_parent
+    from segbench.system.process import die_with_parent
 
     die_with_parent()
     try:

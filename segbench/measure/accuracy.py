@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from segbench.errors import SegbenchError
 
 if TYPE_CHECKING:
-    from segbench.datasets import Dataset
+    from segbench.data.datasets import Dataset
     from segbench.models.base import SegmentationAdapter
 
 
@@ -91,7 +91,7 @@ def accuracy_pass(
     map is brought back to the mask's size with nearest-neighbour resizing, and scored there. A last,
     short batch is filled with copies whose outputs are dropped, so fixed-shape backends see their shape.
     """
-    from segbench.images import read_rgb, resized
+    from segbench.data.images import read_rgb, resized
 
     samples = dataset.samples()
     matrix = ConfusionMatrix(adapter.num_classes, dataset.ignore_index)

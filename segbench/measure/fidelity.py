@@ -16,7 +16,8 @@ from typing import Any, Callable, ContextManager
 import torch
 
 from segbench.models.base import SegmentationAdapter
-from segbench.precision.fp32 import true_fp32
+import contextlib
+from typing import Iterator
 
 RANDOM_WEIGHTS_NOTE = "random weights: these figures measure numeric drift against fp32, not accuracy"
 NO_DETECTIONS = "reference found no detections: agreement undefined"
@@ -156,3 +157,19 @@ def measure_fidelity(
     if random_weights:
         result["note"] = RANDOM_WEIGHTS_NOTE
     return result
+
+
+@contextlib.contextmanager
+def true_fp32() -> Iterator[None]:
+    """TF32 off for matmuls and cuDNN convolutions (PyTorch leaves cuDNN's on by default), restored on exit.
+
+    The fidelity reference runs inside it, so a tf32 cell (which turns both on for the process) or any
+    cell on PyTorch's defaults is judged against true fp32, not against TF32.
+    """
+    previous = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous

@@ -6,39 +6,16 @@ imported lazily, inside the functions, so listing models stays fast.
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
-import torch
 from torch import nn
 
 from segbench.errors import WeightsError
 from segbench.models._common import read_state_file, unwrap_state
 from segbench.models.base import Checkpoint, InputConstraints, SegmentationAdapter
-
-
-def import_ultralytics() -> None:
-    """Import ultralytics offline, undoing the thread settings its import changes.
-
-    ultralytics sets OMP_NUM_THREADS=1 at import, which reaches child processes and any torch
-    that has not started its thread pool yet, so that variable is restored along with torch's count.
-    """
-    if "ultralytics" in sys.modules:  # postprocess calls this on every batch: keep it free after the first time
-        return
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    threads = torch.get_num_threads()
-    omp = os.environ.get("OMP_NUM_THREADS")
-    try:
-        import ultralytics  # noqa: F401
-    finally:
-        if omp is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        else:
-            os.environ["OMP_NUM_THREADS"] = omp
-        torch.set_num_threads(threads)
+from segbench.models._imports import import_ultralytics
 
 
 def _model_names(model: nn.Module) -> tuple[str, ...] | None:

@@ -128,7 +128,7 @@ class SegmentationAdapter(ABC):
 
     constraints: ClassVar[InputConstraints] = InputConstraints()
     options_schema: ClassVar[type[BaseModel]] = HeadOptions
-    # Modules a warm template imports before forking this family's cells (see segbench.forkserver).
+    # Modules a warm template imports before forking this family's cells (see segbench.run.forkserver).
     warm_imports: ClassVar[tuple[str, ...]] = ()
     mean: ClassVar[tuple[float, float, float]] = IMAGENET_MEAN
     std: ClassVar[tuple[float, float, float]] = IMAGENET_STD
@@ -155,7 +155,7 @@ class SegmentationAdapter(ABC):
 
     def fetch_named_weights(self, name: str) -> Path:
         """The local file behind a library's weights name (a Hub id, an ultralytics asset, a torchvision enum)."""
-        from segbench.weights import fetch, named_kind
+        from segbench.models.weights import fetch, named_kind
 
         if named_kind(name, self.card.source) is None:
             raise WeightsError(

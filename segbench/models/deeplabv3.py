@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from segbench.labels import VOC_NAMES
+from segbench.models.labels import VOC_NAMES
 from segbench.models.base import Checkpoint, ModelCard, SegmentationAdapter
 from segbench.models.registry import register
 
@@ -40,7 +40,7 @@ class DeepLabV3Adapter(SegmentationAdapter):
         checkpoint = super().read_weights(path)
         if self.weights_name is None:
             return checkpoint
-        from segbench.weights import torchvision_categories
+        from segbench.models.weights import torchvision_categories
 
         return Checkpoint(checkpoint.state, torchvision_categories(self.weights_name))
 

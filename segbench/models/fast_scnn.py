@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segbench.labels import CITYSCAPES_NAMES
+from segbench.models.labels import CITYSCAPES_NAMES
 from segbench.models.base import InputConstraints, ModelCard, SegmentationAdapter
 from segbench.models.registry import register
 

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from segbench.labels import CITYSCAPES_NAMES
+from segbench.models.labels import CITYSCAPES_NAMES
 from segbench.models._transformers import TransformersAdapter
 from segbench.models.base import ModelCard
 from segbench.models.registry import register

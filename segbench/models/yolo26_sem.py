@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from segbench.labels import CITYSCAPES_NAMES
+from segbench.models.labels import CITYSCAPES_NAMES
 from segbench.models._ultralytics import UltralyticsAdapter
 from segbench.models.base import ModelCard
 from segbench.models.registry import register

@@ -13,8 +13,9 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, Field
 
-from segbench.labels import coco_names
-from segbench.models._ultralytics import UltralyticsAdapter, import_ultralytics
+from segbench.models.labels import coco_names
+from segbench.models._ultralytics import UltralyticsAdapter
+from segbench.models._imports import import_ultralytics
 from segbench.models.base import Checkpoint, HeadOptions, ModelCard
 from segbench.models.registry import register
 

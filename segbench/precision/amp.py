@@ -19,7 +19,7 @@ from segbench.precision.base import Precision, PrecisionContext, cuda_capability
 
 
 def _cpu_flags() -> set[str]:
-    from segbench.env import cpu_flags
+    from segbench.system.env import cpu_flags
 
     return set(cpu_flags())
 

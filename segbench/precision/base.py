@@ -16,7 +16,7 @@ class PrecisionContext:
     """Inputs a precision may need: an example batch (for export/tracing) and calibration batches.
 
     Both are preprocessed float32 tensors at the cell's shape on the cell's device; calibration
-    batches come from real photographs (see `segbench.images`), the same ones fidelity uses.
+    batches come from real photographs (see `segbench.data.images`), the same ones fidelity uses.
     """
 
     example: torch.Tensor

@@ -32,7 +32,7 @@ class BF16(Precision):
     input_dtype = torch.bfloat16
 
     def notes(self, device: torch.device) -> list[str]:
-        from segbench.env import cpu_flags
+        from segbench.system.env import cpu_flags
 
         if device.type == "cpu" and not {"avx512_bf16", "amx_bf16"} & set(cpu_flags()):
             return [

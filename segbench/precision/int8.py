@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from segbench import cache
+from segbench.system import cache
 from segbench.backends.base import forward_runs_eagerly_under_compile
 from segbench.errors import UnsupportedError
 from segbench.precision.base import Precision, PrecisionContext
@@ -169,7 +169,7 @@ def conv_network_on_cuda_reason(option: str, census: LayerCensus) -> str:
 
 
 def cpu_has_vnni() -> bool:
-    from segbench.env import cpu_flags
+    from segbench.system.env import cpu_flags
 
     return bool(_VNNI_FLAGS & set(cpu_flags()))
 

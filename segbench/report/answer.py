@@ -13,9 +13,10 @@ from typing import Any
 
 import pandas as pd
 
-from segbench.metrics import METRICS, headline_memory
-from segbench.report.tables import MEMORY_FIGURES, RunData, identity, option_text, resolution_text, sort_cells
-from segbench.targets import Targets, Verdict, describe, targets_from_suite, verdict
+from segbench.results.metrics import METRICS, headline_memory
+from segbench.report.tables import MEMORY_FIGURES, identity, sort_cells
+from segbench.results.runs import RunData, option_text, resolution_text
+from segbench.suite.targets import Targets, Verdict, describe, targets_from_suite, verdict
 
 HOW_TO = (
     "Add a `targets:` block to the suite (for example `targets: {fps: 30, max_latency_ms: 50, memory: rtx3060, "

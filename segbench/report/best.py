@@ -11,16 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from segbench.metrics import METRICS, has_reference_numerics
-from segbench.report.tables import (
-    RunData,
-    fidelity,
-    is_reference,
-    option_text,
-    peak_memory,
-    pixels,
-    resolution_text,
-)
+from segbench.results.metrics import METRICS, has_reference_numerics
+from segbench.results.runs import RunData, fidelity, option_text, peak_memory, pixels, resolution_text
+from segbench.report.tables import is_reference
 
 AGREEMENT_THRESHOLD = 0.99  # pixel agreement with fp32 eager that counts as "same output"
 

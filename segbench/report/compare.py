@@ -21,9 +21,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from segbench.measure.stats import BOOTSTRAP_RESAMPLES, LatencyStats
-from segbench.metrics import METRICS, Metric, headline_memory
-from segbench.results import record_key
-from segbench.report.tables import RunData, cell_label, load_run, sort_cells
+from segbench.results.metrics import METRICS, Metric, headline_memory
+from segbench.results.store import record_key
+from segbench.results.runs import RunData, cell_label, load_run
+from segbench.report.tables import sort_cells
 
 DEFAULT_THRESHOLD_PCT = 5.0
 TAIL_SAMPLES_FOR_CI = 5  # samples needed beyond a quantile (each side) before its bootstrap interval means anything

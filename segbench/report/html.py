@@ -18,13 +18,13 @@ import pandas as pd
 import segbench
 from segbench.formatting import fmt_duration, fmt_fixed, fmt_flag, fmt_ms, fmt_time
 from segbench.formatting import missing as _missing
-from segbench.metrics import METRICS
+from segbench.results.metrics import METRICS
 from segbench.report import plots, tables
 from segbench.report.answer import FPS_SENTENCE, HOW_TO, Answer, answer
 from segbench.report.memory import BREAKDOWN_NOTE, gpu_memory_breakdown
 from segbench.report.compare import Comparison, change_text, change_tone, min_samples_for_ci
-from segbench.report.tables import RunData
-from segbench.targets import Targets
+from segbench.results.runs import RunData
+from segbench.suite.targets import Targets
 
 
 @dataclass(frozen=True)
@@ -337,7 +337,7 @@ def report_context(run: RunData, targets: Targets | None = None) -> dict[str, An
 
 def expectation_rows(run: RunData) -> list[dict[str, Any]]:
     """The suite's claims, each confirmed, refuted or untested against this run's cells."""
-    from segbench.expectations import evaluate_suite_data
+    from segbench.suite.expectations import evaluate_suite_data
 
     rows = evaluate_suite_data(run.suite, run.records)
     card = run.meta.get("fingerprint", {}).get("machine", "")

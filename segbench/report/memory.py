@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from segbench.report.tables import RunData, numeric
+from segbench.results.runs import RunData, numeric
 
 BREAKDOWN_NOTE = (
     "NVML's per-process peak is what the driver charges this process, and what a card's capacity must hold. "

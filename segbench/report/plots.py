@@ -19,19 +19,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from segbench.metrics import METRICS, footprint_mb
-from segbench.report.tables import (
-    STAGES,
-    RunData,
-    cell_label,
-    fidelity_points,
-    option_text,
-    pareto_front,
-    peak_memory,
-    numeric,
-    pixels,
-    resolution_text,
-)
+from segbench.results.metrics import METRICS, footprint_mb
+from segbench.results.schema import STAGES
+from segbench.results.runs import RunData, cell_label, option_text, peak_memory, numeric, pixels, resolution_text
+from segbench.report.tables import fidelity_points, pareto_front
 
 STYLE = {
     "font.size": 10,

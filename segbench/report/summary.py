@@ -7,7 +7,7 @@ from typing import Any, Iterable
 from rich.markup import escape
 from rich.table import Table
 
-from segbench.metrics import METRICS, headline_memory
+from segbench.results.metrics import METRICS, headline_memory
 
 __all__ = ["headline_memory", "status_text", "stream_text", "summary_table", "expectations_table"]
 

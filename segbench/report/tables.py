@@ -7,16 +7,11 @@ quantized share, a memory budget) become columns only when at least one cell has
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
-from segbench import results
-from segbench.metrics import (
-    MEMORY_FIGURES,
+from segbench.results.metrics import (
     METRICS,
     PIPELINE_WHY,
     STREAM,
@@ -27,229 +22,22 @@ from segbench.metrics import (
     times_whole_pipeline,
 )
 from segbench.report.summary import measurement_flags
+from segbench.results.schema import STAGES
+from segbench.results.runs import (
+    RunData,
+    accuracy,
+    cell_label,
+    fidelity,
+    numeric,
+    peak_memory,
+    pixels,
+    resolution_text,
+    variant_key,
+)
 
-STAGES = ("preprocess", "forward", "postprocess")
-
-
-@dataclass(frozen=True)
-class RunData:
-    """Everything a report reads from one run folder."""
-
-    path: Path
-    meta: dict[str, Any]
-    records: list[dict[str, Any]]
-    suite: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    @property
-    def suite_name(self) -> str:
-        return str(self.meta.get("suite") or self.suite.get("name") or self.path.name)
-
-    @property
-    def fingerprint(self) -> dict[str, Any]:
-        return self.meta.get("fingerprint") or {}
-
-    @property
-    def ok(self) -> list[dict[str, Any]]:
-        return [r for r in self.records if r.get("status") == "ok"]
-
-    @property
-    def failed(self) -> list[dict[str, Any]]:
-        return [r for r in self.records if r.get("status") != "ok"]
-
-    @property
-    def has_fidelity(self) -> bool:
-        return any(fidelity(r).get("pixel_agreement") is not None for r in self.ok)
-
-    @property
-    def random_weight_models(self) -> list[str]:
-        """Models that ran without a local weights file (random weights from a fixed seed)."""
-        return sorted({r["model"] for r in self.records if not r.get("weights")})
-
-    @property
-    def is_gpu_run(self) -> bool:
-        return str(self.meta.get("device") or "").startswith("cuda") or any(
-            str(r.get("device", "")).startswith("cuda") for r in self.ok
-        )
-
-    def device_memory(self) -> tuple[float, str] | None:
-        """The memory the headline figure competes for: the GPU's on a CUDA run, host RAM otherwise."""
-        if self.is_gpu_run:
-            gpus = self.fingerprint.get("gpus") or []
-            index = _cuda_index(str(self.meta.get("device") or "cuda"))
-            if index < len(gpus) and gpus[index].get("memory_mb"):
-                gpu = gpus[index]
-                return float(gpu["memory_mb"]), f"{gpu.get('name') or 'GPU'} memory"
-            return None
-        ram_gb = self.fingerprint.get("ram_gb")
-        return (float(ram_gb) * 1024, "host RAM") if ram_gb else None
-
-    def budget(self) -> tuple[float, str] | None:
-        """The memory budget to draw and judge against, with its label, when the run names one.
-
-        In order: an explicit `budget_mb` in meta.json; the suite's one hardware target (a card
-        profile: the total its driver reports, comparable with NVML's per-process peak); the allocator budget a
-        cell ran under (`budget.budget_mb`); a `budget_mb`/`budget_gb` in the suite's hardware mapping.
-        """
-        explicit = _budget_from(self.meta)
-        if explicit is not None:
-            return explicit, "budget"
-        profile = _target_profile(self.meta.get("hardware_target"))
-        if profile is not None:
-            return float(profile.total_mb), f"{profile.name} budget"
-        for record in self.ok:
-            cell_budget = record.get("budget")
-            if isinstance(cell_budget, dict) and numeric(cell_budget.get("budget_mb")):
-                return float(cell_budget["budget_mb"]), f"{cell_budget.get('target') or 'allocator'} budget"
-        from_suite = _budget_from(self.suite.get("hardware"))
-        return (from_suite, "budget") if from_suite is not None else None
-
-    def budget_mb(self) -> float | None:
-        budget = self.budget()
-        return budget[0] if budget else None
-
-
-def _target_profile(target: Any) -> Any:
-    """The hardware profile of a run's single target card, or None (no target, several, or unknown)."""
-    if isinstance(target, list):
-        target = target[0] if len(target) == 1 else None
-    if not isinstance(target, str) or not target:
-        return None
-    try:
-        from segbench.hardware import list_profiles, load_profile
-    except ImportError:  # an older segbench without card profiles
-        return None
-    return load_profile(target) if target in list_profiles() else None
-
-
-def _cuda_index(device: str) -> int:
-    _, _, index = device.partition(":")
-    return int(index) if index.isdigit() else 0
-
-
-def _budget_from(source: Any) -> float | None:
-    if not isinstance(source, dict):
-        return None
-    for key, scale in (("budget_mb", 1.0), ("budget_gb", 1024.0)):
-        value = source.get(key)
-        if isinstance(value, (int, float)) and value > 0:
-            return float(value) * scale
-    return None
-
-
-def load_run(run_dir: Path | str) -> RunData:
-    """Read a run folder; a missing or corrupt folder raises ResultsError (one line in the CLI)."""
-    path = Path(run_dir)
-    records = add_accuracy_deltas(_grouped_by_card(results.read_records(path)))
-    meta = results.read_meta(path)
-    return RunData(path=path.resolve(), meta=meta, records=records, suite=_read_suite(path))
-
-
-def _grouped_by_card(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A run over several cards: name each model by card, so plots, speed-ups and advice never mix cards."""
-    cards = {record.get("hardware") for record in records if record.get("hardware")}
-    if len(cards) < 2:
-        return records
-    return [
-        {**record, "model": f"{record['model']} @ {record['hardware']}"} if record.get("hardware") else record
-        for record in records
-    ]
-
-
-def _read_suite(path: Path) -> dict[str, Any]:
-    """The suite copy is informative only (a budget); a broken one must not stop a report."""
-    try:
-        data = yaml.safe_load((path / results.SUITE_FILE).read_text())
-    except (OSError, yaml.YAMLError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 # ---- record accessors: every optional field may be missing or null ------------------------------
-
-
-def fidelity(record: dict[str, Any]) -> dict[str, Any]:
-    value = record.get("fidelity")
-    return value if isinstance(value, dict) else {}
-
-
-def accuracy(record: dict[str, Any]) -> dict[str, Any]:
-    """Ground-truth figures of a cell run with a dataset (empty without one)."""
-    value = record.get("accuracy")
-    return value if isinstance(value, dict) else {}
-
-
-def add_accuracy_deltas(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Give each ok cell with ground-truth figures its change against the fp32 eager cell of the same variant.
-
-    `accuracy.miou_delta_vs_fp32` and `accuracy.pixel_accuracy_delta_vs_fp32` are differences of fractions
-    (negative: worse than fp32 eager); 0 on the reference itself. Records are updated in place and returned.
-    """
-    references = {
-        variant_key(r): accuracy(r) for r in records if r.get("status") == "ok" and is_reference(r) and accuracy(r)
-    }
-    for record in records:
-        measured = accuracy(record)
-        reference = references.get(variant_key(record)) if measured and record.get("status") == "ok" else None
-        if not reference:
-            continue
-        for key in ("miou", "pixel_accuracy"):
-            value, base = numeric(measured.get(key)), numeric(reference.get(key))
-            measured[f"{key}_delta_vs_fp32"] = value - base if value is not None and base is not None else None
-    return records
-
-
-def resolution_text(record: dict[str, Any]) -> str:
-    height, width = record["resolution"]
-    return f"{height}x{width}"
-
-
-def pixels(record: dict[str, Any]) -> int:
-    height, width = record["resolution"]
-    return int(height) * int(width)
-
-
-def variant_key(record: dict[str, Any]) -> tuple[Any, ...]:
-    """The axes that a precision/backend comparison holds fixed."""
-    return (
-        record["model"],
-        tuple(record["resolution"]),
-        record["batch_size"],
-        record.get("weights"),
-        json.dumps(record.get("options") or {}, sort_keys=True),
-        record.get("hardware"),
-    )
-
-
-def option_text(record: dict[str, Any]) -> str:
-    """precision/backend, plus options and weights when a suite varies them."""
-    text = f"{record['precision']} / {record['backend']}"
-    if record.get("options"):
-        text += " " + json.dumps(record["options"], sort_keys=True)
-    if record.get("weights"):
-        text += f" [{Path(str(record['weights'])).name}]"
-    return text
-
-
-def cell_label(record: dict[str, Any]) -> str:
-    card = (
-        f" @{record['hardware']}" if record.get("hardware") else ""
-    )  # a run over several cards repeats each cell per card
-    return f"{record['model']} {resolution_text(record)} b{record['batch_size']} {option_text(record)}{card}"
-
-
-def peak_memory(record: dict[str, Any]) -> tuple[float | None, str]:
-    """headline_memory with a reader-facing name for the figure."""
-    value, name = headline_memory(record)
-    return value, MEMORY_FIGURES.get(name, name)
-
-
-def numeric(value: Any) -> float | None:
-    """A recorded figure as a float, or None: text, lists, None and booleans (flags, never figures) are not numbers."""
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _latency(record: dict[str, Any], key: str) -> float | None:

@@ -1,0 +1,511 @@
+"""What happens inside one isolated cell: build, warm up, time, sample memory, report a dict.
+
+This module runs in the spawned child. The sequence follows optimum-benchmark: a latency pass with
+nothing else running, a stage pass (preprocess / forward / postprocess, end to end), and a memory
+pass with the poller on, so sampling never disturbs the timed loop.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import sys
+import time
+import traceback
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from segbench.system import cache
+from segbench.backends import get_backend
+from segbench.system.cpus import ContentionWindow, default_threads, pin_to
+from segbench.errors import SegbenchError, UnsupportedError
+from segbench.suite.matrix import CellSpec
+from segbench.measure import memory
+from segbench.measure.stats import LatencyStats
+from segbench.measure.timing import StopRule, TimedRun, synchronize, time_steps, warm_up
+from segbench.models.base import SegmentationAdapter
+from segbench.models.registry import create_model, load_plugin
+from segbench.data.datasets import Dataset, images_in_folder
+from segbench.data.images import calibration_batches, evaluation_batches
+from segbench.measure.accuracy import accuracy_pass
+from segbench.hardware import apply_budget, load_profile
+from segbench.measure import nvml
+from segbench.measure.fidelity import Fp32Reference, measure_fidelity
+from segbench.measure.telemetry import (
+    MIN_WINDOW_S,
+    SamplingThread,
+    TelemetrySampler,
+    wait_for_cooldown,
+)
+from segbench.models.flops import count_flops
+from segbench.precision import get_precision
+from segbench.precision.base import Precision, PrecisionContext
+from segbench.data.sources import open_source
+from segbench.cell.stream import confirm_rate, find_max_rate, run_stream, warm_stream
+from segbench.suite.schema import Timing
+from segbench.paths import resolve_path
+from segbench.cell.request import CellRequest
+from segbench.results.schema import STAGES
+
+# The latency pass reading this much above the end-to-end pass's forward stage (and by this many ms) gets a note.
+PASS_DISAGREEMENT_RATIO = 1.2
+PASS_DISAGREEMENT_MIN_MS = 0.5
+OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and any(marker in str(exc).lower() for marker in OOM_MARKERS)
+
+
+def last_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[-1].strip()}" if lines else type(exc).__name__
+
+
+def synthetic_images(cell: CellSpec, device: torch.device) -> torch.Tensor:
+    """A seeded host uint8 batch (N, H, W, 3): what a camera or decoder hands the pipeline."""
+    generator = torch.Generator().manual_seed(0)
+    height, width = cell.resolution
+    images = torch.randint(0, 256, (cell.batch_size, height, width, 3), dtype=torch.uint8, generator=generator)
+    return images.pin_memory() if device.type == "cuda" else images
+
+
+def end_to_end_frames(cell: CellSpec, device: torch.device) -> list[torch.Tensor]:
+    """What the end-to-end pass feeds the pipeline, in turn: the held-out photographs at the cell's size and batch.
+
+    Not the noise batch the forward pass times: a detector's postprocess scales with what it finds, and in noise an
+    int8 model can find far more than fp32 does (trained YOLOv8n-seg at 640 on the Xeon: 30 instances against 1,
+    postprocess 127 ms against 33 ms), which no camera would show it.
+    """
+    frames = evaluation_batches(*cell.resolution, cell.batch_size)
+    return [frame.pin_memory() for frame in frames] if device.type == "cuda" else frames
+
+
+def _median(stats: LatencyStats | None) -> float | None:
+    return stats.median if stats is not None else None
+
+
+def passes_disagree(latency_ms: float, forward_stage_ms: float | None, device: torch.device) -> str | None:
+    """A note when, on a GPU, the latency pass reads well above the same forward timed inside the end-to-end pass.
+
+    Seen on an H200: Mask2Former 45.4 ms against 26.8 ms, Fast-SCNN and YOLOv8n-seg about 1 ms above; GPU-bound cells
+    agreed within 1 %. Launch-bound models are the ones that differ, so something beside the timed loop slows the
+    launches (the NVML sampling thread is the suspect).
+    """
+    if device.type != "cuda" or not forward_stage_ms:
+        return None
+    ratio = latency_ms / forward_stage_ms
+    if ratio < PASS_DISAGREEMENT_RATIO or latency_ms - forward_stage_ms < PASS_DISAGREEMENT_MIN_MS:
+        return None
+    return (
+        f"the latency pass read {latency_ms:.2f} ms, {ratio:.2f}x the forward stage of the end-to-end pass "
+        f"({forward_stage_ms:.2f} ms): launch-bound models can be slowed by NVML sampling beside the timed loop; "
+        "compare with timing.telemetry_interval_s: 0"
+    )
+
+
+def _stop_rule(timing: Timing) -> StopRule:
+    return StopRule(timing.min_iters, timing.max_iters, timing.min_time_s, timing.max_time_s)
+
+
+def undersampled(n: int, timing: Timing) -> str | None:
+    """Why a timed pass has fewer samples than `min_iters` asked for (max_time_s stopped it first), or None."""
+    if n >= timing.min_iters:
+        return None
+    return f"n = {n} < min_iters {timing.min_iters}: max_time_s ({timing.max_time_s:g} s) ended the timed loop first"
+
+
+def _timed_forward(
+    forward: Callable[[torch.Tensor], Any],
+    parts: list[tuple[str, Callable[[Any], Any]]] | None,
+    inputs: Any,
+    device: torch.device,
+    samples: dict[str, list[float]],
+) -> Any:
+    """The forward stage, split into the family's own parts (e.g. SAM's encoder and decoder) when it has them."""
+    if not parts:
+        return forward(inputs)
+    value = inputs
+    for name, part in parts:
+        began = time.perf_counter_ns()
+        value = part(value)
+        synchronize(device)
+        samples.setdefault(name, []).append((time.perf_counter_ns() - began) / 1e6)
+    return value
+
+
+@dataclass
+class StagesRun:
+    samples_ms: dict[str, list[float]]
+    detections: list[int] | None  # instances found in each frame (detector families), counted outside the timing
+
+
+def _time_stages(
+    adapter: SegmentationAdapter,
+    forward: Callable[[torch.Tensor], Any],
+    frames: list[torch.Tensor],
+    rule: StopRule,
+    device: torch.device,
+    split: bool,
+) -> StagesRun:
+    """Wall-clock each stage with a device sync at its end: the latency a caller of the pipeline sees."""
+    size = tuple(frames[0].shape[1:3])
+    samples: dict[str, list[float]] = {stage: [] for stage in (*STAGES, "end_to_end")}
+    detections: list[int] = []
+    counting = True  # until the family says it has no instances to count, or every frame has been counted
+    parts = adapter.forward_parts() if split else None
+    clock = time.perf_counter_ns
+    start = clock()
+    while not rule.done(len(samples["end_to_end"]), (clock() - start) / 1e9):
+        frame_index = len(samples["end_to_end"]) % len(frames)
+        t0 = clock()
+        inputs = adapter.preprocess(frames[frame_index])
+        synchronize(device)
+        t1 = clock()
+        outputs = _timed_forward(forward, parts, inputs, device, samples)
+        synchronize(device)
+        t2 = clock()
+        adapter.postprocess(outputs, size)  # ends on the host, so it is complete when it returns
+        t3 = clock()
+        for stage, (a, b) in zip((*STAGES, "end_to_end"), ((t0, t1), (t1, t2), (t2, t3), (t0, t3))):
+            samples[stage].append((b - a) / 1e6)
+        if counting and len(detections) == frame_index:  # first pass over the frames, after the clock stopped
+            found = adapter.detections(outputs)
+            if found is None:
+                counting = False
+            else:
+                detections.append(found)
+    return StagesRun(samples, detections or None)
+
+
+def _memory_pass(
+    adapter: SegmentationAdapter,
+    forward: Callable[[torch.Tensor], Any],
+    images: torch.Tensor,
+    request: CellRequest,
+    device: torch.device,
+    baseline: float | None,
+) -> memory.MemoryPeaks:
+    """Peaks with the poller on (telemetry is sampled over the latency pass instead: this pass is a few iterations)."""
+    memory.reset_allocator_peaks(device)
+    size = tuple(images.shape[1:3])
+    iterations = max(1, request.timing.memory_iters)
+    with memory.MemoryPoller(device, request.poll_interval_ms) as poller:
+        for _ in range(iterations):
+            adapter.postprocess(forward(adapter.preprocess(images)), size)
+        synchronize(device)
+    assert adapter.model is not None
+    return memory.collect_peaks(poller, device, baseline, memory.module_size_mb(adapter.model))
+
+
+def _telemetry_sampler(device: torch.device) -> TelemetrySampler:
+    """NVML clocks, power, energy and throttling over the latency pass: the window the headline figures come from."""
+    return TelemetrySampler.for_device(device)
+
+
+def _cooldown(request: CellRequest, device: torch.device) -> dict[str, Any] | None:
+    if request.cooldown is None:
+        return None
+    handle = nvml.handle_for(device.index or 0) if device.type == "cuda" else None
+    config = request.cooldown
+    return wait_for_cooldown(handle, config.below_c, config.fixed_s, config.timeout_s)
+
+
+def _prepare_device(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.empty(1, device=device)  # creates the CUDA context, so the baseline includes it
+
+
+def _apply_precision(
+    precision: Precision,
+    adapter: SegmentationAdapter,
+    images: torch.Tensor,
+    calibration: list[torch.Tensor],
+    device: torch.device,
+) -> tuple[nn.Module, float]:
+    """The converted model and the seconds the conversion took.
+
+    The precision context (the fp32 example batch and the preprocessed calibration images) lives only
+    inside this call: a measured pass that kept it alive would count it in every peak.
+    """
+    with torch.inference_mode():  # fp32 inputs, made before the precision changes the input dtype
+        context = PrecisionContext(
+            example=adapter.preprocess(images), calibration=tuple(adapter.preprocess(batch) for batch in calibration)
+        )
+    assert adapter.model is not None
+    started = time.perf_counter()
+    model = precision.apply(adapter.model, device, context)  # quantization and its compile happen here
+    return model, time.perf_counter() - started
+
+
+def release_preparation(device: torch.device) -> None:
+    """Free what preparation left behind (export graphs, calibration tensors) before anything is measured.
+
+    Cyclic garbage goes first; glibc then returns freed heap pages to the OS (RSS would keep them
+    otherwise), and CUDA's caching allocator hands back its cached blocks, so the peaks that follow
+    hold only what the measured passes use.
+    """
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl): nothing to trim
+            pass
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _local_or_named(weights: str | None, suite_dir: Path | None) -> Path | None:
+    """A weights path as the suite meant it; a library name (Hub id, asset, enum) stays as given for the adapter to
+    fetch."""
+    if weights is None:
+        return None
+    resolved = resolve_path(Path(weights), suite_dir)
+    return resolved if resolved.exists() else Path(weights)
+
+
+def _calibration_files(request: CellRequest, dataset: Dataset | None, suite_dir: Path | None) -> tuple[list[Path], str]:
+    """The images int8 calibrates on, and where they come from: the calibration folder, the dataset's train split, or
+    none (photographs)."""
+    if request.calibration is not None:
+        folder = resolve_path(request.calibration.path, suite_dir)
+        return images_in_folder(folder)[: request.calibration.limit], f"calibration folder {request.calibration.path}"
+    if dataset is not None and dataset.config.split != "train" and dataset.has_split("train"):
+        return dataset.images("train", limit=8), f"dataset train split ({dataset.config.path})"
+    return [], "calibration half of the bundled photographs"
+
+
+def _fidelity(
+    cell: CellSpec,
+    weights: Path | None,
+    adapter: SegmentationAdapter,
+    forward: Callable[[Any], Any],
+    device: torch.device,
+    autocast: Any,
+) -> dict[str, Any]:
+    """Held-out photographs (never calibration ones) through an fp32 eager build of the same model (same resolved
+    weights)."""
+    reference = Fp32Reference(cell.model, weights, cell.options, device)
+    held_out = evaluation_batches(*cell.resolution, cell.batch_size)
+    return measure_fidelity(reference, adapter, forward, held_out, autocast, random_weights=cell.weights is None)
+
+
+def _stream_pass(
+    adapter: SegmentationAdapter,
+    forward: Callable[[torch.Tensor], Any],
+    request: CellRequest,
+    device: torch.device,
+    end_to_end: LatencyStats,
+) -> dict[str, Any]:
+    """Frames on a clock at the target rate, or a search for the highest rate with no drops."""
+    config = request.stream
+    assert config is not None
+    source = open_source(
+        config.source, *request.cell.resolution, Path(request.suite_dir) if request.suite_dir else None
+    )
+    frames = source.frames()
+
+    def trial(rate: float, duration_s: float) -> Any:
+        return run_stream(adapter, forward, frames, rate, duration_s, device, config.queue_size, config.overlap)
+
+    warmup = warm_stream(adapter, forward, frames, device, config.warmup_s, config.overlap)
+
+    if config.target_fps == "max":
+        estimate = 1000.0 / end_to_end.median
+        searched, trials = find_max_rate(lambda rate: trial(rate, config.duration_s), estimate, config.search_steps)
+        # When no searched rate kept up (too few steps), confirmation steps down from the slowest rate tried.
+        start = searched if searched > 0 else min(row["target_fps"] for row in trials)
+        best, outcome, confirmations = confirm_rate(lambda rate: trial(rate, config.duration_s), start)
+        result = outcome.to_dict() if outcome is not None else {"target_fps": 0.0, "keeps_up": False}
+        return {
+            **result,
+            "max_sustainable_fps": best,
+            "search": trials,
+            "confirmations": confirmations,
+            "source": config.source,
+            "overlap": config.overlap,
+            "warmup": warmup,
+        }
+    return {
+        **trial(float(config.target_fps), config.duration_s).to_dict(),
+        "source": config.source,
+        "overlap": config.overlap,
+        "warmup": warmup,
+    }
+
+
+def _flops(adapter: SegmentationAdapter, cell: CellSpec) -> tuple[float | None, str | None]:
+    """FLOPs per image (torch.utils.flop_counter, 2 x multiply-adds); a model the counter cannot trace still runs."""
+    try:
+        return count_flops(adapter, *cell.resolution), None
+    except Exception as exc:
+        return None, f"FLOP counter failed: {last_line(exc)}"
+
+
+def measure_cell(request: CellRequest) -> dict[str, Any]:
+    """Run one cell in this process and return its measurements (raises on failure)."""
+    cell, device = request.cell, torch.device(request.device)
+    precision, backend = get_precision(cell.precision), get_backend(cell.backend)
+    for reason in (precision.unsupported_reason(device), backend.unsupported_reason(device)):
+        if reason:
+            raise UnsupportedError(reason)
+    cache.set_cell(
+        model=cell.model,
+        options=cell.options,
+        weights=cell.weights,
+        resolution=list(cell.resolution),
+        batch_size=cell.batch_size,
+        precision=cell.precision,
+        backend=cell.backend,
+        device=device.type,
+    )
+    cooldown = _cooldown(request, device)
+    _prepare_device(device)
+    budget = apply_budget(device, load_profile(request.hardware)) if request.hardware else None
+    baseline = memory.baseline_mb(device)
+
+    # Process start to the first model build: what warm start (segbench.run.forkserver) makes cheap.
+    startup_s = round(time.time() - request.launched_at, 3) if request.launched_at is not None else None
+    suite_dir = Path(request.suite_dir) if request.suite_dir else None
+    weights = _local_or_named(cell.weights, suite_dir)
+    adapter = create_model(cell.model, weights, cell.options)
+    adapter.build(device)
+    # Counted once on the fp32 model, batch 1: FLOPs per image are a property of the architecture.
+    flops, flops_unavailable = (None, "fit probe") if request.probe else _flops(adapter, cell)
+    images = synthetic_images(cell, device)
+    frames = end_to_end_frames(cell, device)
+    dataset = Dataset(request.dataset, suite_dir) if request.dataset is not None else None
+    calibration_files, calibration_source = _calibration_files(request, dataset, suite_dir)
+    calibration = calibration_batches(*cell.resolution, cell.batch_size, calibration_files)
+    calibration_images = sum(batch.shape[0] for batch in calibration)
+    adapter.model, precision_prepare_s = _apply_precision(precision, adapter, images, calibration, device)
+    del calibration  # no measured pass may hold the calibration images
+    adapter.input_dtype = precision.input_dtype
+    adapter = backend.wrap(adapter)
+    rule = _stop_rule(request.timing)
+
+    with ExitStack() as stack:
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(precision.autocast(device))
+        inputs = adapter.preprocess(images)
+        started = time.perf_counter()
+        forward = backend.prepare(adapter, inputs)
+        prepare_s = time.perf_counter() - started
+        inputs = adapter.preprocess(images)  # again: a backend may change the layout preprocess emits (channels_last)
+        release_preparation(device)
+
+        step = lambda: forward(inputs)  # noqa: E731 (the timed closure)
+        warm_up(step, request.timing.warmup_iters, device)
+        telemetry = _telemetry_sampler(device)
+        with ContentionWindow(torch.get_num_threads()) as contention:
+            with SamplingThread(telemetry, request.timing.telemetry_interval_s):
+                latency_run: TimedRun = time_steps(step, rule, device)
+            # Sub-stages need the eager module; another backend's forward is timed whole.
+            stages_run = _time_stages(adapter, forward, frames, rule, device, split=cell.backend == "eager")
+            stage_samples = stages_run.samples_ms
+        peaks = _memory_pass(adapter, forward, images, request, device, baseline)
+        end_to_end = LatencyStats.from_samples(stage_samples["end_to_end"])
+        stream = _stream_pass(adapter, forward, request, device, end_to_end) if request.stream else None
+
+    fidelity, fidelity_unavailable = None, "this is the fp32 eager reference"
+    if not (precision.is_reference and backend.is_reference) and not request.probe:
+        try:
+            fidelity, fidelity_unavailable = (
+                _fidelity(cell, weights, adapter, forward, device, precision.autocast(device)),
+                None,
+            )
+        except Exception as exc:  # the measurement stands even when the fp32 reference cannot be built
+            fidelity_unavailable = f"fp32 reference failed: {last_line(exc)}"
+    accuracy, accuracy_unavailable = None, "no dataset in the suite"
+    if dataset is not None and not request.probe:
+        try:
+            accuracy, accuracy_unavailable = (
+                accuracy_pass(adapter, forward, dataset, cell.resolution, cell.batch_size, precision.autocast(device)),
+                None,
+            )
+        except SegbenchError as exc:  # e.g. label ids beyond a head sized by the weights: the timing still stands
+            accuracy_unavailable = str(exc)
+
+    cache_events = cache.events()
+    latency = LatencyStats.from_samples(latency_run.samples_ms)
+    stages = {
+        stage: LatencyStats.from_samples(values) for stage, values in stage_samples.items() if stage != "end_to_end"
+    }
+    height, width = cell.resolution
+    return {
+        "latency_ms": latency.summary(),
+        "samples_ms": list(latency.samples),
+        "fps": cell.batch_size * 1000.0 / latency.median,
+        "iterations": latency.n,
+        "measured_s": latency_run.measured_s,
+        "startup_s": startup_s,
+        "prepare_s": precision_prepare_s + prepare_s,  # never part of latency
+        "prepare_breakdown_s": {"precision": precision_prepare_s, "backend": prepare_s},
+        "prepare_cache": cache.summary(cache_events),  # hit: prepared from the cache; miss: built (and stored)
+        "cache_events": cache_events,
+        "stages_ms": {stage: stats.summary() for stage, stats in stages.items()},
+        "stage_samples_ms": {stage: list(stats.samples) for stage, stats in stages.items()},
+        "end_to_end_ms": end_to_end.summary(),
+        "end_to_end_fps": cell.batch_size * 1000.0 / end_to_end.median,
+        "end_to_end_input": f"{len(frames) * cell.batch_size} held-out photographs in turn, {height}x{width}",
+        "detections_per_frame": stages_run.detections,
+        "memory_mb": peaks.to_dict(),
+        "memory_unavailable": peaks.unavailable,
+        "fidelity": fidelity,
+        "fidelity_unavailable": fidelity_unavailable,
+        "accuracy": accuracy,
+        "accuracy_unavailable": accuracy_unavailable,
+        "calibration": {"source": calibration_source, "images": calibration_images},
+        "quantized_share": precision.quantized_share(adapter.model),
+        "params": adapter.parameter_count(),
+        "model_input": list(adapter.model_input_size(height, width)),
+        "notes": [
+            *adapter.notes(),
+            *precision.notes(device),
+            *filter(None, [passes_disagree(latency.median, _median(stages.get("forward")), device)]),
+        ],
+        "noisy": latency.is_noisy,
+        "undersampled": undersampled(latency.n, request.timing),
+        "contended": contention.reason,
+        "load": contention.to_dict(),
+        "stream": stream,
+        "gflops": flops / 1e9 if flops else None,
+        "gflops_unavailable": flops_unavailable,
+        "telemetry": telemetry.summary(len(latency_run.samples_ms) * cell.batch_size, min_window_s=MIN_WINDOW_S),
+        "budget": budget.to_dict() if budget else None,
+        "cooldown": cooldown,
+        "backend_info": backend.describe(adapter),
+    }
+
+
+def run_cell(request: CellRequest) -> dict[str, Any]:
+    """measure_cell with every failure turned into a status: the parent always gets a dict back."""
+    pinned = None
+    try:
+        pinned = pin_to(request.cpu_set)  # before the thread pools start, so each thread inherits the set
+        # Explicit, so every cell runs with the same thread count whatever a library set at import.
+        torch.set_num_threads(request.threads or default_threads())
+        cache.configure_inductor()
+        for plugin in request.plugins:
+            load_plugin(plugin, Path(request.suite_dir) if request.suite_dir else None)
+        outcome = {"status": "ok", **measure_cell(request)}
+    except UnsupportedError as exc:
+        outcome = {"status": "unsupported", "error": str(exc)}
+    except SegbenchError as exc:
+        outcome = {"status": "error", "error": str(exc)}
+    except BaseException as exc:  # noqa: BLE001 (a cell's failure is a result, whatever it is)
+        status = "oom" if is_out_of_memory(exc) else "error"
+        outcome = {"status": status, "error": last_line(exc), "traceback": traceback.format_exc(limit=20)}
+    outcome["threads"] = torch.get_num_threads()
+    outcome["interop_threads"] = torch.get_num_interop_threads()
+    if pinned is not None:
+        outcome["cpu_affinity"] = pinned
+    return outcome

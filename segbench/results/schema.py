@@ -1,0 +1,130 @@
+"""The stored shapes: one line of results.jsonl (a cell record) and meta.json, as pydantic models.
+
+These are the one source of the stored field names: `cell/passes.py` and `run/runner.py` write them, the
+metric catalogue's dotted paths point into them, and `results/store.py` validates every line and
+meta.json against them on load, so a hand-edited or foreign file gives one line naming the file,
+the line and the field instead of a traceback deep in a report. Only the fields that readers rely
+on are typed; the others pass through untouched (`extra="allow"`), so a newer producer's extra
+figures never break an older reader.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+SCHEMA_VERSION = 1
+FINAL_STATUSES = ("ok", "oom", "timeout", "error", "unsupported")
+RUN_STATUSES = ("running", "complete", "interrupted", "failed")
+STAGES = ("preprocess", "forward", "postprocess")  # the timed parts of one end-to-end frame, in order
+
+Number = float | None  # JSON numbers; NaN and ±inf are numbers too (reports handle them)
+
+
+class Stored(BaseModel):
+    # Strict: a "4" where 4 belongs is an edited file, not a value to coerce silently.
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class LatencySummary(Stored):
+    """`latency_ms`, `end_to_end_ms` and each stage of `stages_ms`: LatencyStats.summary()."""
+
+    median: float
+    mean: Number = None
+    p90: Number = None
+    p95: Number = None
+    p99: Number = None
+    min: Number = None
+    max: Number = None
+    std: Number = None
+    cv: Number = None
+    ci95: list[float] | None = None
+    n: int | None = None
+
+
+class CellRecord(Stored):
+    """One line of results.jsonl."""
+
+    schema_version: int = SCHEMA_VERSION
+    cell_id: str
+    cell_key: str | None = None
+    status: Literal[FINAL_STATUSES]  # type: ignore[valid-type]
+    model: str
+    family: str | None = None
+    resolution: Annotated[list[Annotated[int, Field(gt=0)]], Field(min_length=2, max_length=2)]
+    batch_size: Annotated[int, Field(gt=0)]
+    precision: str
+    backend: str
+    scenario: str = "offline"
+    device: str | None = None
+    hardware: str | None = None
+    latency_ms: LatencySummary | None = None
+    samples_ms: list[float] | None = None
+    fps: Number = None
+    end_to_end_ms: LatencySummary | None = None
+    end_to_end_fps: Number = None
+    end_to_end_input: str | None = None  # what the end-to-end pass fed the pipeline (held-out photographs)
+    detections_per_frame: list[int] | None = None  # instances found per end-to-end frame (detector families)
+    stages_ms: dict[str, LatencySummary] | None = None
+    memory_mb: dict[str, Number] | None = None
+    gflops: Number = None
+    measured_s: Number = None
+    fidelity: dict[str, Any] | None = None
+    accuracy: dict[str, Any] | None = None
+    stream: dict[str, Any] | None = None
+    roofline: dict[str, Any] | None = None
+    telemetry: dict[str, Any] | None = None
+    params: Number = None
+    prepare_s: Number = None
+    startup_s: Number = None
+    wall_s: Number = None
+    error: str | None = None
+    traceback: str | None = None
+    noisy: bool | None = None
+
+    @model_validator(mode="after")
+    def _ok_has_figures(self) -> CellRecord:
+        if self.status == "ok" and (self.latency_ms is None or self.fps is None):
+            raise ValueError("status is ok but latency_ms or fps is missing")
+        return self
+
+
+class RunMeta(Stored):
+    """meta.json."""
+
+    schema_version: int = SCHEMA_VERSION
+    suite: str
+    description: str | None = None
+    suite_file: str | None = None
+    device: str
+    hardware_target: str | list[str] | None = None
+    start_time: str | None = None
+    end_time: str | None = None
+    status: Literal[RUN_STATUSES] | None = None  # type: ignore[valid-type]
+    fingerprint: dict[str, Any] | None = None
+    ceiling: dict[str, Any] | None = None
+    executor: str | None = None
+    duration_s: Number = None
+    cells_done: int | None = None
+    cells_total: int | None = None
+    stop_reason: str | None = None
+
+
+def first_problem(exc: ValidationError) -> str:
+    """'batch_size: Input should be a valid integer (got '4')': the first error, bounded in length."""
+    from segbench.naming import shorten
+
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    got = "" if error["type"] == "missing" else f" (got {shorten(repr(error.get('input')), 80)})"
+    more = f"; {len(exc.errors()) - 1} more problem(s)" if len(exc.errors()) > 1 else ""
+    return f"{where}: {error['msg']}{got}{more}"
+
+
+def validate_record(data: Any) -> CellRecord:
+    return CellRecord.model_validate(data)
+
+
+def validate_meta(data: Any) -> RunMeta:
+    return RunMeta.model_validate(data)

@@ -1,0 +1,203 @@
+"""`segbench run --dry-run`: which cells will run, which the device cannot run, and about how long it takes.
+
+Support is decided by the precisions' and backends' own `unsupported_reason` (no model is built). The
+wall-time estimate adds, per cell, a startup cost (process, imports, build, precision and backend
+preparation, memory and fidelity passes) and the timed passes the suite's stop rule allows. Startup
+costs come from earlier runs' records (`wall_s` minus the timed passes) in the results folder, per
+family, precision and backend, and fall back to a default measured for a small model.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from segbench.errors import SegbenchError
+from segbench.suite.matrix import CellSpec
+from segbench.suite.schema import Suite
+
+# A cell process that imports torch, builds a small model (Fast-SCNN) and runs its untimed passes took
+# 7–9 s on a shared 2-core AMD EPYC (results/quick-*): the fallback when no earlier run knows a family.
+DEFAULT_STARTUP_S = 9.0
+# A cell refused as unsupported still spawns a process and imports torch before it says so.
+DEFAULT_UNSUPPORTED_S = 9.0
+TIMED_PASSES = 2  # the latency pass and the per-stage pass each run under the stop rule
+
+
+@dataclass(frozen=True)
+class PlannedCell:
+    cell: CellSpec
+    family: str
+    unsupported: str | None = None  # why the device cannot run it; None when it will run
+
+
+@dataclass(frozen=True)
+class DryRunPlan:
+    cells: list[PlannedCell]
+    device: str | None  # None when the requested device is not available here
+    device_warning: str | None = None
+    requested: str = "cpu"  # the device asked for (auto, cpu, cuda, cuda:N)
+
+    @property
+    def device_kind(self) -> str:
+        """cpu or cuda: earlier runs on the other kind say nothing about this run's costs."""
+        name = self.device or self.requested
+        if name == "auto":
+            return "cpu"
+        return name.split(":")[0]
+
+    @property
+    def unsupported_count(self) -> int:
+        return sum(1 for planned in self.cells if planned.unsupported)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    low_s: float
+    high_s: float
+    basis: list[str] = field(default_factory=list)  # what the estimate rests on, in words
+
+
+def plan_cells(suite: Suite, cells: list[CellSpec], device_override: str | None = None) -> DryRunPlan:
+    """Mark each cell the device cannot run, from precision and backend checks alone."""
+    import torch
+
+    from segbench.backends import get_backend
+    from segbench.system.env import resolve_device
+    from segbench.models.registry import get_card
+    from segbench.precision import get_precision
+
+    requested = device_override or suite.device
+    try:
+        device: str | None = resolve_device(requested)
+    except SegbenchError as exc:
+        device, warning = None, f"device {requested!r} is not available here, so the run would stop: {exc}"
+    else:
+        warning = None
+    reasons: dict[tuple[str, str], str | None] = {}
+    planned = []
+    for cell in cells:
+        key = (cell.precision, cell.backend)
+        if device is not None and key not in reasons:
+            where = torch.device(device)
+            reasons[key] = get_precision(cell.precision).unsupported_reason(where) or get_backend(
+                cell.backend
+            ).unsupported_reason(where)
+        planned.append(PlannedCell(cell, get_card(cell.model).family, reasons.get(key)))
+    return DryRunPlan(planned, device, warning, requested)
+
+
+def _history(results_dir: Path, device_kind: str) -> list[dict[str, Any]]:
+    """Finished cell records (with wall_s) of earlier runs on this kind of device; unreadable lines are skipped."""
+    records = []
+    for path in sorted(results_dir.glob("*/results.jsonl")):
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            on_kind = isinstance(record, dict) and str(record.get("device") or "cpu").split(":")[0] == device_kind
+            if on_kind and isinstance(record.get("wall_s"), (int, float)):
+                records.append(record)
+    return records
+
+
+def _startup_costs(records: list[dict[str, Any]]) -> tuple[dict[tuple[str, ...], float], list[float]]:
+    """Median startup per (family, precision, backend) and per family, and the unsupported cells' walls."""
+    samples: dict[tuple[str, ...], list[float]] = defaultdict(list)
+    unsupported = []
+    for record in records:
+        if record.get("status") == "unsupported":
+            unsupported.append(float(record["wall_s"]))
+        elif (
+            record.get("status") == "ok"
+            and isinstance(record.get("measured_s"), (int, float))
+            and record.get("scenario", "offline") == "offline"
+        ):
+            startup = max(0.0, float(record["wall_s"]) - TIMED_PASSES * float(record["measured_s"]))
+            family = str(record.get("family"))
+            samples[(family, str(record.get("precision")), str(record.get("backend")))].append(startup)
+            samples[(family,)].append(startup)
+    return {key: statistics.median(values) for key, values in samples.items()}, unsupported
+
+
+def _measurement_window(suite: Suite) -> tuple[float, float, str]:
+    """Seconds of timed work per cell: the least and the most the stop rule allows."""
+    timing = suite.timing
+    low, high = TIMED_PASSES * timing.min_time_s, TIMED_PASSES * timing.max_time_s
+    words = (
+        f"{TIMED_PASSES} timed passes per cell, each between timing.min_time_s={timing.min_time_s:g} s"
+        f" and max_time_s={timing.max_time_s:g} s"
+    )
+    if suite.scenario == "stream":
+        trials = suite.stream.search_steps if suite.stream.target_fps == "max" else 1
+        low, high = low + trials * suite.stream.duration_s, high + trials * suite.stream.duration_s
+        words += f", plus {trials} stream trial(s) of {suite.stream.duration_s:g} s"
+    if suite.cooldown and suite.cooldown.fixed_s:
+        low, high = low + suite.cooldown.fixed_s, high + suite.cooldown.fixed_s
+        words += f", plus a {suite.cooldown.fixed_s:g} s cooldown"
+    return low, high, words
+
+
+def estimate_wall_time(suite: Suite, plan: DryRunPlan, results_dir: Path) -> Estimate:
+    """Low and high wall time of the planned cells, with the figures it rests on."""
+    records = _history(results_dir, plan.device_kind)
+    costs, unsupported_walls = _startup_costs(records)
+    unsupported_s = statistics.median(unsupported_walls) if unsupported_walls else DEFAULT_UNSUPPORTED_S
+    low_window, high_window, window_words = _measurement_window(suite)
+    low = high = 0.0
+    from_history: set[str] = set()
+    from_default: set[str] = set()
+    for planned in plan.cells:
+        if planned.unsupported:
+            low, high = low + unsupported_s, high + unsupported_s
+            continue
+        cell = planned.cell
+        startup = costs.get((planned.family, cell.precision, cell.backend), costs.get((planned.family,)))
+        (from_history if startup is not None else from_default).add(planned.family)
+        startup = DEFAULT_STARTUP_S if startup is None else startup
+        low, high = low + startup + low_window, high + startup + high_window
+    basis = []
+    if from_history:
+        basis.append(
+            f"startup per cell from {len(records)} earlier {plan.device_kind} cell record(s) in {results_dir}/"
+            f" for {', '.join(sorted(from_history))}"
+        )
+    if from_default:
+        basis.append(
+            f"a default startup of {DEFAULT_STARTUP_S:g} s per cell for {', '.join(sorted(from_default))}"
+            f" (no earlier {plan.device_kind} run of that family in {results_dir}/;"
+            " measured for Fast-SCNN on a 2-core CPU)"
+        )
+    basis.append(window_words)
+    if plan.unsupported_count:
+        basis.append(
+            f"{plan.unsupported_count} unsupported cell(s) at {unsupported_s:.0f} s each"
+            " (a process starts to refuse them)"
+        )
+    if suite.roofline.measure_ceiling:
+        low, high = (
+            low + suite.roofline.ceiling_seconds + DEFAULT_STARTUP_S,
+            high + suite.roofline.ceiling_seconds + DEFAULT_STARTUP_S,
+        )
+        basis.append(f"the roofline ceiling measurement (~{suite.roofline.ceiling_seconds + DEFAULT_STARTUP_S:g} s)")
+    return Estimate(low, high, basis)
+
+
+def format_duration(seconds: float) -> str:
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"

@@ -1,0 +1,20 @@
+"""Executors: where cells run. `local` runs them one after another on this machine; `ray` spreads
+them over a Ray cluster. Both run every cell in its own fresh process with a hard timeout."""
+
+from __future__ import annotations
+
+from segbench.run.executors.base import Executor
+
+
+def get_executor(name: str, address: str | None = None, cpus_per_cell: float | None = None) -> Executor:
+    if name == "local":
+        from segbench.run.executors.local import LocalExecutor
+
+        return LocalExecutor()
+    if name == "ray":
+        from segbench.run.executors.ray import RayExecutor
+
+        return RayExecutor(address=address, cpus_per_cell=cpus_per_cell)
+    from segbench.errors import SegbenchError
+
+    raise SegbenchError(f"--executor: unknown executor '{name}'; use local or ray")

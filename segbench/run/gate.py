@@ -1,0 +1,58 @@
+"""What `segbench run` exits with, and the summary's last line that says why.
+
+1 when any cell ended in error or timeout (oom and unsupported are results, not failures); with
+`strict`, also when a cell misses a suite target or an expectation is refuted. 0 otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from segbench.suite.expectations import evaluate_all
+from segbench.suite.schema import Suite
+from segbench.suite.targets import verdict
+
+FAILED = ("error", "timeout")
+
+
+@dataclass(frozen=True)
+class Gate:
+    exit_code: int
+    line: str
+
+
+def _label(record: dict[str, Any]) -> str:
+    height, width = record["resolution"]
+    return f"{record['model']} {height}x{width} b{record['batch_size']} {record['precision']} {record['backend']}"
+
+
+def _listed(records: list[dict[str, Any]], limit: int = 3) -> str:
+    names = [f"{_label(r)} ({r.get('status')})" for r in records[:limit]]
+    return "; ".join(names) + (f"; and {len(records) - limit} more" if len(records) > limit else "")
+
+
+def run_gate(suite: Suite, records: list[dict[str, Any]], strict: bool = False) -> Gate:
+    """The exit code of a run over these records (the latest attempt of each cell) and the reason in one line."""
+    failed = [r for r in records if r.get("status") in FAILED]
+    reasons = []
+    if failed:
+        reasons.append(f"{len(failed)} cell(s) ended in error or timeout: {_listed(failed)}")
+    notes = []
+    missed: list[dict[str, Any]] = []
+    if suite.targets is not None and not suite.targets.empty:
+        missed = [r for r in records if verdict(r, suite.targets).status == "misses"]
+        if missed:
+            (reasons if strict else notes).append(f"{len(missed)} cell(s) miss a target")
+    refuted = [row for row in evaluate_all(suite.expectations, records) if row["verdict"] == "refuted"]
+    if refuted:
+        (reasons if strict else notes).append(f"{len(refuted)} expectation(s) refuted")
+    if reasons:
+        return Gate(1, "exit 1: " + "; ".join(reasons) + ("" if strict or not notes else f" (also {', '.join(notes)})"))
+    ok = sum(r.get("status") == "ok" for r in records)
+    tail = f"; {', '.join(notes)} (use --strict to fail on them)" if notes else ""
+    return Gate(
+        0,
+        f"exit 0: {ok} of {len(records)} cell(s) ok, none ended in error or timeout (oom and unsupported are "
+        f"results){tail}",
+    )

@@ -1,0 +1,144 @@
+"""Cell isolation: every cell runs in a fresh spawned process with a hard timeout.
+
+The parent blocks on the child's pipe (`poll(timeout)`), never spinning a core the model needs.
+A cell that hangs is killed at its timeout; one that crashes or dies by a signal becomes an
+`error` outcome; everything else the child reports itself (see `segbench.cell.passes.run_cell`).
+
+Each cell runs in its own process group, so a timeout, an interruption or the cell's end kills
+whatever the cell started too; and a spawned child asks to die with its parent before it imports
+anything heavy, so a killed run leaves no orphan measuring on. This module imports no torch at
+the top: a spawned child (and a forkserver template) imports it to find `_child_main` before
+it can arm anything.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+from dataclasses import replace
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from segbench.system.process import die_with_parent, kill_cell_group, own_process_group, signal_name
+
+if TYPE_CHECKING:
+    from segbench.cell.request import CellRequest
+
+
+# ---- the child ------------------------------------------------------------------------------------
+
+
+def _redirect_output(log_path: str | None) -> None:
+    """Libraries print while building models; that goes to the cell's log, not over the progress bar."""
+    if log_path is None:
+        return
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+
+
+def arm_cell_process(parent_pid: int | None) -> None:
+    """First thing in the child, before any heavy import: its own process group (so the runner can
+    kill everything the cell starts, and a terminal's Ctrl-C reaches only the runner, which stops
+    the cell itself), and death with the parent. A spawned child whose parent is already gone
+    (killed before the signal was armed, so it will never send it) exits at once."""
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
+    die_with_parent(check_parent=False)  # a cell forked from a template has the template as its parent
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _child_main(
+    request: dict[str, Any], connection: Connection, log_path: str | None, parent_pid: int | None = None
+) -> None:
+    arm_cell_process(parent_pid)
+    from segbench.cell.request import CellRequest
+    from segbench.cell.passes import run_cell  # after arming: importing torch takes seconds
+
+    _redirect_output(log_path)
+    outcome = run_cell(CellRequest.from_dict(request))
+    connection.send(outcome)
+    connection.close()
+
+
+def _death_outcome(exit_code: int | None, failure: str | None = None) -> dict[str, Any]:
+    if failure is not None:  # the forkserver died under the cell (its process went with it)
+        return {"status": "error", "error": f"cell process lost: {failure}"}
+    if exit_code is not None and exit_code < 0:
+        name = signal_name(exit_code)
+        hint = (
+            " (the kernel's out-of-memory killer sends SIGKILL when host memory runs out)" if name == "SIGKILL" else ""
+        )
+        return {"status": "error", "error": f"cell process killed by {name}{hint}"}
+    return {"status": "error", "error": f"cell process exited with code {exit_code} before reporting"}
+
+
+def _start_cell_process(request: CellRequest, sender: Connection, log_path: Path | None) -> tuple[Any, dict[str, Any]]:
+    """A fresh process for the cell: forked from a warm template, or spawned when warm start is off or fails."""
+    from segbench.run import forkserver
+
+    args = (replace(request, launched_at=time.time()).to_dict(), sender, str(log_path) if log_path else None)
+    failure = None
+    if forkserver.warm_start_enabled():
+        process = forkserver.ForkedProcess(
+            _child_main, args, forkserver.cell_imports(request.cell), needs_cuda=request.device.startswith("cuda")
+        )
+        try:
+            process.start()
+            return process, process.startup
+        except forkserver.TemplateUnusable as unusable:
+            failure = str(unusable)
+    args = (
+        replace(request, launched_at=time.time()).to_dict(),
+        *args[1:],
+        os.getpid(),
+    )  # spawned: this process is its parent
+    spawned = multiprocessing.get_context("spawn").Process(target=_child_main, args=args, name="segbench-cell")
+    spawned.start()
+    own_process_group(spawned.pid)
+    return spawned, {"mode": "spawn"} | ({"forkserver_failed": failure} if failure else {})
+
+
+def execute_isolated(request: CellRequest, timeout_s: float, log_path: Path | None = None) -> dict[str, Any]:
+    """Run one cell in a fresh process (forked from a warm template); always returns an outcome dict with a status.
+
+    An interruption (Ctrl-C, or SIGTERM raised as KeyboardInterrupt) while waiting stops the cell's
+    whole process group at once and propagates; so does any other failure of the wait.
+    """
+    receiver, sender = multiprocessing.get_context("spawn").Pipe(duplex=False)
+    process, startup = _start_cell_process(request, sender, log_path)
+    sender.close()  # so EOF reaches us if the child dies
+    try:
+        return {**_await_outcome(process, receiver, timeout_s), "startup": startup}
+    finally:
+        kill_cell_group(process)  # a cell's leftovers never outlive it, even when it ended well
+        receiver.close()
+
+
+def _await_outcome(process: Any, receiver: Connection, timeout_s: float) -> dict[str, Any]:
+    if not receiver.poll(timeout_s):
+        kill_cell_group(process)
+        return {"status": "timeout", "error": f"cell did not finish within timeout_s={timeout_s:g} s; killed"}
+    try:
+        outcome = receiver.recv()
+    except EOFError:
+        process.join()
+        return _death_outcome(process.exitcode, getattr(process, "failure", None))
+    process.join(timeout=30)
+    if process.is_alive():
+        process.kill()
+        process.join()
+    return outcome
+
+
+# ---- preparation in a throwaway child ---------------------------------------------------------------
+
+

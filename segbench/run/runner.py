@@ -1,0 +1,397 @@
+"""Runs a suite: expands the matrix, hands cells to an executor, appends each record as it ends.
+
+The run folder is created first (suite copy + meta.json), so a run killed at any moment loses at
+most the cells in flight, and `--resume` continues it on any executor.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from segbench.results import store as results
+from segbench.cell.request import CellRequest
+from segbench.system.env import fingerprint, resolve_device
+from segbench.errors import SegbenchError
+from segbench.run.executors.base import Executor, Job
+from segbench.run.executors import get_executor
+from segbench.run.interruption import RunInterrupted, signal_name_of, stop_signals_deferred, stop_signals_raise
+from segbench.suite.matrix import CellSpec, expand
+from segbench.models.registry import get_card
+from segbench.run.runlock import hold_run_lock
+from segbench.suite.schema import Suite
+
+LOG_DIR = "logs"
+
+
+class RunObserver(Protocol):
+    def run_started(self, run_dir: Path, cells: list[CellSpec], skipped: int) -> None: ...
+    def cell_started(self, cell: CellSpec, index: int) -> None: ...
+    def cell_finished(self, cell: CellSpec, record: dict[str, Any]) -> None: ...
+
+
+class SilentObserver:
+    def run_started(self, run_dir: Path, cells: list[CellSpec], skipped: int) -> None: ...
+    def cell_started(self, cell: CellSpec, index: int) -> None: ...
+    def cell_finished(self, cell: CellSpec, record: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    records: list[dict[str, Any]] = field(default_factory=list)
+    skipped: int = 0
+
+
+def _base_record(cell: CellSpec, device: str) -> dict[str, Any]:
+    card = get_card(cell.model)
+    return {
+        "cell_id": cell.cell_id,
+        "status": None,
+        "model": cell.model,
+        "family": card.family,
+        "source": card.source,
+        "resolution": list(cell.resolution),
+        "batch_size": cell.batch_size,
+        "precision": cell.precision,
+        "backend": cell.backend,
+        "scenario": cell.scenario,
+        "device": device,
+        "weights": cell.weights,
+        "options": cell.options,
+        "latency_ms": None,
+        "fps": None,
+        "memory_mb": None,
+        "error": None,
+        **results.declared(cell.precision, cell.backend),
+    }
+
+
+def _check_resume(run_dir: Path, suite: Suite, device: str) -> None:
+    meta = results.read_meta(run_dir)
+    if meta.get("suite") != suite.name:
+        raise SegbenchError(
+            f"--resume {run_dir}: that run is of suite '{meta.get('suite')}', not '{suite.name}'; resume with the same "
+            "suite"
+        )
+    if meta.get("device") != device:
+        raise SegbenchError(
+            f"--resume {run_dir}: that run measured on '{meta.get('device')}', not '{device}'; pass --device "
+            f"{meta.get('device')}"
+        )
+
+
+def _ceiling(suite: Suite, device: str) -> dict[str, Any] | None:
+    """The device's measured matmul and copy rates, once per run, in its own process (no CUDA context here)."""
+    if not suite.roofline.measure_ceiling:
+        return None
+    from segbench.hardware.roofline import measure_ceiling_isolated
+
+    return measure_ceiling_isolated(
+        device, list(suite.precisions), seconds=suite.roofline.ceiling_seconds, threads=suite.threads
+    )
+
+
+def ran_on(record: dict[str, Any], meta: dict[str, Any]) -> str:
+    """The name of the device a cell ran on, from the fingerprint of its node (Ray) or of the run."""
+    fingerprint = (record.get("node") or {}).get("fingerprint") or meta.get("fingerprint") or {}
+    device = str(record.get("device") or meta.get("device") or "cpu")
+    if not device.startswith("cuda"):
+        return str((fingerprint.get("cpu") or {}).get("model") or "a CPU")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    gpus = [gpu for gpu in fingerprint.get("gpus") or [] if gpu.get("index") == index]
+    return str(gpus[0]["name"]) if gpus else device
+
+
+def peak_profile(record: dict[str, Any], meta: dict[str, Any]) -> tuple[Any, str]:
+    """(profile of the card the cell ran on, its name) or (None, why there is no peak to compare with).
+
+    Never the emulated target: a cell run on an H100 with `hardware: rtx3060` is compared with the H100's peak.
+    """
+    from segbench.hardware import profile_for_device
+
+    name = ran_on(record, meta)
+    if not str(record.get("device") or meta.get("device") or "cpu").startswith("cuda"):
+        return None, f"ran on {name}: a CPU has no published peak here; see percent_of_ceiling"
+    profile = profile_for_device(name)
+    if profile is None:
+        return None, f"ran on {name}, which has no hardware profile: its peak is unknown"
+    return profile, name
+
+
+def ceiling_for(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The ceiling measured where the cell ran: its node's on a cluster (never the driver's), else the run's."""
+    node = record.get("node")
+    if not node:
+        return meta.get("ceiling")
+    return (meta.get("node_ceilings") or {}).get(str(node.get("node_id")))
+
+
+def _node_ceilings(suite: Suite, executor: Any, device: str, run_dir: Path, meta: dict[str, Any]) -> None:
+    """On a cluster, each node's own ceiling, measured before any cell with the node to itself."""
+    if not suite.roofline.measure_ceiling or not hasattr(executor, "measure_ceilings") or meta.get("node_ceilings"):
+        return
+    meta["node_ceilings"] = executor.measure_ceilings(
+        device, list(suite.precisions), suite.roofline.ceiling_seconds, suite.threads
+    )
+    results.write_json(run_dir / results.META_FILE, meta)
+
+
+def _matmul_class(record: dict[str, Any]) -> str:
+    """The class the cell's precision declared (stored with the record; looked up for records written before)."""
+    return (
+        record.get("matmul_class")
+        or results.declared(record["precision"], record["backend"])["matmul_class"]
+        or "unknown"
+    )
+
+
+def _derived_fields(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """Figures computed from a finished cell and the run: roofline, and a throttle flag."""
+    from segbench.hardware.roofline import roofline
+
+    if record.get("status") != "ok":
+        return {}
+    gflops, fps = record.get("gflops"), record.get("fps")
+    flops_per_image = gflops * 1e9 if gflops else None
+    telemetry = record.get("telemetry") or {}
+    profile, name_or_reason = peak_profile(record, meta)
+    return {
+        "roofline": roofline(
+            flops_per_image,
+            fps,
+            _matmul_class(record),
+            profile,
+            ceiling_for(record, meta),
+            no_profile_reason=name_or_reason,
+        ),
+        "throttled": telemetry.get("throttled"),
+    }
+
+
+def _resume_run(run_dir: Path, suite: Suite, device: str, retry_failed: bool) -> tuple[dict[str, Any], set[str]]:
+    """Check, repair and read the run before touching its meta: a resume refused leaves it as it was."""
+    _check_resume(run_dir, suite, device)
+    results.drop_torn_tail(run_dir)
+    done = results.finished_cell_ids(run_dir, retry_failed)
+    meta = results.read_meta(run_dir)
+    meta.setdefault("resumed_at", []).append(results.utc_now())
+    meta.update(status="running", end_time=None)
+    meta.pop("stop_reason", None)
+    results.write_json(run_dir / results.META_FILE, meta)
+    return meta, done
+
+
+def _new_run(
+    suite: Suite, suite_path: Path | None, run_dir: Path, device: str, suite_text: str | None
+) -> dict[str, Any]:
+    if suite_text is not None or suite_path is None:  # built on the command line or overridden: keep what ran
+        (run_dir / results.SUITE_FILE).write_text(suite_text or "", encoding="utf-8")
+    else:
+        results.copy_suite(suite_path, run_dir)
+    meta = {
+        "schema_version": results.SCHEMA_VERSION,
+        "suite": suite.name,
+        "description": suite.description,
+        "suite_file": str(suite_path) if suite_path else None,  # None: built from command-line flags
+        "device": device,
+        "hardware_target": suite.hardware,
+        "start_time": results.utc_now(),
+        "end_time": None,
+        "status": "running",
+        "fingerprint": fingerprint(),
+        "ceiling": _ceiling(suite, device),
+    }
+    results.write_json(run_dir / results.META_FILE, meta)
+    return meta
+
+
+def _mark_stopped(
+    run_dir: Path, meta: dict[str, Any], status: str, reason: str, cells_done: int, cells_total: int
+) -> None:
+    """Record how the run ended early, where meta.json can still be written (a full disk may refuse)."""
+    meta.update(
+        status=status, end_time=results.utc_now(), stop_reason=reason, cells_done=cells_done, cells_total=cells_total
+    )
+    try:
+        results.write_json(run_dir / results.META_FILE, meta)
+    except OSError:
+        pass
+
+
+def _write_error(exc: OSError, run_dir: Path) -> SegbenchError:
+    where = exc.filename or run_dir
+    return SegbenchError(
+        f"{where}: cannot write ({exc.strerror or exc}); earlier cells are kept; free space or fix permissions, then "
+        f"resume with --resume {run_dir}"
+    )
+
+
+def _hardware_targets(suite: Suite, executor_name: str) -> list[str | None]:
+    """The cards each cell runs on: one pass on this machine, or one per card listed for a Ray cluster."""
+    cards = suite.hardware_targets
+    if len(cards) > 1 and executor_name != "ray":
+        raise SegbenchError(
+            f"hardware: {len(cards)} cards listed ({', '.join(cards)}); several cards need --executor ray (one machine "
+            "has one kind of card)"
+        )
+    return list(cards) if executor_name == "ray" and cards else [None]
+
+
+def _jobs(
+    suite: Suite, suite_path: Path | None, cells: list[CellSpec], device: str, run_dir: Path, cards: list[str | None]
+) -> list[Job]:
+    stream = suite.stream if suite.scenario == "stream" else None
+    suite_dir = str(suite_path.resolve().parent if suite_path else Path.cwd())
+    # One local card target is a budget to emulate; on Ray the cell runs on the real card instead.
+    budget_profile = suite.hardware_targets[0] if cards == [None] and suite.hardware_targets else None
+    cooldown = suite.cooldown
+    timeout_s = suite.timing.timeout_s + ((cooldown.fixed_s or 0) + cooldown.timeout_s if cooldown else 0)
+    jobs = []
+    for cell in cells:
+        request = CellRequest(
+            cell,
+            device,
+            suite.timing,
+            suite.memory.poll_interval_ms,
+            suite.threads,
+            tuple(suite.plugins),
+            suite_dir,
+            stream,
+            budget_profile,
+            cooldown,
+            dataset=suite.dataset,
+            calibration=suite.calibration,
+        )
+        for card in cards:
+            suffix = f"@{card}" if card else ""
+            jobs.append(Job(request, timeout_s, run_dir / LOG_DIR / f"{cell.cell_id}{suffix}.log", card))
+    return jobs
+
+
+def run_suite(
+    suite: Suite,
+    suite_path: Path | None,
+    out_dir: Path = Path("results"),
+    device_override: str | None = None,
+    resume: Path | None = None,
+    retry_failed: bool = False,
+    observer: RunObserver | None = None,
+    executor: Executor | None = None,
+    executor_name: str | None = None,
+    suite_text: str | None = None,
+) -> RunResult:
+    """Expand the suite and run every cell not yet finished, each isolated; returns the run folder and its records.
+
+    `suite_text` is the YAML the run folder keeps instead of a copy of `suite_path` (a suite built from
+    command-line flags, where `suite_path` is None, or one with `-s` overrides applied).
+    """
+    observer = observer or SilentObserver()
+    executor_name = executor_name or suite.executor
+    try:
+        device = resolve_device(device_override or suite.device)
+    except SegbenchError as exc:
+        field_name = "--device" if device_override else "device"
+        raise SegbenchError(f"{suite_path or 'command line'}: {field_name}: {exc}") from None
+    cards = _hardware_targets(suite, executor_name)
+    executor = executor or get_executor(executor_name, cpus_per_cell=suite.ray.cpus_per_cell)
+    with ExitStack() as stack:
+        if resume is not None:
+            run_dir = resume
+            results.read_meta(run_dir)  # not a run folder: say so before taking its lock
+            stack.enter_context(hold_run_lock(run_dir))
+            try:
+                meta, done = _resume_run(run_dir, suite, device, retry_failed)
+                (run_dir / LOG_DIR).mkdir(exist_ok=True)
+            except OSError as exc:
+                raise _write_error(exc, run_dir) from None
+        else:
+            try:
+                run_dir = results.new_run_dir(out_dir, suite.name)
+                stack.enter_context(hold_run_lock(run_dir))
+                meta, done = _new_run(suite, suite_path, run_dir, device, suite_text), set()
+                (run_dir / LOG_DIR).mkdir(exist_ok=True)
+            except OSError as exc:
+                raise SegbenchError(
+                    f"{exc.filename or out_dir}: cannot create the run folder ({exc.strerror or exc}); choose a "
+                    "writable --out"
+                ) from None
+        _node_ceilings(suite, executor, device, run_dir, meta)
+        return _run_jobs(suite, suite_path, run_dir, meta, done, device, cards, executor, executor_name, observer)
+
+
+def _run_jobs(
+    suite: Suite,
+    suite_path: Path | None,
+    run_dir: Path,
+    meta: dict[str, Any],
+    done: set[str],
+    device: str,
+    cards: list[str | None],
+    executor: Executor,
+    executor_name: str,
+    observer: RunObserver,
+) -> RunResult:
+    cells = expand(suite)
+    jobs = [job for job in _jobs(suite, suite_path, cells, device, run_dir, cards) if job.key not in done]
+    outcome = RunResult(run_dir=run_dir, skipped=len(cells) * len(cards) - len(jobs))
+    total = len(cells) * len(cards)
+    observer.run_started(run_dir, [job.request.cell for job in jobs], outcome.skipped)
+    started = time.perf_counter()
+    positions = {id(job): index for index, job in enumerate(jobs)}
+
+    def job_started(job: Job) -> None:
+        observer.cell_started(job.request.cell, positions[id(job)])
+
+    def job_finished(job: Job, cell_outcome: dict[str, Any]) -> None:
+        record = _base_record(job.request.cell, device) | cell_outcome
+        if job.hardware is not None:
+            record.update(hardware=job.hardware, cell_key=job.key)
+        record.update(_derived_fields(record, meta))
+        results.append_record(run_dir, record)
+        outcome.records.append(record)
+        observer.cell_finished(job.request.cell, record)
+
+    try:
+        with stop_signals_raise():
+            executor.run(jobs, job_started, job_finished)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the cell in flight is already stopped
+        with stop_signals_deferred():
+            name = signal_name_of(exc)
+            _mark_stopped(
+                run_dir, meta, "interrupted", f"interrupted by {name}", outcome.skipped + len(outcome.records), total
+            )
+        raise RunInterrupted(run_dir, name, outcome.skipped + len(outcome.records), total) from None
+    except OSError as exc:  # a full disk or a read-only folder: one line, what is written stays
+        _mark_stopped(
+            run_dir,
+            meta,
+            "failed",
+            f"{type(exc).__name__}: {exc.strerror or exc}",
+            outcome.skipped + len(outcome.records),
+            total,
+        )
+        raise _write_error(exc, run_dir) from None
+    except BaseException as exc:
+        _mark_stopped(
+            run_dir, meta, "failed", f"{type(exc).__name__}: {exc}", outcome.skipped + len(outcome.records), total
+        )
+        raise
+    from segbench.results.runs import add_accuracy_deltas
+
+    add_accuracy_deltas(outcome.records)  # for the run summary's expectations; reports recompute it from the file
+    meta.update(
+        status="complete",
+        end_time=results.utc_now(),
+        executor=executor_name,
+        duration_s=meta.get("duration_s", 0) + round(time.perf_counter() - started, 3),
+    )
+    meta.update(cells_done=outcome.skipped + len(outcome.records), cells_total=total)
+    try:
+        results.write_json(run_dir / results.META_FILE, meta)
+    except OSError as exc:
+        raise _write_error(exc, run_dir) from None
+    return outcome

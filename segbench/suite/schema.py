@@ -1,0 +1,436 @@
+"""The suite YAML schema (pydantic v2, unknown keys forbidden) and friendly, one-line errors."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from segbench import safe_yaml
+from segbench.data.datasets import CalibrationConfig, DatasetConfig
+from segbench.suite.axes import (  # noqa: F401 (re-exported: suite.Rule, suite.MAX_SIDE)
+    MAX_SIDE,
+    Rule,
+    parse_resolution,
+    rule_resolutions,
+)
+from segbench.errors import SuiteError
+from segbench.suite.expectations import Expectation
+from segbench.measure.telemetry import SAMPLE_INTERVAL_S, CooldownConfig
+from segbench.naming import did_you_mean, shorten, unknown_name_message
+from segbench.suite.targets import Targets
+from segbench.paths import resolve_path
+
+MAX_DURATION_S = 86_400.0  # a day of measuring one cell
+MAX_TIMEOUT_S = 7 * 86_400.0
+DeviceName = Annotated[str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+)$")]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelEntry(StrictModel):
+    """A model of the matrix: a registered name, optional local weights and family options."""
+
+    name: str
+    weights: Path | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+
+class Timing(StrictModel):
+    """When a cell's measurement stops: both minimums met, or either maximum reached."""
+
+    warmup_iters: Annotated[int, Field(ge=0)] = 5
+    min_iters: PositiveInt = 10
+    max_iters: PositiveInt = 1000
+    # Finite bounds on every duration: .inf or 1e308 would overflow a timer deep inside a run.
+    min_time_s: Annotated[float, Field(ge=0, le=MAX_DURATION_S, allow_inf_nan=False)] = 1.0
+    max_time_s: Annotated[float, Field(gt=0, le=MAX_DURATION_S, allow_inf_nan=False)] = 10.0
+    timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)] = 600.0
+    memory_iters: Annotated[int, Field(ge=0)] = 3
+    # NVML telemetry beside the latency pass (GPU cells): a sample every this many seconds; 0 samples only at the
+    # pass's start and end, with no thread beside the timed loop (NVML queries can hold the driver's lock that kernel
+    # launches need: see results/README.md on the H200).
+    telemetry_interval_s: Annotated[float, Field(ge=0, le=60, allow_inf_nan=False)] = SAMPLE_INTERVAL_S
+    # Each cell measured in this many separate processes; the headline is the median of their medians
+    # (segbench/repeats.py).
+    repeats: Annotated[int, Field(ge=1, le=100)] = 1
+
+    @model_validator(mode="after")
+    def _bounds_are_ordered(self) -> Timing:
+        if self.max_iters < self.min_iters:
+            raise ValueError(f"max_iters ({self.max_iters}) is below min_iters ({self.min_iters}); raise max_iters")
+        if self.max_time_s < self.min_time_s:
+            raise ValueError(
+                f"max_time_s ({self.max_time_s}) is below min_time_s ({self.min_time_s}); raise max_time_s"
+            )
+        return self
+
+
+class MemoryConfig(StrictModel):
+    poll_interval_ms: Annotated[float, Field(gt=0, le=10_000)] = 10.0
+
+
+class StreamConfig(StrictModel):
+    """The stream scenario: frames arrive at `target_fps` for `duration_s` (or the highest sustainable rate is
+    searched)."""
+
+    target_fps: Annotated[float, Field(gt=0, le=10_000)] | Literal["max"] = 30.0
+    duration_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    source: str = "synthetic"
+    queue_size: Annotated[int, Field(ge=1, le=1000)] = 2
+    overlap: bool = False
+    search_steps: Annotated[int, Field(ge=1, le=20)] = 6
+    warmup_s: Annotated[float, Field(ge=0, le=600)] = (
+        2.0  # the per-frame path runs this long before the camera's clock starts
+    )
+
+
+class RayConfig(StrictModel):
+    """How cells ask a Ray cluster for resources (each still runs in its own fresh process)."""
+
+    # Default: the cell's `threads`, or without them the smallest eligible node's CPUs, the worker then
+    # using one thread per physical core it was given: cells side by side on a node never share a core.
+    cpus_per_cell: Annotated[float, Field(gt=0, le=4096, allow_inf_nan=False)] | None = None
+
+
+class RooflineConfig(StrictModel):
+    """Once per run, measure the device's dense matmul rate and copy bandwidth (stored in meta.json)."""
+
+    measure_ceiling: bool = True
+    ceiling_seconds: Annotated[float, Field(gt=0, le=120)] = 4.0
+
+
+class Suite(StrictModel):
+    name: Annotated[str, Field(min_length=1)]
+    description: str = ""
+    device: DeviceName = "auto"
+    hardware: str | list[str] | None = None
+    executor: Literal["local", "ray"] = "local"
+    ray: RayConfig = RayConfig()
+    threads: PositiveInt | None = None
+    plugins: list[str] = Field(default_factory=list)
+    models: Annotated[list[ModelEntry], Field(min_length=1)]
+    resolutions: Annotated[list[tuple[int, int]], Field(min_length=1)]
+    batch_sizes: Annotated[list[PositiveInt], Field(min_length=1)] = [1]
+    precisions: Annotated[list[str], Field(min_length=1)] = ["fp32"]
+    backends: Annotated[list[str], Field(min_length=1)] = ["eager"]
+    timing: Timing = Timing()
+    memory: MemoryConfig = MemoryConfig()
+    roofline: RooflineConfig = RooflineConfig()
+    cooldown: CooldownConfig | None = None
+    expectations: list[Expectation] = Field(default_factory=list)
+    targets: Targets | None = None
+    scenario: Literal["offline", "stream"] = "offline"
+    stream: StreamConfig = StreamConfig()
+    dataset: DatasetConfig | None = None  # labelled images: every ok cell gets mIoU, pixel accuracy, per-class IoU
+    calibration: CalibrationConfig | None = None  # images int8 calibrates on (default: the dataset's train split)
+    include: list[Rule] = Field(default_factory=list)
+    exclude: list[Rule] = Field(default_factory=list)
+
+    @property
+    def hardware_targets(self) -> list[str]:
+        if self.hardware is None:
+            return []
+        return [self.hardware] if isinstance(self.hardware, str) else list(self.hardware)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _names_to_entries(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("resolutions", mode="before")
+    @classmethod
+    def _parse_resolutions(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            raise ValueError("resolutions must be a list, e.g. [512, [360, 640]]")
+        return [parse_resolution(v) for v in value]
+
+
+# ---- loading with friendly errors ---------------------------------------------------------------
+
+
+def _format_location(location: tuple[Any, ...]) -> str:
+    path = ""
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "(top level)"
+
+
+def _fields_at(location: tuple[Any, ...], root: type[BaseModel]) -> list[str]:
+    """The keys allowed where an unknown key was found, for did-you-mean hints."""
+    model: type[BaseModel] | None = root
+    for part in location[:-1]:
+        if model is None or isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        annotation = field.annotation
+        inner = getattr(annotation, "__args__", (annotation,))
+        model = next((t for t in inner if isinstance(t, type) and issubclass(t, BaseModel)), None)
+    return list(model.model_fields) if model else []
+
+
+def _describe(error: dict[str, Any], root: type[BaseModel] | None = None) -> tuple[str, str]:
+    location = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        key = str(location[-1])
+        allowed = _fields_at(location, root or Suite)
+        hint = did_you_mean(key, allowed).strip() or f"allowed keys: {', '.join(allowed) or 'none'}"
+        return _format_location(location), f"unknown key '{key}' ({hint})"
+    if kind == "missing":
+        return _format_location(location), "required field is missing; add it"
+    message = error["msg"].removeprefix("Value error, ")
+    if kind == "string_pattern_mismatch" and location and location[-1] == "device":
+        message = f"invalid device {error.get('input')!r}; use auto, cpu, cuda or cuda:N"
+    elif "input" in error and kind not in ("value_error",) and not isinstance(error["input"], (dict, list)):
+        message = f"{message} (got {shorten(repr(error['input']), 120)})"
+    return _format_location(location), shorten(message, 300)  # a validator's message may quote an alias-expanded value
+
+
+describe_error = _describe  # one pydantic error as (field path, message): for other option schemas (fit)
+
+
+def _check_names(suite: Suite, base_dir: Path | None = None) -> list[tuple[str, str]]:
+    """Names that only the registries know: models, options, precisions, backends, rules."""
+    from segbench.backends import backend_names, unknown_backend_message
+    from segbench.models.registry import adapter_class, list_models, unknown_model_message
+    from segbench.precision import precision_names, unknown_precision_message
+
+    problems: list[tuple[str, str]] = []
+    for index, entry in enumerate(suite.models):
+        if entry.name not in list_models():
+            problems.append((f"models[{index}]", unknown_model_message(entry.name)))
+            continue
+        try:
+            adapter_class(entry.name).options_schema.model_validate(entry.options)
+        except ValidationError as exc:
+            where, what = _describe(exc.errors()[0], adapter_class(entry.name).options_schema)
+            problems.append((f"models[{index}].options.{where}", what))
+    for index, name in enumerate(suite.precisions):
+        if name not in precision_names():
+            problems.append((f"precisions[{index}]", unknown_precision_message(name)))
+    for index, name in enumerate(suite.backends):
+        if name not in backend_names():
+            problems.append((f"backends[{index}]", unknown_backend_message(name)))
+    if suite.executor == "local":  # on Ray, card names are cluster resources, not profiles
+        from segbench.hardware import list_profiles
+
+        for name in suite.hardware_targets:
+            if name not in list_profiles():
+                problems.append(("hardware", unknown_name_message("hardware profile", name, list_profiles())))
+    from segbench.models.registry import get_card
+    from segbench.models.weights import named_kind
+
+    for index, entry in enumerate(suite.models):
+        if entry.weights is None or resolve_path(entry.weights, base_dir).exists() or entry.name not in list_models():
+            continue
+        if named_kind(str(entry.weights), get_card(entry.name).source) is None:
+            problems.append(
+                (
+                    f"models[{index}].weights",
+                    f"weights not found: {entry.weights}; give a local file or folder, or a name "
+                    f"{get_card(entry.name).source} knows (Hub id, ultralytics asset, torchvision weights)",
+                )
+            )
+    for rules_name in ("include", "exclude"):
+        for index, rule in enumerate(getattr(suite, rules_name)):
+            if rule.resolution is not None:
+                try:
+                    rule_resolutions(rule.resolution)
+                except ValueError as exc:
+                    problems.append((f"{rules_name}[{index}].resolution", str(exc)))
+    return problems
+
+
+def _check_resolutions(suite: Suite) -> list[tuple[str, str]]:
+    from segbench.models.registry import adapter_class, list_models
+
+    problems = []
+    for entry in suite.models:
+        if entry.name not in list_models():
+            continue
+        constraints = adapter_class(entry.name).constraints
+        for index, (height, width) in enumerate(suite.resolutions):
+            problem = constraints.problem(height, width)
+            if problem:
+                problems.append(
+                    (
+                        f"resolutions[{index}]",
+                        f"{height}x{width} is {problem} for model '{entry.name}'; change the resolution or exclude the "
+                        "pair",
+                    )
+                )
+    return problems
+
+
+def _check_stream(suite: Suite, base_dir: Path | None) -> list[tuple[str, str]]:
+    if suite.scenario != "stream":
+        return []
+    if suite.stream.source != "synthetic":
+        from segbench.errors import SegbenchError
+        from segbench.data.sources import check_video
+
+        path = Path(suite.stream.source)
+        try:
+            check_video(path if path.is_absolute() or base_dir is None else base_dir / path)
+        except SegbenchError as exc:
+            return [("stream.source", str(exc).removeprefix("stream.source: "))]
+    if any(batch != 1 for batch in suite.batch_sizes):
+        return [("batch_sizes", "the stream scenario processes one frame at a time; use batch_sizes: [1]")]
+    return []
+
+
+def _known_classes(entry: ModelEntry) -> int | None:
+    """The class count a model entry will have, when known without reading its weights."""
+    from segbench.models.registry import get_card
+
+    option = entry.options.get("num_classes")
+    if isinstance(option, int):
+        return option
+    return get_card(entry.name).num_classes if entry.weights is None else None
+
+
+def _check_data(suite: Suite, base_dir: Path | None) -> list[tuple[str, str]]:
+    """The dataset's masks fit every model; the calibration folder holds images."""
+    from segbench.data.datasets import Dataset, check_dataset, images_in_folder
+    from segbench.errors import SegbenchError
+
+    problems: list[tuple[str, str]] = []
+    if suite.dataset is not None:
+        try:
+            dataset = Dataset(suite.dataset, base_dir)
+            known = [(classes, entry.name) for entry in suite.models if (classes := _known_classes(entry)) is not None]
+            fewest, owner = min(known, default=(None, ""))
+            check_dataset(dataset, fewest, f"model '{owner}'")
+        except SegbenchError as exc:
+            problems.append(("dataset", str(exc)))
+    if suite.calibration is not None:
+        try:
+            images_in_folder(resolve_path(suite.calibration.path, base_dir))
+        except SegbenchError as exc:
+            problems.append(("calibration", str(exc)))
+    return problems
+
+
+def parse_suite(
+    data: Any,
+    source: str = "<suite>",
+    base_dir: Path | None = None,
+    on_schema_valid: Callable[[Suite], None] | None = None,
+) -> Suite:
+    """Validate suite data; raise SuiteError whose message is one line per problem.
+
+    The schema first (no import needed), then the plugins and the names only registries know (they import
+    torch: seconds); `on_schema_valid` runs between the two.
+    """
+    if not isinstance(data, dict):
+        raise SuiteError(f"{source}: (top level): a suite must be a mapping with name, models, resolutions, …")
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{source}: {where}: {what}" for where, what in map(_describe, exc.errors())]
+        raise SuiteError("\n".join(lines)) from None
+    if on_schema_valid is not None:
+        on_schema_valid(suite)
+    for plugin in suite.plugins:
+        from segbench.models.registry import load_plugin
+
+        try:
+            load_plugin(str(plugin), base_dir)
+        except Exception as exc:  # a plugin's own bug is still the user's input: one line
+            raise SuiteError(f"{source}: plugins: {shorten(str(exc))}") from None
+    problems = (
+        _check_names(suite, base_dir)
+        or _check_resolutions(suite)
+        or _check_stream(suite, base_dir)
+        or _check_data(suite, base_dir)
+    )
+    if problems:
+        raise SuiteError("\n".join(f"{source}: {where}: {what}" for where, what in problems))
+    return suite
+
+
+def read_suite_data(path: Path | str) -> Any:
+    """A suite file's YAML as plain data (not yet validated)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SuiteError(f"{path}: suite file not found; check the path (examples live in suites/)")
+    try:
+        return safe_yaml.load_file(path)
+    except safe_yaml.YamlRefused as exc:
+        raise SuiteError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise SuiteError(f"{path}: cannot read the suite ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(syntax)"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SuiteError(f"{path}: {where}: invalid YAML: {problem}; fix the syntax") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`timing.min_time_s=5` -> (['timing', 'min_time_s'], 5); the value is read as YAML, so `[1,8]` is a list."""
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip() or any(not part for part in key.strip().split(".")):
+        raise SuiteError(
+            f"-s {text}: expected KEY=VALUE with a dotted key, e.g. -s timing.min_time_s=5 or -s batch_sizes=[1,8]"
+        )
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SuiteError(f"-s {key}: invalid value {value!r} ({problem}); write it as YAML, e.g. [1, 8] or 5") from None
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(data: Any, overrides: list[str] | tuple[str, ...]) -> Any:
+    """Suite data with each `-s key.path=value` set; the schema validates the result as it does a file."""
+    if not overrides:
+        return data
+    if not isinstance(data, dict):
+        return data  # parse_suite reports the malformed top level
+    result = copy.deepcopy(data)
+    for text in overrides:
+        path, value = parse_override(text)
+        target = result
+        for depth, part in enumerate(path[:-1]):
+            child = target.setdefault(part, {})
+            if child is None:
+                child = target[part] = {}
+            if not isinstance(child, dict):
+                where = ".".join(path[: depth + 1])
+                raise SuiteError(
+                    f"-s {'.'.join(path)}: '{where}' is not a mapping (it holds {child!r}); set '{where}' itself"
+                )
+            target = child
+        target[path[-1]] = value
+    return result
+
+
+def dump_suite(data: Any) -> str:
+    """Suite data as the YAML a run folder keeps, so the run can be repeated or resumed from it."""
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, allow_unicode=True)
+
+
+def load_suite(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> Suite:
+    """Read and validate a suite YAML file, with optional `-s key=value` overrides."""
+    path = Path(path)
+    return parse_suite(apply_overrides(read_suite_data(path), overrides), str(path), path.parent)

@@ -405,7 +405,7 @@ def test_verbose_shows_a_failed_cells_traceback_and_the_default_shows_one_line()
     from rich.console import Console
     from rich.progress import Progress
 
-    from segbench.cli.main import ProgressObserver
+    from segbench.cli.run import ProgressObserver
     from segbench.suite.matrix import CellSpec
 
     record = {

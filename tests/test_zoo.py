@@ -265,7 +265,7 @@ def test_ultralytics_import_keeps_thread_settings() -> None:
     code = (
         "import os, torch\n"
         "torch.set_num_threads(2)\n"
-        "from segbench.models._ultralytics import import_ultralytics\n"
+        "from segbench.models._imports import import_ultralytics\n"
         "import_ultralytics()\n"
         "print(torch.get_num_threads(), os.environ.get('OMP_NUM_THREADS'), os.environ.get('YOLO_OFFLINE'))\n"
     )

@@ -32,6 +32,7 @@ from segbench.backends.base import Backend, ForwardFn, forward_runs_eagerly_unde
 from segbench.errors import UnsupportedError
 from segbench.system.process import call_in_fork
 from segbench.models.base import SegmentationAdapter
+from segbench.measure import nvml
 
 OPSET = 18
 CUDA_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -248,8 +249,6 @@ def output_specs(outputs: Any, layout: OutputLayout) -> list[OutputSpec]:
 def process_memory_mb(device: torch.device) -> float | None:
     """This process's memory where the session allocates: host RSS on a CPU, NVML process memory on CUDA."""
     if device.type == "cuda":
-        from segbench.measure import nvml
-
         handle = nvml.handle_for(device.index or 0)
         return nvml.process_used_mb(handle) if handle is not None else None
     import psutil

@@ -11,12 +11,12 @@ from segbench.backends._pipeline import PipelineAdapter
 from segbench.backends.base import Backend, ForwardFn
 from segbench.errors import UnsupportedError
 from segbench.models.base import SegmentationAdapter
+from segbench.models._imports import import_ultralytics
 
 
 class UltralyticsPipeline(PipelineAdapter):
     def __init__(self, inner: SegmentationAdapter):
         super().__init__(inner)
-        from segbench.models._imports import import_ultralytics
 
         import_ultralytics()
         from ultralytics import YOLO

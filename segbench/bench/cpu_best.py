@@ -304,8 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         print_report(Console(), args.from_run, paths, result, records, weights)
         return 0
 
-    from segbench.run.runner import run_suite
-    from segbench.suite.schema import parse_suite
+    from segbench.run.runner import run_suite  # lazy: imports torch (and numpy)
+    from segbench.suite.schema import parse_suite  # lazy: imports numpy
 
     data = suite_data(
         args.resolution,

@@ -71,7 +71,7 @@ def absolute_plugin(spec: str) -> str:
 
 def load_plugins(specs: list[str] | None) -> list[str]:
     """Import each --plugin (registering its models in this process); returns them as absolute specs."""
-    from segbench.models.registry import load_plugin
+    from segbench.models.registry import load_plugin  # lazy: imports torch
 
     loaded = []
     for spec in specs or []:

@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from segbench.errors import SegbenchError
+from segbench.paths import resolve_path
 
 Layout = Literal["plain", "cityscapes", "ade20k"]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -105,8 +106,6 @@ class Dataset:
     """A labelled dataset: its (image, mask) pairs for a split, and masks read as train ids."""
 
     def __init__(self, config: DatasetConfig, base_dir: Path | None = None):
-        from segbench.paths import resolve_path
-
         self.config = config
         self.root = resolve_path(config.path, base_dir)
         if not self.root.is_dir():
@@ -170,7 +169,7 @@ class Dataset:
             )
         if self.layout == "cityscapes":
             table = np.full(max(256, int(raw.max()) + 1), self.ignore_index, dtype=np.int64)
-            from segbench.models.labels import CITYSCAPES_LABEL_TO_TRAIN
+            from segbench.models.labels import CITYSCAPES_LABEL_TO_TRAIN  # lazy: imports torch
 
             for label_id, train_id in CITYSCAPES_LABEL_TO_TRAIN.items():
                 table[label_id] = train_id

@@ -12,7 +12,7 @@ app = typer.Typer(add_completion=False, help=__doc__)
 @app.command()
 def generate(out: Path = typer.Option(Path("demo-data"), "--out", help="dataset folder (plain layout)")) -> None:
     """Write the synthetic labelled dataset (seeded: always the same pixels)."""
-    from segbench.demo.generate import generate as write
+    from segbench.demo.generate import generate as write  # lazy: imports torch (and OpenCV, numpy)
 
     typer.echo(f"dataset written to {write(out)}")
 
@@ -28,9 +28,9 @@ def train(
     """Train the demo models and write their fp16 weights into segbench/demo/weights/."""
     import torch
 
-    from segbench.demo.generate import generate as write
-    from segbench.demo.recipes import RECIPES
-    from segbench.demo.recipes import train as run
+    from segbench.demo.generate import generate as write  # lazy: imports torch (and OpenCV, numpy)
+    from segbench.demo.recipes import RECIPES  # lazy: imports torch (and OpenCV, numpy)
+    from segbench.demo.recipes import train as run  # lazy: imports torch (and OpenCV, numpy)
 
     torch.set_num_threads(threads)
     if not (data / "images").is_dir():
@@ -44,10 +44,10 @@ def train(
 @app.command()
 def evaluate(data: Path = typer.Option(Path("demo-data"), "--data")) -> None:
     """Validation mIoU of the committed demo weights."""
-    from segbench.demo.recipes import RECIPES
-    from segbench.demo.train import demo_options, load_split
-    from segbench.demo.train import evaluate as score
-    from segbench.models.registry import create_model
+    from segbench.demo.recipes import RECIPES  # lazy: imports torch (and OpenCV, numpy)
+    from segbench.demo.train import demo_options, load_split  # lazy: imports torch (and OpenCV, numpy)
+    from segbench.demo.train import evaluate as score  # lazy: imports torch (and OpenCV, numpy)
+    from segbench.models.registry import create_model  # lazy: imports torch
 
     images, masks = load_split(data, "val")
     for recipe in RECIPES.values():

@@ -28,6 +28,7 @@ from segbench.demo import WEIGHTS_DIR
 from segbench.demo.train import demo_options, evaluate, load_split
 from segbench.demo.yolo_labels import write_yolo_dataset
 from segbench.models.registry import create_model
+from segbench.models._imports import import_ultralytics
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,6 @@ def _offline_threads(threads: int) -> Iterator[None]:
 
 def train_ultralytics(recipe: YoloRecipe, data: Path, out: Path, log: Callable[[str], Any] = print) -> Path:
     """Run ultralytics' SegmentationTrainer on the dataset at `data`; copy its final fp16 checkpoint to `out`."""
-    from segbench.models._imports import import_ultralytics
-
     threads = torch.get_num_threads()
     data_yaml = write_yolo_dataset(data)
     with _offline_threads(threads), tempfile.TemporaryDirectory(prefix="segbench-yolo-") as project:

@@ -18,6 +18,9 @@ from typing import Any, Callable, Iterator
 import torch
 
 from segbench.hardware.profiles import HardwareProfile
+from segbench.precision import get_precision, precision_names
+from segbench.system.env import cpu_model
+from segbench.system.process import die_with_parent
 
 # Which profile figure bounds each matmul class (a precision declares its class: `Precision.matmul_class`).
 PEAK_FIGURE = {
@@ -43,8 +46,6 @@ START_SIDE = 256
 
 def matmul_classes(precisions: list[str]) -> dict[str, str | None]:
     """Each precision name's declared matmul class; None for a name no precision registers."""
-    from segbench.precision import get_precision, precision_names
-
     known = set(precision_names())
     return {name: get_precision(name).matmul_class if name in known else None for name in precisions}
 
@@ -256,7 +257,6 @@ def _kind_unavailable(kind: str, device: torch.device) -> str | None:
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    from segbench.system.env import cpu_model
 
     return cpu_model()
 
@@ -330,8 +330,6 @@ def measure_ceiling(
 
 
 def _ceiling_child(arguments: dict[str, Any], connection: Any) -> None:
-    from segbench.system.process import die_with_parent
-
     die_with_parent()
     try:
         connection.send(measure_ceiling(**arguments))

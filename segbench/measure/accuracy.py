@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from segbench.errors import SegbenchError
+from segbench.data.images import read_rgb, resized
 
 if TYPE_CHECKING:
     from segbench.data.datasets import Dataset
@@ -91,8 +92,6 @@ def accuracy_pass(
     map is brought back to the mask's size with nearest-neighbour resizing, and scored there. A last,
     short batch is filled with copies whose outputs are dropped, so fixed-shape backends see their shape.
     """
-    from segbench.data.images import read_rgb, resized
-
     samples = dataset.samples()
     matrix = ConfusionMatrix(adapter.num_classes, dataset.ignore_index)
     with torch.inference_mode():

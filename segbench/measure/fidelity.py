@@ -18,6 +18,7 @@ import torch
 from segbench.models.base import SegmentationAdapter
 import contextlib
 from typing import Iterator
+from segbench.models.registry import create_model
 
 RANDOM_WEIGHTS_NOTE = "random weights: these figures measure numeric drift against fp32, not accuracy"
 NO_DETECTIONS = "reference found no detections: agreement undefined"
@@ -114,8 +115,6 @@ class Fp32Reference:
     """A fresh fp32 eager build of the cell's model (the same resolved weights and options), run in true fp32."""
 
     def __init__(self, model: str, weights: Path | None, options: dict[str, Any], device: torch.device):
-        from segbench.models.registry import create_model
-
         self.adapter = create_model(model, weights, options)
         self.adapter.build(device)
 

@@ -42,6 +42,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from segbench.errors import WeightsError
+from segbench.models.weights import fetch, named_kind
+from segbench.models._common import read_state_file
+from segbench.models._common import strict_load
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -155,8 +158,6 @@ class SegmentationAdapter(ABC):
 
     def fetch_named_weights(self, name: str) -> Path:
         """The local file behind a library's weights name (a Hub id, an ultralytics asset, a torchvision enum)."""
-        from segbench.models.weights import fetch, named_kind
-
         if named_kind(name, self.card.source) is None:
             raise WeightsError(
                 f"{self.card.name}: weights not found: {name} (fix the path under models[].weights, or give a name "
@@ -171,14 +172,10 @@ class SegmentationAdapter(ABC):
 
     def read_weights(self, path: Path) -> Checkpoint:
         """A local state dict (.safetensors or torch-saved); families with their own formats override this."""
-        from segbench.models._common import read_state_file
-
         return Checkpoint(read_state_file(self.card.name, path))
 
     def load_weights(self, module: nn.Module, path: Path, checkpoint: Checkpoint | None = None) -> None:
         """Load every tensor of the architecture from the weights file, or say which does not fit."""
-        from segbench.models._common import strict_load
-
         strict_load(self.card.name, module, (checkpoint or self.read_weights(path)).state, path)
 
     def classes_in_state(self, state: Mapping[str, torch.Tensor]) -> int | None:

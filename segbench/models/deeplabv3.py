@@ -17,6 +17,7 @@ from torch import nn
 from segbench.models.labels import VOC_NAMES
 from segbench.models.base import Checkpoint, ModelCard, SegmentationAdapter
 from segbench.models.registry import register
+from segbench.models.weights import torchvision_categories
 
 VOC_CLASSES = 21
 
@@ -40,7 +41,6 @@ class DeepLabV3Adapter(SegmentationAdapter):
         checkpoint = super().read_weights(path)
         if self.weights_name is None:
             return checkpoint
-        from segbench.models.weights import torchvision_categories
 
         return Checkpoint(checkpoint.state, torchvision_categories(self.weights_name))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from segbench.models._imports import import_ultralytics
 
 # Cityscapes' 19 evaluation classes, in train-id order (cityscapesScripts, helpers/labels.py).
 CITYSCAPES_NAMES: tuple[str, ...] = (
@@ -82,7 +83,6 @@ def coco_names() -> tuple[str, ...]:
 
     import yaml
 
-    from segbench.models._imports import import_ultralytics
 
     import_ultralytics()
     import ultralytics

@@ -23,7 +23,7 @@ from segbench.naming import unknown_name_message
 
 _CARDS: dict[str, ModelCard] = {}
 _ADAPTERS: dict[str, type[SegmentationAdapter]] = {}
-_NOT_FAMILIES = {"base", "registry"}
+_NOT_FAMILIES = {"base", "registry", "flops", "labels", "weights"}  # modules here that define no family
 _discovered = False
 
 
@@ -40,9 +40,7 @@ def _discover_families() -> None:
     if _discovered:
         return
     _discovered = True
-    import segbench.models as package
-
-    for module in pkgutil.iter_modules(package.__path__):
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):  # this package's folder: the family files
         if module.name not in _NOT_FAMILIES and not module.name.startswith("_"):
             importlib.import_module(f"segbench.models.{module.name}")
 

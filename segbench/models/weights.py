@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from segbench.errors import WeightsError
+from segbench.models._imports import import_ultralytics
 
 NamedKind = Literal["hub", "ultralytics", "torchvision"]
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -81,8 +82,6 @@ def _hub_snapshot(repo_id: str) -> Path:
 
 
 def _ultralytics_asset(name: str) -> Path:
-    from segbench.models._imports import import_ultralytics
-
     import_ultralytics()
     from ultralytics.utils import SETTINGS
     from ultralytics.utils.downloads import attempt_download_asset

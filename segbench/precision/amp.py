@@ -16,11 +16,10 @@ import torch
 from torch import nn
 
 from segbench.precision.base import Precision, PrecisionContext, cuda_capability
+from segbench.system.env import cpu_flags
 
 
 def _cpu_flags() -> set[str]:
-    from segbench.system.env import cpu_flags
-
     return set(cpu_flags())
 
 

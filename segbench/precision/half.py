@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from segbench.precision.base import Precision, PrecisionContext, cuda_capability
+from segbench.system.env import cpu_flags
 
 
 class FP16(Precision):
@@ -32,8 +33,6 @@ class BF16(Precision):
     input_dtype = torch.bfloat16
 
     def notes(self, device: torch.device) -> list[str]:
-        from segbench.system.env import cpu_flags
-
         if device.type == "cpu" and not {"avx512_bf16", "amx_bf16"} & set(cpu_flags()):
             return [
                 "this CPU has no bf16 instructions (avx512_bf16 / amx_bf16): bf16 is emulated and usually far slower "

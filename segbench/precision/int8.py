@@ -34,6 +34,7 @@ from segbench.system import cache
 from segbench.backends.base import forward_runs_eagerly_under_compile
 from segbench.errors import UnsupportedError
 from segbench.precision.base import Precision, PrecisionContext
+from segbench.system.env import cpu_flags
 
 LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)
 _SHARE_ATTRIBUTE = "_segbench_quantized_share"
@@ -169,8 +170,6 @@ def conv_network_on_cuda_reason(option: str, census: LayerCensus) -> str:
 
 
 def cpu_has_vnni() -> bool:
-    from segbench.system.env import cpu_flags
-
     return bool(_VNNI_FLAGS & set(cpu_flags()))
 
 

@@ -30,6 +30,7 @@ from segbench.backends.openvino import INSTALL_LINE, OpenVinoGraphPrecision
 from segbench.models.base import SegmentationAdapter
 from segbench.precision.base import Precision, PrecisionContext
 from segbench.precision.int8 import recall_share, remember_share, ultralytics_detect_head
+from segbench.precision.int8 import cpu_has_vnni
 
 TRANSFORMER_FAMILIES = frozenset({"segformer", "mask2former", "sam"})
 NON_RELU_ACTIVATIONS: tuple[type[nn.Module], ...] = (
@@ -283,8 +284,6 @@ class OvInt8(Precision):
         return None
 
     def notes(self, device: torch.device) -> list[str]:
-        from segbench.precision.int8 import cpu_has_vnni
-
         detail = f"calibrated on {self._calibration_count} calibration photographs"
         if self._settings:
             detail += f"; {', '.join(self._settings)}"

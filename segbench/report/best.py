@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from segbench.results.metrics import METRICS, has_reference_numerics
+from segbench.results.metrics import METRICS, has_reference_numerics, is_reference
 from segbench.results.runs import RunData, fidelity, option_text, peak_memory, pixels, resolution_text
-from segbench.report.tables import is_reference
 
 AGREEMENT_THRESHOLD = 0.99  # pixel agreement with fp32 eager that counts as "same output"
 

@@ -25,6 +25,7 @@ from segbench.report.memory import BREAKDOWN_NOTE, gpu_memory_breakdown
 from segbench.report.compare import Comparison, change_text, change_tone, min_samples_for_ci
 from segbench.results.runs import RunData
 from segbench.suite.targets import Targets
+from segbench.suite.expectations import evaluate_suite_data
 
 
 @dataclass(frozen=True)
@@ -337,8 +338,6 @@ def report_context(run: RunData, targets: Targets | None = None) -> dict[str, An
 
 def expectation_rows(run: RunData) -> list[dict[str, Any]]:
     """The suite's claims, each confirmed, refuted or untested against this run's cells."""
-    from segbench.suite.expectations import evaluate_suite_data
-
     rows = evaluate_suite_data(run.suite, run.records)
     card = run.meta.get("fingerprint", {}).get("machine", "")
     return [

@@ -88,7 +88,7 @@ def declared(record: Record, field: str) -> Any:
         return record[field]
     if not record.get("precision") or not record.get("backend"):
         return None
-    from segbench.results.store import declared as registry_declared
+    from segbench.results.store import declared as registry_declared  # lazy: imports pandas
 
     return registry_declared(str(record["precision"]), str(record["backend"]))[field]
 

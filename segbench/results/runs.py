@@ -105,7 +105,7 @@ def _target_profile(target: Any) -> Any:
     if not isinstance(target, str) or not target:
         return None
     try:
-        from segbench.hardware import list_profiles, load_profile
+        from segbench.hardware import list_profiles, load_profile  # lazy: imports torch
     except ImportError:  # an older segbench without card profiles
         return None
     return load_profile(target) if target in list_profiles() else None

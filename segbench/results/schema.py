@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from segbench.naming import shorten
 
 SCHEMA_VERSION = 1
 FINAL_STATUSES = ("ok", "oom", "timeout", "error", "unsupported")
@@ -113,8 +114,6 @@ class RunMeta(Stored):
 
 def first_problem(exc: ValidationError) -> str:
     """'batch_size: Input should be a valid integer (got '4')': the first error, bounded in length."""
-    from segbench.naming import shorten
-
     error = exc.errors()[0]
     where = ".".join(str(part) for part in error["loc"]) or "(top level)"
     got = "" if error["type"] == "missing" else f" (got {shorten(repr(error.get('input')), 80)})"

@@ -105,8 +105,8 @@ def declared(precision_name: str, backend_name: str) -> dict[str, Any]:
 
     A name no longer registered declares nothing: no class, not the reference, a forward-only latency.
     """
-    from segbench.backends import backend_names, get_backend
-    from segbench.precision import get_precision, precision_names
+    from segbench.backends import backend_names, get_backend  # lazy: imports torch
+    from segbench.precision import get_precision, precision_names  # lazy: imports torch
 
     precision = get_precision(precision_name) if precision_name in precision_names() else None
     backend = get_backend(backend_name) if backend_name in backend_names() else None

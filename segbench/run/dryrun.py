@@ -19,6 +19,7 @@ from typing import Any
 from segbench.errors import SegbenchError
 from segbench.suite.matrix import CellSpec
 from segbench.suite.schema import Suite
+from segbench.system.env import resolve_device
 
 # A cell process that imports torch, builds a small model (Fast-SCNN) and runs its untimed passes took
 # 7–9 s on a shared 2-core AMD EPYC (results/quick-*): the fallback when no earlier run knows a family.
@@ -66,10 +67,9 @@ def plan_cells(suite: Suite, cells: list[CellSpec], device_override: str | None 
     """Mark each cell the device cannot run, from precision and backend checks alone."""
     import torch
 
-    from segbench.backends import get_backend
-    from segbench.system.env import resolve_device
-    from segbench.models.registry import get_card
-    from segbench.precision import get_precision
+    from segbench.backends import get_backend  # lazy: imports torch
+    from segbench.models.registry import get_card  # lazy: imports torch
+    from segbench.precision import get_precision  # lazy: imports torch
 
     requested = device_override or suite.device
     try:

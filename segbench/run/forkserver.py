@@ -45,6 +45,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import psutil
+from segbench.system.process import die_with_parent
 
 WARM_START_ENV = "SEGBENCH_WARM_START"
 MAX_TEMPLATES = 4  # a quantization suite cycles through ~4 import sets per model; each idle template holds ~0.6 GB
@@ -100,10 +101,10 @@ def _warm_state() -> None:
 
     Host-only work (numpy and PIL, no torch op), so no thread pool exists yet when the template forks.
     """
-    from segbench.backends import backend_names
-    from segbench.data.images import sample_photographs
-    from segbench.models.registry import list_models
-    from segbench.precision import precision_names
+    from segbench.backends import backend_names  # lazy: imports torch
+    from segbench.data.images import sample_photographs  # lazy: imports torch (and numpy)
+    from segbench.models.registry import list_models  # lazy: imports torch
+    from segbench.precision import precision_names  # lazy: imports torch
 
     backend_names(), precision_names(), list_models()
     sample_photographs()
@@ -159,8 +160,6 @@ def _run_forked(
 
 
 def _template_main(connection: Connection, imports: tuple[str, ...]) -> None:
-    from segbench.system.process import die_with_parent
-
     die_with_parent()  # a killed runner takes its templates (and through them their cells) along
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle; it closes the template
     os.environ.update(TEMPLATE_ENV)
@@ -236,8 +235,6 @@ def _fork_derived(connection: Connection, wanted: tuple[str, ...]) -> int:
     if pid == 0:
         code = 0
         try:
-            from segbench.system.process import die_with_parent
-
             connection.close()  # only its own pipe: this template's death reaches the runner as EOF on it
             die_with_parent(check_parent=False)  # a fork does not inherit it: set again, tied to this template
             if os.getppid() != base:
@@ -261,9 +258,9 @@ def cell_imports(cell: Any) -> tuple[str, ...]:
 
     Nothing more, so a forked cell's host memory matches a spawned one's; the tuple is the template's key.
     """
-    from segbench.backends import get_backend
-    from segbench.models.registry import adapter_class
-    from segbench.precision import get_precision
+    from segbench.backends import get_backend  # lazy: imports torch
+    from segbench.models.registry import adapter_class  # lazy: imports torch
+    from segbench.precision import get_precision  # lazy: imports torch
 
     extra: list[str] = []
     for owner in (

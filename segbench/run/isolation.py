@@ -22,6 +22,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from segbench.system.process import die_with_parent, kill_cell_group, own_process_group, signal_name
+from segbench.run import forkserver
 
 if TYPE_CHECKING:
     from segbench.cell.request import CellRequest
@@ -60,8 +61,8 @@ def _child_main(
     request: dict[str, Any], connection: Connection, log_path: str | None, parent_pid: int | None = None
 ) -> None:
     arm_cell_process(parent_pid)
-    from segbench.cell.request import CellRequest
-    from segbench.cell.passes import run_cell  # after arming: importing torch takes seconds
+    from segbench.cell.passes import run_cell  # lazy: only once armed; importing torch takes seconds
+    from segbench.cell.request import CellRequest  # lazy: only once armed
 
     _redirect_output(log_path)
     outcome = run_cell(CellRequest.from_dict(request))
@@ -83,8 +84,6 @@ def _death_outcome(exit_code: int | None, failure: str | None = None) -> dict[st
 
 def _start_cell_process(request: CellRequest, sender: Connection, log_path: Path | None) -> tuple[Any, dict[str, Any]]:
     """A fresh process for the cell: forked from a warm template, or spawned when warm start is off or fails."""
-    from segbench.run import forkserver
-
     args = (replace(request, launched_at=time.time()).to_dict(), sender, str(log_path) if log_path else None)
     failure = None
     if forkserver.warm_start_enabled():

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from segbench.measure.stats import HIGH_CV, LatencyStats
+from segbench.run.isolation import execute_isolated
 
 Execute = Callable[[Any, float, "Path | None"], dict[str, Any]]
 
@@ -98,8 +99,6 @@ def execute_repeated(
     """Run the cell `request.timing.repeats` times, each in a fresh process (its own timeout), and merge the
     outcomes."""
     if execute is None:
-        from segbench.run.isolation import execute_isolated
-
         execute = execute_isolated
     k = request.timing.repeats
     if k <= 1:

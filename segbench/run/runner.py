@@ -23,6 +23,10 @@ from segbench.suite.matrix import CellSpec, expand
 from segbench.models.registry import get_card
 from segbench.run.runlock import hold_run_lock
 from segbench.suite.schema import Suite
+from segbench.hardware.roofline import measure_ceiling_isolated
+from segbench.hardware import profile_for_device
+from segbench.hardware.roofline import roofline
+from segbench.results.runs import add_accuracy_deltas
 
 LOG_DIR = "logs"
 
@@ -88,7 +92,6 @@ def _ceiling(suite: Suite, device: str) -> dict[str, Any] | None:
     """The device's measured matmul and copy rates, once per run, in its own process (no CUDA context here)."""
     if not suite.roofline.measure_ceiling:
         return None
-    from segbench.hardware.roofline import measure_ceiling_isolated
 
     return measure_ceiling_isolated(
         device, list(suite.precisions), seconds=suite.roofline.ceiling_seconds, threads=suite.threads
@@ -111,8 +114,6 @@ def peak_profile(record: dict[str, Any], meta: dict[str, Any]) -> tuple[Any, str
 
     Never the emulated target: a cell run on an H100 with `hardware: rtx3060` is compared with the H100's peak.
     """
-    from segbench.hardware import profile_for_device
-
     name = ran_on(record, meta)
     if not str(record.get("device") or meta.get("device") or "cpu").startswith("cuda"):
         return None, f"ran on {name}: a CPU has no published peak here; see percent_of_ceiling"
@@ -151,8 +152,6 @@ def _matmul_class(record: dict[str, Any]) -> str:
 
 def _derived_fields(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     """Figures computed from a finished cell and the run: roofline, and a throttle flag."""
-    from segbench.hardware.roofline import roofline
-
     if record.get("status") != "ok":
         return {}
     gflops, fps = record.get("gflops"), record.get("fps")
@@ -380,7 +379,6 @@ def _run_jobs(
             run_dir, meta, "failed", f"{type(exc).__name__}: {exc}", outcome.skipped + len(outcome.records), total
         )
         raise
-    from segbench.results.runs import add_accuracy_deltas
 
     add_accuracy_deltas(outcome.records)  # for the run summary's expectations; reports recompute it from the file
     meta.update(

@@ -184,7 +184,7 @@ def evaluate_run(run_dir: Any) -> list[dict[str, Any]]:
 
     import yaml
 
-    from segbench.results import store as results
+    from segbench.results import store as results  # lazy: imports pandas
 
     suite_file = Path(run_dir) / results.SUITE_FILE
     if not suite_file.is_file():

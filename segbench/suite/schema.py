@@ -24,6 +24,8 @@ from segbench.measure.telemetry import SAMPLE_INTERVAL_S, CooldownConfig
 from segbench.naming import did_you_mean, shorten, unknown_name_message
 from segbench.suite.targets import Targets
 from segbench.paths import resolve_path
+from segbench.errors import SegbenchError
+from segbench.data.datasets import Dataset, check_dataset, images_in_folder
 
 MAX_DURATION_S = 86_400.0  # a day of measuring one cell
 MAX_TIMEOUT_S = 7 * 86_400.0
@@ -210,9 +212,9 @@ describe_error = _describe  # one pydantic error as (field path, message): for o
 
 def _check_names(suite: Suite, base_dir: Path | None = None) -> list[tuple[str, str]]:
     """Names that only the registries know: models, options, precisions, backends, rules."""
-    from segbench.backends import backend_names, unknown_backend_message
-    from segbench.models.registry import adapter_class, list_models, unknown_model_message
-    from segbench.precision import precision_names, unknown_precision_message
+    from segbench.backends import backend_names, unknown_backend_message  # lazy: imports torch
+    from segbench.models.registry import adapter_class, list_models, unknown_model_message  # lazy: imports torch
+    from segbench.precision import precision_names, unknown_precision_message  # lazy: imports torch
 
     problems: list[tuple[str, str]] = []
     for index, entry in enumerate(suite.models):
@@ -231,13 +233,13 @@ def _check_names(suite: Suite, base_dir: Path | None = None) -> list[tuple[str, 
         if name not in backend_names():
             problems.append((f"backends[{index}]", unknown_backend_message(name)))
     if suite.executor == "local":  # on Ray, card names are cluster resources, not profiles
-        from segbench.hardware import list_profiles
+        from segbench.hardware import list_profiles  # lazy: imports torch
 
         for name in suite.hardware_targets:
             if name not in list_profiles():
                 problems.append(("hardware", unknown_name_message("hardware profile", name, list_profiles())))
-    from segbench.models.registry import get_card
-    from segbench.models.weights import named_kind
+    from segbench.models.registry import get_card  # lazy: imports torch
+    from segbench.models.weights import named_kind  # lazy: imports torch
 
     for index, entry in enumerate(suite.models):
         if entry.weights is None or resolve_path(entry.weights, base_dir).exists() or entry.name not in list_models():
@@ -261,7 +263,7 @@ def _check_names(suite: Suite, base_dir: Path | None = None) -> list[tuple[str, 
 
 
 def _check_resolutions(suite: Suite) -> list[tuple[str, str]]:
-    from segbench.models.registry import adapter_class, list_models
+    from segbench.models.registry import adapter_class, list_models  # lazy: imports torch
 
     problems = []
     for entry in suite.models:
@@ -285,8 +287,7 @@ def _check_stream(suite: Suite, base_dir: Path | None) -> list[tuple[str, str]]:
     if suite.scenario != "stream":
         return []
     if suite.stream.source != "synthetic":
-        from segbench.errors import SegbenchError
-        from segbench.data.sources import check_video
+        from segbench.data.sources import check_video  # lazy: imports torch
 
         path = Path(suite.stream.source)
         try:
@@ -300,7 +301,7 @@ def _check_stream(suite: Suite, base_dir: Path | None) -> list[tuple[str, str]]:
 
 def _known_classes(entry: ModelEntry) -> int | None:
     """The class count a model entry will have, when known without reading its weights."""
-    from segbench.models.registry import get_card
+    from segbench.models.registry import get_card  # lazy: imports torch
 
     option = entry.options.get("num_classes")
     if isinstance(option, int):
@@ -310,9 +311,6 @@ def _known_classes(entry: ModelEntry) -> int | None:
 
 def _check_data(suite: Suite, base_dir: Path | None) -> list[tuple[str, str]]:
     """The dataset's masks fit every model; the calibration folder holds images."""
-    from segbench.data.datasets import Dataset, check_dataset, images_in_folder
-    from segbench.errors import SegbenchError
-
     problems: list[tuple[str, str]] = []
     if suite.dataset is not None:
         try:
@@ -351,7 +349,7 @@ def parse_suite(
     if on_schema_valid is not None:
         on_schema_valid(suite)
     for plugin in suite.plugins:
-        from segbench.models.registry import load_plugin
+        from segbench.models.registry import load_plugin  # lazy: imports torch
 
         try:
             load_plugin(str(plugin), base_dir)

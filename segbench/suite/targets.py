@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from segbench.errors import SegbenchError
 from segbench.results.metrics import METRICS, Metric, Record, UnknownMetricError, get_metric, is_gpu
+from segbench.naming import did_you_mean
 
 Status = Literal["meets", "misses", "unknown"]
 Percentile = Literal["p50", "p90", "p95", "p99"]
@@ -87,11 +88,10 @@ class Targets(BaseModel):
     def _memory(cls, value: str | float | None) -> str | float | None:
         if value is None or parse_size_mb(value) is not None:
             return value
-        from segbench.hardware import list_profiles
+        from segbench.hardware import list_profiles  # lazy: imports torch
 
         if value in list_profiles():
             return value
-        from segbench.naming import did_you_mean
 
         raise ValueError(
             f"{value!r} is neither a size (12GiB, 800MiB) nor a card profile "
@@ -109,7 +109,7 @@ class Targets(BaseModel):
         size = parse_size_mb(self.memory)
         if size is not None:
             return size, f"{size / 1024:g} GiB" if size >= 1024 else f"{size:g} MiB"
-        from segbench.hardware import load_profile
+        from segbench.hardware import load_profile  # lazy: imports torch
 
         profile = load_profile(str(self.memory))
         # The total the driver reports (what the budget cap uses), not the nominal size: ECC and reserved memory never

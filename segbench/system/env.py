@@ -13,6 +13,7 @@ import psutil
 
 import segbench
 from segbench.measure import nvml
+from segbench.errors import SegbenchError
 
 GIB = 1024**3
 TRACKED_PACKAGES = (
@@ -144,7 +145,6 @@ def resolve_device(requested: str) -> str:
     """'auto' picks cuda when present; asking for a GPU the machine lacks is the user's error to fix."""
     import torch
 
-    from segbench.errors import SegbenchError
 
     if requested == "auto":
         return "cuda:0" if torch.cuda.is_available() else "cpu"

@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from segbench.errors import SegbenchError
 from segbench.suite.axes import MAX_SIDE
 from segbench.suite.schema import DeviceName, describe_error
+from segbench.suite.schema import Timing
+from segbench.run.isolation import execute_isolated
 
 # A probe returns the cell's status ("ok", "oom", "error", ...) or the cell's outcome dict.
 ProbeOutcome = str | Mapping[str, Any]
@@ -178,16 +180,12 @@ def fit_search(
 
 def probe_timing(timeout_s: float = 300.0) -> Any:
     """Timing for a probe cell: one warm-up and one pass of each kind show whether a shape fits."""
-    from segbench.suite.schema import Timing
-
     return Timing(
         warmup_iters=1, min_iters=1, max_iters=1, min_time_s=0.0, max_time_s=1.0, timeout_s=timeout_s, memory_iters=1
     )
 
 
 def _default_execute() -> Callable[..., Mapping[str, Any]]:
-    from segbench.run.isolation import execute_isolated
-
     return execute_isolated
 
 
@@ -213,8 +211,8 @@ def isolated_runner(
 
 def budget_lines(profile: Any, backend_name: str, device: str) -> list[str]:
     """What the fit search's budget is and what it cannot see, printed before the search starts."""
-    from segbench.backends import get_backend
-    from segbench.hardware.budget import allocator_budget_mb
+    from segbench.backends import get_backend  # lazy: imports torch
+    from segbench.hardware.budget import allocator_budget_mb  # lazy: imports torch
 
     lines = [
         f"budget: {allocator_budget_mb(profile):.0f} MiB for PyTorch's allocator ({profile.total_basis}, minus "
@@ -246,8 +244,8 @@ def check_fit_options(**options: Any) -> None:
 
     Raises SegbenchError with one line per problem, each naming the flag, as the suite schema does.
     """
-    from segbench.backends import backend_names, unknown_backend_message
-    from segbench.precision import precision_names, unknown_precision_message
+    from segbench.backends import backend_names, unknown_backend_message  # lazy: imports torch
+    from segbench.precision import precision_names, unknown_precision_message  # lazy: imports torch
 
     try:
         checked = FitOptions.model_validate(options)

@@ -17,6 +17,7 @@ import torch
 
 from segbench.errors import SegbenchError
 from segbench.models.registry import create_model
+from segbench.measure.accuracy import ConfusionMatrix
 
 RANDOM_WEIGHTS_WARNING = (
     "random weights (no weights file given): these masks are meaningless; they show the output "
@@ -289,7 +290,6 @@ def dataset_accuracy(dataset: Any, predictions: list[Prediction], out_dir: Path)
     """Score predicted class maps against the dataset's masks (same stems, native size); writes accuracy.json."""
     import cv2
 
-    from segbench.measure.accuracy import ConfusionMatrix
 
     summary = json.loads(predictions[0].summary.read_text())
     matrix = ConfusionMatrix(int(summary["num_classes"]), dataset.ignore_index)

@@ -4,17 +4,16 @@ them over a Ray cluster. Both run every cell in its own fresh process with a har
 from __future__ import annotations
 
 from segbench.run.executors.base import Executor
+from segbench.run.executors.ray import RayExecutor
+from segbench.errors import SegbenchError
 
 
 def get_executor(name: str, address: str | None = None, cpus_per_cell: float | None = None) -> Executor:
     if name == "local":
-        from segbench.run.executors.local import LocalExecutor
+        from segbench.run.executors.local import LocalExecutor  # lazy: imports pandas
 
         return LocalExecutor()
     if name == "ray":
-        from segbench.run.executors.ray import RayExecutor
-
         return RayExecutor(address=address, cpus_per_cell=cpus_per_cell)
-    from segbench.errors import SegbenchError
 
     raise SegbenchError(f"--executor: unknown executor '{name}'; use local or ray")

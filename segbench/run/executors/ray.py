@@ -24,6 +24,11 @@ from typing import Any
 
 from segbench.errors import SegbenchError
 from segbench.run.executors.base import Job, JobFinished, JobStarted
+from segbench.cell.request import CellRequest
+from segbench.system.cpus import claim_cores, release_cores, threads_for_cpus
+from segbench.system.env import fingerprint
+from segbench.run.repeats import execute_repeated
+from segbench.system.cpus import logical_per_core
 
 LOG_TAIL_CHARS = 100_000
 # Each worker runs its cells through the same warm template (segbench.run.forkserver) as a local run; these
@@ -55,9 +60,6 @@ def _run_on_worker(request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     """
     import ray
 
-    from segbench.cell.request import CellRequest
-    from segbench.system.cpus import claim_cores, release_cores, threads_for_cpus
-    from segbench.system.env import fingerprint
 
     cell_request = CellRequest.from_dict(request)
     assigned = _assigned_cpus(ray)
@@ -83,8 +85,7 @@ def _run_on_worker(request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
 
 
 def _execute_here(cell_request: Any, timeout_s: float) -> tuple[dict[str, Any], str]:
-    from segbench.run.repeats import execute_repeated
-    from segbench.results.store import utc_now
+    from segbench.results.store import utc_now  # lazy: imports pandas
 
     with tempfile.TemporaryDirectory() as folder:
         log_path = Path(folder) / "cell.log"
@@ -99,8 +100,7 @@ def _ceiling_on_node(device: str, precisions: list[str], seconds: float, threads
     """Runs on one node, alone there: that node's matmul ceiling, with the threads a cell on it would use."""
     import ray
 
-    from segbench.system.cpus import threads_for_cpus
-    from segbench.hardware.roofline import measure_ceiling_isolated
+    from segbench.hardware.roofline import measure_ceiling_isolated  # lazy: imports torch
 
     return measure_ceiling_isolated(
         device, precisions, seconds=seconds, threads=threads or threads_for_cpus(_assigned_cpus(ray))
@@ -108,8 +108,6 @@ def _ceiling_on_node(device: str, precisions: list[str], seconds: float, threads
 
 
 def _logical_per_core_here() -> float:
-    from segbench.system.cpus import logical_per_core
-
     return logical_per_core()
 
 

@@ -1,0 +1,64 @@
+"""The typer app every command registers on, and what all commands share: the consoles and one-line user errors."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, TypeVar
+
+import typer
+from rich.console import Console
+
+# Imported for its effect: --help shows boolean flags as flags, not `--dry-run <bool>`.
+import segbench.cli.options  # noqa: F401
+from segbench.errors import SegbenchError
+from segbench.naming import shorten
+from segbench import __version__
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Benchmark semantic-segmentation models: latency, FPS and peak memory you can trust.",
+)
+
+
+console = Console()
+if not console.is_terminal:  # logs and CI: rich would wrap tables at 80 columns
+    console = Console(width=160)
+errors = Console(stderr=True, width=1000)
+F = TypeVar("F", bound=Callable[..., Any])
+MAX_ERROR_LINE = 500  # an error quoting a user's value never floods the terminal (YAML alias bombs)
+
+
+def user_errors(command: F) -> F:
+    """A user's mistake prints one line and exits 2; never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except SegbenchError as exc:
+            for line in str(exc).splitlines():
+                errors.print(f"error: {shorten(line, MAX_ERROR_LINE)}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:  # Ctrl-C outside a run's cells (loading, a report): no traceback
+            errors.print("interrupted", markup=False, highlight=False)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"segbench {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", "-V", callback=_print_version, is_eager=True, help="print segbench's version and exit"
+    ),
+) -> None:
+    """Benchmark semantic-segmentation models: latency, FPS and peak memory you can trust."""

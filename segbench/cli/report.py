@@ -1,0 +1,173 @@
+"""`segbench report` and `segbench compare`: a run's report in a format, and two runs set side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.markup import escape
+
+from segbench.cli.app import app, console, errors, user_errors
+from segbench.errors import SegbenchError
+
+@app.command()
+@user_errors
+def report(
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="a run folder made by `segbench run`"),
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="file to write (default: reports/<run folder name>.<format>)"
+    ),
+    fmt: str = typer.Option(
+        "html", "--format", help="html (self-contained page), md (Markdown for a pull request) or csv"
+    ),
+    target_fps: Optional[float] = typer.Option(
+        None, "--target-fps", help="target: achieved FPS at least this (end to end; a stream cell's sustained rate)"
+    ),
+    max_latency_ms: Optional[float] = typer.Option(
+        None, "--max-latency-ms", help="target: latency percentile (see --latency-percentile) at most this"
+    ),
+    latency_percentile: Optional[str] = typer.Option(
+        None, "--latency-percentile", help="p50, p90, p95 or p99 (default p99)"
+    ),
+    max_p99_ms: Optional[float] = typer.Option(
+        None, "--max-p99-ms", help="shorthand for --max-latency-ms X --latency-percentile p99"
+    ),
+    hardware: Optional[str] = typer.Option(
+        None, "--hardware", help="target: fit this card profile's memory (e.g. rtx3060)"
+    ),
+    memory_budget: Optional[str] = typer.Option(
+        None, "--memory-budget", help="target: fit this much memory (e.g. 12GiB, 800MiB) instead of a card"
+    ),
+    min_agreement: Optional[float] = typer.Option(
+        None, "--min-agreement", help="target: pixel agreement with fp32 eager at least this many %"
+    ),
+) -> None:
+    """Write a run's report: the answer (verdicts against targets), leaderboard, plots, quantization, failed cells,
+    expectations.
+
+    Targets given here override the suite's `targets:` block field by field.
+    """
+    from segbench.report.exports import write_report  # lazy: imports matplotlib (and pandas, numpy)
+    from segbench.results.store import partial_run_note, read_meta  # lazy: imports pandas
+
+    targets = _report_targets(
+        run_dir, target_fps, max_latency_ms, latency_percentile, max_p99_ms, hardware, memory_budget, min_agreement
+    )
+    path = write_report(run_dir, output, fmt, targets)
+    note = partial_run_note(run_dir, read_meta(run_dir))
+    if note:
+        console.print(f"[yellow]note: {escape(note)}[/]", highlight=False)
+    console.print(f"report written: [bold]{escape(str(path))}[/]", highlight=False)
+
+
+def _report_targets(
+    run_dir: Path,
+    fps: float | None,
+    max_latency_ms: float | None,
+    percentile: str | None,
+    max_p99_ms: float | None,
+    hardware: str | None,
+    memory_budget: str | None,
+    min_agreement: float | None,
+) -> Any:
+    """The run's suite targets with these options applied; None when neither sets any. Bad values are one line."""
+    from pydantic import ValidationError
+
+    from segbench.report.answer import run_targets  # lazy: imports pandas
+    from segbench.results.runs import load_run  # lazy: imports pandas
+
+    if hardware and memory_budget:
+        raise SegbenchError("--hardware and --memory-budget both set a memory target; give one")
+    if max_p99_ms is not None and (max_latency_ms is not None or percentile not in (None, "p99")):
+        raise SegbenchError("--max-p99-ms is --max-latency-ms X --latency-percentile p99; give one of them")
+    options = {
+        "fps": fps,
+        "max_latency_ms": max_latency_ms if max_p99_ms is None else max_p99_ms,
+        "latency_percentile": "p99" if max_p99_ms is not None else percentile,
+        "memory": hardware or memory_budget,
+        "min_agreement": min_agreement,
+    }
+    flags = {
+        "fps": "--target-fps",
+        "max_latency_ms": "--max-latency-ms",
+        "latency_percentile": "--latency-percentile",
+        "memory": "--hardware" if hardware else "--memory-budget",
+        "min_agreement": "--min-agreement",
+    }
+    try:
+        return run_targets(load_run(run_dir), options)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        flag = flags.get(str(error["loc"][0]), str(error["loc"][0])) if error["loc"] else "targets"
+        message = error["msg"].removeprefix("Value error, ")
+        got = repr(error.get("input"))
+        raise SegbenchError(f"{flag}: {message}" + ("" if got in message else f" (got {got})")) from None
+
+
+@app.command()
+@user_errors
+def compare(
+    run_a: Path = typer.Argument(..., metavar="RUN_A", help="baseline run folder"),
+    run_b: Path = typer.Argument(..., metavar="RUN_B", help="run folder compared against the baseline"),
+    output: Optional[Path] = typer.Option(
+        None, "-o", "--output", help="also write the comparison as HTML to this file"
+    ),
+    threshold: float = typer.Option(
+        5.0, "--threshold", min=0.0, help="smallest change in % that can count as significant"
+    ),
+    fail_on_regression: Optional[float] = typer.Option(
+        None,
+        "--fail-on-regression",
+        metavar="PCT",
+        min=0.0,
+        help="exit 1 if a cell is significantly slower by PCT % or more, or ran ok in A but not in B",
+    ),
+) -> None:
+    """Compare two runs cell by cell: % change per metric, bootstrap CI, significance; warn when setups differ."""
+    from segbench.report.compare import compare_runs, comparison_table  # lazy: imports pandas (and numpy)
+    from segbench.report.html import render_comparison  # lazy: imports matplotlib (and pandas, numpy)
+
+    from segbench.results.store import partial_run_note, read_meta  # lazy: imports pandas
+
+    comparison = compare_runs(run_a, run_b, threshold=threshold)
+    for run_dir in (run_a, run_b):
+        note = partial_run_note(run_dir, read_meta(run_dir))
+        if note:
+            console.print(f"[yellow]note: {escape(note)}[/]", highlight=False)
+    for line in comparison.fingerprint_differences:
+        console.print(f"[yellow]warning: fingerprints differ: {escape(line)}[/]", highlight=False)
+    for line in comparison.machine_warnings:
+        console.print(f"[red]warning: {escape(line)}[/]", highlight=False)
+    console.print(comparison_table(comparison))
+    worse, better = comparison.significant_count
+    console.print(
+        f"{len(comparison.cells)} matched cell(s): {worse} significantly slower, {better} significantly faster (!: 95 "
+        f"% CI excludes 0 and |change| > {threshold:g} %)"
+    )
+    if comparison.machine_warnings:
+        console.print("[red](!) the measured ceilings differ: these changes compare machines, not code[/]")
+    for side, labels in (("A", comparison.only_in_a), ("B", comparison.only_in_b)):
+        if labels:
+            console.print(f"only in {side}: " + "; ".join(escape(label) for label in labels), highlight=False)
+    if output is not None:
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(render_comparison(comparison), encoding="utf-8")
+        except OSError as exc:
+            raise SegbenchError(f"{output}: cannot write the comparison ({exc.strerror or exc})") from None
+        console.print(f"comparison written: [bold]{escape(str(output))}[/]", highlight=False)
+    if fail_on_regression is not None:
+        slower = comparison.latency_regressions(fail_on_regression)
+        broken = comparison.status_regressions
+        # Missing or non-finite is a failure of the gate, never a pass: it cannot vouch for what it did not see.
+        unjudged, missing = comparison.unjudgeable, comparison.only_in_a
+        if slower or broken or unjudged or missing:
+            names = [f"{cell.label} ({cell.metric('median_ms').change_pct:+.1f} %)" for cell in slower] + [
+                f"{cell.label} ({cell.status_a} → {cell.status_b})" for cell in broken
+            ]  # type: ignore[union-attr]
+            names += [f"{cell.label} (median latency not a finite number)" for cell in unjudged] + [
+                f"{label} (no result in B)" for label in missing
+            ]
+            errors.print(f"regression: {'; '.join(names)}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(1)

@@ -1,0 +1,320 @@
+"""`segbench env`, `models`, `fit`, `predict` and `selfcheck`: the machine, the zoo and the tools beside a run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from segbench.cli.app import app, console, errors, user_errors
+from segbench.errors import SegbenchError
+from segbench.formatting import fmt_fixed
+from segbench.system.env import fingerprint
+from segbench.cli.options import load_plugins
+from segbench.cli.quiet import library_output
+from segbench.system.env import resolve_device
+
+@app.command()
+@user_errors
+def env(as_json: bool = typer.Option(False, "--json", help="print the raw JSON")) -> None:
+    """Print the hardware and software fingerprint stored with every run."""
+    data = fingerprint()
+    if as_json:
+        console.print_json(json.dumps(data, default=str))
+        return
+    table = Table(show_header=False)
+    cpu = data["cpu"]
+    rows = [
+        ("machine", data["machine"]),
+        (
+            "cpu",
+            f"{cpu['model']} · {cpu['physical_cores']} cores / {cpu['logical_cores']} threads · "
+            f"{' '.join(cpu['flags'])}",
+        ),
+        ("ram", f"{data['ram_gb']} GiB"),
+        (
+            "gpus",
+            "; ".join(
+                f"{g['name']} {g['memory_mb'] / 1024:.1f} GiB cc {g['compute_capability']} driver {g['driver']}"
+                for g in data["gpus"]
+            )
+            or "none",
+        ),
+        ("nvml", data["nvml"]),
+        (
+            "cuda",
+            f"available={data['cuda']['available']} torch build {data['cuda']['torch_cuda_build']} cudnn "
+            f"{data['cuda']['cudnn']}",
+        ),
+        ("torch threads", str(data["torch_threads"])),
+        ("packages", ", ".join(f"{k} {v}" for k, v in data["packages"].items() if v)),
+        ("segbench", f"{data['segbench']['version']} ({data['segbench']['commit']})"),
+    ]
+    for key, value in rows:
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+PLUGIN_HELP = "a .py file or module that registers your own models (repeatable); see README, 'Benchmark your own model'"
+
+
+@app.command()
+@user_errors
+def models(
+    pattern: str = typer.Argument("*", help="wildcard, e.g. 'segformer-*'"),
+    plugins: Optional[list[str]] = typer.Option(None, "--plugin", metavar="FILE", help=PLUGIN_HELP),
+) -> None:
+    """List the registered models (exit 1 when none matches the pattern)."""
+    from segbench.models.registry import get_card, list_models  # lazy: imports torch
+
+    with library_output():
+        load_plugins(plugins)
+        names = list_models(pattern)
+    if not names:
+        errors.print(
+            f"no registered model matches {pattern!r}; `segbench models` lists all {len(list_models())}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    table = Table()
+    for column in ("name", "family", "source", "classes", "published params (M)", "description"):
+        table.add_column(column)
+    for name in names:
+        card = get_card(name)
+        table.add_row(
+            *(
+                escape(str(text))
+                for text in (
+                    name,
+                    card.family,
+                    card.source,
+                    card.num_classes,
+                    fmt_fixed(2)(card.published_params_m),
+                    card.description,
+                )
+            )
+        )
+    console.print(table)
+
+
+@app.command()
+@user_errors
+def fit(
+    model: str = typer.Argument(..., help="registered model name"),
+    hardware: str = typer.Option(
+        ..., "--hardware", help="target card profile, e.g. rtx3060 (see segbench/hardware/profiles)"
+    ),
+    precision: str = typer.Option(
+        "fp32", "--precision", help="precision of every probe, e.g. fp16 or int8 (as a suite's precisions)"
+    ),
+    backend: str = typer.Option(
+        "eager", "--backend", help="backend of every probe, e.g. eager or compile (as a suite's backends)"
+    ),
+    resolution: list[int] = typer.Option(
+        [512, 1024], "--resolution", help="square sides to find the largest batch for (repeatable)"
+    ),
+    max_batch: int = typer.Option(256, "--max-batch", help="largest batch the search tries"),
+    max_side: int = typer.Option(4096, "--max-side", help="largest square side (px) the batch-1 search tries"),
+    device: str = typer.Option("auto", "--device", help="where probes run: auto, cpu, cuda or cuda:N"),
+    timeout: float = typer.Option(300.0, "--timeout", help="seconds per probe cell"),
+    plugins: Optional[list[str]] = typer.Option(None, "--plugin", metavar="FILE", help=PLUGIN_HELP),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="show libraries' warnings from the probes on the terminal"
+    ),
+) -> None:
+    """Largest batch per resolution, and largest square side at batch 1, that fit a card's memory budget (isolated
+    probes)."""
+    from segbench.cell.request import CellRequest  # lazy: imports numpy
+    from segbench.tools.fit import (  # lazy: imports numpy
+        budget_lines,
+        check_fit_options,
+        fit_search,
+        isolated_runner,
+        probe_timing,
+    )
+    from segbench.hardware import load_profile  # lazy: imports torch
+    from segbench.suite.matrix import CellSpec  # lazy: imports numpy
+    from segbench.models.registry import get_card  # lazy: imports torch
+
+    with library_output():
+        plugin_specs = load_plugins(plugins)
+        check_fit_options(
+            precision=precision,
+            backend=backend,
+            resolution=resolution,
+            max_batch=max_batch,
+            max_side=max_side,
+            device=device,
+            timeout=timeout,
+        )
+        get_card(model)
+    profile = load_profile(hardware)
+    chosen = resolve_device(device)
+    timing = probe_timing(timeout)
+
+    def request_for(batch: int, height: int, width: int) -> CellRequest:
+        return CellRequest(
+            CellSpec(model, (height, width), batch, precision, backend),
+            chosen,
+            timing,
+            10.0,
+            None,
+            tuple(plugin_specs),
+            hardware=hardware,
+            probe=True,
+        )
+
+    console.print(
+        f"fit search: {model} {precision} {backend} on {chosen}, budget of {profile.name} ({profile.memory_gb} GB)"
+    )
+    for line in budget_lines(profile, backend, chosen):
+        console.print(f"[yellow]{line}[/]" if not line.startswith("budget:") else line, markup=True, highlight=False)
+    with library_output(verbose):  # probes inherit the captured stderr: their libraries' warnings stay off the terminal
+        table_data = fit_search(
+            isolated_runner(request_for, timeout),
+            [(side, side) for side in resolution],
+            max_batch=max_batch,
+            max_side=max_side,
+        )
+    table = Table(title=f"{model} on {profile.name} ({table_data.probe_count} isolated probes)")
+    for column in ("resolution", "largest batch", "limited by"):
+        table.add_column(column)
+    for row in table_data.batches:
+        table.add_row(f"{row.height}x{row.width}", str(row.largest_batch), str(row.limited_by))
+    console.print(table)
+    if table_data.square is not None:
+        console.print(
+            f"largest square side at batch 1: [bold]{table_data.square.largest_side}[/] px (limited by "
+            f"{table_data.square.limited_by})"
+        )
+    if not table_data.fits_anywhere:
+        failure = next((row.limit_error for row in table_data.batches if row.limit_error), None)
+        errors.print(
+            f"nothing fits: even batch 1 failed ({failure or 'see the table'})",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def predict(
+    model: str = typer.Argument(..., help="registered model name"),
+    images: Optional[list[Path]] = typer.Argument(None, help="one or more image files (or --dataset)"),
+    weights: Optional[Path] = typer.Option(
+        None,
+        "--weights",
+        help="local weights, or a Hub id / ultralytics asset / torchvision weights name (random weights without it)",
+    ),
+    dataset: Optional[Path] = typer.Option(
+        None,
+        "--dataset",
+        help=(
+            "a labelled dataset folder: segment its validation images and score them (mIoU, pixel accuracy, per-class "
+            "IoU in <out>/accuracy.json)"
+        ),
+    ),
+    out: Path = typer.Option(Path("predictions"), "--out", help="output folder"),
+    device: str = typer.Option("auto", "--device", help="where the model runs: auto, cpu, cuda or cuda:N"),
+    plugins: Optional[list[str]] = typer.Option(None, "--plugin", metavar="FILE", help=PLUGIN_HELP),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="show libraries' warnings on the terminal instead of <out>/predict.log"
+    ),
+    max_pixels: int = typer.Option(
+        4096 * 4096,
+        "--max-pixels",
+        min=1,
+        help="refuse images with more pixels than this (memory grows with image size)",
+    ),
+) -> None:
+    """Segment real images: class-id map PNG, coloured overlay PNG and a JSON (areas, contours, RLE) per image, with
+    per-stage timing."""
+    from segbench.tools.predict import RANDOM_WEIGHTS_WARNING, predict as run_predict  # lazy: imports torch (and numpy)
+
+    if weights is not None and not weights.exists():
+        from segbench.models.registry import get_card  # lazy: imports torch
+        from segbench.models.weights import named_kind  # lazy: imports torch
+
+        if named_kind(str(weights), get_card(model).source) is None:
+            raise SegbenchError(
+                f"--weights: not found: {weights} (a local file or folder, or a Hub id / ultralytics asset / "
+                "torchvision weights name)"
+            )
+    labelled = None
+    if dataset is not None:
+        from segbench.data.datasets import Dataset, DatasetConfig  # lazy: imports numpy
+
+        labelled = Dataset(DatasetConfig(path=dataset))
+        images = [*(images or []), *labelled.images(labelled.config.split)]
+    if not images:
+        raise SegbenchError("predict: give one or more image files, or --dataset FOLDER")
+    with library_output(verbose) as chatter:
+        load_plugins(plugins)
+        predictions = run_predict(model, images, out, weights, resolve_device(device), max_pixels=max_pixels)
+    for prediction in predictions:
+        console.print(
+            f"{escape(str(prediction.image))} → {escape(str(prediction.class_map))}, "
+            f"{escape(str(prediction.overlay))}, {escape(str(prediction.summary))}",
+            highlight=False,
+        )
+        console.print(f"  {prediction.timing_text()}", highlight=False)
+        console.print(f"  largest classes: {escape(prediction.classes_text())}", highlight=False)
+    if labelled is not None:
+        from segbench.tools.predict import dataset_accuracy  # lazy: imports torch (and numpy)
+
+        scored = dataset_accuracy(
+            labelled, [p for p in predictions if p.image in set(labelled.images(labelled.config.split))], out
+        )
+        console.print(
+            f"against {escape(str(dataset))}: mIoU {scored['miou'] or 0:.4f}, pixel accuracy "
+            f"{scored['pixel_accuracy'] or 0:.4f} "
+            f"over {scored['images']} images ({escape(str(out / 'accuracy.json'))})",
+            highlight=False,
+        )
+    if chatter.lines:
+        (out / "predict.log").write_text(chatter.text, encoding="utf-8")
+        console.print(
+            f"{len(chatter.lines)} line(s) of library warnings in {escape(str(out / 'predict.log'))} (--verbose shows "
+            "them here)",
+            highlight=False,
+        )
+    if weights is None:
+        console.print(f"[yellow]{RANDOM_WEIGHTS_WARNING}[/]")
+
+
+@app.command()
+@user_errors
+def selfcheck(
+    model: str = typer.Option("fast-scnn", help="registered model to time"),
+    resolution: int = typer.Option(256, help="square input side"),
+    repeats: int = typer.Option(5, help="repeats of each timing (for the CV of the median)"),
+    min_time_s: float = typer.Option(2.0, help="seconds per timing"),
+    device: str = typer.Option("auto", help="cpu, cuda or auto"),
+) -> None:
+    """Time one model with the harness and with a bare inference_mode loop, in one process; print the overhead ratio."""
+    from segbench.tools.selfcheck import run_selfcheck  # lazy: imports torch (and numpy)
+
+    report = run_selfcheck(model, resolution, repeats, min_time_s, resolve_device(device))
+    table = Table(title=f"selfcheck: {model} {resolution}x{resolution} on {report.device}")
+    for column in ("repeat", "harness median ms", "bare median ms", "ratio"):
+        table.add_column(column)
+    for index, (harness, bare) in enumerate(zip(report.harness_medians, report.bare_medians), start=1):
+        table.add_row(str(index), f"{harness:.3f}", f"{bare:.3f}", f"{harness / bare:.4f}")
+    console.print(table)
+    console.print(
+        f"ratio of medians (harness / bare): [bold]{report.ratio:.4f}[/] (target ≤ {report.ratio_target}) · CV of the "
+        f"harness median over {repeats} repeats: [bold]{report.cv_of_median * 100:.2f} %[/], of the bare loop's: "
+        f"[bold]{report.bare_cv_of_median * 100:.2f} %[/] (target ≤ {report.cv_target * 100:.0f} %)"
+    )
+    for failure in report.failures:
+        console.print(f"[red]FAIL: {escape(failure)}[/]", highlight=False)
+    if not report.passed:
+        raise typer.Exit(1)

@@ -13,10 +13,6 @@ def missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def fmt_text(value: Any) -> str:
-    return "–" if missing(value) else str(value)
-
-
 def fmt_ms(value: Any) -> str:
     if missing(value):
         return "–"

@@ -15,12 +15,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from segbench.results import store as results
 from segbench.cli.main import app
-from segbench.results.metrics import CATALOGUE, METRICS, path_exists
 from segbench.report.answer import answer
 from segbench.report.exports import write_report
 from segbench.report.plots import memory_vs_resolution
+from segbench.results import store as results
+from segbench.results.metrics import CATALOGUE, METRICS, path_exists
 from segbench.results.runs import load_run
 from segbench.run.runner import run_suite
 from segbench.suite.schema import load_suite

@@ -15,12 +15,12 @@ import pytest
 import torch
 from torch import nn
 
-from segbench.system import cache
 from segbench.cell.request import CellRequest
+from segbench.models.registry import load_plugin
 from segbench.run.isolation import execute_isolated
 from segbench.suite.matrix import CellSpec
-from segbench.models.registry import load_plugin
 from segbench.suite.schema import Timing
+from segbench.system import cache
 from tests.conftest import FAST_TIMING, FAULT_PLUGIN
 
 

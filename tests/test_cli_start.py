@@ -22,10 +22,10 @@ from typer.testing import CliRunner
 
 from segbench.cli.main import app
 from segbench.cli.options import parse_resolution_flag, split_values, suite_from_flags
-from segbench.run.dryrun import DEFAULT_STARTUP_S, estimate_wall_time, plan_cells
-from segbench.errors import SegbenchError, SuiteError
-from segbench.suite.matrix import expand
 from segbench.cli.quiet import library_output
+from segbench.errors import SegbenchError, SuiteError
+from segbench.run.dryrun import DEFAULT_STARTUP_S, estimate_wall_time, plan_cells
+from segbench.suite.matrix import expand
 from segbench.suite.schema import load_suite, parse_suite
 
 from .conftest import FAST_TIMING, FAULT_PLUGIN

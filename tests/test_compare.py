@@ -24,6 +24,7 @@ from segbench.measure.stats import LatencyStats
 from segbench.report.compare import bootstrap_change_ci, compare_runs, min_samples_for_ci
 from segbench.run.runner import run_suite
 from segbench.suite.schema import load_suite
+
 from .test_report import copy_run
 
 # The two runs in `repeats` are compared for a change: a neighbour test busy in one run and idle in the other

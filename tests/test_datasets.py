@@ -12,14 +12,14 @@ import pytest
 from PIL import Image
 
 from segbench.data.datasets import Dataset, DatasetConfig
-from segbench.errors import SuiteError
-from segbench.suite.expectations import evaluate
 from segbench.data.images import calibration_batches, evaluation_batches, split_photographs
+from segbench.errors import SuiteError
 from segbench.measure.accuracy import ConfusionMatrix
 from segbench.report.exports import render_csv, render_markdown
 from segbench.report.html import render_report
 from segbench.results.runs import load_run
 from segbench.run.runner import run_suite
+from segbench.suite.expectations import evaluate
 from segbench.suite.schema import load_suite
 
 

@@ -5,8 +5,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from segbench.suite.expectations import Expectation, evaluate, metric_value
 from segbench.results.metrics import UnknownMetricError
+from segbench.suite.expectations import Expectation, evaluate, metric_value
 
 
 def _record(
@@ -130,8 +130,8 @@ def test_unknown_metric_is_a_one_line_suite_error(write_suite) -> None:
 def test_report_shows_each_claim_with_its_verdict(tmp_path) -> None:
     import json
 
-    from segbench.results import store as results
     from segbench.report.html import render_report
+    from segbench.results import store as results
     from segbench.results.runs import load_run
 
     run_dir = tmp_path / "run"

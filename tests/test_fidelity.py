@@ -10,12 +10,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from segbench.results import store as results
 from segbench.data.images import evaluation_batches
 from segbench.measure.fidelity import FidelityAccumulator, Fp32Reference, measure_fidelity
 from segbench.models.registry import create_model, load_plugin
 from segbench.precision import get_precision
 from segbench.precision.base import PrecisionContext
+from segbench.results import store as results
 from segbench.run.runner import run_suite
 from segbench.suite.schema import load_suite
 from tests.conftest import FAULT_PLUGIN

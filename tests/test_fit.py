@@ -115,8 +115,8 @@ def test_the_default_executor_is_segbench_isolation() -> None:
 
 
 def test_fit_says_what_the_budget_is_and_that_ort_arenas_are_outside_it() -> None:
-    from segbench.tools.fit import budget_lines
     from segbench.hardware import load_profile
+    from segbench.tools.fit import budget_lines
 
     rtx3060 = load_profile("rtx3060")
     [budget, cpu_note, ort] = budget_lines(rtx3060, "onnxruntime", "cpu")

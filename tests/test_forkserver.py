@@ -14,12 +14,12 @@ from typing import Any
 import psutil
 import pytest
 
-from segbench.run import forkserver
-from segbench.results import store as results
 from segbench.cell.request import CellRequest
+from segbench.results import store as results
+from segbench.run import forkserver
 from segbench.run.isolation import execute_isolated
-from segbench.suite.matrix import CellSpec
 from segbench.run.runner import run_suite
+from segbench.suite.matrix import CellSpec
 from segbench.suite.schema import Timing, load_suite
 from tests.conftest import FAST_TIMING, FAULT_PLUGIN
 

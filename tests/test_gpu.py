@@ -9,12 +9,12 @@ from typing import Callable
 import pytest
 import torch
 
-from segbench.results import store as results
 from segbench.measure.stats import LatencyStats
 from segbench.measure.timing import StopRule, time_cuda
+from segbench.results import store as results
 from segbench.run.runner import run_suite
-from segbench.tools.selfcheck import run_selfcheck
 from segbench.suite.schema import load_suite
+from segbench.tools.selfcheck import run_selfcheck
 
 pytestmark = pytest.mark.gpu
 

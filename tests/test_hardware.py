@@ -215,9 +215,9 @@ def test_matmul_class_follows_the_arithmetic_not_the_name() -> None:
 
 def test_no_name_string_table_decides_a_class() -> None:
     import segbench.hardware.roofline as roofline_module
-    import segbench.results.metrics as metrics_module
     import segbench.report.best as best_module
     import segbench.report.tables as tables_module
+    import segbench.results.metrics as metrics_module
 
     assert not hasattr(roofline_module, "precision_class")
     assert (

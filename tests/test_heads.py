@@ -13,8 +13,8 @@ import torch
 
 from segbench.errors import SuiteError, WeightsError
 from segbench.models.registry import create_model, load_plugin
-from segbench.tools.predict import predict
 from segbench.suite.schema import parse_suite
+from segbench.tools.predict import predict
 from tests.conftest import FAULT_PLUGIN
 
 HEAD_FAMILIES = [

@@ -9,14 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from segbench.cell import passes as cell
 from segbench.backends import get_backend
+from segbench.cell import passes as cell
 from segbench.cell.request import CellRequest
-from segbench.suite.matrix import CellSpec
 from segbench.measure.memory import module_size_mb
 from segbench.models.registry import create_model, load_plugin
 from segbench.precision import get_precision
 from segbench.precision.base import PrecisionContext
+from segbench.suite.matrix import CellSpec
 from segbench.suite.schema import Timing
 from tests.conftest import FAST_TIMING, FAULT_PLUGIN
 

@@ -85,7 +85,7 @@ def test_breakdown_reads_figures_with_the_reports_one_numeric_check() -> None:
     from segbench.report import tables
 
     assert report_memory.numeric is tables.numeric  # one definition of "a recorded figure", not a copy
-    assert [tables.numeric(value) for value in (3, 2.5, True, "3", None, [1])] == [3.0, 2.5, None, None, None, None]
+    assert [tables.number(value) for value in (3, 2.5, True, "3", None, [1])] == [3.0, 2.5, None, None, None, None]
     assert breakdown_row(h100_record(weights=True))["weights"] is None  # a flag is never a figure
 
 
@@ -93,8 +93,8 @@ def test_breakdown_reads_figures_with_the_reports_one_numeric_check() -> None:
 def test_markdown_export_has_the_memory_breakdown_and_telemetry_tables_of_the_html(tmp_path: Path) -> None:
     from segbench.formatting import fmt_fixed
     from segbench.report.exports import render_markdown
-    from segbench.results.runs import load_run
     from segbench.report.tables import telemetry
+    from segbench.results.runs import load_run
 
     run = load_run(H100_RUN)  # read only
     lines = render_markdown(run).splitlines()

@@ -16,13 +16,13 @@ import pytest
 import torch
 from torch import nn
 
-from segbench.results import store as results
 from segbench.backends import get_backend
 from segbench.backends.onnxruntime import OutputLayout
 from segbench.errors import UnsupportedError
 from segbench.precision import get_precision
 from segbench.precision.base import PrecisionContext
 from segbench.precision.int8 import LayerCensus, unshare_stateless_modules
+from segbench.results import store as results
 from segbench.run.runner import run_suite
 from segbench.suite.schema import load_suite
 

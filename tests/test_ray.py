@@ -16,8 +16,8 @@ import pytest
 
 from segbench.results import store as results
 from segbench.run.executors.ray import RayExecutor
-from segbench.suite.matrix import expand
 from segbench.run.runner import run_suite
+from segbench.suite.matrix import expand
 from segbench.suite.schema import load_suite
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'segbench[ray]'")

@@ -20,9 +20,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from segbench.results import store as results
 from segbench.cli.main import app
 from segbench.report.exports import default_output, write_report
+from segbench.results import store as results
 from segbench.run.runner import run_suite
 from segbench.suite.schema import load_suite
 
@@ -361,10 +361,11 @@ def test_runs_over_several_cards_are_grouped_by_card(tmp_path: Path) -> None:
 
 
 def test_memory_plot_draws_each_cells_footprint_as_the_table_does(small_run: Path) -> None:
-    from segbench.results.metrics import footprint_mb, headline_memory
     from segbench.report.plots import memory_series, memory_vs_resolution
     from segbench.report.tables import leaderboard
-    from segbench.results.runs import load_run, option_text
+    from segbench.results.labels import option_text
+    from segbench.results.metrics import footprint_mb, headline_memory
+    from segbench.results.runs import load_run
 
     run = load_run(small_run)
     tiny = [r for r in run.ok if r["model"] == "test-tiny"]

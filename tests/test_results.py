@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from segbench.results import store as results
 from segbench.errors import ResultsError
+from segbench.results import store as results
 
 
 def _record(cell_id: str, status: str = "ok", median: float = 10.0) -> dict:

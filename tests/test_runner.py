@@ -15,12 +15,11 @@ import pytest
 import torch
 
 from segbench.cell import passes as cell_module
-from segbench.results import store as results
 from segbench.data.images import evaluation_batches
-from segbench.suite.matrix import CellSpec
-from segbench.suite.matrix import expand
 from segbench.measure.timing import StopRule
+from segbench.results import store as results
 from segbench.run.runner import run_suite
+from segbench.suite.matrix import CellSpec, expand
 from segbench.suite.schema import load_suite
 
 REQUIRED_FIELDS = (

@@ -58,10 +58,10 @@ def test_fewer_than_five_samples_withhold_cv_and_ci_with_the_reason() -> None:
 
 
 def test_a_cell_cut_short_by_max_time_is_flagged_undersampled() -> None:
-    from segbench.cell.request import CellRequest
     from segbench.cell.passes import measure_cell
-    from segbench.suite.matrix import CellSpec
+    from segbench.cell.request import CellRequest
     from segbench.models.registry import load_plugin
+    from segbench.suite.matrix import CellSpec
     from segbench.suite.schema import Timing
     from tests.conftest import FAULT_PLUGIN
 

@@ -10,12 +10,12 @@ from typing import Callable
 import pytest
 import torch
 
+from segbench.cell.stream import StreamOutcome, confirm_rate, find_max_rate, run_stream
+from segbench.data.sources import MovingScene
 from segbench.errors import SuiteError
 from segbench.models import create_model
 from segbench.models.registry import load_plugin
 from segbench.run.runner import run_suite
-from segbench.data.sources import MovingScene
-from segbench.cell.stream import StreamOutcome, confirm_rate, find_max_rate, run_stream
 from segbench.suite.schema import load_suite
 
 from .conftest import FAULT_PLUGIN

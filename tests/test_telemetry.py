@@ -11,7 +11,6 @@ import torch
 from pydantic import ValidationError
 
 from segbench.cell import passes as cell_module
-
 from segbench.measure import nvml
 from segbench.measure.telemetry import (
     SUMMARY_FIELDS,
@@ -263,10 +262,10 @@ def test_a_window_shorter_than_a_second_is_null_with_the_reason() -> None:
 def _cell_telemetry(monkeypatch: pytest.MonkeyPatch, min_time_s: float, interval_s: float = 0.1) -> dict[str, Any]:
     """A real cell in this process, its NVML replaced by a fake drawing a steady 100 W on the real clock."""
     from segbench.cell import passes as cell_module
-    from segbench.cell.request import CellRequest
     from segbench.cell.passes import measure_cell
-    from segbench.suite.matrix import CellSpec
+    from segbench.cell.request import CellRequest
     from segbench.models.registry import load_plugin
+    from segbench.suite.matrix import CellSpec
     from segbench.suite.schema import Timing
     from tests.conftest import FAULT_PLUGIN
 

@@ -4,10 +4,11 @@ import torch
 
 from segbench.backends.base import Backend, ForwardFn
 from segbench.models.base import SegmentationAdapter
+from segbench.naming import REFERENCE_BACKEND
 
 
 class Eager(Backend):
-    name = "eager"
+    name = REFERENCE_BACKEND
     description = "plain PyTorch eager execution"
     is_reference = True
 

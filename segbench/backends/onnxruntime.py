@@ -27,12 +27,12 @@ import torch
 from torch import nn
 from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
 
-from segbench.system import cache
 from segbench.backends.base import Backend, ForwardFn, forward_runs_eagerly_under_compile
 from segbench.errors import UnsupportedError
-from segbench.system.process import call_in_fork
-from segbench.models.base import SegmentationAdapter
 from segbench.measure import nvml
+from segbench.models.base import SegmentationAdapter
+from segbench.system import cache
+from segbench.system.process import call_in_fork
 
 OPSET = 18
 CUDA_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")

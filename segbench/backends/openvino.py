@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from segbench.system import cache
 from segbench.backends.base import Backend, ForwardFn, forward_runs_eagerly_under_compile
 from segbench.backends.onnxruntime import FlatOutputs, OutputLayout, export_onnx
 from segbench.errors import UnsupportedError
 from segbench.models.base import SegmentationAdapter
+from segbench.system import cache
 
 INSTALL_LINE = "pip install 'segbench[openvino]' (or: pip install openvino nncf)"
 # torch dtype of the model's weights -> (OpenVINO inference precision, the CPU capability it needs natively)

@@ -10,8 +10,8 @@ import torch
 from segbench.backends._pipeline import PipelineAdapter
 from segbench.backends.base import Backend, ForwardFn
 from segbench.errors import UnsupportedError
-from segbench.models.base import SegmentationAdapter
 from segbench.models._imports import import_ultralytics
+from segbench.models.base import SegmentationAdapter
 
 
 class UltralyticsPipeline(PipelineAdapter):

@@ -28,10 +28,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from segbench.system import cache
+from segbench.results.labels import axes_label
 from segbench.run import forkserver
 from segbench.run.runner import run_suite
 from segbench.suite.schema import Suite, load_suite, parse_suite
+from segbench.system import cache
 
 FAMILY_MODELS = (
     "fast-scnn",
@@ -156,7 +157,7 @@ def prepare(suite_path: Path, cache_dir: Path, out: Path) -> dict[str, Any]:
     for phase in ("cold", "warm"):
         with _env(SEGBENCH_CACHE_DIR=str(cache_dir), SEGBENCH_NO_CACHE=None, SEGBENCH_WARM_START="1"):
             records, wall = _run(suite, out)
-        runs[phase] = {"wall_s": round(wall, 1), "cells": {_label(r): r for r in records}}
+        runs[phase] = {"wall_s": round(wall, 1), "cells": {axes_label(r): r for r in records}}
     rows = []
     print(f"\nprepare_s, cold cache (cleared) then warm, {suite_path} (cache: {cache_dir})")
     print(f"{'cell':58} {'cold':>8} {'warm':>8} {'warm/cold':>9}  cache")
@@ -211,11 +212,6 @@ def suite_wall(suite_path: Path, repeats: int, out: Path) -> dict[str, Any]:
         + (f" ({1 - warm / spawn:.0%} lower)" if spawn and warm else "")
     )
     return {"runs": walls, "spawn_median_s": spawn, "warm_median_s": warm}
-
-
-def _label(record: dict[str, Any]) -> str:
-    height, width = record["resolution"]
-    return f"{record['model']} {height}x{width} b{record['batch_size']} {record['precision']} {record['backend']}"
 
 
 def _fmt(value: float | None, pattern: str = "{:.2f}") -> str:

@@ -20,37 +20,36 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from segbench.system import cache
 from segbench.backends import get_backend
-from segbench.system.cpus import ContentionWindow, default_threads, pin_to
-from segbench.errors import SegbenchError, UnsupportedError
-from segbench.suite.matrix import CellSpec
-from segbench.measure import memory
-from segbench.measure.stats import LatencyStats
-from segbench.measure.timing import StopRule, TimedRun, synchronize, time_steps, warm_up
-from segbench.models.base import SegmentationAdapter
-from segbench.models.registry import create_model, load_plugin
+from segbench.cell.request import CellRequest
+from segbench.cell.stream import confirm_rate, find_max_rate, run_stream, warm_stream
 from segbench.data.datasets import Dataset, images_in_folder
 from segbench.data.images import calibration_batches, evaluation_batches
-from segbench.measure.accuracy import accuracy_pass
+from segbench.data.sources import open_source
+from segbench.errors import SegbenchError, UnsupportedError
 from segbench.hardware import apply_budget, load_profile
-from segbench.measure import nvml
+from segbench.measure import memory, nvml
+from segbench.measure.accuracy import accuracy_pass
 from segbench.measure.fidelity import Fp32Reference, measure_fidelity
+from segbench.measure.stats import LatencyStats
 from segbench.measure.telemetry import (
     MIN_WINDOW_S,
     SamplingThread,
     TelemetrySampler,
     wait_for_cooldown,
 )
+from segbench.measure.timing import StopRule, TimedRun, synchronize, time_steps, warm_up
+from segbench.models.base import SegmentationAdapter
 from segbench.models.flops import count_flops
+from segbench.models.registry import create_model, load_plugin
+from segbench.paths import resolve_path
 from segbench.precision import get_precision
 from segbench.precision.base import Precision, PrecisionContext
-from segbench.data.sources import open_source
-from segbench.cell.stream import confirm_rate, find_max_rate, run_stream, warm_stream
-from segbench.suite.schema import Timing
-from segbench.paths import resolve_path
-from segbench.cell.request import CellRequest
 from segbench.results.schema import STAGES
+from segbench.suite.matrix import CellSpec
+from segbench.suite.schema import Timing
+from segbench.system import cache
+from segbench.system.cpus import ContentionWindow, default_threads, pin_to
 
 # The latency pass reading this much above the end-to-end pass's forward stage (and by this many ms) gets a note.
 PASS_DISAGREEMENT_RATIO = 1.2

@@ -10,9 +10,9 @@ from rich.console import Console
 
 # Imported for its effect: --help shows boolean flags as flags, not `--dry-run <bool>`.
 import segbench.cli.options  # noqa: F401
+from segbench import __version__
 from segbench.errors import SegbenchError
 from segbench.naming import shorten
-from segbench import __version__
 
 app = typer.Typer(
     add_completion=False,

@@ -1,9 +1,13 @@
-"""`segbench`: the app with every command group registered on it (importing a group registers its commands)."""
+"""`segbench`: every command registered on the app, in the order --help lists them."""
 
 from __future__ import annotations
 
-from segbench.cli import run, tools, report  # noqa: F401 (registers the commands, in --help's order)
+from segbench.cli import report, run, tools
 from segbench.cli.app import app
+
+COMMANDS = (run.run, tools.env, tools.models, tools.fit, tools.predict, tools.selfcheck, report.report, report.compare)
+for command in COMMANDS:
+    app.command()(command)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import typer.core
 
 from segbench.errors import SegbenchError
+from segbench.naming import REFERENCE_BACKEND, REFERENCE_PRECISION
 from segbench.suite.axes import MAX_SIDE
 
 
@@ -128,8 +129,8 @@ def suite_from_flags(
     data["models"] = [entry, *names[1:]]
     data["resolutions"] = [parse_resolution_flag(text) for text in split_values(resolutions) or ["512"]]
     data["batch_sizes"] = [_integer("--batch", text, "--batch 1,4") for text in split_values(batches) or ["1"]]
-    data["precisions"] = split_values(precisions) or ["fp32"]
-    data["backends"] = split_values(backends) or ["eager"]
+    data["precisions"] = split_values(precisions) or [REFERENCE_PRECISION]
+    data["backends"] = split_values(backends) or [REFERENCE_BACKEND]
     return data
 
 

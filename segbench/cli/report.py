@@ -8,10 +8,10 @@ from typing import Any, Optional
 import typer
 from rich.markup import escape
 
-from segbench.cli.app import app, console, errors, user_errors
+from segbench.cli.app import console, errors, user_errors
 from segbench.errors import SegbenchError
 
-@app.command()
+
 @user_errors
 def report(
     run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="a run folder made by `segbench run`"),
@@ -105,7 +105,6 @@ def _report_targets(
         raise SegbenchError(f"{flag}: {message}" + ("" if got in message else f" (got {got})")) from None
 
 
-@app.command()
 @user_errors
 def compare(
     run_a: Path = typer.Argument(..., metavar="RUN_A", help="baseline run folder"),
@@ -127,7 +126,6 @@ def compare(
     """Compare two runs cell by cell: % change per metric, bootstrap CI, significance; warn when setups differ."""
     from segbench.report.compare import compare_runs, comparison_table  # lazy: imports pandas (and numpy)
     from segbench.report.html import render_comparison  # lazy: imports matplotlib (and pandas, numpy)
-
     from segbench.results.store import partial_run_note, read_meta  # lazy: imports pandas
 
     comparison = compare_runs(run_a, run_b, threshold=threshold)

@@ -12,18 +12,18 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from segbench.cli.app import app, console, errors, user_errors
-from segbench.errors import SegbenchError
-from segbench.report.summary import status_text
-from segbench.run import forkserver
-from segbench.system import cache
+from segbench.cli.app import console, errors, user_errors
 from segbench.cli.options import absolute_plugin, axis_flags_given, suite_from_flags
 from segbench.cli.quiet import Captured, library_output
-from segbench.run.interruption import RunInterrupted, exit_after_a_stop
-from segbench.report.summary import summary_table
+from segbench.device import is_device_name
+from segbench.errors import SegbenchError
+from segbench.report.summary import expectations_table, status_text, summary_table
+from segbench.run import forkserver
 from segbench.run.forkserver import template_output
+from segbench.run.interruption import RunInterrupted, exit_after_a_stop
 from segbench.suite.expectations import evaluate_run
-from segbench.report.summary import expectations_table
+from segbench.system import cache
+
 
 class ProgressObserver:
     """Rich progress: cell count, the current cell, elapsed time and an ETA."""
@@ -173,7 +173,6 @@ def _configure_cache(cache_dir: Path | None, no_cache: bool) -> None:
     cache.configure(cache_dir, disabled=no_cache)
 
 
-@app.command()
 @user_errors
 def run(
     suite_path: Optional[Path] = typer.Argument(
@@ -276,7 +275,7 @@ def run(
     from segbench.run.dryrun import plan_cells  # lazy: imports numpy
     from segbench.suite.matrix import expand  # lazy: imports numpy
 
-    if device is not None and device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+    if device is not None and not is_device_name(device):
         raise SegbenchError(f"--device: invalid device {device!r}; use auto, cpu, cuda or cuda:N")
     _configure_cache(cache_dir, no_cache)
     axis_flags = axis_flags_given(
@@ -380,8 +379,8 @@ def run(
     console.print(summary_table(result.records, title=f"{suite.name}: {result.run_dir}"))
     if suite.expectations:
         console.print(expectations_table(evaluate_run(result.run_dir)))
-    from segbench.run.gate import run_gate  # lazy: imports numpy
     from segbench.results.store import read_records  # lazy: imports pandas
+    from segbench.run.gate import run_gate  # lazy: imports numpy
 
     gate = run_gate(suite, read_records(result.run_dir), strict)  # every cell of the run, resumed ones included
     console.print(gate.line, markup=False, highlight=False, soft_wrap=True)

@@ -10,15 +10,15 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from segbench.cli.app import app, console, errors, user_errors
-from segbench.errors import SegbenchError
-from segbench.formatting import fmt_fixed
-from segbench.system.env import fingerprint
+from segbench.cli.app import console, errors, user_errors
 from segbench.cli.options import load_plugins
 from segbench.cli.quiet import library_output
-from segbench.system.env import resolve_device
+from segbench.errors import SegbenchError
+from segbench.formatting import fmt_fixed
+from segbench.naming import REFERENCE_BACKEND, REFERENCE_PRECISION
+from segbench.system.env import fingerprint, resolve_device
 
-@app.command()
+
 @user_errors
 def env(as_json: bool = typer.Option(False, "--json", help="print the raw JSON")) -> None:
     """Print the hardware and software fingerprint stored with every run."""
@@ -62,7 +62,6 @@ def env(as_json: bool = typer.Option(False, "--json", help="print the raw JSON")
 PLUGIN_HELP = "a .py file or module that registers your own models (repeatable); see README, 'Benchmark your own model'"
 
 
-@app.command()
 @user_errors
 def models(
     pattern: str = typer.Argument("*", help="wildcard, e.g. 'segformer-*'"),
@@ -103,7 +102,6 @@ def models(
     console.print(table)
 
 
-@app.command()
 @user_errors
 def fit(
     model: str = typer.Argument(..., help="registered model name"),
@@ -111,10 +109,10 @@ def fit(
         ..., "--hardware", help="target card profile, e.g. rtx3060 (see segbench/hardware/profiles)"
     ),
     precision: str = typer.Option(
-        "fp32", "--precision", help="precision of every probe, e.g. fp16 or int8 (as a suite's precisions)"
+        REFERENCE_PRECISION, "--precision", help="precision of every probe, e.g. fp16 or int8 (as a suite's precisions)"
     ),
     backend: str = typer.Option(
-        "eager", "--backend", help="backend of every probe, e.g. eager or compile (as a suite's backends)"
+        REFERENCE_BACKEND, "--backend", help="backend of every probe, e.g. eager or compile (as a suite's backends)"
     ),
     resolution: list[int] = typer.Option(
         [512, 1024], "--resolution", help="square sides to find the largest batch for (repeatable)"
@@ -131,6 +129,9 @@ def fit(
     """Largest batch per resolution, and largest square side at batch 1, that fit a card's memory budget (isolated
     probes)."""
     from segbench.cell.request import CellRequest  # lazy: imports numpy
+    from segbench.hardware import load_profile  # lazy: imports torch
+    from segbench.models.registry import get_card  # lazy: imports torch
+    from segbench.suite.matrix import CellSpec  # lazy: imports numpy
     from segbench.tools.fit import (  # lazy: imports numpy
         budget_lines,
         check_fit_options,
@@ -138,9 +139,6 @@ def fit(
         isolated_runner,
         probe_timing,
     )
-    from segbench.hardware import load_profile  # lazy: imports torch
-    from segbench.suite.matrix import CellSpec  # lazy: imports numpy
-    from segbench.models.registry import get_card  # lazy: imports torch
 
     with library_output():
         plugin_specs = load_plugins(plugins)
@@ -204,7 +202,6 @@ def fit(
         raise typer.Exit(1)
 
 
-@app.command()
 @user_errors
 def predict(
     model: str = typer.Argument(..., help="registered model name"),
@@ -237,7 +234,8 @@ def predict(
 ) -> None:
     """Segment real images: class-id map PNG, coloured overlay PNG and a JSON (areas, contours, RLE) per image, with
     per-stage timing."""
-    from segbench.tools.predict import RANDOM_WEIGHTS_WARNING, predict as run_predict  # lazy: imports torch (and numpy)
+    from segbench.tools.predict import RANDOM_WEIGHTS_WARNING  # lazy: imports torch (and numpy)
+    from segbench.tools.predict import predict as run_predict
 
     if weights is not None and not weights.exists():
         from segbench.models.registry import get_card  # lazy: imports torch
@@ -290,7 +288,6 @@ def predict(
         console.print(f"[yellow]{RANDOM_WEIGHTS_WARNING}[/]")
 
 
-@app.command()
 @user_errors
 def selfcheck(
     model: str = typer.Option("fast-scnn", help="registered model to time"),

@@ -8,8 +8,8 @@ from typing import Iterator, Protocol
 import numpy as np
 import torch
 
-from segbench.errors import SegbenchError
 from segbench.data.images import resized, sample_photographs
+from segbench.errors import SegbenchError
 
 
 class FrameSource(Protocol):

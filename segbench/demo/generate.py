@@ -7,8 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from segbench.demo import CLASS_NAMES, SIZE, TRAIN_IMAGES, VAL_IMAGES
 from segbench.data.images import sample_photographs
+from segbench.demo import CLASS_NAMES, SIZE, TRAIN_IMAGES, VAL_IMAGES
 
 SEEDS = {"train": 0, "val": 1, "fresh": 2}  # different streams: no validation image repeats a training one
 # ("fresh": the samples train.py draws anew each epoch, never written to disk)

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from segbench.data.datasets import Dataset, DatasetConfig
+from segbench.data.images import read_rgb
 from segbench.demo import CLASS_NAMES, WEIGHTS_DIR
 from segbench.demo.generate import SEEDS, make_sample
-from segbench.data.images import read_rgb
 from segbench.measure.accuracy import ConfusionMatrix
 from segbench.models.base import SegmentationAdapter
 from segbench.models.registry import create_model

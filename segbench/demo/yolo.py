@@ -27,8 +27,8 @@ import torch
 from segbench.demo import WEIGHTS_DIR
 from segbench.demo.train import demo_options, evaluate, load_split
 from segbench.demo.yolo_labels import write_yolo_dataset
-from segbench.models.registry import create_model
 from segbench.models._imports import import_ultralytics
+from segbench.models.registry import create_model
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from segbench import safe_yaml
-
 from segbench.errors import SegbenchError
 from segbench.naming import unknown_name_message
 

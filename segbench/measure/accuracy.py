@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from segbench.errors import SegbenchError
 from segbench.data.images import read_rgb, resized
+from segbench.errors import SegbenchError
 
 if TYPE_CHECKING:
     from segbench.data.datasets import Dataset

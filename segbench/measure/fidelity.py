@@ -1,4 +1,4 @@
-"""Output fidelity against the fp32 eager model: class-map agreement, mIoU, numeric drift of the raw outputs.
+"""Output fidelity against the fp32 eager model: class-map agreement, mIoU, number drift of the raw outputs.
 
 The reference is a fresh fp32 eager build of the same model (same resolved weights, same options),
 run in true fp32 (TF32 off) on held-out photographs, never the ones int8 precisions calibrate on.
@@ -9,15 +9,14 @@ NMS for YOLO, whose thresholded class map says nothing when the reference detect
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable, ContextManager, Iterator
 
 import torch
 
 from segbench.models.base import SegmentationAdapter
-import contextlib
-from typing import Iterator
 from segbench.models.registry import create_model
 
 RANDOM_WEIGHTS_NOTE = "random weights: these figures measure numeric drift against fp32, not accuracy"

@@ -14,8 +14,8 @@ from torch import nn
 
 from segbench.errors import WeightsError
 from segbench.models._common import read_state_file, unwrap_state
-from segbench.models.base import Checkpoint, InputConstraints, SegmentationAdapter
 from segbench.models._imports import import_ultralytics
+from segbench.models.base import Checkpoint, InputConstraints, SegmentationAdapter
 
 
 def _model_names(model: nn.Module) -> tuple[str, ...] | None:

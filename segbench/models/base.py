@@ -42,9 +42,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from segbench.errors import WeightsError
+from segbench.models._common import read_state_file, strict_load
 from segbench.models.weights import fetch, named_kind
-from segbench.models._common import read_state_file
-from segbench.models._common import strict_load
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -97,8 +96,6 @@ class HeadOptions(BaseModel):
             )
         return self
 
-
-NoOptions = HeadOptions  # the options of a family that has nothing beyond its head
 
 
 @dataclass(frozen=True)

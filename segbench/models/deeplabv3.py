@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from segbench.models.labels import VOC_NAMES
 from segbench.models.base import Checkpoint, ModelCard, SegmentationAdapter
+from segbench.models.labels import VOC_NAMES
 from segbench.models.registry import register
 from segbench.models.weights import torchvision_categories
 

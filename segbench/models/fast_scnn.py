@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segbench.models.labels import CITYSCAPES_NAMES
 from segbench.models.base import InputConstraints, ModelCard, SegmentationAdapter
+from segbench.models.labels import CITYSCAPES_NAMES
 from segbench.models.registry import register
 
 

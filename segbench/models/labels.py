@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+
 from segbench.models._imports import import_ultralytics
 
 # Cityscapes' 19 evaluation classes, in train-id order (cityscapesScripts, helpers/labels.py).

@@ -11,9 +11,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from segbench.models.labels import CITYSCAPES_NAMES
 from segbench.models._transformers import TransformersAdapter
 from segbench.models.base import ModelCard
+from segbench.models.labels import CITYSCAPES_NAMES
 from segbench.models.registry import register
 
 # variant: (hidden sizes of the four stages, blocks per stage, decoder width)

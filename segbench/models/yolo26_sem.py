@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from segbench.models.labels import CITYSCAPES_NAMES
 from segbench.models._ultralytics import UltralyticsAdapter
 from segbench.models.base import ModelCard
+from segbench.models.labels import CITYSCAPES_NAMES
 from segbench.models.registry import register
 
 CITYSCAPES_CLASSES = 19

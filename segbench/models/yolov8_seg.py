@@ -13,10 +13,10 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, Field
 
-from segbench.models.labels import coco_names
-from segbench.models._ultralytics import UltralyticsAdapter
 from segbench.models._imports import import_ultralytics
+from segbench.models._ultralytics import UltralyticsAdapter
 from segbench.models.base import Checkpoint, HeadOptions, ModelCard
+from segbench.models.labels import coco_names
 from segbench.models.registry import register
 
 COCO_CLASSES = 80

@@ -1,14 +1,14 @@
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 
+from segbench.naming import REFERENCE_PRECISION
 from segbench.precision.base import Precision, PrecisionContext
 
 
 class FP32(Precision):
-    name = "fp32"
+    name = REFERENCE_PRECISION
     description = "float32 weights and activations; TF32 tensor cores explicitly off (the reference)"
     matmul_class = "fp32"
     is_reference = True

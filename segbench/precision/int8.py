@@ -30,10 +30,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from segbench.system import cache
 from segbench.backends.base import forward_runs_eagerly_under_compile
 from segbench.errors import UnsupportedError
 from segbench.precision.base import Precision, PrecisionContext
+from segbench.system import cache
 from segbench.system.env import cpu_flags
 
 LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)

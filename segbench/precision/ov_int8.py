@@ -29,8 +29,7 @@ from torch import nn
 from segbench.backends.openvino import INSTALL_LINE, OpenVinoGraphPrecision
 from segbench.models.base import SegmentationAdapter
 from segbench.precision.base import Precision, PrecisionContext
-from segbench.precision.int8 import recall_share, remember_share, ultralytics_detect_head
-from segbench.precision.int8 import cpu_has_vnni
+from segbench.precision.int8 import cpu_has_vnni, recall_share, remember_share, ultralytics_detect_head
 
 TRANSFORMER_FAMILIES = frozenset({"segformer", "mask2former", "sam"})
 NON_RELU_ACTIVATIONS: tuple[type[nn.Module], ...] = (

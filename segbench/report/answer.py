@@ -13,9 +13,10 @@ from typing import Any
 
 import pandas as pd
 
-from segbench.results.metrics import MEMORY_FIGURES, METRICS, headline_memory
 from segbench.report.tables import identity, sort_cells
-from segbench.results.runs import RunData, option_text, resolution_text
+from segbench.results.labels import option_text, resolution_text
+from segbench.results.metrics import MEMORY_FIGURES, METRICS, headline_memory
+from segbench.results.runs import RunData
 from segbench.suite.targets import Targets, Verdict, describe, targets_from_suite, verdict
 
 HOW_TO = (

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from segbench.results.labels import option_text, resolution_text
 from segbench.results.metrics import METRICS, has_reference_numerics, is_reference
-from segbench.results.runs import RunData, fidelity, option_text, peak_memory, pixels, resolution_text
+from segbench.results.runs import RunData, fidelity, peak_memory, pixels
 
 AGREEMENT_THRESHOLD = 0.99  # pixel agreement with fp32 eager that counts as "same output"
 
@@ -21,18 +22,6 @@ AGREEMENT_THRESHOLD = 0.99  # pixel agreement with fp32 eager that counts as "sa
 class ModelAdvice:
     model: str
     lines: tuple[str, ...]
-
-
-def assumption_text(run: RunData, threshold: float = AGREEMENT_THRESHOLD) -> str:
-    if run.has_fidelity:
-        return (
-            f"An option counts when its pixel agreement with fp32 eager is at least {threshold * 100:g} % "
-            "(fp32 eager itself always counts); cells without fidelity data are left out."
-        )
-    return (
-        "This run has no fidelity data, so only fp32 options are recommended (assuming a backend that runs "
-        "fp32 keeps fp32 numerics); lower precisions are named for their speed only, unverified."
-    )
 
 
 def best_choices(run: RunData, threshold: float = AGREEMENT_THRESHOLD) -> list[ModelAdvice]:

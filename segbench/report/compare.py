@@ -21,10 +21,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from segbench.measure.stats import BOOTSTRAP_RESAMPLES, LatencyStats
-from segbench.results.metrics import METRICS, Metric, headline_memory
-from segbench.results.store import record_key
-from segbench.results.runs import RunData, cell_label, load_run
 from segbench.report.tables import sort_cells
+from segbench.results.labels import cell_label
+from segbench.results.metrics import METRICS, Metric, headline_memory
+from segbench.results.runs import RunData, load_run
+from segbench.results.schema import STAGES
+from segbench.results.store import record_key
 
 DEFAULT_THRESHOLD_PCT = 5.0
 TAIL_SAMPLES_FOR_CI = 5  # samples needed beyond a quantile (each side) before its bootstrap interval means anything
@@ -141,7 +143,7 @@ def _samples(record: dict[str, Any]) -> Samples | None:
 def _end_to_end_samples(record: dict[str, Any]) -> Samples | None:
     """Per-iteration end-to-end time: the three stage samples of the same iteration, summed."""
     stages = record.get("stage_samples_ms") or {}
-    series = [stages.get(name) for name in ("preprocess", "forward", "postprocess")]
+    series = [stages.get(name) for name in STAGES]
     if not all(series) or len({len(s) for s in series}) != 1:
         return None
     return np.sum(np.asarray(series, dtype=np.float64), axis=0)

@@ -10,7 +10,6 @@ import pandas as pd
 
 from segbench.errors import SegbenchError
 from segbench.formatting import fmt_duration, fmt_fixed, fmt_time
-from segbench.results.metrics import CATALOGUE
 from segbench.report import tables
 from segbench.report.answer import FPS_SENTENCE, HOW_TO, answer
 from segbench.report.html import (
@@ -29,6 +28,7 @@ from segbench.report.html import (
     weights_note,
 )
 from segbench.report.memory import BREAKDOWN_NOTE, gpu_memory_breakdown
+from segbench.results.metrics import CATALOGUE
 from segbench.results.runs import RunData, load_run
 from segbench.suite.targets import Targets
 

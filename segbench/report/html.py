@@ -18,14 +18,14 @@ import pandas as pd
 import segbench
 from segbench.formatting import fmt_duration, fmt_fixed, fmt_flag, fmt_ms, fmt_time
 from segbench.formatting import missing as _missing
-from segbench.results.metrics import METRICS
 from segbench.report import plots, tables
 from segbench.report.answer import FPS_SENTENCE, HOW_TO, Answer, answer
-from segbench.report.memory import BREAKDOWN_NOTE, gpu_memory_breakdown
 from segbench.report.compare import Comparison, change_text, change_tone, min_samples_for_ci
+from segbench.report.memory import BREAKDOWN_NOTE, gpu_memory_breakdown
+from segbench.results.metrics import METRICS
 from segbench.results.runs import RunData
-from segbench.suite.targets import Targets
 from segbench.suite.expectations import evaluate_suite_data
+from segbench.suite.targets import Targets
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ AXIS_COLUMNS = [
     Column("model", "model"),
     Column("card", "card", help="the card this cell ran on (a run over several cards)"),
     Column("resolution", "resolution", sort_key="pixels", help="input height x width"),
-    Column("batch", "batch", numeric=True),
+    Column("batch", "batch", number=True),
     Column("precision", "precision"),
     Column("backend", "backend"),
     Column("options", "options"),
@@ -115,17 +115,7 @@ QUANTIZATION_COLUMNS = [
     ),
     metric_column("end_to_end_speedup"),
     metric_column("memory_saving_pct"),
-    *(
-        metric_column(key)
-        for key in (
-            "pixel_agreement_pct",
-            "miou_vs_fp32_pct",
-            "max_abs_logit_diff",
-            "quantized_share_pct",
-            "miou_gt_pct",
-            "miou_delta_pts",
-        )
-    ),
+    *(metric_column(key) for key in tables.FIDELITY_METRICS),
     Column(
         "pareto", "Pareto", fmt_flag, help="on the latency / agreement Pareto front of its model, resolution and batch"
     ),
@@ -135,7 +125,7 @@ QUANTIZATION_COLUMNS = [
 FAILURE_COLUMNS = [
     Column("model", "model"),
     Column("resolution", "resolution"),
-    Column("batch", "batch", numeric=True),
+    Column("batch", "batch", number=True),
     Column("precision", "precision"),
     Column("backend", "backend"),
     Column("status", "status"),

@@ -11,7 +11,10 @@ from typing import Any
 
 import pandas as pd
 
-from segbench.results.runs import RunData, numeric
+from segbench.device import is_gpu
+from segbench.results.labels import axes_label
+from segbench.results.metrics import number
+from segbench.results.runs import RunData
 
 BREAKDOWN_NOTE = (
     "NVML's per-process peak is what the driver charges this process, and what a card's capacity must hold. "
@@ -26,7 +29,7 @@ BREAKDOWN_NOTE = (
 
 
 def _mb(record: dict[str, Any], key: str) -> float | None:
-    return numeric((record.get("memory_mb") or {}).get(key))
+    return number((record.get("memory_mb") or {}).get(key))
 
 
 def breakdown_row(record: dict[str, Any]) -> dict[str, Any] | None:
@@ -35,10 +38,9 @@ def breakdown_row(record: dict[str, Any]) -> dict[str, Any] | None:
     allocated, reserved = _mb(record, "torch_allocated_peak"), _mb(record, "torch_reserved_peak")
     if None in (process, baseline, allocated, reserved):
         return None
-    height, width = record["resolution"]
     return {
         "model": record["model"],
-        "cell": f"{record['model']} {height}x{width} b{record['batch_size']} {record['precision']} {record['backend']}",
+        "cell": axes_label(record),
         "NVML process peak": process,
         "baseline (context)": baseline,
         "allocator reserved peak": reserved,
@@ -54,7 +56,7 @@ def gpu_memory_breakdown(run: RunData) -> pd.DataFrame:
     rows = [
         row
         for record in run.ok
-        if str(record.get("device", "")).startswith("cuda")
+        if is_gpu(record.get("device"))
         for row in [breakdown_row(record)]
         if row
     ]

@@ -19,10 +19,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from segbench.results.metrics import METRICS, footprint_mb
-from segbench.results.schema import STAGES
-from segbench.results.runs import RunData, cell_label, option_text, peak_memory, numeric, pixels, resolution_text
 from segbench.report.tables import fidelity_points, pareto_front
+from segbench.results.labels import cell_label, option_text, resolution_text
+from segbench.results.metrics import METRICS, footprint_mb, number
+from segbench.results.runs import RunData, peak_memory, pixels
+from segbench.results.schema import STAGES
 
 STYLE = {
     "font.size": 10,
@@ -344,7 +345,7 @@ def memory_vs_resolution(run: RunData) -> Plot:
     single = sorted({r["model"] for r in run.ok if footprint_mb(r) is not None} - trends)
     if single:
         notes.append(f"Left out (one resolution each): {', '.join(single)}.")
-    baselines = [b for r in measured for b in [numeric((r.get("memory_mb") or {}).get("baseline"))] if b is not None]
+    baselines = [b for r in measured for b in [number((r.get("memory_mb") or {}).get("baseline"))] if b is not None]
     on_top = (
         f" The process also holds its baseline ({min(baselines):.0f}–{max(baselines):.0f} MiB) on top."
         if baselines

@@ -11,6 +11,8 @@ from typing import Any
 
 import pandas as pd
 
+from segbench.report.summary import measurement_flags
+from segbench.results.labels import cell_label, resolution_text
 from segbench.results.metrics import (
     METRICS,
     PIPELINE_WHY,
@@ -19,29 +21,17 @@ from segbench.results.metrics import (
     footprint_mb,
     headline_memory,
     is_reference,
+    number,
     times_whole_pipeline,
 )
-from segbench.report.summary import measurement_flags
+from segbench.results.runs import RunData, accuracy, fidelity, peak_memory, pixels, variant_key
 from segbench.results.schema import STAGES
-from segbench.results.runs import (
-    RunData,
-    accuracy,
-    cell_label,
-    fidelity,
-    numeric,
-    peak_memory,
-    pixels,
-    resolution_text,
-    variant_key,
-)
-
-
 
 # ---- record accessors: every optional field may be missing or null ------------------------------
 
 
 def _latency(record: dict[str, Any], key: str) -> float | None:
-    return numeric((record.get("latency_ms") or {}).get(key))
+    return number((record.get("latency_ms") or {}).get(key))
 
 
 # ---- tables -----------------------------------------------------------------------------------------
@@ -154,9 +144,8 @@ def references(run: RunData) -> dict[tuple[Any, ...], dict[str, Any]]:
     return {variant_key(r): r for r in run.ok if is_reference(r)}
 
 
-QUANTIZATION_METRICS = (
-    "median_ms",
-    "end_to_end_ms",
+# What the quantization table shows of a cell beside its speed: fidelity to fp32 eager and against ground truth.
+FIDELITY_METRICS = (
     "pixel_agreement_pct",
     "miou_vs_fp32_pct",
     "max_abs_logit_diff",
@@ -164,6 +153,7 @@ QUANTIZATION_METRICS = (
     "miou_gt_pct",
     "miou_delta_pts",
 )
+QUANTIZATION_METRICS = ("median_ms", "end_to_end_ms", *FIDELITY_METRICS)
 
 
 def quantization(run: RunData) -> pd.DataFrame:
@@ -191,18 +181,8 @@ def quantization(run: RunData) -> pd.DataFrame:
     if frame.empty:
         return frame
     frame["pareto"] = frame["cell_id"].isin(pareto_front(run))
-    optional = (
-        "end_to_end_ms",
-        "reference_end_to_end_ms",
-        "end_to_end_speedup",
-        "memory_saving_pct",
-        "pixel_agreement_pct",
-        "miou_vs_fp32_pct",
-        "max_abs_logit_diff",
-        "quantized_share_pct",
-        "miou_gt_pct",
-        "miou_delta_pts",
-    )
+    optional = ("end_to_end_ms", "reference_end_to_end_ms", "end_to_end_speedup", "memory_saving_pct")
+    optional += FIDELITY_METRICS
     return frame.drop(columns=[c for c in optional if frame[c].isna().all()])
 
 
@@ -227,8 +207,8 @@ def per_class_iou(run: RunData) -> pd.DataFrame:
 
 
 def _percent(value: Any) -> float | None:
-    number = numeric(value)
-    return None if number is None else number * 100
+    fraction = number(value)
+    return None if fraction is None else fraction * 100
 
 
 def fidelity_points(run: RunData) -> list[dict[str, Any]]:
@@ -239,7 +219,7 @@ def fidelity_points(run: RunData) -> list[dict[str, Any]]:
     """
     points = []
     for record in sort_cells(run.ok):
-        agreement = numeric(fidelity(record).get("pixel_agreement"))
+        agreement = number(fidelity(record).get("pixel_agreement"))
         if agreement is None and is_reference(record):
             agreement = 1.0
         median = METRICS["end_to_end_ms"].value(record)
@@ -287,7 +267,7 @@ def stages(run: RunData) -> pd.DataFrame:
     rows = []
     for record in sort_cells(run.ok):
         stage_stats = record.get("stages_ms") or {}
-        medians = {stage: numeric((stage_stats.get(stage) or {}).get("median")) for stage in STAGES}
+        medians = {stage: number((stage_stats.get(stage) or {}).get("median")) for stage in STAGES}
         if all(value is not None for value in medians.values()):
             rows.append({"label": cell_label(record), **medians})
     return pd.DataFrame(rows)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
+from segbench.device import is_gpu
 from segbench.errors import SegbenchError
 from segbench.formatting import (
     Formatter,
@@ -48,10 +49,14 @@ class UnknownMetricError(SegbenchError):
 
 
 def number(value: Any) -> float | None:
-    """A finite-or-not float from a JSON value; booleans count as 1/0 (keeps_up), text and lists as missing."""
-    if isinstance(value, bool):
-        return float(value)
-    return float(value) if isinstance(value, (int, float)) else None
+    """A recorded figure as a float (NaN and ±inf included), or None: text, lists, None and booleans (flags, never
+    figures) are not numbers."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def flag(value: Any) -> float | None:
+    """A recorded yes/no as 1/0 (a flag shown as a metric, like keeps_up), or None when it is not a boolean."""
+    return float(value) if isinstance(value, bool) else None
 
 
 def dig(data: Any, path: str) -> Any:
@@ -108,8 +113,8 @@ def times_whole_pipeline(record: Record) -> bool:
     return declared(record, "latency_scope") == "end_to_end"
 
 
-def is_gpu(record: Record) -> bool:
-    return str(record.get("device", "")).startswith("cuda")
+def ran_on_gpu(record: Record) -> bool:
+    return is_gpu(record.get("device"))
 
 
 def headline_memory(record: Record) -> tuple[float | None, str]:
@@ -119,7 +124,7 @@ def headline_memory(record: Record) -> tuple[float | None, str]:
     cache and libraries), falling back to the allocator's reserved peak. On a CPU: peak RSS.
     """
     memory = record.get("memory_mb") or {}
-    if is_gpu(record):
+    if ran_on_gpu(record):
         for name in ("nvml_process_peak", "torch_reserved_peak"):
             if number(memory.get(name)) is not None:
                 return float(memory[name]), name
@@ -225,10 +230,6 @@ class Metric:
     unavailable: str | None = None  # dotted path of the record's reason when the value is missing
     why: Callable[[Record], str | None] | None = None  # the reason, when it takes more than a path
     aliases: tuple[str, ...] = ()
-
-    @property
-    def lower_is_better(self) -> bool:
-        return self.better == "lower"
 
     @property
     def higher_is_better(self) -> bool:
@@ -762,6 +763,7 @@ CATALOGUE: tuple[Metric, ...] = (
         fmt_yes_no,
         "no frame dropped in the (confirmation) trial",
         path="stream.keeps_up",
+        derive=lambda r: flag(dig(r, "stream.keeps_up")),
     ),
     _m(
         "stream_p50_ms",

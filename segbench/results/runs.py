@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from segbench.device import gpu_index, is_gpu
 from segbench.results import store as results
-from segbench.results.metrics import MEMORY_FIGURES, headline_memory, is_reference
+from segbench.results.metrics import MEMORY_FIGURES, headline_memory, is_reference, number
 
 
 @dataclass(frozen=True)
@@ -57,15 +56,13 @@ class RunData:
 
     @property
     def is_gpu_run(self) -> bool:
-        return str(self.meta.get("device") or "").startswith("cuda") or any(
-            str(r.get("device", "")).startswith("cuda") for r in self.ok
-        )
+        return is_gpu(self.meta.get("device")) or any(is_gpu(r.get("device")) for r in self.ok)
 
     def device_memory(self) -> tuple[float, str] | None:
         """The memory the headline figure competes for: the GPU's on a CUDA run, host RAM otherwise."""
         if self.is_gpu_run:
             gpus = self.fingerprint.get("gpus") or []
-            index = _cuda_index(str(self.meta.get("device") or "cuda"))
+            index = gpu_index(self.meta.get("device"))
             if index < len(gpus) and gpus[index].get("memory_mb"):
                 gpu = gpus[index]
                 return float(gpu["memory_mb"]), f"{gpu.get('name') or 'GPU'} memory"
@@ -88,7 +85,7 @@ class RunData:
             return float(profile.total_mb), f"{profile.name} budget"
         for record in self.ok:
             cell_budget = record.get("budget")
-            if isinstance(cell_budget, dict) and numeric(cell_budget.get("budget_mb")):
+            if isinstance(cell_budget, dict) and number(cell_budget.get("budget_mb")):
                 return float(cell_budget["budget_mb"]), f"{cell_budget.get('target') or 'allocator'} budget"
         from_suite = _budget_from(self.suite.get("hardware"))
         return (from_suite, "budget") if from_suite is not None else None
@@ -111,11 +108,6 @@ def _target_profile(target: Any) -> Any:
     return load_profile(target) if target in list_profiles() else None
 
 
-def _cuda_index(device: str) -> int:
-    _, _, index = device.partition(":")
-    return int(index) if index.isdigit() else 0
-
-
 def _budget_from(source: Any) -> float | None:
     if not isinstance(source, dict):
         return None
@@ -131,7 +123,7 @@ def load_run(run_dir: Path | str) -> RunData:
     path = Path(run_dir)
     records = add_accuracy_deltas(_grouped_by_card(results.read_records(path)))
     meta = results.read_meta(path)
-    return RunData(path=path.resolve(), meta=meta, records=records, suite=_read_suite(path))
+    return RunData(path=path.resolve(), meta=meta, records=records, suite=results.read_suite_copy(path))
 
 
 def _grouped_by_card(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -143,15 +135,6 @@ def _grouped_by_card(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         {**record, "model": f"{record['model']} @ {record['hardware']}"} if record.get("hardware") else record
         for record in records
     ]
-
-
-def _read_suite(path: Path) -> dict[str, Any]:
-    """The suite copy is informative only (a budget); a broken one must not stop a report."""
-    try:
-        data = yaml.safe_load((path / results.SUITE_FILE).read_text())
-    except (OSError, yaml.YAMLError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def fidelity(record: dict[str, Any]) -> dict[str, Any]:
@@ -180,14 +163,9 @@ def add_accuracy_deltas(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not reference:
             continue
         for key in ("miou", "pixel_accuracy"):
-            value, base = numeric(measured.get(key)), numeric(reference.get(key))
+            value, base = number(measured.get(key)), number(reference.get(key))
             measured[f"{key}_delta_vs_fp32"] = value - base if value is not None and base is not None else None
     return records
-
-
-def resolution_text(record: dict[str, Any]) -> str:
-    height, width = record["resolution"]
-    return f"{height}x{width}"
 
 
 def pixels(record: dict[str, Any]) -> int:
@@ -207,29 +185,10 @@ def variant_key(record: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def option_text(record: dict[str, Any]) -> str:
-    """precision/backend, plus options and weights when a suite varies them."""
-    text = f"{record['precision']} / {record['backend']}"
-    if record.get("options"):
-        text += " " + json.dumps(record["options"], sort_keys=True)
-    if record.get("weights"):
-        text += f" [{Path(str(record['weights'])).name}]"
-    return text
-
-
-def cell_label(record: dict[str, Any]) -> str:
-    card = (
-        f" @{record['hardware']}" if record.get("hardware") else ""
-    )  # a run over several cards repeats each cell per card
-    return f"{record['model']} {resolution_text(record)} b{record['batch_size']} {option_text(record)}{card}"
-
-
 def peak_memory(record: dict[str, Any]) -> tuple[float | None, str]:
     """headline_memory with a reader-facing name for the figure."""
     value, name = headline_memory(record)
     return value, MEMORY_FIGURES.get(name, name)
 
 
-def numeric(value: Any) -> float | None:
-    """A recorded figure as a float, or None: text, lists, None and booleans (flags, never figures) are not numbers."""
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+

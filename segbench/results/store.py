@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
-
+import yaml
 from pydantic import ValidationError
 
+from segbench import safe_yaml
 from segbench.errors import ResultsError
-from segbench.results.schema import (  # noqa: F401 (re-exported: results.FINAL_STATUSES)
-    FINAL_STATUSES,
+from segbench.results.schema import (
     SCHEMA_VERSION,
     first_problem,
     validate_meta,
@@ -52,6 +52,15 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     temporary = path.with_suffix(path.suffix + ".tmp")
     temporary.write_text(json.dumps(data, indent=2, default=str) + "\n")
     os.replace(temporary, path)
+
+
+def read_suite_copy(run_dir: Path | str) -> dict[str, Any]:
+    """The suite a run folder keeps, as data; {} when it is missing or broken (the copy informs, never stops a read)."""
+    try:
+        data = safe_yaml.load_file(Path(run_dir) / SUITE_FILE)
+    except (OSError, yaml.YAMLError, safe_yaml.YamlRefused):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def copy_suite(suite_path: Path, run_dir: Path) -> None:

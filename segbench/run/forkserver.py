@@ -45,7 +45,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import psutil
-from segbench.system.process import die_with_parent
+
+from segbench.system.process import die_with_parent, exit_text
 
 WARM_START_ENV = "SEGBENCH_WARM_START"
 MAX_TEMPLATES = 4  # a quantization suite cycles through ~4 import sets per model; each idle template holds ~0.6 GB
@@ -275,17 +276,6 @@ def cell_imports(cell: Any) -> tuple[str, ...]:
     return BASE_IMPORTS + tuple(sorted(wanted))
 
 
-def _exit_text(exit_code: int | None) -> str:
-    if exit_code is None:
-        return "still running"
-    if exit_code < 0:
-        try:
-            return f"killed by {signal.Signals(-exit_code).name}"
-        except ValueError:
-            return f"killed by signal {-exit_code}"
-    return f"exit code {exit_code}"
-
-
 _OUTPUT: list[Any] = []  # one file every template of this process writes its stderr to
 
 
@@ -377,7 +367,7 @@ class Template:
         how = (
             "its exit status went to the base template, its parent"
             if isinstance(self.process, _DerivedProcess) and not self.process.is_alive()
-            else _exit_text(self.process.exitcode)
+            else exit_text(self.process.exitcode)
         )
         return TemplateDied(f"the forkserver (pid {self.pid}) died {doing} ({how})")
 

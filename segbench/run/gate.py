@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from segbench.results.labels import axes_label
 from segbench.suite.expectations import evaluate_all
 from segbench.suite.schema import Suite
 from segbench.suite.targets import verdict
@@ -22,13 +23,8 @@ class Gate:
     line: str
 
 
-def _label(record: dict[str, Any]) -> str:
-    height, width = record["resolution"]
-    return f"{record['model']} {height}x{width} b{record['batch_size']} {record['precision']} {record['backend']}"
-
-
 def _listed(records: list[dict[str, Any]], limit: int = 3) -> str:
-    names = [f"{_label(r)} ({r.get('status')})" for r in records[:limit]]
+    names = [f"{axes_label(r)} ({r.get('status')})" for r in records[:limit]]
     return "; ".join(names) + (f"; and {len(records) - limit} more" if len(records) > limit else "")
 
 

@@ -21,8 +21,10 @@ from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from segbench.system.process import die_with_parent, kill_cell_group, own_process_group, signal_name
+
+from segbench.device import is_gpu
 from segbench.run import forkserver
+from segbench.system.process import die_with_parent, kill_cell_group, own_process_group, signal_name
 
 if TYPE_CHECKING:
     from segbench.cell.request import CellRequest
@@ -88,7 +90,7 @@ def _start_cell_process(request: CellRequest, sender: Connection, log_path: Path
     failure = None
     if forkserver.warm_start_enabled():
         process = forkserver.ForkedProcess(
-            _child_main, args, forkserver.cell_imports(request.cell), needs_cuda=request.device.startswith("cuda")
+            _child_main, args, forkserver.cell_imports(request.cell), needs_cuda=is_gpu(request.device)
         )
         try:
             process.start()

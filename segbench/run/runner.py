@@ -12,21 +12,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from segbench.results import store as results
 from segbench.cell.request import CellRequest
-from segbench.system.env import fingerprint, resolve_device
+from segbench.device import gpu_index, is_gpu
 from segbench.errors import SegbenchError
-from segbench.run.executors.base import Executor, Job
-from segbench.run.executors import get_executor
-from segbench.run.interruption import RunInterrupted, signal_name_of, stop_signals_deferred, stop_signals_raise
-from segbench.suite.matrix import CellSpec, expand
-from segbench.models.registry import get_card
-from segbench.run.runlock import hold_run_lock
-from segbench.suite.schema import Suite
-from segbench.hardware.roofline import measure_ceiling_isolated
 from segbench.hardware import profile_for_device
-from segbench.hardware.roofline import roofline
+from segbench.hardware.roofline import measure_ceiling_isolated, roofline
+from segbench.models.registry import get_card
+from segbench.results import store as results
 from segbench.results.runs import add_accuracy_deltas
+from segbench.run.executors import get_executor
+from segbench.run.executors.base import Executor, Job
+from segbench.run.interruption import RunInterrupted, signal_name_of, stop_signals_deferred, stop_signals_raise
+from segbench.run.runlock import hold_run_lock
+from segbench.suite.matrix import CellSpec, expand
+from segbench.suite.schema import Suite
+from segbench.system.env import fingerprint, resolve_device
 
 LOG_DIR = "logs"
 
@@ -101,10 +101,10 @@ def _ceiling(suite: Suite, device: str) -> dict[str, Any] | None:
 def ran_on(record: dict[str, Any], meta: dict[str, Any]) -> str:
     """The name of the device a cell ran on, from the fingerprint of its node (Ray) or of the run."""
     fingerprint = (record.get("node") or {}).get("fingerprint") or meta.get("fingerprint") or {}
-    device = str(record.get("device") or meta.get("device") or "cpu")
-    if not device.startswith("cuda"):
+    device = record.get("device") or meta.get("device")
+    if not is_gpu(device):
         return str((fingerprint.get("cpu") or {}).get("model") or "a CPU")
-    index = int(device.split(":")[1]) if ":" in device else 0
+    index = gpu_index(device)
     gpus = [gpu for gpu in fingerprint.get("gpus") or [] if gpu.get("index") == index]
     return str(gpus[0]["name"]) if gpus else device
 
@@ -115,7 +115,7 @@ def peak_profile(record: dict[str, Any], meta: dict[str, Any]) -> tuple[Any, str
     Never the emulated target: a cell run on an H100 with `hardware: rtx3060` is compared with the H100's peak.
     """
     name = ran_on(record, meta)
-    if not str(record.get("device") or meta.get("device") or "cpu").startswith("cuda"):
+    if not is_gpu(record.get("device") or meta.get("device")):
         return None, f"ran on {name}: a CPU has no published peak here; see percent_of_ceiling"
     profile = profile_for_device(name)
     if profile is None:

@@ -24,9 +24,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from segbench.suite.axes import Rule, rule_matches
+from segbench.results.labels import axes_label
 from segbench.results.metrics import Metric, UnknownMetricError, get_metric
 from segbench.results.metrics import metric_value as named_value
+from segbench.suite.axes import Rule, rule_matches
 
 Verdict = Literal["confirmed", "refuted", "untested"]
 AXES = ("model", "resolution", "batch_size", "precision", "backend")
@@ -161,10 +162,7 @@ def evaluate(expectation: Expectation, records: list[dict[str, Any]]) -> dict[st
         reference = picked[1]
     row["verdict"], row["expected"] = _verdict(expectation, measured, reference)
     row["measured"] = measured
-    row["cell"] = (
-        f"{record['model']} {record['resolution'][0]}x{record['resolution'][1]} b{record['batch_size']} "
-        f"{record['precision']} {record['backend']}"
-    )
+    row["cell"] = axes_label(record)
     return row
 
 
@@ -180,13 +178,9 @@ def evaluate_suite_data(suite: dict[str, Any], records: list[dict[str, Any]]) ->
 
 def evaluate_run(run_dir: Any) -> list[dict[str, Any]]:
     """The expectations of a stored run's suite, evaluated against its records (latest attempt per cell)."""
-    from pathlib import Path
-
-    import yaml
-
     from segbench.results import store as results  # lazy: imports pandas
 
-    suite_file = Path(run_dir) / results.SUITE_FILE
-    if not suite_file.is_file():
+    suite = results.read_suite_copy(run_dir)
+    if not suite.get("expectations"):
         return []
-    return evaluate_suite_data(yaml.safe_load(suite_file.read_text()) or {}, results.read_records(run_dir))
+    return evaluate_suite_data(suite, results.read_records(run_dir))

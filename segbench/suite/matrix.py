@@ -8,6 +8,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from segbench.results.labels import axes_label
 from segbench.suite.axes import rule_matches
 from segbench.suite.schema import ModelEntry, Suite
 
@@ -45,8 +46,7 @@ class CellSpec:
 
     @property
     def label(self) -> str:
-        height, width = self.resolution
-        return f"{self.model} {height}x{width} b{self.batch_size} {self.precision} {self.backend}"
+        return axes_label(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -11,25 +11,24 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from segbench import safe_yaml
-from segbench.data.datasets import CalibrationConfig, DatasetConfig
+from segbench.data.datasets import CalibrationConfig, Dataset, DatasetConfig, check_dataset, images_in_folder
+from segbench.device import DEVICE_NAME_PATTERN
+from segbench.errors import SegbenchError, SuiteError
+from segbench.measure.telemetry import SAMPLE_INTERVAL_S, CooldownConfig
+from segbench.naming import REFERENCE_BACKEND, REFERENCE_PRECISION, did_you_mean, shorten, unknown_name_message
+from segbench.paths import resolve_path
 from segbench.suite.axes import (  # noqa: F401 (re-exported: suite.Rule, suite.MAX_SIDE)
     MAX_SIDE,
     Rule,
     parse_resolution,
     rule_resolutions,
 )
-from segbench.errors import SuiteError
 from segbench.suite.expectations import Expectation
-from segbench.measure.telemetry import SAMPLE_INTERVAL_S, CooldownConfig
-from segbench.naming import did_you_mean, shorten, unknown_name_message
 from segbench.suite.targets import Targets
-from segbench.paths import resolve_path
-from segbench.errors import SegbenchError
-from segbench.data.datasets import Dataset, check_dataset, images_in_folder
 
 MAX_DURATION_S = 86_400.0  # a day of measuring one cell
 MAX_TIMEOUT_S = 7 * 86_400.0
-DeviceName = Annotated[str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d+)$")]
+DeviceName = Annotated[str, Field(pattern=DEVICE_NAME_PATTERN)]
 PositiveInt = Annotated[int, Field(gt=0)]
 
 
@@ -43,10 +42,6 @@ class ModelEntry(StrictModel):
     name: str
     weights: Path | None = None
     options: dict[str, Any] = Field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        return self.name
 
 
 class Timing(StrictModel):
@@ -125,8 +120,8 @@ class Suite(StrictModel):
     models: Annotated[list[ModelEntry], Field(min_length=1)]
     resolutions: Annotated[list[tuple[int, int]], Field(min_length=1)]
     batch_sizes: Annotated[list[PositiveInt], Field(min_length=1)] = [1]
-    precisions: Annotated[list[str], Field(min_length=1)] = ["fp32"]
-    backends: Annotated[list[str], Field(min_length=1)] = ["eager"]
+    precisions: Annotated[list[str], Field(min_length=1)] = [REFERENCE_PRECISION]
+    backends: Annotated[list[str], Field(min_length=1)] = [REFERENCE_BACKEND]
     timing: Timing = Timing()
     memory: MemoryConfig = MemoryConfig()
     roofline: RooflineConfig = RooflineConfig()
@@ -392,7 +387,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
             f"-s {text}: expected KEY=VALUE with a dotted key, e.g. -s timing.min_time_s=5 or -s batch_sizes=[1,8]"
         )
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
+        parsed = safe_yaml.load_text(value) if value.strip() else ""
+    except safe_yaml.YamlRefused as exc:
+        raise SuiteError(f"-s {key}: {exc}") from None
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SuiteError(f"-s {key}: invalid value {value!r} ({problem}); write it as YAML, e.g. [1, 8] or 5") from None

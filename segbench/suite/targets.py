@@ -24,8 +24,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from segbench.errors import SegbenchError
-from segbench.results.metrics import METRICS, Metric, Record, UnknownMetricError, get_metric, is_gpu
 from segbench.naming import did_you_mean
+from segbench.results.metrics import METRICS, Metric, Record, UnknownMetricError, get_metric, ran_on_gpu
 
 Status = Literal["meets", "misses", "unknown"]
 Percentile = Literal["p50", "p90", "p95", "p99"]
@@ -157,7 +157,7 @@ class Requirement:
 
     def metric_for(self, record: Record) -> Metric:
         if self.metric == "memory":
-            return METRICS["peak_mb" if is_gpu(record) else "footprint_mb"]
+            return METRICS["peak_mb" if ran_on_gpu(record) else "footprint_mb"]
         return METRICS[self.metric]
 
     @property

@@ -12,8 +12,9 @@ from typing import Any
 import psutil
 
 import segbench
-from segbench.measure import nvml
+from segbench.device import is_gpu
 from segbench.errors import SegbenchError
+from segbench.measure import nvml
 
 GIB = 1024**3
 TRACKED_PACKAGES = (
@@ -148,7 +149,7 @@ def resolve_device(requested: str) -> str:
 
     if requested == "auto":
         return "cuda:0" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda"):
+    if is_gpu(requested):
         if not torch.cuda.is_available():
             raise SegbenchError(
                 f"'{requested}' requested but CUDA is not available on this machine (torch {torch.__version__}, no "

@@ -14,7 +14,6 @@ import signal
 import sys
 from typing import Any
 
-
 PR_SET_PDEATHSIG = 1
 
 
@@ -114,7 +113,8 @@ def call_in_fork(function: Any) -> Any:
         data = pipe.read()
     _, status = os.waitpid(pid, 0)
     if not data:
-        raise ChildProcessDied(f"the preparation process ended without reporting ({_wait_status(status)})")
+        ended = exit_text(os.waitstatus_to_exitcode(status))
+        raise ChildProcessDied(f"the preparation process ended without reporting ({ended})")
     payload = pickle.loads(data)
     if payload[0] == "ok":
         return payload[1]
@@ -124,7 +124,10 @@ def call_in_fork(function: Any) -> Any:
     raise error
 
 
-def _wait_status(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        return f"killed by {signal_name(-os.WTERMSIG(status))}"
-    return f"exit code {os.WEXITSTATUS(status)}"
+def exit_text(exit_code: int | None) -> str:
+    """How a process ended, as multiprocessing reports it (negative: the signal): 'killed by SIGKILL', 'exit code 1'."""
+    if exit_code is None:
+        return "still running"
+    if exit_code < 0:
+        return f"killed by {signal_name(exit_code)}"
+    return f"exit code {exit_code}"

@@ -14,11 +14,11 @@ from typing import Annotated, Any, Callable, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from segbench.device import is_gpu
 from segbench.errors import SegbenchError
-from segbench.suite.axes import MAX_SIDE
-from segbench.suite.schema import DeviceName, describe_error
-from segbench.suite.schema import Timing
 from segbench.run.isolation import execute_isolated
+from segbench.suite.axes import MAX_SIDE
+from segbench.suite.schema import DeviceName, Timing, describe_error
 
 # A probe returns the cell's status ("ok", "oom", "error", ...) or the cell's outcome dict.
 ProbeOutcome = str | Mapping[str, Any]
@@ -218,7 +218,7 @@ def budget_lines(profile: Any, backend_name: str, device: str) -> list[str]:
         f"budget: {allocator_budget_mb(profile):.0f} MiB for PyTorch's allocator ({profile.total_basis}, minus "
         f"{profile.cuda_context_mb:.0f} MiB CUDA context estimate)"
     ]
-    if not device.startswith("cuda"):
+    if not is_gpu(device):
         lines.append("CPU device: probes are limited by host RAM, not by the card's budget")
     outside = get_backend(backend_name).memory_outside_torch
     if outside:

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from segbench.errors import SegbenchError
-from segbench.models.registry import create_model
 from segbench.measure.accuracy import ConfusionMatrix
+from segbench.models.registry import create_model
 
 RANDOM_WEIGHTS_WARNING = (
     "random weights (no weights file given): these masks are meaningless; they show the output "

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 
 import torch
 
-from segbench.suite.matrix import CellSpec
+from segbench.cell.passes import synthetic_images
+from segbench.device import is_gpu
 from segbench.measure.timing import StopRule, synchronize, time_steps
 from segbench.models.registry import create_model
-from segbench.cell.passes import synthetic_images
+from segbench.naming import REFERENCE_BACKEND, REFERENCE_PRECISION
+from segbench.suite.matrix import CellSpec
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class SelfCheckReport:
 
     @property
     def on_gpu(self) -> bool:
-        return self.device.startswith("cuda")
+        return is_gpu(self.device)
 
     @property
     def ratio(self) -> float:
@@ -107,7 +109,7 @@ def run_selfcheck(model_name: str, resolution: int, repeats: int, seconds: float
     device = torch.device(device_name)
     adapter = create_model(model_name)
     model = adapter.build(device)
-    cell = CellSpec(model_name, (resolution, resolution), 1, "fp32", "eager")
+    cell = CellSpec(model_name, (resolution, resolution), 1, REFERENCE_PRECISION, REFERENCE_BACKEND)
     inputs = adapter.preprocess(synthetic_images(cell, device))
     rule = StopRule(min_iters=10, max_iters=100_000, min_time_s=seconds, max_time_s=seconds * 2)
     harness, bare = [], []

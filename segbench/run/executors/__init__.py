@@ -3,9 +3,9 @@ them over a Ray cluster. Both run every cell in its own fresh process with a har
 
 from __future__ import annotations
 
+from segbench.errors import SegbenchError
 from segbench.run.executors.base import Executor
 from segbench.run.executors.ray import RayExecutor
-from segbench.errors import SegbenchError
 
 
 def get_executor(name: str, address: str | None = None, cpus_per_cell: float | None = None) -> Executor:

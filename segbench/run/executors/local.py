@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
+from segbench.results.store import utc_now
 from segbench.run.executors.base import Job, JobFinished, JobStarted
 from segbench.run.repeats import execute_repeated
-from segbench.results.store import utc_now
 
 
 class LocalExecutor:

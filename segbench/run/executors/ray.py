@@ -22,13 +22,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from segbench.cell.request import CellRequest
+from segbench.device import is_gpu
 from segbench.errors import SegbenchError
 from segbench.run.executors.base import Job, JobFinished, JobStarted
-from segbench.cell.request import CellRequest
-from segbench.system.cpus import claim_cores, release_cores, threads_for_cpus
-from segbench.system.env import fingerprint
 from segbench.run.repeats import execute_repeated
-from segbench.system.cpus import logical_per_core
+from segbench.system.cpus import claim_cores, logical_per_core, release_cores, threads_for_cpus
+from segbench.system.env import fingerprint
 
 LOG_TAIL_CHARS = 100_000
 # Each worker runs its cells through the same warm template (segbench.run.forkserver) as a local run; these
@@ -152,7 +152,7 @@ class RayExecutor:
     def _submit(self, job: Job, avoid_node: str | None = None) -> Any:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        on_gpu = job.request.device.startswith("cuda")
+        on_gpu = is_gpu(job.request.device)
         options: dict[str, Any] = {"num_gpus": 1 if on_gpu else 0, "num_cpus": self._cpus_for(job), "max_retries": 0}
         if on_gpu:
             # Inside the task, the GPU Ray assigned is always cuda:0 (Ray sets CUDA_VISIBLE_DEVICES).
@@ -171,7 +171,7 @@ class RayExecutor:
 
     def _eligible_nodes(self, job: Job) -> list[dict[str, Any]]:
         """Alive nodes that could run the job: with its card, with a GPU for a CUDA cell, with CPUs."""
-        on_gpu = job.request.device.startswith("cuda")
+        on_gpu = is_gpu(job.request.device)
         return [
             node
             for node in self.ray.nodes()
@@ -230,7 +230,7 @@ class RayExecutor:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         self._connect()
-        on_gpu = device.startswith("cuda")
+        on_gpu = is_gpu(device)
         tasks = {}
         for node in self.ray.nodes():
             resources = node.get("Resources") or {}

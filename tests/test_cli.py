@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Callable
 
 import pytest
 import torch
 
+from tests.helpers import segbench
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def segbench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "segbench", *args], capture_output=True, text=True, timeout=300, cwd=cwd
-    )
 
 
 def test_dry_run_prints_the_matrix_with_its_count(write_suite: Callable[..., Path]) -> None:

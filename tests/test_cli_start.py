@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import subprocess
-import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -27,18 +25,13 @@ from segbench.errors import SegbenchError, SuiteError
 from segbench.run.dryrun import DEFAULT_STARTUP_S, estimate_wall_time, plan_cells
 from segbench.suite.matrix import expand
 from segbench.suite.schema import load_suite, parse_suite
+from tests.helpers import segbench
 
 from .conftest import FAST_TIMING, FAULT_PLUGIN
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST_OVERRIDES = [f"timing.{key}={value}" for key, value in FAST_TIMING.items()] + ["roofline.measure_ceiling=false"]
 runner = CliRunner()
-
-
-def segbench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "segbench", *args], capture_output=True, text=True, timeout=300, cwd=cwd, check=False
-    )
 
 
 def set_flags(overrides: list[str]) -> list[str]:

@@ -7,23 +7,22 @@ from pydantic import ValidationError
 
 from segbench.results.metrics import UnknownMetricError
 from segbench.suite.expectations import Expectation, evaluate, metric_value
+from tests.helpers import cell_record
 
 
 def _record(
     precision: str = "fp32", median: float = 10.0, peak: float = 1500.0, status: str = "ok", resolution: int = 640
 ) -> dict[str, Any]:
-    return {
-        "model": "yolov8n-seg",
-        "resolution": [resolution, resolution],
-        "batch_size": 1,
-        "precision": precision,
-        "backend": "eager",
-        "device": "cuda:0",
-        "status": status,
-        "latency_ms": {"median": median},
-        "fps": 1000 / median,
-        "memory_mb": {"nvml_process_peak": peak, "torch_reserved_peak": peak - 300},
-    }
+    return cell_record(
+        f"{precision}-{resolution}",
+        status,
+        median,
+        "yolov8n-seg",
+        resolution,
+        precision,
+        device="cuda:0",
+        memory_mb={"nvml_process_peak": peak, "torch_reserved_peak": peak - 300},
+    )
 
 
 RECORDS = [

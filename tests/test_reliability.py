@@ -23,19 +23,9 @@ import yaml
 
 from segbench.results import store as results
 from tests.conftest import FAST_TIMING, FAULT_PLUGIN
+from tests.helpers import segbench
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def segbench(*args: str, timeout: float = 300, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "segbench", *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        **kwargs,
-    )
 
 
 def only_run_dir(out: Path) -> Path:

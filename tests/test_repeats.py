@@ -12,6 +12,7 @@ import pytest
 from segbench.run.repeats import between_process_spread, merge_repeats
 from segbench.run.runner import run_suite
 from segbench.suite.schema import load_suite
+from tests.helpers import cell_record
 
 
 def test_a_cell_with_repeats_runs_in_k_processes_and_reports_the_median_of_their_medians(
@@ -59,16 +60,7 @@ def test_merge_keeps_the_middle_process_figures_and_the_between_process_interval
 
 def _record(medians: list[float]) -> dict[str, Any]:
     merged = merge_repeats([_outcome(m, i) for i, m in enumerate(medians)], batch_size=1)
-    return {
-        "cell_id": "c",
-        "status": "ok",
-        "model": "m",
-        "resolution": [8, 8],
-        "batch_size": 1,
-        "precision": "fp32",
-        "backend": "eager",
-        **merged,
-    }
+    return cell_record(median=None, resolution=8, **merged)
 
 
 def test_compare_uses_the_between_process_spread_when_both_runs_have_repeats(tmp_path: Path) -> None:

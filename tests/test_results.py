@@ -7,19 +7,11 @@ import pytest
 
 from segbench.errors import ResultsError
 from segbench.results import store as results
+from tests.helpers import cell_record
 
 
 def _record(cell_id: str, status: str = "ok", median: float = 10.0) -> dict:
-    axes = {"resolution": [16, 16], "batch_size": 1, "precision": "fp32", "backend": "eager"}
-    return {
-        "cell_id": cell_id,
-        "status": status,
-        "model": "m",
-        **axes,
-        "latency_ms": {"median": median},
-        "fps": 1000 / median,
-        "samples_ms": [median],
-    }
+    return cell_record(cell_id, status, median, samples_ms=[median])
 
 
 def _run_dir(tmp_path: Path) -> Path:

@@ -1,4 +1,4 @@
-"""Output fidelity against the fp32 eager model: class-map agreement, mIoU, number drift of the raw outputs.
+"""Output fidelity against the fp32 eager model: class-map agreement, mIoU, numeric drift of the raw outputs.
 
 The reference is a fresh fp32 eager build of the same model (same resolved weights, same options),
 run in true fp32 (TF32 off) on held-out photographs, never the ones int8 precisions calibrate on.

@@ -89,7 +89,7 @@ AXIS_COLUMNS = [
     Column("model", "model"),
     Column("card", "card", help="the card this cell ran on (a run over several cards)"),
     Column("resolution", "resolution", sort_key="pixels", help="input height x width"),
-    Column("batch", "batch", number=True),
+    Column("batch", "batch", numeric=True),
     Column("precision", "precision"),
     Column("backend", "backend"),
     Column("options", "options"),
@@ -125,7 +125,7 @@ QUANTIZATION_COLUMNS = [
 FAILURE_COLUMNS = [
     Column("model", "model"),
     Column("resolution", "resolution"),
-    Column("batch", "batch", number=True),
+    Column("batch", "batch", numeric=True),
     Column("precision", "precision"),
     Column("backend", "backend"),
     Column("status", "status"),

@@ -1,0 +1,50 @@
+"""What many test modules share: the CLI run as a user runs it, and a cell record as the runner writes it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def segbench(
+    *args: str, cwd: Path | None = None, timeout: float = 300, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
+    """`python -m segbench ARGS` in a fresh process, its output captured as text; a failing exit is the test's to
+    judge (never raised)."""
+    return subprocess.run(
+        [sys.executable, "-m", "segbench", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        check=False,
+        **kwargs,
+    )
+
+
+def cell_record(
+    cell_id: str = "c",
+    status: str = "ok",
+    median: float | None = 10.0,
+    model: str = "m",
+    resolution: int = 16,
+    precision: str = "fp32",
+    backend: str = "eager",
+    **fields: Any,
+) -> dict[str, Any]:
+    """One results.jsonl line: a square batch-1 cell with a median latency (none when `median` is None); `fields`
+    add to it or replace its parts."""
+    record: dict[str, Any] = {
+        "cell_id": cell_id,
+        "status": status,
+        "model": model,
+        "resolution": [resolution, resolution],
+        "batch_size": 1,
+        "precision": precision,
+        "backend": backend,
+    }
+    if median is not None:
+        record |= {"latency_ms": {"median": median}, "fps": 1000 / median}
+    return record | fields

@@ -10,10 +10,10 @@ import pytest
 import torch
 import yaml
 
+from tests.helpers import FAST_TIMING, FAULT_PLUGIN
+
 pytest_plugins = ["tests.scheduling"]  # xdist workers, groups, start order and the `alone` lock
 
-TESTS_DIR = Path(__file__).parent
-FAULT_PLUGIN = str(TESTS_DIR / "fault_models.py")
 
 # One prepare cache for the session, never the user's: tests that export or compile the same graph reuse it
 # (set at import, so CLI subprocesses and cells inherit it). Tests of the cache itself point elsewhere.
@@ -21,15 +21,6 @@ SESSION_CACHE = tempfile.mkdtemp(prefix="segbench-test-cache-")
 os.environ["SEGBENCH_CACHE_DIR"] = SESSION_CACHE
 os.environ.pop("SEGBENCH_NO_CACHE", None)
 
-FAST_TIMING = {
-    "warmup_iters": 1,
-    "min_iters": 3,
-    "max_iters": 20,
-    "min_time_s": 0.05,
-    "max_time_s": 1.0,
-    "timeout_s": 240,
-    "memory_iters": 1,
-}
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

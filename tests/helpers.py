@@ -7,6 +7,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
+TESTS_DIR = Path(__file__).resolve().parent
+REPO = TESTS_DIR.parent
+FIXTURES = TESTS_DIR / "fixtures"  # committed inputs: a real H100 run made with `hardware: rtx3060`
+FAULT_PLUGIN = str(TESTS_DIR / "fault_models.py")  # test models: tiny, sleeping, failing, hanging, chattering
+
+# A cell measured in a fraction of a second: enough to exercise every pass, never to judge a speed.
+FAST_TIMING = {
+    "warmup_iters": 1,
+    "min_iters": 3,
+    "max_iters": 20,
+    "min_time_s": 0.05,
+    "max_time_s": 1.0,
+    "timeout_s": 240,
+    "memory_iters": 1,
+}
+
 
 def segbench(
     *args: str, cwd: Path | None = None, timeout: float = 300, **kwargs: Any

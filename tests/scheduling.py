@@ -24,7 +24,8 @@ def _uses_a_module_fixture(item: pytest.Item) -> bool:
     return any(definition.scope == "module" for defs in definitions for definition in defs)
 
 
-LONGEST_GROUPS = ("tests.test_ray", "tests.test_precision")  # a Ray cluster's runs; the quantized cells (minutes)
+# A Ray cluster's runs; the quantized cells (minutes each).
+LONGEST_GROUPS = ("tests.run.test_ray", "tests.precision.test_precision")
 
 
 def _start_order(item: pytest.Item) -> int:

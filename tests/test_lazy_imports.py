@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 
 # Runs the CLI in-process, then reports whether torch got imported (the CLI's exit is swallowed).
 PROBE = """

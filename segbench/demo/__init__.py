@@ -22,7 +22,7 @@ VAL_IMAGES = 100
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 # Validation mIoU each committed weights file reached when it was trained (filled in by whoever trains them,
-# from `python -m segbench.demo train`'s last line); tests/test_demo.py checks the committed files against it.
+# from `python -m segbench.demo train`'s last line); tests/demo/test_demo.py checks the committed files against it.
 # Trained on the 2-core Intel Xeon (AVX-512 VNNI) dev VM, torch 2.14.1, 2 threads: Fast-SCNN 60 epochs in 508 s
 # (pixel accuracy 0.979), SegFormer-B0 30 epochs in 625 s (pixel accuracy 0.931; from random weights the
 # transformer learns the shapes far more slowly than the CNN: its loss plateaus at ~0.19 from epoch 12).

@@ -1,0 +1,57 @@
+"""The CLI as a user runs it, in a subprocess."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+
+from tests.helpers import REPO, segbench
+
+
+def test_dry_run_prints_the_matrix_with_its_count(write_suite: Callable[..., Path]) -> None:
+    done = segbench("run", str(write_suite(batch_sizes=[1, 2], precisions=["fp32", "fp16"])), "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "4 cell(s)" in done.stdout and "fp16" in done.stdout and "test-tiny" in done.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_suite_without_cuda_stops_with_a_clear_message() -> None:
+    done = segbench("run", str(REPO / "suites" / "rtx3060.yaml"))
+    assert done.returncode == 2
+    assert (
+        "CUDA is not available" in done.stderr and "--device cpu" in done.stderr and "suites/quick.yaml" in done.stderr
+    )
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_run_writes_a_run_folder_and_prints_a_summary(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    done = segbench("run", str(write_suite(name="cli-run")), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    [run_dir] = (tmp_path / "out").iterdir()
+    assert run_dir.name.startswith("cli-run-")
+    assert "ok" in done.stdout and "median" in done.stdout
+
+
+def test_env_and_models(tmp_path: Path) -> None:
+    env = segbench("env", "--json")
+    assert env.returncode == 0, env.stderr
+    data = json.loads(env.stdout)
+    assert data["cpu"]["logical_cores"] >= 1 and "torch" in data["packages"]
+    if not torch.cuda.is_available():
+        assert data["gpus"] == [] and data["nvml"] != "available"
+    listing = segbench("models", "fast-*")
+    assert listing.returncode == 0 and "fast-scnn" in listing.stdout
+
+
+def test_bad_options_give_one_line(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    done = segbench("run", str(write_suite()), "--device", "tpu")
+    assert done.returncode == 2 and "--device" in done.stderr and "Traceback" not in done.stderr
+    done = segbench("run", str(write_suite()), "--retry-failed")
+    assert done.returncode == 2 and "--resume" in done.stderr
+    done = segbench("run", str(write_suite()), "--resume", str(tmp_path / "nowhere"))
+    assert done.returncode == 2 and "nowhere" in done.stderr and "Traceback" not in done.stderr

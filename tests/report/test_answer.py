@@ -1,0 +1,327 @@
+"""The deployment answer on real runs: verdicts against targets, the answer in HTML and Markdown, stream
+results in every view, the metric catalogue against real records, and `segbench run`'s exit codes.
+
+Targets are set from the run's own figures (never absolute times), so the tests hold on a busy machine.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from segbench.cli.main import app
+from segbench.report.answer import answer
+from segbench.report.exports import write_report
+from segbench.report.plots import memory_vs_resolution
+from segbench.results import store as results
+from segbench.results.metrics import CATALOGUE, METRICS, path_exists
+from segbench.results.runs import load_run
+from segbench.run.runner import run_suite
+from segbench.suite.schema import load_suite
+from segbench.suite.targets import Targets, verdict
+from tests.helpers import FAST_TIMING, FAULT_PLUGIN
+
+from .test_report import build_small_run, copy_run, parse
+
+
+def build_stream_run(factory: pytest.TempPathFactory) -> Path:
+    """One stream cell searching its highest sustainable rate (two short trials, then a confirmation)."""
+    base = factory.getbasetemp() / "segbench-stream-run"
+    marker = base / "run-dir.txt"
+    if marker.is_file():
+        return Path(marker.read_text())
+    base.mkdir(exist_ok=True)
+    suite = {
+        "name": "stream",
+        "device": "cpu",
+        "plugins": [FAULT_PLUGIN],
+        "models": ["test-tiny"],
+        "resolutions": [32],
+        "timing": FAST_TIMING,
+        "roofline": {"measure_ceiling": False},
+        "scenario": "stream",
+        "stream": {"target_fps": "max", "duration_s": 0.5, "search_steps": 2},
+    }
+    suite_path = base / "suite.yaml"
+    suite_path.write_text(yaml.safe_dump(suite, sort_keys=False))
+    run_dir = run_suite(load_suite(suite_path), suite_path, base / "results").run_dir
+    marker.write_text(str(run_dir))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_small_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def stream_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_stream_run(tmp_path_factory)
+
+
+def _splitting_fps(run_dir: Path) -> float:
+    """An FPS target between the run's slowest and fastest ok cell, so some meet it and some miss it."""
+    values = sorted(METRICS["achieved_fps"].value(r) for r in results.read_records(run_dir) if r["status"] == "ok")
+    assert values[0] < values[-1], values
+    return statistics.mean([values[0], values[-1]])
+
+
+def test_verdicts_on_a_real_run_meet_miss_and_unknown(small_run: Path) -> None:
+    target = _splitting_fps(small_run)
+    targets = Targets(fps=target, min_agreement=50)
+    records = results.read_records(small_run)
+    judged = {r["cell_id"]: verdict(r, targets) for r in records}
+    for record in records:
+        status = judged[record["cell_id"]].status
+        if record["status"] == "ok":
+            fps = METRICS["achieved_fps"].value(record)
+            assert status == ("meets" if fps >= target else "misses"), (
+                record["precision"],
+                fps,
+                target,
+                judged[record["cell_id"]].text,
+            )
+        elif record["status"] == "oom":
+            assert status == "misses" and "ran out of memory" in judged[record["cell_id"]].text
+        else:
+            assert status == "unknown" and "ended error" in judged[record["cell_id"]].text
+    statuses = {v.status for v in judged.values()}
+    assert statuses == {"meets", "misses", "unknown"}
+    missed = next(v for r, v in zip(records, judged.values()) if r["status"] == "ok" and v.status == "misses")
+    assert "achieved" in missed.text and "misses by" in missed.text  # which target, and by how much
+
+    result = answer(load_run(small_run), targets)
+    [tiny] = [m for m in result.models if m.model == "test-tiny"]
+    fastest_meeting = max(
+        (r for r in records if judged[r["cell_id"]].status == "meets"), key=lambda r: METRICS["achieved_fps"].value(r)
+    )
+    assert tiny.lines[0].startswith(
+        f"Best: {fastest_meeting['resolution'][0]}x{fastest_meeting['resolution'][1]} batch "
+        f"{fastest_meeting['batch_size']}"
+    )
+    unreachable = answer(load_run(small_run), Targets(fps=1e9))
+    [tiny] = [m for m in unreachable.models if m.model == "test-tiny"]
+    assert tiny.lines[0].startswith("No configuration meets every target. Nearest miss:")
+
+    fidelity_unknown = verdict(
+        next(r for r in records if r["precision"] == "fp32" and r["status"] == "ok"),
+        Targets(metrics=[{"metric": "miou_vs_fp32_pct", "at_least": 1}]),
+    )
+    assert (
+        fidelity_unknown.status == "unknown" and "fp32 eager reference" in fidelity_unknown.text
+    )  # the figure and why it is missing
+
+
+def test_answer_section_in_html_and_markdown(small_run: Path, tmp_path: Path) -> None:
+    target = _splitting_fps(small_run)
+    suite_targets = copy_run(small_run, tmp_path / "with-targets")
+    suite = yaml.safe_load((suite_targets / results.SUITE_FILE).read_text())
+    (suite_targets / results.SUITE_FILE).write_text(yaml.safe_dump({**suite, "targets": {"fps": target}}))
+    page = parse(write_report(suite_targets, tmp_path / "answer.html"))
+    raw = (tmp_path / "answer.html").read_text()
+    assert raw.index('id="answer"') < raw.index('id="header"') < raw.index('id="leaderboard"')  # the answer comes first
+    rows = page.tables["answer-table"]
+    assert len(rows) == 6  # every cell, failed ones included, has a verdict
+    text = page.all_text
+    assert (
+        f"achieved ≥ {METRICS['achieved_fps'].show(target)}" in text
+        and "Best: " in text
+        and "meets" in text
+        and "misses" in text
+    )
+    markdown = write_report(suite_targets, tmp_path / "answer.md", fmt="md").read_text()
+    assert "### Answer" in markdown and "Best: " in markdown and markdown.count("| test-tiny |") >= 4 + 4
+    assert "### Quantization and precision" in markdown and "### Cells that did not finish" in markdown
+
+    # Command-line targets override the suite's; without any there is no verdict and the page says how to add them.
+    runner = CliRunner()
+    done = runner.invoke(
+        app,
+        [
+            "report",
+            str(suite_targets),
+            "--format",
+            "md",
+            "-o",
+            str(tmp_path / "cli.md"),
+            "--target-fps",
+            "1e9",
+            "--memory-budget",
+            "64GiB",
+        ],
+    )
+    assert done.exit_code == 0, done.output
+    assert "No configuration meets every target" in (tmp_path / "cli.md").read_text()
+    plain = write_report(small_run, tmp_path / "plain.md", fmt="md").read_text()
+    assert "No targets are set" in plain and "Fastest: " in plain and "targets:" in plain
+    bad = runner.invoke(app, ["report", str(small_run), "--hardware", "rtx306", "-o", str(tmp_path / "x.html")])
+    assert bad.exit_code == 2 and "did you mean 'rtx3060'" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_stream_results_in_html_markdown_and_csv(stream_run: Path, tmp_path: Path) -> None:
+    [record] = results.read_records(stream_run)
+    assert record["status"] == "ok", record.get("traceback")
+    stream = record["stream"]
+    assert stream["confirmations"] and stream["confirmations"][-1]["keeps_up"] == (stream["max_sustainable_fps"] > 0)
+    assert stream["keeps_up"] == (
+        stream["max_sustainable_fps"] > 0
+    )  # the reported maximum is a rate whose own trial kept up
+    page = parse(write_report(stream_run, tmp_path / "stream.html"))
+    for header in ("sustained FPS", "dropped %", "keeps up", "stream p50 ms", "stream p95 ms", "stream p99 ms"):
+        assert header in page.all_text, header
+    markdown = write_report(stream_run, tmp_path / "stream.md", fmt="md").read_text()
+    assert "| sustained FPS | dropped % | keeps up | stream p50 ms |" in markdown and "FPS sustained" in markdown
+    frame = pd.read_csv(write_report(stream_run, tmp_path / "stream.csv", fmt="csv"))
+    row = frame.iloc[0]
+    assert row["stream_fps"] == pytest.approx(stream["max_sustainable_fps"]) and row[
+        "stream_drop_pct"
+    ] == pytest.approx(stream["drop_pct"])
+    assert (
+        row["stream_p99_ms"] == pytest.approx(stream["latency_ms"]["p99"])
+        and row["stream.frames_offered"] == stream["frames_offered"]
+    )
+    assert row["achieved_fps"] == row["stream_fps"]  # targets judge a stream cell by the rate it sustained
+
+
+def test_every_catalogue_path_resolves_on_a_real_run(small_run: Path, stream_run: Path) -> None:
+    """Each entry's dotted path is where cell.py / runner.py write it (the value may be null, e.g. NVML on a CPU)."""
+    records = [r for r in results.read_records(small_run) + results.read_records(stream_run) if r["status"] == "ok"]
+    unresolved = [m.key for m in CATALOGUE if m.path and not any(path_exists(r, m.path) for r in records)]
+    assert unresolved == []
+    cpu_only_nulls = {
+        "nvml_process_peak_mb",
+        "nvml_device_peak_mb",
+        "torch_allocated_peak_mb",
+        "torch_reserved_peak_mb",
+        "percent_of_peak",
+        "sm_clock_mean_mhz",
+        "sm_clock_min_mhz",
+        "memory_clock_mhz",
+        "temperature_max_c",
+        "power_mean_w",
+        "power_max_w",
+        "gpu_util_pct",
+        "joules_per_image",
+        "throttled_pct",
+        "miou_vs_fp32_pct",
+        "max_abs_logit_diff",
+        "miou_gt_pct",
+        "pixel_accuracy_gt_pct",
+        "mean_accuracy_gt_pct",
+        "miou_delta_pts",
+        "pixel_accuracy_delta_pts",
+        "quantized_share_pct",
+        "percent_of_ceiling",
+    }
+    # ^ GPU-only, logits of a real head, a labelled dataset, a quantized precision, a measured ceiling: none in these
+    # small runs
+    valueless = [
+        m.key
+        for m in CATALOGUE
+        if not m.relative and m.key not in cpu_only_nulls and all(m.value(r) is None for r in records)
+    ]
+    assert valueless == []
+
+
+def test_memory_plot_never_draws_one_point_per_panel(small_run: Path, tmp_path: Path) -> None:
+    assert memory_vs_resolution(load_run(small_run)).image_png  # test-tiny ran at two resolutions
+    one_resolution = copy_run(small_run, tmp_path / "one", keep=lambda r: r["resolution"] == [16, 16])
+    plot = memory_vs_resolution(load_run(one_resolution))
+    assert plot.image_png is None and "single point" in plot.note
+
+
+def _cli_suite(tmp_path: Path, name: str, models: list[str], **extra: Any) -> Path:
+    data = {
+        "name": name,
+        "device": "cpu",
+        "plugins": [FAULT_PLUGIN],
+        "models": models,
+        "resolutions": [16],
+        "timing": FAST_TIMING,
+        "roofline": {"measure_ceiling": False},
+        **extra,
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _last_line(output: str) -> str:
+    return output.strip().splitlines()[-1]
+
+
+def test_run_exit_codes(tmp_path: Path, write_suite: Callable[..., Path]) -> None:
+    runner = CliRunner()
+    results_dir = tmp_path / "results"
+    # oom is a result; a missed target and a refuted claim fail only with --strict.
+    strict_suite = _cli_suite(
+        tmp_path,
+        "gate",
+        ["test-tiny", "test-oom"],
+        targets={"fps": 1e9},
+        expectations=[{"claim": "impossible", "model": "test-tiny", "metric": "fps", "at_least": 1e9}],
+    )
+    done = runner.invoke(app, ["run", str(strict_suite), "--out", str(results_dir)])
+    assert done.exit_code == 0, done.output
+    assert (
+        _last_line(done.output).startswith("exit 0:")
+        and "miss a target" in done.output
+        and "--strict" in _last_line(done.output)
+    )
+    [run_dir] = list(results_dir.iterdir())
+    strict = runner.invoke(
+        app, ["run", str(strict_suite), "--out", str(results_dir), "--resume", str(run_dir), "--strict"]
+    )
+    assert strict.exit_code == 1, strict.output
+    line = _last_line(strict.output)
+    assert line.startswith("exit 1:") and "2 cell(s) miss a target" in line and "1 expectation(s) refuted" in line
+    # an error (or timeout) always fails the run
+    failing = _cli_suite(tmp_path, "failing", ["test-tiny", "test-raise"])
+    broken = runner.invoke(app, ["run", str(failing), "--out", str(tmp_path / "other")])
+    assert (
+        broken.exit_code == 1
+        and "1 cell(s) ended in error or timeout: test-raise 16x16 b1 fp32 eager (error)" in _last_line(broken.output)
+    )
+
+
+@pytest.mark.parametrize(
+    ("targets", "message"),
+    [
+        (
+            {"fps": 30, "metrics": [{"metric": "prepare_sec", "at_most": 60}]},
+            r"targets.metrics\[0\].metric: unknown metric 'prepare_sec' \(did you mean 'prepare_s'\?",
+        ),
+        ({"memory": "rtx306"}, r"targets.memory: 'rtx306' is neither a size .*did you mean 'rtx3060'\?"),
+        ({"fsp": 30}, r"targets.fsp: unknown key 'fsp' \(did you mean 'fps'\?\)"),
+        ({"max_latency_ms": 50, "latency_percentile": "p98"}, r"targets.latency_percentile"),
+    ],
+)
+def test_bad_targets_are_one_line_suite_errors(
+    write_suite: Callable[..., Path], targets: dict[str, Any], message: str
+) -> None:
+    from segbench.errors import SuiteError
+
+    with pytest.raises(SuiteError, match=message) as caught:
+        load_suite(write_suite(targets=targets))
+    assert len(str(caught.value).splitlines()) == 1
+
+
+def test_memory_targets_judge_the_figure_that_competes_for_the_budget() -> None:
+    """GPU: NVML's per-process peak (context included) against the card's driver-reported total; CPU: the footprint."""
+    gpu = {"status": "ok", "device": "cuda:0", "memory_mb": {"nvml_process_peak": 11_000.0, "baseline": 500.0}}
+    cpu = {"status": "ok", "device": "cpu", "memory_mb": {"rss_peak": 1_500.0, "baseline": 700.0}}
+    card = Targets(memory="rtx3060")
+    assert card.memory_budget() is not None and card.memory_budget()[0] < 12 * 1024  # the driver's total, not 12 x 1024
+    assert (
+        verdict(gpu, card).status == "meets"
+        and verdict({**gpu, "memory_mb": {"nvml_process_peak": 12_100.0}}, card).status == "misses"
+    )
+    assert verdict(cpu, Targets(memory="1GiB")).status == "meets"  # 800 MiB of its own, though RSS peaked at 1.5 GiB
+    missed = verdict(cpu, Targets(memory="512MiB"))
+    assert missed.status == "misses" and "footprint 800 MiB > 512 MiB (misses by 288 MiB" in missed.text

@@ -19,7 +19,6 @@ from segbench.device import is_device_name
 from segbench.errors import SegbenchError
 from segbench.report.summary import expectations_table, status_text, summary_table
 from segbench.run import forkserver
-from segbench.run.forkserver import template_output
 from segbench.run.interruption import RunInterrupted, exit_after_a_stop
 from segbench.suite.expectations import evaluate_run
 from segbench.system import cache
@@ -374,7 +373,7 @@ def run(
         raise typer.Exit(exc.exit_code) from None
 
     # The templates write into a file of their own: they outlive the blocks that capture this process's chatter.
-    for captured in (chatter, more_chatter, Captured(template_output())):
+    for captured in (chatter, more_chatter, Captured(forkserver.template_output())):
         captured.write_to(result.run_dir / LOG_DIR / "segbench.log")
     console.print(summary_table(result.records, title=f"{suite.name}: {result.run_dir}"))
     if suite.expectations:

@@ -84,7 +84,6 @@ def coco_names() -> tuple[str, ...]:
 
     import yaml
 
-
     import_ultralytics()
     import ultralytics
 

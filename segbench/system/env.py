@@ -146,7 +146,6 @@ def resolve_device(requested: str) -> str:
     """'auto' picks cuda when present; asking for a GPU the machine lacks is the user's error to fix."""
     import torch
 
-
     if requested == "auto":
         return "cuda:0" if torch.cuda.is_available() else "cpu"
     if is_gpu(requested):

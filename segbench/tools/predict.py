@@ -290,7 +290,6 @@ def dataset_accuracy(dataset: Any, predictions: list[Prediction], out_dir: Path)
     """Score predicted class maps against the dataset's masks (same stems, native size); writes accuracy.json."""
     import cv2
 
-
     summary = json.loads(predictions[0].summary.read_text())
     matrix = ConfusionMatrix(int(summary["num_classes"]), dataset.ignore_index)
     masks = {sample.image: sample.mask for sample in dataset.samples()}

@@ -83,9 +83,11 @@ def test_memory_pass_returns_cached_blocks_before_resetting_peaks(monkeypatch: p
 def test_breakdown_reads_figures_with_the_reports_one_numeric_check() -> None:
     from segbench.report import memory as report_memory
     from segbench.report import tables
+    from segbench.results import metrics
 
-    assert report_memory.numeric is tables.numeric  # one definition of "a recorded figure", not a copy
-    assert [tables.number(value) for value in (3, 2.5, True, "3", None, [1])] == [3.0, 2.5, None, None, None, None]
+    # One definition of "a recorded figure", not a copy: the catalogue's, which the tables and the breakdown use.
+    assert report_memory.number is tables.number is metrics.number
+    assert [metrics.number(value) for value in (3, 2.5, True, "3", None, [1])] == [3.0, 2.5, None, None, None, None]
     assert breakdown_row(h100_record(weights=True))["weights"] is None  # a flag is never a figure
 
 

@@ -60,7 +60,6 @@ def _run_on_worker(request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     """
     import ray
 
-
     cell_request = CellRequest.from_dict(request)
     assigned = _assigned_cpus(ray)
     if cell_request.threads is None:

@@ -1,6 +1,6 @@
 """Command-line options that need more than typer gives: comma lists, a suite built from flags, plugins.
 
-Kept apart from `cli.py` so the commands stay thin and these rules are testable from Python.
+Kept apart from the commands (`run.py`, `tools.py`) so they stay thin and these rules are testable from Python.
 """
 
 from __future__ import annotations

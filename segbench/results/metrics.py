@@ -1,7 +1,7 @@
 """The metric catalogue: the one place that says what each figure of a cell record is.
 
 Each entry gives a key, a label, where the value lives in the record (a dotted path into the
-record as `cell.py` and `runner.py` write it, or a derivation when no single field holds it),
+record as `cell/passes.py` and `run/runner.py` write it, or a derivation when no single field holds it),
 its unit, which direction is better, how it is formatted and a sentence of help. The leaderboard,
 the exports, `compare`, expectations and targets are views on this catalogue: adding a metric
 means its producer plus one entry here.

@@ -1,7 +1,7 @@
 """Matrix axes shared by the suite schema, the matrix and expectations: resolutions and include/exclude rules.
 
-Kept apart from `suite.py` so that modules the suite imports (expectations, targets) can match cells
-without importing the suite back.
+Kept apart from `schema.py` so that modules the schema imports (expectations, targets) can match cells
+without importing the schema back.
 """
 
 from __future__ import annotations

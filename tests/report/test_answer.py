@@ -190,7 +190,7 @@ def test_stream_results_in_html_markdown_and_csv(stream_run: Path, tmp_path: Pat
 
 
 def test_every_catalogue_path_resolves_on_a_real_run(small_run: Path, stream_run: Path) -> None:
-    """Each entry's dotted path is where cell.py / runner.py write it (the value may be null, e.g. NVML on a CPU)."""
+    """Each entry's dotted path is where the cell passes or the runner write it (may be null, e.g. NVML on a CPU)."""
     records = [r for r in results.read_records(small_run) + results.read_records(stream_run) if r["status"] == "ok"]
     unresolved = [m.key for m in CATALOGUE if m.path and not any(path_exists(r, m.path) for r in records)]
     assert unresolved == []

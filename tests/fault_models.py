@@ -33,6 +33,7 @@ class TinyNet(nn.Module):
 class TinyOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sleep_ms: float = 0.0
+    gemm_size: int = 0  # > 0: each forward also multiplies two n x n matrices (work that scales with the threads)
 
 
 class TinyAdapter(SegmentationAdapter):
@@ -45,6 +46,10 @@ class TinyAdapter(SegmentationAdapter):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         if self.options.sleep_ms:
             time.sleep(self.options.sleep_ms / 1000)
+        if self.options.gemm_size:
+            matrix = torch.ones(self.options.gemm_size, self.options.gemm_size)
+            for _ in range(4):
+                matrix = torch.mm(matrix, matrix) * (1.0 / self.options.gemm_size)
         return super().forward(inputs)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -112,8 +113,11 @@ def compare(
     output: Optional[Path] = typer.Option(
         None, "-o", "--output", help="also write the comparison as HTML to this file"
     ),
-    threshold: float = typer.Option(
-        5.0, "--threshold", min=0.0, help="smallest change in % that can count as significant"
+    threshold: Optional[float] = typer.Option(
+        None,
+        "--threshold",
+        min=0.0,
+        help="smallest change in % that can count as significant (default: measured from the runs' A/A spread)",
     ),
     fail_on_regression: Optional[float] = typer.Option(
         None,
@@ -122,10 +126,16 @@ def compare(
         min=0.0,
         help="exit 1 if a cell is significantly slower by PCT % or more, or ran ok in A but not in B",
     ),
+    confirm: bool = typer.Option(
+        False,
+        "--confirm",
+        help="rerun the cells whose median moved beyond the threshold (B's suite, timing.repeats >= 3) and say which "
+        "changes held",
+    ),
 ) -> None:
-    """Compare two runs cell by cell: % change per metric, bootstrap CI, significance; warn when setups differ."""
-    from segbench.report.compare import compare_runs, comparison_table  # lazy: imports pandas (and numpy)
-    from segbench.report.html import render_comparison  # lazy: imports matplotlib (and pandas, numpy)
+    """Compare two runs cell by cell: % change per metric, its interval, and whether it is real (between-process
+    evidence, Holm-corrected); warn when setups differ."""
+    from segbench.report.compare import compare_runs  # lazy: imports pandas (and numpy)
     from segbench.results.store import partial_run_note, read_meta  # lazy: imports pandas
 
     comparison = compare_runs(run_a, run_b, threshold=threshold)
@@ -137,35 +147,108 @@ def compare(
         console.print(f"[yellow]warning: fingerprints differ: {escape(line)}[/]", highlight=False)
     for line in comparison.machine_warnings:
         console.print(f"[red]warning: {escape(line)}[/]", highlight=False)
-    console.print(comparison_table(comparison))
-    worse, better = comparison.significant_count
-    console.print(
-        f"{len(comparison.cells)} matched cell(s): {worse} significantly slower, {better} significantly faster (!: 95 "
-        f"% CI excludes 0 and |change| > {threshold:g} %)"
-    )
-    if comparison.machine_warnings:
-        console.print("[red](!) the measured ceilings differ: these changes compare machines, not code[/]")
+    _print_comparison(comparison)
     for side, labels in (("A", comparison.only_in_a), ("B", comparison.only_in_b)):
         if labels:
             console.print(f"only in {side}: " + "; ".join(escape(label) for label in labels), highlight=False)
     if output is not None:
-        try:
-            output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text(render_comparison(comparison), encoding="utf-8")
-        except OSError as exc:
-            raise SegbenchError(f"{output}: cannot write the comparison ({exc.strerror or exc})") from None
-        console.print(f"comparison written: [bold]{escape(str(output))}[/]", highlight=False)
+        _write_comparison(comparison, output)
+    if confirm:
+        comparison = _confirm(comparison, run_a, run_b, threshold)
     if fail_on_regression is not None:
-        slower = comparison.latency_regressions(fail_on_regression)
-        broken = comparison.status_regressions
-        # Missing or non-finite is a failure of the gate, never a pass: it cannot vouch for what it did not see.
-        unjudged, missing = comparison.unjudgeable, comparison.only_in_a
-        if slower or broken or unjudged or missing:
-            names = [f"{cell.label} ({cell.metric('median_ms').change_pct:+.1f} %)" for cell in slower] + [
-                f"{cell.label} ({cell.status_a} → {cell.status_b})" for cell in broken
-            ]  # type: ignore[union-attr]
-            names += [f"{cell.label} (median latency not a finite number)" for cell in unjudged] + [
-                f"{label} (no result in B)" for label in missing
-            ]
-            errors.print(f"regression: {'; '.join(names)}", markup=False, highlight=False, soft_wrap=True)
-            raise typer.Exit(1)
+        _gate(comparison, fail_on_regression)
+
+
+def _print_comparison(comparison: Any) -> None:
+    from segbench.report.compare import INDICATIVE_HINT, comparison_table  # lazy: imports pandas (and numpy)
+
+    console.print(comparison_table(comparison))
+    worse, better = comparison.significant_count
+    console.print(
+        f"{len(comparison.cells)} matched cell(s): {worse} significantly slower, {better} significantly faster "
+        f"((!): Holm-adjusted p < 0.05 and |change| > {comparison.threshold_pct:.3g} %, threshold "
+        f"{escape(comparison.threshold_source)})",
+        highlight=False,
+    )
+    if comparison.indicative_count:
+        console.print(
+            f"[yellow]{comparison.indicative_count} cell(s) indicative only ((?) beyond the threshold): "
+            f"{escape(INDICATIVE_HINT)}[/]",
+            highlight=False,
+        )
+    if comparison.machine_warnings:
+        console.print("[red](!) the measured ceilings differ: these changes compare machines, not code[/]")
+
+
+def _write_comparison(comparison: Any, output: Path) -> None:
+    from segbench.report.html import render_comparison  # lazy: imports matplotlib (and pandas, numpy)
+
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(render_comparison(comparison), encoding="utf-8")
+    except OSError as exc:
+        raise SegbenchError(f"{output}: cannot write the comparison ({exc.strerror or exc})") from None
+    console.print(f"comparison written: [bold]{escape(str(output))}[/]", highlight=False)
+
+
+CONFIRM_REPEATS = 3
+
+
+def _confirm(comparison: Any, run_a: Path, run_b: Path, threshold: float | None) -> Any:
+    """pyperf-style confirmation: rerun B's flagged cells in >= 3 processes each, compare A with that rerun, and
+    say which flagged changes held (same direction, beyond the threshold). Returns the confirming comparison."""
+    from segbench.cli.run import _suite_for_run  # lazy: cli.run imports the run machinery's helpers
+    from segbench.report.compare import compare_runs  # lazy: imports pandas (and numpy)
+    from segbench.results.store import SUITE_FILE  # lazy: imports pandas
+    from segbench.run.runner import run_suite  # lazy: imports torch
+
+    flagged = {cell.cell_id: cell for cell in comparison.flagged}
+    if not flagged:
+        console.print("confirm: no cell moved beyond the threshold; nothing to rerun")
+        return comparison
+    suite, suite_path, _ = _suite_for_run(run_b / SUITE_FILE, None, None, [], [])
+    repeats = max(CONFIRM_REPEATS, suite.timing.repeats)
+    overrides = [f"timing.repeats={repeats}", f"name={suite.name}-confirm"]
+    suite, suite_path, suite_text = _suite_for_run(run_b / SUITE_FILE, None, None, [], overrides)
+    console.print(f"confirm: rerunning {len(flagged)} flagged cell(s) of B in {repeats} processes each")
+    rerun = run_suite(
+        suite, suite_path, run_b.parent, suite_text=suite_text, only_cells=frozenset(c.split("@")[0] for c in flagged)
+    )
+    confirmed = compare_runs(run_a, rerun.run_dir, threshold=threshold)
+    _print_comparison(confirmed)
+    for cell in confirmed.cells:
+        if cell.cell_id in flagged:
+            console.print(f"confirm: {escape(cell.label)}: {_held(flagged[cell.cell_id], cell)}", highlight=False)
+    console.print(f"confirmation run: [bold]{escape(str(rerun.run_dir))}[/]", highlight=False)
+    again = {cell.cell_id: cell for cell in confirmed.cells}
+    # The gate judges each flagged cell on its confirmation and every other cell as first compared.
+    return replace(comparison, cells=tuple(again.get(cell.cell_id, cell) for cell in comparison.cells))
+
+
+def _held(first: Any, again: Any) -> str:
+    before, after = first.metric("median_ms"), again.metric("median_ms")
+    if after is None or after.change_pct is None:
+        return "no median in the rerun"
+    text = f"{before.change_pct:+.1f} % then {after.change_pct:+.1f} %"
+    same_way = (after.change_pct > 0) == (before.change_pct > 0)
+    if same_way and after.significant:
+        return f"confirmed ({text}, significant between processes)"
+    if same_way and after.beyond_threshold:
+        return f"held, indicative only ({text}; A has one process per cell: rerun A with -s timing.repeats=3)"
+    return f"not reproduced ({text}): the first change was noise"
+
+
+def _gate(comparison: Any, fail_on_regression: float) -> None:
+    slower = comparison.latency_regressions(fail_on_regression)
+    broken = comparison.status_regressions
+    # Missing or non-finite is a failure of the gate, never a pass: it cannot vouch for what it did not see.
+    unjudged, missing = comparison.unjudgeable, comparison.only_in_a
+    if slower or broken or unjudged or missing:
+        names = [f"{cell.label} ({cell.metric('median_ms').change_pct:+.1f} %)" for cell in slower] + [
+            f"{cell.label} ({cell.status_a} → {cell.status_b})" for cell in broken
+        ]  # type: ignore[union-attr]
+        names += [f"{cell.label} (median latency not a finite number)" for cell in unjudged] + [
+            f"{label} (no result in B)" for label in missing
+        ]
+        errors.print(f"regression: {'; '.join(names)}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)

@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 
-BOOTSTRAP_RESAMPLES = 2000
 HIGH_CV = 0.10  # above this a cell's spread is worth a warning in tables and reports
 MIN_SAMPLES_FOR_SPREAD = (
     5  # below this a CV or a bootstrap interval says nothing (n = 1 gives CV 0 and a zero-width CI)
@@ -22,22 +21,18 @@ def spread_unavailable(n: int) -> str | None:
 
 
 def bootstrap_ci(
-    samples: np.ndarray,
-    statistic: Any = np.median,
-    confidence: float = 0.95,
-    resamples: int = BOOTSTRAP_RESAMPLES,
-    seed: int = 0,
+    samples: np.ndarray, quantile: float = 50.0, confidence: float = 0.95, seed: int = 0
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of a statistic; seeded, so the same samples give the same interval."""
-    if samples.size < 2:
-        value = float(statistic(samples)) if samples.size else float("nan")
+    """Interval of a quantile of one process's samples, by stationary block bootstrap (consecutive samples are
+    autocorrelated, so an i.i.d. bootstrap would be far too narrow); seeded, so the same samples give the same
+    interval."""
+    from segbench.measure.significance import interval, within_process_spread  # lazy: arch imports pandas
+
+    values = np.asarray(samples, dtype=np.float64)
+    if values.size < 2 or not (values > 0).all():
+        value = float(np.percentile(values, quantile)) if values.size else float("nan")
         return value, value
-    rng = np.random.default_rng(seed)
-    draws = rng.choice(samples, size=(resamples, samples.size), replace=True)
-    estimates = statistic(draws, axis=1)
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(estimates, [tail, 100 - tail])
-    return float(low), float(high)
+    return interval(within_process_spread(values, quantile, seed=seed), confidence)
 
 
 @dataclass(frozen=True)

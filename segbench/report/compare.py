@@ -1,18 +1,27 @@
-"""Run comparison: match cells by their axes (cell_id), change of each metric in %, bootstrap CIs.
+"""Run comparison: match cells by their axes (cell_id), the change of each metric in %, and whether it is real.
 
-A latency change is significant only when the 95 % interval of the relative change excludes zero *and* the
-change exceeds a threshold. The interval is a bootstrap over the kept samples, or, when both runs measured
-each cell in k >= 2 processes (`timing.repeats`), a Welch t-interval over the per-process medians (the spread
-between processes, which samples of one process cannot show). The interval guards against noise, the threshold
-against differences too small to matter. Peak memory is one measurement per cell (no samples), so it is judged
-by the threshold alone. A quantile gets an interval only when each run has at least 5 samples beyond it (10
-for the median, 100 for p95); without one it is never significant.
+Which evidence a verdict rests on (the README's "Which rule each verdict follows" says the same):
+
+- **Between processes** (both runs measured the cell in k >= 3 processes, `timing.repeats`): a Welch t-test on the
+  logarithms of the per-process values, as pyperf compares its worker processes. This is the only evidence that sees
+  what changes from process to process (±10–30 % on shared 2-core VMs), so only it can make a change significant
+  at the threshold.
+- **Within one process** (fewer repeats): a stationary block bootstrap of each run's kept samples (consecutive
+  samples are autocorrelated). The change is *indicative*: it is shown with its interval, and counts as significant
+  only beyond `SINGLE_PROCESS_AA_BOUND_PCT`, a change that A/A runs of one process each did not reach.
+
+Across the cells of one comparison the p-values of each metric are adjusted by Holm's step-down method, so a gate over
+50 cells does not raise a false alarm because one of 50 tests at 95 % fails by chance. A cell flagged `drifted` in
+either run (its canary moved or the hypervisor stole time), or contended (other processes used its CPUs), is never
+significant. Peak memory is one measurement per
+cell (no samples) and is judged by the threshold alone. The default threshold is measured: twice the runs' median
+between-process CV, the range in which two A/A medians of three processes fall 95 % of the time.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,7 +29,14 @@ import numpy as np
 from rich.markup import escape
 from rich.table import Table
 
-from segbench.measure.stats import BOOTSTRAP_RESAMPLES, LatencyStats
+from segbench.measure.significance import (
+    BETWEEN,
+    SIGNIFICANCE_LEVEL,
+    ChangeTest,
+    adjust,
+    between_process_change,
+    within_process_change,
+)
 from segbench.report.tables import sort_cells
 from segbench.results.labels import cell_label
 from segbench.results.metrics import METRICS, Metric, headline_memory
@@ -28,8 +44,16 @@ from segbench.results.runs import RunData, load_run
 from segbench.results.schema import STAGES
 from segbench.results.store import record_key
 
-DEFAULT_THRESHOLD_PCT = 5.0
-TAIL_SAMPLES_FOR_CI = 5  # samples needed beyond a quantile (each side) before its bootstrap interval means anything
+MIN_PROCESSES_FOR_SIGNIFICANCE = 3  # two processes give one degree of freedom: an interval too wide to use
+# The largest |median change| between A/A runs of one process per cell on the shared 2-core Xeon VMs, rounded up:
+# 24.2 % in quick-20261126T002401Z vs quick-targets-20261126T002456Z (same code and cells, 55 s apart) and
+# AA_BOUND_SOURCE below. Without between-process evidence a change must exceed it to count.
+SINGLE_PROCESS_AA_BOUND_PCT = 30.0
+AA_BOUND_SOURCE = "quick-20261126T002401Z vs quick-targets-20261126T002456Z"
+THRESHOLD_FLOOR_PCT = 2.0  # below this no change matters to a deployment decision, however certain
+MEMORY_THRESHOLD_PCT = 5.0  # the default for one-measurement memory figures (allocator peaks repeat to the byte)
+TAIL_SAMPLES_FOR_CI = 5  # samples needed beyond a quantile (each side) before its interval means anything
+INDICATIVE_HINT = "no between-process spread; rerun with -s timing.repeats=3"
 
 
 def min_samples_for_ci(quantile: float) -> int:
@@ -52,9 +76,19 @@ class MetricChange:
     a: float | None
     b: float | None
     change_pct: float | None  # (b - a) / a in %
-    ci_pct: tuple[float, float] | None  # 95 % bootstrap interval of change_pct
+    ci_pct: tuple[float, float] | None  # 95 % interval of change_pct (unadjusted)
     significant: bool
     higher_is_better: bool
+    evidence: str | None = None  # "between processes (3 vs 3)", "within one process (block bootstrap)", None
+    p_value: float | None = None
+    p_adjusted: float | None = None  # Holm-adjusted across the cells of the comparison
+    indicative: bool = False  # no between-process evidence: the interval cannot see process-to-process variance
+    excluded: str | None = None  # why this change cannot be significant whatever its size ("drifted in B")
+    threshold_pct: float = math.inf  # the size a change must exceed (set when the comparison judges it)
+
+    @property
+    def beyond_threshold(self) -> bool:
+        return self.change_pct is not None and abs(self.change_pct) > self.threshold_pct
 
     @property
     def worse(self) -> bool:
@@ -80,6 +114,12 @@ class CellChange:
     def status_regressed(self) -> bool:
         return self.status_a == "ok" and self.status_b != "ok"
 
+    @property
+    def flagged(self) -> bool:
+        """Worth a confirmation run: its median moved beyond the threshold, significantly or indicatively."""
+        median = self.metric("median_ms")
+        return bool(median and (median.significant or median.indicative and median.beyond_threshold))
+
 
 @dataclass(frozen=True)
 class Comparison:
@@ -91,6 +131,7 @@ class Comparison:
     only_in_b: tuple[str, ...]
     fingerprint_differences: tuple[str, ...]
     machine_warnings: tuple[str, ...] = ()  # measured ceilings that differ: the machines, not the code, changed
+    threshold_source: str = "given"  # how the threshold was chosen ("--threshold", or the A/A spread it came from)
 
     def latency_regressions(self, min_pct: float) -> list[CellChange]:
         """Cells whose median latency got significantly slower by at least min_pct %."""
@@ -128,33 +169,58 @@ class Comparison:
         flagged = [m for m in medians if m and m.significant]
         return sum(m.worse for m in flagged), sum(not m.worse for m in flagged)
 
+    @property
+    def indicative_count(self) -> int:
+        """Cells whose median change rests on one process per side (no between-process evidence)."""
+        return sum(bool((m := c.metric("median_ms")) and m.indicative) for c in self.cells)
+
+    @property
+    def flagged(self) -> list[CellChange]:
+        return [cell for cell in self.cells if cell.flagged]
+
 
 # ---- metrics ---------------------------------------------------------------------------------------
 
 
 def _samples(record: dict[str, Any]) -> Samples | None:
-    """The kept latency samples, through LatencyStats so a record without them is handled in one place."""
-    summary = record.get("latency_ms")
-    if not summary or not record.get("samples_ms"):
+    """The kept latency samples of a single-process record (a repeated one pools its processes: not a series)."""
+    if not record.get("latency_ms") or not record.get("samples_ms") or _processes(record) > 1:
         return None
-    return np.asarray(LatencyStats.from_dict(summary, record["samples_ms"]).samples, dtype=np.float64)
+    return np.asarray(record["samples_ms"], dtype=np.float64)
 
 
 def _end_to_end_samples(record: dict[str, Any]) -> Samples | None:
     """Per-iteration end-to-end time: the three stage samples of the same iteration, summed."""
     stages = record.get("stage_samples_ms") or {}
     series = [stages.get(name) for name in STAGES]
-    if not all(series) or len({len(s) for s in series}) != 1:
+    if _processes(record) > 1 or not all(series) or len({len(s) for s in series}) != 1:
         return None
     return np.sum(np.asarray(series, dtype=np.float64), axis=0)
 
 
+def _processes(record: dict[str, Any]) -> int:
+    return int((record.get("repeats") or {}).get("k") or 1)
+
+
+def _per_process(field: str) -> Callable[[dict[str, Any]], np.ndarray | None]:
+    """The per-process values of one figure of a repeated cell (None where a process withheld it)."""
+
+    def values(record: dict[str, Any]) -> np.ndarray | None:
+        found = (record.get("repeats") or {}).get(field)
+        if not found or len(found) < 2 or any(v is None or not v > 0 for v in found):
+            return None
+        return np.asarray(found, dtype=np.float64)
+
+    return values
+
+
 @dataclass(frozen=True)
 class _Metric:
-    """A catalogue metric compared between runs, with the samples whose bootstrap gives its interval."""
+    """A catalogue metric compared between runs, with the evidence its interval can come from."""
 
     metric: Metric
-    samples: Callable[[dict[str, Any]], Samples | None] | None = None
+    samples: Callable[[dict[str, Any]], Samples | None] | None = None  # one process's series
+    per_process: Callable[[dict[str, Any]], np.ndarray | None] | None = None  # the k processes' values
     quantile: float = 50.0  # the statistic of the samples the value is (50: median)
 
     @property
@@ -174,134 +240,141 @@ class _Metric:
 
 
 METRICS_COMPARED = (
-    _Metric(METRICS["median_ms"], _samples, 50.0),
-    _Metric(METRICS["p95_ms"], _samples, 95.0),
-    _Metric(METRICS["fps"], _samples, 50.0),
-    _Metric(METRICS["end_to_end_ms"], _end_to_end_samples, 50.0),
-    _Metric(METRICS["end_to_end_fps"], _end_to_end_samples, 50.0),
+    _Metric(METRICS["median_ms"], _samples, _per_process("process_medians_ms"), 50.0),
+    _Metric(METRICS["p95_ms"], _samples, _per_process("process_p95_ms"), 95.0),
+    _Metric(METRICS["fps"], _samples, _per_process("process_medians_ms"), 50.0),
+    _Metric(METRICS["end_to_end_ms"], _end_to_end_samples, _per_process("process_end_to_end_ms"), 50.0),
+    _Metric(METRICS["end_to_end_fps"], _end_to_end_samples, _per_process("process_end_to_end_ms"), 50.0),
     _Metric(METRICS["peak_mb"]),
     _Metric(METRICS["footprint_mb"]),
     _Metric(METRICS["miou_gt_pct"]),
 )
-QUANTILES = (50.0, 95.0)  # bootstrapped together: one resample serves every statistic of the same samples
-
-
-def quantile_change_cis(
-    a: Samples,
-    b: Samples,
-    quantiles: tuple[float, ...] = QUANTILES,
-    resamples: int = BOOTSTRAP_RESAMPLES,
-    seed: int = 0,
-) -> dict[float, tuple[float, float]]:
-    """95 % percentile-bootstrap intervals of quantile(b) / quantile(a) - 1, in %, per quantile; both runs resampled,
-    seeded."""
-    rng = np.random.default_rng(seed)
-    draws_a = np.percentile(rng.choice(a, size=(resamples, a.size), replace=True), quantiles, axis=1)
-    draws_b = np.percentile(rng.choice(b, size=(resamples, b.size), replace=True), quantiles, axis=1)
-    intervals = {}
-    for index, quantile in enumerate(quantiles):
-        low, high = np.percentile(draws_b[index] / draws_a[index], [2.5, 97.5])
-        intervals[quantile] = (float((low - 1) * 100), float((high - 1) * 100))
-    return intervals
-
-
-def bootstrap_change_ci(
-    a: Samples, b: Samples, quantile: float = 50.0, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
-) -> tuple[float, float]:
-    """The interval of one quantile's relative change (the median's by default), in %."""
-    return quantile_change_cis(a, b, (quantile,), resamples, seed)[quantile]
-
-
-CiCache = dict[
-    Any, "tuple[dict[float, tuple[float, float]], int] | None"
-]  # samples function -> (intervals, fewer run's n)
-
-
-def _change_ci(
-    metric: _Metric, a: dict[str, Any], b: dict[str, Any], cache: CiCache, resamples: int, seed: int
-) -> tuple[float, float] | None:
-    if metric.samples is None:
-        return None
-    if metric.samples not in cache:
-        samples_a, samples_b = metric.samples(a), metric.samples(b)
-        if samples_a is None or samples_b is None or min(samples_a.size, samples_b.size) < MIN_SAMPLES_FOR_CI:
-            cache[metric.samples] = None
-        else:
-            cache[metric.samples] = (
-                quantile_change_cis(samples_a, samples_b, QUANTILES, resamples, seed),
-                min(samples_a.size, samples_b.size),
-            )
-    cached = cache[metric.samples]
-    if cached is None or cached[1] < min_samples_for_ci(metric.quantile):
-        return None
-    low, high = cached[0][metric.quantile]
-    if metric.higher_is_better:  # FPS is the inverse of the median: invert the ratio's bounds
-        low, high = 100 / (1 + high / 100) - 100, 100 / (1 + low / 100) - 100
-    return low, high
 
 
 def process_medians(record: dict[str, Any]) -> np.ndarray | None:
     """The per-process medians of a cell measured with `timing.repeats` >= 2, else None."""
-    medians = (record.get("repeats") or {}).get("process_medians_ms")
-    return np.asarray(medians, dtype=np.float64) if medians and len(medians) >= 2 else None
+    return _per_process("process_medians_ms")(record)
 
 
-def between_process_change_ci(
-    a: np.ndarray, b: np.ndarray, change_pct: float, confidence: float = 0.95
-) -> tuple[float, float]:
-    """Welch t-interval of the change in % between two sets of per-process medians, centred on the headline change."""
-    from scipy import stats as scipy_stats
-
-    var_a, var_b = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
-    standard_error = math.sqrt(var_a + var_b)
-    if standard_error == 0:
-        return change_pct, change_pct
-    dof = (var_a + var_b) ** 2 / (var_a**2 / (a.size - 1) + var_b**2 / (b.size - 1))
-    half = float(scipy_stats.t.ppf(0.5 + confidence / 2, dof)) * standard_error / float(a.mean()) * 100
-    return change_pct - half, change_pct + half
+def _inverted(test: ChangeTest) -> ChangeTest:
+    """The same test for the inverse figure (FPS is batch / median latency)."""
+    low, high = test.ci_pct
+    return replace(test, ci_pct=(100 / (1 + high / 100) - 100, 100 / (1 + low / 100) - 100))
 
 
-def _between_process_ci(
-    metric: _Metric, a: dict[str, Any], b: dict[str, Any], change_pct: float
-) -> tuple[float, float] | None:
-    """For the median and FPS when both runs measured each cell in >= 2 processes: the between-process interval."""
-    medians_a, medians_b = process_medians(a), process_medians(b)
-    if medians_a is None or medians_b is None or metric.key not in ("median_ms", "fps"):
+TestCache = dict[Any, "ChangeTest | None"]
+
+
+def _change_test(
+    metric: _Metric, a: dict[str, Any], b: dict[str, Any], cache: TestCache, seed: int
+) -> ChangeTest | None:
+    """Between processes when both runs have >= 3; otherwise within one process; None without enough samples."""
+    key = (metric.per_process, metric.samples, metric.quantile)
+    if key not in cache:
+        cache[key] = _uncached_test(metric, a, b, seed)
+    test = cache[key]
+    return _inverted(test) if test is not None and metric.higher_is_better else test
+
+
+def _uncached_test(metric: _Metric, a: dict[str, Any], b: dict[str, Any], seed: int) -> ChangeTest | None:
+    if metric.per_process is not None:
+        values_a, values_b = metric.per_process(a), metric.per_process(b)
+        if values_a is not None and values_b is not None:
+            test = between_process_change(values_a, values_b)
+            return replace(test, evidence=f"{BETWEEN} ({values_a.size} vs {values_b.size})")
+    if metric.samples is None:
         return None
-    if not metric.higher_is_better:
-        return between_process_change_ci(medians_a, medians_b, change_pct)
-    latency_change = (float(np.median(medians_b)) / float(np.median(medians_a)) - 1) * 100
-    low, high = between_process_change_ci(medians_a, medians_b, latency_change)
-    return 100 / (1 + high / 100) - 100, 100 / (1 + low / 100) - 100  # FPS is the inverse of the median
+    samples_a, samples_b = metric.samples(a), metric.samples(b)
+    needed = min_samples_for_ci(metric.quantile)
+    if samples_a is None or samples_b is None or min(samples_a.size, samples_b.size) < needed:
+        return None
+    return within_process_change(samples_a, samples_b, metric.quantile, seed=seed)
 
 
-def _metric_change(
-    metric: _Metric,
-    a: dict[str, Any],
-    b: dict[str, Any],
-    threshold_pct: float,
-    cache: CiCache,
-    resamples: int,
-    seed: int,
-) -> MetricChange:
+EXCLUDING_FLAGS = ("drifted", "contended")  # the machine, not the code, may have moved the figure
+
+
+def _excluded(a: dict[str, Any], b: dict[str, Any]) -> str | None:
+    """Why no change of this cell can be significant: a run measured it while the machine drifted (its canary
+    moved, the hypervisor stole time) or while other processes competed for its CPUs."""
+    reasons = []
+    for flag in EXCLUDING_FLAGS:
+        sides = [side for side, record in (("A", a), ("B", b)) if record.get(flag)]
+        if sides:
+            reasons.append(f"{flag} in {' and '.join(sides)}")
+    return "; ".join(reasons) or None
+
+
+def _metric_change(metric: _Metric, a: dict[str, Any], b: dict[str, Any], cache: TestCache, seed: int) -> MetricChange:
+    """The change with its test, before the threshold and the multiplicity correction decide significance."""
     value_a, value_b = metric.value(a), metric.value(b)
     if metric.key in ("peak_mb", "footprint_mb") and headline_memory(a)[1] != headline_memory(b)[1]:
         value_a = value_b = None  # different memory figures (e.g. NVML vs RSS) are not comparable
     change = (value_b - value_a) / value_a * 100 if value_a and value_b is not None else None
-    # Between processes when both runs have them (pyperf's worker processes): samples of one process share its luck.
-    between = _between_process_ci(metric, a, b, change) if change is not None else None
-    ci = (
-        between
-        if between is not None
-        else (_change_ci(metric, a, b, cache, resamples, seed) if change is not None else None)
+    test = _change_test(metric, a, b, cache, seed) if change is not None else None
+    between = test is not None and test.evidence.startswith(BETWEEN)
+    enough_processes = between and min(_processes(a), _processes(b)) >= MIN_PROCESSES_FOR_SIGNIFICANCE
+    return MetricChange(
+        metric.key,
+        metric.label,
+        value_a,
+        value_b,
+        change,
+        test.ci_pct if test else None,
+        False,
+        metric.higher_is_better,
+        evidence=test.evidence if test else None,
+        p_value=test.p_value if test else None,
+        indicative=test is not None and not enough_processes,
+        excluded=_excluded(a, b),
     )
-    if change is None:
-        significant = False
-    elif metric.samples is None:
-        significant = abs(change) > threshold_pct
+
+
+def _judged(change: MetricChange, p_adjusted: float | None, threshold_pct: float, has_samples: bool) -> MetricChange:
+    """Significance: beyond the threshold, and (for sampled metrics) Holm-adjusted p below the level, with the
+    between-process evidence or beyond what single-process A/A runs reach."""
+    if change.change_pct is None or change.excluded:
+        return replace(change, p_adjusted=p_adjusted, threshold_pct=threshold_pct)
+    size = abs(change.change_pct)
+    if not has_samples:
+        significant = size > threshold_pct
     else:
-        significant = ci is not None and (ci[0] > 0 or ci[1] < 0) and abs(change) > threshold_pct
-    return MetricChange(metric.key, metric.label, value_a, value_b, change, ci, significant, metric.higher_is_better)
+        bound = SINGLE_PROCESS_AA_BOUND_PCT if change.indicative else threshold_pct
+        significant = p_adjusted is not None and p_adjusted < SIGNIFICANCE_LEVEL and size > max(bound, threshold_pct)
+    return replace(change, significant=significant, p_adjusted=p_adjusted, threshold_pct=threshold_pct)
+
+
+def _holm_per_metric(cells: list[list[MetricChange]]) -> list[list[float | None]]:
+    """Holm-adjusted p-values, one family per metric across the cells (drifted cells are not in any family)."""
+    adjusted: list[list[float | None]] = [[None] * len(changes) for changes in cells]
+    for column in range(len(METRICS_COMPARED)):
+        members = [
+            (row, changes[column].p_value)
+            for row, changes in enumerate(cells)
+            if changes and changes[column].p_value is not None and not changes[column].excluded
+        ]
+        for (row, _), p in zip(members, adjust([p for _, p in members])):
+            adjusted[row][column] = p
+    return adjusted
+
+
+def auto_threshold(records_a: list[dict[str, Any]], records_b: list[dict[str, Any]]) -> tuple[float, str]:
+    """The default threshold from the runs' own A/A spread: twice the median between-process CV when both runs
+    repeated their cells (two medians of 3 such processes differ by less than that 95 % of the time); without
+    repeats, the single-process A/A bound."""
+    cvs = [
+        float(cv)
+        for record in (*records_a, *records_b)
+        if (cv := (record.get("repeats") or {}).get("between_cv")) is not None and math.isfinite(float(cv))
+    ]
+    repeated = all(_processes(r) >= MIN_PROCESSES_FOR_SIGNIFICANCE for r in (*records_a, *records_b))
+    if not cvs or not repeated:
+        return SINGLE_PROCESS_AA_BOUND_PCT, (
+            f"auto: one process per cell, so the single-process A/A bound ({AA_BOUND_SOURCE}); {INDICATIVE_HINT}"
+        )
+    spread = 2 * float(np.median(cvs)) * 100
+    threshold = max(THRESHOLD_FLOOR_PCT, spread)
+    return threshold, f"auto: 2 x the runs' median between-process CV ({float(np.median(cvs)) * 100:.1f} %)"
 
 
 # ---- runs ------------------------------------------------------------------------------------------
@@ -362,7 +435,7 @@ def cell_flags(record_a: dict[str, Any], record_b: dict[str, Any]) -> tuple[str,
     """'contended in B', 'undersampled in A': measurement conditions that make a change less trustworthy."""
     return tuple(
         f"{flag} in {side}"
-        for flag in ("contended", "undersampled")
+        for flag in ("contended", "undersampled", "drifted")
         for side, record in (("A", record_a), ("B", record_b))
         if record.get(flag)
     )
@@ -371,25 +444,34 @@ def cell_flags(record_a: dict[str, Any], record_b: dict[str, Any]) -> tuple[str,
 def compare_runs(
     a: Path | str | RunData,
     b: Path | str | RunData,
-    threshold: float = DEFAULT_THRESHOLD_PCT,
-    resamples: int = BOOTSTRAP_RESAMPLES,
+    threshold: float | None = None,
     seed: int = 0,
 ) -> Comparison:
-    """Compare run b against run a (the baseline); threshold is in percent."""
+    """Compare run b against run a (the baseline); threshold is in percent, None for the measured A/A default."""
     run_a = a if isinstance(a, RunData) else load_run(a)
     run_b = b if isinstance(b, RunData) else load_run(b)
     # record_key is the cell_id (a hash of the axes), qualified by the card in a run over several cards.
     by_id_a = {record_key(r): r for r in run_a.records}
     by_id_b = {record_key(r): r for r in run_b.records}
+    pairs = [(r, by_id_b[record_key(r)]) for r in sort_cells([r for r in run_a.records if record_key(r) in by_id_b])]
+    ok_pairs = [(ra, rb) for ra, rb in pairs if ra.get("status") == "ok" and rb.get("status") == "ok"]
+    if threshold is None:
+        latency_threshold, source = auto_threshold([ra for ra, _ in ok_pairs], [rb for _, rb in ok_pairs])
+        memory_threshold = MEMORY_THRESHOLD_PCT
+    else:
+        latency_threshold, source, memory_threshold = threshold, "--threshold", threshold
+    raw = [_raw_changes(ra, rb, seed) for ra, rb in pairs]
+    adjusted = _holm_per_metric(raw)
     cells = []
-    for record_a in sort_cells([r for r in run_a.records if record_key(r) in by_id_b]):
-        record_b = by_id_b[record_key(record_a)]
-        both_ok = record_a.get("status") == "ok" and record_b.get("status") == "ok"
-        cache: CiCache = {}
-        metrics = (
-            tuple(_metric_change(m, record_a, record_b, threshold, cache, resamples, seed) for m in METRICS_COMPARED)
-            if both_ok
-            else ()
+    for (record_a, record_b), changes, p_values in zip(pairs, raw, adjusted):
+        judged = tuple(
+            _judged(
+                change,
+                p,
+                latency_threshold if metric.samples is not None else memory_threshold,
+                metric.samples is not None,
+            )
+            for metric, change, p in zip(METRICS_COMPARED, changes, p_values)
         )
         cells.append(
             CellChange(
@@ -397,35 +479,62 @@ def compare_runs(
                 cell_label(record_a),
                 str(record_a.get("status")),
                 str(record_b.get("status")),
-                metrics,
+                judged,
                 cell_flags(record_a, record_b),
             )
         )
     return Comparison(
         name_a=run_a.name,
         name_b=run_b.name,
-        threshold_pct=threshold,
+        threshold_pct=latency_threshold,
         cells=tuple(cells),
         only_in_a=tuple(cell_label(r) for r in sort_cells([r for r in run_a.records if record_key(r) not in by_id_b])),
         only_in_b=tuple(cell_label(r) for r in sort_cells([r for r in run_b.records if record_key(r) not in by_id_a])),
         fingerprint_differences=tuple(fingerprint_differences(run_a.meta, run_b.meta)),
         machine_warnings=tuple(ceiling_differences(run_a.meta, run_b.meta)),
+        threshold_source=source,
     )
+
+
+def _raw_changes(record_a: dict[str, Any], record_b: dict[str, Any], seed: int) -> list[MetricChange]:
+    if record_a.get("status") != "ok" or record_b.get("status") != "ok":
+        return []
+    cache: TestCache = {}
+    return [_metric_change(metric, record_a, record_b, cache, seed) for metric in METRICS_COMPARED]
 
 
 # ---- presentation ----------------------------------------------------------------------------------
 
 
 def change_text(change: MetricChange | None, with_ci: bool = False) -> str:
-    """'+20.1 % (!) [+18.0, +22.3]': the change, the significance mark, optionally the interval."""
+    """'+20.1 % (!) [+18.0, +22.3]': the change, its mark ((!) significant, (?) indicative beyond the threshold,
+    (drifted) excluded), optionally the interval."""
     if change is None or change.change_pct is None:
         return "–"
     text = f"{change.change_pct:+.1f} %"
     if change.significant:
         text += " (!)"
+    elif change.excluded and change.beyond_threshold:
+        text += " (not judged)"
+    elif change.indicative and change.beyond_threshold:
+        text += " (?)"
     if with_ci and change.ci_pct is not None:
         text += f" [{change.ci_pct[0]:+.1f}, {change.ci_pct[1]:+.1f}]"
     return text
+
+
+def evidence_text(change: MetricChange | None) -> str:
+    """'3 vs 3 processes, p = 0.004' or '1 process (indicative), p = 0.03' or the reason it is excluded."""
+    if change is None or change.evidence is None:
+        return "–"
+    if change.evidence.startswith(BETWEEN):
+        counts = change.evidence.removeprefix(BETWEEN).strip(" ()")
+        text = f"{counts} processes" + (" (indicative: < 3)" if change.indicative else "")
+    else:
+        text = "1 process (indicative)"
+    if change.excluded:
+        return f"{text}; {change.excluded}: not judged"
+    return text + (f", p = {change.p_adjusted:.2g}" if change.p_adjusted is not None else "")
 
 
 def change_tone(change: MetricChange | None) -> str:
@@ -458,6 +567,7 @@ def comparison_table(comparison: Comparison) -> Table:
         "status",
         "median ms (A → B)",
         "median Δ [95 % CI]",
+        "evidence (Holm p)",
         "p95 Δ",
         "FPS Δ",
         "end-to-end Δ",
@@ -475,6 +585,7 @@ def comparison_table(comparison: Comparison) -> Table:
             f"[red]{status}[/]" if cell.status_regressed else status,
             f"{median.a:.3g} → {median.b:.3g}" if median and median.a is not None and median.b is not None else "–",
             _rich_change(median, with_ci=True),
+            escape(evidence_text(median)),
             _rich_change(cell.metric("p95_ms")),
             _rich_change(cell.metric("fps")),
             _rich_change(cell.metric("end_to_end_ms")),

@@ -20,7 +20,16 @@ from segbench.formatting import fmt_duration, fmt_fixed, fmt_flag, fmt_ms, fmt_t
 from segbench.formatting import missing as _missing
 from segbench.report import plots, tables
 from segbench.report.answer import FPS_SENTENCE, HOW_TO, Answer, answer
-from segbench.report.compare import Comparison, change_text, change_tone, min_samples_for_ci
+from segbench.report.compare import (
+    AA_BOUND_SOURCE,
+    INDICATIVE_HINT,
+    SINGLE_PROCESS_AA_BOUND_PCT,
+    Comparison,
+    change_text,
+    change_tone,
+    evidence_text,
+    min_samples_for_ci,
+)
 from segbench.report.memory import BREAKDOWN_NOTE, gpu_memory_breakdown
 from segbench.results.metrics import METRICS
 from segbench.results.runs import RunData
@@ -371,6 +380,12 @@ COMPARE_METRICS = (
 )
 
 
+EVIDENCE_HELP = (
+    "what the median's verdict rests on: k vs k processes (Welch t-test, significant at the threshold) or one process "
+    "(indicative); the p-value is Holm-adjusted across the cells"
+)
+
+
 def comparison_context(comparison: Comparison) -> dict[str, Any]:
     rows = []
     for cell in comparison.cells:
@@ -385,6 +400,8 @@ def comparison_context(comparison: Comparison) -> dict[str, Any]:
                     f"num {change_tone(metric)}{' significant' if metric and metric.significant else ''}",
                 )
             )
+            if key == "median_ms":
+                changes.append(Cell(evidence_text(metric), evidence_text(metric), ""))
         rows.append(
             {
                 "cell": cell,
@@ -403,12 +420,19 @@ def comparison_context(comparison: Comparison) -> dict[str, Any]:
         "title": f"segbench compare: {comparison.name_b} vs {comparison.name_a}",
         "comparison": comparison,
         "change_columns": [
-            (f"{METRICS[key].name} Δ" + (" [95 % CI]" if key == "median_ms" else ""), METRICS[key].help)
+            column
             for key in COMPARE_METRICS
+            for column in [
+                (f"{METRICS[key].name} Δ" + (" [95 % CI]" if key == "median_ms" else ""), METRICS[key].help),
+                *([("evidence (Holm p)", EVIDENCE_HELP)] if key == "median_ms" else []),
+            ]
         ],
         "rows": rows,
         "worse": worse,
         "better": better,
+        "indicative_hint": INDICATIVE_HINT,
+        "aa_bound": SINGLE_PROCESS_AA_BOUND_PCT,
+        "aa_source": AA_BOUND_SOURCE,
         "min_samples": min_samples_for_ci(50.0),
         "min_samples_p95": min_samples_for_ci(95.0),
         "generated": f"segbench {segbench.__version__}",

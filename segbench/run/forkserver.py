@@ -51,7 +51,17 @@ from segbench.system.process import die_with_parent, exit_text
 WARM_START_ENV = "SEGBENCH_WARM_START"
 MAX_TEMPLATES = 4  # a quantization suite cycles through ~4 import sets per model; each idle template holds ~0.6 GB
 READY_TIMEOUT_S = 600.0  # imports on a busy machine can take a minute; a hung template still ends
-BASE_IMPORTS = ("torch", "torchvision", "numpy", "psutil", "segbench.cell.passes", "segbench.run.isolation")
+# arch.bootstrap and scipy.stats give every pass its block-bootstrap interval; imported once here, not in each cell.
+BASE_IMPORTS = (
+    "torch",
+    "torchvision",
+    "numpy",
+    "psutil",
+    "arch.bootstrap",
+    "scipy.stats",
+    "segbench.cell.passes",
+    "segbench.run.isolation",
+)
 # Never imported in a template: importing OpenVINO starts a telemetry thread that itself forks a process
 # and waits on the network; forking the template while that thread runs could leave the child a held lock.
 # Cells of these libraries import them themselves.

@@ -1,10 +1,16 @@
 """`timing.repeats: k`: each cell measured in k separate processes, as pyperf does with its worker processes.
 
 One process's samples share its memory layout, its allocator state, its thread placement and the
-kernels its libraries picked; a second process can land elsewhere on all of them. So the headline
-median is the median of the k per-process medians, and its spread (CV, 95 % interval) is between
-processes, a t-interval over the k medians. The other figures (memory, fidelity, telemetry) come from
-the process whose median is the middle one, so every figure in a record was really measured.
+kernels its libraries picked; a second process can land elsewhere on all of them. One rule holds for every
+timed figure of a repeated cell (latency and end-to-end statistics, each stage, the cold first call):
+
+- the figure is the **median of the k per-process figures**;
+- its spread is **between processes**: the CV of the k values, and a 95 % t-interval (k - 1 degrees of freedom)
+  of their logarithms, centred on the figure, so the interval and the figure are one estimate;
+- the k per-process values are kept (`repeats.process_*`), and `compare` tests changes on them (Welch).
+
+The untimed figures (memory, fidelity, telemetry) come from the process whose latency median is the middle one, so
+every figure in a record was really measured.
 """
 
 from __future__ import annotations
@@ -16,31 +22,84 @@ from typing import Any
 
 import numpy as np
 
-from segbench.measure.stats import HIGH_CV, LatencyStats
+from segbench.measure.stats import HIGH_CV
 from segbench.run.isolation import execute_isolated
 
 Execute = Callable[[Any, float, "Path | None"], dict[str, Any]]
+STATISTICS = ("mean", "median", "p90", "p95", "p99", "min", "max")
+PER_PROCESS_FIELDS = {  # repeats.<field>: the k per-process values compare tests
+    "process_medians_ms": ("latency_ms", "median"),
+    "process_p95_ms": ("latency_ms", "p95"),
+    "process_end_to_end_ms": ("end_to_end_ms", "median"),
+    "process_end_to_end_p95_ms": ("end_to_end_ms", "p95"),
+}
+REASON_FLAGS = ("undersampled", "contended", "drifted")  # a flag of any process is the cell's, with its process
 
 
-def between_process_spread(medians: list[float]) -> dict[str, Any]:
-    """CV and a 95 % t-interval of the mean of per-process medians; None with the reason below two processes."""
-    values = np.asarray(medians, dtype=np.float64)
-    if values.size < 2:
+def between_process_spread(values: list[float], centre: float | None = None) -> dict[str, Any]:
+    """CV and a 95 % t-interval of k per-process values (on their logs, centred on `centre`, by default their
+    median); None with the reason below two processes."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.size < 2:
         return {
             "cv": None,
             "ci95": None,
             "unavailable": "one process: no between-process spread (set timing.repeats >= 2)",
         }
+    if not (array > 0).all():
+        return {"cv": None, "ci95": None, "unavailable": "a process measured no positive value"}
     from scipy import stats as scipy_stats  # here: importing it costs 1 s, and only repeated cells need it
 
-    mean, std = float(values.mean()), float(values.std(ddof=1))
-    half = float(scipy_stats.t.ppf(0.975, values.size - 1)) * std / math.sqrt(values.size)
-    return {"cv": std / mean if mean > 0 else 0.0, "ci95": [mean - half, mean + half], "unavailable": None}
+    centre = float(np.median(array)) if centre is None else centre
+    half = float(scipy_stats.t.ppf(0.975, array.size - 1)) * float(np.log(array).std(ddof=1)) / math.sqrt(array.size)
+    mean = float(array.mean())
+    return {
+        "cv": float(array.std(ddof=1)) / mean if mean > 0 else 0.0,
+        "ci95": [centre * math.exp(-half), centre * math.exp(half)],
+        "unavailable": None,
+    }
 
 
 def _joined(outcomes: list[dict[str, Any]], key: str) -> str | None:
     reasons = [f"process {index + 1}: {outcome[key]}" for index, outcome in enumerate(outcomes) if outcome.get(key)]
     return "; ".join(reasons) or None
+
+
+def _median_or_none(values: list[Any]) -> float | None:
+    """The median of the per-process values, or None when any process withheld the figure."""
+    if not values or any(value is None for value in values):
+        return None
+    return float(np.median(np.asarray(values, dtype=np.float64)))
+
+
+def merge_summaries(summaries: list[dict[str, Any]], k: int) -> dict[str, Any]:
+    """One statistics summary from k processes' summaries of the same figure (see the module's rule)."""
+    merged: dict[str, Any] = {name: _median_or_none([s.get(name) for s in summaries]) for name in STATISTICS}
+    spread = between_process_spread([s["median"] for s in summaries], merged["median"])
+    withheld = {key: s[key] for s in summaries for key in s if key.endswith("_unavailable") and s[key]}
+    return {
+        **withheld,  # a percentile withheld in any process (too few samples there) stays withheld, with its reason
+        **merged,
+        "std": None,
+        "cv": spread["cv"],
+        "ci95": spread["ci95"],
+        "n": sum(int(s.get("n") or 0) for s in summaries),
+        "n_per_process": [s.get("n") for s in summaries],
+        "spread": f"between {k} processes: the median of the per-process figures, t-interval on their logs",
+        "spread_unavailable": spread["unavailable"],
+    }
+
+
+def _pooled(outcomes: list[dict[str, Any]], field: str) -> list[float]:
+    return [sample for outcome in outcomes for sample in outcome.get(field) or []]
+
+
+def _pooled_stages(outcomes: list[dict[str, Any]]) -> dict[str, list[float]]:
+    stage_samples: dict[str, list[float]] = {}
+    for outcome in outcomes:
+        for stage, values in (outcome.get("stage_samples_ms") or {}).items():
+            stage_samples.setdefault(stage, []).extend(values)
+    return stage_samples
 
 
 def merge_repeats(outcomes: list[dict[str, Any]], batch_size: int) -> dict[str, Any]:
@@ -52,43 +111,37 @@ def merge_repeats(outcomes: list[dict[str, Any]], batch_size: int) -> dict[str, 
         return {**failed[0], "repeats": {"k": k, "statuses": statuses}}
     medians = [float(outcome["latency_ms"]["median"]) for outcome in outcomes]
     middle = sorted(range(k), key=lambda index: medians[index])[(k - 1) // 2]
-    headline = float(np.median(medians))
-    spread = between_process_spread(medians)
-    pooled = LatencyStats.from_samples([sample for outcome in outcomes for sample in outcome["samples_ms"]])
-    latency = {
-        **pooled.summary(),
-        "median": headline,
-        "cv": spread["cv"],
-        "ci95": spread["ci95"],
-        "spread": f"between {k} processes (t-interval of the per-process medians)",
-        "spread_unavailable": spread["unavailable"],
-    }
-    e2e_medians = [float(outcome["end_to_end_ms"]["median"]) for outcome in outcomes]
-    stage_samples: dict[str, list[float]] = {}
-    for outcome in outcomes:
-        for stage, values in (outcome.get("stage_samples_ms") or {}).items():
-            stage_samples.setdefault(stage, []).extend(values)
+    latency = merge_summaries([outcome["latency_ms"] for outcome in outcomes], k)
+    end_to_end = merge_summaries([outcome["end_to_end_ms"] for outcome in outcomes], k)
+    stage_names = set.intersection(*(set(outcome.get("stages_ms") or {}) for outcome in outcomes))
+    stages = {name: merge_summaries([o["stages_ms"][name] for o in outcomes], k) for name in sorted(stage_names)}
+    pooled = _pooled(outcomes, "samples_ms")
     return {
         **outcomes[middle],
         "latency_ms": latency,
-        "samples_ms": list(pooled.samples),
-        "fps": batch_size * 1000.0 / headline,
-        "iterations": pooled.n,
-        "end_to_end_ms": {**outcomes[middle]["end_to_end_ms"], "median": float(np.median(e2e_medians))},
-        "end_to_end_fps": batch_size * 1000.0 / float(np.median(e2e_medians)),
-        "stage_samples_ms": stage_samples,
-        "noisy": bool(spread["cv"] is not None and spread["cv"] > HIGH_CV)
+        "samples_ms": pooled,  # every process's samples, for plots; no statistic is computed from the pool
+        "fps": batch_size * 1000.0 / latency["median"],
+        "iterations": len(pooled),
+        "end_to_end_ms": end_to_end,
+        "end_to_end_fps": batch_size * 1000.0 / end_to_end["median"],
+        "stages_ms": stages,
+        "stage_samples_ms": _pooled_stages(outcomes),
+        "first_call_ms": _median_or_none([outcome.get("first_call_ms") for outcome in outcomes]),
+        "noisy": bool(latency["cv"] is not None and latency["cv"] > HIGH_CV)
         or any(outcome.get("noisy") for outcome in outcomes),
-        "undersampled": _joined(outcomes, "undersampled"),
-        "contended": _joined(outcomes, "contended"),
+        **{flag: _joined(outcomes, flag) for flag in REASON_FLAGS},
         "repeats": {
             "k": k,
             "statuses": statuses,
-            "process_medians_ms": medians,
-            "between_cv": spread["cv"],
-            "between_ci95": spread["ci95"],
+            **{
+                name: [outcome[figure].get(statistic) for outcome in outcomes]
+                for name, (figure, statistic) in PER_PROCESS_FIELDS.items()
+            },
+            "between_cv": latency["cv"],
+            "between_ci95": latency["ci95"],
             "within_cv": [outcome["latency_ms"].get("cv") for outcome in outcomes],
             "figures_from_process": middle + 1,
+            "rule": "every timed figure: median of the per-process figures; spread between processes",
         },
     }
 

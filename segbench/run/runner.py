@@ -282,8 +282,11 @@ def run_suite(
     executor: Executor | None = None,
     executor_name: str | None = None,
     suite_text: str | None = None,
+    only_cells: frozenset[str] | None = None,
 ) -> RunResult:
     """Expand the suite and run every cell not yet finished, each isolated; returns the run folder and its records.
+
+    `only_cells` (cell ids) runs those cells of the matrix and no other (`compare --confirm` reruns what it flagged).
 
     `suite_text` is the YAML the run folder keeps instead of a copy of `suite_path` (a suite built from
     command-line flags, where `suite_path` is None, or one with `-s` overrides applied).
@@ -319,7 +322,9 @@ def run_suite(
                     "writable --out"
                 ) from None
         _node_ceilings(suite, executor, device, run_dir, meta)
-        return _run_jobs(suite, suite_path, run_dir, meta, done, device, cards, executor, executor_name, observer)
+        return _run_jobs(
+            suite, suite_path, run_dir, meta, done, device, cards, executor, executor_name, observer, only_cells
+        )
 
 
 def _run_jobs(
@@ -333,8 +338,9 @@ def _run_jobs(
     executor: Executor,
     executor_name: str,
     observer: RunObserver,
+    only_cells: frozenset[str] | None = None,
 ) -> RunResult:
-    cells = expand(suite)
+    cells = [cell for cell in expand(suite) if only_cells is None or cell.cell_id in only_cells]
     jobs = [job for job in _jobs(suite, suite_path, cells, device, run_dir, cards) if job.key not in done]
     outcome = RunResult(run_dir=run_dir, skipped=len(cells) * len(cards) - len(jobs))
     total = len(cells) * len(cards)

@@ -95,12 +95,14 @@ def measured_on_line(records: list[dict[str, Any]], meta: dict[str, Any] | None,
     where = f"the CPU ({devices[0]})" if on_cpu and len(devices) == 1 else ", ".join(devices)
     card = target_card(hardware)
     if card is None:
+        if len(devices) > 1:
+            return f"Measured on {where}: each figure below is from the device its cell ran on."
         return f"Measured on {where}: every figure below is that device's."
     if all(card.is_device(device) for device in devices):
         return f"Measured on {where}, the {card.title} the suite targets."
     budgets = [budget for record in chosen if (budget := emulated_budget(record)) is not None]
-    owner = "the CPU" if on_cpu else devices[0] if len(devices) == 1 else "those devices"
-    head = f"Measured on {where}, not on the {card.title} the suite targets: every speed below is {owner}'s"
+    owner = "the CPU's" if on_cpu else f"{devices[0]}'s" if len(devices) == 1 else "those devices'"
+    head = f"Measured on {where}, not on the {card.title} the suite targets: every speed below is {owner}"
     if not budgets:
         return f"{head}, and nothing of the {card.title} was emulated."
     share = "" if len(budgets) == len(chosen) else f" in {len(budgets)} of {len(chosen)} cells"

@@ -381,7 +381,9 @@ def run(
 
     records, meta = read_records(result.run_dir), read_meta(result.run_dir)  # resumed cells included
     console.print(summary_table(result.records, title=f"{suite.name}: {result.run_dir}"))
-    console.print(measured_on_line(records, meta, suite.hardware), markup=False, highlight=False, soft_wrap=True)
+    measured_on = measured_on_line(records, meta, suite.hardware)
+    if measured_on:  # the device whose speed the table shows, and what of the target card was only emulated
+        console.print(measured_on, markup=False, highlight=False, soft_wrap=True)
     if suite.expectations:
         console.print(expectations_table(evaluate_run(result.run_dir)))
     gate = run_gate(suite, records, strict, meta)

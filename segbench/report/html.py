@@ -24,7 +24,7 @@ from segbench.report.compare import Comparison, change_text, change_tone, min_sa
 from segbench.report.memory import BREAKDOWN_NOTE, gpu_memory_breakdown
 from segbench.results.metrics import METRICS
 from segbench.results.runs import RunData
-from segbench.suite.expectations import evaluate_suite_data, verdict_label, verdict_note
+from segbench.suite.expectations import evaluate_suite_data, verdict_detail, verdict_label, verdict_note
 from segbench.suite.targets import Targets
 
 
@@ -335,7 +335,7 @@ def expectation_rows(run: RunData) -> list[dict[str, Any]]:
             **row,
             "measured_text": "–" if row["measured"] is None else f"{row['measured']:.4g}",
             "verdict_text": verdict_label(row),
-            "detail": f"{row['cell']}: {row['reason']}" if row["cell"] else row["reason"],
+            "detail": verdict_detail(row),
             "card": row["measured_on"] or "–",
         }
         for row in rows

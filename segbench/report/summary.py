@@ -8,7 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from segbench.results.metrics import METRICS, headline_memory
-from segbench.suite.expectations import verdict_label
+from segbench.suite.expectations import verdict_detail, verdict_label
 
 __all__ = ["headline_memory", "status_text", "stream_text", "summary_table", "expectations_table"]
 
@@ -89,7 +89,8 @@ def expectations_table(rows: list[dict[str, Any]]) -> Table:
     for row in rows:
         measured = "–" if row["measured"] is None else f"{row['measured']:.4g}"
         style = VERDICT_STYLE.get(row["verdict"], "")
-        detail = f"{row['cell']}: {row['reason']}" if row["cell"] else row["reason"] or ""
-        texts = [escape(str(value)) for value in (row["claim"], row["metric"], row["expected"] or "–", detail)]
+        texts = [
+            escape(str(value)) for value in (row["claim"], row["metric"], row["expected"] or "–", verdict_detail(row))
+        ]
         table.add_row(*texts[:3], measured, f"[{style}]{escape(verdict_label(row))}[/]", texts[3])
     return table

@@ -323,6 +323,11 @@ def verdict_note() -> str:
     )
 
 
+def verdict_detail(row: dict[str, Any]) -> str:
+    """The judged cell and the reason, or the reason alone when no cell was judged."""
+    return f"{row['cell']}: {row['reason']}" if row.get("cell") else str(row.get("reason") or "")
+
+
 def verdict_label(row: dict[str, Any]) -> str:
     """The verdict as a reader sees it: 'confirmed', or 'confirmed (emulated)' for memory under a card's budget."""
     return f"{row['verdict']} (emulated)" if row.get("emulated") else str(row["verdict"])

@@ -221,6 +221,11 @@ def test_claims_about_an_rtx3060_measured_on_an_h200_are_untested_for_speed_and_
     assert "emulated GeForce RTX 3060 12GB budget, measured on NVIDIA H200" in memory["reason"]
     assert memory["measured_on"] == "NVIDIA H200" and memory["claim_card"] == "GeForce RTX 3060 12GB"
     assert all(row["reason"] for row in rows.values())  # every verdict says why
+    agreement = Expectation(
+        claim="fp16 agrees with fp32", model="segformer-b2", precision="fp16", metric="pixel_agreement_pct", at_least=90
+    )
+    [row] = evaluate_all([agreement], records, meta, suite["hardware"])  # what the model computes: any card will do
+    assert row["verdict"] == "confirmed" and "this figure does not depend on the card" in row["reason"]
 
 
 def test_the_same_claims_measured_on_an_rtx3060_are_judged_as_before() -> None:

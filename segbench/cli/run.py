@@ -18,6 +18,7 @@ from segbench.cli.quiet import Captured, library_output
 from segbench.device import is_device_name
 from segbench.errors import SegbenchError
 from segbench.report.summary import expectations_table, status_text, summary_table
+from segbench.results.devices import measured_on_line
 from segbench.run import forkserver
 from segbench.run.interruption import RunInterrupted, exit_after_a_stop
 from segbench.suite.expectations import evaluate_run
@@ -375,13 +376,17 @@ def run(
     # The templates write into a file of their own: they outlive the blocks that capture this process's chatter.
     for captured in (chatter, more_chatter, Captured(forkserver.template_output())):
         captured.write_to(result.run_dir / LOG_DIR / "segbench.log")
-    console.print(summary_table(result.records, title=f"{suite.name}: {result.run_dir}"))
-    if suite.expectations:
-        console.print(expectations_table(evaluate_run(result.run_dir)))
-    from segbench.results.store import read_records  # lazy: imports pandas
+    from segbench.results.store import read_meta, read_records  # lazy: imports pandas
     from segbench.run.gate import run_gate  # lazy: imports numpy
 
-    gate = run_gate(suite, read_records(result.run_dir), strict)  # every cell of the run, resumed ones included
+    records, meta = read_records(result.run_dir), read_meta(result.run_dir)  # resumed cells included
+    console.print(summary_table(result.records, title=f"{suite.name}: {result.run_dir}"))
+    measured_on = measured_on_line(records, meta, suite.hardware)
+    if measured_on:  # the device whose speed the table shows, and what of the target card was only emulated
+        console.print(measured_on, markup=False, highlight=False, soft_wrap=True)
+    if suite.expectations:
+        console.print(expectations_table(evaluate_run(result.run_dir)))
+    gate = run_gate(suite, records, strict, meta)
     console.print(gate.line, markup=False, highlight=False, soft_wrap=True)
     if gate.exit_code:
         raise typer.Exit(gate.exit_code)

@@ -3,7 +3,8 @@
 With targets (the suite's `targets:` block, or `segbench report --target-fps …`), every cell gets a
 verdict, and per model the answer names the best configuration that meets every target, the
 runner-up, or the nearest miss and what it misses by. Without targets it names the fastest and the
-lightest configuration per model, end to end, and says how to add targets.
+lightest configuration per model, end to end, and says how to add targets. Its first line names the device
+the speeds were measured on and what of the suite's target card was only emulated (its memory budget).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from segbench.report.tables import identity, sort_cells
+from segbench.results.devices import measured_on_line
 from segbench.results.labels import option_text, resolution_text
 from segbench.results.metrics import MEMORY_FIGURES, METRICS, headline_memory
 from segbench.results.runs import RunData
@@ -42,6 +44,8 @@ class Answer:
     models: tuple[ModelAnswer, ...]
     table: pd.DataFrame  # one row per cell: identity, the figures the targets judge, verdict and detail
     verdicts: dict[str, Verdict] = field(default_factory=dict)  # by cell id
+    # The first line: the device every speed was measured on, and what of the suite's target card was only emulated.
+    measured_on: str = ""
 
     @property
     def has_targets(self) -> bool:
@@ -198,6 +202,7 @@ def answer(run: RunData, targets: Targets | None = None) -> Answer:
         tuple(answers),
         _table(records if targets else [r for r in records if r.get("status") == "ok"], verdicts, percentile),
         verdicts,
+        measured_on_line(records, run.meta, run.suite.get("hardware") or run.meta.get("hardware_target")),
     )
 
 

@@ -30,6 +30,7 @@ from segbench.report.html import (
 from segbench.report.memory import BREAKDOWN_NOTE, gpu_memory_breakdown
 from segbench.results.metrics import CATALOGUE
 from segbench.results.runs import RunData, load_run
+from segbench.suite.expectations import verdict_note
 from segbench.suite.targets import Targets
 
 FORMATS = {"html": ".html", "md": ".md", "csv": ".csv"}
@@ -84,6 +85,8 @@ def markdown_table(frame: pd.DataFrame, columns: list[Column]) -> str:
 def _md_answer(run: RunData, targets: Targets | None) -> list[str]:
     result = answer(run, targets)
     parts = ["### Answer", ""]
+    if result.measured_on:
+        parts += [f"**{_md_text(result.measured_on)}**", ""]
     if result.has_targets:
         counts = result.counts
         parts.append(
@@ -173,7 +176,9 @@ def render_markdown(run: RunData, targets: Targets | None = None) -> str:
             "",
             "### Expectations",
             "",
-            "| claim | metric | expected | measured | verdict | cell or reason |",
+            _md_text(verdict_note()),
+            "",
+            "| claim | metric | expected | measured | verdict | cell and reason |",
             "|---|---|---|---:|---|---|",
         ]
         parts += [
@@ -185,8 +190,8 @@ def render_markdown(run: RunData, targets: Targets | None = None) -> str:
                     row["metric"],
                     row["expected"] or "–",
                     row["measured_text"],
-                    row["verdict"],
-                    row["cell"] or row["reason"] or "",
+                    row["verdict_text"],
+                    row["detail"] or "",
                 )
             )
             + " |"

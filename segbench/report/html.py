@@ -33,7 +33,7 @@ from segbench.report.compare import (
 from segbench.report.memory import BREAKDOWN_NOTE, gpu_memory_breakdown
 from segbench.results.metrics import METRICS
 from segbench.results.runs import RunData
-from segbench.suite.expectations import evaluate_suite_data
+from segbench.suite.expectations import evaluate_suite_data, verdict_detail, verdict_label, verdict_note
 from segbench.suite.targets import Targets
 
 
@@ -330,17 +330,23 @@ def report_context(run: RunData, targets: Targets | None = None) -> dict[str, An
         "pareto": plots.pareto_plot(run),
         "failures": html_table(failures, FAILURE_COLUMNS) if not failures.empty else None,
         "expectations": expectation_rows(run),
+        "verdict_note": verdict_note(),
         "generated": f"segbench {segbench.__version__}",
         "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
 
 def expectation_rows(run: RunData) -> list[dict[str, Any]]:
-    """The suite's claims, each confirmed, refuted or untested against this run's cells."""
-    rows = evaluate_suite_data(run.suite, run.records)
-    card = run.meta.get("fingerprint", {}).get("machine", "")
+    """The suite's claims, each confirmed, refuted or untested against this run's cells, with the reason."""
+    rows = evaluate_suite_data(run.suite, run.records, run.meta)
     return [
-        {**row, "measured_text": "–" if row["measured"] is None else f"{row['measured']:.4g}", "card": card}
+        {
+            **row,
+            "measured_text": "–" if row["measured"] is None else f"{row['measured']:.4g}",
+            "verdict_text": verdict_label(row),
+            "detail": verdict_detail(row),
+            "card": row["measured_on"] or "–",
+        }
         for row in rows
     ]
 

@@ -8,6 +8,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from segbench.results.metrics import METRICS, headline_memory
+from segbench.suite.expectations import verdict_detail, verdict_label
 
 __all__ = ["headline_memory", "status_text", "stream_text", "summary_table", "expectations_table"]
 
@@ -83,14 +84,13 @@ VERDICT_STYLE = {"confirmed": "green", "refuted": "red", "untested": "yellow"}
 
 def expectations_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="expectations")
-    for column in ("claim", "metric", "expected", "measured", "verdict", "cell / reason"):
+    for column in ("claim", "metric", "expected", "measured", "verdict", "cell and reason"):
         table.add_column(column)
     for row in rows:
         measured = "–" if row["measured"] is None else f"{row['measured']:.4g}"
         style = VERDICT_STYLE.get(row["verdict"], "")
         texts = [
-            escape(str(value))
-            for value in (row["claim"], row["metric"], row["expected"] or "–", row["cell"] or row["reason"] or "")
+            escape(str(value)) for value in (row["claim"], row["metric"], row["expected"] or "–", verdict_detail(row))
         ]
-        table.add_row(*texts[:3], measured, f"[{style}]{escape(row['verdict'])}[/]", texts[3])
+        table.add_row(*texts[:3], measured, f"[{style}]{escape(verdict_label(row))}[/]", texts[3])
     return table

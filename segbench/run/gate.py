@@ -28,8 +28,11 @@ def _listed(records: list[dict[str, Any]], limit: int = 3) -> str:
     return "; ".join(names) + (f"; and {len(records) - limit} more" if len(records) > limit else "")
 
 
-def run_gate(suite: Suite, records: list[dict[str, Any]], strict: bool = False) -> Gate:
-    """The exit code of a run over these records (the latest attempt of each cell) and the reason in one line."""
+def run_gate(
+    suite: Suite, records: list[dict[str, Any]], strict: bool = False, meta: dict[str, Any] | None = None
+) -> Gate:
+    """The exit code of a run over these records (the latest attempt of each cell) and the reason in one line; `meta`
+    names the device that measured them (a claim about another card is untested, never refuted)."""
     failed = [r for r in records if r.get("status") in FAILED]
     reasons = []
     if failed:
@@ -40,7 +43,8 @@ def run_gate(suite: Suite, records: list[dict[str, Any]], strict: bool = False) 
         missed = [r for r in records if verdict(r, suite.targets).status == "misses"]
         if missed:
             (reasons if strict else notes).append(f"{len(missed)} cell(s) miss a target")
-    refuted = [row for row in evaluate_all(suite.expectations, records) if row["verdict"] == "refuted"]
+    claims = evaluate_all(suite.expectations, records, meta, suite.hardware)
+    refuted = [row for row in claims if row["verdict"] == "refuted"]
     if refuted:
         (reasons if strict else notes).append(f"{len(refuted)} expectation(s) refuted")
     if reasons:

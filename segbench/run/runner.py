@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from segbench.cell.request import CellRequest
-from segbench.device import gpu_index, is_gpu
+from segbench.device import is_gpu
 from segbench.errors import SegbenchError
 from segbench.hardware import profile_for_device
 from segbench.hardware.roofline import measure_ceiling_isolated, roofline
 from segbench.models.registry import get_card
 from segbench.results import store as results
+from segbench.results.devices import ran_on
 from segbench.results.runs import add_accuracy_deltas
 from segbench.run.executors import get_executor
 from segbench.run.executors.base import Executor, Job
@@ -96,17 +97,6 @@ def _ceiling(suite: Suite, device: str) -> dict[str, Any] | None:
     return measure_ceiling_isolated(
         device, list(suite.precisions), seconds=suite.roofline.ceiling_seconds, threads=suite.threads
     )
-
-
-def ran_on(record: dict[str, Any], meta: dict[str, Any]) -> str:
-    """The name of the device a cell ran on, from the fingerprint of its node (Ray) or of the run."""
-    fingerprint = (record.get("node") or {}).get("fingerprint") or meta.get("fingerprint") or {}
-    device = record.get("device") or meta.get("device")
-    if not is_gpu(device):
-        return str((fingerprint.get("cpu") or {}).get("model") or "a CPU")
-    index = gpu_index(device)
-    gpus = [gpu for gpu in fingerprint.get("gpus") or [] if gpu.get("index") == index]
-    return str(gpus[0]["name"]) if gpus else device
 
 
 def peak_profile(record: dict[str, Any], meta: dict[str, Any]) -> tuple[Any, str]:

@@ -30,6 +30,7 @@ from segbench.errors import SegbenchError, UnsupportedError
 from segbench.hardware import apply_budget, load_profile
 from segbench.measure import memory, nvml
 from segbench.measure.accuracy import accuracy_pass
+from segbench.measure.canary import StealWindow, canary_reading, cell_canary, cell_drift
 from segbench.measure.fidelity import Fp32Reference, measure_fidelity
 from segbench.measure.stats import LatencyStats
 from segbench.measure.telemetry import (
@@ -402,14 +403,16 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         release_preparation(device)
 
         step = lambda: forward(inputs)  # noqa: E731 (the timed closure)
+        canary_before = canary_reading()  # before warm-up, so the timed passes start from warm caches
         warm_up(step, request.timing.warmup_iters, device)
         telemetry = _telemetry_sampler(device)
-        with ContentionWindow(torch.get_num_threads()) as contention:
+        with ContentionWindow(torch.get_num_threads()) as contention, StealWindow() as steal:
             with SamplingThread(telemetry, request.timing.telemetry_interval_s):
                 latency_run: TimedRun = time_steps(step, rule, device)
             # Sub-stages need the eager module; another backend's forward is timed whole.
             stages_run = _time_stages(adapter, forward, frames, rule, device, split=cell.backend == "eager")
             stage_samples = stages_run.samples_ms
+        canary = cell_canary(canary_before, canary_reading(), steal)
         peaks = _memory_pass(adapter, forward, images, request, device, baseline)
         end_to_end = LatencyStats.from_samples(stage_samples["end_to_end"])
         stream = _stream_pass(adapter, forward, request, device, end_to_end) if request.stream else None
@@ -475,6 +478,8 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         "undersampled": undersampled(latency.n, request.timing),
         "contended": contention.reason,
         "load": contention.to_dict(),
+        "canary": canary,  # the machine's speed around the timed passes (segbench.measure.canary)
+        "drifted": cell_drift(canary),  # the run's reference joins it when the runner writes the record
         "stream": stream,
         "gflops": flops / 1e9 if flops else None,
         "gflops_unavailable": flops_unavailable,

@@ -18,7 +18,9 @@ from typing import Any, Callable, Iterator
 import torch
 
 from segbench.hardware.profiles import HardwareProfile
+from segbench.measure.canary import reference_canary
 from segbench.precision import get_precision, precision_names
+from segbench.system.cpus import default_threads
 from segbench.system.env import cpu_model
 from segbench.system.process import die_with_parent
 
@@ -325,6 +327,9 @@ def measure_ceiling(
             result["copy"] = _copy_rates(device, share, copy_mb or COPY_MB.get(device.type, COPY_MB["cpu"]))
         except Exception as exc:
             result["unavailable"]["copy"] = f"{type(exc).__name__}: {exc}"
+    # What each cell's canary is compared with (segbench.measure.canary), on the threads a cell with none set uses.
+    with _threads(threads or default_threads()):
+        result["canary"] = reference_canary()
     result["seconds"] = time.perf_counter() - started
     return result
 

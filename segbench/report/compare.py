@@ -435,7 +435,7 @@ def cell_flags(record_a: dict[str, Any], record_b: dict[str, Any]) -> tuple[str,
     """'contended in B', 'undersampled in A': measurement conditions that make a change less trustworthy."""
     return tuple(
         f"{flag} in {side}"
-        for flag in ("contended", "undersampled", "drifted")
+        for flag in ("contended", "drifted", "undersampled")
         for side, record in (("A", record_a), ("B", record_b))
         if record.get(flag)
     )

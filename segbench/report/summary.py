@@ -16,12 +16,14 @@ STATUS_STYLE = {"ok": "green", "oom": "yellow", "timeout": "red", "error": "red"
 
 
 def measurement_flags(record: dict[str, Any]) -> list[str]:
-    """Why a cell's figures deserve less trust: noisy, fewer samples than asked for, measured on a busy machine."""
+    """Why a cell's figures deserve less trust: noisy, fewer samples than asked for, a busy or drifting machine."""
     flags = ["noisy"] if record.get("noisy") else []
     if record.get("undersampled"):
         flags.append(f"undersampled: {record['undersampled']}")
     if record.get("contended"):
         flags.append(f"contended: {record['contended']}")
+    if record.get("drifted"):
+        flags.append(f"drifted: {record['drifted']}")
     return flags
 
 

@@ -84,6 +84,8 @@ class CellRecord(Stored):
     error: str | None = None
     traceback: str | None = None
     noisy: bool | None = None
+    canary: dict[str, Any] | None = None  # the host's speed around the timed passes (segbench.measure.canary)
+    drifted: str | None = None  # why the machine's speed moved under the cell (canary or steal), or None
 
     @model_validator(mode="after")
     def _ok_has_figures(self) -> CellRecord:

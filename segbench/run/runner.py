@@ -17,6 +17,7 @@ from segbench.device import is_gpu
 from segbench.errors import SegbenchError
 from segbench.hardware import profile_for_device
 from segbench.hardware.roofline import measure_ceiling_isolated, roofline
+from segbench.measure.canary import against_reference, joined, reference_drift
 from segbench.models.registry import get_card
 from segbench.results import store as results
 from segbench.results.devices import ran_on
@@ -140,8 +141,16 @@ def _matmul_class(record: dict[str, Any]) -> str:
     )
 
 
+def _drift_fields(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """The cell's canary against the reference canary measured with the ceiling where it ran, joined to `drifted`."""
+    if not record.get("canary"):
+        return {}
+    canary = against_reference(record["canary"], (ceiling_for(record, meta) or {}).get("canary"))
+    return {"canary": canary, "drifted": joined(record.get("drifted"), reference_drift(canary))}
+
+
 def _derived_fields(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
-    """Figures computed from a finished cell and the run: roofline, and a throttle flag."""
+    """Figures computed from a finished cell and the run: roofline, a throttle flag, drift against the run."""
     if record.get("status") != "ok":
         return {}
     gflops, fps = record.get("gflops"), record.get("fps")
@@ -158,6 +167,7 @@ def _derived_fields(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, A
             no_profile_reason=name_or_reason,
         ),
         "throttled": telemetry.get("throttled"),
+        **_drift_fields(record, meta),
     }
 
 

@@ -37,6 +37,7 @@ from segbench.hardware.roofline import (
 )
 from segbench.precision import get_precision, precision_names
 from segbench.precision.base import MatmulClass
+from segbench.system.cpus import default_threads
 from tests.helpers import FIXTURES
 
 EXPECTED_CARDS = {"rtx3060", "rtx4090", "t4", "a100-40gb", "a100-80gb", "l4", "h100-sxm", "h100-pcie", "jetson-orin"}
@@ -277,6 +278,8 @@ def test_measure_ceiling_on_cpu_is_quick_and_positive() -> None:
     assert "tf32" in ceiling["unavailable"] and "fp8" in ceiling["unavailable"]
     assert ceiling["precisions"] == {"fp32": "fp32", "bf16": "bf16", "tf32": "tf32", "fp8": "fp8"}
     assert all(math.isfinite(entry["gflops"]) for entry in ceiling["matmul"].values())
+    # The reference the cells' canaries are compared with, on the threads a cell with no `threads:` uses.
+    assert ceiling["canary"]["gflops"] > 0 and ceiling["canary"]["threads"] == default_threads()
 
 
 def test_measure_ceiling_isolated_returns_the_childs_figures() -> None:

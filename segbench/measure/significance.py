@@ -27,7 +27,7 @@ import numpy as np
 # (n = 300) to 94 % (n = 1000), and 93 % on independent series (tests/measure/test_significance.py keeps this true).
 BLOCK_LENGTH_FACTOR = 2.0
 BLOCK_RESAMPLES = 1000  # a standard error needs fewer resamples than percentile tails
-MIN_SAMPLES_FOR_INTERVAL = 10  # fewer samples than this cannot hold two blocks of anything
+MIN_SAMPLES_FOR_INTERVAL = 10  # below this Politis–White cannot estimate a dependence (arch fails below ~6)
 SIGNIFICANCE_LEVEL = 0.05
 
 
@@ -54,9 +54,10 @@ def block_length(samples: np.ndarray) -> float:
     """Mean block length of the stationary bootstrap for this series (Politis–White, doubled; see above)."""
     from arch.bootstrap import optimal_block_length  # lazy: arch imports pandas and scipy (about 2 s)
 
-    if samples.size < 4 or float(np.ptp(samples)) == 0.0:
-        return 1.0
-    estimate = float(optimal_block_length(samples)["stationary"].iloc[0])
+    if samples.size < MIN_SAMPLES_FOR_INTERVAL or float(np.ptp(samples)) == 0.0:
+        return 1.0  # too short to estimate a dependence: resample single samples
+    with np.errstate(divide="ignore", invalid="ignore"):  # a constant stretch gives 0/0 autocorrelations
+        estimate = float(optimal_block_length(samples)["stationary"].iloc[0])
     if not math.isfinite(estimate):
         estimate = 1.0
     return min(max(1.0, BLOCK_LENGTH_FACTOR * estimate), samples.size / 2)

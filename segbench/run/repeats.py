@@ -127,6 +127,9 @@ def merge_repeats(outcomes: list[dict[str, Any]], batch_size: int) -> dict[str, 
         "stages_ms": stages,
         "stage_samples_ms": _pooled_stages(outcomes),
         "first_call_ms": _median_or_none([outcome.get("first_call_ms") for outcome in outcomes]),
+        # The middle process's canary heads the record (the runner checks it against the run's reference); each
+        # process's own readings are kept, and any process's drift is the cell's (REASON_FLAGS).
+        "canary": {**(outcomes[middle].get("canary") or {}), "processes": [o.get("canary") for o in outcomes]},
         "noisy": bool(latency["cv"] is not None and latency["cv"] > HIGH_CV)
         or any(outcome.get("noisy") for outcome in outcomes),
         **{flag: _joined(outcomes, flag) for flag in REASON_FLAGS},

@@ -78,3 +78,54 @@ def test_compare_uses_the_between_process_spread_when_both_runs_have_repeats(tmp
     tight_a = RunData(tmp_path / "d", {}, [_record([99.0, 100.0, 101.0])])
     flagged = compare_runs(tight_a, tight_b).cells[0]
     assert flagged.metric("median_ms").significant and flagged.metric("fps").significant  # type: ignore[union-attr]
+
+
+def _full_outcome(median: float, e2e: float, e2e_p95: float, pid: int) -> dict[str, Any]:
+    summary = {"mean": median, "median": median, "p90": median, "p95": median, "p99": median, "min": median}
+    return {
+        **_outcome(median, pid),
+        "latency_ms": {**summary, "max": median, "cv": 0.0, "n": 10},
+        "end_to_end_ms": {**summary, "median": e2e, "p95": e2e_p95, "max": e2e_p95, "n": 10},
+        "stages_ms": {"forward": {**summary, "max": median, "n": 10}},
+        "first_call_ms": 10 * median,
+    }
+
+
+def test_one_rule_for_every_figure_of_a_repeated_cell() -> None:
+    """Every timed figure is the median of the per-process figures with its between-process interval centred on it
+    (the old merge centred the latency interval on the mean and took end to end's p95 from the middle process)."""
+    outcomes = [
+        _full_outcome(10.0, 30.0, 90.0, 1),
+        _full_outcome(11.0, 20.0, 40.0, 2),
+        _full_outcome(30.0, 21.0, 41.0, 3),
+    ]
+    merged = merge_repeats(outcomes, batch_size=1)
+    latency, end_to_end = merged["latency_ms"], merged["end_to_end_ms"]
+    assert latency["median"] == 11.0 and latency["ci95"][0] < 11.0 < latency["ci95"][1]
+    assert np.sqrt(latency["ci95"][0] * latency["ci95"][1]) == pytest.approx(11.0)  # centred on the headline
+    assert end_to_end["median"] == 21.0 and end_to_end["p95"] == 41.0  # median of 90, 40, 41: not the middle's 40
+    assert merged["stages_ms"]["forward"]["median"] == 11.0 and merged["first_call_ms"] == 110.0
+    assert merged["repeats"]["process_end_to_end_ms"] == [30.0, 20.0, 21.0]
+    assert merged["repeats"]["process_p95_ms"] == [10.0, 11.0, 30.0]
+    assert merged["end_to_end_fps"] == pytest.approx(1000 / 21.0)
+
+
+def test_a_percentile_withheld_in_one_process_stays_withheld() -> None:
+    outcomes = [_full_outcome(10.0, 20.0, 40.0, 1), _full_outcome(11.0, 20.0, 40.0, 2)]
+    outcomes[1]["latency_ms"] = {**outcomes[1]["latency_ms"], "p99": None, "p99_unavailable": "n = 10 < 100"}
+    merged = merge_repeats(outcomes, batch_size=1)
+    assert merged["latency_ms"]["p99"] is None and merged["latency_ms"]["p99_unavailable"] == "n = 10 < 100"
+
+
+def test_compare_tests_end_to_end_between_processes_too(tmp_path: Path) -> None:
+    from segbench.report.compare import compare_runs
+    from segbench.results.runs import RunData
+
+    def record(e2e: list[float]) -> dict[str, Any]:
+        merged = merge_repeats([_full_outcome(10.0, v, v, i) for i, v in enumerate(e2e)], batch_size=1)
+        return cell_record(median=None, resolution=8, **merged)
+
+    a = RunData(tmp_path / "a", {}, [record([20.0, 20.2, 19.8])])
+    b = RunData(tmp_path / "b", {}, [record([26.0, 26.2, 25.8])])
+    change = compare_runs(a, b).cells[0].metric("end_to_end_ms")
+    assert change is not None and change.evidence == "between processes (3 vs 3)" and change.significant

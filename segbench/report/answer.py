@@ -13,10 +13,10 @@ from typing import Any
 
 import pandas as pd
 
-from segbench.measure.quantiles import samples_needed
+from segbench.measure.quantiles import samples_needed, time_needed_text
 from segbench.report.tables import identity, sort_cells
 from segbench.results.labels import option_text, resolution_text
-from segbench.results.metrics import MEMORY_FIGURES, METRICS, headline_memory
+from segbench.results.metrics import MEMORY_FIGURES, METRICS, deploy_pass, headline_memory
 from segbench.results.runs import RunData
 from segbench.suite.targets import Targets, Verdict, describe, targets_from_suite, verdict
 
@@ -119,14 +119,17 @@ def figures_text(record: dict[str, Any], percentile: str = "p99") -> str:
 
 
 def _latency_text(record: dict[str, Any], percentile: str) -> str:
-    """'latency p99 12.3 ms (n = 240)', or 'latency p99 withheld (n = 2; p99 needs ≥ 100)' where n cannot support it."""
+    """'latency p99 12.3 ms (n = 240)', or where n cannot support it 'latency p99 withheld (n = 2, p99 needs ≥ 100; at
+    55 ms each that is ≥ 5.5 s: raise timing.max_time_s / min_iters)'."""
     latency = METRICS[f"latency_{percentile}_ms"]
     value, n = latency.value(record), METRICS["latency_n"].value(record)
     if value is not None:
         return f"{latency.name} {latency.show(value)}" + (f" (n = {n:.0f})" if n is not None else "")
     if n is None or METRICS["latency_p50_ms"].value(record) is None:
         return ""  # nothing was measured to withhold
-    return f"{latency.name} withheld (n = {n:.0f}; {percentile} needs ≥ {samples_needed(percentile)})"
+    needed, timed = samples_needed(percentile), deploy_pass(record)
+    advice = time_needed_text(needed, timed.sample_ms(record), timed.setting)
+    return f"{latency.name} withheld (n = {n:.0f}, {percentile} needs ≥ {needed}; {advice})"
 
 
 def _memory(record: dict[str, Any]) -> float | None:

@@ -268,7 +268,8 @@ def _percentile_of(quantile: str, timed: TimedPass) -> dict[str, Callable[[Recor
     }
 
 
-def _deploy_pass(record: Record) -> TimedPass:
+def deploy_pass(record: Record) -> TimedPass:
+    """The pass whose latency a caller sees: the stream trial for a stream cell, else the end-to-end pass."""
     return STREAM_TRIAL if _stream(record) else END_TO_END_PASS
 
 
@@ -276,14 +277,14 @@ def _deploy_latency(quantile: str) -> Callable[[Record], float | None]:
     """Latency a caller sees: from the frame's arrival for a stream, preprocess to class map offline."""
 
     def value(record: Record) -> float | None:
-        summary = dig(record, _deploy_pass(record).path)
+        summary = dig(record, deploy_pass(record).path)
         return number((summary or {}).get("median")) if quantile == "median" else stored_percentile(summary, quantile)
 
     return value
 
 
 def _deploy_latency_why(quantile: str) -> Callable[[Record], str | None]:
-    return lambda record: percentile_reason(record, quantile, _deploy_pass(record))
+    return lambda record: percentile_reason(record, quantile, deploy_pass(record))
 
 
 def _agreement(record: Record) -> float | None:
@@ -627,7 +628,7 @@ CATALOGUE: tuple[Metric, ...] = (
         "higher",
         _INT,
         "samples the latency percentiles a caller sees rest on: end-to-end iterations, or a stream trial's frames",
-        derive=lambda r: number(dig(r, f"{_deploy_pass(r).path}.n")),
+        derive=lambda r: number(dig(r, f"{deploy_pass(r).path}.n")),
     ),
     # memory
     _m(

@@ -15,6 +15,7 @@ FAULT_PLUGIN = str(TESTS_DIR / "fault_models.py")  # test models: tiny, sleeping
 # A cell measured in a fraction of a second: enough to exercise every pass, never to judge a speed.
 FAST_TIMING = {
     "warmup_iters": 1,
+    "warmup_s": 0.0,
     "min_iters": 3,
     "max_iters": 20,
     "min_time_s": 0.05,

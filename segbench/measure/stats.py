@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from segbench.measure.quantiles import TAIL_PERCENTILES, percentile_withheld
 HIGH_CV = 0.10  # above this a cell's spread is worth a warning in tables and reports
 MIN_SAMPLES_FOR_SPREAD = (
     5  # below this a CV or a bootstrap interval says nothing (n = 1 gives CV 0 and a zero-width CI)
@@ -18,6 +19,13 @@ def spread_unavailable(n: int) -> str | None:
     if n >= MIN_SAMPLES_FOR_SPREAD:
         return None
     return f"n = {n} < {MIN_SAMPLES_FOR_SPREAD} samples: CV and CI would be meaningless"
+
+
+def tail_percentiles(values: np.ndarray) -> tuple[dict[str, float | None], dict[str, str] | None]:
+    """p90 / p95 / p99 of the samples, each None (with its reason) where n is too small for it."""
+    computed = dict(zip(TAIL_PERCENTILES, (float(v) for v in np.percentile(values, [90, 95, 99]))))
+    reasons = {name: why for name in TAIL_PERCENTILES if (why := percentile_withheld(name, int(values.size)))}
+    return {name: None if name in reasons else value for name, value in computed.items()}, reasons or None
 
 
 def bootstrap_ci(
@@ -41,9 +49,9 @@ class LatencyStats:
 
     mean: float
     median: float
-    p90: float
-    p95: float
-    p99: float
+    p90: float | None  # None (with `percentiles_withheld`) below 1 / (1 - q) samples: see measure/quantiles.py
+    p95: float | None
+    p99: float | None
     min: float
     max: float
     std: float
@@ -52,6 +60,7 @@ class LatencyStats:
     n: int
     samples: tuple[float, ...] = field(repr=False, default=())
     spread_unavailable: str | None = None
+    percentiles_withheld: dict[str, str] | None = None  # by percentile ('p99'): why it is None
 
     @classmethod
     def from_samples(cls, samples_ms: list[float] | np.ndarray) -> LatencyStats:
@@ -60,14 +69,14 @@ class LatencyStats:
             raise ValueError("no samples")
         mean = float(values.mean())
         std = float(values.std(ddof=1)) if values.size > 1 else 0.0
-        p90, p95, p99 = (float(v) for v in np.percentile(values, [90, 95, 99]))
+        tails, tails_withheld = tail_percentiles(values)
         withheld = spread_unavailable(int(values.size))
         return cls(
             mean=mean,
             median=float(np.median(values)),
-            p90=p90,
-            p95=p95,
-            p99=p99,
+            p90=tails["p90"],
+            p95=tails["p95"],
+            p99=tails["p99"],
             min=float(values.min()),
             max=float(values.max()),
             std=std,
@@ -76,6 +85,7 @@ class LatencyStats:
             n=int(values.size),
             samples=tuple(float(v) for v in values),
             spread_unavailable=withheld,
+            percentiles_withheld=tails_withheld,
         )
 
     @property
@@ -93,4 +103,11 @@ class LatencyStats:
     def from_dict(cls, summary: dict[str, Any], samples: list[float] | None = None) -> LatencyStats:
         fields = {k: v for k, v in summary.items() if k in cls.__dataclass_fields__}
         fields["ci95"] = tuple(fields["ci95"]) if fields.get("ci95") is not None else None
+        # Summaries stored before the rule kept a p99 for any n: the same rule applies when they are read.
+        reasons = dict(fields.get("percentiles_withheld") or {})
+        for name in TAIL_PERCENTILES:
+            why = percentile_withheld(name, fields.get("n"))
+            if why and fields.get(name) is not None:
+                fields[name], reasons[name] = None, why
+        fields["percentiles_withheld"] = reasons or None
         return cls(**fields, samples=tuple(samples or ()))

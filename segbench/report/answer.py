@@ -14,10 +14,11 @@ from typing import Any
 
 import pandas as pd
 
+from segbench.measure.quantiles import samples_needed, time_needed_text
 from segbench.report.tables import identity, sort_cells
 from segbench.results.devices import measured_on_line
 from segbench.results.labels import option_text, resolution_text
-from segbench.results.metrics import MEMORY_FIGURES, METRICS, headline_memory
+from segbench.results.metrics import MEMORY_FIGURES, METRICS, deploy_pass, headline_memory
 from segbench.results.runs import RunData
 from segbench.suite.targets import Targets, Verdict, describe, targets_from_suite, verdict
 
@@ -29,6 +30,12 @@ HOW_TO = (
 FPS_SENTENCE = (
     "FPS here is end to end (preprocess + forward + postprocess; the sustained camera rate for a stream cell), "
     "not the forward pass alone."
+)
+PERCENTILE_SENTENCE = (
+    f"A percentile is shown with its n, and only where n supports it: p90 from {samples_needed('p90')} samples, p95 "
+    f"from {samples_needed('p95')}, p99 from {samples_needed('p99')} (n ≥ 1 / (1 − q), so at least one sample lies "
+    "beyond it); with fewer it is withheld, and a target on it is unknown. The first call (cold, once) is shown apart "
+    "and is not one of the end-to-end samples."
 )
 
 
@@ -100,10 +107,12 @@ def figures_text(record: dict[str, Any], percentile: str = "p99") -> str:
             f"{achieved:.1f} FPS {kind}"
             + (f" ({forward:.1f} forward only)" if forward is not None and not record.get("stream") else "")
         )
-    latency = METRICS[f"latency_{percentile}_ms"]
-    value = latency.value(record)
-    if value is not None:
-        parts.append(f"{latency.name} {latency.show(value)}")
+    first_call = METRICS["first_call_ms"].value(record)
+    if first_call is not None:
+        parts.append(f"first call {METRICS['first_call_ms'].show(first_call)}")
+    latency = _latency_text(record, percentile)
+    if latency:
+        parts.append(latency)
     memory = _memory_text(record)
     if memory:
         parts.append(memory)
@@ -111,6 +120,20 @@ def figures_text(record: dict[str, Any], percentile: str = "p99") -> str:
     if agreement is not None:
         parts.append(f"pixel agreement {agreement:.2f} %")
     return ", ".join(parts)
+
+
+def _latency_text(record: dict[str, Any], percentile: str) -> str:
+    """'latency p99 12.3 ms (n = 240)', or where n cannot support it 'latency p99 withheld (n = 2, p99 needs ≥ 100; at
+    55 ms each that is ≥ 5.5 s: raise timing.max_time_s / min_iters)'."""
+    latency = METRICS[f"latency_{percentile}_ms"]
+    value, n = latency.value(record), METRICS["latency_n"].value(record)
+    if value is not None:
+        return f"{latency.name} {latency.show(value)}" + (f" (n = {n:.0f})" if n is not None else "")
+    if n is None or METRICS["latency_p50_ms"].value(record) is None:
+        return ""  # nothing was measured to withhold
+    needed, timed = samples_needed(percentile), deploy_pass(record)
+    advice = time_needed_text(needed, timed.sample_ms(record), timed.setting)
+    return f"{latency.name} withheld (n = {n:.0f}, {percentile} needs ≥ {needed}; {advice})"
 
 
 def _memory(record: dict[str, Any]) -> float | None:
@@ -214,6 +237,7 @@ def _table(records: list[dict[str, Any]], verdicts: dict[str, Verdict], percenti
             "achieved_fps",
             "fps",
             f"latency_{percentile}_ms",
+            "latency_n",
             "footprint_mb",
             "peak_mb",
             "pixel_agreement_pct",
@@ -226,5 +250,5 @@ def _table(records: list[dict[str, Any]], verdicts: dict[str, Verdict], percenti
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    optional = ("footprint_mb", "pixel_agreement_pct", f"latency_{percentile}_ms", "card", "options")
+    optional = ("footprint_mb", "pixel_agreement_pct", f"latency_{percentile}_ms", "latency_n", "card", "options")
     return frame.drop(columns=[c for c in optional if c in frame and (frame[c].isna().all() or (frame[c] == "").all())])

@@ -11,7 +11,7 @@ import pandas as pd
 from segbench.errors import SegbenchError
 from segbench.formatting import fmt_duration, fmt_fixed, fmt_time
 from segbench.report import tables
-from segbench.report.answer import FPS_SENTENCE, HOW_TO, answer
+from segbench.report.answer import FPS_SENTENCE, HOW_TO, PERCENTILE_SENTENCE, answer
 from segbench.report.html import (
     FAILURE_COLUMNS,
     LEADERBOARD_COLUMNS,
@@ -28,7 +28,7 @@ from segbench.report.html import (
     weights_note,
 )
 from segbench.report.memory import BREAKDOWN_NOTE, gpu_memory_breakdown
-from segbench.results.metrics import CATALOGUE
+from segbench.results.metrics import CATALOGUE, withhold_percentiles
 from segbench.results.runs import RunData, load_run
 from segbench.suite.expectations import verdict_note
 from segbench.suite.targets import Targets
@@ -100,7 +100,7 @@ def _md_answer(run: RunData, targets: Targets | None) -> list[str]:
                 "model. " + HOW_TO
             )
         )
-    parts += ["", _md_text(FPS_SENTENCE), ""]
+    parts += ["", _md_text(f"{FPS_SENTENCE} {PERCENTILE_SENTENCE}"), ""]
     for item in result.models:
         parts.append(f"- **{_md_text(item.model)}**")
         parts += [f"  - {_md_text(line)}" for line in item.lines]
@@ -250,7 +250,7 @@ def cells_frame(run: RunData, targets: Targets | None = None) -> pd.DataFrame:
         row["memory_figure"] = tables.peak_memory(record)[1] if row.get("peak_mb") is not None else None
         judged = result.verdicts.get(record["cell_id"])
         row.update(verdict=judged.status if judged else None, verdict_detail=judged.text if judged else None)
-        for key, value in _flatten(record).items():
+        for key, value in _flatten(withhold_percentiles(record)).items():  # old records kept a p99 for any n
             row.setdefault(key, value)  # a catalogue key equal to its record path (fps, prepare_s) is the same value
         rows.append(row)
     columns = [*IDENTITY_COLUMNS, *per_value, "memory_figure", "verdict", "verdict_detail"]

@@ -19,7 +19,7 @@ import segbench
 from segbench.formatting import fmt_duration, fmt_fixed, fmt_flag, fmt_ms, fmt_time
 from segbench.formatting import missing as _missing
 from segbench.report import plots, tables
-from segbench.report.answer import FPS_SENTENCE, HOW_TO, Answer, answer
+from segbench.report.answer import FPS_SENTENCE, HOW_TO, PERCENTILE_SENTENCE, Answer, answer
 from segbench.report.compare import (
     AA_BOUND_SOURCE,
     INDICATIVE_HINT,
@@ -163,6 +163,7 @@ def answer_columns(result: Answer) -> list[Column]:
         metric_column("achieved_fps"),
         metric_column("fps"),
         metric_column(f"latency_{percentile}_ms"),
+        metric_column("latency_n"),
         metric_column("footprint_mb"),
         metric_column("peak_mb"),
         metric_column("pixel_agreement_pct"),
@@ -306,6 +307,7 @@ def report_context(run: RunData, targets: Targets | None = None) -> dict[str, An
         "answer_table": html_table(result.table, answer_columns(result)) if not result.table.empty else None,
         "how_to": HOW_TO,
         "fps_sentence": FPS_SENTENCE,
+        "percentile_sentence": PERCENTILE_SENTENCE,
         "title": f"segbench report: {run.suite_name}",
         "meta": run.meta,
         "start": fmt_time(run.meta.get("start_time")),

@@ -47,15 +47,15 @@ def stream_text(record: dict[str, Any]) -> str:
         return ""
     keeps_up = "[green]keeps up[/]" if stream.get("keeps_up") else "[red]falls behind[/]"
     best = f" · max sustainable {stream['max_sustainable_fps']:.1f} FPS" if "max_sustainable_fps" in stream else ""
-    latency = stream.get("latency_ms") or {}
-    p95 = f", p95 {latency['p95']:.1f} ms" if latency else ""
+    p95_ms, frames = METRICS["stream_p95_ms"].value(record), METRICS["stream_n"].value(record)
+    p95 = f", p95 {p95_ms:.1f} ms (n = {frames:.0f})" if p95_ms is not None and frames is not None else ""
     return (
         f" · stream at {stream.get('target_fps', 0):.1f} FPS: {keeps_up}, {stream.get('drop_pct', 0):.1f} % "
         f"dropped{p95}{best}"
     )
 
 
-SUMMARY_METRICS = ("median_ms", "p95_ms", "cv_pct", "fps", "end_to_end_fps", "peak_mb", "footprint_mb")
+SUMMARY_METRICS = ("median_ms", "p95_ms", "n", "cv_pct", "fps", "end_to_end_fps", "peak_mb", "footprint_mb")
 
 
 def summary_table(records: Iterable[dict[str, Any]], title: str = "") -> Table:

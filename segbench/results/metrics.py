@@ -27,6 +27,7 @@ from segbench.formatting import (
     fmt_speedup,
     fmt_yes_no,
 )
+from segbench.measure.quantiles import TAIL_PERCENTILES, percentile_withheld, samples_needed, time_needed_text
 from segbench.naming import did_you_mean
 
 Better = Literal["lower", "higher", "none"]
@@ -185,15 +186,105 @@ def achieved_fps(record: Record) -> float | None:
     return stream_fps(record) if _stream(record) else number(record.get("end_to_end_fps"))
 
 
+# ---- percentiles: shown only where their n supports them (measure/quantiles.py) --------------------
+
+
+@dataclass(frozen=True)
+class TimedPass:
+    """Where a latency summary lives in a record, what to call its samples, and the setting that gives it more."""
+
+    path: str
+    name: str
+    setting: str
+
+    def sample_ms(self, record: Record) -> float | None:
+        """What one more sample costs: the pass's median, or a stream's frame interval."""
+        if self.path.startswith("stream."):
+            rate = number(_stream(record).get("target_fps"))
+            return 1000.0 / rate if rate else None
+        return number(dig(record, f"{self.path}.median"))
+
+
+LATENCY_PASS = TimedPass("latency_ms", "the latency pass", "timing.max_time_s / min_iters")
+END_TO_END_PASS = TimedPass("end_to_end_ms", "the end-to-end pass", "timing.max_time_s / min_iters")
+STREAM_TRIAL = TimedPass("stream.latency_ms", "the stream trial", "stream.duration_s")
+
+
+def stored_percentile(summary: Any, percentile: str) -> float | None:
+    """A percentile of a stored latency summary, or None where its n is too small for it: records written before the
+    rule kept a p99 for any n, so it is applied when they are read."""
+    if not isinstance(summary, dict) or percentile_withheld(percentile, number(summary.get("n"))):
+        return None
+    return number(summary.get(percentile))
+
+
+def percentile_reason(record: Record, percentile: str, timed: TimedPass) -> str | None:
+    """Why a pass's percentile is withheld, and how long the pass would need to run for it; None when it is not."""
+    summary = dig(record, timed.path)
+    if not isinstance(summary, dict):
+        return None
+    why = percentile_withheld(percentile, number(summary.get("n")))
+    if why is None:
+        return None
+    advice = time_needed_text(samples_needed(percentile), timed.sample_ms(record), timed.setting)
+    return f"{why} in {timed.name}; {advice}"
+
+
+def withhold_percentiles(record: Record) -> Record:
+    """The record with every stored percentile its n cannot support set to null and named under
+    `percentiles_withheld` (what an export of an old record's raw fields shows)."""
+    summaries = [("latency_ms",), ("end_to_end_ms",), ("stream", "latency_ms")]
+    summaries += [("stages_ms", stage) for stage in (record.get("stages_ms") or {})]
+    result = dict(record)
+    for steps in summaries:
+        _withhold_at(result, steps)
+    return result
+
+
+def _withhold_at(container: dict[str, Any], steps: tuple[str, ...]) -> None:
+    """Copy-on-write along `steps`, so the caller's record is never changed."""
+    value = container.get(steps[0])
+    if not isinstance(value, dict):
+        return
+    value = dict(value)
+    container[steps[0]] = value
+    if len(steps) > 1:
+        _withhold_at(value, steps[1:])
+        return
+    reasons = dict(value.get("percentiles_withheld") or {})
+    for name in TAIL_PERCENTILES:
+        why = percentile_withheld(name, number(value.get("n")))
+        if why and value.get(name) is not None:
+            value[name], reasons[name] = None, why
+    if reasons:
+        value["percentiles_withheld"] = reasons
+
+
+def _percentile_of(quantile: str, timed: TimedPass) -> dict[str, Callable[[Record], Any]]:
+    """A percentile metric's `derive` and `why`: the value where n supports it, else the reason."""
+    return {
+        "derive": lambda record: stored_percentile(dig(record, timed.path), quantile),
+        "why": lambda record: percentile_reason(record, quantile, timed),
+    }
+
+
+def deploy_pass(record: Record) -> TimedPass:
+    """The pass whose latency a caller sees: the stream trial for a stream cell, else the end-to-end pass."""
+    return STREAM_TRIAL if _stream(record) else END_TO_END_PASS
+
+
 def _deploy_latency(quantile: str) -> Callable[[Record], float | None]:
     """Latency a caller sees: from the frame's arrival for a stream, preprocess to class map offline."""
 
     def value(record: Record) -> float | None:
-        if _stream(record):
-            return number(dig(record, f"stream.latency_ms.{quantile}"))
-        return number(dig(record, f"end_to_end_ms.{quantile}"))
+        summary = dig(record, deploy_pass(record).path)
+        return number((summary or {}).get("median")) if quantile == "median" else stored_percentile(summary, quantile)
 
     return value
+
+
+def _deploy_latency_why(quantile: str) -> Callable[[Record], str | None]:
+    return lambda record: percentile_reason(record, quantile, deploy_pass(record))
 
 
 def _agreement(record: Record) -> float | None:
@@ -306,9 +397,36 @@ CATALOGUE: tuple[Metric, ...] = (
         aliases=("latency_ms",),
     ),
     _m("mean_ms", "mean ms", "ms", "lower", fmt_ms, f"mean latency, {_LATENCY}", path="latency_ms.mean"),
-    _m("p90_ms", "p90 ms", "ms", "lower", fmt_ms, f"90th percentile, {_LATENCY}", path="latency_ms.p90"),
-    _m("p95_ms", "p95 ms", "ms", "lower", fmt_ms, f"95th percentile, {_LATENCY}", path="latency_ms.p95"),
-    _m("p99_ms", "p99 ms", "ms", "lower", fmt_ms, f"99th percentile, {_LATENCY}", path="latency_ms.p99"),
+    _m(
+        "p90_ms",
+        "p90 ms",
+        "ms",
+        "lower",
+        fmt_ms,
+        f"90th percentile, {_LATENCY}",
+        path="latency_ms.p90",
+        **_percentile_of("p90", LATENCY_PASS),
+    ),
+    _m(
+        "p95_ms",
+        "p95 ms",
+        "ms",
+        "lower",
+        fmt_ms,
+        f"95th percentile, {_LATENCY}",
+        path="latency_ms.p95",
+        **_percentile_of("p95", LATENCY_PASS),
+    ),
+    _m(
+        "p99_ms",
+        "p99 ms",
+        "ms",
+        "lower",
+        fmt_ms,
+        f"99th percentile, {_LATENCY}",
+        path="latency_ms.p99",
+        **_percentile_of("p99", LATENCY_PASS),
+    ),
     _m("min_ms", "min ms", "ms", "lower", fmt_ms, f"fastest sample, {_LATENCY}", path="latency_ms.min"),
     _m("max_ms", "max ms", "ms", "lower", fmt_ms, f"slowest sample, {_LATENCY}", path="latency_ms.max"),
     _m(
@@ -376,6 +494,7 @@ CATALOGUE: tuple[Metric, ...] = (
         fmt_ms,
         "95th percentile of preprocess + forward + postprocess",
         path="end_to_end_ms.p95",
+        **_percentile_of("p95", END_TO_END_PASS),
     ),
     _m(
         "end_to_end_p99_ms",
@@ -385,6 +504,27 @@ CATALOGUE: tuple[Metric, ...] = (
         fmt_ms,
         "99th percentile of preprocess + forward + postprocess",
         path="end_to_end_ms.p99",
+        **_percentile_of("p99", END_TO_END_PASS),
+    ),
+    _m(
+        "end_to_end_n",
+        "end-to-end n",
+        "samples",
+        "higher",
+        _INT,
+        "end-to-end samples kept (iterations of the end-to-end pass, after its warm-up): what its percentiles rest on",
+        path="end_to_end_ms.n",
+    ),
+    _m(
+        "first_call_ms",
+        "first call ms",
+        "ms",
+        "lower",
+        fmt_ms,
+        "the first, cold call of the whole pipeline (preprocess + forward + postprocess) after the model was built and "
+        "prepared: what a user waits for once; never one of the end-to-end samples",
+        path="first_call_ms",
+        why=lambda r: None if "first_call_ms" in r else "not recorded: the run predates first_call_ms",
     ),
     _m(
         "end_to_end_fps",
@@ -459,6 +599,7 @@ CATALOGUE: tuple[Metric, ...] = (
         fmt_ms,
         "90th percentile a caller sees: end to end, or from arrival for a stream",
         derive=_deploy_latency("p90"),
+        why=_deploy_latency_why("p90"),
     ),
     _m(
         "latency_p95_ms",
@@ -468,6 +609,7 @@ CATALOGUE: tuple[Metric, ...] = (
         fmt_ms,
         "95th percentile a caller sees: end to end, or from arrival for a stream",
         derive=_deploy_latency("p95"),
+        why=_deploy_latency_why("p95"),
     ),
     _m(
         "latency_p99_ms",
@@ -477,6 +619,16 @@ CATALOGUE: tuple[Metric, ...] = (
         fmt_ms,
         "99th percentile a caller sees: end to end, or from arrival for a stream",
         derive=_deploy_latency("p99"),
+        why=_deploy_latency_why("p99"),
+    ),
+    _m(
+        "latency_n",
+        "latency n",
+        "samples",
+        "higher",
+        _INT,
+        "samples the latency percentiles a caller sees rest on: end-to-end iterations, or a stream trial's frames",
+        derive=lambda r: number(dig(r, f"{deploy_pass(r).path}.n")),
     ),
     # memory
     _m(
@@ -782,6 +934,7 @@ CATALOGUE: tuple[Metric, ...] = (
         fmt_ms,
         "95th percentile latency from arrival",
         path="stream.latency_ms.p95",
+        **_percentile_of("p95", STREAM_TRIAL),
     ),
     _m(
         "stream_p99_ms",
@@ -791,6 +944,16 @@ CATALOGUE: tuple[Metric, ...] = (
         fmt_ms,
         "99th percentile latency from arrival",
         path="stream.latency_ms.p99",
+        **_percentile_of("p99", STREAM_TRIAL),
+    ),
+    _m(
+        "stream_n",
+        "stream n",
+        "frames",
+        "higher",
+        _INT,
+        "frames the stream trial's latency percentiles rest on",
+        path="stream.latency_ms.n",
     ),
     _m(
         "stream_queue_max",
@@ -969,7 +1132,15 @@ TELEMETRY = (
     "joules_per_image",
     "throttled_pct",
 )
-STREAM = ("stream_fps", "stream_drop_pct", "stream_keeps_up", "stream_p50_ms", "stream_p95_ms", "stream_p99_ms")
+STREAM = (
+    "stream_fps",
+    "stream_drop_pct",
+    "stream_keeps_up",
+    "stream_p50_ms",
+    "stream_p95_ms",
+    "stream_p99_ms",
+    "stream_n",
+)
 
 
 def metric_names() -> list[str]:

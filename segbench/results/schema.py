@@ -43,6 +43,7 @@ class LatencySummary(Stored):
     cv: Number = None
     ci95: list[float] | None = None
     n: int | None = None
+    percentiles_withheld: dict[str, str] | None = None  # p90/p95/p99 left null: n below 1 / (1 - q) (measure/quantiles)
 
 
 class CellRecord(Stored):
@@ -66,6 +67,7 @@ class CellRecord(Stored):
     fps: Number = None
     end_to_end_ms: LatencySummary | None = None
     end_to_end_fps: Number = None
+    first_call_ms: Number = None  # the first, cold call of the whole pipeline: never one of the end-to-end samples
     end_to_end_input: str | None = None  # what the end-to-end pass fed the pipeline (held-out photographs)
     detections_per_frame: list[int] | None = None  # instances found per end-to-end frame (detector families)
     stages_ms: dict[str, LatencySummary] | None = None

@@ -137,6 +137,9 @@ def _measurement_window(suite: Suite) -> tuple[float, float, str]:
         f"{TIMED_PASSES} timed passes per cell, each between timing.min_time_s={timing.min_time_s:g} s"
         f" and max_time_s={timing.max_time_s:g} s"
     )
+    if timing.warmup_s:  # the end-to-end pass's warm-up runs at least this long before its clock
+        low, high = low + timing.warmup_s, high + timing.warmup_s
+        words += f", plus an end-to-end warm-up of at least timing.warmup_s={timing.warmup_s:g} s"
     if suite.scenario == "stream":
         trials = suite.stream.search_steps if suite.stream.target_fps == "max" else 1
         low, high = low + trials * suite.stream.duration_s, high + trials * suite.stream.duration_s

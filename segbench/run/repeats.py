@@ -76,10 +76,11 @@ def merge_summaries(summaries: list[dict[str, Any]], k: int) -> dict[str, Any]:
     """One statistics summary from k processes' summaries of the same figure (see the module's rule)."""
     merged: dict[str, Any] = {name: _median_or_none([s.get(name) for s in summaries]) for name in STATISTICS}
     spread = between_process_spread([s["median"] for s in summaries], merged["median"])
-    withheld = {key: s[key] for s in summaries for key in s if key.endswith("_unavailable") and s[key]}
+    # A percentile withheld in any process (too few samples there) stays withheld, with that process's reason.
+    withheld = {name: why for s in summaries for name, why in (s.get("percentiles_withheld") or {}).items()}
     return {
-        **withheld,  # a percentile withheld in any process (too few samples there) stays withheld, with its reason
         **merged,
+        "percentiles_withheld": withheld or None,
         "std": None,
         "cv": spread["cv"],
         "ci95": spread["ci95"],

@@ -48,6 +48,9 @@ class Timing(StrictModel):
     """When a cell's measurement stops: both minimums met, or either maximum reached."""
 
     warmup_iters: Annotated[int, Field(ge=0)] = 5
+    # The end-to-end pass warms the whole pipeline for at least warmup_iters calls and at least this long before its
+    # clock starts (its first, cold call is recorded apart as first_call_ms).
+    warmup_s: Annotated[float, Field(ge=0, le=MAX_DURATION_S, allow_inf_nan=False)] = 1.0
     min_iters: PositiveInt = 10
     max_iters: PositiveInt = 1000
     # Finite bounds on every duration: .inf or 1e308 would overflow a timer deep inside a run.

@@ -181,7 +181,14 @@ def fit_search(
 def probe_timing(timeout_s: float = 300.0) -> Any:
     """Timing for a probe cell: one warm-up and one pass of each kind show whether a shape fits."""
     return Timing(
-        warmup_iters=1, min_iters=1, max_iters=1, min_time_s=0.0, max_time_s=1.0, timeout_s=timeout_s, memory_iters=1
+        warmup_iters=1,
+        warmup_s=0.0,
+        min_iters=1,
+        max_iters=1,
+        min_time_s=0.0,
+        max_time_s=1.0,
+        timeout_s=timeout_s,
+        memory_iters=1,
     )
 
 

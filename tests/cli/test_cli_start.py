@@ -325,6 +325,15 @@ def test_the_estimate_rests_on_earlier_runs_of_the_family(write_suite: Callable[
     assert any("1 earlier cpu cell record(s)" in part and "test" in part for part in estimate.basis)
 
 
+def test_the_estimate_counts_the_end_to_end_warm_up(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    def estimate(warmup_s: float) -> Any:
+        suite = load_suite(write_suite(f"w{warmup_s:g}.yaml", timing={**FAST_TIMING, "warmup_s": warmup_s}))
+        return estimate_wall_time(suite, plan_cells(suite, expand(suite)), tmp_path / "no-results")
+
+    without, with_warmup = estimate(0.0), estimate(2.0)
+    assert with_warmup.low_s == pytest.approx(without.low_s + 2.0) and "timing.warmup_s=2 s" in str(with_warmup.basis)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the warning on a machine without CUDA")
 def test_dry_run_warns_when_the_device_is_unavailable(write_suite: Callable[..., Path]) -> None:
     done = runner.invoke(app, ["run", str(write_suite(device="cuda")), "--dry-run"])

@@ -14,7 +14,7 @@ def test_statistics_from_samples() -> None:
     assert stats.mean == pytest.approx(29.2)
     assert stats.std == pytest.approx(np.std(samples, ddof=1))
     assert stats.cv == pytest.approx(stats.std / stats.mean)
-    assert stats.p99 == pytest.approx(np.percentile(samples, 99))
+    assert stats.p90 is None and stats.p99 is None  # 5 samples support no tail percentile (see below)
     low, high = stats.ci95
     assert low <= stats.median <= high
     assert stats.is_noisy
@@ -57,6 +57,30 @@ def test_fewer_than_five_samples_withhold_cv_and_ci_with_the_reason() -> None:
     assert five.cv is not None and five.ci95 is not None and five.spread_unavailable is None
 
 
+def test_p95_needs_20_samples_and_p99_100_with_the_reason_below() -> None:
+    # The rule n >= 1 / (1 - q): below it no sample is expected beyond the quantile, and the "p99" is the maximum.
+    nineteen, twenty = LatencyStats.from_samples(list(range(1, 20))), LatencyStats.from_samples(list(range(1, 21)))
+    assert nineteen.p95 is None and nineteen.p90 == pytest.approx(np.percentile(range(1, 20), 90))
+    assert nineteen.percentiles_withheld is not None
+    assert nineteen.percentiles_withheld["p95"] == "p95 needs n ≥ 20 samples (at least one beyond it), n = 19"
+    assert twenty.p95 == pytest.approx(np.percentile(range(1, 21), 95)) and twenty.p99 is None
+    assert twenty.percentiles_withheld is not None and "p95" not in twenty.percentiles_withheld
+    assert "p99 needs n ≥ 100" in twenty.percentiles_withheld["p99"]
+    hundred = LatencyStats.from_samples(list(range(100)))
+    assert hundred.p99 == pytest.approx(np.percentile(range(100), 99)) and hundred.percentiles_withheld is None
+    assert LatencyStats.from_samples([3.0] * 9).p90 is None and LatencyStats.from_samples([3.0] * 10).p90 == 3.0
+    assert twenty.summary()["p95"] is not None and twenty.summary()["p99"] is None  # what results.jsonl stores
+
+
+def test_an_old_summary_with_a_p99_of_two_samples_reads_back_without_it() -> None:
+    # The committed zoo-cpu Mask2Former-Swin-B end-to-end summary, written before the rule: n = 2 and a numeric p99.
+    old = {"mean": 5322.9, "median": 5322.9, "p90": 5498.7, "p95": 5520.6, "p99": 5538.2, "min": 5103.3}
+    old |= {"max": 5542.6, "std": 310.6, "cv": None, "ci95": None, "n": 2}
+    stats = LatencyStats.from_dict(old)
+    assert stats.p90 is None and stats.p95 is None and stats.p99 is None
+    assert stats.percentiles_withheld is not None and stats.percentiles_withheld["p99"].endswith("n = 2")
+
+
 def test_a_cell_cut_short_by_max_time_is_flagged_undersampled() -> None:
     from segbench.cell.passes import measure_cell
     from segbench.cell.request import CellRequest
@@ -66,10 +90,15 @@ def test_a_cell_cut_short_by_max_time_is_flagged_undersampled() -> None:
     from tests.helpers import FAULT_PLUGIN
 
     load_plugin(FAULT_PLUGIN)
-    timing = Timing(warmup_iters=1, min_iters=10, max_iters=100, min_time_s=0.0, max_time_s=1e-6, memory_iters=1)
+    timing = Timing(
+        warmup_iters=1, warmup_s=0.0, min_iters=10, max_iters=100, min_time_s=0.0, max_time_s=1e-6, memory_iters=1
+    )
     outcome = measure_cell(CellRequest(CellSpec("test-tiny", (16, 16), 1, "fp32", "eager"), "cpu", timing, 10.0, 1))
     assert outcome["iterations"] == 1
-    assert outcome["undersampled"] == "n = 1 < min_iters 10: max_time_s (1e-06 s) ended the timed loop first"
+    assert outcome["undersampled"].startswith(
+        "latency pass n = 1, end-to-end pass n = 1 < min_iters 10: max_time_s (1e-06 s) ended the timed loop first; "
+        "min_iters at "
+    )
     assert outcome["latency_ms"]["cv"] is None and outcome["latency_ms"]["ci95"] is None
     # The machine's load around the timed passes travels with every cell (item 17).
     assert (

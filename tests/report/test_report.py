@@ -39,6 +39,7 @@ PLOTS = {
 }
 TINY_TIMING = {
     "warmup_iters": 1,
+    "warmup_s": 0.0,
     "min_iters": 5,
     "max_iters": 20,
     "min_time_s": 0.05,

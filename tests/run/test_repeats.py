@@ -112,9 +112,10 @@ def test_one_rule_for_every_figure_of_a_repeated_cell() -> None:
 
 def test_a_percentile_withheld_in_one_process_stays_withheld() -> None:
     outcomes = [_full_outcome(10.0, 20.0, 40.0, 1), _full_outcome(11.0, 20.0, 40.0, 2)]
-    outcomes[1]["latency_ms"] = {**outcomes[1]["latency_ms"], "p99": None, "p99_unavailable": "n = 10 < 100"}
+    withheld = {"p99": "p99 needs n ≥ 100 samples (at least one beyond it), n = 10"}
+    outcomes[1]["latency_ms"] = {**outcomes[1]["latency_ms"], "p99": None, "percentiles_withheld": withheld}
     merged = merge_repeats(outcomes, batch_size=1)
-    assert merged["latency_ms"]["p99"] is None and merged["latency_ms"]["p99_unavailable"] == "n = 10 < 100"
+    assert merged["latency_ms"]["p99"] is None and merged["latency_ms"]["percentiles_withheld"] == withheld
 
 
 def test_compare_tests_end_to_end_between_processes_too(tmp_path: Path) -> None:

@@ -112,6 +112,7 @@ def test_the_default_executor_is_segbench_isolation() -> None:
 
     assert _default_execute().__name__ == "execute_isolated"
     assert probe_timing(60).max_iters == 1
+    assert probe_timing(60).warmup_s == 0.0  # a probe asks whether a shape fits: no second of pipeline warm-up each
 
 
 def test_fit_says_what_the_budget_is_and_that_ort_arenas_are_outside_it() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from segbench.measure.quantiles import TAIL_PERCENTILES, percentile_withheld
+
 HIGH_CV = 0.10  # above this a cell's spread is worth a warning in tables and reports
 MIN_SAMPLES_FOR_SPREAD = (
     5  # below this a CV or a bootstrap interval says nothing (n = 1 gives CV 0 and a zero-width CI)

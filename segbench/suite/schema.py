@@ -24,7 +24,7 @@ from segbench.suite.axes import (  # noqa: F401 (re-exported: suite.Rule, suite.
     rule_resolutions,
 )
 from segbench.suite.expectations import Expectation
-from segbench.suite.targets import Targets
+from segbench.suite.targets import Percentile, Targets
 
 MAX_DURATION_S = 86_400.0  # a day of measuring one cell
 MAX_TIMEOUT_S = 7 * 86_400.0
@@ -79,11 +79,19 @@ class MemoryConfig(StrictModel):
 
 
 class StreamConfig(StrictModel):
-    """The stream scenario: frames arrive at `target_fps` for `duration_s` (or the highest sustainable rate is
-    searched)."""
+    """The stream scenario: frames arrive at `target_fps` (or the highest sustainable rate is searched); a trial
+    passes when its `latency_percentile` of latency from scheduled arrival is within `latency_bound_ms` (default:
+    the frame interval at the trial's rate) and no frame is dropped. A trial lasts at least `duration_s` and
+    `min_frames` frames (default 1 / (1 - q): 100 for p99); a searched rate is reported after `confirmations`
+    consecutive passing trials, within `search_budget_s` (default half the cell's timeout, at most 300 s)."""
 
     target_fps: Annotated[float, Field(gt=0, le=10_000)] | Literal["max"] = 30.0
     duration_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    latency_bound_ms: Annotated[float, Field(gt=0, le=3_600_000)] | None = None
+    latency_percentile: Percentile = "p99"
+    min_frames: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    confirmations: Annotated[int, Field(ge=1, le=20)] = 3
+    search_budget_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S)] | None = None
     source: str = "synthetic"
     queue_size: Annotated[int, Field(ge=1, le=1000)] = 2
     overlap: bool = False
@@ -291,6 +299,15 @@ def _check_stream(suite: Suite, base_dir: Path | None) -> list[tuple[str, str]]:
             return [("stream.source", str(exc).removeprefix("stream.source: "))]
     if any(batch != 1 for batch in suite.batch_sizes):
         return [("batch_sizes", "the stream scenario processes one frame at a time; use batch_sizes: [1]")]
+    budget, timeout = suite.stream.search_budget_s, suite.timing.timeout_s
+    if suite.stream.target_fps == "max" and budget is not None and budget + suite.stream.warmup_s >= timeout:
+        return [
+            (
+                "stream.search_budget_s",
+                f"the search ({budget:g} s) and its warm-up ({suite.stream.warmup_s:g} s) must end within "
+                f"timing.timeout_s ({timeout:g} s); lower the budget or raise the timeout",
+            )
+        ]
     return []
 
 

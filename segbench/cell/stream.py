@@ -30,13 +30,12 @@ import torch
 from segbench.measure.stats import LatencyStats
 from segbench.measure.timing import synchronize
 from segbench.models.base import SegmentationAdapter
-from segbench.suite.schema import StreamConfig
+from segbench.suite.schema import DEFAULT_SEARCH_BUDGET_S, StreamConfig
 
 STOP = object()
 QUEUE_SERIES_POINTS = 200  # queue depth kept for plotting, evenly subsampled
 CONFIRM_STEP = 0.9  # a confirmation trial that fails steps the rate down by 10 % and starts the count again
 CONFIRM_FAILURES = 5  # step-downs before the search gives up on confirming any rate
-DEFAULT_SEARCH_BUDGET_S = 300.0
 
 
 def _percentile_name(quantile: float) -> str:
@@ -63,15 +62,13 @@ class Criterion:
     @classmethod
     def from_config(cls, config: StreamConfig, timeout_s: float) -> Criterion:
         """The suite's stream options as the rule trials are judged and sized by."""
-        quantile = int(config.latency_percentile.removeprefix("p")) / 100
         return cls(
-            quantile=quantile,
+            quantile=config.quantile(),
             latency_bound_ms=config.latency_bound_ms,
-            min_frames=config.min_frames or round(1 / (1 - quantile)),
+            min_frames=config.trial_frames(),
             min_duration_s=config.duration_s,
             confirmations=config.confirmations,
-            # By default half the cell's timeout: the offline passes before the stream keep the other half.
-            budget_s=config.search_budget_s or min(DEFAULT_SEARCH_BUDGET_S, timeout_s / 2),
+            budget_s=config.search_budget(timeout_s),
         )
 
     def bound_ms(self, rate: float) -> float:

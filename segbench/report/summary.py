@@ -43,7 +43,10 @@ def stream_text(record: dict[str, Any]) -> str:
     if not stream:
         return ""
     keeps_up = "[green]keeps up[/]" if stream.get("keeps_up") else "[red]falls behind[/]"
-    best = f" · max sustainable {stream['max_sustainable_fps']:.1f} FPS" if "max_sustainable_fps" in stream else ""
+    best = ""
+    if "max_sustainable_fps" in stream:
+        rate = stream["max_sustainable_fps"]
+        best = f" · max sustainable {rate:.1f} FPS" if isinstance(rate, (int, float)) else " · no sustainable rate"
     latency = stream.get("latency_ms") or {}
     p95 = f", p95 {latency['p95']:.1f} ms" if latency else ""
     return (

@@ -28,6 +28,7 @@ from segbench.suite.targets import Percentile, Targets
 
 MAX_DURATION_S = 86_400.0  # a day of measuring one cell
 MAX_TIMEOUT_S = 7 * 86_400.0
+DEFAULT_SEARCH_BUDGET_S = 300.0  # a stream search's trials, unless the suite or a short timeout says less
 DeviceName = Annotated[str, Field(pattern=DEVICE_NAME_PATTERN)]
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -99,6 +100,18 @@ class StreamConfig(StrictModel):
     warmup_s: Annotated[float, Field(ge=0, le=600)] = (
         2.0  # the per-frame path runs this long before the camera's clock starts
     )
+
+    def quantile(self) -> float:
+        return int(self.latency_percentile.removeprefix("p")) / 100
+
+    def trial_frames(self) -> int:
+        """The fewest frames a trial offers: enough for the percentile judged (1 / (1 - q)), or `min_frames`."""
+        return self.min_frames or round(1 / (1 - self.quantile()))
+
+    def search_budget(self, timeout_s: float) -> float:
+        """Seconds of trials a search may run: the suite's, else half the cell's timeout (the offline passes before
+        the stream keep the other half), at most DEFAULT_SEARCH_BUDGET_S."""
+        return self.search_budget_s or min(DEFAULT_SEARCH_BUDGET_S, timeout_s / 2)
 
 
 class RayConfig(StrictModel):

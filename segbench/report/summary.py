@@ -49,6 +49,11 @@ def stream_text(record: dict[str, Any]) -> str:
         best = f" · max sustainable {rate:.1f} FPS" if isinstance(rate, (int, float)) else " · no sustainable rate"
     latency = stream.get("latency_ms") or {}
     p95 = f", p95 {latency['p95']:.1f} ms" if latency else ""
+    bound = stream.get("latency_bound_ms")
+    if isinstance(bound, (int, float)) and latency:  # the latency criterion: say what was judged against what
+        percentile = (stream.get("criterion") or {}).get("percentile") or "p99"
+        judged = latency.get("median" if percentile == "p50" else percentile, latency["p99"])
+        p95 = f", {percentile} from schedule {judged:.1f} ms (bound {bound:.1f})"
     return (
         f" · stream at {stream.get('target_fps', 0):.1f} FPS: {keeps_up}, {stream.get('drop_pct', 0):.1f} % "
         f"dropped{p95}{best}"

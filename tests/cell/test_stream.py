@@ -178,10 +178,25 @@ def test_the_search_stays_within_its_budget_and_says_why_nothing_was_reported() 
     assert "search budget (35 s) ran out before 3 consecutive passing trials" in search["max_sustainable_fps_why"]
 
 
-def test_a_trial_that_has_failed_stops_early() -> None:
-    criterion = Criterion(min_frames=1000, min_duration_s=0.0)
-    assert criterion.late_frames_that_fail(100) == 2  # p99 of 100: two frames over the bound put it over
+def test_a_trial_that_has_failed_stops_early(tiny) -> None:
+    """A drop, or enough frames over the bound to put the percentile over it, ends a search trial: its verdict is
+    known and the rest would only spend the budget."""
+    assert Criterion().late_frames_that_fail(100) == 2  # p99 of 100 frames: two over the bound put it over
     assert Criterion(quantile=0.9).late_frames_that_fail(10) == 2
+    criterion = Criterion(min_frames=200, min_duration_s=0.0)
+
+    def slow(inputs: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.05)  # 50 ms a frame against a 10 ms interval
+        return tiny.forward(inputs)
+
+    frames = MovingScene(64, 128).frames()
+    dropped = run_stream(tiny, slow, frames, 100, 0.0, CPU, queue_size=2, criterion=criterion)
+    assert dropped.stopped_early == "a frame was dropped" and dropped.offered < 200
+    late = run_stream(tiny, slow, frames, 100, 0.0, CPU, queue_size=1000, criterion=criterion)
+    assert late.dropped == 0 and "frames over the latency bound" in str(late.stopped_early) and late.offered < 200
+    assert not late.verdict(criterion)[0] and "> bound 10.0 ms" in str(late.verdict(criterion)[1])
+    full = run_stream(tiny, slow, frames, 100, 0.1, CPU, queue_size=2, criterion=criterion, stop_early=False)
+    assert full.offered == 200 and full.stopped_early is None  # a fixed-rate trial runs to its end
 
 
 def test_stream_suite_runs_a_cell_and_records_the_stream(write_suite: Callable[..., Path], tmp_path: Path) -> None:

@@ -16,7 +16,9 @@ from segbench.data.sources import MovingScene
 from segbench.errors import SuiteError
 from segbench.models import create_model
 from segbench.models.registry import load_plugin
+from segbench.run.dryrun import estimate_wall_time, plan_cells
 from segbench.run.runner import run_suite
+from segbench.suite.matrix import expand
 from segbench.suite.schema import load_suite
 from tests.helpers import FAULT_PLUGIN
 
@@ -228,6 +230,21 @@ def test_missing_or_corrupt_video_is_one_line(write_suite: Callable[..., Path], 
     with pytest.raises(SuiteError, match=r"stream.latency_percentile") as caught:
         load_suite(write_suite(scenario="stream", stream={"latency_percentile": "p98"}))
     assert len(str(caught.value).splitlines()) == 1
+
+
+def test_the_dry_run_estimate_bounds_a_search_by_its_budget(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    """A search costs at least k confirmations of duration_s and at most its budget (half the timeout by default)."""
+    stream = {"target_fps": "max", "duration_s": 2.0, "confirmations": 2}
+    searching = load_suite(write_suite(scenario="stream", stream=stream, timing={"timeout_s": 100}))
+    fixed = load_suite(write_suite(scenario="stream", stream={"target_fps": 10, "duration_s": 1.0}))
+    spans = {}
+    for name, suite in (("search", searching), ("fixed", fixed)):
+        estimate = estimate_wall_time(suite, plan_cells(suite, expand(suite)), tmp_path / "results")
+        spans[name] = estimate.high_s - estimate.low_s - 2 * (suite.timing.max_time_s - suite.timing.min_time_s)
+        spans[name + " basis"] = " ".join(estimate.basis)
+    assert spans["search"] == pytest.approx(50 - 2 * 2.0)  # budget 100 / 2, less the 2 x 2 s the low end counts
+    assert "2 confirmation trial(s) of at least 2 s, at most its 50 s budget" in spans["search basis"]
+    assert spans["fixed"] == pytest.approx(0) and "a stream trial of 10 s" in spans["fixed basis"]  # 100 frames
 
 
 def test_warm_up_is_time_based_and_runs_the_overlap_path(tiny) -> None:

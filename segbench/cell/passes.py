@@ -22,7 +22,7 @@ from torch import nn
 
 from segbench.backends import get_backend
 from segbench.cell.request import CellRequest
-from segbench.cell.stream import confirm_rate, find_max_rate, run_stream, warm_stream
+from segbench.cell.stream import Criterion, StreamOutcome, find_max_rate, run_stream, trial_row, warm_stream
 from segbench.data.datasets import Dataset, images_in_folder
 from segbench.data.images import calibration_batches, evaluation_batches
 from segbench.data.sources import open_source
@@ -363,41 +363,30 @@ def _stream_pass(
     device: torch.device,
     end_to_end: LatencyStats,
 ) -> dict[str, Any]:
-    """Frames on a clock at the target rate, or a search for the highest rate with no drops."""
+    """Frames on a clock at the target rate, or a search for the highest rate that passes the latency criterion."""
     config = request.stream
     assert config is not None
     source = open_source(
         config.source, *request.cell.resolution, Path(request.suite_dir) if request.suite_dir else None
     )
     frames = source.frames()
+    criterion = Criterion.from_config(config, request.timing.timeout_s)
 
-    def trial(rate: float, duration_s: float) -> Any:
-        return run_stream(adapter, forward, frames, rate, duration_s, device, config.queue_size, config.overlap)
+    def trial(rate: float, stop_early: bool = True) -> StreamOutcome:
+        return run_stream(
+            adapter, forward, frames, rate, config.duration_s, device, config.queue_size, config.overlap,
+            criterion=criterion, stop_early=stop_early,
+        )  # fmt: skip
 
     warmup = warm_stream(adapter, forward, frames, device, config.warmup_s, config.overlap)
-
+    common = {"criterion": criterion.to_dict(), "source": config.source, "overlap": config.overlap, "warmup": warmup}
     if config.target_fps == "max":
-        estimate = 1000.0 / end_to_end.median
-        searched, trials = find_max_rate(lambda rate: trial(rate, config.duration_s), estimate, config.search_steps)
-        # When no searched rate kept up (too few steps), confirmation steps down from the slowest rate tried.
-        start = searched if searched > 0 else min(row["target_fps"] for row in trials)
-        best, outcome, confirmations = confirm_rate(lambda rate: trial(rate, config.duration_s), start)
-        result = outcome.to_dict() if outcome is not None else {"target_fps": 0.0, "keeps_up": False}
-        return {
-            **result,
-            "max_sustainable_fps": best,
-            "search": trials,
-            "confirmations": confirmations,
-            "source": config.source,
-            "overlap": config.overlap,
-            "warmup": warmup,
-        }
-    return {
-        **trial(float(config.target_fps), config.duration_s).to_dict(),
-        "source": config.source,
-        "overlap": config.overlap,
-        "warmup": warmup,
-    }
+        search = find_max_rate(trial, criterion, 1000.0 / end_to_end.median, config.search_steps)
+        outcome = search.pop("outcome")
+        result = outcome.to_dict(criterion) if outcome is not None else {"target_fps": 0.0, "keeps_up": False}
+        return {**result, **search, **common}
+    outcome = trial(float(config.target_fps), stop_early=False)
+    return {**outcome.to_dict(criterion), "trials": [trial_row("fixed", outcome, criterion)], **common}
 
 
 def _flops(adapter: SegmentationAdapter, cell: CellSpec) -> tuple[float | None, str | None]:

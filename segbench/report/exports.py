@@ -10,12 +10,13 @@ import pandas as pd
 
 from segbench.errors import SegbenchError
 from segbench.formatting import fmt_duration, fmt_fixed, fmt_time
-from segbench.report import tables
+from segbench.report import stream, tables
 from segbench.report.answer import FPS_SENTENCE, HOW_TO, PERCENTILE_SENTENCE, answer
 from segbench.report.html import (
     FAILURE_COLUMNS,
     LEADERBOARD_COLUMNS,
     QUANTIZATION_COLUMNS,
+    STREAM_TRIAL_COLUMNS,
     Column,
     answer_columns,
     dataset_text,
@@ -150,6 +151,10 @@ def render_markdown(run: RunData, targets: Targets | None = None) -> str:
     telemetry = tables.telemetry(run)
     if not telemetry.empty:
         parts += ["", "### Telemetry", "", markdown_table(telemetry, telemetry_columns())]
+    trials = stream.trials(run)
+    if not trials.empty:
+        parts += ["", "### Stream trials", "", *(f"- {_md_text(line)}" for line in stream.criteria(run)), ""]
+        parts += [markdown_table(trials, STREAM_TRIAL_COLUMNS), "", _md_text(stream.TRIALS_NOTE)]
     quantization = tables.quantization(run)
     if not quantization.empty:
         parts += ["", "### Quantization and precision", "", markdown_table(quantization, QUANTIZATION_COLUMNS)]

@@ -16,9 +16,9 @@ import jinja2
 import pandas as pd
 
 import segbench
-from segbench.formatting import fmt_duration, fmt_fixed, fmt_flag, fmt_ms, fmt_time
+from segbench.formatting import fmt_duration, fmt_fixed, fmt_flag, fmt_ms, fmt_time, fmt_yes_no
 from segbench.formatting import missing as _missing
-from segbench.report import plots, tables
+from segbench.report import plots, stream, tables
 from segbench.report.answer import FPS_SENTENCE, HOW_TO, PERCENTILE_SENTENCE, Answer, answer
 from segbench.report.compare import (
     AA_BOUND_SOURCE,
@@ -140,6 +140,30 @@ FAILURE_COLUMNS = [
     Column("status", "status"),
     Column("reason", "reason"),
 ]
+
+
+STREAM_TRIAL_COLUMNS = [
+    Column("cell", "cell"),
+    Column("phase", "phase", help="search (bisection), confirm (k in a row at the reported rate) or fixed"),
+    Column("target_fps", "camera FPS", fmt_fixed(2), True),
+    Column("n", "frames", fmt_fixed(0), True, help="frames processed: the samples the percentile is judged on"),
+    Column(
+        "percentile", "percentile", lambda v: "–" if _missing(v) else str(v), help="the percentile the criterion judges"
+    ),
+    Column("latency_quantile_ms", "from schedule ms", fmt_ms, True, help="that percentile, from scheduled arrival"),
+    Column("latency_bound_ms", "bound ms", fmt_ms, True),
+    metric_column("stream_issue_delay_p99_ms", "issue_delay_p99_ms"),
+    metric_column("stream_queue_wait_p99_ms", "queue_wait_p99_ms"),
+    metric_column("stream_service_p99_ms", "service_p99_ms"),
+    metric_column("stream_drop_pct", "drop_pct"),
+    Column("passed", "passed", fmt_yes_no),
+    Column("note", "why it failed or stopped"),
+]
+
+
+def _stream_trials_table(run: RunData) -> HtmlTable | None:
+    frame = stream.trials(run)
+    return None if frame.empty else html_table(frame, STREAM_TRIAL_COLUMNS)
 
 
 def telemetry_columns() -> list[Column]:
@@ -322,6 +346,9 @@ def report_context(run: RunData, targets: Targets | None = None) -> dict[str, An
         "notes": notes,
         "models": sorted({r["model"] for r in run.ok}),
         "telemetry": _telemetry_table(run),
+        "stream_trials": _stream_trials_table(run),
+        "stream_criteria": stream.criteria(run),
+        "stream_note": stream.TRIALS_NOTE,
         "memory_breakdown": _memory_breakdown_table(run),
         "memory_breakdown_note": BREAKDOWN_NOTE,
         "plots": plots.all_plots(run),

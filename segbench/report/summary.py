@@ -46,9 +46,19 @@ def stream_text(record: dict[str, Any]) -> str:
     if not stream:
         return ""
     keeps_up = "[green]keeps up[/]" if stream.get("keeps_up") else "[red]falls behind[/]"
-    best = f" · max sustainable {stream['max_sustainable_fps']:.1f} FPS" if "max_sustainable_fps" in stream else ""
+    best = ""
+    if "max_sustainable_fps" in stream:
+        rate = stream["max_sustainable_fps"]
+        best = f" · max sustainable {rate:.1f} FPS" if isinstance(rate, (int, float)) else " · no sustainable rate"
     p95_ms, frames = METRICS["stream_p95_ms"].value(record), METRICS["stream_n"].value(record)
     p95 = f", p95 {p95_ms:.1f} ms (n = {frames:.0f})" if p95_ms is not None and frames is not None else ""
+    latency = stream.get("latency_ms") or {}
+    bound = stream.get("latency_bound_ms")
+    if isinstance(bound, (int, float)) and latency:  # the latency criterion: say what was judged against what
+        percentile = (stream.get("criterion") or {}).get("percentile") or "p99"
+        judged = latency.get("median" if percentile == "p50" else percentile)
+        if isinstance(judged, (int, float)):
+            p95 = f", {percentile} from schedule {judged:.1f} ms (bound {bound:.1f}, n = {latency.get('n')})"
     return (
         f" · stream at {stream.get('target_fps', 0):.1f} FPS: {keeps_up}, {stream.get('drop_pct', 0):.1f} % "
         f"dropped{p95}{best}"

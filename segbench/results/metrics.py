@@ -157,8 +157,9 @@ def _stream(record: Record) -> dict[str, Any]:
 def stream_fps(record: Record) -> float | None:
     """The camera rate a stream cell sustained: the confirmed highest rate of a search, else the target it kept up with.
 
-    A searched maximum counts only when its own confirmation trial kept up (runs recorded before
-    segbench confirmed its search may hold one that dropped frames: no value then).
+    A searched maximum counts only when its confirmation trials passed (runs recorded before segbench
+    confirmed its search may hold one that dropped frames: no value then; a search that confirmed no rate
+    records null and says why in max_sustainable_fps_why).
     """
     stream = _stream(record)
     if not stream:
@@ -175,6 +176,8 @@ def _stream_fps_missing(record: Record) -> str | None:
     stream = _stream(record)
     if not stream:
         return "not a stream cell"
+    if stream.get("max_sustainable_fps_why"):
+        return str(stream["max_sustainable_fps_why"])
     if "max_sustainable_fps" in stream and not stream.get("keeps_up"):
         rate = number(stream.get("max_sustainable_fps")) or 0.0
         return f"the confirmation trial at {rate:.1f} FPS dropped frames, so no rate was confirmed"
@@ -867,7 +870,7 @@ CATALOGUE: tuple[Metric, ...] = (
         "FPS",
         "higher",
         _FPS,
-        "camera rate kept up with: the confirmed highest rate of a search, else the target rate when kept up",
+        "camera rate kept up with: the confirmed highest rate of a search, else the target rate when its trial passed",
         derive=stream_fps,
         why=_stream_fps_missing,
     ),
@@ -886,7 +889,8 @@ CATALOGUE: tuple[Metric, ...] = (
         "FPS",
         "higher",
         _FPS,
-        "highest camera rate whose confirmation trial kept up with no drops",
+        "highest camera rate whose last k confirmation trials passed the latency criterion (the record's"
+        " stream.criterion)",
         path="stream.max_sustainable_fps",
     ),
     _m(
@@ -913,7 +917,8 @@ CATALOGUE: tuple[Metric, ...] = (
         "",
         "higher",
         fmt_yes_no,
-        "no frame dropped in the (confirmation) trial",
+        "the (last) trial passed: latency percentile from scheduled arrival within the bound and no frame dropped"
+        " (records before the latency criterion: no frame dropped)",
         path="stream.keeps_up",
         derive=lambda r: flag(dig(r, "stream.keeps_up")),
     ),
@@ -923,7 +928,7 @@ CATALOGUE: tuple[Metric, ...] = (
         "ms",
         "lower",
         fmt_ms,
-        "median latency from a frame's arrival to its class map",
+        "median latency from a frame's scheduled arrival to its class map",
         path="stream.latency_ms.median",
     ),
     _m(
@@ -932,7 +937,7 @@ CATALOGUE: tuple[Metric, ...] = (
         "ms",
         "lower",
         fmt_ms,
-        "95th percentile latency from arrival",
+        "95th percentile latency from scheduled arrival",
         path="stream.latency_ms.p95",
         **_percentile_of("p95", STREAM_TRIAL),
     ),
@@ -942,7 +947,7 @@ CATALOGUE: tuple[Metric, ...] = (
         "ms",
         "lower",
         fmt_ms,
-        "99th percentile latency from arrival",
+        "99th percentile latency from scheduled arrival",
         path="stream.latency_ms.p99",
         **_percentile_of("p99", STREAM_TRIAL),
     ),
@@ -954,6 +959,42 @@ CATALOGUE: tuple[Metric, ...] = (
         _INT,
         "frames the stream trial's latency percentiles rest on",
         path="stream.latency_ms.n",
+    ),
+    _m(
+        "stream_latency_bound_ms",
+        "latency bound ms",
+        "ms",
+        "none",
+        fmt_ms,
+        "the latency a trial's percentile must stay within (the frame interval unless the suite sets one)",
+        path="stream.latency_bound_ms",
+    ),
+    _m(
+        "stream_issue_delay_p99_ms",
+        "issue delay p99 ms",
+        "ms",
+        "lower",
+        fmt_ms,
+        "scheduled arrival to the frame's put on the queue (high: the producer or host was late)",
+        path="stream.issue_delay_ms.p99",
+    ),
+    _m(
+        "stream_queue_wait_p99_ms",
+        "queue wait p99 ms",
+        "ms",
+        "lower",
+        fmt_ms,
+        "put on the queue to taken off it (high: frames arrive faster than they are served)",
+        path="stream.queue_wait_ms.p99",
+    ),
+    _m(
+        "stream_service_p99_ms",
+        "service p99 ms",
+        "ms",
+        "lower",
+        fmt_ms,
+        "taken off the queue to class map (high against offline: the model is slower under load)",
+        path="stream.service_ms.p99",
     ),
     _m(
         "stream_queue_max",

@@ -141,9 +141,18 @@ def _measurement_window(suite: Suite) -> tuple[float, float, str]:
         low, high = low + timing.warmup_s, high + timing.warmup_s
         words += f", plus an end-to-end warm-up of at least timing.warmup_s={timing.warmup_s:g} s"
     if suite.scenario == "stream":
-        trials = suite.stream.search_steps if suite.stream.target_fps == "max" else 1
-        low, high = low + trials * suite.stream.duration_s, high + trials * suite.stream.duration_s
-        words += f", plus {trials} stream trial(s) of {suite.stream.duration_s:g} s"
+        stream = suite.stream
+        if stream.target_fps == "max":  # at least k confirmations of duration_s; at most the search budget
+            budget = stream.search_budget(timing.timeout_s)
+            low, high = low + stream.confirmations * stream.duration_s, high + budget
+            words += (
+                f", plus a stream search: {stream.confirmations} confirmation trial(s) of at least "
+                f"{stream.duration_s:g} s, at most its {budget:g} s budget"
+            )
+        else:
+            seconds = max(stream.duration_s, stream.trial_frames() / stream.target_fps)
+            low, high = low + seconds, high + seconds
+            words += f", plus a stream trial of {seconds:g} s"
     if suite.cooldown and suite.cooldown.fixed_s:
         low, high = low + suite.cooldown.fixed_s, high + suite.cooldown.fixed_s
         words += f", plus a {suite.cooldown.fixed_s:g} s cooldown"

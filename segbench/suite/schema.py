@@ -24,10 +24,11 @@ from segbench.suite.axes import (  # noqa: F401 (re-exported: suite.Rule, suite.
     rule_resolutions,
 )
 from segbench.suite.expectations import Expectation
-from segbench.suite.targets import Targets
+from segbench.suite.targets import Percentile, Targets
 
 MAX_DURATION_S = 86_400.0  # a day of measuring one cell
 MAX_TIMEOUT_S = 7 * 86_400.0
+DEFAULT_SEARCH_BUDGET_S = 300.0  # a stream search's trials, unless the suite or a short timeout says less
 DeviceName = Annotated[str, Field(pattern=DEVICE_NAME_PATTERN)]
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -82,11 +83,19 @@ class MemoryConfig(StrictModel):
 
 
 class StreamConfig(StrictModel):
-    """The stream scenario: frames arrive at `target_fps` for `duration_s` (or the highest sustainable rate is
-    searched)."""
+    """The stream scenario: frames arrive at `target_fps` (or the highest sustainable rate is searched); a trial
+    passes when its `latency_percentile` of latency from scheduled arrival is within `latency_bound_ms` (default:
+    the frame interval at the trial's rate) and no frame is dropped. A trial lasts at least `duration_s` and
+    `min_frames` frames (default 1 / (1 - q): 100 for p99); a searched rate is reported after `confirmations`
+    consecutive passing trials, within `search_budget_s` (default half the cell's timeout, at most 300 s)."""
 
     target_fps: Annotated[float, Field(gt=0, le=10_000)] | Literal["max"] = 30.0
     duration_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    latency_bound_ms: Annotated[float, Field(gt=0, le=3_600_000)] | None = None
+    latency_percentile: Percentile = "p99"
+    min_frames: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    confirmations: Annotated[int, Field(ge=1, le=20)] = 3
+    search_budget_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S)] | None = None
     source: str = "synthetic"
     queue_size: Annotated[int, Field(ge=1, le=1000)] = 2
     overlap: bool = False
@@ -94,6 +103,18 @@ class StreamConfig(StrictModel):
     warmup_s: Annotated[float, Field(ge=0, le=600)] = (
         2.0  # the per-frame path runs this long before the camera's clock starts
     )
+
+    def quantile(self) -> float:
+        return int(self.latency_percentile.removeprefix("p")) / 100
+
+    def trial_frames(self) -> int:
+        """The fewest frames a trial offers: enough for the percentile judged (1 / (1 - q)), or `min_frames`."""
+        return self.min_frames or round(1 / (1 - self.quantile()))
+
+    def search_budget(self, timeout_s: float) -> float:
+        """Seconds of trials a search may run: the suite's, else half the cell's timeout (the offline passes before
+        the stream keep the other half), at most DEFAULT_SEARCH_BUDGET_S."""
+        return self.search_budget_s or min(DEFAULT_SEARCH_BUDGET_S, timeout_s / 2)
 
 
 class RayConfig(StrictModel):
@@ -294,6 +315,15 @@ def _check_stream(suite: Suite, base_dir: Path | None) -> list[tuple[str, str]]:
             return [("stream.source", str(exc).removeprefix("stream.source: "))]
     if any(batch != 1 for batch in suite.batch_sizes):
         return [("batch_sizes", "the stream scenario processes one frame at a time; use batch_sizes: [1]")]
+    budget, timeout = suite.stream.search_budget_s, suite.timing.timeout_s
+    if suite.stream.target_fps == "max" and budget is not None and budget + suite.stream.warmup_s >= timeout:
+        return [
+            (
+                "stream.search_budget_s",
+                f"the search ({budget:g} s) and its warm-up ({suite.stream.warmup_s:g} s) must end within "
+                f"timing.timeout_s ({timeout:g} s); lower the budget or raise the timeout",
+            )
+        ]
     return []
 
 

@@ -917,7 +917,7 @@ CATALOGUE: tuple[Metric, ...] = (
         "",
         "higher",
         fmt_yes_no,
-        "the (last) trial passed: latency percentile from scheduled arrival within the bound and no frame dropped"
+        "the (last) trial passed: latency percentile from scheduled arrival within the bound, drops counting as late"
         " (records before the latency criterion: no frame dropped)",
         path="stream.keeps_up",
         derive=lambda r: flag(dig(r, "stream.keeps_up")),

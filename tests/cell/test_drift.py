@@ -85,7 +85,7 @@ def test_a_drifting_cell_is_flagged_in_its_record_the_reports_and_compare(
     assert "drifted in B" in comparison.cells[0].flags and "drifted in A" not in comparison.cells[0].flags
     from rich.console import Console
 
-    console = Console(record=True, width=250)
+    console = Console(record=True, width=400)
     console.print(comparison_table(comparison))
     assert "(! drifted in B)" in console.export_text()
     assert "(! drifted in B)" in render_comparison(comparison)

@@ -181,8 +181,8 @@ def test_the_search_stays_within_its_budget_and_says_why_nothing_was_reported() 
 
 
 def test_a_trial_that_has_failed_stops_early(tiny) -> None:
-    """A drop, or enough frames over the bound to put the percentile over it, ends a search trial: its verdict is
-    known and the rest would only spend the budget."""
+    """Enough frames over the bound (late or dropped: a drop never met its bound) to put the percentile over it end a
+    search trial: its verdict is known and the rest would only spend the budget."""
     assert Criterion().late_frames_that_fail(100) == 2  # p99 of 100 frames: two over the bound put it over
     assert Criterion(quantile=0.9).late_frames_that_fail(10) == 2
     criterion = Criterion(min_frames=200, min_duration_s=0.0)
@@ -193,7 +193,7 @@ def test_a_trial_that_has_failed_stops_early(tiny) -> None:
 
     frames = MovingScene(64, 128).frames()
     dropped = run_stream(tiny, slow, frames, 100, 0.0, CPU, queue_size=2, criterion=criterion)
-    assert dropped.stopped_early == "a frame was dropped" and dropped.offered < 200
+    assert "dropped" in str(dropped.stopped_early) and dropped.dropped >= 1 and dropped.offered < 200
     late = run_stream(tiny, slow, frames, 100, 0.0, CPU, queue_size=1000, criterion=criterion)
     assert late.dropped == 0 and "frames over the latency bound" in str(late.stopped_early) and late.offered < 200
     assert not late.verdict(criterion)[0] and "> bound 10.0 ms" in str(late.verdict(criterion)[1])

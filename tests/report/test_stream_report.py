@@ -34,7 +34,7 @@ def test_record_and_report_show_the_criterion_and_the_trials(stream_run: Path, t
         assert trial[key] is not None, key
     assert trial["issue_delay_ms"]["n"] == trial["service_ms"]["n"] == trial["n"]
     assert {"frames_dropped", "passed", "phase"} <= trial.keys()
-    assert "p90 from schedule" in stream_text(record) and "(bound 500.0)" in stream_text(record)
+    assert "p90 from schedule" in stream_text(record) and "(bound 500.0, n = " in stream_text(record)
 
     html = write_report(stream_run, tmp_path / "stream.html").read_text()
     markdown = write_report(stream_run, tmp_path / "stream.md", fmt="md").read_text()

@@ -46,11 +46,16 @@ from segbench.results.schema import STAGES
 from segbench.results.store import record_key
 
 MIN_PROCESSES_FOR_SIGNIFICANCE = 3  # two processes give one degree of freedom: an interval too wide to use
-# The largest |median change| between A/A runs of one process per cell on the shared 2-core Xeon VMs, rounded up:
-# 24.2 % in quick-20261126T002401Z vs quick-targets-20261126T002456Z (same code and cells, 55 s apart) and
-# AA_BOUND_SOURCE below. Without between-process evidence a change must exceed it to count.
-SINGLE_PROCESS_AA_BOUND_PCT = 30.0
-AA_BOUND_SOURCE = "quick-20261126T002401Z vs quick-targets-20261126T002456Z"
+# Measured A/A spread on the shared 2-core Xeon VMs (AVX-512, AMX) this project runs on: pairs of runs of the same code
+# and suite made back to back (results/README.md, "A/A runs"). The host's speed moves over tens of seconds (its
+# fp32 ceiling read 136 then 219 GFLOP/s within 15 minutes), which the k processes of one cell, run back to back,
+# do not see.
+# - one process per cell: the forward median moved by up to 29.2 %, end to end by up to 33.7 % (the 2026-11-26
+#   pair: 24.2 %). Without between-process evidence a change must exceed this to count.
+SINGLE_PROCESS_AA_BOUND_PCT = 40.0
+# - three processes per cell: the median of the three moved by up to 22.4 % (7.0 % in the other pair).
+CPU_REPEATED_AA_BOUND_PCT = 25.0
+AA_BOUND_SOURCE = "A/A pairs of quick runs on shared 2-core Xeon VMs, results/README.md"
 THRESHOLD_FLOOR_PCT = 2.0  # below this no change matters to a deployment decision, however certain
 MEMORY_THRESHOLD_PCT = 5.0  # the default for one-measurement memory figures (allocator peaks repeat to the byte)
 TAIL_SAMPLES_FOR_CI = 5  # samples needed beyond a quantile (each side) before its interval means anything
@@ -392,22 +397,30 @@ def _holm_per_metric(cells: list[list[MetricChange]]) -> list[list[float | None]
 
 
 def auto_threshold(records_a: list[dict[str, Any]], records_b: list[dict[str, Any]]) -> tuple[float, str]:
-    """The default threshold from the runs' own A/A spread: twice the median between-process CV when both runs
-    repeated their cells (two medians of 3 such processes differ by less than that 95 % of the time); without
-    repeats, the single-process A/A bound."""
+    """The default threshold from measured A/A spread: twice the runs' median between-process CV (two medians of 3
+    such processes differ by less than that 95 % of the time), and on a CPU at least what A/A runs of repeated cells
+    on the shared VMs reached; without repeats, the single-process A/A bound."""
+    records = (*records_a, *records_b)
     cvs = [
         float(cv)
-        for record in (*records_a, *records_b)
+        for record in records
         if (cv := (record.get("repeats") or {}).get("between_cv")) is not None and math.isfinite(float(cv))
     ]
-    repeated = all(_processes(r) >= MIN_PROCESSES_FOR_SIGNIFICANCE for r in (*records_a, *records_b))
+    repeated = all(_processes(r) >= MIN_PROCESSES_FOR_SIGNIFICANCE for r in records)
     if not cvs or not repeated:
         return SINGLE_PROCESS_AA_BOUND_PCT, (
             f"auto: one process per cell, so the single-process A/A bound ({AA_BOUND_SOURCE}); {INDICATIVE_HINT}"
         )
-    spread = 2 * float(np.median(cvs)) * 100
-    threshold = max(THRESHOLD_FLOOR_PCT, spread)
-    return threshold, f"auto: 2 x the runs' median between-process CV ({float(np.median(cvs)) * 100:.1f} %)"
+    median_cv = float(np.median(cvs)) * 100
+    own = f"2 x the runs' median between-process CV ({median_cv:.1f} %)"
+    if any(str(record.get("device", "cpu")).startswith("cpu") for record in records):
+        threshold = max(THRESHOLD_FLOOR_PCT, 2 * median_cv, CPU_REPEATED_AA_BOUND_PCT)
+        return threshold, (
+            f"auto: the larger of {own} and the {CPU_REPEATED_AA_BOUND_PCT:g} % A/A runs of 3 processes reached on "
+            "shared CPU VMs (set --threshold where your machine's A/A runs show less)"
+        )
+    # No GPU A/A pairs have been measured: the runs' own spread is all there is.
+    return max(THRESHOLD_FLOOR_PCT, 2 * median_cv), f"auto: {own}; no A/A runs measured on GPUs yet"
 
 
 # ---- runs ------------------------------------------------------------------------------------------

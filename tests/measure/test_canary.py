@@ -59,6 +59,14 @@ def test_a_missing_reading_withholds_the_change_with_a_reason() -> None:
     assert drift_reason(canary) is None
 
 
+def test_a_canary_faster_than_the_reference_is_not_drift() -> None:
+    """The reference is measured while the template process starts: a cell 14 % above it (as in
+    quick-20261201T232445Z, before/after within 1 %) says the reference was slow, not that the cell drifted."""
+    canary = against_reference(cell_canary(_reading(308.0), _reading(305.0), _steal()), {**_reading(271.0)})
+    assert canary["vs_run_reference_pct"] == pytest.approx(100 * (305 / 271 - 1))
+    assert drift_reason(canary) is None
+
+
 def test_a_cell_far_from_the_runs_reference_canary_is_drifted() -> None:
     """The whole cell on a machine slower than when the ceiling was measured: before and after agree, both low."""
     canary = against_reference(cell_canary(_reading(150.0), _reading(148.0), _steal()), {**_reading(252.0)})

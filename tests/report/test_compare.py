@@ -19,7 +19,12 @@ import yaml
 from typer.testing import CliRunner
 
 from segbench.cli.main import app
-from segbench.report.compare import SINGLE_PROCESS_AA_BOUND_PCT, compare_runs, min_samples_for_ci
+from segbench.report.compare import (
+    CPU_REPEATED_AA_BOUND_PCT,
+    SINGLE_PROCESS_AA_BOUND_PCT,
+    compare_runs,
+    min_samples_for_ci,
+)
 from segbench.run.runner import run_suite
 from segbench.suite.schema import load_suite
 from tests.helpers import FAULT_PLUGIN, FIXTURES
@@ -120,7 +125,7 @@ def test_the_stable_cell_runs_in_three_processes(repeats: tuple[Path, Path]) -> 
 def test_a_20_percent_slowdown_between_processes_is_significant(repeats: tuple[Path, Path], tmp_path: Path) -> None:
     first, _ = repeats
     slow = copy_run(first, tmp_path / "slow", change=lambda r: scaled(r, 1.2))
-    comparison = compare_runs(first, slow)
+    comparison = compare_runs(first, slow, threshold=10)  # a CPU's default (25 %) would hide 20 %
     [cell] = comparison.cells
     median = cell.metric("median_ms")
     assert median is not None and median.change_pct == pytest.approx(20.0, abs=0.01)
@@ -135,7 +140,9 @@ def test_a_20_percent_slowdown_between_processes_is_significant(repeats: tuple[P
     assert not cell.metric("peak_mb").significant  # type: ignore[union-attr]  # memory was not touched
     assert comparison.latency_regressions(10) == [cell] and comparison.latency_regressions(25) == []
     assert comparison.significant_count == (1, 0)
-    reverse = compare_runs(slow, first)  # the reverse direction is a significant speed-up, not a regression
+    reverse = compare_runs(
+        slow, first, threshold=10
+    )  # the reverse direction is a significant speed-up, not a regression
     assert reverse.significant_count == (0, 1) and reverse.latency_regressions(1) == []
 
 
@@ -154,12 +161,19 @@ def test_an_a_a_pair_between_processes_is_not_flagged(repeats: tuple[Path, Path]
 
 
 @ALONE
-def test_the_default_threshold_is_the_runs_own_a_a_spread(repeats: tuple[Path, Path]) -> None:
+def on_gpu(record: dict[str, Any]) -> dict[str, Any]:
+    return {**record, "device": "cuda:0"}
+
+
+def test_the_default_threshold_is_the_measured_a_a_spread(repeats: tuple[Path, Path], tmp_path: Path) -> None:
     first, second = repeats
     comparison = compare_runs(first, second)
     cvs = [json.loads((run / "results.jsonl").read_text())["repeats"]["between_cv"] for run in repeats]
-    assert comparison.threshold_pct == pytest.approx(max(2.0, 2 * 100 * (cvs[0] + cvs[1]) / 2))  # 2 x their median
-    assert comparison.threshold_source.startswith("auto: 2 x the runs' median between-process CV")
+    own = 2 * 100 * (cvs[0] + cvs[1]) / 2  # 2 x their median
+    assert comparison.threshold_pct == pytest.approx(max(2.0, own, CPU_REPEATED_AA_BOUND_PCT))
+    assert comparison.threshold_source.startswith("auto: the larger of 2 x the runs' median between-process CV")
+    gpu_a, gpu_b = (copy_run(run, tmp_path / f"gpu-{run.name}", change=on_gpu) for run in repeats)
+    assert compare_runs(gpu_a, gpu_b).threshold_source.endswith("no A/A runs measured on GPUs yet")
     assert compare_runs(first, second, threshold=7.5).threshold_source == "--threshold"
 
 
@@ -190,7 +204,18 @@ def test_cli_fail_on_regression_sets_the_exit_code_and_writes_html(repeats: tupl
     slow = copy_run(first, tmp_path / "slow", change=lambda r: scaled(r, 1.2))
     runner = CliRunner()
     flagged = runner.invoke(
-        app, ["compare", str(first), str(slow), "--fail-on-regression", "10", "-o", str(tmp_path / "cmp.html")]
+        app,
+        [
+            "compare",
+            str(first),
+            str(slow),
+            "--threshold",
+            "10",
+            "--fail-on-regression",
+            "10",
+            "-o",
+            str(tmp_path / "cmp.html"),
+        ],
     )
     assert flagged.exit_code == 1, flagged.output
     assert (
@@ -199,6 +224,7 @@ def test_cli_fail_on_regression_sets_the_exit_code_and_writes_html(repeats: tupl
     page = (tmp_path / "cmp.html").read_text()
     assert "+20.0 % (!)" in page and 'id="compare-table"' in page and "1 significantly slower" in page
     assert "Holm" in page and "3 vs 3 processes" in page
+    assert runner.invoke(app, ["compare", str(first), str(slow), "--fail-on-regression", "10"]).exit_code == 0  # 25 %
     assert runner.invoke(app, ["compare", str(first), str(slow), "--fail-on-regression", "25"]).exit_code == 0
     assert runner.invoke(app, ["compare", str(first), str(slow)]).exit_code == 0  # without the flag it only reports
     repeat = runner.invoke(app, ["compare", str(first), str(second), "--fail-on-regression", "10"])

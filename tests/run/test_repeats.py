@@ -76,7 +76,7 @@ def test_compare_uses_the_between_process_spread_when_both_runs_have_repeats(tmp
     assert median.ci_pct is not None and median.ci_pct[0] < 0 < median.ci_pct[1] and not median.significant
     tight_b = RunData(tmp_path / "c", {}, [_record([109.0, 110.0, 111.0])])
     tight_a = RunData(tmp_path / "d", {}, [_record([99.0, 100.0, 101.0])])
-    flagged = compare_runs(tight_a, tight_b).cells[0]
+    flagged = compare_runs(tight_a, tight_b, threshold=5).cells[0]
     assert flagged.metric("median_ms").significant and flagged.metric("fps").significant  # type: ignore[union-attr]
 
 

@@ -403,6 +403,9 @@ class RateSearch:
         return bool(row["passed"])
 
 
+MIN_SEARCH_FPS = 0.1  # below one frame every 10 s a camera stream is not a stream
+
+
 def find_max_rate(
     trial: Callable[[float], StreamOutcome], criterion: Criterion, estimate_fps: float, steps: int = 6
 ) -> dict[str, Any]:
@@ -425,7 +428,14 @@ def find_max_rate(
         else:
             high = probe
         probe = (low + high) / 2
-    # When no searched rate passed, confirmation starts a step below the slowest rate tried.
+    # No searched rate passed (the machine is slower than the offline estimate said): halve until one does, so the
+    # confirmations start from a rate that passed rather than stepping down 10 % at a time from one that failed.
+    probe = min([row["target_fps"] for row in search.rows] or [estimate_fps]) / 2
+    while low == 0 and probe >= MIN_SEARCH_FPS and search.fits(probe, 1 + k):
+        if search.run("search", probe):
+            low = probe
+        probe /= 2
+    # When still no searched rate passed, confirmation starts a step below the slowest rate tried.
     rate = low if low > 0 else min([row["target_fps"] for row in search.rows] or [estimate_fps]) * CONFIRM_STEP
     streak, failures, why = 0, 0, None
     while streak < k:

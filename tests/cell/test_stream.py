@@ -148,6 +148,16 @@ def test_the_search_reports_the_highest_rate_meeting_the_bound() -> None:
     assert all(t["target_fps"] > best for t in search["trials"] if not t["passed"])
 
 
+def test_an_estimate_far_too_high_is_halved_until_a_rate_passes() -> None:
+    """The offline estimate said 1,000 FPS, the pipeline sustains 10 (100 ms a frame): two bisection steps both fail,
+    and the search halves until a rate passes instead of stepping down 10 % at a time from a failed one (which, in a
+    busy CI run, gave up after five confirmations at 805 FPS)."""
+    search = find_max_rate(_fake_trial(lambda rate: 100.0), Criterion(confirmations=3, budget_s=10_000), 1000.0, 2)
+    best = search["max_sustainable_fps"]
+    assert best is not None and best <= 10 and search["confirmed_trials"] == 3
+    assert all(t["target_fps"] > best for t in search["trials"] if not t["passed"])
+
+
 def test_a_rate_that_fails_a_confirmation_is_never_reported() -> None:
     """Above 12 FPS the pipeline passes every other trial (as 3.72 FPS passed once in the dashcam run after three
     failed confirmations): a rate there that passes once is not reported, since it cannot pass k = 3 in a row; the

@@ -36,7 +36,7 @@ def test_the_median_interval_covers_on_ar1_series_with_rho_0_9() -> None:
     samples for 1,000 independent ones."""
     covered = 0
     for seed in range(SERIES):
-        low, high = interval(within_process_spread(ar1(1000, RHO, np.random.default_rng(seed)), resamples=300))
+        low, high = interval(within_process_spread(ar1(1000, RHO, np.random.default_rng(seed)), resamples=200))
         covered += low <= 20.0 <= high
     assert covered / SERIES >= 0.90
 
@@ -46,7 +46,7 @@ def test_the_change_interval_of_two_ar1_series_covers_no_change() -> None:
     covered = 0
     for seed in range(SERIES // 2):
         rng = np.random.default_rng(10_000 + seed)
-        test = within_process_change(ar1(1000, RHO, rng), ar1(1000, RHO, rng), resamples=300)
+        test = within_process_change(ar1(1000, RHO, rng), ar1(1000, RHO, rng), resamples=200)
         covered += test.ci_pct[0] <= 0.0 <= test.ci_pct[1]
     assert covered / (SERIES // 2) >= 0.90
 

@@ -40,6 +40,7 @@ STABLE_TIMING = {
     "min_iters": 30,
     "max_iters": 60,
     "min_time_s": 0.5,
+    "warmup_s": 0.0,  # the pipeline warm-up second is not what these tests compare
     "max_time_s": 3.0,
     "timeout_s": 120,
     "memory_iters": 1,
@@ -320,9 +321,14 @@ def gemm_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Pat
 @ALONE
 @pytest.mark.slow
 def test_a_a_runs_find_nothing_and_half_the_threads_is_slower_in_every_cell(
-    gemm_runs: tuple[Path, Path, Path],
+    gemm_runs: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
-    first, second, half = gemm_runs
+    first, second, half = (
+        # The statistics are under test here, not the drift flag (tests/cell/test_drift.py): on a shared CI box the
+        # host canary of a one-thread cell can move 10 %, which would leave the cell unjudged.
+        copy_run(run, tmp_path / run.name, change=lambda r: {**r, "drifted": None})
+        for run in gemm_runs
+    )
     runner = CliRunner()
     same = compare_runs(first, second)
     assert len(same.cells) == 2 and same.significant_count == (0, 0), [c.metric("median_ms") for c in same.cells]

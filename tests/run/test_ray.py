@@ -86,6 +86,7 @@ def test_worker_killed_mid_cell_is_recorded_and_retried_once(
         "min_iters": 3,
         "max_iters": 1000,
         "min_time_s": 4.0,
+        "warmup_s": 0.0,
         "max_time_s": 6.0,
         "timeout_s": 120,
     }

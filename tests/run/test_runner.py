@@ -107,6 +107,7 @@ def test_hanging_cell_is_killed_at_its_timeout(write_suite: Callable[..., Path],
         "min_iters": 3,
         "max_iters": 20,
         "min_time_s": 0.05,
+        "warmup_s": 0.0,
         "max_time_s": 1.0,
         "timeout_s": 10,
     }

@@ -977,6 +977,7 @@ CATALOGUE: tuple[Metric, ...] = (
         fmt_ms,
         "scheduled arrival to the frame's put on the queue (high: the producer or host was late)",
         path="stream.issue_delay_ms.p99",
+        **_percentile_of("p99", TimedPass("stream.issue_delay_ms", "the stream trial", "stream.duration_s")),
     ),
     _m(
         "stream_queue_wait_p99_ms",
@@ -986,6 +987,7 @@ CATALOGUE: tuple[Metric, ...] = (
         fmt_ms,
         "put on the queue to taken off it (high: frames arrive faster than they are served)",
         path="stream.queue_wait_ms.p99",
+        **_percentile_of("p99", TimedPass("stream.queue_wait_ms", "the stream trial", "stream.duration_s")),
     ),
     _m(
         "stream_service_p99_ms",
@@ -995,6 +997,7 @@ CATALOGUE: tuple[Metric, ...] = (
         fmt_ms,
         "taken off the queue to class map (high against offline: the model is slower under load)",
         path="stream.service_ms.p99",
+        **_percentile_of("p99", TimedPass("stream.service_ms", "the stream trial", "stream.duration_s")),
     ),
     _m(
         "stream_queue_max",

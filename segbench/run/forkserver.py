@@ -464,12 +464,15 @@ def template_for(imports: tuple[str, ...]) -> tuple[Template, str | None]:
 def _new_template(imports: tuple[str, ...]) -> Template:
     """Derived from the base template when the imports extend it (the base stays, for the next one), else spawned."""
     if imports != BASE_IMPORTS and imports[: len(BASE_IMPORTS)] == BASE_IMPORTS:
-        base, _ = template_for(BASE_IMPORTS)
-        _make_room()
-        try:
-            return Template(imports, base=base)
-        except TemplateDied:
-            forget(base)  # a spawned template serves instead
+        # Twice: a killed base can still look alive while the kernel tears its (large) address space down; the
+        # derive then fails, and a fresh base serves. A spawned template serves only if that one fails too.
+        for _ in range(2):
+            base, _ = template_for(BASE_IMPORTS)
+            _make_room()
+            try:
+                return Template(imports, base=base)
+            except TemplateDied:
+                forget(base)
     _make_room()
     return Template(imports)
 

@@ -234,7 +234,9 @@ def test_every_catalogue_path_resolves_on_a_real_run(small_run: Path, stream_run
     # ^ GPU-only, logits of a real head, a labelled dataset, a quantized precision, a measured ceiling: none in these
     # small runs
     # A p99 needs 100 samples and these runs stop at 20: withheld, with the reason, which counts as an answer.
-    withheld = {m.key for m in CATALOGUE if all("needs n ≥" in m.missing_reason(r) for r in records)}
+    # A stream trial's p99 needs 100 frames, which a busy machine's short trials may not reach: withheld in the stream
+    # cell, not applicable in the others.
+    withheld = {m.key for m in CATALOGUE if any("needs n ≥" in (m.missing_reason(r) or "") for r in records)}
     valueless = [
         m.key
         for m in CATALOGUE

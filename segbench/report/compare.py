@@ -257,11 +257,6 @@ METRICS_COMPARED = (
 )
 
 
-def process_medians(record: dict[str, Any]) -> np.ndarray | None:
-    """The per-process medians of a cell measured with `timing.repeats` >= 2, else None."""
-    return _per_process("process_medians_ms")(record)
-
-
 def _inverted(test: ChangeTest) -> ChangeTest:
     """The same test for the inverse figure (FPS is batch / median latency)."""
     low, high = test.ci_pct

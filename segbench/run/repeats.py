@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from segbench.measure import significance
 from segbench.measure.stats import HIGH_CV
 from segbench.run.isolation import execute_isolated
 
@@ -48,14 +49,14 @@ def between_process_spread(values: list[float], centre: float | None = None) -> 
         }
     if not (array > 0).all():
         return {"cv": None, "ci95": None, "unavailable": "a process measured no positive value"}
-    from scipy import stats as scipy_stats  # here: importing it costs 1 s, and only repeated cells need it
-
     centre = float(np.median(array)) if centre is None else centre
-    half = float(scipy_stats.t.ppf(0.975, array.size - 1)) * float(np.log(array).std(ddof=1)) / math.sqrt(array.size)
+    # The same standard error and degrees of freedom compare's Welch test uses, around this centre.
+    spread = significance.between_process_spread(array)
+    low, high = significance.interval(significance.Spread(math.log(centre), spread.log_se, spread.dof))
     mean = float(array.mean())
     return {
         "cv": float(array.std(ddof=1)) / mean if mean > 0 else 0.0,
-        "ci95": [centre * math.exp(-half), centre * math.exp(half)],
+        "ci95": [low, high],
         "unavailable": None,
     }
 

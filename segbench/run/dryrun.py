@@ -4,7 +4,10 @@ Support is decided by the precisions' and backends' own `unsupported_reason` (no
 wall-time estimate adds, per cell, a startup cost (process, imports, build, precision and backend
 preparation, memory and fidelity passes) and the timed passes the suite's stop rule allows. Startup
 costs come from earlier runs' records (`wall_s` minus the timed passes) in the results folder, per
-family, precision and backend, and fall back to a default measured for a small model.
+family, precision and backend, made on this machine only (the same CPU, cores, SIMD flags, RAM and GPUs:
+a committed H200 or another Xeon's record says nothing about this one). Where records say whether the
+prepare cache was hit, the low estimate takes the hits' startup and the high one the misses'. Without
+such records the estimate says so and falls back to a default measured for a small model.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 from segbench.errors import SegbenchError
 from segbench.suite.matrix import CellSpec
 from segbench.suite.schema import Suite
-from segbench.system.env import resolve_device
+from segbench.system.env import fingerprint, machine_identity, resolve_device
 
 # A cell process that imports torch, builds a small model (Fast-SCNN) and runs its untimed passes took
 # 7–9 s on a shared 2-core AMD EPYC (results/quick-*): the fallback when no earlier run knows a family.
@@ -91,28 +94,56 @@ def plan_cells(suite: Suite, cells: list[CellSpec], device_override: str | None 
     return DryRunPlan(planned, device, warning, requested)
 
 
-def _history(results_dir: Path, device_kind: str) -> list[dict[str, Any]]:
-    """Finished cell records (with wall_s) of earlier runs on this kind of device; unreadable lines are skipped."""
-    records = []
+@dataclass(frozen=True)
+class History:
+    """Earlier finished cell records usable for this estimate, and how many were left out as another machine's."""
+
+    records: list[dict[str, Any]]
+    other_machines: int = 0
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+
+
+def _history(results_dir: Path, device_kind: str, machine: tuple[Any, ...] | None) -> History:
+    """Finished cell records (with wall_s) of earlier runs on this kind of device and on this machine; unreadable
+    lines and folders are skipped."""
+    records, other_machines = [], 0
     for path in sorted(results_dir.glob("*/results.jsonl")):
+        meta = _read_json(path.parent / "meta.json")
+        run_fingerprint = meta.get("fingerprint") if isinstance(meta, dict) else None
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError:
+        except (OSError, UnicodeDecodeError):
             continue
         for line in lines:
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 continue
             on_kind = isinstance(record, dict) and str(record.get("device") or "cpu").split(":")[0] == device_kind
-            if on_kind and isinstance(record.get("wall_s"), (int, float)):
-                records.append(record)
-    return records
+            if not (on_kind and isinstance(record.get("wall_s"), (int, float))):
+                continue
+            node = record.get("node") if isinstance(record.get("node"), dict) else {}
+            stored = node.get("fingerprint") or run_fingerprint
+            if machine is None or not isinstance(stored, dict) or machine_identity(stored) != machine:
+                other_machines += 1
+                continue
+            records.append(record)
+    return History(records, other_machines)
 
 
-def _startup_costs(records: list[dict[str, Any]]) -> tuple[dict[tuple[str, ...], float], list[float]]:
-    """Median startup per (family, precision, backend) and per family, and the unsupported cells' walls."""
-    samples: dict[tuple[str, ...], list[float]] = defaultdict(list)
+StartupKey = tuple[str, ...]
+
+
+def _startup_costs(records: list[dict[str, Any]]) -> tuple[dict[StartupKey, float], list[float]]:
+    """Median startup per (family, precision, backend[, cache state]) and per family, and the unsupported cells'
+    walls. A record that says whether its prepare cache was hit also counts under that state."""
+    samples: dict[StartupKey, list[float]] = defaultdict(list)
     unsupported = []
     for record in records:
         if record.get("status") == "unsupported":
@@ -124,9 +155,21 @@ def _startup_costs(records: list[dict[str, Any]]) -> tuple[dict[tuple[str, ...],
         ):
             startup = max(0.0, float(record["wall_s"]) - TIMED_PASSES * float(record["measured_s"]))
             family = str(record.get("family"))
-            samples[(family, str(record.get("precision")), str(record.get("backend")))].append(startup)
+            key = (family, str(record.get("precision")), str(record.get("backend")))
+            samples[key].append(startup)
+            if record.get("prepare_cache") in ("hit", "miss"):
+                samples[(*key, str(record["prepare_cache"]))].append(startup)
             samples[(family,)].append(startup)
     return {key: statistics.median(values) for key, values in samples.items()}, unsupported
+
+
+def _startup_range(costs: dict[StartupKey, float], family: str, cell: CellSpec) -> tuple[float, float] | None:
+    """Low and high startup of a cell: a warm prepare cache's and a cold one's where records tell them apart."""
+    key = (family, cell.precision, cell.backend)
+    either = costs.get(key, costs.get((family,)))
+    if either is None:
+        return None
+    return costs.get((*key, "hit"), either), costs.get((*key, "miss"), either)
 
 
 def _measurement_window(suite: Suite) -> tuple[float, float, str]:
@@ -161,7 +204,8 @@ def _measurement_window(suite: Suite) -> tuple[float, float, str]:
 
 def estimate_wall_time(suite: Suite, plan: DryRunPlan, results_dir: Path) -> Estimate:
     """Low and high wall time of the planned cells, with the figures it rests on."""
-    records = _history(results_dir, plan.device_kind)
+    history = _history(results_dir, plan.device_kind, machine_identity(fingerprint()))
+    records = history.records
     costs, unsupported_walls = _startup_costs(records)
     unsupported_s = statistics.median(unsupported_walls) if unsupported_walls else DEFAULT_UNSUPPORTED_S
     low_window, high_window, window_words = _measurement_window(suite)
@@ -172,21 +216,25 @@ def estimate_wall_time(suite: Suite, plan: DryRunPlan, results_dir: Path) -> Est
         if planned.unsupported:
             low, high = low + unsupported_s, high + unsupported_s
             continue
-        cell = planned.cell
-        startup = costs.get((planned.family, cell.precision, cell.backend), costs.get((planned.family,)))
+        startup = _startup_range(costs, planned.family, planned.cell)
         (from_history if startup is not None else from_default).add(planned.family)
-        startup = DEFAULT_STARTUP_S if startup is None else startup
-        low, high = low + startup + low_window, high + startup + high_window
+        low_startup, high_startup = (DEFAULT_STARTUP_S, DEFAULT_STARTUP_S) if startup is None else startup
+        low, high = low + low_startup + low_window, high + high_startup + high_window
     basis = []
     if from_history:
         basis.append(
-            f"startup per cell from {len(records)} earlier {plan.device_kind} cell record(s) in {results_dir}/"
-            f" for {', '.join(sorted(from_history))}"
+            f"startup per cell from {len(records)} earlier {plan.device_kind} cell record(s) made on this machine"
+            f" in {results_dir}/ for {', '.join(sorted(from_history))}"
+        )
+    if history.other_machines:
+        basis.append(
+            f"{history.other_machines} {plan.device_kind} cell record(s) in {results_dir}/ from other machines left"
+            " out (another CPU, core count, RAM or GPU says nothing about this one's start-up)"
         )
     if from_default:
         basis.append(
             f"a default startup of {DEFAULT_STARTUP_S:g} s per cell for {', '.join(sorted(from_default))}"
-            f" (no earlier {plan.device_kind} run of that family in {results_dir}/;"
+            f" (no earlier {plan.device_kind} run of that family on this machine in {results_dir}/;"
             " measured for Fast-SCNN on a 2-core CPU)"
         )
     basis.append(window_words)

@@ -112,6 +112,24 @@ def gpu_fingerprint() -> list[dict[str, Any]]:
     return gpus
 
 
+def machine_identity(stored: dict[str, Any]) -> tuple[Any, ...] | None:
+    """What makes two runs' costs comparable, from a fingerprint: the CPU (model, logical cores, SIMD flags), the RAM
+    and the GPUs' names. The hostname is left out (a rebuilt VM of the same type is the same machine for timing).
+    None when the fingerprint lacks the CPU."""
+    cpu, ram_gb = stored.get("cpu"), stored.get("ram_gb")
+    if not isinstance(cpu, dict) or not cpu.get("model"):
+        return None
+    flags = cpu.get("flags")
+    gpus = stored.get("gpus")
+    return (
+        str(cpu["model"]),
+        cpu.get("logical_cores"),
+        tuple(sorted(str(flag) for flag in flags)) if isinstance(flags, list) else (),
+        round(float(ram_gb)) if isinstance(ram_gb, (int, float)) else None,
+        tuple(str(gpu.get("name")) for gpu in gpus if isinstance(gpu, dict)) if isinstance(gpus, list) else (),
+    )
+
+
 def fingerprint() -> dict[str, Any]:
     import torch
 

@@ -25,6 +25,7 @@ from segbench.errors import SegbenchError, SuiteError
 from segbench.run.dryrun import DEFAULT_STARTUP_S, estimate_wall_time, plan_cells
 from segbench.suite.matrix import expand
 from segbench.suite.schema import load_suite, parse_suite
+from segbench.system.env import fingerprint
 from tests.helpers import FAST_TIMING, FAULT_PLUGIN, REPO, segbench
 
 FAST_OVERRIDES = [f"timing.{key}={value}" for key, value in FAST_TIMING.items()] + ["roofline.measure_ceiling=false"]
@@ -301,28 +302,64 @@ def test_dry_run_marks_unsupported_cells_and_estimates_without_spawning(
     assert f"default startup of {DEFAULT_STARTUP_S:g} s per cell for test" in done.stdout
 
 
+def _earlier_run(folder: Path, records: list[dict[str, Any]], machine: dict[str, Any]) -> None:
+    folder.mkdir(parents=True)
+    (folder / "meta.json").write_text(json.dumps({"fingerprint": machine}))
+    (folder / "results.jsonl").write_text("".join(f"{json.dumps(record)}\n" for record in records) + "{torn line\n")
+
+
+EARLIER_CELL = {
+    "status": "ok",
+    "family": "test",
+    "precision": "fp32",
+    "backend": "eager",
+    "device": "cpu",
+    "wall_s": 20.0,
+    "measured_s": 1.0,
+}
+
+
 def test_the_estimate_rests_on_earlier_runs_of_the_family(write_suite: Callable[..., Path], tmp_path: Path) -> None:
     suite = load_suite(write_suite(batch_sizes=[1, 2]))
-    history = tmp_path / "results" / "earlier-run"
-    history.mkdir(parents=True)
-    record = {
-        "status": "ok",
-        "family": "test",
-        "precision": "fp32",
-        "backend": "eager",
-        "device": "cpu",
-        "wall_s": 20.0,
-        "measured_s": 1.0,
-    }
-    on_a_gpu = {**record, "device": "cuda:0", "wall_s": 500.0}  # another kind of device: not this run's cost
-    (history / "results.jsonl").write_text(f"{json.dumps(record)}\n{json.dumps(on_a_gpu)}\n{{torn line\n")
+    on_a_gpu = {**EARLIER_CELL, "device": "cuda:0", "wall_s": 500.0}  # another kind of device: not this run's cost
+    _earlier_run(tmp_path / "results" / "earlier-run", [EARLIER_CELL, on_a_gpu], fingerprint())
     plan = plan_cells(suite, expand(suite))
     estimate = estimate_wall_time(suite, plan, tmp_path / "results")
     timing = suite.timing
     startup = 20.0 - 2 * 1.0  # wall minus the two timed passes of the earlier cell
     assert estimate.low_s == pytest.approx(2 * (startup + 2 * timing.min_time_s))
     assert estimate.high_s == pytest.approx(2 * (startup + 2 * timing.max_time_s))
-    assert any("1 earlier cpu cell record(s)" in part and "test" in part for part in estimate.basis)
+    basis = estimate.basis
+    assert any("1 earlier cpu cell record(s) made on this machine" in part and "test" in part for part in basis)
+
+
+def test_the_estimate_ignores_other_machines_records(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    """Issue 33.7: the dry run learnt start-up from the repository's committed Xeon and H200 records, estimating
+    8 min 17 s for a run that took 1 min 13 s. Only this machine's records count; the basis says what it left out."""
+    suite = load_suite(write_suite(batch_sizes=[1, 2]))
+    here = fingerprint()
+    another_cpu = {**here, "cpu": {**here["cpu"], "model": "AMD EPYC 9B45", "flags": ["avx2"]}}
+    _earlier_run(tmp_path / "results" / "elsewhere", [{**EARLIER_CELL, "wall_s": 400.0}], another_cpu)
+    _earlier_run(tmp_path / "results" / "no-meta", [{**EARLIER_CELL, "wall_s": 300.0}], here)
+    (tmp_path / "results" / "no-meta" / "meta.json").unlink()  # a machine nobody recorded is not this one
+    estimate = estimate_wall_time(suite, plan_cells(suite, expand(suite)), tmp_path / "results")
+    timing = suite.timing
+    assert estimate.low_s == pytest.approx(2 * (DEFAULT_STARTUP_S + 2 * timing.min_time_s))
+    assert any("2 cpu cell record(s)" in part and "from other machines left out" in part for part in estimate.basis)
+    assert any("no earlier cpu run of that family on this machine" in part for part in estimate.basis)
+
+
+def test_the_estimate_spans_a_warm_and_a_cold_prepare_cache(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    """Issue 33.7: a cell whose export is cached starts in seconds, one that exports takes a minute: the low estimate
+    takes the cache hits' start-up, the high one the misses'."""
+    suite = load_suite(write_suite(batch_sizes=[1]))
+    hit = {**EARLIER_CELL, "wall_s": 6.0, "prepare_cache": "hit"}
+    miss = {**EARLIER_CELL, "wall_s": 62.0, "prepare_cache": "miss"}
+    _earlier_run(tmp_path / "results" / "earlier-run", [hit, miss], fingerprint())
+    estimate = estimate_wall_time(suite, plan_cells(suite, expand(suite)), tmp_path / "results")
+    timing = suite.timing
+    assert estimate.low_s == pytest.approx(6.0 - 2 + 2 * timing.min_time_s)
+    assert estimate.high_s == pytest.approx(62.0 - 2 + 2 * timing.max_time_s)
 
 
 def test_the_estimate_counts_the_end_to_end_warm_up(write_suite: Callable[..., Path], tmp_path: Path) -> None:

@@ -76,7 +76,7 @@ def _hub_snapshot(repo_id: str) -> Path:
         why = "HF_HUB_OFFLINE is set" if offline else f"the hub is unreachable or refused ({type(exc).__name__})"
         raise WeightsError(
             f"{repo_id}: not in the local Hugging Face cache and {why}; fetch it beforehand with "
-            f"`huggingface-cli download {repo_id}` (same HF_HOME), or give a local save_pretrained folder"
+            f"`hf download {repo_id}` (same HF_HOME), or give a local save_pretrained folder"
         ) from None
     return Path(folder)
 

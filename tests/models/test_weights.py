@@ -42,7 +42,7 @@ def test_a_hub_id_missing_from_the_cache_says_how_to_fetch_it(offline_hub: Path)
     with pytest.raises(
         WeightsError,
         match=r"acme/absent: not in the local Hugging Face cache and HF_HUB_OFFLINE is set; fetch it beforehand with "
-        r"`huggingface-cli download acme/absent`",
+        r"`hf download acme/absent`",
     ):
         create_model("segformer-b0", weights="acme/absent").build("cpu")
 

@@ -13,6 +13,8 @@ from segbench.formatting import fmt_duration, fmt_fixed, fmt_time
 from segbench.report import stream, tables
 from segbench.report.answer import FPS_SENTENCE, HOW_TO, PERCENTILE_SENTENCE, answer
 from segbench.report.html import (
+    ARTEFACT_COLUMNS,
+    ARTEFACTS_SENTENCE,
     FAILURE_COLUMNS,
     LEADERBOARD_COLUMNS,
     QUANTIZATION_COLUMNS,
@@ -35,6 +37,7 @@ from segbench.suite.expectations import verdict_note
 from segbench.suite.targets import Targets
 
 FORMATS = {"html": ".html", "md": ".md", "csv": ".csv"}
+ARTEFACT_FIELDS = ("artefact_kind", "artefact_folder")  # the file a cell ran (its ONNX, IR, int8 program)
 REPORTS_DIR = Path("reports")
 
 
@@ -175,6 +178,9 @@ def render_markdown(run: RunData, targets: Targets | None = None) -> str:
     failures = tables.failures(run)
     if not failures.empty:
         parts += ["", "### Cells that did not finish", "", markdown_table(failures, FAILURE_COLUMNS)]
+    artefacts = tables.artefacts(run)
+    if not artefacts.empty:
+        parts += ["", "### Deployable files", "", ARTEFACTS_SENTENCE, "", markdown_table(artefacts, ARTEFACT_COLUMNS)]
     expectations = expectation_rows(run)
     if expectations:
         parts += [
@@ -253,12 +259,14 @@ def cells_frame(run: RunData, targets: Targets | None = None) -> pd.DataFrame:
         row.update({metric.key: metric.value(record) for metric in CATALOGUE if not metric.relative})
         row.update(tables.relative_values(record, found.get(tables.variant_key(record))))
         row["memory_figure"] = tables.peak_memory(record)[1] if row.get("peak_mb") is not None else None
+        ran = tables.artefact(record)
+        row.update(artefact_kind=ran[0] if ran else None, artefact_folder=ran[1] if ran else None)
         judged = result.verdicts.get(record["cell_id"])
         row.update(verdict=judged.status if judged else None, verdict_detail=judged.text if judged else None)
         for key, value in _flatten(withhold_percentiles(record)).items():  # old records kept a p99 for any n
             row.setdefault(key, value)  # a catalogue key equal to its record path (fps, prepare_s) is the same value
         rows.append(row)
-    columns = [*IDENTITY_COLUMNS, *per_value, "memory_figure", "verdict", "verdict_detail"]
+    columns = [*IDENTITY_COLUMNS, *per_value, "memory_figure", "verdict", "verdict_detail", *ARTEFACT_FIELDS]
     frame = pd.DataFrame(rows)
     extra = sorted(c for c in frame.columns if c not in columns) if not frame.empty else []
     return frame.reindex(

@@ -142,6 +142,20 @@ FAILURE_COLUMNS = [
 ]
 
 
+ARTEFACTS_SENTENCE = (
+    "The file each cell ran, as it was measured (its precision and backend settings baked in). "
+    "`segbench export RUN CELL --out DIR` copies it, checked against the cache's checksums, with "
+    "segbench-export.json beside it (input size, mean/std, backend settings); `segbench cache` lists what the cache "
+    "holds and clears it."
+)
+ARTEFACT_COLUMNS = [
+    Column("cell", "cell"),
+    Column("kind", "file", help="what the cell ran: an ONNX export, an int8 graph, OpenVINO IR or a PT2E program"),
+    Column("cache_folder", "in the prepare cache"),
+    Column("export", "write it out", help="copies the file, checked, with its preprocessing beside it"),
+]
+
+
 STREAM_TRIAL_COLUMNS = [
     Column("cell", "cell"),
     Column("phase", "phase", help="search (bisection), confirm (k in a row at the reported rate) or fixed"),
@@ -324,6 +338,7 @@ def report_context(run: RunData, targets: Targets | None = None) -> dict[str, An
     elif not quantization.empty and not quantization["fidelity_note"].any():
         quantization = quantization.drop(columns="fidelity_note")
     failures = tables.failures(run)
+    artefacts = tables.artefacts(run)
     result = answer(run, targets)
     return {
         "run": run,
@@ -358,6 +373,8 @@ def report_context(run: RunData, targets: Targets | None = None) -> dict[str, An
         "dataset_text": dataset_text(run),
         "pareto": plots.pareto_plot(run),
         "failures": html_table(failures, FAILURE_COLUMNS) if not failures.empty else None,
+        "artefacts": html_table(artefacts, ARTEFACT_COLUMNS) if not artefacts.empty else None,
+        "artefacts_sentence": ARTEFACTS_SENTENCE,
         "expectations": expectation_rows(run),
         "verdict_note": verdict_note(),
         "generated": f"segbench {segbench.__version__}",

@@ -26,6 +26,7 @@ from segbench.results.metrics import (
 )
 from segbench.results.runs import RunData, accuracy, fidelity, peak_memory, pixels, variant_key
 from segbench.results.schema import STAGES
+from segbench.system import cache
 
 # ---- record accessors: every optional field may be missing or null ------------------------------
 
@@ -260,6 +261,27 @@ def failures(run: RunData) -> pd.DataFrame:
         }
         for r in sort_cells(run.failed)
     ]
+    return pd.DataFrame(rows)
+
+
+def artefact(record: dict[str, Any]) -> tuple[str, str] | None:
+    """The kind and cache folder of the file a cell ran (its ONNX, IR or int8 program), None for a module run in
+    PyTorch itself; old records name only the entry's key."""
+    event = cache.artefact_event(record.get("cache_events"))
+    if event is None:
+        return None
+    return str(event["kind"]), str(event.get("entry") or f"<cache>/{cache.ENTRIES_DIR}/{event['kind']}/{event['key']}")
+
+
+def artefacts(run: RunData) -> pd.DataFrame:
+    """Per ok cell that ran a file: the file's kind, where it sits and the command that writes it out."""
+    rows = []
+    for record in sort_cells(run.ok):
+        found = artefact(record)
+        if found is not None:
+            kind, folder = found
+            export = f"segbench export {run.path} {record['cell_id']} --out <folder>"
+            rows.append({"cell": cell_label(record), "kind": kind, "cache_folder": folder, "export": export})
     return pd.DataFrame(rows)
 
 

@@ -213,7 +213,9 @@ def summary(found: list[dict[str, Any]]) -> str | None:
 
 
 def _record(cache_key: CacheKey, status: str, **detail: Any) -> None:
-    _EVENTS.append({"kind": cache_key.kind, "status": status, "key": cache_key.digest, **detail})
+    directory = _entry_dir(cache_key)
+    where = {"entry": str(directory)} if directory is not None and status in ("hit", "miss") else {}
+    _EVENTS.append({"kind": cache_key.kind, "status": status, "key": cache_key.digest, **where, **detail})
 
 
 def unstorable(cache_key: CacheKey, reason: str) -> None:
@@ -311,3 +313,108 @@ def store(cache_key: CacheKey, files: dict[str, Path], extra: dict[str, Any] | N
         print(f"segbench cache: could not store {cache_key.kind} entry ({exc})", file=sys.stderr, flush=True)
         return None
     return Entry(directory, extra or {})
+
+
+# ---- what a user sees: the entries, their sizes, the file a cell ran -------------------------------------
+
+# The kinds that hold the model as a cell ran it, a file another program can load; the last one a cell used is its
+# artefact (ov-int8 converts, then quantizes). OpenVINO's compiled blobs and inductor's code are this machine's only.
+DEPLOYABLE_KINDS = ("onnx-export", "ort-int8", "pt2e-int8", "openvino-model", "openvino-ov-int8")
+
+
+@dataclass(frozen=True)
+class EntryInfo:
+    """One cache entry as `segbench cache` lists it."""
+
+    kind: str
+    digest: str
+    path: Path
+    size_bytes: int
+    created: float | None
+    key: dict[str, Any]
+
+    @property
+    def describes(self) -> str:
+        """The cell it was built for, in a few words (model, resolution, batch, precision, backend)."""
+        parts = [str(self.key.get(name)) for name in ("model", "resolution", "batch_size", "precision", "backend")]
+        return " ".join(part for part in parts if part not in ("None", ""))
+
+
+def _folder_size(path: Path) -> int:
+    total = 0
+    for item in path.rglob("*"):
+        try:
+            if item.is_file() and not item.is_symlink():
+                total += item.stat().st_size
+        except OSError:
+            continue
+    return total
+
+
+def _manifest_of(folder: Path) -> dict[str, Any]:
+    """An entry's manifest, or {} when it is missing or unreadable (listed as such, never an error)."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def list_entries(base: Path) -> list[EntryInfo]:
+    """segbench's entries under a cache root, newest first; inductor's cache is one pseudo-entry."""
+    found = []
+    for kind_dir in sorted((base / ENTRIES_DIR).glob("*")) if (base / ENTRIES_DIR).is_dir() else []:
+        for folder in sorted(kind_dir.iterdir()) if kind_dir.is_dir() else []:
+            if not folder.is_dir() or folder.name.startswith("."):
+                continue
+            manifest = _manifest_of(folder)
+            key, created = manifest.get("key"), manifest.get("created")
+            found.append(
+                EntryInfo(
+                    kind_dir.name,
+                    folder.name,
+                    folder,
+                    _folder_size(folder),
+                    float(created) if isinstance(created, (int, float)) else None,
+                    key if isinstance(key, dict) else {},
+                )
+            )
+    if (base / INDUCTOR_DIR).is_dir():
+        found.append(EntryInfo(INDUCTOR_DIR, "-", base / INDUCTOR_DIR, _folder_size(base / INDUCTOR_DIR), None, {}))
+    return sorted(found, key=lambda entry: entry.created or 0.0, reverse=True)
+
+
+def remove_entries(entries: Iterable[EntryInfo]) -> int:
+    """Delete these entries; the bytes freed."""
+    freed = 0
+    for entry in entries:
+        freed += entry.size_bytes
+        shutil.rmtree(entry.path, ignore_errors=True)
+    return freed
+
+
+def artefact_event(cache_events: Any) -> dict[str, Any] | None:
+    """The cache event of the file a cell ran (the last deployable kind it used), from its record's `cache_events`."""
+    if not isinstance(cache_events, list):
+        return None
+    usable = [
+        event
+        for event in cache_events
+        if isinstance(event, dict) and event.get("kind") in DEPLOYABLE_KINDS and event.get("status") in ("hit", "miss")
+    ]
+    return usable[-1] if usable else None
+
+
+def artefact_files(entry_dir: Path) -> dict[str, Path]:
+    """The files of an entry a deployment needs (its manifest's files), checked against their checksums."""
+    manifest = _manifest_of(entry_dir)
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise ValueError(f"{entry_dir}: no readable manifest (the entry was cleared or is damaged)")
+    checked = {}
+    for name, expected in files.items():
+        path = entry_dir / str(name)
+        if not path.is_file() or _sha256(path) != expected:
+            raise ValueError(f"{path}: missing or does not match its checksum")
+        checked[str(name)] = path
+    return checked

@@ -15,7 +15,9 @@ from segbench.errors import SegbenchError
 
 @user_errors
 def report(
-    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="a run folder made by `segbench run`"),
+    run_dirs: list[Path] = typer.Argument(
+        ..., metavar="RUN_DIR...", help="run folder(s) made by `segbench run`; several make one report"
+    ),
     output: Optional[Path] = typer.Option(
         None, "-o", "--output", help="file to write (default: reports/<run folder name>.<format>)"
     ),
@@ -53,17 +55,18 @@ def report(
     from segbench.results.store import partial_run_note, read_meta  # lazy: imports pandas
 
     targets = _report_targets(
-        run_dir, target_fps, max_latency_ms, latency_percentile, max_p99_ms, hardware, memory_budget, min_agreement
+        run_dirs, target_fps, max_latency_ms, latency_percentile, max_p99_ms, hardware, memory_budget, min_agreement
     )
-    path = write_report(run_dir, output, fmt, targets)
-    note = partial_run_note(run_dir, read_meta(run_dir))
-    if note:
-        console.print(f"[yellow]note: {escape(note)}[/]", highlight=False)
+    path = write_report(run_dirs if len(run_dirs) > 1 else run_dirs[0], output, fmt, targets)
+    for run_dir in run_dirs:
+        note = partial_run_note(run_dir, read_meta(run_dir))
+        if note:
+            console.print(f"[yellow]note: {escape(note)}[/]", highlight=False)
     console.print(f"report written: [bold]{escape(str(path))}[/]", highlight=False)
 
 
 def _report_targets(
-    run_dir: Path,
+    run_dirs: list[Path],
     fps: float | None,
     max_latency_ms: float | None,
     percentile: str | None,
@@ -76,7 +79,7 @@ def _report_targets(
     from pydantic import ValidationError
 
     from segbench.report.answer import run_targets  # lazy: imports pandas
-    from segbench.results.runs import load_run  # lazy: imports pandas
+    from segbench.results.runs import load_runs  # lazy: imports pandas
 
     if hardware and memory_budget:
         raise SegbenchError("--hardware and --memory-budget both set a memory target; give one")
@@ -97,7 +100,7 @@ def _report_targets(
         "min_agreement": "--min-agreement",
     }
     try:
-        return run_targets(load_run(run_dir), options)
+        return run_targets(load_runs(run_dirs), options)
     except ValidationError as exc:
         error = exc.errors()[0]
         flag = flags.get(str(error["loc"][0]), str(error["loc"][0])) if error["loc"] else "targets"
@@ -139,6 +142,11 @@ def compare(
     from segbench.results.store import partial_run_note, read_meta  # lazy: imports pandas
 
     comparison = compare_runs(run_a, run_b, threshold=threshold)
+    if not comparison.cells:
+        raise SegbenchError(
+            f"{run_a.name} and {run_b.name} share no cell (same model, resolution, batch, precision and backend), so "
+            "there is nothing to compare; compare two runs of one suite, or `segbench report A B` to see both"
+        )
     for run_dir in (run_a, run_b):
         note = partial_run_note(run_dir, read_meta(run_dir))
         if note:

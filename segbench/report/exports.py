@@ -32,7 +32,7 @@ from segbench.report.html import (
 )
 from segbench.report.memory import BREAKDOWN_NOTE, gpu_memory_breakdown
 from segbench.results.metrics import CATALOGUE, withhold_percentiles
-from segbench.results.runs import RunData, load_run
+from segbench.results.runs import RunData, load_run, load_runs, merge_note
 from segbench.suite.expectations import verdict_note
 from segbench.suite.targets import Targets
 
@@ -41,18 +41,25 @@ ARTEFACT_FIELDS = ("artefact_kind", "artefact_folder")  # the file a cell ran (i
 REPORTS_DIR = Path("reports")
 
 
-def default_output(run_dir: Path | str, fmt: str = "html") -> Path:
-    """reports/<run folder name>.<format suffix>, relative to the current directory."""
-    return REPORTS_DIR / f"{Path(run_dir).resolve().name}{FORMATS[fmt]}"
+RunFolders = Path | str | list[Path] | list[str]
+MAX_NAMED_IN_FILE = 3  # run folders a merged report's file name lists before "+N"
+
+
+def default_output(run_dir: RunFolders, fmt: str = "html") -> Path:
+    """reports/<run folder name>.<format suffix>, relative to the current directory; several runs are joined by +."""
+    names = [Path(path).resolve().name for path in (run_dir if isinstance(run_dir, list) else [run_dir])]
+    stem = "+".join(names) if len(names) <= MAX_NAMED_IN_FILE else f"{names[0]}+{len(names) - 1}-more"
+    return REPORTS_DIR / f"{stem}{FORMATS[fmt]}"
 
 
 def write_report(
-    run_dir: Path | str, output: Path | None = None, fmt: str = "html", targets: Targets | None = None
+    run_dir: RunFolders, output: Path | None = None, fmt: str = "html", targets: Targets | None = None
 ) -> Path:
-    """Render a run in the given format and write it; returns the file written. `targets` default to the suite's."""
+    """Render a run (or several, as one report) in the given format and write it; returns the file written.
+    `targets` default to the (first) suite's."""
     if fmt not in FORMATS:
         raise SegbenchError(f"--format: unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    run = load_run(run_dir)
+    run = load_runs(run_dir) if isinstance(run_dir, list) else load_run(run_dir)
     target = output or default_output(run_dir, fmt)
     renderers = {"html": render_report, "md": render_markdown, "csv": render_csv}
     text = renderers[fmt](run, targets)
@@ -125,9 +132,9 @@ def render_markdown(run: RunData, targets: Targets | None = None) -> str:
         f"{fmt_duration(run.meta.get('duration_s'))} · device {_md_text(run.meta.get('device') or '?')} · "
         f"{_md_text(fingerprint.get('machine') or '?')} · {_md_text(gpus)} · torch {_md_text(torch_version)}",
     ]
-    note = weights_note(run)
-    if note:
-        parts += ["", f"> {_md_text(note)}"]
+    for note in (merge_note(run), weights_note(run)):
+        if note:
+            parts += ["", f"> {_md_text(note)}"]
     parts += ["", *_md_answer(run, targets)]
     leaderboard, notes = footnote_notes(tables.leaderboard(run))
     parts += ["", "### Leaderboard", ""]

@@ -32,7 +32,7 @@ from segbench.report.compare import (
 )
 from segbench.report.memory import BREAKDOWN_NOTE, gpu_memory_breakdown
 from segbench.results.metrics import METRICS
-from segbench.results.runs import RunData
+from segbench.results.runs import RunData, merge_note
 from segbench.suite.expectations import evaluate_suite_data, verdict_detail, verdict_label, verdict_note
 from segbench.suite.targets import Targets
 
@@ -356,6 +356,7 @@ def report_context(run: RunData, targets: Targets | None = None) -> dict[str, An
         "fingerprint_rows": fingerprint_rows(run.meta),
         "fingerprint_json": json.dumps(run.meta.get("fingerprint") or {}, indent=2, default=str),
         "weights_note": weights_note(run),
+        "merge_note": merge_note(run),
         "memory_note": memory_note(run),
         "leaderboard": html_table(leaderboard, LEADERBOARD_COLUMNS) if not leaderboard.empty else None,
         "notes": notes,

@@ -280,7 +280,8 @@ def artefacts(run: RunData) -> pd.DataFrame:
         found = artefact(record)
         if found is not None:
             kind, folder = found
-            export = f"segbench export {run.path} {record['cell_id']} --out <folder>"
+            cell_id = str(record["cell_id"]).split("@")[0]  # a merged report tells apart a cell two runs share
+            export = f"segbench export {run.folder_of(record)} {cell_id} --out <folder>"
             rows.append({"cell": cell_label(record), "kind": kind, "cache_folder": folder, "export": export})
     return pd.DataFrame(rows)
 

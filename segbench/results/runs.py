@@ -24,10 +24,16 @@ class RunData:
     meta: dict[str, Any]
     records: list[dict[str, Any]]
     suite: dict[str, Any] = field(default_factory=dict)
+    # A report over several run folders: each folder by name (records say theirs under `run`); empty for one run.
+    sources: dict[str, Path] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
-        return self.path.name
+        return " + ".join(self.sources) if self.sources else self.path.name
+
+    def folder_of(self, record: dict[str, Any]) -> Path:
+        """The run folder a record was measured in."""
+        return self.sources.get(str(record.get("run")), self.path)
 
     @property
     def suite_name(self) -> str:
@@ -124,6 +130,62 @@ def load_run(run_dir: Path | str) -> RunData:
     records = add_accuracy_deltas(_grouped_by_card(results.read_records(path)))
     meta = results.read_meta(path)
     return RunData(path=path.resolve(), meta=meta, records=records, suite=results.read_suite_copy(path))
+
+
+def load_runs(run_dirs: list[Path] | list[str]) -> RunData:
+    """Several run folders read as one (a report over runs of different models, each with its own weights): every
+    record names its folder under `run`; a cell measured in more than one of them is named by run, like a card, so
+    nothing is dropped. The first folder's meta and suite head the report; `merge_note` says what differs."""
+    if len(run_dirs) == 1:
+        return load_run(run_dirs[0])
+    runs = [load_run(path) for path in run_dirs]
+    names = [run.name for run in runs]
+    if len(set(names)) < len(names):
+        raise results.ResultsError(f"run folders {', '.join(names)}: two share a name; give each run once")
+    seen: dict[str, int] = {}
+    for run in runs:
+        for record in run.records:
+            seen[record["cell_id"]] = seen.get(record["cell_id"], 0) + 1
+    records = []
+    for run in runs:
+        for record in run.records:
+            tagged = {**record, "run": run.name}
+            if seen[record["cell_id"]] > 1:  # the same cell in two runs: both kept, told apart by run
+                tagged |= {"cell_id": f"{record['cell_id']}@{run.name}", "model": f"{record['model']} [{run.name}]"}
+            records.append(tagged)
+    first = runs[0]
+    meta = {**first.meta, "suite": " + ".join(run.suite_name for run in runs), "merged_runs": _merged(runs)}
+    return RunData(first.path, meta, records, first.suite, {run.name: run.path for run in runs})
+
+
+def _merged(runs: list[RunData]) -> list[dict[str, Any]]:
+    return [
+        {
+            "run": run.name,
+            "path": str(run.path),
+            "suite": run.suite_name,
+            "status": run.meta.get("status"),
+            "cells": len(run.records),
+            "machine": run.fingerprint.get("machine"),
+            "cpu": (run.fingerprint.get("cpu") or {}).get("model"),
+        }
+        for run in runs
+    ]
+
+
+def merge_note(run: RunData) -> str | None:
+    """A sentence for a report over several runs: which they are, and whether one machine measured them all."""
+    merged = run.meta.get("merged_runs")
+    if not isinstance(merged, list) or len(merged) < 2:
+        return None
+    listed = "; ".join(f"{item['run']} ({item['cells']} cells, {item['suite']})" for item in merged)
+    machines = sorted({str(item.get("machine")) for item in merged})
+    where = (
+        f"all measured on {machines[0]}"
+        if len(machines) == 1
+        else f"measured on different machines ({', '.join(machines)}): figures from two machines are not comparable"
+    )
+    return f"One report over {len(merged)} runs: {listed}; {where}. The header's machine is the first run's."
 
 
 def _grouped_by_card(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

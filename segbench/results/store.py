@@ -233,9 +233,13 @@ def to_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return flat
 
 
-def load(run_dir: Path | str) -> pd.DataFrame:
-    """A run's results as a pandas DataFrame, one row per cell (latest attempt)."""
-    return to_frame(read_records(run_dir))
+def load(run_dir: Path | str | list[Path] | list[str]) -> pd.DataFrame:
+    """A run's results as a pandas DataFrame, one row per cell (latest attempt); given several run folders, one
+    frame of all their cells with a `run` column naming each cell's folder."""
+    if not isinstance(run_dir, (list, tuple)):
+        return to_frame(read_records(run_dir))
+    frames = [to_frame(read_records(path)).assign(run=Path(path).name) for path in run_dir]
+    return pd.concat(frames, ignore_index=True) if frames else to_frame([])
 
 
 def partial_run_note(run_dir: Path | str, meta: dict[str, Any]) -> str | None:

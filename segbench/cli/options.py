@@ -94,6 +94,16 @@ def _weights_value(weights: Path) -> str:
     return str(local.resolve()) if local.exists() else str(weights)
 
 
+def _model_entry(text: str) -> str | dict[str, str]:
+    """`--model NAME` or `--model NAME=WEIGHTS` (each model its own weights file, Hub id or asset name)."""
+    name, equals, weights = text.partition("=")
+    if not equals:
+        return name.strip()
+    if not name.strip() or not weights.strip():
+        raise SegbenchError(f"--model: {text!r} needs a name and weights either side of '=', e.g. yolov8n-seg=best.pt")
+    return {"name": name.strip(), "weights": _weights_value(Path(weights.strip()))}
+
+
 def suite_from_flags(
     models: list[str],
     resolutions: list[str],
@@ -109,13 +119,18 @@ def suite_from_flags(
 
     Unknown names and bad values are left to the schema, so they get the same one-line errors as a file.
     """
-    names = split_values(models)
+    entries = [_model_entry(text) for text in split_values(models)]
+    if not entries:
+        raise SegbenchError("--model: no model name given; e.g. --model fast-scnn (segbench models lists them)")
+    names = [entry["name"] if isinstance(entry, dict) else entry for entry in entries]
     if weights is not None and len(names) != 1:
         raise SegbenchError(
-            f"--weights: belongs to one model, but {len(names)} are given; run one --model with --weights, or write a "
-            "suite file"
+            f"--weights: belongs to one model, but {len(names)} are given; give each its own as --model NAME=WEIGHTS"
         )
-    entry: Any = {"name": names[0], "weights": _weights_value(weights)} if weights is not None else names[0]
+    if weights is not None and isinstance(entries[0], dict):
+        raise SegbenchError("--weights: the --model already names its weights (NAME=WEIGHTS); give them once")
+    if weights is not None:
+        entries[0] = {"name": names[0], "weights": _weights_value(weights)}
     cards = split_values(hardware)
     data: dict[str, Any] = {
         "name": names[0] if len(names) == 1 else f"{names[0]}-and-{len(names) - 1}-more",
@@ -126,7 +141,7 @@ def suite_from_flags(
         data["hardware"] = cards[0] if len(cards) == 1 else cards
     if plugins:
         data["plugins"] = plugins
-    data["models"] = [entry, *names[1:]]
+    data["models"] = entries
     data["resolutions"] = [parse_resolution_flag(text) for text in split_values(resolutions) or ["512"]]
     data["batch_sizes"] = [_integer("--batch", text, "--batch 1,4") for text in split_values(batches) or ["1"]]
     data["precisions"] = split_values(precisions) or [REFERENCE_PRECISION]

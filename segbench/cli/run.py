@@ -184,8 +184,9 @@ def run(
         None,
         "--model",
         "-m",
-        metavar="NAME",
-        help="without SUITE: a registered model to run (repeatable or comma-separated)",
+        metavar="NAME[=WEIGHTS]",
+        help="without SUITE: a registered model to run (repeatable or comma-separated); NAME=WEIGHTS gives that "
+        "model its own weights (a file, folder, Hub id or asset name)",
     ),
     resolutions: Optional[list[str]] = typer.Option(
         None,

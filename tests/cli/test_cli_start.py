@@ -110,6 +110,28 @@ def test_axis_flags_are_repeatable_and_comma_separated() -> None:
         suite_from_flags(["fast-scnn,segformer-b0"], [], [], [], [], None, Path("w.pt"), [], [])
 
 
+def test_each_model_takes_its_own_weights_on_the_command_line(tmp_path: Path) -> None:
+    """Issue 33.2: `--weights` applied to one `--model` only, so two trained models needed a suite file."""
+    first, second = tmp_path / "a.pt", tmp_path / "b.pt"
+    data = suite_from_flags(
+        [f"fast-scnn={first}", f"segformer-b0={second}", "yolov8n-seg"], [], [], [], [], "cpu", None, [], []
+    )
+    assert data["models"] == [
+        {"name": "fast-scnn", "weights": str(first)},
+        {"name": "segformer-b0", "weights": str(second)},
+        "yolov8n-seg",
+    ]
+    for bad in ("=a.pt", "fast-scnn="):
+        with pytest.raises(SegbenchError, match="needs a name and weights either side of '='"):
+            suite_from_flags([bad], [], [], [], [], None, None, [], [])
+    with pytest.raises(SegbenchError, match="names its weights .* give them once"):
+        suite_from_flags([f"fast-scnn={first}"], [], [], [], [], None, first, [], [])
+    with pytest.raises(SegbenchError, match="--model: no model name given"):
+        suite_from_flags([""], [], [], [], [], None, None, [], [])
+    done = runner.invoke(app, ["run", "--model", f"fast-scnn={first}", "--dry-run"])
+    assert done.exit_code == 2 and "weights" in done.stderr and str(first) in done.stderr  # checked like a suite file
+
+
 def test_flag_mistakes_get_the_schemas_one_line_errors(tmp_path: Path) -> None:
     done = runner.invoke(app, ["run", "--model", "fast-scnn", "--precision", "fp61", "--batch", "0", "--dry-run"])
     assert done.exit_code == 2

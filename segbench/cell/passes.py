@@ -567,6 +567,9 @@ def run_cell(request: CellRequest) -> dict[str, Any]:
     except BaseException as exc:  # noqa: BLE001 (a cell's failure is a result, whatever it is)
         status = "oom" if is_out_of_memory(exc) else "error"
         outcome = {"status": status, "error": last_line(exc), "traceback": traceback.format_exc(limit=20)}
+    if outcome["status"] != "ok":  # the cell's log (its stderr) says why, as the record does
+        why = outcome.get("traceback") or outcome["error"]
+        print(f"segbench: cell ended {outcome['status']}: {why}", file=sys.stderr, flush=True)
     outcome["threads"] = torch.get_num_threads()
     outcome["interop_threads"] = torch.get_num_interop_threads()
     if pinned is not None:

@@ -32,9 +32,11 @@ class ProgressObserver:
         self.progress = progress
         self.verbose = verbose
         self.task: Any = None
+        self.run_dir: Path | None = None
 
     def run_started(self, run_dir: Path, cells: list[Any], skipped: int) -> None:
         note = f" ({skipped} already finished, skipped)" if skipped else ""
+        self.run_dir = run_dir
         console.print(
             f"run folder: [bold]{escape(str(run_dir))}[/] · {len(cells)} cell(s) to run{note}",
             highlight=False,
@@ -49,6 +51,12 @@ class ProgressObserver:
         self.progress.console.print(f"  {escape(cell.label)}: {status_text(record)}", highlight=False)
         if self.verbose and record.get("traceback"):
             self.progress.console.print(record["traceback"], markup=False, highlight=False)
+        elif record.get("status") in ("error", "timeout", "oom") and self.run_dir is not None:
+            from segbench.run.runner import LOG_DIR  # lazy: the runner (imported by now) imports torch
+
+            card = f"@{record['hardware']}" if record.get("hardware") else ""
+            log = self.run_dir / LOG_DIR / f"{record.get('cell_id')}{card}.log"
+            self.progress.console.print(f"    why: {log} (--verbose prints it here)", markup=False, highlight=False)
         self.progress.advance(self.task)
 
 
@@ -389,5 +397,6 @@ def run(
         console.print(expectations_table(evaluate_run(result.run_dir)))
     gate = run_gate(suite, records, strict, meta)
     console.print(gate.line, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"next: {shlex.join(['segbench', 'report', str(result.run_dir)])}", markup=False, highlight=False)
     if gate.exit_code:
         raise typer.Exit(gate.exit_code)

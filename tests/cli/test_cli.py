@@ -8,8 +8,9 @@ from typing import Callable
 
 import pytest
 import torch
+import yaml
 
-from tests.helpers import REPO, segbench
+from tests.helpers import FAST_TIMING, FAULT_PLUGIN, REPO, segbench
 
 
 def test_dry_run_prints_the_matrix_with_its_count(write_suite: Callable[..., Path]) -> None:
@@ -55,3 +56,27 @@ def test_bad_options_give_one_line(write_suite: Callable[..., Path], tmp_path: P
     assert done.returncode == 2 and "--resume" in done.stderr
     done = segbench("run", str(write_suite()), "--resume", str(tmp_path / "nowhere"))
     assert done.returncode == 2 and "nowhere" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_run_prints_its_next_step_and_where_a_failed_cells_traceback_is(tmp_path: Path) -> None:
+    """Issue 33.9: the run ended without the `segbench report` line, and a failed cell's logs/<cell>.log was empty
+    (0 bytes): its traceback was only in results.jsonl."""
+    suite = {
+        "name": "next-step",
+        "device": "cpu",
+        "plugins": [FAULT_PLUGIN],
+        "models": ["test-tiny", "test-raise"],
+        "resolutions": [16],
+        "timing": FAST_TIMING,
+        "roofline": {"measure_ceiling": False},
+    }
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    done = segbench("run", str(path), "--out", str(tmp_path / "results"))
+    assert done.returncode == 1, done.stdout + done.stderr
+    (run_dir,) = (tmp_path / "results").iterdir()
+    failed = next(json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines() if "raise" in line)
+    log = run_dir / "logs" / f"{failed['cell_id']}.log"
+    assert f"why: {log} (--verbose prints it here)" in done.stdout
+    assert "ValueError" in log.read_text() and "the last line of a multi-line failure" in log.read_text()
+    assert done.stdout.strip().splitlines()[-1] == f"next: segbench report {run_dir}"

@@ -269,7 +269,10 @@ def _cli_suite(tmp_path: Path, name: str, models: list[str], **extra: Any) -> Pa
 
 
 def _last_line(output: str) -> str:
-    return output.strip().splitlines()[-1]
+    """The gate's line: the last before the `next: segbench report …` line."""
+    lines = output.strip().splitlines()
+    assert lines[-1].startswith("next: segbench report "), lines[-1]
+    return lines[-2]
 
 
 def test_run_exit_codes(tmp_path: Path, write_suite: Callable[..., Path]) -> None:

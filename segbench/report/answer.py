@@ -15,12 +15,13 @@ from typing import Any
 import pandas as pd
 
 from segbench.measure.quantiles import samples_needed, time_needed_text
+from segbench.report.summary import reliability_text
 from segbench.report.tables import identity, sort_cells
 from segbench.results.devices import measured_on_line
 from segbench.results.labels import option_text, resolution_text
 from segbench.results.metrics import MEMORY_FIGURES, METRICS, deploy_pass, headline_memory
 from segbench.results.runs import RunData
-from segbench.suite.targets import Targets, Verdict, describe, targets_from_suite, verdict
+from segbench.suite.targets import STATUSES, Targets, Verdict, describe, targets_from_suite, verdict
 
 HOW_TO = (
     "Add a `targets:` block to the suite (for example `targets: {fps: 30, max_latency_ms: 50, memory: rtx3060, "
@@ -53,6 +54,8 @@ class Answer:
     verdicts: dict[str, Verdict] = field(default_factory=dict)  # by cell id
     # The first line: the device every speed was measured on, and what of the suite's target card was only emulated.
     measured_on: str = ""
+    # How many cells' figures are flagged contended, drifted or undersampled, and what to do; "" when none is.
+    reliability: str = ""
 
     @property
     def has_targets(self) -> bool:
@@ -64,7 +67,7 @@ class Answer:
 
     @property
     def counts(self) -> dict[str, int]:
-        found = {"meets": 0, "misses": 0, "unknown": 0}
+        found = dict.fromkeys(STATUSES, 0)
         for item in self.verdicts.values():
             found[item.status] += 1
         return found
@@ -177,12 +180,25 @@ def _with_targets(
     model: str, records: list[dict[str, Any]], verdicts: dict[str, Verdict], percentile: str
 ) -> ModelAnswer:
     meets = _by_speed([r for r in records if verdicts[r["cell_id"]].status == "meets"])
+    borderline = _by_speed([r for r in records if verdicts[r["cell_id"]].status == "borderline"])
     if meets:
         lines = [f"Best: {cell_text(meets[0])}: {figures_text(meets[0], percentile)}."]
         if len(meets) > 1:
             lines.append(f"Runner-up: {cell_text(meets[1])}: {figures_text(meets[1], percentile)}.")
         lines.append(f"{len(meets)} of {len(records)} configurations meet every target.")
+        if borderline:
+            lines.append(f"{len(borderline)} more are borderline (their intervals straddle a target).")
         return ModelAnswer(model, tuple(lines))
+    if borderline:
+        first = verdicts[borderline[0]["cell_id"]]
+        return ModelAnswer(
+            model,
+            (
+                f"Borderline: no configuration clearly meets every target. Nearest: {cell_text(borderline[0])}: "
+                f"{first.text}.",
+                f"Its figures: {figures_text(borderline[0], percentile)}.",
+            ),
+        )
     misses = [r for r in records if verdicts[r["cell_id"]].status == "misses" and r.get("status") == "ok"]
     if misses:
         nearest = min(misses, key=lambda r: verdicts[r["cell_id"]].shortfall)
@@ -226,6 +242,7 @@ def answer(run: RunData, targets: Targets | None = None) -> Answer:
         _table(records if targets else [r for r in records if r.get("status") == "ok"], verdicts, percentile),
         verdicts,
         measured_on_line(records, run.meta, run.suite.get("hardware") or run.meta.get("hardware_target")),
+        reliability_text(records) or "",
     )
 
 

@@ -98,11 +98,13 @@ def _md_answer(run: RunData, targets: Targets | None) -> list[str]:
     parts = ["### Answer", ""]
     if result.measured_on:
         parts += [f"**{_md_text(result.measured_on)}**", ""]
+    if result.reliability:
+        parts += [f"> {_md_text(result.reliability)}", ""]
     if result.has_targets:
         counts = result.counts
         parts.append(
             f"Targets: **{_md_text(result.target_text)}**. Verdicts: {counts['meets']} of {len(result.verdicts)} meet "
-            f"every target, {counts['misses']} miss, {counts['unknown']} unknown."
+            f"every target, {counts['borderline']} borderline, {counts['misses']} miss, {counts['unknown']} unknown."
         )
     else:
         parts.append(

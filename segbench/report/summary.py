@@ -27,6 +27,33 @@ def measurement_flags(record: dict[str, Any]) -> list[str]:
     return flags
 
 
+# Why a flagged cell's figures deserve less trust, and what to do about it, per flag (`measurement_flags`' fields).
+UNRELIABLE = {
+    "contended": ("contended", "other processes took its cores", "rerun on a quiet machine"),
+    "drifted": ("drifted", "the host's speed changed during the cell", "rerun on a quiet machine"),
+    "undersampled": ("undersampled", "fewer samples than asked", "raise timing.max_time_s"),
+}
+
+
+def reliability_text(records: list[dict[str, Any]]) -> str | None:
+    """One sentence on how many ok cells carry each flag that makes a verdict unreliable, and what to do; None when
+    none does."""
+    ok = [record for record in records if record.get("status") == "ok"]
+    parts, actions = [], []
+    for field, (word, why, action) in UNRELIABLE.items():
+        count = sum(1 for record in ok if record.get(field))
+        if count:
+            parts.append(f"{count} {word} ({why})")
+            actions.append(action)
+    if not parts:
+        return None
+    unique_actions = list(dict.fromkeys(actions))
+    return (
+        f"Reliability: of {len(ok)} ok cell(s), {', '.join(parts)}; their figures and verdicts may not hold: "
+        f"{' and '.join(unique_actions)}."
+    )
+
+
 def status_text(record: dict[str, Any]) -> str:
     status = record.get("status") or "?"
     style = STATUS_STYLE.get(status, "")

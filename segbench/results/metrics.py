@@ -189,6 +189,28 @@ def achieved_fps(record: Record) -> float | None:
     return stream_fps(record) if _stream(record) else number(record.get("end_to_end_fps"))
 
 
+def interval(metric: Metric, record: Record) -> tuple[float, float] | None:
+    """The 95 % interval of a metric's shown value where the record has one: a median's own `ci95`, and a rate's from
+    the interval of the median it inverts (end to end for achieved and end-to-end FPS, the latency pass for forward
+    FPS). None for percentiles, memory and stream rates (no interval is measured for them)."""
+    value = metric.value(record)
+    if value is None:
+        return None
+    rates = {"achieved_fps": "end_to_end_ms", "end_to_end_fps": "end_to_end_ms", "fps": "latency_ms"}
+    if metric.key in rates:
+        if _stream(record):
+            return None
+        median, bounds = number(dig(record, f"{rates[metric.key]}.median")), dig(record, f"{rates[metric.key]}.ci95")
+        if not median or not isinstance(bounds, list) or len(bounds) != 2 or not all(number(b) for b in bounds):
+            return None
+        return value * median / float(bounds[1]), value * median / float(bounds[0])
+    if metric.path and metric.path.endswith(".median"):
+        bounds = dig(record, metric.path.removesuffix(".median") + ".ci95")
+        if isinstance(bounds, list) and len(bounds) == 2 and all(number(b) is not None for b in bounds):
+            return float(bounds[0]) * metric.scale, float(bounds[1]) * metric.scale
+    return None
+
+
 # ---- percentiles: shown only where their n supports them (measure/quantiles.py) --------------------
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from segbench.report.summary import reliability_text
 from segbench.results.labels import axes_label
 from segbench.suite.expectations import evaluate_all
 from segbench.suite.schema import Suite
@@ -39,20 +40,31 @@ def run_gate(
         reasons.append(f"{len(failed)} cell(s) ended in error or timeout: {_listed(failed)}")
     notes = []
     missed: list[dict[str, Any]] = []
+    borderline = 0
     if suite.targets is not None and not suite.targets.empty:
-        missed = [r for r in records if verdict(r, suite.targets).status == "misses"]
+        statuses = [verdict(r, suite.targets).status for r in records]
+        missed = [r for r, status in zip(records, statuses) if status == "misses"]
         if missed:
             (reasons if strict else notes).append(f"{len(missed)} cell(s) miss a target")
+        borderline = statuses.count("borderline")
     claims = evaluate_all(suite.expectations, records, meta, suite.hardware)
     refuted = [row for row in claims if row["verdict"] == "refuted"]
     if refuted:
         (reasons if strict else notes).append(f"{len(refuted)} expectation(s) refuted")
+    reliability = reliability_text(records)
+    trust = "".join(
+        [
+            f"; {borderline} cell(s) borderline on a target (the interval straddles it)" if borderline else "",
+            f". {reliability}" if reliability else "",
+        ]
+    )
     if reasons:
-        return Gate(1, "exit 1: " + "; ".join(reasons) + ("" if strict or not notes else f" (also {', '.join(notes)})"))
+        also = "" if not notes else f" (also {', '.join(notes)})"
+        return Gate(1, "exit 1: " + "; ".join(reasons) + also + trust)
     ok = sum(r.get("status") == "ok" for r in records)
     tail = f"; {', '.join(notes)} (use --strict to fail on them)" if notes else ""
     return Gate(
         0,
         f"exit 0: {ok} of {len(records)} cell(s) ok, none ended in error or timeout (oom and unsupported are "
-        f"results){tail}",
+        f"results){tail}{trust}",
     )

@@ -1,4 +1,5 @@
-"""Deployment targets and a verdict per cell: meets, misses (which target, by how much) or unknown (which figure, why).
+"""Deployment targets and a verdict per cell: meets, misses (which target, by how much), borderline (met by the median,
+but its 95 % interval straddles the bound, so a rerun may miss it) or unknown (which figure, why).
 
     targets:
       fps: 30                  # achieved FPS: end to end, or the sustained camera rate of a stream cell
@@ -25,9 +26,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from segbench.errors import SegbenchError
 from segbench.naming import did_you_mean
-from segbench.results.metrics import METRICS, Metric, Record, UnknownMetricError, get_metric, ran_on_gpu
+from segbench.results.metrics import METRICS, Metric, Record, UnknownMetricError, get_metric, interval, ran_on_gpu
 
-Status = Literal["meets", "misses", "unknown"]
+Status = Literal["meets", "borderline", "misses", "unknown"]
+STATUSES: tuple[Status, ...] = ("meets", "borderline", "misses", "unknown")
+BORDERLINE_ADVICE = "rerun with -s timing.repeats=3 (or a longer timing.max_time_s) to decide"
 Percentile = Literal["p50", "p90", "p95", "p99"]
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(KiB|MiB|GiB|TiB|KB|MB|GB|TB|K|M|G|T)?\s*$", re.IGNORECASE)
 MIB_PER_UNIT = {"k": 1 / 1024, "m": 1.0, "g": 1024.0, "t": 1024.0**2}  # card sizes are binary: "12 GB" is 12 x 1024 MiB
@@ -173,7 +176,7 @@ class Requirement:
         if value is None:
             return Check(self, metric, None, None, metric.missing_reason(record))
         passed = value >= self.threshold if self.kind == "at_least" else value <= self.threshold
-        return Check(self, metric, value, passed, "")
+        return Check(self, metric, value, passed, "", interval(metric, record))
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,16 @@ class Check:
     value: float | None
     passed: bool | None  # None: the figure is missing
     reason: str
+    interval: tuple[float, float] | None = None  # the value's 95 % interval, where one was measured
+
+    @property
+    def borderline(self) -> bool:
+        """Met by the value, but its interval reaches past the bound: another run may well miss it."""
+        if not self.passed or self.interval is None:
+            return False
+        low, high = self.interval
+        bound = self.requirement.threshold
+        return low < bound if self.requirement.kind == "at_least" else high > bound
 
     @property
     def shortfall(self) -> float:
@@ -196,6 +209,13 @@ class Check:
         show = self.metric.show
         if self.value is None:
             return f"{self.metric.name} unknown ({self.reason})"
+        if self.borderline and self.interval is not None:
+            low, high = self.interval
+            bound = self.requirement.budget_name or show(self.requirement.threshold)
+            return (
+                f"{self.metric.name} {show(self.value)}, borderline: its 95 % interval {show(low)}–{show(high)} "
+                f"straddles {bound}"
+            )
         if self.passed:
             return f"{self.metric.name} {show(self.value)}"
         gap = abs(self.value - self.requirement.threshold)
@@ -231,6 +251,8 @@ def verdict(record: Record, targets: Targets) -> Verdict:
         return Verdict("misses", checks, "; ".join(check.text for check in missed))
     if unknown:
         return Verdict("unknown", checks, "; ".join(check.text for check in unknown))
+    if any(check.borderline for check in checks):
+        return Verdict("borderline", checks, "; ".join(check.text for check in checks) + f" ({BORDERLINE_ADVICE})")
     return Verdict("meets", checks, "; ".join(check.text for check in checks))
 
 

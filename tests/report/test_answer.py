@@ -20,7 +20,7 @@ from segbench.report.answer import answer
 from segbench.report.exports import write_report
 from segbench.report.plots import memory_vs_resolution
 from segbench.results import store as results
-from segbench.results.metrics import CATALOGUE, METRICS, path_exists
+from segbench.results.metrics import CATALOGUE, METRICS, interval, path_exists
 from segbench.results.runs import load_run
 from segbench.run.runner import run_suite
 from segbench.suite.schema import load_suite
@@ -73,10 +73,14 @@ def stream_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _splitting_fps(run_dir: Path) -> float:
-    """An FPS target between the run's slowest and fastest ok cell, so some meet it and some miss it."""
-    values = sorted(METRICS["achieved_fps"].value(r) for r in results.read_records(run_dir) if r["status"] == "ok")
-    assert values[0] < values[-1], values
-    return statistics.mean([values[0], values[-1]])
+    """An FPS target between the run's slowest ok cell and the fastest one's interval, so the fastest meets it clearly
+    (not borderline) and the slowest misses it."""
+    achieved = METRICS["achieved_fps"]
+    ok = sorted((r for r in results.read_records(run_dir) if r["status"] == "ok"), key=achieved.value)
+    slowest, fastest = achieved.value(ok[0]), achieved.value(ok[-1])
+    assert slowest < fastest, (slowest, fastest)
+    low = (interval(achieved, ok[-1]) or (fastest, fastest))[0]
+    return statistics.mean([slowest, low if low > slowest else fastest])
 
 
 def test_verdicts_on_a_real_run_meet_miss_and_unknown(small_run: Path) -> None:
@@ -88,7 +92,9 @@ def test_verdicts_on_a_real_run_meet_miss_and_unknown(small_run: Path) -> None:
         status = judged[record["cell_id"]].status
         if record["status"] == "ok":
             fps = METRICS["achieved_fps"].value(record)
-            assert status == ("meets" if fps >= target else "misses"), (
+            low = (interval(METRICS["achieved_fps"], record) or (fps, fps))[0]
+            expected = "misses" if fps < target else "borderline" if low < target else "meets"
+            assert status == expected, (
                 record["precision"],
                 fps,
                 target,
@@ -99,7 +105,7 @@ def test_verdicts_on_a_real_run_meet_miss_and_unknown(small_run: Path) -> None:
         else:
             assert status == "unknown" and "ended error" in judged[record["cell_id"]].text
     statuses = {v.status for v in judged.values()}
-    assert statuses == {"meets", "misses", "unknown"}
+    assert {"meets", "misses", "unknown"} <= statuses <= {"meets", "borderline", "misses", "unknown"}
     missed = next(v for r, v in zip(records, judged.values()) if r["status"] == "ok" and v.status == "misses")
     assert "achieved" in missed.text and "misses by" in missed.text  # which target, and by how much
 

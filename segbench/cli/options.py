@@ -5,6 +5,7 @@ Kept apart from the commands (`run.py`, `tools.py`) so they stay thin and these 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +153,63 @@ def suite_from_flags(
 def axis_flags_given(**flags: Any) -> list[str]:
     """Names of the suite-building flags that were used (they make sense only with --model)."""
     return [f"--{name.replace('_', '-')}" for name, value in flags.items() if value]
+
+
+# ---- targets: the same flags on `run` and `report` ----------------------------------------------------
+
+TARGET_FPS = typer.Option(
+    None, "--target-fps", help="target: achieved FPS at least this (end to end; a stream's sustained rate)"
+)
+MAX_LATENCY_MS = typer.Option(
+    None, "--max-latency-ms", help="target: latency percentile (see --latency-percentile) at most this"
+)
+LATENCY_PERCENTILE = typer.Option(None, "--latency-percentile", help="p50, p90, p95 or p99 (default p99)")
+MAX_P99_MS = typer.Option(
+    None, "--max-p99-ms", help="shorthand for --max-latency-ms X --latency-percentile p99"
+)
+MEMORY_BUDGET = typer.Option(
+    None, "--memory-budget", help="target: fit this much memory (e.g. 12GiB, 800MiB) or a card profile's (rtx3060)"
+)
+MIN_AGREEMENT = typer.Option(
+    None, "--min-agreement", help="target: pixel agreement with fp32 eager at least this many %"
+)
+MIN_MIOU = typer.Option(
+    None, "--min-miou", help="target: mIoU against the labelled --dataset at least this many %"
+)
+# Which flag sets which `targets:` field, so a bad value's one-line error names the flag the user typed.
+TARGET_FLAG_OF = {
+    "fps": "--target-fps",
+    "max_latency_ms": "--max-latency-ms",
+    "latency_percentile": "--latency-percentile",
+    "memory": "--memory-budget",
+    "min_agreement": "--min-agreement",
+    "min_miou": "--min-miou",
+}
+
+
+def target_fields(
+    fps: float | None,
+    max_latency_ms: float | None,
+    percentile: str | None,
+    max_p99_ms: float | None,
+    memory: str | None,
+    min_agreement: float | None,
+    min_miou: float | None,
+) -> dict[str, Any]:
+    """The `targets:` fields these flags set (None: not given), with the flags' own conflicts as one-line errors."""
+    if max_p99_ms is not None and (max_latency_ms is not None or percentile not in (None, "p99")):
+        raise SegbenchError("--max-p99-ms is --max-latency-ms X --latency-percentile p99; give one of them")
+    return {
+        "fps": fps,
+        "max_latency_ms": max_latency_ms if max_p99_ms is None else max_p99_ms,
+        "latency_percentile": "p99" if max_p99_ms is not None else percentile,
+        "memory": memory,
+        "min_agreement": min_agreement,
+        "min_miou": min_miou,
+    }
+
+
+def target_overrides(fields: dict[str, Any]) -> list[str]:
+    """The given target fields as `-s targets.KEY=VALUE` overrides: checked by the suite schema like a file's, and kept
+    in the run folder's suite.yaml."""
+    return [f"targets.{key}={json.dumps(value)}" for key, value in fields.items() if value is not None]

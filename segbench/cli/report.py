@@ -10,6 +10,17 @@ import typer
 from rich.markup import escape
 
 from segbench.cli.app import console, errors, user_errors
+from segbench.cli.options import (
+    LATENCY_PERCENTILE,
+    MAX_LATENCY_MS,
+    MAX_P99_MS,
+    MEMORY_BUDGET,
+    MIN_AGREEMENT,
+    MIN_MIOU,
+    TARGET_FLAG_OF,
+    TARGET_FPS,
+    target_fields,
+)
 from segbench.errors import SegbenchError
 
 
@@ -24,27 +35,16 @@ def report(
     fmt: str = typer.Option(
         "html", "--format", help="html (self-contained page), md (Markdown for a pull request) or csv"
     ),
-    target_fps: Optional[float] = typer.Option(
-        None, "--target-fps", help="target: achieved FPS at least this (end to end; a stream cell's sustained rate)"
-    ),
-    max_latency_ms: Optional[float] = typer.Option(
-        None, "--max-latency-ms", help="target: latency percentile (see --latency-percentile) at most this"
-    ),
-    latency_percentile: Optional[str] = typer.Option(
-        None, "--latency-percentile", help="p50, p90, p95 or p99 (default p99)"
-    ),
-    max_p99_ms: Optional[float] = typer.Option(
-        None, "--max-p99-ms", help="shorthand for --max-latency-ms X --latency-percentile p99"
-    ),
+    target_fps: Optional[float] = TARGET_FPS,
+    max_latency_ms: Optional[float] = MAX_LATENCY_MS,
+    latency_percentile: Optional[str] = LATENCY_PERCENTILE,
+    max_p99_ms: Optional[float] = MAX_P99_MS,
     hardware: Optional[str] = typer.Option(
         None, "--hardware", help="target: fit this card profile's memory (e.g. rtx3060)"
     ),
-    memory_budget: Optional[str] = typer.Option(
-        None, "--memory-budget", help="target: fit this much memory (e.g. 12GiB, 800MiB) instead of a card"
-    ),
-    min_agreement: Optional[float] = typer.Option(
-        None, "--min-agreement", help="target: pixel agreement with fp32 eager at least this many %"
-    ),
+    memory_budget: Optional[str] = MEMORY_BUDGET,
+    min_agreement: Optional[float] = MIN_AGREEMENT,
+    min_miou: Optional[float] = MIN_MIOU,
 ) -> None:
     """Write a run's report: the answer (verdicts against targets), leaderboard, plots, quantization, failed cells,
     expectations.
@@ -54,9 +54,12 @@ def report(
     from segbench.report.exports import write_report  # lazy: imports matplotlib (and pandas, numpy)
     from segbench.results.store import partial_run_note, read_meta  # lazy: imports pandas
 
-    targets = _report_targets(
-        run_dirs, target_fps, max_latency_ms, latency_percentile, max_p99_ms, hardware, memory_budget, min_agreement
+    if hardware and memory_budget:
+        raise SegbenchError("--hardware and --memory-budget both set a memory target; give one")
+    fields = target_fields(
+        target_fps, max_latency_ms, latency_percentile, max_p99_ms, hardware or memory_budget, min_agreement, min_miou
     )
+    targets = _report_targets(run_dirs, fields, "--hardware" if hardware else "--memory-budget")
     path = write_report(run_dirs if len(run_dirs) > 1 else run_dirs[0], output, fmt, targets)
     for run_dir in run_dirs:
         note = partial_run_note(run_dir, read_meta(run_dir))
@@ -65,40 +68,14 @@ def report(
     console.print(f"report written: [bold]{escape(str(path))}[/]", highlight=False)
 
 
-def _report_targets(
-    run_dirs: list[Path],
-    fps: float | None,
-    max_latency_ms: float | None,
-    percentile: str | None,
-    max_p99_ms: float | None,
-    hardware: str | None,
-    memory_budget: str | None,
-    min_agreement: float | None,
-) -> Any:
+def _report_targets(run_dirs: list[Path], options: dict[str, Any], memory_flag: str) -> Any:
     """The run's suite targets with these options applied; None when neither sets any. Bad values are one line."""
     from pydantic import ValidationError
 
     from segbench.report.answer import run_targets  # lazy: imports pandas
     from segbench.results.runs import load_runs  # lazy: imports pandas
 
-    if hardware and memory_budget:
-        raise SegbenchError("--hardware and --memory-budget both set a memory target; give one")
-    if max_p99_ms is not None and (max_latency_ms is not None or percentile not in (None, "p99")):
-        raise SegbenchError("--max-p99-ms is --max-latency-ms X --latency-percentile p99; give one of them")
-    options = {
-        "fps": fps,
-        "max_latency_ms": max_latency_ms if max_p99_ms is None else max_p99_ms,
-        "latency_percentile": "p99" if max_p99_ms is not None else percentile,
-        "memory": hardware or memory_budget,
-        "min_agreement": min_agreement,
-    }
-    flags = {
-        "fps": "--target-fps",
-        "max_latency_ms": "--max-latency-ms",
-        "latency_percentile": "--latency-percentile",
-        "memory": "--hardware" if hardware else "--memory-budget",
-        "min_agreement": "--min-agreement",
-    }
+    flags = {**TARGET_FLAG_OF, "memory": memory_flag}
     try:
         return run_targets(load_runs(run_dirs), options)
     except ValidationError as exc:

@@ -13,7 +13,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from segbench.cli.app import console, errors, user_errors
-from segbench.cli.options import absolute_plugin, axis_flags_given, suite_from_flags
+from segbench.cli.options import (
+    LATENCY_PERCENTILE,
+    MAX_LATENCY_MS,
+    MAX_P99_MS,
+    MEMORY_BUDGET,
+    MIN_AGREEMENT,
+    MIN_MIOU,
+    TARGET_FPS,
+    absolute_plugin,
+    axis_flags_given,
+    suite_from_flags,
+    target_fields,
+    target_overrides,
+)
 from segbench.cli.quiet import Captured, library_output
 from segbench.device import is_device_name
 from segbench.errors import SegbenchError
@@ -272,6 +285,13 @@ def run(
     strict: bool = typer.Option(
         False, "--strict", help="also exit 1 when a cell misses a suite target or an expectation is refuted"
     ),
+    target_fps: Optional[float] = TARGET_FPS,
+    max_latency_ms: Optional[float] = MAX_LATENCY_MS,
+    latency_percentile: Optional[str] = LATENCY_PERCENTILE,
+    max_p99_ms: Optional[float] = MAX_P99_MS,
+    memory_budget: Optional[str] = MEMORY_BUDGET,
+    min_agreement: Optional[float] = MIN_AGREEMENT,
+    min_miou: Optional[float] = MIN_MIOU,
 ) -> None:
     """Run a suite's matrix, each cell isolated; write results/<suite>-<UTC time>/.
 
@@ -308,6 +328,11 @@ def run(
     plugin_specs = [absolute_plugin(spec) for spec in plugins or []]
     if dataset is not None:  # the same as -s dataset=…, made absolute because the run folder keeps a suite copy
         overrides = [*(overrides or []), f"dataset={json.dumps(str(dataset.expanduser().resolve()))}"]
+    # The report's target flags, as -s targets.KEY=VALUE: checked like the file's, kept in the run's suite.yaml.
+    targets = target_fields(
+        target_fps, max_latency_ms, latency_percentile, max_p99_ms, memory_budget, min_agreement, min_miou
+    )
+    overrides = [*(overrides or []), *target_overrides(targets)]
     from_flags = (
         suite_from_flags(
             models,

@@ -119,10 +119,19 @@ def figures_text(record: dict[str, Any], percentile: str = "p99") -> str:
     memory = _memory_text(record)
     if memory:
         parts.append(memory)
-    agreement = METRICS["pixel_agreement_pct"].value(record)
-    if agreement is not None:
-        parts.append(f"pixel agreement {agreement:.2f} %")
+    parts.extend(_quality_texts(record))
     return ", ".join(parts)
+
+
+def _quality_texts(record: dict[str, Any]) -> list[str]:
+    """What the configuration costs in accuracy: mIoU against the labels and its change vs fp32 eager where the run
+    had a dataset, else pixel agreement with fp32 eager."""
+    miou, delta = METRICS["miou_gt_pct"].value(record), METRICS["miou_delta_pts"].value(record)
+    if miou is not None:
+        lost = "" if delta is None else f" ({delta:+.2f} pts vs fp32 eager)"
+        return [f"mIoU {miou:.2f} %{lost}"]
+    agreement = METRICS["pixel_agreement_pct"].value(record)
+    return [] if agreement is None else [f"pixel agreement {agreement:.2f} %"]
 
 
 def _latency_text(record: dict[str, Any], percentile: str) -> str:
@@ -258,6 +267,8 @@ def _table(records: list[dict[str, Any]], verdicts: dict[str, Verdict], percenti
             "footprint_mb",
             "peak_mb",
             "pixel_agreement_pct",
+            "miou_gt_pct",
+            "miou_delta_pts",
         ):
             row[key] = METRICS[key].value(record)
         if verdicts:
@@ -267,5 +278,14 @@ def _table(records: list[dict[str, Any]], verdicts: dict[str, Verdict], percenti
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    optional = ("footprint_mb", "pixel_agreement_pct", f"latency_{percentile}_ms", "latency_n", "card", "options")
+    optional = (
+        "footprint_mb",
+        "pixel_agreement_pct",
+        "miou_gt_pct",
+        "miou_delta_pts",
+        f"latency_{percentile}_ms",
+        "latency_n",
+        "card",
+        "options",
+    )
     return frame.drop(columns=[c for c in optional if c in frame and (frame[c].isna().all() or (frame[c] == "").all())])

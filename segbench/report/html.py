@@ -205,11 +205,14 @@ def answer_columns(result: Answer) -> list[Column]:
         metric_column("footprint_mb"),
         metric_column("peak_mb"),
         metric_column("pixel_agreement_pct"),
+        metric_column("miou_gt_pct"),
+        metric_column("miou_delta_pts"),
         Column("status", "status"),
         Column(
             "verdict",
             "verdict",
-            help="meets every target, misses one (named, with the gap), or unknown (the missing figure and why)",
+            help="meets every target, borderline (met, but its 95 % interval straddles a bound), misses one (named, "
+            "with the gap), or unknown (the missing figure and why)",
         ),
         Column("detail", "detail"),
     ]

@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from segbench.report.tables import fidelity_points, pareto_front
+from segbench.report.tables import fidelity_points, labelled, pareto_front, quality_axis
 from segbench.results.labels import cell_label, option_text, resolution_text
 from segbench.results.metrics import METRICS, footprint_mb, number
 from segbench.results.runs import RunData, peak_memory, pixels
@@ -425,15 +425,16 @@ def latency_distribution(run: RunData) -> Plot:
 
 
 def _pareto_plot(run: RunData) -> Plot:
-    key, title = "plot-pareto", "Latency vs pixel agreement (Pareto front)"
+    quality, quality_label = quality_axis(run)
+    key, title = "plot-pareto", f"Latency vs {quality} (Pareto front)"
     groups: dict[Any, list[dict[str, Any]]] = {}
     for point in fidelity_points(run):
         groups.setdefault(point["group"], []).append(point)
     points = [
         p for group in groups.values() if len(group) > 1 for p in group
     ]  # a lone reference has nothing to trade off
-    if not run.has_fidelity or not points:
-        return Plot(key, title, None, "Skipped: this run has no fidelity data.")
+    if not (run.has_fidelity or labelled(run)) or not points:
+        return Plot(key, title, None, "Skipped: this run has no fidelity or accuracy data.")
     front = pareto_front(run)
     models = sorted({p["record"]["model"] for p in points})
 
@@ -442,13 +443,13 @@ def _pareto_plot(run: RunData) -> Plot:
         for label, group in _series_points(here).items():
             group = sorted(group, key=lambda p: p["median_ms"])
             line = axis.scatter(
-                [p["median_ms"] for p in group], [p["agreement"] * 100 for p in group], label=label, s=30
+                [p["median_ms"] for p in group], [p["quality"] * 100 for p in group], label=label, s=30
             )
             on_front = [p for p in group if p["record"]["cell_id"] in front]
             if len(on_front) > 1:
                 axis.plot(
                     [p["median_ms"] for p in on_front],
-                    [p["agreement"] * 100 for p in on_front],
+                    [p["quality"] * 100 for p in on_front],
                     drawstyle="steps-post",
                     color=line.get_facecolor()[0],
                     linewidth=1,
@@ -456,26 +457,27 @@ def _pareto_plot(run: RunData) -> Plot:
             for p in on_front:  # labelling every point would pile labels on top of each other
                 axis.annotate(
                     option_text(p["record"]),
-                    (p["median_ms"], p["agreement"] * 100),
+                    (p["median_ms"], p["quality"] * 100),
                     fontsize=7,
                     xytext=(3, 3),
                     textcoords="offset points",
                 )
         _log_if_wide([p["median_ms"] for p in here], axis, "x")
-        lowest = min(p["agreement"] for p in here) * 100
-        margin = max(0.02, (100 - lowest) * 0.1)
-        bottom = min(lowest - margin, 100 - MIN_AGREEMENT_SPAN)  # never narrower than one percentage point
-        axis.set_ylim(bottom, 100 + margin)  # agreement never exceeds 100 %: no empty band above it
-        decimals = max(
-            0, math.ceil(-math.log10((100 + margin - bottom) / 10))
-        )  # about ten steps of the axis tell apart
+        lowest, highest = (fn(p["quality"] for p in here) * 100 for fn in (min, max))
+        # Agreement tops out at 100 % (the reference), so the axis ends there; mIoU ends a little above its best.
+        ceiling = 100.0 if quality == "pixel agreement" else highest
+        margin = max(0.02, (ceiling - lowest) * 0.1)
+        bottom = min(lowest - margin, ceiling - MIN_AGREEMENT_SPAN)  # never narrower than one percentage point
+        top = ceiling + margin
+        axis.set_ylim(bottom, top)
+        decimals = max(0, math.ceil(-math.log10((top - bottom) / 10)))  # about ten steps of the axis tell apart
         axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.{decimals}f}"))
-        axis.set(title=model, xlabel="median end-to-end latency (ms)", ylabel="pixel agreement with fp32 (%)")
+        axis.set(title=model, xlabel="median end-to-end latency (ms)", ylabel=quality_label)
         _legend(axis)
 
     note = (
         "Each point is a precision / backend at one resolution and batch; the labelled points joined by the step line "
-        "are the Pareto front, the options no other beats on both speed and agreement."
+        f"are the Pareto front, the options no other beats on both speed and {quality}."
     )
     return Plot(key, title, _panels(models, title, draw), note)
 

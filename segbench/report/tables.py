@@ -213,25 +213,41 @@ def _percent(value: Any) -> float | None:
     return None if fraction is None else fraction * 100
 
 
+def labelled(run: RunData) -> bool:
+    """Whether the run measured accuracy against a dataset's labels: then quality is mIoU (GT), not agreement."""
+    return any(number(accuracy(record).get("miou")) is not None for record in run.ok)
+
+
+def quality_axis(run: RunData) -> tuple[str, str]:
+    """What the speed-vs-quality view trades speed against: (what, axis label)."""
+    if labelled(run):
+        return "mIoU (GT)", "mIoU against the labels (%)"
+    return "pixel agreement", "pixel agreement with fp32 (%)"
+
+
 def fidelity_points(run: RunData) -> list[dict[str, Any]]:
-    """(end-to-end latency, pixel agreement) per ok cell with fidelity; the fp32 eager reference agrees with itself (100
-    %).
+    """(end-to-end latency, quality) per ok cell: quality is mIoU against the labels where the run has them, else pixel
+    agreement with fp32 eager (the reference agrees with itself: 100 %).
 
     End to end, so a pipeline backend (whose forward is its whole library call) sits on the same axis as the others.
     """
     points = []
+    use_labels = labelled(run)
     for record in sort_cells(run.ok):
-        agreement = number(fidelity(record).get("pixel_agreement"))
-        if agreement is None and is_reference(record):
-            agreement = 1.0
+        if use_labels:
+            quality = number(accuracy(record).get("miou"))
+        else:
+            quality = number(fidelity(record).get("pixel_agreement"))
+            if quality is None and is_reference(record):
+                quality = 1.0
         median = METRICS["end_to_end_ms"].value(record)
-        if agreement is not None and median is not None:
-            points.append({"record": record, "median_ms": median, "agreement": agreement, "group": variant_key(record)})
+        if quality is not None and median is not None:
+            points.append({"record": record, "median_ms": median, "quality": quality, "group": variant_key(record)})
     return points
 
 
 def pareto_front(run: RunData) -> set[str]:
-    """Cell ids no other option beats on both latency and agreement, within each model/resolution/batch."""
+    """Cell ids no other option beats on both latency and quality, within each model/resolution/batch."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for point in fidelity_points(run):
         groups.setdefault(point["group"], []).append(point)
@@ -239,11 +255,11 @@ def pareto_front(run: RunData) -> set[str]:
     for points in groups.values():
         if len(points) < 2:
             continue  # a lone reference is no trade-off
-        best_agreement = -1.0
-        for point in sorted(points, key=lambda p: (p["median_ms"], -p["agreement"])):
-            if point["agreement"] > best_agreement:
+        best_quality = -1.0
+        for point in sorted(points, key=lambda p: (p["median_ms"], -p["quality"])):
+            if point["quality"] > best_quality:
                 front.add(point["record"]["cell_id"])
-                best_agreement = point["agreement"]
+                best_quality = point["quality"]
     return front
 
 

@@ -37,6 +37,9 @@ def forward_runs_eagerly_under_compile(cls: ModuleClass) -> ModuleClass:
     return cls
 
 
+Runtime = Literal["pytorch", "onnxruntime", "openvino", "pipeline"]
+
+
 class Backend(ABC):
     """How a cell's model runs. `is_reference` marks the backend fidelity and speed-ups are judged against (eager);
     `latency_scope` says what its timed forward covers: the model alone, or (pipelines) the whole library call."""
@@ -48,8 +51,15 @@ class Backend(ABC):
     warm_imports: ClassVar[tuple[str, ...]] = ()  # what a warm template imports for this backend's cells
     is_reference: ClassVar[bool] = False
     latency_scope: ClassVar[LatencyScope] = "forward"
+    # What executes the model: PyTorch itself, an exported graph in another runtime, or a library's own pipeline. A
+    # precision names the runtimes it can run on (`Precision.runs_on`), so a pair is judged before anything is built.
+    runtime: ClassVar[Runtime] = "pytorch"
 
     def unsupported_reason(self, device: torch.device) -> str | None:
+        return None
+
+    def precision_reason(self, dtype: torch.dtype, device: torch.device) -> str | None:
+        """Why this backend cannot run a model cast to `dtype` on this device (known before any model is built)."""
         return None
 
     def wrap(self, adapter: SegmentationAdapter) -> SegmentationAdapter:

@@ -52,6 +52,7 @@ class HFPipeline(PipelineAdapter):
 
 class HFImageSegmentationPipeline(Backend):
     name = "hf-pipeline"
+    runtime = "pipeline"
     warm_imports = ("transformers.pipelines",)
     description = (
         "transformers pipeline('image-segmentation') on PIL images (its own processor, resizing and postprocessing)"

@@ -177,10 +177,19 @@ def unexportable_reason(model: nn.Module, device: torch.device) -> str | None:
     for tensor in (*model.parameters(), *model.buffers()):
         if type(tensor).__module__.startswith("torchao"):
             return "torchao-quantized weights cannot be exported to ONNX; ONNX Runtime's own int8 is precision ort-int8"
-        if tensor.is_floating_point() and tensor.dtype == torch.bfloat16:
-            return "ONNX Runtime has almost no bfloat16 kernels; bf16 runs on the PyTorch backends"
-        if tensor.is_floating_point() and tensor.dtype == torch.float16 and device.type == "cpu":
-            return "ONNX Runtime's CPU provider has few float16 kernels; fp16 on ONNX Runtime needs the CUDA provider"
+        if tensor.is_floating_point():
+            reason = dtype_reason(tensor.dtype, device)
+            if reason:
+                return reason
+    return None
+
+
+def dtype_reason(dtype: torch.dtype, device: torch.device) -> str | None:
+    """Why ONNX Runtime cannot run a graph of this float type on this device, or None."""
+    if dtype == torch.bfloat16:
+        return "ONNX Runtime has almost no bfloat16 kernels; bf16 runs on the PyTorch backends"
+    if dtype == torch.float16 and device.type == "cpu":
+        return "ONNX Runtime's CPU provider has few float16 kernels; fp16 on ONNX Runtime needs the CUDA provider"
     return None
 
 
@@ -364,6 +373,7 @@ SESSION_MEMORY_NOTE = {
 
 class OnnxRuntime(Backend):
     name = "onnxruntime"
+    runtime = "onnxruntime"
     warm_imports = ("onnxruntime", "onnx", "onnxscript", "torch.onnx._internal.exporter._core")
     description = (
         "ONNX Runtime (exported once per cell with torch.onnx; CPU provider, or TensorRT/CUDA providers on "
@@ -382,6 +392,9 @@ class OnnxRuntime(Backend):
         if device.type not in ("cpu", "cuda"):
             return f"the onnxruntime backend supports CPUs and CUDA GPUs, not {device.type}"
         return None
+
+    def precision_reason(self, dtype: torch.dtype, device: torch.device) -> str | None:
+        return dtype_reason(dtype, device)
 
     def describe(self, adapter: SegmentationAdapter) -> dict[str, Any] | None:
         return self._info

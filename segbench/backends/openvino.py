@@ -239,6 +239,7 @@ def ov_forward(compiled: Any, layout: OutputLayout) -> ForwardFn:
 
 class OpenVino(Backend):
     name = "openvino"
+    runtime = "openvino"
     description = (
         "OpenVINO (converted once per cell by its PyTorch frontend; LATENCY hint, the cell's threads); "
         "conversion and compile are prepare_s"

@@ -65,6 +65,7 @@ class ExportedPipeline(UltralyticsPipeline):
 class UltralyticsExport(Backend):
     """A format ultralytics exports to and runs itself; subclasses name the format."""
 
+    runtime = "pipeline"
     name: ClassVar[str]
     fmt: ClassVar[str]
     requires: ClassVar[tuple[str, ...]]

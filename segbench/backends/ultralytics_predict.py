@@ -62,6 +62,7 @@ class UltralyticsPipeline(PipelineAdapter):
 
 class UltralyticsPredict(Backend):
     name = "ultralytics-predict"
+    runtime = "pipeline"
     warm_imports = ("ultralytics",)
     description = (
         "ultralytics' own YOLO.predict on host images (its letterbox, NMS and masks; it picks threads and fuses layers)"

@@ -45,7 +45,7 @@ from segbench.models.base import SegmentationAdapter
 from segbench.models.flops import count_flops
 from segbench.models.registry import create_model, load_plugin
 from segbench.paths import resolve_path
-from segbench.precision import get_precision
+from segbench.precision import cell_reason, get_precision
 from segbench.precision.base import Precision, PrecisionContext
 from segbench.results.schema import STAGES
 from segbench.suite.matrix import CellSpec
@@ -401,9 +401,9 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
     """Run one cell in this process and return its measurements (raises on failure)."""
     cell, device = request.cell, torch.device(request.device)
     precision, backend = get_precision(cell.precision), get_backend(cell.backend)
-    for reason in (precision.unsupported_reason(device), backend.unsupported_reason(device)):
-        if reason:
-            raise UnsupportedError(reason)
+    reason = cell_reason(cell.precision, cell.backend, device)  # before building: a pair that cannot run costs nothing
+    if reason:
+        raise UnsupportedError(reason)
     cache.set_cell(
         model=cell.model,
         options=cell.options,

@@ -213,3 +213,36 @@ def target_overrides(fields: dict[str, Any]) -> list[str]:
     """The given target fields as `-s targets.KEY=VALUE` overrides: checked by the suite schema like a file's, and kept
     in the run folder's suite.yaml."""
     return [f"targets.{key}={json.dumps(value)}" for key, value in fields.items() if value is not None]
+
+
+# ---- only valid paths: the precision x backend pairs a flags-built matrix keeps -----------------------
+
+
+def valid_paths(data: dict[str, Any], all_paths: bool) -> list[str]:
+    """Limit a flags-built suite to the precision x backend pairs that can run on its device: pairs that never can are
+    excluded (`exclude:` rules, kept in the run's suite.yaml), and with `all_paths` every precision and backend the
+    device runs is tried, emulated formats left out. Returns a line per pair left out, saying why."""
+    import torch
+
+    from segbench.backends import backend_names, get_backend  # lazy: imports torch
+    from segbench.precision import get_precision, pair_reason, precision_names  # lazy: imports torch
+    from segbench.system.env import resolve_device  # lazy: imports torch
+
+    device = torch.device(resolve_device(str(data.get("device") or "auto")))
+    if all_paths:
+        data["precisions"] = [n for n in precision_names() if not get_precision(n).unsupported_reason(device)]
+        runnable = [get_backend(name) for name in backend_names() if not get_backend(name).unsupported_reason(device)]
+        data["backends"] = [backend.name for backend in runnable if backend.runtime != "pipeline"]
+    left_out, excluded = [], []
+    for precision_name in data["precisions"]:
+        for backend_name in data["backends"]:
+            precision, backend = get_precision(precision_name), get_backend(backend_name)
+            reason = pair_reason(precision, backend, device)
+            if reason is None and all_paths:
+                reason = precision.impractical_reason(device, backend.runtime)
+            if reason:
+                excluded.append({"precision": precision_name, "backend": backend_name})
+                left_out.append(f"{precision_name} on {backend_name}: {reason}")
+    if excluded:
+        data["exclude"] = [*data.get("exclude", []), *excluded]
+    return left_out

@@ -26,6 +26,7 @@ from segbench.cli.options import (
     suite_from_flags,
     target_fields,
     target_overrides,
+    valid_paths,
 )
 from segbench.cli.quiet import Captured, library_output
 from segbench.device import is_device_name
@@ -103,7 +104,11 @@ def _dry_run_table(plan: Any, verbose: bool) -> Table:
         verdict = (
             "?"
             if plan.device is None
-            else (f"[yellow]unsupported: {escape(planned.unsupported)}[/]" if planned.unsupported else "yes")
+            else f"[yellow]unsupported: {escape(planned.unsupported)}[/]"
+            if planned.unsupported
+            else f"yes, [yellow]impractical: {escape(planned.impractical)}[/]"
+            if planned.impractical
+            else "yes"
         )
         table.add_row(
             str(index),
@@ -292,6 +297,12 @@ def run(
     memory_budget: Optional[str] = MEMORY_BUDGET,
     min_agreement: Optional[float] = MIN_AGREEMENT,
     min_miou: Optional[float] = MIN_MIOU,
+    all_paths: bool = typer.Option(
+        False,
+        "--all-paths",
+        help="with --model: every precision and backend this device can run for it (emulated formats left out), "
+        "instead of --precision / --backend",
+    ),
 ) -> None:
     """Run a suite's matrix, each cell isolated; write results/<suite>-<UTC time>/.
 
@@ -348,6 +359,11 @@ def run(
         if models
         else None
     )
+    if all_paths and (from_flags is None or precisions or backends):
+        raise SegbenchError("--all-paths: needs --model and replaces --precision / --backend; give one or the other")
+    if from_flags is not None:  # a flags-built matrix holds only pairs that can run here (said, and kept as exclude:)
+        for line in valid_paths(from_flags, all_paths):
+            console.print(f"left out: {escape(line)}", highlight=False, soft_wrap=True)
     with library_output(verbose) as chatter:
         suite, source_path, suite_text = _suite_for_run(
             suite_path,

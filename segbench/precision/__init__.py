@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import torch
+
+from segbench.backends import backend_names, get_backend
+from segbench.backends.base import Backend
 from segbench.errors import SegbenchError
 from segbench.naming import discover_instances, unknown_name_message
 from segbench.precision.base import Precision
@@ -29,4 +33,25 @@ def get_precision(name: str) -> Precision:
     return _registry()[name]
 
 
-__all__ = ["Precision", "get_precision", "precision_names"]
+def pair_reason(precision: Precision, backend: Backend, device: torch.device) -> str | None:
+    """Why this precision cannot run on this backend (on this device), known before any model is built; None when
+    the pair can run. The device's own support for each is `unsupported_reason`."""
+    if backend.runtime not in precision.runs_on:
+        if backend.runtime == "pipeline":
+            return f"{backend.name} applies its library's own precision handling: it runs precision fp32 only"
+        where = [name for name in backend_names() if get_backend(name).runtime in precision.runs_on]
+        return f"{precision.name} runs only on backend {', '.join(where)}"
+    return backend.precision_reason(precision.input_dtype, device)
+
+
+def cell_reason(precision_name: str, backend_name: str, device: torch.device) -> str | None:
+    """All that is known before building about why a cell cannot run: the device, for each of the two; the pair."""
+    precision, backend = get_precision(precision_name), get_backend(backend_name)
+    return (
+        precision.unsupported_reason(device)
+        or backend.unsupported_reason(device)
+        or pair_reason(precision, backend, device)
+    )
+
+
+__all__ = ["Precision", "cell_reason", "get_precision", "pair_reason", "precision_names"]

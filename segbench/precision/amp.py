@@ -26,6 +26,8 @@ def _cpu_flags() -> set[str]:
 class _Autocast(Precision):
     """fp32 model, forward pass under torch.autocast(dtype)."""
 
+    runs_on = ("pytorch",)  # autocast is a PyTorch runtime feature an exported graph does not carry
+
     native_cpu_flags: frozenset[str]
 
     @property

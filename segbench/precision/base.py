@@ -10,6 +10,8 @@ from typing import Any, ClassVar, ContextManager, Literal
 import torch
 from torch import nn
 
+from segbench.backends.base import Runtime
+
 
 @dataclass(frozen=True)
 class PrecisionContext:
@@ -40,9 +42,18 @@ class Precision(ABC):
     is_reference: ClassVar[bool] = False
     input_dtype: ClassVar[torch.dtype] = torch.float32
     warm_imports: ClassVar[tuple[str, ...]] = ()  # what a warm template imports for this precision's cells
+    # The runtimes that can run the converted model: a cast travels into an exported graph; a rewrite of the PyTorch
+    # module (PT2E, torchao, autocast) does not; a runtime's own quantization runs only there; a library's pipeline
+    # applies its own precision handling (fp32 in, so only fp32 lists it).
+    runs_on: ClassVar[tuple[Runtime, ...]] = ("pytorch", "onnxruntime", "openvino")
 
     def unsupported_reason(self, device: torch.device) -> str | None:
         """Why this device cannot run the precision, or None when it can."""
+        return None
+
+    def impractical_reason(self, device: torch.device, runtime: Runtime) -> str | None:
+        """Why this precision runs but is no deployment choice on this device and runtime (an emulated format), or
+        None. `--all-paths` leaves such pairs out; a suite that names them runs them."""
         return None
 
     def notes(self, device: torch.device) -> list[str]:

@@ -12,6 +12,7 @@ class FP32(Precision):
     description = "float32 weights and activations; TF32 tensor cores explicitly off (the reference)"
     matmul_class = "fp32"
     is_reference = True
+    runs_on = ("pytorch", "onnxruntime", "openvino", "pipeline")
 
     def apply(self, model: nn.Module, device: torch.device, context: PrecisionContext) -> nn.Module:
         # Explicit, because some builds enable TF32 by default and fp32 must mean fp32.

@@ -36,6 +36,7 @@ class FP8(Precision):
         "torchao float8 dynamic activations and weights (e4m3, per tensor), bf16 elsewhere; CUDA capability >= 8.9"
     )
     matmul_class = "fp8"
+    runs_on = ("pytorch",)
     input_dtype = torch.bfloat16
 
     def unsupported_reason(self, device: torch.device) -> str | None:

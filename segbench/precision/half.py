@@ -5,8 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from segbench.backends.base import Runtime
 from segbench.precision.base import Precision, PrecisionContext, cuda_capability
 from segbench.system.env import cpu_flags
+
+FP16_ON_CPU = "fp16 on a CPU is emulated or slow on most CPUs: impractical for deployment, shown for completeness"
+NO_BF16_CPU = (
+    "this CPU has no bf16 instructions (avx512_bf16 / amx_bf16): bf16 is emulated and usually far slower than fp32"
+)
 
 
 class FP16(Precision):
@@ -16,11 +22,11 @@ class FP16(Precision):
     input_dtype = torch.float16
 
     def notes(self, device: torch.device) -> list[str]:
-        if device.type == "cpu":
-            return [
-                "fp16 on a CPU is emulated or slow on most CPUs: impractical for deployment, shown for completeness"
-            ]
-        return []
+        return [FP16_ON_CPU] if device.type == "cpu" else []
+
+    def impractical_reason(self, device: torch.device, runtime: Runtime) -> str | None:
+        # OpenVINO computes a cast model in its own inference precision; PyTorch's CPU kernels emulate fp16.
+        return FP16_ON_CPU if device.type == "cpu" and runtime == "pytorch" else None
 
     def apply(self, model: nn.Module, device: torch.device, context: PrecisionContext) -> nn.Module:
         return model.half()
@@ -33,12 +39,10 @@ class BF16(Precision):
     input_dtype = torch.bfloat16
 
     def notes(self, device: torch.device) -> list[str]:
-        if device.type == "cpu" and not {"avx512_bf16", "amx_bf16"} & set(cpu_flags()):
-            return [
-                "this CPU has no bf16 instructions (avx512_bf16 / amx_bf16): bf16 is emulated and usually far slower "
-                "than fp32"
-            ]
-        return []
+        return [NO_BF16_CPU] if _emulated_bf16(device) else []
+
+    def impractical_reason(self, device: torch.device, runtime: Runtime) -> str | None:
+        return NO_BF16_CPU if _emulated_bf16(device) and runtime == "pytorch" else None
 
     def unsupported_reason(self, device: torch.device) -> str | None:
         capability = cuda_capability(device)
@@ -48,3 +52,7 @@ class BF16(Precision):
 
     def apply(self, model: nn.Module, device: torch.device, context: PrecisionContext) -> nn.Module:
         return model.to(torch.bfloat16)
+
+
+def _emulated_bf16(device: torch.device) -> bool:
+    return device.type == "cpu" and not {"avx512_bf16", "amx_bf16"} & set(cpu_flags())

@@ -322,6 +322,7 @@ class Int8(Precision):
         "and weights (nn.Linear) on CUDA"
     )
     matmul_class = "int8"
+    runs_on = ("pytorch",)  # a PT2E program lowered by inductor; the runtimes' own int8 are ort-int8 and ov-int8
 
     def __init__(self) -> None:
         self._notes: list[str] = []

@@ -258,6 +258,7 @@ class OrtInt8(Precision):
         "backend onnxruntime only"
     )
     matmul_class = "int8"
+    runs_on = ("onnxruntime",)
 
     def __init__(self) -> None:
         self._calibration_count = 0

@@ -271,6 +271,7 @@ class OvInt8(Precision):
     )
     warm_imports = ("openvino", "nncf")
     matmul_class = "int8"
+    runs_on = ("openvino",)
 
     def __init__(self) -> None:
         self._calibration_count = 0

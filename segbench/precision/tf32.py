@@ -10,6 +10,7 @@ class TF32(Precision):
     name = "tf32"
     description = "float32 tensors, matmuls and convolutions on TF32 tensor cores (Ampere and newer)"
     matmul_class = "tf32"
+    runs_on = ("pytorch",)  # a PyTorch flag: an exported graph does not carry it
 
     def unsupported_reason(self, device: torch.device) -> str | None:
         capability = cuda_capability(device)

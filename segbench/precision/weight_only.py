@@ -29,6 +29,8 @@ INT4_GROUP_SIZE = 128
 class _WeightOnly(Precision):
     """The shared flow: census, refuse conv-only models, quantize_ the Linear layers, record the share."""
 
+    runs_on = ("pytorch",)  # torchao tensor subclasses neither export to ONNX nor convert to OpenVINO
+
     warm_imports = ("torchao.quantization",)
 
     def quantized_share(self, model: nn.Module) -> dict[str, Any] | None:

@@ -37,6 +37,7 @@ class PlannedCell:
     cell: CellSpec
     family: str
     unsupported: str | None = None  # why the device cannot run it; None when it will run
+    impractical: str | None = None  # it runs, but the format is emulated here: no deployment choice
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def plan_cells(suite: Suite, cells: list[CellSpec], device_override: str | None 
 
     from segbench.backends import get_backend  # lazy: imports torch
     from segbench.models.registry import get_card  # lazy: imports torch
-    from segbench.precision import get_precision  # lazy: imports torch
+    from segbench.precision import cell_reason, get_precision  # lazy: imports torch
 
     requested = device_override or suite.device
     try:
@@ -81,16 +82,16 @@ def plan_cells(suite: Suite, cells: list[CellSpec], device_override: str | None 
         device, warning = None, f"device {requested!r} is not available here, so the run would stop: {exc}"
     else:
         warning = None
-    reasons: dict[tuple[str, str], str | None] = {}
+    reasons: dict[tuple[str, str], tuple[str | None, str | None]] = {}
     planned = []
     for cell in cells:
         key = (cell.precision, cell.backend)
         if device is not None and key not in reasons:
             where = torch.device(device)
-            reasons[key] = get_precision(cell.precision).unsupported_reason(where) or get_backend(
-                cell.backend
-            ).unsupported_reason(where)
-        planned.append(PlannedCell(cell, get_card(cell.model).family, reasons.get(key)))
+            impractical = get_precision(cell.precision).impractical_reason(where, get_backend(cell.backend).runtime)
+            reasons[key] = (cell_reason(cell.precision, cell.backend, where), impractical)
+        unsupported, impractical = reasons.get(key, (None, None))
+        planned.append(PlannedCell(cell, get_card(cell.model).family, unsupported, impractical))
     return DryRunPlan(planned, device, warning, requested)
 
 

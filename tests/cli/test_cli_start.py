@@ -509,3 +509,42 @@ def test_fit_loads_a_plugin_into_its_probes_and_keeps_their_chatter_off_the_term
     assert done.returncode == 0, done.stderr
     assert "16x16" in done.stdout and "max_batch" in done.stdout  # both batches fit: the search stopped at the cap
     assert "chatter" not in done.stdout + done.stderr
+
+
+def test_the_one_line_cli_keeps_only_pairs_that_can_run(tmp_path: Path) -> None:
+    """Issue 33.1: `--precision fp32,fp16,bf16,int8,ort-int8,ov-int8 --backend eager,onnxruntime,openvino` listed 36
+    cells, every one "will run: yes", and ort-int8/ov-int8 on eager then ended unsupported at run time."""
+    done = runner.invoke(
+        app,
+        [
+            "run", "--model", "yolov8n-seg", "--device", "cpu", "-r", "64",
+            "--precision", "fp32,fp16,bf16,int8,ort-int8,ov-int8", "--backend", "eager,onnxruntime,openvino",
+            "--dry-run",
+        ],
+        terminal_width=300,
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    for pair in ("ort-int8 on eager", "ov-int8 on onnxruntime", "int8 on openvino", "fp16 on onnxruntime"):
+        assert f"left out: {pair}: " in done.stdout
+    assert "ort-int8 on eager: ort-int8 runs only on backend onnxruntime" in done.stdout
+    table = [line for line in done.stdout.splitlines() if line.startswith("│") and "yolov8n-seg" in line]
+    assert not any(" ort-int8 " in line and " eager " in line for line in table)
+    assert any(" ort-int8 " in line and " onnxruntime " in line for line in table)
+    assert all("unsupported" not in line for line in table)  # none left to fail at run time on this CPU
+    fp16_eager = next(line for line in table if " fp16 " in line and " eager " in line)
+    assert "impractical" in fp16_eager  # asked for explicitly: it runs, and the dry run says what it is
+
+
+def test_all_paths_tries_every_pair_this_device_runs(tmp_path: Path) -> None:
+    """Issue 33.1: a preset for all valid paths, as `yolo benchmark` runs every format a model supports."""
+    flags = ["--model", "fast-scnn", "--device", "cpu", "-r", "64", "--all-paths", "--dry-run"]
+    done = runner.invoke(app, ["run", *flags], terminal_width=300)
+    assert done.exit_code == 0, done.output
+    rows = [line.split("│") for line in done.stdout.splitlines() if line.startswith("│") and "fast-scnn" in line]
+    pairs = {(cells[6].strip(), cells[7].strip()) for cells in rows}
+    assert {("fp32", "eager"), ("ort-int8", "onnxruntime"), ("ov-int8", "openvino"), ("int8", "compile")} <= pairs
+    assert not any(backend.startswith(("ultralytics", "hf-")) for _, backend in pairs)  # peers, not segbench's paths
+    assert ("fp16", "eager") not in pairs and "left out: fp16 on eager: fp16 on a CPU is emulated" in done.stdout
+    assert all("unsupported" not in "│".join(cells) for cells in rows)
+    clash = runner.invoke(app, ["run", "--model", "fast-scnn", "--all-paths", "--precision", "fp32", "--dry-run"])
+    assert clash.exit_code == 2 and "--all-paths: needs --model and replaces --precision" in clash.stderr

@@ -11,8 +11,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from segbench.cli.app import console, errors, user_errors
-from segbench.cli.options import load_plugins
+from segbench.cli.options import load_plugins, parse_resolution_flag, split_values
 from segbench.cli.quiet import library_output
+from segbench.device import is_gpu
 from segbench.errors import SegbenchError
 from segbench.formatting import fmt_fixed
 from segbench.naming import REFERENCE_BACKEND, REFERENCE_PRECISION
@@ -102,6 +103,11 @@ def models(
     console.print(table)
 
 
+def _shape(parsed: int | list[int]) -> tuple[int, int]:
+    """A parsed --resolution (a side or [height, width]) as (height, width)."""
+    return (parsed, parsed) if isinstance(parsed, int) else (parsed[0], parsed[1])
+
+
 @user_errors
 def fit(
     model: str = typer.Argument(..., help="registered model name"),
@@ -114,12 +120,20 @@ def fit(
     backend: str = typer.Option(
         REFERENCE_BACKEND, "--backend", help="backend of every probe, e.g. eager or compile (as a suite's backends)"
     ),
-    resolution: list[int] = typer.Option(
-        [512, 1024], "--resolution", help="square sides to find the largest batch for (repeatable)"
+    resolution: list[str] = typer.Option(
+        ["512", "1024"],
+        "--resolution",
+        "-r",
+        metavar="SIDE|HxW",
+        help="resolutions to find the largest batch for, as `run` takes them: 512 or 360x640 (repeatable)",
     ),
     max_batch: int = typer.Option(256, "--max-batch", help="largest batch the search tries"),
     max_side: int = typer.Option(4096, "--max-side", help="largest square side (px) the batch-1 search tries"),
-    device: str = typer.Option("auto", "--device", help="where probes run: auto, cpu, cuda or cuda:N"),
+    device: Optional[str] = typer.Option(
+        None,
+        "--device",
+        help="where probes run: cuda or cuda:N (default: the GPU); --device cpu probes host RAM against the budget",
+    ),
     timeout: float = typer.Option(300.0, "--timeout", help="seconds per probe cell"),
     plugins: Optional[list[str]] = typer.Option(None, "--plugin", metavar="FILE", help=PLUGIN_HELP),
     verbose: bool = typer.Option(
@@ -140,20 +154,26 @@ def fit(
         probe_timing,
     )
 
+    shapes = [_shape(parse_resolution_flag(text)) for text in split_values(resolution)]
     with library_output():
         plugin_specs = load_plugins(plugins)
         check_fit_options(
             precision=precision,
             backend=backend,
-            resolution=resolution,
+            resolution=[side for shape in shapes for side in shape],
             max_batch=max_batch,
             max_side=max_side,
-            device=device,
+            device=device or "auto",
             timeout=timeout,
         )
         get_card(model)
     profile = load_profile(hardware)
-    chosen = resolve_device(device)
+    chosen = resolve_device(device or "auto")
+    if device is None and not is_gpu(chosen):  # never answer for a card the probes did not see
+        raise SegbenchError(
+            f"fit: {profile.name} is a GPU's memory budget and this machine has no CUDA device, so the probes would "
+            "measure host RAM; run it where the GPU is, or give --device cpu to probe host RAM against that budget"
+        )
     timing = probe_timing(timeout)
 
     def request_for(batch: int, height: int, width: int) -> CellRequest:
@@ -168,19 +188,21 @@ def fit(
             probe=True,
         )
 
+    where = chosen if is_gpu(chosen) else "the CPU, in host RAM (no GPU measured)"
     console.print(
-        f"fit search: {model} {precision} {backend} on {chosen}, budget of {profile.name} ({profile.memory_gb} GB)"
+        f"fit search: {model} {precision} {backend} on {where}, budget of {profile.name} ({profile.memory_gb} GB)"
     )
     for line in budget_lines(profile, backend, chosen):
         console.print(f"[yellow]{line}[/]" if not line.startswith("budget:") else line, markup=True, highlight=False)
     with library_output(verbose):  # probes inherit the captured stderr: their libraries' warnings stay off the terminal
         table_data = fit_search(
             isolated_runner(request_for, timeout),
-            [(side, side) for side in resolution],
+            shapes,
             max_batch=max_batch,
             max_side=max_side,
         )
-    table = Table(title=f"{model} on {profile.name} ({table_data.probe_count} isolated probes)")
+    limited = profile.name if is_gpu(chosen) else f"{profile.name}'s budget, probed in host RAM on the CPU"
+    table = Table(title=f"{model} on {limited} ({table_data.probe_count} isolated probes)")
     for column in ("resolution", "largest batch", "limited by"):
         table.add_column(column)
     for row in table_data.batches:

@@ -282,7 +282,8 @@ def test_version_short_help_flags_and_help_on_every_option() -> None:
         (["--backend", "eagre"], "error: --backend: unknown backend 'eagre' (did you mean 'eager'?"),
         (["--max-batch", "0"], "error: --max-batch: Input should be greater than or equal to 1 (got 0)"),
         (["--timeout", "0"], "error: --timeout: Input should be greater than 0 (got 0.0)"),
-        (["--resolution", "-5"], "error: --resolution: Input should be greater than 0 (got -5)"),
+        (["--resolution", "-5"], "error: --resolution: impossible side -5 in '-5'; each side must be between 1 and"),
+        (["--resolution", "360xabc"], "error: --resolution: 'abc' is not a whole number; e.g. 512 or 360x640"),
         (["--device", "gpu"], "error: --device: invalid device 'gpu'; use auto, cpu, cuda or cuda:N"),
     ],
 )
@@ -447,6 +448,36 @@ def test_a_weights_key_mismatch_is_one_short_line(tmp_path: Path) -> None:
         "20 missing key(s): 0.bias, 0.weight, 1.bias, … 17 more; 1 unexpected key(s): backbone.stem.weight" in message
     )
     assert len(message.splitlines()) == 1 and "9.weight" not in message
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks fit's refusal on a machine without CUDA")
+def test_fit_never_answers_for_a_card_it_did_not_see(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 33.6: `fit yolov8n-seg --hardware rtx3060` without CUDA spent 54 s and printed "largest batch 8" from
+    host-RAM probes. It stops at once unless --device cpu is explicit, and then says what limited it."""
+
+    def no_probe(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a probe ran for a card this machine does not have")
+
+    monkeypatch.setattr("segbench.tools.fit.fit_search", no_probe)
+    refused = runner.invoke(app, ["fit", "fast-scnn", "--hardware", "rtx3060"])
+    assert refused.exit_code == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.output
+    assert "this machine has no CUDA device" in refused.stderr and "--device cpu" in refused.stderr
+
+    from segbench.tools.fit import BatchFit, FitTable
+
+    seen: list[Any] = []
+
+    def table(prober: Any, shapes: list[tuple[int, int]], **kwargs: Any) -> Any:
+        seen.extend(shapes)
+        return FitTable([BatchFit(h, w, 2, "budget", None) for h, w in shapes], None)
+
+    monkeypatch.setattr("segbench.tools.fit.fit_search", table)
+    done = runner.invoke(
+        app, ["fit", "fast-scnn", "--hardware", "rtx3060", "--device", "cpu", "-r", "360x640"], terminal_width=200
+    )
+    assert done.exit_code == 0, done.output
+    flowing = " ".join(done.stdout.split())  # the table's title wraps to the table's width
+    assert seen == [(360, 640)] and "rtx3060's budget, probed in host RAM on the CPU" in flowing
 
 
 def test_fit_exits_1_when_nothing_fits(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,9 +21,20 @@ def did_you_mean(name: str, known: Iterable[str], cutoff: float = 0.5) -> str:
     return f"did you mean '{close[0]}'? " if close else ""
 
 
-def unknown_name_message(kind: str, name: str, known: Iterable[str]) -> str:
+MAX_NAMES_LISTED = 12  # a longer list is cut off by terminals and hides the hint: name the command that lists them
+
+
+def unknown_name_message(kind: str, name: str, known: Iterable[str], lister: str | None = None) -> str:
+    """'unknown model 'x' (did you mean 'y'? known: a, b)'; past a dozen names, the closest few and where the rest are
+    listed (`lister`, e.g. `segbench models`)."""
     known = sorted(known)
-    return f"unknown {kind} '{name}' ({did_you_mean(name, known)}known: {', '.join(known)})"
+    if len(known) <= MAX_NAMES_LISTED or lister is None:
+        return f"unknown {kind} '{name}' ({did_you_mean(name, known)}known: {', '.join(known)})"
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    if len(close) > 1:
+        hint += f"also close: {', '.join(close[1:])}; "
+    return f"unknown {kind} '{name}' ({hint}{len(known)} known: `{lister}` lists them)"
 
 
 def discover_instances(

@@ -115,7 +115,7 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def unknown_model_message(name: str) -> str:
-    return unknown_name_message("model", name, list_models()).removesuffix(")") + "; `segbench models` lists them)"
+    return unknown_name_message("model", name, list_models(), lister="segbench models")
 
 
 def get_card(name: str) -> ModelCard:

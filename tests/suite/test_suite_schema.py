@@ -9,8 +9,8 @@ from typing import Any, Callable
 
 import pytest
 
-from segbench.errors import SuiteError
-from segbench.suite.schema import load_suite
+from segbench.errors import SegbenchError, SuiteError
+from segbench.suite.schema import load_suite, parse_suite
 
 DROP = object()  # a field to leave out of the suite
 
@@ -106,3 +106,12 @@ def test_cli_prints_one_line_and_exits_2(write_suite: Callable[..., Path]) -> No
     assert len(lines) == 1, done.stderr
     assert f"{path}: models[0]: unknown model 'segformer-b9'" in lines[0]
     assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_an_unknown_model_names_the_closest_and_where_the_rest_are_listed() -> None:
+    """Issue 33.10: the error dumped 30 names and was cut off; pointing to `segbench models` does."""
+    with pytest.raises(SegbenchError) as raised:
+        parse_suite({"name": "s", "models": ["yolov8-seg"], "resolutions": [64]}, "test")
+    message = str(raised.value)
+    assert "did you mean 'yolov8" in message and "also close: " in message
+    assert "known: `segbench models` lists them)" in message and "segformer-b5" not in message

@@ -83,7 +83,7 @@ def models(
         )
         raise typer.Exit(1)
     table = Table()
-    for column in ("name", "family", "source", "classes", "published params (M)", "description"):
+    for column in ("name", "family", "source", "classes", "label set", "published params (M)", "description"):
         table.add_column(column)
     for name in names:
         card = get_card(name)
@@ -95,6 +95,7 @@ def models(
                     card.family,
                     card.source,
                     card.num_classes,
+                    card.dataset,  # what the class count means (SAM's 65 are prompts, not classes)
                     fmt_fixed(2)(card.published_params_m),
                     card.description,
                 )

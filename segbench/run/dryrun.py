@@ -137,9 +137,9 @@ def _measurement_window(suite: Suite) -> tuple[float, float, str]:
         f"{TIMED_PASSES} timed passes per cell, each between timing.min_time_s={timing.min_time_s:g} s"
         f" and max_time_s={timing.max_time_s:g} s"
     )
-    if timing.warmup_s:  # the end-to-end pass's warm-up runs at least this long before its clock
-        low, high = low + timing.warmup_s, high + timing.warmup_s
-        words += f", plus an end-to-end warm-up of at least timing.warmup_s={timing.warmup_s:g} s"
+    if timing.warmup_s:  # the latency and the end-to-end pass each warm up at least this long before their clocks
+        low, high = low + 2 * timing.warmup_s, high + 2 * timing.warmup_s
+        words += f", plus a latency and an end-to-end warm-up of at least timing.warmup_s={timing.warmup_s:g} s each"
     if suite.scenario == "stream":
         stream = suite.stream
         if stream.target_fps == "max":  # at least k confirmations of duration_s; at most the search budget

@@ -361,8 +361,9 @@ def _cooldown(request: CellRequest, device: torch.device) -> dict[str, Any] | No
 
 
 def _prepare_device(device: torch.device, timing: Timing) -> None:
+    # Chosen by the suite on every device (a CPU ignores it), so the record's torch_flags say what was asked.
+    torch.backends.cudnn.benchmark = timing.cudnn_benchmark
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = timing.cudnn_benchmark  # chosen by the suite, recorded in torch_flags
         torch.cuda.set_device(device)
         torch.empty(1, device=device)  # creates the CUDA context, so the baseline includes it
 

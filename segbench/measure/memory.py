@@ -148,6 +148,12 @@ def device_used_mb(device: torch.device) -> float | None:
     return nvml.device_used_mb(handle) if handle is not None else None
 
 
+DEVICE_DELTA = (
+    "the card's used memory minus its figure before this cell's CUDA context: NVML lists none of this process's PIDs "
+    "(a PID namespace: NVML reports host PIDs, and NSpid did not show this one's), so other processes' changes count"
+)
+
+
 @dataclass(frozen=True)
 class Baseline:
     """Memory in use before the model loads: NVML process memory after CUDA context creation (or the card's used delta
@@ -170,12 +176,6 @@ def baseline_mb(device: torch.device, device_before_context: float | None = None
     if used is None or device_before_context is None:
         return Baseline(None, None, device_before_context)
     return Baseline(used - device_before_context, DEVICE_DELTA, device_before_context)
-
-
-DEVICE_DELTA = (
-    "the card's used memory minus its figure before this cell's CUDA context: NVML lists none of this process's PIDs "
-    "(a PID namespace: NVML reports host PIDs, and NSpid did not show this one's), so other processes' changes count"
-)
 
 
 def reset_allocator_peaks(device: torch.device) -> float:
@@ -209,6 +209,7 @@ def _rss_peak(poller: MemoryPoller, peaks: MemoryPeaks) -> None:
         peaks.rss_peak = _max(poller.rss_high_water, poller.rss_peak)
         peaks.sources["rss_peak"] = "VmHWM (the kernel's high-water mark, reset at the pass's start)"
     else:
+        peaks.rss_peak = poller.rss_peak
         peaks.sources["rss_peak"] = f"polled every {poller.interval_s * 1000:g} ms: {poller.high_water_unavailable}"
 
 

@@ -24,6 +24,9 @@ def measurement_flags(record: dict[str, Any]) -> list[str]:
         flags.append(f"contended: {record['contended']}")
     if record.get("drifted"):
         flags.append(f"drifted: {record['drifted']}")
+    for flag in ("inconsistent_forward", "over_budget"):
+        if record.get(flag):
+            flags.append(f"{flag}: {record[flag]}")
     return flags
 
 

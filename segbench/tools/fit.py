@@ -189,6 +189,7 @@ def probe_timing(timeout_s: float = 300.0) -> Any:
         max_time_s=1.0,
         timeout_s=timeout_s,
         memory_iters=1,
+        telemetry_s=0.0,  # a probe asks "does it fit?": no telemetry pass
     )
 
 

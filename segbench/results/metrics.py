@@ -1067,7 +1067,7 @@ CATALOGUE: tuple[Metric, ...] = (
         "MHz",
         "none",
         _INT,
-        "GPU SM clock during the measurement",
+        "GPU SM clock during the telemetry pass",
         path="telemetry.sm_clock_mhz.mean",
         unavailable="telemetry.unavailable.sm_clock_mhz",
     ),
@@ -1137,7 +1137,8 @@ CATALOGUE: tuple[Metric, ...] = (
         "J",
         "lower",
         fmt_fixed(2),
-        "energy per image over the timed latency pass",
+        "energy per image over the telemetry pass (the forward back to back, after the latency pass; older records: "
+        "over the latency pass)",
         path="telemetry.joules_per_image",
         unavailable="telemetry.unavailable.joules_per_image",
     ),

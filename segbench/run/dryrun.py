@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from segbench.device import is_gpu
 from segbench.errors import SegbenchError
 from segbench.suite.matrix import CellSpec
 from segbench.suite.schema import Suite
@@ -140,6 +141,11 @@ def _measurement_window(suite: Suite) -> tuple[float, float, str]:
     if timing.warmup_s:  # the latency and the end-to-end pass each warm up at least this long before their clocks
         low, high = low + 2 * timing.warmup_s, high + 2 * timing.warmup_s
         words += f", plus a latency and an end-to-end warm-up of at least timing.warmup_s={timing.warmup_s:g} s each"
+    if is_gpu(suite.device):  # a back-to-back throughput loop under the stop rule, then the telemetry pass
+        low, high = low + timing.min_time_s + timing.telemetry_s, high + timing.max_time_s + timing.telemetry_s
+        words += (
+            f", plus (GPU) a device-throughput loop and a telemetry pass of timing.telemetry_s={timing.telemetry_s:g} s"
+        )
     if suite.scenario == "stream":
         stream = suite.stream
         if stream.target_fps == "max":  # at least k confirmations of duration_s; at most the search budget

@@ -1,8 +1,9 @@
 """What happens inside one isolated cell: build, warm up, time, sample memory, report a dict.
 
-This module runs in the spawned child. The sequence follows optimum-benchmark: a latency pass with
-nothing else running, a stage pass (preprocess / forward / postprocess, end to end), and a memory
-pass with the poller on, so sampling never disturbs the timed loop.
+This module runs in the spawned child. The sequence follows optimum-benchmark: a synchronous latency pass with
+nothing else running (after a warm-up for a count and a time), a back-to-back device throughput loop (GPU), a
+telemetry pass of its own (NVML clocks, power, energy), a stage pass (preprocess / forward / postprocess, end to
+end), and a memory pass with the poller on, so sampling never disturbs a timed loop.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from segbench.data.datasets import Dataset, images_in_folder
 from segbench.data.images import calibration_batches, evaluation_batches
 from segbench.data.sources import open_source
 from segbench.errors import SegbenchError, UnsupportedError
-from segbench.hardware import apply_budget, load_profile
+from segbench.hardware import BudgetInfo, apply_budget, load_profile, over_budget
 from segbench.measure import memory, nvml
 from segbench.measure.accuracy import accuracy_pass
 from segbench.measure.canary import StealWindow, canary_reading, cell_canary, cell_drift
@@ -36,11 +37,25 @@ from segbench.measure.quantiles import time_needed_text
 from segbench.measure.stats import LatencyStats
 from segbench.measure.telemetry import (
     MIN_WINDOW_S,
+    SAMPLE_INTERVAL_S,
     SamplingThread,
     TelemetrySampler,
+    clocks_steady,
+    empty_summary,
     wait_for_cooldown,
 )
-from segbench.measure.timing import StopRule, TimedRun, synchronize, time_steps, warm_up
+from segbench.measure.timing import (
+    BACK_TO_BACK,
+    SYNCHRONOUS,
+    StopRule,
+    ThroughputRun,
+    TimedRun,
+    device_sync,
+    synchronize,
+    time_steps,
+    time_throughput,
+    warm_up,
+)
 from segbench.models.base import SegmentationAdapter
 from segbench.models.flops import count_flops
 from segbench.models.registry import create_model, load_plugin
@@ -53,9 +68,11 @@ from segbench.suite.schema import Timing
 from segbench.system import cache
 from segbench.system.cpus import ContentionWindow, default_threads, pin_to
 
-# The latency pass reading this much above the end-to-end pass's forward stage (and by this many ms) gets a note.
-PASS_DISAGREEMENT_RATIO = 1.2
-PASS_DISAGREEMENT_MIN_MS = 0.5
+# The synchronous latency pass and the synchronised forward stage time the same forward: beyond this ratio (either
+# way) and this many ms, something moved one of them (a thread beside the loop, a pipelined backend), so the cell is
+# flagged `inconsistent_forward` and its forward FPS and roofline are withheld.
+FORWARD_AGREEMENT_RATIO = 1.15
+FORWARD_AGREEMENT_MIN_MS = 0.5
 OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
 
 
@@ -93,22 +110,27 @@ def _median(stats: LatencyStats | None) -> float | None:
     return stats.median if stats is not None else None
 
 
-def passes_disagree(latency_ms: float, forward_stage_ms: float | None, device: torch.device) -> str | None:
-    """A note when, on a GPU, the latency pass reads well above the same forward timed inside the end-to-end pass.
+def inconsistent_forward(latency_ms: float, forward_stage_ms: float | None, device: torch.device) -> str | None:
+    """Why, on a GPU, the latency pass and the synchronised forward stage of the end-to-end pass disagree beyond
+    noise (> 15 % and > 0.5 ms), or None.
 
-    Seen on an H200: Mask2Former 45.4 ms against 26.8 ms, Fast-SCNN and YOLOv8n-seg about 1 ms above; GPU-bound cells
-    agreed within 1 %. Launch-bound models are the ones that differ, so something beside the timed loop slows the
-    launches (the NVML sampling thread is the suspect).
+    Both are synchronous timings of the same forward, so they should agree. Seen on an H200 before the latency pass
+    was synchronous and had the NVML thread beside it: Mask2Former 45.4 ms against 26.8 ms (slower: something beside
+    the loop), SegFormer-B2 fp16 8.16 ms against 10.83 ms (faster: a pipelined figure). CPU passes differ for other
+    reasons (caches after preprocess, load), which the contention check covers.
     """
     if device.type != "cuda" or not forward_stage_ms:
         return None
     ratio = latency_ms / forward_stage_ms
-    if ratio < PASS_DISAGREEMENT_RATIO or latency_ms - forward_stage_ms < PASS_DISAGREEMENT_MIN_MS:
+    if abs(latency_ms - forward_stage_ms) < FORWARD_AGREEMENT_MIN_MS:
         return None
+    if 1 / FORWARD_AGREEMENT_RATIO <= ratio <= FORWARD_AGREEMENT_RATIO:
+        return None
+    direction = "slower" if ratio > 1 else "faster"
     return (
-        f"the latency pass read {latency_ms:.2f} ms, {ratio:.2f}x the forward stage of the end-to-end pass "
-        f"({forward_stage_ms:.2f} ms): launch-bound models can be slowed by NVML sampling beside the timed loop; "
-        "compare with timing.telemetry_interval_s: 0"
+        f"the latency pass read {latency_ms:.2f} ms, {ratio:.2f}x the synchronised forward stage of the end-to-end "
+        f"pass ({forward_stage_ms:.2f} ms): {direction} beyond {FORWARD_AGREEMENT_RATIO - 1:.0%}, so forward FPS and "
+        "the roofline are withheld"
     )
 
 
@@ -246,26 +268,88 @@ def _time_stages(
 def _memory_pass(
     adapter: SegmentationAdapter,
     forward: Callable[[torch.Tensor], Any],
-    images: torch.Tensor,
+    frames: list[torch.Tensor],
     request: CellRequest,
     device: torch.device,
-    baseline: float | None,
+    baseline: memory.Baseline,
+    occupied_mb: float,
 ) -> memory.MemoryPeaks:
-    """Peaks with the poller on (telemetry is sampled over the latency pass instead: this pass is a few iterations)."""
-    memory.reset_allocator_peaks(device)
-    size = tuple(images.shape[1:3])
-    iterations = max(1, request.timing.memory_iters)
+    """Peaks with the poller on, over the end-to-end pass's frames (the held-out photographs, each at least once: a
+    detector's postprocess memory scales with what it finds, and noise finds what no camera shows)."""
+    at_start = memory.reset_allocator_peaks(device)
+    iterations = max(1, request.timing.memory_iters, len(frames))
     with memory.MemoryPoller(device, request.poll_interval_ms) as poller:
-        for _ in range(iterations):
-            adapter.postprocess(forward(adapter.preprocess(images)), size)
+        for index in range(iterations):
+            frame = frames[index % len(frames)]
+            adapter.postprocess(forward(adapter.preprocess(frame)), tuple(frame.shape[1:3]))
         synchronize(device)
     assert adapter.model is not None
-    return memory.collect_peaks(poller, device, baseline, memory.module_size_mb(adapter.model))
+    return memory.collect_peaks(poller, device, baseline, memory.module_size_mb(adapter.model), at_start, occupied_mb)
+
+
+def _latency_warm_up(step: Callable[[], Any], timing: Timing, device: torch.device) -> dict[str, Any]:
+    """The step synchronised per call for at least warmup_iters calls and warmup_s seconds (cuDNN autotuning, lazy
+    kernels, the clock ramp), with NVML sampling the SM clock on a GPU (nothing is timed yet) to tell whether the
+    clocks reached steady state."""
+    sampler = _telemetry_sampler(device)
+    with SamplingThread(sampler, timing.telemetry_interval_s or SAMPLE_INTERVAL_S):
+        done = warm_up(step, timing.warmup_iters, device, timing.warmup_s)
+    return {**done, "clocks": clocks_steady(sampler)}
+
+
+def _device_throughput(
+    step: Callable[[], Any], rule: StopRule, device: torch.device, latency_run: TimedRun, batch_size: int
+) -> dict[str, Any]:
+    """Images / loop time of the step back to back: on a GPU its own loop (the host queues step i+1 while the device
+    runs step i, one sync at the end); on a CPU the latency pass's loop, already back to back and synchronous."""
+    if device.type != "cuda":
+        run = ThroughputRun(len(latency_run.samples_ms), latency_run.measured_s)
+        loop = "the latency pass's loop (a CPU step returns finished: back to back is synchronous)"
+    else:
+        run, loop = time_throughput(step, rule, device_sync(device)), BACK_TO_BACK
+    return {"fps": run.images_per_s(batch_size), "iterations": run.iterations, "loop_s": run.loop_s, "loop": loop}
+
+
+def _telemetry_pass(step: Callable[[], Any], timing: Timing, device: torch.device, batch_size: int) -> dict[str, Any]:
+    """NVML clocks, power, energy and throttling over a loop of their own (the same step back to back for at least
+    timing.telemetry_s), after the latency pass: nothing samples beside the headline loop."""
+    sampler = _telemetry_sampler(device)
+    if not sampler.enabled:
+        return sampler.summary(None)
+    if timing.telemetry_s <= 0:
+        return empty_summary("timing.telemetry_s is 0: no telemetry pass")
+    sync, iterations = device_sync(device), 0
+    with SamplingThread(sampler, timing.telemetry_interval_s):
+        started = time.perf_counter()
+        while iterations == 0 or time.perf_counter() - started < timing.telemetry_s:
+            step()
+            iterations += 1
+        sync()
+        seconds = time.perf_counter() - started
+    summary = sampler.summary(iterations * batch_size, min_window_s=MIN_WINDOW_S)
+    return {**summary, "pass": {"iterations": iterations, "seconds": round(seconds, 3), "loop": BACK_TO_BACK}}
 
 
 def _telemetry_sampler(device: torch.device) -> TelemetrySampler:
-    """NVML clocks, power, energy and throttling over the latency pass: the window the headline figures come from."""
+    """NVML clocks, power, energy and throttling for one pass (a disabled sampler on a CPU); tests fake it."""
     return TelemetrySampler.for_device(device)
+
+
+def torch_flags(device: torch.device) -> dict[str, Any]:
+    """Every cuDNN/matmul setting the cell's timed passes ran with (a precision may have changed them)."""
+    return {
+        "cudnn_enabled": torch.backends.cudnn.enabled,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "matmul_allow_fp16_reduced_precision_reduction": (
+            torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction
+        ),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_version": torch.backends.cudnn.version() if device.type == "cuda" else None,
+    }
 
 
 def _cooldown(request: CellRequest, device: torch.device) -> dict[str, Any] | None:
@@ -276,7 +360,9 @@ def _cooldown(request: CellRequest, device: torch.device) -> dict[str, Any] | No
     return wait_for_cooldown(handle, config.below_c, config.fixed_s, config.timeout_s)
 
 
-def _prepare_device(device: torch.device) -> None:
+def _prepare_device(device: torch.device, timing: Timing) -> None:
+    # Chosen by the suite on every device (a CPU ignores it), so the record's torch_flags say what was asked.
+    torch.backends.cudnn.benchmark = timing.cudnn_benchmark
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.empty(1, device=device)  # creates the CUDA context, so the baseline includes it
@@ -415,9 +501,10 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         device=device.type,
     )
     cooldown = _cooldown(request, device)
-    _prepare_device(device)
-    budget = apply_budget(device, load_profile(request.hardware)) if request.hardware else None
-    baseline = memory.baseline_mb(device)
+    device_before_context = memory.device_used_mb(device)  # the PID-namespace fallback's zero
+    _prepare_device(device, request.timing)
+    baseline = memory.baseline_mb(device, device_before_context)  # the context, before a budget occupies anything
+    budget = apply_budget(device, load_profile(request.hardware), baseline.mb) if request.hardware else None
 
     # Process start to the first model build: what warm start (segbench.run.forkserver) makes cheap.
     startup_s = round(time.time() - request.launched_at, 3) if request.launched_at is not None else None
@@ -452,11 +539,11 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         cold_ms = first_call_ms(adapter, forward, frames[0], device)  # before anything else warms the pipeline
         step = lambda: forward(inputs)  # noqa: E731 (the timed closure)
         canary_before = canary_reading()  # before warm-up, so the timed passes start from warm caches
-        warm_up(step, request.timing.warmup_iters, device)
-        telemetry = _telemetry_sampler(device)
+        latency_warmup = _latency_warm_up(step, request.timing, device)
         with ContentionWindow(torch.get_num_threads()) as contention, StealWindow() as steal:
-            with SamplingThread(telemetry, request.timing.telemetry_interval_s):
-                latency_run: TimedRun = time_steps(step, rule, device)
+            latency_run: TimedRun = time_steps(step, rule, device)  # nothing beside it
+            throughput = _device_throughput(step, rule, device, latency_run, cell.batch_size)
+            telemetry = _telemetry_pass(step, request.timing, device, cell.batch_size)
             # Sub-stages need the eager module; another backend's forward is timed whole.
             stages_run = _time_stages(
                 adapter,
@@ -470,7 +557,7 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
             )
             stage_samples = stages_run.samples_ms
         canary = cell_canary(canary_before, canary_reading(), steal)
-        peaks = _memory_pass(adapter, forward, images, request, device, baseline)
+        peaks = _memory_pass(adapter, forward, frames, request, device, baseline, budget_occupied(budget))
         end_to_end = LatencyStats.from_samples(stage_samples["end_to_end"])
         stream = _stream_pass(adapter, forward, request, device, end_to_end) if request.stream else None
 
@@ -499,10 +586,16 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         stage: LatencyStats.from_samples(values) for stage, values in stage_samples.items() if stage != "end_to_end"
     }
     height, width = cell.resolution
+    forward_flag = inconsistent_forward(latency.median, _median(stages.get("forward")), device)
+    memory_mb = peaks.to_dict()
     return {
         "latency_ms": latency.summary(),
+        "latency_timing": SYNCHRONOUS,
+        "latency_warmup": latency_warmup,
         "samples_ms": list(latency.samples),
-        "fps": cell.batch_size * 1000.0 / latency.median,
+        "fps": cell.batch_size * 1000.0 / latency.median,  # latency-derived: batch / synchronous median
+        "device_throughput": throughput,
+        "device_throughput_fps": throughput["fps"],
         "iterations": latency.n,
         "measured_s": latency_run.measured_s,
         "startup_s": startup_s,
@@ -518,8 +611,12 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         "end_to_end_warmup": stages_run.warmup,
         "end_to_end_input": f"{len(frames) * cell.batch_size} held-out photographs in turn, {height}x{width}",
         "detections_per_frame": stages_run.detections,
-        "memory_mb": peaks.to_dict(),
+        "memory_mb": memory_mb,
         "memory_unavailable": peaks.unavailable,
+        "memory_sources": peaks.sources,
+        "memory_allocator_mb": peaks.allocator,
+        "memory_input": f"{len(frames) * cell.batch_size} held-out photographs in turn, as end to end",
+        "over_budget": over_budget(budget.to_dict() if budget else None, memory_mb["nvml_process_peak"]),
         "fidelity": fidelity,
         "fidelity_unavailable": fidelity_unavailable,
         "accuracy": accuracy,
@@ -531,8 +628,8 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         "notes": [
             *adapter.notes(),
             *precision.notes(device),
-            *filter(None, [passes_disagree(latency.median, _median(stages.get("forward")), device)]),
         ],
+        "inconsistent_forward": forward_flag,
         "noisy": latency.is_noisy,
         "undersampled": undersampled({"latency pass": latency, "end-to-end pass": end_to_end}, request.timing),
         "contended": contention.reason,
@@ -542,11 +639,17 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         "stream": stream,
         "gflops": flops / 1e9 if flops else None,
         "gflops_unavailable": flops_unavailable,
-        "telemetry": telemetry.summary(len(latency_run.samples_ms) * cell.batch_size, min_window_s=MIN_WINDOW_S),
+        "telemetry": telemetry,
+        "torch_flags": torch_flags(device),
         "budget": budget.to_dict() if budget else None,
         "cooldown": cooldown,
         "backend_info": backend.describe(adapter),
     }
+
+
+def budget_occupied(budget: BudgetInfo | None) -> float:
+    """MiB a budget holds outside every allocator (NVML counts it in this process): taken out of the peaks."""
+    return (budget.occupied_mb or 0.0) if budget is not None else 0.0
 
 
 def run_cell(request: CellRequest) -> dict[str, Any]:

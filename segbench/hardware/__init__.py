@@ -1,6 +1,6 @@
 """Hardware profiling: card profiles, memory-budget emulation and roofline figures."""
 
-from segbench.hardware.budget import BudgetError, BudgetInfo, allocator_budget_mb, apply_budget, memory_fraction
+from segbench.hardware.budget import BudgetError, BudgetInfo, allocator_budget_mb, apply_budget, occupy_mb, over_budget
 from segbench.hardware.profiles import (
     HardwareError,
     HardwareProfile,
@@ -20,6 +20,7 @@ __all__ = [
     "list_profiles",
     "load_profile",
     "load_profile_file",
-    "memory_fraction",
+    "occupy_mb",
+    "over_budget",
     "profile_for_device",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+from pathlib import Path
 from typing import Any
 
 MB = 1024 * 1024
@@ -56,16 +57,40 @@ def device_used_mb(handle: Any) -> float | None:
         return None
 
 
-def process_used_mb(handle: Any, pid: int | None = None) -> float | None:
-    """This process's GPU memory as NVML sees it (context + allocator + libraries)."""
+def own_pids(status_file: Path = Path("/proc/self/status")) -> frozenset[int]:
+    """Every PID this process has: os.getpid() and the `NSpid` line's one per PID namespace it is a member of.
+
+    NVML reports PIDs as the driver sees them (the host's namespace); inside a container os.getpid() is the
+    container's. Where the status file shows the outer namespaces too, one of its NSpid entries is the host's PID.
+    """
+    pids = {os.getpid()}
+    try:
+        lines = status_file.read_text(encoding="ascii", errors="replace").splitlines()
+    except OSError:
+        return frozenset(pids)
+    for line in lines:
+        if line.startswith("NSpid:"):
+            pids.update(int(field) for field in line.split()[1:] if field.isdigit())
+    return frozenset(pids)
+
+
+@functools.lru_cache(maxsize=4)
+def _pids_of(pid: int) -> frozenset[int]:
+    """own_pids() read once per process (keyed by PID: a forked cell must not inherit its template's)."""
+    return own_pids()
+
+
+def process_used_mb(handle: Any, pids: frozenset[int] | None = None) -> float | None:
+    """This process's GPU memory as NVML sees it (context + allocator + libraries); None when NVML lists none of
+    its PIDs (inside a PID namespace whose host PID is not visible here)."""
     pynvml, _ = _init()
-    pid = os.getpid() if pid is None else pid
+    pids = _pids_of(os.getpid()) if pids is None else pids
     try:
         processes = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
     except Exception:
         return None
     for process in processes:
-        if process.pid == pid and process.usedGpuMemory is not None:
+        if process.pid in pids and process.usedGpuMemory is not None:
             return process.usedGpuMemory / MB
     return None
 

@@ -1,8 +1,10 @@
 """GPU telemetry per cell from NVML: clocks, temperature, power, utilisation, energy, throttle reasons.
 
-`TelemetrySampler.sample()` is called by a `SamplingThread` every 100 ms over the cell's latency pass (the
-window the headline latency comes from; never on a CPU cell), so it only reads NVML and appends one row. A
-window under 1 s gives nulls with the reason: NVML averages power over about a second. `summary(images)` turns
+`TelemetrySampler.sample()` is called by a `SamplingThread` every 100 ms over the cell's telemetry pass (the
+latency pass's step in a loop of its own, after it: nothing samples beside the headline loop; never on a CPU cell),
+so it only reads NVML and appends one row. A window under 1 s gives nulls with the reason: NVML averages power over
+about a second. Over the warm-up before the latency pass a sampler reads the SM clock, and `clocks_steady` says
+whether it stopped ramping. `summary(images)` turns
 the rows into min/mean/max per series, energy over the sampled window (the total-energy counter where the GPU
 has one, else the integral of power) and joules per image, and the clock-throttle reasons seen, with
 `throttled` set for thermal or power throttling. Without NVML (or on a CPU cell) every field is None and
@@ -248,7 +250,7 @@ class TelemetrySampler:
         if window_s < min_window_s:
             short = empty_summary(
                 f"the timed window lasted {window_s:.3f} s, under {min_window_s:g} s: shorter than NVML's power "
-                "averaging, so clocks, power and energy would be noise (raise timing.min_time_s)"
+                "averaging, so clocks, power and energy would be noise (raise timing.telemetry_s)"
             )
             return {**short, "samples": len(samples), "window_s": window_s}
         out: dict[str, Any] = {"samples": len(samples), "window_s": window_s, "unavailable": {}}
@@ -288,6 +290,31 @@ class TelemetrySampler:
             "throttled": bool(causes),
             "throttled_share": throttled_samples / len(masks),
         }
+
+
+STEADY_TAIL = 3  # the last SM clock samples of a warm-up that must agree
+STEADY_TOLERANCE = 0.03  # within 3 % of their highest: no longer ramping
+
+
+def clocks_steady(sampler: TelemetrySampler) -> dict[str, Any]:
+    """Whether the SM clock reached steady state over a warm-up: its last STEADY_TAIL samples within STEADY_TOLERANCE
+    of their highest. `steady` is None with the reason where it cannot be told (a CPU, no NVML, too short)."""
+    if not sampler.enabled:
+        return {"steady": None, "reason": str(sampler.unavailable)}
+    clocks = [s.sm_clock_mhz for s in sampler.samples if s.sm_clock_mhz is not None]
+    if len(clocks) < STEADY_TAIL:
+        return {
+            "steady": None,
+            "reason": f"{len(clocks)} SM clock sample(s) over the warm-up, under {STEADY_TAIL}: raise timing.warmup_s",
+        }
+    tail = clocks[-STEADY_TAIL:]
+    spread = (max(tail) - min(tail)) / max(tail) if max(tail) > 0 else 0.0
+    steady = spread <= STEADY_TOLERANCE
+    reason = None if steady else (
+        f"the SM clock still moved {spread:.0%} over the warm-up's last {STEADY_TAIL} samples "
+        f"({', '.join(f'{c:.0f}' for c in tail)} MHz): raise timing.warmup_s"
+    )  # fmt: skip
+    return {"steady": steady, "sm_clock_mhz": tail, "spread": spread, "reason": reason}
 
 
 class SamplingThread:

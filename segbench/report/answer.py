@@ -30,7 +30,8 @@ HOW_TO = (
 )
 FPS_SENTENCE = (
     "FPS here is end to end (preprocess + forward + postprocess; the sustained camera rate for a stream cell), "
-    "not the forward pass alone."
+    "not the forward pass alone; the forward-only FPS beside it is batch / its synchronous latency (one request at a "
+    "time), not the device's back-to-back throughput."
 )
 PERCENTILE_SENTENCE = (
     f"A percentile is shown with its n, and only where n supports it: p90 from {samples_needed('p90')} samples, p95 "
@@ -108,7 +109,7 @@ def figures_text(record: dict[str, Any], percentile: str = "p99") -> str:
         kind = "sustained" if record.get("stream") else "end to end"
         parts.append(
             f"{achieved:.1f} FPS {kind}"
-            + (f" ({forward:.1f} forward only)" if forward is not None and not record.get("stream") else "")
+            + (f" ({forward:.1f} forward only, 1/latency)" if forward is not None and not record.get("stream") else "")
         )
     first_call = METRICS["first_call_ms"].value(record)
     if first_call is not None:

@@ -148,7 +148,9 @@ def render_markdown(run: RunData, targets: Targets | None = None) -> str:
         parts += [
             "",
             _md_text(
-                "Latency per batch (forward pass); FPS (forward) and FPS (end to end) side by side. " + memory_note(run)
+                "Latency per batch (forward pass, synchronous: one request at a time); FPS (forward, 1/latency) and "
+                "FPS (end to end) side by side, device throughput (images / loop time back to back) where recorded. "
+                + memory_note(run)
             ),
         ]
     breakdown = gpu_memory_breakdown(run)

@@ -24,6 +24,9 @@ def measurement_flags(record: dict[str, Any]) -> list[str]:
         flags.append(f"contended: {record['contended']}")
     if record.get("drifted"):
         flags.append(f"drifted: {record['drifted']}")
+    for flag in ("inconsistent_forward", "over_budget"):
+        if record.get(flag):
+            flags.append(f"{flag}: {record[flag]}")
     return flags
 
 
@@ -63,7 +66,9 @@ def status_text(record: dict[str, Any]) -> str:
         peak_text = f" · peak {peak:.0f} MiB" if peak is not None else ""
         noisy = "".join(f" [yellow](! {escape(flag)})[/]" for flag in measurement_flags(record))
         end_to_end = METRICS["end_to_end_fps"].value(record)
-        fps = f"{record['fps']:.1f} FPS forward" + (f", {end_to_end:.1f} end to end" if end_to_end is not None else "")
+        fps = f"{record['fps']:.1f} FPS forward (1/latency)" + (
+            f", {end_to_end:.1f} end to end" if end_to_end is not None else ""
+        )
         return f"[{style}]ok[/] median {latency['median']:.2f} ms · {fps}{peak_text}{noisy}{stream_text(record)}"
     return f"[{style}]{escape(status)}[/]: {escape(str(record.get('error') or ''))}"
 

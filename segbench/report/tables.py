@@ -60,6 +60,7 @@ LEADERBOARD_METRICS = (
     "n",  # beside the percentile it supports
     "cv_pct",
     "fps",
+    "device_throughput_fps",
     "end_to_end_ms",
     "end_to_end_fps",
     "first_call_ms",

@@ -37,10 +37,12 @@ def ran_on_cpu(record: dict[str, Any], meta: dict[str, Any] | None) -> bool:
 
 
 def emulated_budget(record: dict[str, Any]) -> dict[str, Any] | None:
-    """The record's `budget` when a cap was really applied (a fraction was set), else None (no target, a CPU cell,
-    or a real card smaller than the target)."""
+    """The record's `budget` when it was really applied (memory occupied, or an older record's allocator cap), else
+    None (no target, a CPU cell, or a real card smaller than the target)."""
     budget = record.get("budget")
-    return budget if isinstance(budget, dict) and budget.get("fraction") is not None else None
+    # occupied_mb: the card's total emulated (current); fraction: an allocator cap (records before issue 27)
+    applied = isinstance(budget, dict) and (budget.get("occupied_mb") is not None or budget.get("fraction") is not None)
+    return budget if applied else None
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,12 @@ def measured_on_line(records: list[dict[str, Any]], meta: dict[str, Any] | None,
     if not budgets:
         return f"{head}, and nothing of the {card.title} was emulated."
     share = "" if len(budgets) == len(chosen) else f" in {len(budgets)} of {len(chosen)} cells"
-    return (
-        f"{head}; only the {card.title}'s memory budget was emulated ({float(budgets[0]['budget_mb']):.0f} MiB for "
-        f"PyTorch's allocator{share})."
-    )
+    return f"{head}; only the {card.title}'s memory budget was emulated ({_budget_words(budgets[0])}{share})."
+
+
+def _budget_words(budget: dict[str, Any]) -> str:
+    """'12042 MiB total, 11400 MiB free' (the card's total emulated) or '11592 MiB for PyTorch's allocator' (an older
+    record's cap)."""
+    if budget.get("occupied_mb") is not None:
+        return f"{float(budget['budget_mb']):.0f} MiB total, {float(budget['target_free_mb']):.0f} MiB free"
+    return f"{float(budget['budget_mb']):.0f} MiB for PyTorch's allocator"

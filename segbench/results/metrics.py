@@ -346,6 +346,7 @@ class Metric:
     unavailable: str | None = None  # dotted path of the record's reason when the value is missing
     why: Callable[[Record], str | None] | None = None  # the reason, when it takes more than a path
     aliases: tuple[str, ...] = ()
+    withheld_by: str | None = None  # a record flag that withholds the value (its text is the reason)
 
     @property
     def higher_is_better(self) -> bool:
@@ -366,12 +367,15 @@ class Metric:
     def forward_only(self) -> bool:
         """A forward-pass latency or rate: a pipeline cell has none (its forward is the whole library call)."""
         return self.path is not None and (
-            (self.path.startswith("latency_ms.") and self.key not in ("cv_pct", "n")) or self.path == "fps"
+            (self.path.startswith("latency_ms.") and self.key not in ("cv_pct", "n"))
+            or self.path in ("fps", "device_throughput_fps")
         )
 
     def value(self, record: Record) -> float | None:
         """The shown value of this metric for one record (None: not recorded, or needs the run)."""
         if self.relative or (self.forward_only and times_whole_pipeline(record)):
+            return None
+        if self.withheld_by and record.get(self.withheld_by):
             return None
         raw = self.derive(record) if self.derive else number(dig(record, self.path)) if self.path else None
         return None if raw is None else raw * self.scale
@@ -382,6 +386,8 @@ class Metric:
             return f"the cell ended {record.get('status')}"
         if self.forward_only and times_whole_pipeline(record):
             return PIPELINE_WHY
+        if self.withheld_by and record.get(self.withheld_by):
+            return f"withheld ({self.withheld_by}): {record[self.withheld_by]}"
         reason = self.why(record) if self.why else dig(record, self.unavailable) if self.unavailable else None
         if isinstance(reason, str) and reason:
             return reason
@@ -494,12 +500,27 @@ CATALOGUE: tuple[Metric, ...] = (
     _m("measured_s", "measured s", "s", "none", fmt_fixed(2), "duration of the latency pass", path="measured_s"),
     _m(
         "fps",
-        "FPS (forward)",
+        "FPS (forward, 1/latency)",
         "FPS",
         "higher",
         _FPS,
-        "images per second of the forward pass alone: batch x 1000 / median ms",
+        "images per second of the forward pass alone, from its synchronous latency (one request at a time, the device "
+        "synchronised after each): batch x 1000 / median ms; withheld when the latency pass and the forward stage "
+        "disagree (inconsistent_forward)",
         path="fps",
+        withheld_by="inconsistent_forward",
+    ),
+    _m(
+        "device_throughput_fps",
+        "device throughput",
+        "images/s",
+        "higher",
+        _FPS,
+        "images / loop time of the forward pass back to back (GPU: queued without a sync between steps, one at the "
+        "end, so the host's launches overlap the device's work; CPU: the latency pass's loop): what the device "
+        "sustains, not what one caller waits for",
+        path="device_throughput_fps",
+        why=lambda r: None if "device_throughput_fps" in r else "not recorded: the run predates device throughput",
     ),
     # the stage pass: what a caller of the pipeline sees
     _m(
@@ -1039,6 +1060,7 @@ CATALOGUE: tuple[Metric, ...] = (
         fmt_significant,
         "GFLOPs per image x forward FPS",
         path="roofline.achieved_tflops",
+        unavailable="roofline.unavailable.achieved_tflops",
     ),
     _m(
         "percent_of_peak",
@@ -1067,7 +1089,7 @@ CATALOGUE: tuple[Metric, ...] = (
         "MHz",
         "none",
         _INT,
-        "GPU SM clock during the measurement",
+        "GPU SM clock during the telemetry pass",
         path="telemetry.sm_clock_mhz.mean",
         unavailable="telemetry.unavailable.sm_clock_mhz",
     ),
@@ -1137,7 +1159,8 @@ CATALOGUE: tuple[Metric, ...] = (
         "J",
         "lower",
         fmt_fixed(2),
-        "energy per image over the timed latency pass",
+        "energy per image over the telemetry pass (the forward back to back, after the latency pass; older records: "
+        "over the latency pass)",
         path="telemetry.joules_per_image",
         unavailable="telemetry.unavailable.joules_per_image",
     ),

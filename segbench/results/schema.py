@@ -64,7 +64,9 @@ class CellRecord(Stored):
     hardware: str | None = None
     latency_ms: LatencySummary | None = None
     samples_ms: list[float] | None = None
-    fps: Number = None
+    latency_timing: str | None = None  # how the latency pass timed a step (synchronous, one request at a time)
+    fps: Number = None  # latency-derived: batch x 1000 / the latency pass's median
+    device_throughput_fps: Number = None  # images / loop time of the forward back to back (measure/timing.py)
     end_to_end_ms: LatencySummary | None = None
     end_to_end_fps: Number = None
     first_call_ms: Number = None  # the first, cold call of the whole pipeline: never one of the end-to-end samples
@@ -88,6 +90,10 @@ class CellRecord(Stored):
     noisy: bool | None = None
     canary: dict[str, Any] | None = None  # the host's speed around the timed passes (segbench.measure.canary)
     drifted: str | None = None  # why the machine's speed moved under the cell (canary or steal), or None
+    inconsistent_forward: str | None = None  # the latency pass and the forward stage disagree: forward FPS withheld
+    over_budget: str | None = None  # an emulated card's total exceeded by the NVML process peak
+    torch_flags: dict[str, Any] | None = None  # cuDNN/matmul settings the timed passes ran with
+    memory_allocator_mb: dict[str, Number] | None = None  # torch.cuda.memory_stats() at the memory pass's peak
 
     @model_validator(mode="after")
     def _ok_has_figures(self) -> CellRecord:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from segbench.device import is_gpu
 from segbench.errors import SegbenchError
 from segbench.suite.matrix import CellSpec
 from segbench.suite.schema import Suite
@@ -181,9 +182,14 @@ def _measurement_window(suite: Suite) -> tuple[float, float, str]:
         f"{TIMED_PASSES} timed passes per cell, each between timing.min_time_s={timing.min_time_s:g} s"
         f" and max_time_s={timing.max_time_s:g} s"
     )
-    if timing.warmup_s:  # the end-to-end pass's warm-up runs at least this long before its clock
-        low, high = low + timing.warmup_s, high + timing.warmup_s
-        words += f", plus an end-to-end warm-up of at least timing.warmup_s={timing.warmup_s:g} s"
+    if timing.warmup_s:  # the latency and the end-to-end pass each warm up at least this long before their clocks
+        low, high = low + 2 * timing.warmup_s, high + 2 * timing.warmup_s
+        words += f", plus a latency and an end-to-end warm-up of at least timing.warmup_s={timing.warmup_s:g} s each"
+    if is_gpu(suite.device):  # a back-to-back throughput loop under the stop rule, then the telemetry pass
+        low, high = low + timing.min_time_s + timing.telemetry_s, high + timing.max_time_s + timing.telemetry_s
+        words += (
+            f", plus (GPU) a device-throughput loop and a telemetry pass of timing.telemetry_s={timing.telemetry_s:g} s"
+        )
     if suite.scenario == "stream":
         stream = suite.stream
         if stream.target_fps == "max":  # at least k confirmations of duration_s; at most the search budget

@@ -34,7 +34,8 @@ PER_PROCESS_FIELDS = {  # repeats.<field>: the k per-process values compare test
     "process_end_to_end_ms": ("end_to_end_ms", "median"),
     "process_end_to_end_p95_ms": ("end_to_end_ms", "p95"),
 }
-REASON_FLAGS = ("undersampled", "contended", "drifted")  # a flag of any process is the cell's, with its process
+# A flag of any process is the cell's, with its process.
+REASON_FLAGS = ("undersampled", "contended", "drifted", "inconsistent_forward", "over_budget")
 
 
 def between_process_spread(values: list[float], centre: float | None = None) -> dict[str, Any]:
@@ -126,6 +127,7 @@ def merge_repeats(outcomes: list[dict[str, Any]], batch_size: int) -> dict[str, 
         "iterations": len(pooled),
         "end_to_end_ms": end_to_end,
         "end_to_end_fps": batch_size * 1000.0 / end_to_end["median"],
+        "device_throughput_fps": _median_or_none([outcome.get("device_throughput_fps") for outcome in outcomes]),
         "stages_ms": stages,
         "stage_samples_ms": _pooled_stages(outcomes),
         "first_call_ms": _median_or_none([outcome.get("first_call_ms") for outcome in outcomes]),

@@ -157,17 +157,31 @@ def _derived_fields(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, A
     flops_per_image = gflops * 1e9 if gflops else None
     telemetry = record.get("telemetry") or {}
     profile, name_or_reason = peak_profile(record, meta)
+    figures = roofline(
+        flops_per_image,
+        fps,
+        _matmul_class(record),
+        profile,
+        ceiling_for(record, meta),
+        no_profile_reason=name_or_reason,
+    )
     return {
-        "roofline": roofline(
-            flops_per_image,
-            fps,
-            _matmul_class(record),
-            profile,
-            ceiling_for(record, meta),
-            no_profile_reason=name_or_reason,
-        ),
+        "roofline": _withheld(figures, record.get("inconsistent_forward")),
         "throttled": telemetry.get("throttled"),
         **_drift_fields(record, meta),
+    }
+
+
+def _withheld(figures: dict[str, Any], reason: str | None) -> dict[str, Any]:
+    """The roofline's rates withheld, with the reason, when the latency pass and the forward stage disagree (the forward
+    FPS they rest on is not trusted)."""
+    if not reason:
+        return figures
+    rates = ("achieved_tflops", "percent_of_peak", "percent_of_ceiling")
+    return {
+        **figures,
+        **dict.fromkeys(rates),
+        "unavailable": {**figures.get("unavailable", {}), **dict.fromkeys(rates, reason)},
     }
 
 

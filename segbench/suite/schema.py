@@ -59,10 +59,16 @@ class Timing(StrictModel):
     max_time_s: Annotated[float, Field(gt=0, le=MAX_DURATION_S, allow_inf_nan=False)] = 10.0
     timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)] = 600.0
     memory_iters: Annotated[int, Field(ge=0)] = 3
-    # NVML telemetry beside the latency pass (GPU cells): a sample every this many seconds; 0 samples only at the
-    # pass's start and end, with no thread beside the timed loop (NVML queries can hold the driver's lock that kernel
-    # launches need: see results/README.md on the H200).
+    # NVML telemetry (GPU cells) is sampled in a pass of its own after the latency pass, never beside the timed loop
+    # (NVML queries can hold the driver's lock that kernel launches need: see results/README.md on the H200): the
+    # same step back to back for at least telemetry_s (NVML averages power over about a second; 0: no telemetry
+    # pass), a sample every telemetry_interval_s (0: the pass's two ends only).
+    telemetry_s: Annotated[float, Field(ge=0, le=MAX_DURATION_S, allow_inf_nan=False)] = 2.0
     telemetry_interval_s: Annotated[float, Field(ge=0, le=60, allow_inf_nan=False)] = SAMPLE_INTERVAL_S
+    # torch.backends.cudnn.benchmark for CUDA cells: cuDNN times candidate kernels at each new shape and keeps the
+    # fastest (its workspaces with them); the warm-up (warmup_iters and warmup_s) covers that autotuning. PyTorch's
+    # default is off; every cuDNN/matmul flag a cell ran with is recorded in its `torch_flags`.
+    cudnn_benchmark: bool = False
     # Each cell measured in this many separate processes; the headline is the median of their medians
     # (segbench/repeats.py).
     repeats: Annotated[int, Field(ge=1, le=100)] = 1

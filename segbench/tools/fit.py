@@ -189,6 +189,7 @@ def probe_timing(timeout_s: float = 300.0) -> Any:
         max_time_s=1.0,
         timeout_s=timeout_s,
         memory_iters=1,
+        telemetry_s=0.0,  # a probe asks "does it fit?": no telemetry pass
     )
 
 
@@ -219,17 +220,16 @@ def isolated_runner(
 def budget_lines(profile: Any, backend_name: str, device: str) -> list[str]:
     """What the fit search's budget is and what it cannot see, printed before the search starts."""
     from segbench.backends import get_backend  # lazy: imports torch
-    from segbench.hardware.budget import allocator_budget_mb  # lazy: imports torch
 
     lines = [
-        f"budget: {allocator_budget_mb(profile):.0f} MiB for PyTorch's allocator ({profile.total_basis}, minus "
-        f"{profile.cuda_context_mb:.0f} MiB CUDA context estimate)"
+        f"budget: the card's {profile.total_mb:.0f} MiB total ({profile.total_basis}): each probe occupies the real "
+        "card's free memory down to that total minus the CUDA context it measures"
     ]
     if not is_gpu(device):
         lines.append("CPU device: probes are limited by host RAM, not by the card's budget")
     outside = get_backend(backend_name).memory_outside_torch
     if outside:
-        lines.append(f"{backend_name}: {outside} are outside the cap; a probe that fits here may not fit the real card")
+        lines.append(f"{backend_name}: {outside} see the emulated free memory too (occupied, not an allocator cap)")
     return lines
 
 

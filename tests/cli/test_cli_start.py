@@ -386,12 +386,20 @@ def test_the_estimate_spans_a_warm_and_a_cold_prepare_cache(write_suite: Callabl
 
 
 def test_the_estimate_counts_the_end_to_end_warm_up(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    """The latency pass warms up for timing.warmup_s too (issue 27 item 4): two warm-ups per cell."""
+
     def estimate(warmup_s: float) -> Any:
         suite = load_suite(write_suite(f"w{warmup_s:g}.yaml", timing={**FAST_TIMING, "warmup_s": warmup_s}))
         return estimate_wall_time(suite, plan_cells(suite, expand(suite)), tmp_path / "no-results")
 
     without, with_warmup = estimate(0.0), estimate(2.0)
-    assert with_warmup.low_s == pytest.approx(without.low_s + 2.0) and "timing.warmup_s=2 s" in str(with_warmup.basis)
+    gpu = load_suite(write_suite("gpu.yaml", device="cuda", timing={**FAST_TIMING, "telemetry_s": 1.5}))
+    on_gpu = estimate_wall_time(gpu, plan_cells(gpu, expand(gpu)), tmp_path / "no-results")
+    # issue 27 items 1-2: a GPU cell adds its device-throughput loop and its telemetry pass
+    assert on_gpu.low_s == pytest.approx(without.low_s + FAST_TIMING["min_time_s"] + 1.5)
+    assert with_warmup.low_s == pytest.approx(without.low_s + 2 * 2.0) and "timing.warmup_s=2 s" in str(
+        with_warmup.basis
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the warning on a machine without CUDA")

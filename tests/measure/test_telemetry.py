@@ -4,6 +4,7 @@ reason."""
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from segbench.measure.telemetry import (
     CooldownConfig,
     PynvmlApi,
     TelemetrySampler,
+    clocks_steady,
     decode_reasons,
     throttle_causes,
     wait_for_cooldown,
@@ -256,12 +258,13 @@ def test_a_window_shorter_than_a_second_is_null_with_the_reason() -> None:
     summary = short.summary(3, min_window_s=1.0)
     assert summary["window_s"] == pytest.approx(0.02) and summary["samples"] == 3
     assert all(summary[name] is None for name in SUMMARY_FIELDS)
-    assert "under 1 s" in summary["unavailable"]["energy_j"] and "min_time_s" in summary["unavailable"]["energy_j"]
+    assert "under 1 s" in summary["unavailable"]["energy_j"] and "telemetry_s" in summary["unavailable"]["energy_j"]
 
 
-def _cell_telemetry(monkeypatch: pytest.MonkeyPatch, min_time_s: float, interval_s: float = 0.1) -> dict[str, Any]:
-    """A real cell in this process, its NVML replaced by a fake drawing a steady 100 W on the real clock."""
-    from segbench.cell import passes as cell_module
+def _cell_outcome(
+    monkeypatch: pytest.MonkeyPatch, telemetry_s: float, interval_s: float = 0.1, warmup_s: float = 0.0
+) -> dict[str, Any]:
+    """A real cell in this process; NVML is whatever `_telemetry_sampler` the test set (a steady 100 W by default)."""
     from segbench.cell.passes import measure_cell
     from segbench.cell.request import CellRequest
     from segbench.models.registry import load_plugin
@@ -270,49 +273,97 @@ def _cell_telemetry(monkeypatch: pytest.MonkeyPatch, min_time_s: float, interval
     from tests.helpers import FAULT_PLUGIN
 
     load_plugin(FAULT_PLUGIN)
-    monkeypatch.setattr(
-        cell_module, "_telemetry_sampler", lambda device: TelemetrySampler("handle", FakeNvml(power_w=[100.0]))
-    )
     timing = Timing(
         warmup_iters=1,
+        warmup_s=warmup_s,
         min_iters=2,
         max_iters=100_000,
-        min_time_s=min_time_s,
-        max_time_s=min_time_s + 2,
+        min_time_s=0.2,
+        max_time_s=2.0,
         memory_iters=1,
+        telemetry_s=telemetry_s,
         telemetry_interval_s=interval_s,
     )
-    outcome = measure_cell(CellRequest(CellSpec("test-tiny", (16, 16), 1, "fp32", "eager"), "cpu", timing, 10.0, 1))
-    return {**outcome["telemetry"], "measured_s": outcome["measured_s"], "iterations": outcome["iterations"]}
+    return measure_cell(CellRequest(CellSpec("test-tiny", (16, 16), 1, "fp32", "eager"), "cpu", timing, 10.0, 1))
 
 
-def test_cell_telemetry_covers_the_latency_pass(monkeypatch: pytest.MonkeyPatch) -> None:
-    telemetry = _cell_telemetry(monkeypatch, min_time_s=1.2)
-    assert telemetry["window_s"] >= 1.2 and telemetry["window_s"] == pytest.approx(telemetry["measured_s"], abs=0.2)
+def _steady_100_w(device: torch.device) -> TelemetrySampler:
+    return TelemetrySampler("handle", FakeNvml(power_w=[100.0]))
+
+
+def _cell_telemetry(monkeypatch: pytest.MonkeyPatch, telemetry_s: float, interval_s: float = 0.1) -> dict[str, Any]:
+    monkeypatch.setattr(cell_module, "_telemetry_sampler", _steady_100_w)
+    return _cell_outcome(monkeypatch, telemetry_s, interval_s)["telemetry"]
+
+
+def test_cell_telemetry_covers_its_own_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27 item 2: telemetry and energy come from a pass of their own, long enough for NVML's power averaging,
+    with J/image over that pass's images."""
+    telemetry = _cell_telemetry(monkeypatch, telemetry_s=1.2)
+    assert telemetry["window_s"] >= 1.2 and telemetry["pass"]["seconds"] >= 1.2
     assert telemetry["samples"] >= 5  # sampled through the pass, not only at its ends
     assert telemetry["energy_j"] == pytest.approx(100.0 * telemetry["window_s"], rel=0.01)
-    assert telemetry["joules_per_image"] == pytest.approx(telemetry["energy_j"] / telemetry["iterations"])
+    assert telemetry["joules_per_image"] == pytest.approx(telemetry["energy_j"] / telemetry["pass"]["iterations"])
 
 
-def test_interval_zero_samples_the_pass_ends_with_nothing_beside_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    # On an H200 the latency pass read 1.7x the end-to-end forward stage for Mask2Former (launch-bound); NVML queries
-    # can hold the driver lock kernel launches need, so a suite can keep the sampling thread out of the timed loop.
+def test_nothing_samples_beside_the_latency_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27 item 2: the NVML sampling thread ran inside the latency pass by default (0.1 s, 8-9 driver calls a
+    tick); now no telemetry sample falls inside it, and the pass runs with the bare process's threads."""
+    windows: list[tuple[float, float]] = []
     threads_in_pass: list[int] = []
     real_time_steps = cell_module.time_steps
 
-    def counting_time_steps(*args: Any) -> Any:
+    def watched_time_steps(*args: Any) -> Any:
         threads_in_pass.append(threading.active_count())
-        return real_time_steps(*args)
+        started = time.monotonic()
+        try:
+            return real_time_steps(*args)
+        finally:
+            windows.append((started, time.monotonic()))
 
-    monkeypatch.setattr(cell_module, "time_steps", counting_time_steps)
-    sampled = _cell_telemetry(monkeypatch, min_time_s=1.2, interval_s=0.1)
-    alone = _cell_telemetry(monkeypatch, min_time_s=1.2, interval_s=0)
-    assert threads_in_pass[1] == threads_in_pass[0] - 1  # the sampling thread is the one missing
-    assert sampled["samples"] >= 5 and alone["samples"] == 2  # the pass's start and end
+    samplers: list[TelemetrySampler] = []
+
+    def recording_sampler(device: torch.device) -> TelemetrySampler:
+        samplers.append(TelemetrySampler("handle", FakeNvml(power_w=[100.0])))
+        return samplers[-1]
+
+    monkeypatch.setattr(cell_module, "time_steps", watched_time_steps)
+    monkeypatch.setattr(cell_module, "_telemetry_sampler", recording_sampler)
+    before = threading.active_count()
+    _cell_outcome(monkeypatch, telemetry_s=1.0, interval_s=0.05, warmup_s=0.3)
+    (start, end), times = windows[0], [sample.t for sampler in samplers for sample in sampler.samples]
+    assert len(times) > 10 and not [t for t in times if start < t < end]
+    assert threads_in_pass == [before]
+
+
+def test_interval_zero_samples_the_pass_ends_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    alone = _cell_telemetry(monkeypatch, telemetry_s=1.2, interval_s=0)
+    assert alone["samples"] == 2  # the pass's start and end
     assert alone["energy_j"] == pytest.approx(100.0 * alone["window_s"], rel=0.01)  # energy still covers the pass
 
 
 def test_cell_telemetry_under_a_second_is_null(monkeypatch: pytest.MonkeyPatch) -> None:
-    telemetry = _cell_telemetry(monkeypatch, min_time_s=0.05)
+    telemetry = _cell_telemetry(monkeypatch, telemetry_s=0.05)
     assert telemetry["window_s"] < 1.0 and telemetry["energy_j"] is None and telemetry["power_w"] is None
     assert "under 1 s" in telemetry["unavailable"]["joules_per_image"]
+
+
+def test_warm_up_says_whether_the_clocks_reached_steady_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27 item 4: warm-up counted iterations (5-10 launch-bound ones are ~30 ms while a consumer card's clocks
+    ramp over hundreds); it now lasts warmup_s as well, and the SM clock it sampled says whether it settled."""
+    ramp = [210, 600, 1100, 1500, 1700, 1800]
+    monkeypatch.setattr(
+        cell_module,
+        "_telemetry_sampler",
+        lambda device: TelemetrySampler("handle", FakeNvml(sm_clock_mhz=[*ramp, 1800, 1800, 1800])),
+    )
+    outcome = _cell_outcome(monkeypatch, telemetry_s=0.0, interval_s=0.02, warmup_s=0.4)
+    warmup = outcome["latency_warmup"]
+    assert warmup["seconds"] >= 0.4 and warmup["calls"] > 1
+    assert warmup["clocks"]["steady"] is True and warmup["clocks"]["sm_clock_mhz"] == [1800, 1800, 1800]
+    sampler = TelemetrySampler("handle", FakeNvml(sm_clock_mhz=ramp))
+    for _ in ramp:
+        sampler.sample()
+    ramping = clocks_steady(sampler)
+    assert ramping["steady"] is False and "raise timing.warmup_s" in ramping["reason"]
+    assert clocks_steady(TelemetrySampler(None, FakeNvml(), unavailable="CPU cell: no GPU telemetry"))["steady"] is None

@@ -202,7 +202,9 @@ def test_html_report_has_every_section_plot_and_table(small_report: Path) -> Non
     assert "random weights" in text and "host RSS peak" in text
     assert "test-tiny" in text and "Fastest: " in text and "No targets are set" in text
     assert [
-        column for column in ("n", "FPS (forward)", "FPS (end to end)", "footprint MiB") if column not in text
+        column
+        for column in ("n", "FPS (forward, 1/latency)", "FPS (end to end)", "footprint MiB")
+        if column not in text
     ] == []
     assert "pixel agreement" in text
     assert "telemetry-table" not in page.tables  # CPU cells sample no GPU telemetry: no empty table

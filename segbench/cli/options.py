@@ -228,14 +228,18 @@ def valid_paths(data: dict[str, Any], all_paths: bool) -> list[str]:
     from segbench.precision import get_precision, pair_reason, precision_names  # lazy: imports torch
     from segbench.system.env import resolve_device  # lazy: imports torch
 
-    device = torch.device(resolve_device(str(data.get("device") or "auto")))
+    try:
+        device = torch.device(resolve_device(str(data.get("device") or "auto")))
+    except SegbenchError:  # a device this machine lacks: the dry run warns and the run stops, each in its own words
+        return []
     if all_paths:
         data["precisions"] = [n for n in precision_names() if not get_precision(n).unsupported_reason(device)]
         runnable = [get_backend(name) for name in backend_names() if not get_backend(name).unsupported_reason(device)]
         data["backends"] = [backend.name for backend in runnable if backend.runtime != "pipeline"]
     left_out, excluded = [], []
-    for precision_name in data["precisions"]:
-        for backend_name in data["backends"]:
+    known_precisions, known_backends = set(precision_names()), set(backend_names())
+    for precision_name in [name for name in data["precisions"] if name in known_precisions]:
+        for backend_name in [name for name in data["backends"] if name in known_backends]:  # the schema names the rest
             precision, backend = get_precision(precision_name), get_backend(backend_name)
             reason = pair_reason(precision, backend, device)
             if reason is None and all_paths:

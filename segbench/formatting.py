@@ -31,8 +31,12 @@ def fmt_significant(value: Any) -> str:
     return "< 0.001" if 0 < abs(value) < 0.001 else f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
-def fmt_signed_pct(value: Any) -> str:
-    return "–" if missing(value) else f"{value:+.1f} %"
+def fmt_memory_saving(value: Any) -> str:
+    """A footprint against the reference's, as a reader says it: '38.0 % less', or '2.6× the memory' when it uses
+    more (a saving of −164 % reads as nothing)."""
+    if missing(value):
+        return "–"
+    return f"{value:.1f} % less" if value >= 0 else f"{1 - value / 100:.1f}× the memory"
 
 
 def fmt_speedup(value: Any) -> str:

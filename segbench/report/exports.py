@@ -74,10 +74,13 @@ def write_report(
 # ---- Markdown --------------------------------------------------------------------------------------
 
 
+MARKDOWN_ESCAPED = str.maketrans({char: f"\\{char}" for char in "\\`<>&|"})
+
+
 def _md_text(value: Any) -> str:
-    """Table-safe text: no line breaks, no column breaks, no raw HTML."""
-    text = str(value).replace("\r", " ").replace("\n", " ")
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+    """Table-safe text: no line breaks, no column breaks, no raw HTML. CommonMark's backslash escapes, not HTML
+    entities, so the raw file reads as it renders ('p99 < 50 ms', not 'p99 &lt; 50 ms')."""
+    return str(value).replace("\r", " ").replace("\n", " ").translate(MARKDOWN_ESCAPED)
 
 
 def markdown_table(frame: pd.DataFrame, columns: list[Column]) -> str:
@@ -266,6 +269,7 @@ def cells_frame(run: RunData, targets: Targets | None = None) -> pd.DataFrame:
     rows = []
     for record in tables.sort_cells(run.records):
         row: dict[str, Any] = {key: value for key, value in tables.identity(record).items() if key != "pixels"}
+        row["options"] = json.dumps(record["options"], sort_keys=True) if record.get("options") else ""  # whole
         row.update(status=record.get("status"), error=record.get("error"))
         row.update({metric.key: metric.value(record) for metric in CATALOGUE if not metric.relative})
         row.update(tables.relative_values(record, found.get(tables.variant_key(record))))

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from segbench.report.summary import measurement_flags
-from segbench.results.labels import cell_label, resolution_text
+from segbench.results.labels import cell_label, options_tag, resolution_text
 from segbench.results.metrics import (
     METRICS,
     PIPELINE_WHY,
@@ -88,7 +88,7 @@ def identity(record: dict[str, Any]) -> dict[str, Any]:
         "batch": record["batch_size"],
         "precision": record["precision"],
         "backend": record["backend"],
-        "options": json.dumps(record["options"], sort_keys=True) if record.get("options") else "",
+        "options": options_tag(record["options"]) if record.get("options") else "",  # the CSV keeps them whole
     }
 
 

@@ -16,11 +16,27 @@ def resolution_text(record: dict[str, Any]) -> str:
     return f"{height}x{width}"
 
 
+MAX_OPTIONS_TEXT = 40  # a label's options past this are cut: class_names made every table row 7 lines tall
+
+
+def options_tag(options: dict[str, Any]) -> str:
+    """A model's options in a label: scalars as key=value, a list or mapping by its size (class_names[19]), cut at
+    MAX_OPTIONS_TEXT; the full options are in the record, the CSV and the run's suite.yaml."""
+    parts = []
+    for key, value in sorted(options.items()):
+        if isinstance(value, (list, tuple, dict)):
+            parts.append(f"{key}[{len(value)}]")
+        else:
+            parts.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
+    text = ", ".join(parts)
+    return text if len(text) <= MAX_OPTIONS_TEXT else text[: MAX_OPTIONS_TEXT - 1] + "…"
+
+
 def option_text(record: dict[str, Any]) -> str:
     """precision/backend, plus options and weights when a suite varies them."""
     text = f"{record['precision']} / {record['backend']}"
     if record.get("options"):
-        text += " " + json.dumps(record["options"], sort_keys=True)
+        text += f" {{{options_tag(record['options'])}}}"
     if record.get("weights"):
         text += f" [{Path(str(record['weights'])).name}]"
     return text

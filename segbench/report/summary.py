@@ -24,6 +24,20 @@ def measurement_flags(record: dict[str, Any]) -> list[str]:
         flags.append(f"contended: {record['contended']}")
     if record.get("drifted"):
         flags.append(f"drifted: {record['drifted']}")
+    flags += roofline_flags(record)
+    return flags
+
+
+def roofline_flags(record: dict[str, Any]) -> list[str]:
+    """A share of a yardstick above 100 %: shown as measured, flagged, because the yardstick was not the maximum."""
+    roofline = record.get("roofline") or {}
+    flags = []
+    ceiling, roof = roofline.get("percent_of_ceiling"), roofline.get("percent_of_attainable")
+    if isinstance(ceiling, (int, float)) and ceiling > 100.0:
+        kernel, kind = roofline.get("ceiling_kernel") or "the run's GEMM", roofline.get("matmul_class")
+        flags.append(f"above_ceiling: {ceiling:.0f} % of the measured {kind} ceiling ({kernel})")
+    if isinstance(roof, (int, float)) and roof > 100.0:
+        flags.append(f"above_roof: {roof:.0f} % of the attainable roof (the byte count overstates a fused forward)")
     return flags
 
 

@@ -68,6 +68,7 @@ LEADERBOARD_METRICS = (
     "params_m",
     "gflops",
     "percent_of_peak",
+    "percent_of_attainable",
     "miou_gt_pct",
     "pixel_accuracy_gt_pct",
 )

@@ -189,6 +189,14 @@ def achieved_fps(record: Record) -> float | None:
     return stream_fps(record) if _stream(record) else number(record.get("end_to_end_fps"))
 
 
+def above_ceiling(record: Record) -> float | None:
+    """1 when the cell's share of the measured ceiling (or of the attainable roof) exceeds 100 %: the yardstick was
+    not a maximum. Read from the share itself, so records written before the flag are judged alike."""
+    shares = [number(dig(record, f"roofline.{key}")) for key in ("percent_of_ceiling", "percent_of_attainable")]
+    known = [share for share in shares if share is not None]
+    return float(any(share > 100.0 for share in known)) if known else None
+
+
 # ---- percentiles: shown only where their n supports them (measure/quantiles.py) --------------------
 
 
@@ -1035,9 +1043,63 @@ CATALOGUE: tuple[Metric, ...] = (
         "%",
         "higher",
         _PCT1,
-        "achieved TFLOP/s as a share of the matmul rate measured on this device",
+        "achieved TFLOP/s as a share of the best kernel rate (BLAS GEMM, oneDNN/cuDNN convolution) measured on this "
+        "device for the precision's class; above 100 % is kept and flagged above_ceiling (the ceiling was not the max)",
         path="roofline.percent_of_ceiling",
         unavailable="roofline.unavailable.percent_of_ceiling",
+    ),
+    _m(
+        "above_ceiling",
+        "above ceiling",
+        "",
+        "none",
+        fmt_yes_no,
+        "the cell beat the measured ceiling: the ceiling's kernels were not the fastest the stack offers",
+        path="roofline.above_ceiling",
+        derive=lambda r: above_ceiling(r),
+    ),
+    _m(
+        "bytes_per_image_mb",
+        "MB moved / image",
+        "MB",
+        "lower",
+        fmt_significant,
+        "parameters + input + every layer's output, at the precision class's element size (an unfused forward's "
+        "traffic; models/flops.py)",
+        path="roofline.bytes_per_image",
+        scale=1e-6,
+        unavailable="roofline.unavailable.arithmetic_intensity",
+    ),
+    _m(
+        "arithmetic_intensity",
+        "FLOP/byte",
+        "FLOP/byte",
+        "none",
+        fmt_significant,
+        "FLOPs per image over bytes moved per image: below the ridge (ceiling / bandwidth) the memory roof binds",
+        path="roofline.arithmetic_intensity",
+        unavailable="roofline.unavailable.arithmetic_intensity",
+    ),
+    _m(
+        "attainable_tflops",
+        "attainable TFLOP/s",
+        "TFLOP/s",
+        "higher",
+        fmt_significant,
+        "the roofline: min(measured ceiling, measured copy bandwidth x arithmetic intensity)",
+        path="roofline.attainable_tflops",
+        unavailable="roofline.unavailable.percent_of_attainable",
+    ),
+    _m(
+        "percent_of_attainable",
+        "% of roof",
+        "%",
+        "higher",
+        _PCT1,
+        "achieved TFLOP/s as a share of the attainable roof (roofline.bound says whether memory or compute binds; "
+        "above 100 % is kept and flagged above_roof)",
+        path="roofline.percent_of_attainable",
+        unavailable="roofline.unavailable.percent_of_attainable",
     ),
     _m(
         "sm_clock_mean_mhz",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import socket
 import subprocess
@@ -64,22 +65,43 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def git_commit() -> str | None:
-    """The commit of the segbench source tree, when it runs from a checkout."""
-    source = Path(segbench.__file__).resolve().parent.parent
+def _git(source: Path, *args: str) -> subprocess.CompletedProcess[str] | None:
     try:
-        out = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(
-            ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
+        return subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
-    if out.returncode != 0:
+
+
+def git_state(source: Path | None = None) -> dict[str, Any]:
+    """The segbench source tree a run came from: commit, and whether (and how) it differed from it.
+
+    `diff_sha256` hashes `git diff HEAD` (staged and unstaged changes to tracked files), so two runs from the same
+    dirty tree can be told from runs of different edits; `untracked_files` says whether files git does not track
+    exist (their content is not hashed). All None outside a checkout. `source`: segbench's own tree by default.
+    """
+    source = source or Path(segbench.__file__).resolve().parent.parent
+    state: dict[str, Any] = dict.fromkeys(("commit", "dirty", "diff_sha256", "untracked_files"))
+    head = _git(source, "rev-parse", "HEAD")
+    if head is None or head.returncode != 0:
+        return state
+    diff = _git(source, "diff", "HEAD", "--no-ext-diff", "--binary")
+    untracked = _git(source, "ls-files", "--others", "--exclude-standard")
+    changes = diff.stdout if diff is not None and diff.returncode == 0 else ""
+    state.update(
+        commit=head.stdout.strip(),
+        dirty=bool(changes.strip()),
+        diff_sha256=hashlib.sha256(changes.encode()).hexdigest() if changes.strip() else None,
+        untracked_files=bool(untracked.stdout.strip()) if untracked is not None else None,
+    )
+    return state
+
+
+def git_commit() -> str | None:
+    """The commit of the segbench source tree, '-dirty' appended when tracked files differ from it."""
+    state = git_state()
+    if state["commit"] is None:
         return None
-    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    return state["commit"] + ("-dirty" if state["dirty"] else "")
 
 
 def gpu_fingerprint() -> list[dict[str, Any]]:
@@ -103,6 +125,7 @@ def gpu_fingerprint() -> list[dict[str, Any]]:
             {
                 "index": index,
                 "name": props.name,
+                "uuid": str(getattr(props, "uuid", "")) or None,
                 "memory_mb": props.total_memory / 2**20,
                 "compute_capability": f"{props.major}.{props.minor}",
                 "multiprocessors": props.multi_processor_count,
@@ -138,8 +161,14 @@ def fingerprint() -> dict[str, Any]:
         },
         "torch_threads": torch.get_num_threads(),
         "packages": package_versions(),
-        "segbench": {"version": segbench.__version__, "commit": git_commit()},
+        "segbench": _segbench_source(),
     }
+
+
+def _segbench_source() -> dict[str, Any]:
+    state = git_state()
+    commit = state["commit"] and state["commit"] + ("-dirty" if state["dirty"] else "")
+    return {"version": segbench.__version__, **state, "commit": commit}
 
 
 def resolve_device(requested: str) -> str:

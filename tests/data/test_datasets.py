@@ -11,8 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from segbench.data import images as images_module
 from segbench.data.datasets import Dataset, DatasetConfig
-from segbench.data.images import calibration_batches, evaluation_batches, split_photographs
+from segbench.data.images import (
+    calibration_batches,
+    evaluation_batches,
+    photograph_names,
+    split_photographs,
+)
 from segbench.errors import SuiteError
 from segbench.measure.accuracy import ConfusionMatrix
 from segbench.report.exports import render_csv, render_markdown
@@ -92,6 +98,32 @@ def test_calibration_and_evaluation_photographs_never_meet() -> None:
     for calib in calibration_batches(32, 32, 1):
         for held_out in evaluation_batches(32, 32, 1):
             assert not np.array_equal(calib.numpy(), held_out.numpy())
+
+
+def test_the_photograph_halves_are_named_and_a_missing_one_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27 item 13: "four photographs" per half, but the installed scikit-image has no `motorcycle_left`, which
+    was skipped silently (halves of 4 and 3). The set is named per half, recorded, and a missing one is one line."""
+    names = photograph_names()
+    assert names == {
+        "calibration": ["astronaut", "chelsea", "immunohistochemistry", "retina"],
+        "evaluation": ["coffee", "rocket", "hubble_deep_field"],
+    }
+    assert [len(split_photographs(split)) for split in ("calibration", "evaluation")] == [4, 3]
+    frames = [batch.numpy().tobytes() for batch in evaluation_batches(24, 24, 1, count=6)]
+    assert len(set(frames)) == 6  # three photographs, then their mirror images
+    monkeypatch.setitem(images_module.SPLIT_NAMES, "evaluation", ("coffee", "motorcycle_left"))
+    with pytest.raises(RuntimeError, match="no sample photograph 'motorcycle_left'"):
+        split_photographs("evaluation")
+
+
+def test_a_run_records_which_photographs_it_used(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    """The names reach meta.json; the cell's record carries the elements it moved (the roofline's memory side)."""
+    suite = write_suite()
+    outcome = run_suite(load_suite(suite), suite, out_dir=tmp_path / "results")
+    assert load_run(outcome.run_dir).meta["photographs"] == photograph_names()
+    [record] = outcome.records
+    assert record["traffic"]["parameter_elements"] > 0 and record["traffic"]["activation_elements"] > 0
+    assert record["roofline"]["unavailable"]["percent_of_attainable"] == "no measured copy bandwidth in this run"
 
 
 @pytest.mark.parametrize(

@@ -151,6 +151,7 @@ FIDELITY_METRICS = (
     "pixel_agreement_pct",
     "miou_vs_fp32_pct",
     "max_abs_logit_diff",
+    "drift_snr_db",
     "quantized_share_pct",
     "miou_gt_pct",
     "miou_delta_pts",

@@ -306,6 +306,13 @@ def _agreement(record: Record) -> float | None:
     return measured
 
 
+def _headline_drift(record: Record) -> float | None:
+    """The headline output's largest absolute drift; withheld where fp32's output is too flat for it to mean a thing."""
+    if dig(record, "fidelity.drift_uninformative"):
+        return None
+    return number(dig(record, "fidelity.max_abs_logit_diff"))
+
+
 def _quantized_share(record: Record) -> float | None:
     """quantized_share is a fraction or a dict of fractions ({params, flops}); the parameter share counts."""
     value = record.get("quantized_share")
@@ -771,9 +778,24 @@ CATALOGUE: tuple[Metric, ...] = (
         "",
         "lower",
         fmt_fixed(3),
-        "largest absolute difference of a logit against fp32 eager",
+        "largest absolute difference of the headline raw output (fidelity.drift_of: logits; YOLO's pre-sigmoid class "
+        "logits) against fp32 eager; withheld where fp32's output is nearly constant (fidelity.drift_uninformative)",
         path="fidelity.max_abs_logit_diff",
-        unavailable=_FIDELITY_WHY,
+        derive=_headline_drift,
+        why=lambda r: dig(r, "fidelity.drift_uninformative") or dig(r, _FIDELITY_WHY),
+    ),
+    _m(
+        "drift_snr_db",
+        "drift SNR dB",
+        "dB",
+        "higher",
+        _PCT1,
+        "signal-to-noise ratio of the headline raw output against fp32 eager, 10 log10(sum ref² / sum (ref - out)²): "
+        "scale-free, so tiny outputs (post-sigmoid scores) still show their drift; none where identical",
+        path="fidelity.drift_snr_db",
+        why=lambda r: "identical to fp32 eager"
+        if dig(r, "fidelity.drift_snr_db") is None and dig(r, "fidelity.max_abs_logit_diff") == 0
+        else dig(r, _FIDELITY_WHY),
     ),
     # accuracy against a labelled dataset's ground truth (suite `dataset:`); the deltas are added when a run is loaded
     _m(

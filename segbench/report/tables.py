@@ -203,10 +203,13 @@ def per_class_iou(run: RunData) -> pd.DataFrame:
                 "mIoU %": _percent(measured.get("miou")),
                 "Δ vs fp32 (pts)": _percent(measured.get("miou_delta_vs_fp32")),
                 "pixel acc %": _percent(measured.get("pixel_accuracy")),
+                "invalid px": number(measured.get("invalid_predictions")),
                 **{f"IoU {name} %": _percent(value) for name, value in (measured.get("per_class_iou") or {}).items()},
             }
         )
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    # Shown where some cell predicted ids outside its classes (records before the count have none: no column).
+    return frame if frame.empty or frame["invalid px"].fillna(0).any() else frame.drop(columns=["invalid px"])
 
 
 def _percent(value: Any) -> float | None:

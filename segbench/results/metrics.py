@@ -804,7 +804,8 @@ CATALOGUE: tuple[Metric, ...] = (
         "%",
         "higher",
         _PCT2,
-        "mean IoU against the dataset's labels",
+        "mean IoU against the dataset's labels, at the benchmarked resolution (class map resized back with nearest) "
+        "unless the suite's dataset.protocol is mmseg (logits resized bilinearly to the labels): accuracy.protocol",
         path="accuracy.miou",
         scale=100.0,
         unavailable="accuracy_unavailable",

@@ -16,7 +16,7 @@ from segbench.cli.quiet import library_output
 from segbench.errors import SegbenchError
 from segbench.formatting import fmt_fixed
 from segbench.naming import REFERENCE_BACKEND, REFERENCE_PRECISION
-from segbench.system.env import fingerprint, resolve_device
+from segbench.system.env import device_identity, fingerprint, identity_line, resolve_device
 
 
 @user_errors
@@ -168,8 +168,12 @@ def fit(
             probe=True,
         )
 
+    identity = device_identity(chosen, cuda_context=False)  # NVML only: the card's memory stays the probes'
     console.print(
-        f"fit search: {model} {precision} {backend} on {chosen}, budget of {profile.name} ({profile.memory_gb} GB)"
+        f"fit search: {model} {precision} {backend} on {identity_line(identity)}, budget of {profile.name} "
+        f"({profile.memory_gb} GB)",
+        markup=False,
+        highlight=False,
     )
     for line in budget_lines(profile, backend, chosen):
         console.print(f"[yellow]{line}[/]" if not line.startswith("budget:") else line, markup=True, highlight=False)
@@ -180,6 +184,7 @@ def fit(
             max_batch=max_batch,
             max_side=max_side,
         )
+    table_data.device = identity
     table = Table(title=f"{model} on {profile.name} ({table_data.probe_count} isolated probes)")
     for column in ("resolution", "largest batch", "limited by"):
         table.add_column(column)

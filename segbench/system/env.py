@@ -6,6 +6,7 @@ import hashlib
 import platform
 import socket
 import subprocess
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,7 @@ def gpu_fingerprint() -> list[dict[str, Any]]:
             {
                 "index": index,
                 "name": props.name,
-                "uuid": str(getattr(props, "uuid", "")) or None,
+                "uuid": f"GPU-{props.uuid}" if getattr(props, "uuid", None) else None,
                 "memory_mb": props.total_memory / 2**20,
                 "compute_capability": f"{props.major}.{props.minor}",
                 "multiprocessors": props.multi_processor_count,
@@ -163,6 +164,53 @@ def fingerprint() -> dict[str, Any]:
         "packages": package_versions(),
         "segbench": _segbench_source(),
     }
+
+
+def _nvml_identity(index: int) -> tuple[str | None, str | None]:
+    """(name, UUID) of GPU `index` from NVML alone: no CUDA context in the asking process (the fit search's parent
+    must leave the card's memory to its probes). NVML orders by PCI bus; CUDA does too under CUDA_DEVICE_ORDER."""
+    pynvml = nvml.module()
+    if pynvml is None:
+        return None, None
+    try:
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        name, uuid = pynvml.nvmlDeviceGetName(handle), pynvml.nvmlDeviceGetUUID(handle)
+    except Exception:  # NVMLError subclasses vary by driver
+        return None, None
+    decode = lambda value: value.decode() if isinstance(value, bytes) else str(value)  # noqa: E731 (old pynvml: bytes)
+    return decode(name), decode(uuid)
+
+
+def device_identity(device: str, cuda_context: bool = True) -> dict[str, Any]:
+    """Which physical device a log or probe is about, and when: its name, its UUID (GPUs) and the UTC time.
+
+    `cuda_context=False` asks NVML only, so the caller never creates a CUDA context.
+    """
+    identity: dict[str, Any] = {
+        "device": device,
+        "name": None,
+        "uuid": None,
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if not is_gpu(device):
+        identity["name"] = cpu_model()
+        return identity
+    index = int(device.split(":")[1]) if ":" in device else 0
+    identity["name"], identity["uuid"] = _nvml_identity(index)
+    if cuda_context and identity["uuid"] is None:
+        import torch
+
+        if torch.cuda.is_available() and index < torch.cuda.device_count():
+            props = torch.cuda.get_device_properties(index)
+            identity["name"] = props.name
+            identity["uuid"] = f"GPU-{props.uuid}" if getattr(props, "uuid", None) else None
+    return identity
+
+
+def identity_line(identity: dict[str, Any]) -> str:
+    """'cuda:0: NVIDIA H200 (GPU-5f3c…), 2026-12-02T02:13:00+00:00': the line a log or probe table starts with."""
+    uuid = f" ({identity['uuid']})" if identity.get("uuid") else ""
+    return f"{identity['device']}: {identity.get('name') or 'unknown device'}{uuid}, {identity['time']}"
 
 
 def _segbench_source() -> dict[str, Any]:

@@ -173,6 +173,7 @@ def telemetry_columns() -> list[Column]:
         Column("cell", "cell"),
         *(metric_column(key) for key in tables.TELEMETRY),
         Column("throttle_causes", "throttle causes"),
+        Column("energy_note", "energy"),  # why a stored energy figure is withheld (results.runs.energy_problem)
     ]
 
 

@@ -294,6 +294,7 @@ def telemetry(run: RunData) -> pd.DataFrame:
                 "cell": cell_label(record),
                 **values,
                 "throttle_causes": ", ".join(str(c) for c in causes),
+                "energy_note": str((record.get("telemetry") or {}).get("energy_withheld") or ""),
             }
         )
     frame = pd.DataFrame(rows)

@@ -5,12 +5,14 @@ dispatch (2 FLOPs per multiply-add; elementwise ops, norms and resampling count 
 per-family hooks.
 
 On YOLO it equals ultralytics' own count (`model.info()`, `get_flops`: thop on the fused model at 640, 2 x
-multiply-adds): 12.0 / 40.09 GFLOPs for the COCO YOLOv8n/s-seg at 640 here and ultralytics 8.4's get_flops alike
-(104.5 / 210.4 / 328.4 for m/l/x). Two things differ from the figures people quote:
-- the model cards' 12.6 / 42.6 / 110.2 / 220.5 / 344.1 were printed by an older ultralytics release on the
-  unfused model (ultralytics 8.4 itself gives 12.14 / 40.34 unfused for n/s: batch norms count there);
-- 11.34 in `cpu-best-*` is not YOLOv8n-seg on COCO but the bundled demo weights (`yolov8n-seg-shapes.pt`, a
-  few classes): the Segment head's class and mask-coefficient convolutions shrink with the class count.
+multiply-adds), checked with ultralytics 8.4.190 offline on models built from its yaml: 12.00 / 40.09 / 104.54 /
+210.39 / 328.36 GFLOPs for YOLOv8n/s/m/l/x-seg (COCO, 80 classes) at 640, both counters alike to the last digit.
+Two things differ from the figures people quote:
+- the model cards' 12.6 / 42.6 / 110.2 / 220.5 / 344.1 come from an older ultralytics release: this release counts
+  12.14 / 40.34 / 104.98 / 211.06 / 329.19 even on the unfused model (batch norms and all), so the gap is that
+  release's counting, not segbench's;
+- 11.34 in `cpu-best-*` is not the COCO YOLOv8n-seg but the bundled demo weights (`yolov8n-seg-shapes.pt`, 4
+  classes): the Segment head's class convolutions shrink with the class count (ultralytics' get_flops: 11.34 too).
 
 Bytes moved (`count_work`): parameters (read once) + the input + every leaf module's output (written once),
 counted in elements on the fp32 model at batch 1; the roofline scales them by its class's element size

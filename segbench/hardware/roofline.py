@@ -350,7 +350,7 @@ def _kernel_rates(kind: str, kernel: str, device: torch.device, seconds: float, 
         per_op = _seconds_per_op(op, device)
         best, iterations = _best_seconds(op, device, seconds / sizes)
         rows.append({"kernel": kernel, "side": side, "gflops": flops / best / 1e9, "iterations": iterations})
-        if side * 2 > max_side or per_op * 8 > seconds / sizes / 3:
+        if side * 2 > max_side or per_op * 8 > seconds / 3:  # the next size's few calls would overrun the budget
             return rows
         side *= 2
 

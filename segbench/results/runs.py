@@ -175,9 +175,9 @@ def withhold_impossible_energy(record: dict[str, Any], meta: dict[str, Any]) -> 
 def load_run(run_dir: Path | str) -> RunData:
     """Read a run folder; a missing or corrupt folder raises ResultsError (one line in the CLI)."""
     path = Path(run_dir)
+    stored = results.read_records(path)  # first: its error names a folder that is no run
     meta = results.read_meta(path)
-    stored = [withhold_impossible_energy(record, meta) for record in results.read_records(path)]
-    records = add_accuracy_deltas(_grouped_by_card(stored))
+    records = add_accuracy_deltas(_grouped_by_card([withhold_impossible_energy(record, meta) for record in stored]))
     return RunData(path=path.resolve(), meta=meta, records=records, suite=results.read_suite_copy(path))
 
 

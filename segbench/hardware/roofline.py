@@ -364,11 +364,15 @@ def _matmul_rate(kind: str, device: torch.device, seconds: float, max_side: int)
     """
     kernels = _kernels_for(kind, device)
     started, rows, failed = time.perf_counter(), [], {}
-    for kernel in kernels:
-        try:
-            rows += _kernel_rates(kind, kernel, device, seconds / len(kernels), max_side)
-        except Exception as exc:  # a kernel the device lacks is a finding; the others still measure
-            failed[kernel] = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+    engine = torch.backends.quantized.engine  # the quantized conv picks its engine; the caller's is restored
+    try:
+        for kernel in kernels:
+            try:
+                rows += _kernel_rates(kind, kernel, device, seconds / len(kernels), max_side)
+            except Exception as exc:  # a kernel the device lacks is a finding; the others still measure
+                failed[kernel] = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+    finally:
+        torch.backends.quantized.engine = engine
     if not rows:
         raise RuntimeError("; ".join(f"{kernel}: {why}" for kernel, why in failed.items()))
     best = max(rows, key=lambda row: row["gflops"])

@@ -79,14 +79,16 @@ class YoloV8SegAdapter(UltralyticsAdapter):
 
         Drift is measured here because the class map after NMS is empty when nothing passes the
         confidence threshold (random weights), which would make every option agree perfectly. The headline is
-        the pre-sigmoid logit (the scores' inverse sigmoid, so every backend's output gives it): with random
-        weights every score is ~1e-5, so an int8 drift on the scores read 0.0 while its boxes moved 0.47 px.
+        the pre-sigmoid logit: with random weights every score is ~1e-5, so an int8 drift on the scores read 0.0
+        while its boxes moved 0.47 px. The head's own logits (`scores` of the raw output ultralytics returns
+        beside the decoded one) where the output carries them; else the scores' inverse sigmoid, which also
+        measures the sigmoid's own error deep in its tail.
         """
-        (predictions, protos), _ = outputs
+        (predictions, protos), raw = outputs
         classes = self.head_classes
         boxes, scores, coefficients = predictions.split((4, classes, predictions.shape[1] - 4 - classes), dim=1)
         return {
-            "class_logits": torch.logit(scores.float(), eps=LOGIT_EPS),
+            "class_logits": _class_logits(raw, scores),
             "class_scores": scores,
             "boxes": boxes,
             "mask_coefficients": coefficients,
@@ -127,6 +129,15 @@ class YoloV8SegAdapter(UltralyticsAdapter):
         """Class-id map (N, H, W) int64 on the host: 0 background, 1..80 COCO class + 1."""
         labels = [_merge_instances(*instance) for instance in self.instances(outputs)]
         return torch.stack(labels)[:, : size[0], : size[1]].cpu()
+
+
+def _class_logits(raw: Any, scores: torch.Tensor) -> torch.Tensor:
+    """The class head's pre-sigmoid output: the raw head's `scores` (ultralytics >= 8.3 returns them in a dict), or
+    the inverse sigmoid of the decoded scores where the output does not carry them."""
+    logits = raw.get("scores") if isinstance(raw, dict) else None
+    if isinstance(logits, torch.Tensor) and logits.shape == scores.shape:
+        return logits
+    return torch.logit(scores.float(), eps=LOGIT_EPS)
 
 
 def _merge_instances(masks: torch.Tensor, confidences: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:

@@ -127,3 +127,20 @@ def test_drift_on_a_flat_reference_is_marked_uninformative_and_snr_stays_scale_f
     assert scaled.result()["drift_snr_db"] == pytest.approx(result["drift_snr_db"])
     assert METRICS["drift_snr_db"].value(record) == pytest.approx(result["drift_snr_db"])
     assert result["drift_snr_db"] == pytest.approx(-20 * math.log10(0.3), abs=0.01)
+
+
+def test_yolo_headline_drift_is_on_the_heads_own_pre_sigmoid_logits() -> None:
+    """Issue 27 item 11: the headline is the class head's logit, not its ~1e-5 sigmoid; taken from the raw head output
+    where the model returns it (an inverse sigmoid of an approximate one would measure the sigmoid's tail error),
+    else the scores' inverse sigmoid."""
+    adapter = create_model("yolov8n-seg")
+    adapter.build("cpu")
+    with torch.inference_mode():
+        outputs = adapter.forward(adapter.preprocess(evaluation_batches(64, 64, 1)[0]))
+    raw = adapter.raw_outputs(outputs)
+    assert list(raw)[0] == "class_logits" and raw["class_logits"] is outputs[1]["scores"]
+    assert torch.allclose(raw["class_logits"].sigmoid(), raw["class_scores"])
+    assert float(raw["class_scores"].max() - raw["class_scores"].min()) < 1e-3  # random weights: flat scores
+    (decoded, protos), _ = outputs
+    inverted = adapter.raw_outputs(((decoded, protos), ()))["class_logits"]  # an output without the raw head
+    assert torch.allclose(inverted, raw["class_logits"], atol=1e-3)

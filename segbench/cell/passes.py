@@ -57,7 +57,7 @@ from segbench.measure.timing import (
     warm_up,
 )
 from segbench.models.base import SegmentationAdapter
-from segbench.models.flops import count_flops
+from segbench.models.flops import Work, count_work
 from segbench.models.registry import create_model, load_plugin
 from segbench.paths import resolve_path
 from segbench.precision import cell_reason, get_precision
@@ -475,10 +475,11 @@ def _stream_pass(
     return {**outcome.to_dict(criterion), "trials": [trial_row("fixed", outcome, criterion)], **common}
 
 
-def _flops(adapter: SegmentationAdapter, cell: CellSpec) -> tuple[float | None, str | None]:
-    """FLOPs per image (torch.utils.flop_counter, 2 x multiply-adds); a model the counter cannot trace still runs."""
+def _work(adapter: SegmentationAdapter, cell: CellSpec) -> tuple[Work | None, str | None]:
+    """FLOPs (torch.utils.flop_counter, 2 x multiply-adds) and elements moved per image; a model the counter cannot
+    trace still runs."""
     try:
-        return count_flops(adapter, *cell.resolution), None
+        return count_work(adapter, *cell.resolution), None
     except Exception as exc:
         return None, f"FLOP counter failed: {last_line(exc)}"
 
@@ -513,7 +514,7 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
     adapter = create_model(cell.model, weights, cell.options)
     adapter.build(device)
     # Counted once on the fp32 model, batch 1: FLOPs per image are a property of the architecture.
-    flops, flops_unavailable = (None, "fit probe") if request.probe else _flops(adapter, cell)
+    work, flops_unavailable = (None, "fit probe") if request.probe else _work(adapter, cell)
     images = synthetic_images(cell, device)
     frames = end_to_end_frames(cell, device)
     dataset = Dataset(request.dataset, suite_dir) if request.dataset is not None else None
@@ -637,8 +638,9 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         "canary": canary,  # the machine's speed around the timed passes (segbench.measure.canary)
         "drifted": cell_drift(canary),  # the run's reference joins it when the runner writes the record
         "stream": stream,
-        "gflops": flops / 1e9 if flops else None,
+        "gflops": work.flops / 1e9 if work and work.flops else None,
         "gflops_unavailable": flops_unavailable,
+        "traffic": work.traffic() if work else None,  # elements moved per image: the roofline's memory side
         "telemetry": telemetry,
         "torch_flags": torch_flags(device),
         "budget": budget.to_dict() if budget else None,

@@ -17,7 +17,7 @@ from segbench.device import is_gpu
 from segbench.errors import SegbenchError
 from segbench.formatting import fmt_fixed
 from segbench.naming import REFERENCE_BACKEND, REFERENCE_PRECISION
-from segbench.system.env import fingerprint, resolve_device
+from segbench.system.env import device_identity, fingerprint, identity_line, resolve_device
 
 
 @user_errors
@@ -189,9 +189,12 @@ def fit(
             probe=True,
         )
 
-    where = chosen if is_gpu(chosen) else "the CPU, in host RAM (no GPU measured)"
+    identity = device_identity(chosen, cuda_context=False)  # NVML only: the card's memory stays the probes'
+    where = identity_line(identity) if is_gpu(chosen) else "the CPU, in host RAM (no GPU measured)"
     console.print(
-        f"fit search: {model} {precision} {backend} on {where}, budget of {profile.name} ({profile.memory_gb} GB)"
+        f"fit search: {model} {precision} {backend} on {where}, budget of {profile.name} ({profile.memory_gb} GB)",
+        markup=False,
+        highlight=False,
     )
     for line in budget_lines(profile, backend, chosen):
         console.print(f"[yellow]{line}[/]" if not line.startswith("budget:") else line, markup=True, highlight=False)
@@ -202,6 +205,7 @@ def fit(
             max_batch=max_batch,
             max_side=max_side,
         )
+    table_data.device = identity
     limited = profile.name if is_gpu(chosen) else f"{profile.name}'s budget, probed in host RAM on the CPU"
     table = Table(title=f"{model} on {limited} ({table_data.probe_count} isolated probes)")
     for column in ("resolution", "largest batch", "limited by"):

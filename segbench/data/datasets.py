@@ -33,6 +33,16 @@ _SPLIT_FOLDERS: dict[str, dict[str, str]] = {
 }
 
 
+# How the accuracy pass brings a prediction to its label (segbench.measure.accuracy), as records and reports say it.
+PROTOCOL_TEXT = {
+    "benchmarked": (
+        "at the benchmarked resolution: each image resized to the cell's resolution, its class map resized back to "
+        "the label's size (nearest)"
+    ),
+    "mmseg": "mmseg's protocol: the logits resized bilinearly to the label's (original) size, then the argmax",
+}
+
+
 class DatasetConfig(BaseModel):
     """`dataset:` in a suite: where the labelled images are and how to read them."""
 
@@ -43,6 +53,13 @@ class DatasetConfig(BaseModel):
     split: str = Field("val", description="evaluation split: val or train (or a folder name of the layout)")
     ignore_index: Annotated[int, Field(ge=0, le=65535)] = 255
     limit: Annotated[int, Field(gt=0)] | None = None
+    protocol: Literal["benchmarked", "mmseg"] = Field(
+        "benchmarked",
+        description=(
+            "benchmarked: class maps at the cell's resolution resized back to the labels (nearest); mmseg: logits "
+            "resized bilinearly to the labels' size, then argmax (segbench.measure.accuracy)"
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod

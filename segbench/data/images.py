@@ -1,9 +1,10 @@
 """Real images for calibration and evaluation: the one place that decides which image serves which role.
 
 Random-noise inputs are fine for timing, but quantization calibration and output agreement need the
-statistics of real images. The photographs scikit-image ships (no download) are split in two halves
-that never meet: int8 precisions calibrate on one (or on the suite's `calibration:` folder, or its
-dataset's train split), and fidelity judges on the other, so no precision is judged on the images
+statistics of real images. Seven photographs scikit-image ships (no download) are split by name into two halves
+that never meet (four calibrate, three judge; `photograph_names()`, recorded in meta.json): int8
+precisions calibrate on one (or on the suite's `calibration:` folder, or its dataset's train split),
+and fidelity judges on the other, so no precision is judged on the images
 it was calibrated on.
 """
 
@@ -18,35 +19,42 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# Colour photographs bundled inside scikit-image's wheel (skimage/data/*.png|jpg).
-PHOTOGRAPHS = (
-    "astronaut",
-    "coffee",
-    "chelsea",
-    "rocket",
-    "immunohistochemistry",
-    "hubble_deep_field",
-    "retina",
-    "motorcycle_left",
-)
+# The colour photographs bundled inside scikit-image's wheel (skimage/data/*.png|jpg), named per half: calibration
+# four, evaluation three (what the old even/odd split of these seven gave). `motorcycle_left`, once listed, is a
+# download (skimage's stereo pair), not in the wheel: a run never depended on it.
+CALIBRATION_PHOTOGRAPHS = ("astronaut", "chelsea", "immunohistochemistry", "retina")
+EVALUATION_PHOTOGRAPHS = ("coffee", "rocket", "hubble_deep_field")
+# Interleaved, the order the bundled demo and stream sources have always read them in.
+PHOTOGRAPHS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "retina")
 PhotoSplit = Literal["calibration", "evaluation"]
+SPLIT_NAMES: dict[PhotoSplit, tuple[str, ...]] = {
+    "calibration": CALIBRATION_PHOTOGRAPHS,
+    "evaluation": EVALUATION_PHOTOGRAPHS,
+}
 
 
-@functools.lru_cache(maxsize=1)
-def sample_photographs() -> tuple[np.ndarray, ...]:
+def photograph_names() -> dict[str, list[str]]:
+    """Which photograph serves which role, as a run records it (meta.json `photographs`)."""
+    return {split: list(names) for split, names in SPLIT_NAMES.items()}
+
+
+@functools.lru_cache(maxsize=None)
+def _photograph(name: str) -> np.ndarray:
     import skimage.data
 
-    images = []
-    for name in PHOTOGRAPHS:
-        try:
-            image = getattr(skimage.data, name)()
-        except Exception:  # a build of scikit-image without that file: use the others
-            continue
-        if image.ndim == 3 and image.shape[2] >= 3:
-            images.append(np.ascontiguousarray(image[..., :3]))
-    if not images:
-        raise RuntimeError("scikit-image ships no colour sample photographs in this installation")
-    return tuple(images)
+    loader = getattr(skimage.data, name, None)
+    if loader is None:
+        raise RuntimeError(
+            f"scikit-image {getattr(skimage, '__version__', '?')} has no sample photograph '{name}' "
+            "(segbench.data.images names the set it calibrates and judges on); install scikit-image >= 0.19"
+        )
+    image = loader()
+    return np.ascontiguousarray(image[..., :3])
+
+
+def sample_photographs() -> tuple[np.ndarray, ...]:
+    """Every photograph of both halves, in PHOTOGRAPHS' order."""
+    return tuple(_photograph(name) for name in PHOTOGRAPHS)
 
 
 def resized(image: np.ndarray, height: int, width: int) -> torch.Tensor:
@@ -56,10 +64,8 @@ def resized(image: np.ndarray, height: int, width: int) -> torch.Tensor:
 
 
 def split_photographs(split: PhotoSplit) -> tuple[np.ndarray, ...]:
-    """Half of the photographs: calibration takes the even positions, evaluation the odd ones (disjoint)."""
-    photos = sample_photographs()
-    start = 0 if split == "calibration" else 1
-    return photos[start::2] or photos[:1]
+    """One half of the photographs, by name (SPLIT_NAMES): the halves never share an image."""
+    return tuple(_photograph(name) for name in SPLIT_NAMES[split])
 
 
 def _batched(frames: list[torch.Tensor], batch_size: int) -> list[torch.Tensor]:
@@ -71,7 +77,8 @@ def photo_batches(
 ) -> list[torch.Tensor]:
     """`count` frames from one half of the photographs at (height, width), as host uint8 batches (N, H, W, 3).
 
-    A half has four photographs; later passes over it are mirrored, so eight frames are eight different images.
+    Calibration has four photographs, evaluation three (SPLIT_NAMES); later passes over a half are mirrored, so up
+    to twice that many frames are all different images.
     """
     photos = split_photographs(split)
     frames = []

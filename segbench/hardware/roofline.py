@@ -2,8 +2,13 @@
 
 Two yardsticks, both for the cell's precision:
 - the target profile's published peak (`percent_of_peak`), when a profile names one;
-- a ceiling measured once per run on the device itself (`measure_ceiling`): dense square GEMMs for
-  each precision in the run plus a copy bandwidth. It works on CPUs and on cards with no profile.
+- a ceiling measured once per run on the device itself (`measure_ceiling`): for each precision class in the run the
+  best of the kernels the stack offers (BLAS GEMMs, oneDNN/cuDNN convolutions, int8 GEMMs and quantized
+  convolutions) at several sizes, plus a copy bandwidth. It works on CPUs and on cards with no profile.
+  A cell above it is shown with `above_ceiling` (the ceiling was not the maximum), never clipped;
+- the memory roof: bytes moved per image (`segbench.models.flops.count_bytes`) over the copy bandwidth gives the
+  arithmetic intensity and the attainable rate min(ceiling, bandwidth x intensity) (`percent_of_attainable`), so a
+  depthwise-heavy net is judged against memory, not against the GEMM it cannot use.
 
 FLOPs follow `segbench.models.flops` (2 per multiply-add), the convention of the peak figures.
 """
@@ -12,10 +17,12 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+import warnings
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 import torch
+import torch.ao.nn.quantized as quantized
 
 from segbench.hardware.profiles import HardwareProfile
 from segbench.measure.canary import reference_canary
@@ -40,6 +47,9 @@ MATMUL_DTYPE = {
     "int8": torch.int8,
     "fp8": torch.float8_e4m3fn,
 }
+# Bytes per element a class's kernels read and write: the scale from a forward's element counts
+# (segbench.models.flops.Work) to its bytes moved.
+ELEMENT_BYTES = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "int8": 1, "fp8": 1}
 FP8_CAPABILITY = (8, 9)
 MAX_SIDE = {"cpu": 2048, "cuda": 8192}
 COPY_MB = {"cpu": 128, "cuda": 512}
@@ -93,6 +103,66 @@ def percent_of_ceiling(achieved: float, ceiling: dict[str, Any] | None, kind: st
     return 100.0 * achieved * 1000.0 / entry["gflops"], None
 
 
+def bytes_per_image(traffic: dict[str, Any] | None, kind: str) -> float | None:
+    """Bytes one image moves (parameters + input + activations) at the class's element size, from a record's
+    `traffic` element counts; None when they were not counted or the class is unknown."""
+    if not traffic or kind not in ELEMENT_BYTES:
+        return None
+    elements = sum(traffic.get(key) or 0 for key in ("parameter_elements", "input_elements", "activation_elements"))
+    return float(elements * ELEMENT_BYTES[kind]) or None
+
+
+def _ceiling_rate_gflops(ceiling: dict[str, Any] | None, kind: str) -> float | None:
+    return ((ceiling or {}).get("matmul") or {}).get(kind, {}).get("gflops") or None
+
+
+def _copy_gbs(ceiling: dict[str, Any] | None) -> float | None:
+    return ((ceiling or {}).get("copy") or {}).get("device_copy_gbs") or None
+
+
+def memory_roof(
+    achieved: float, flops_per_image: float, bytes_per_image: float | None, ceiling: dict[str, Any] | None, kind: str
+) -> dict[str, Any]:
+    """The roofline's memory side: arithmetic intensity (FLOPs per byte moved), the attainable rate
+    min(compute ceiling, copy bandwidth x intensity) and the achieved share of it, with which roof binds.
+
+    Fields are None with a reason under `unavailable` when bytes per image, the bandwidth or the compute ceiling
+    are missing.
+    """
+    out: dict[str, Any] = dict.fromkeys(
+        ("arithmetic_intensity", "attainable_tflops", "percent_of_attainable", "bound", "above_roof")
+    )
+    out["unavailable"] = {}
+    rate, bandwidth = _ceiling_rate_gflops(ceiling, kind), _copy_gbs(ceiling)
+    missing = (
+        "bytes moved per image unknown"
+        if not bytes_per_image
+        else "no measured copy bandwidth in this run"
+        if not bandwidth
+        else f"no measured {kind} compute ceiling"
+        if not rate
+        else None
+    )
+    if missing:
+        out["unavailable"] = dict.fromkeys(("arithmetic_intensity", "percent_of_attainable"), missing)
+        if bytes_per_image:
+            out["arithmetic_intensity"] = flops_per_image / bytes_per_image
+            del out["unavailable"]["arithmetic_intensity"]
+        return out
+    intensity = flops_per_image / bytes_per_image
+    memory_bound_tflops = bandwidth * intensity / 1000.0  # GB/s x FLOP/byte = GFLOP/s
+    attainable = min(rate / 1000.0, memory_bound_tflops)
+    percent = 100.0 * achieved / attainable
+    out.update(
+        arithmetic_intensity=intensity,
+        attainable_tflops=attainable,
+        percent_of_attainable=percent,
+        bound="memory" if memory_bound_tflops < rate / 1000.0 else "compute",
+        above_roof=percent > 100.0,
+    )
+    return out
+
+
 def roofline(
     flops_per_image: float | None,
     images_per_second: float | None,
@@ -100,11 +170,14 @@ def roofline(
     profile: HardwareProfile | None = None,
     ceiling: dict[str, Any] | None = None,
     no_profile_reason: str = "no hardware profile for this run",
+    bytes_per_image: float | None = None,
 ) -> dict[str, Any]:
     """All roofline fields of one cell (`kind`: its precision's matmul class), None with a reason where a figure is
     missing.
 
     `profile` must be the card the cell ran on (never an emulated target): its peak is the yardstick.
+    `bytes_per_image` (weights + activations at the class's element size) gives the memory roof. A share above
+    100 % is kept and flagged (`above_ceiling`, `above_roof`): the yardstick, not the cell, was wrong.
     """
     out: dict[str, Any] = {
         "matmul_class": kind,
@@ -114,11 +187,21 @@ def roofline(
         "peak_card": profile.title if profile else None,
         "percent_of_peak": None,
         "percent_of_ceiling": None,
+        "above_ceiling": None,
+        "ceiling_kernel": ((ceiling or {}).get("matmul") or {}).get(kind, {}).get("kernel"),
+        "bytes_per_image": bytes_per_image,
+        "arithmetic_intensity": None,
+        "attainable_tflops": None,
+        "percent_of_attainable": None,
+        "bound": None,
+        "above_roof": None,
         "unavailable": {},
     }
     if not flops_per_image or not images_per_second:
         reason = "FLOPs per image unknown" if not flops_per_image else "no throughput (cell did not finish)"
-        out["unavailable"] = dict.fromkeys(("achieved_tflops", "percent_of_peak", "percent_of_ceiling"), reason)
+        out["unavailable"] = dict.fromkeys(
+            ("achieved_tflops", "percent_of_peak", "percent_of_ceiling", "percent_of_attainable"), reason
+        )
         return out
     achieved = achieved_tflops(flops_per_image, images_per_second)
     out["achieved_tflops"] = achieved
@@ -133,6 +216,11 @@ def roofline(
     out["percent_of_ceiling"], reason = percent_of_ceiling(achieved, ceiling, kind)
     if reason:
         out["unavailable"]["percent_of_ceiling"] = reason
+    else:
+        out["above_ceiling"] = out["percent_of_ceiling"] > 100.0
+    roof = memory_roof(achieved, flops_per_image, bytes_per_image, ceiling, kind)
+    out["unavailable"].update(roof.pop("unavailable"))
+    out.update(roof)
     return out
 
 
@@ -146,29 +234,86 @@ def _sync(device: torch.device) -> None:
 
 @contextmanager
 def _tf32(enabled: bool) -> Iterator[None]:
-    """fp32 must measure true fp32 on Ampere+ (TF32 off); tf32 turns it on. Restores the previous setting."""
-    previous = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = enabled
+    """fp32 must measure true fp32 on Ampere+ (TF32 off, in cuBLAS and cuDNN); tf32 turns it on. Restores both."""
+    previous = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = previous
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
 
 
-def _matmul_op(kind: str, side: int, device: torch.device) -> Callable[[], Any]:
+def _operands(kind: str, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
     # Made on the device itself: filling 8192² matrices on the host would cost more than the measurement.
-    if kind == "fp8":  # e4m3 x e4m3 with unit scales: the kernel torchao's float8 linear calls
-        a = torch.randn(side, side, device=device).to(torch.float8_e4m3fn)
-        b = torch.randn(side, side, device=device).to(torch.float8_e4m3fn).t()
-        scale = torch.ones((), device=device)
-        return lambda: torch._scaled_mm(a, b, scale_a=scale, scale_b=scale, out_dtype=torch.bfloat16)
     if kind == "int8":
-        a = torch.randint(-128, 128, (side, side), dtype=torch.int8, device=device)
-        b = torch.randint(-128, 128, (side, side), dtype=torch.int8, device=device)
-        return lambda: torch._int_mm(a, b)  # int8 x int8 -> int32: the kernel int8 inference relies on
-    a = torch.randn(side, side, device=device, dtype=MATMUL_DTYPE[kind])
-    b = torch.randn(side, side, device=device, dtype=MATMUL_DTYPE[kind])
-    return lambda: torch.mm(a, b)
+        return torch.randint(-128, 128, shape, dtype=torch.int8, device=device)
+    if kind == "fp8":
+        return torch.randn(shape, device=device).to(torch.float8_e4m3fn)
+    return torch.randn(shape, device=device, dtype=MATMUL_DTYPE[kind])
+
+
+def _blas_mm(kind: str, side: int, device: torch.device) -> tuple[Callable[[], Any], float]:
+    """A dense square GEMM through torch.mm (MKL/OpenBLAS on a CPU, cuBLAS on a GPU); int8 through torch._int_mm
+    (int8 x int8 -> int32) and fp8 through torch._scaled_mm (e4m3 with unit scales: what torchao's float8 linear
+    calls)."""
+    a, b = _operands(kind, (side, side), device), _operands(kind, (side, side), device)
+    if kind == "fp8":
+        scale = torch.ones((), device=device)
+        b = b.t()
+        return lambda: torch._scaled_mm(a, b, scale_a=scale, scale_b=scale, out_dtype=torch.bfloat16), 2.0 * side**3
+    if kind == "int8":
+        return lambda: torch._int_mm(a, b), 2.0 * side**3
+    return lambda: torch.mm(a, b), 2.0 * side**3
+
+
+CONV_SPATIAL = 32  # a 32 x 32 feature map: the size of a segmentation backbone's middle stages at 512-1024 px
+
+
+def _conv(kernel_size: int) -> Callable[[str, int, torch.device], tuple[Callable[[], Any], float]]:
+    """A channels_last convolution (oneDNN on a CPU, cuDNN on a GPU): the kernels the models' own layers run, which on
+    some CPUs beat the BLAS GEMM by 2x. `side` is the channel count of the 1 x 1 convolution (side x side x side
+    multiply-adds, as the GEMM) and four times that of the 3 x 3 one."""
+
+    def build(kind: str, side: int, device: torch.device) -> tuple[Callable[[], Any], float]:
+        channels = side if kernel_size == 1 else max(side // 4, 8)
+        spatial = (max(side // 16, 1), 16) if kernel_size == 1 else (CONV_SPATIAL, CONV_SPATIAL)
+        layout = torch.channels_last
+        x = _operands(kind, (1, channels, *spatial), device).contiguous(memory_format=layout)
+        w = _operands(kind, (channels, channels, kernel_size, kernel_size), device).contiguous(memory_format=layout)
+        padding = kernel_size // 2
+        flops = 2.0 * channels * channels * kernel_size**2 * spatial[0] * spatial[1]
+        return lambda: torch.nn.functional.conv2d(x, w, padding=padding), flops
+
+    return build
+
+
+def _quantized_conv(kind: str, side: int, device: torch.device) -> tuple[Callable[[], Any], float]:
+    """A quantized 1 x 1 convolution (quint8 activations, qint8 weights) on the x86 engine (oneDNN + fbgemm): the
+    kernel eager int8 models (precision `int8`) run on a CPU."""
+    with warnings.catch_warnings():  # torch's quantized tensors are deprecated; the kernels are what int8 runs
+        warnings.simplefilter("ignore")
+        torch.backends.quantized.engine = "x86" if "x86" in torch.backends.quantized.supported_engines else "fbgemm"
+        conv = quantized.Conv2d(side, side, 1)
+        x = torch.quantize_per_tensor(torch.randn(1, side, max(side // 16, 1), 16), 0.05, 128, torch.quint8)
+        x = x.contiguous(memory_format=torch.channels_last)
+    return lambda: conv(x), 2.0 * side * side * side
+
+
+# The kernels each class's ceiling tries, by name (recorded with the winner): the best of them is the ceiling.
+KERNELS: dict[str, Callable[[str, int, torch.device], tuple[Callable[[], Any], float]]] = {
+    "mm (BLAS)": _blas_mm,
+    "conv2d 1x1 (oneDNN/cuDNN)": _conv(1),
+    "conv2d 3x3 (oneDNN/cuDNN)": _conv(3),
+    "quantized conv2d 1x1 (x86)": _quantized_conv,
+}
+
+
+def _kernels_for(kind: str, device: torch.device) -> list[str]:
+    if kind == "int8":
+        return ["mm (BLAS)"] + (["quantized conv2d 1x1 (x86)"] if device.type == "cpu" else [])
+    if kind == "fp8":
+        return ["mm (BLAS)"]
+    return ["mm (BLAS)", "conv2d 1x1 (oneDNN/cuDNN)", "conv2d 3x3 (oneDNN/cuDNN)"]
 
 
 def _seconds_per_op(op: Callable[[], Any], device: torch.device) -> float:
@@ -180,34 +325,67 @@ def _seconds_per_op(op: Callable[[], Any], device: torch.device) -> float:
     return time.perf_counter() - started
 
 
-def _matmul_rate(kind: str, device: torch.device, seconds: float, max_side: int) -> dict[str, Any]:
-    """Grow the square size while one GEMM stays well inside the time budget, then time GEMMs at that size.
-
-    Slow dtypes (bf16 or int8 on a CPU without the instructions) end at a small size instead of
-    running for minutes; the size used is recorded next to the rate.
-    """
-    side = min(START_SIDE, max_side)
-    op = _matmul_op(kind, side, device)
-    per_op = _seconds_per_op(op, device)
-    while side * 2 <= max_side and per_op * 8 <= seconds / 3:  # room for a few GEMMs at the next size
-        side *= 2
-        op = _matmul_op(kind, side, device)
-        per_op = _seconds_per_op(op, device)
-    iterations, started = 0, time.perf_counter()
+def _best_seconds(op: Callable[[], Any], device: torch.device, seconds: float) -> tuple[float, int]:
+    """(fastest single call, calls made) over `seconds`: a ceiling is the best the kernel does, not its average."""
+    best, iterations, started = float("inf"), 0, time.perf_counter()
     while True:
+        call_started = time.perf_counter()
         op()
-        iterations += 1
         _sync(device)
-        elapsed = time.perf_counter() - started
-        if elapsed >= seconds or (iterations >= 2 and elapsed + elapsed / iterations > seconds * 1.5):
-            break
+        now = time.perf_counter()
+        best, iterations = min(best, now - call_started), iterations + 1
+        if now - started >= seconds and iterations >= 2:
+            return best, iterations
+
+
+def _kernel_rates(kind: str, kernel: str, device: torch.device, seconds: float, max_side: int) -> list[dict[str, Any]]:
+    """The kernel's rate at each size from START_SIDE doubling while a call stays well inside the time budget.
+
+    Slow dtypes (bf16 or int8 on a CPU without the instructions) end at a small size instead of running for minutes.
+    """
+    rows, side = [], min(START_SIDE, max_side)
+    sizes = max(1, (max_side // side).bit_length())  # how many doublings fit: each size gets its share of the time
+    while True:
+        op, flops = KERNELS[kernel](kind, side, device)
+        per_op = _seconds_per_op(op, device)
+        best, iterations = _best_seconds(op, device, seconds / sizes)
+        rows.append({"kernel": kernel, "side": side, "gflops": flops / best / 1e9, "iterations": iterations})
+        if side * 2 > max_side or per_op * 8 > seconds / 3:  # the next size's few calls would overrun the budget
+            return rows
+        side *= 2
+
+
+def _matmul_rate(kind: str, device: torch.device, seconds: float, max_side: int) -> dict[str, Any]:
+    """The best rate of every kernel the stack offers for the class, at several sizes; the winner is the ceiling.
+
+    Each candidate's rate is recorded (`candidates`), the winner's kernel and size beside the rate: the fp32 GEMM
+    through BLAS read 196-220 GFLOP/s on a Zen 5 whose oneDNN convolutions ran a model at 365, so a single-kernel
+    ceiling is not one.
+    """
+    kernels = _kernels_for(kind, device)
+    started, rows, failed = time.perf_counter(), [], {}
+    engine = torch.backends.quantized.engine  # the quantized conv picks its engine; the caller's is restored
+    try:
+        for kernel in kernels:
+            try:
+                rows += _kernel_rates(kind, kernel, device, seconds / len(kernels), max_side)
+            except Exception as exc:  # a kernel the device lacks is a finding; the others still measure
+                failed[kernel] = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+    finally:
+        torch.backends.quantized.engine = engine
+    if not rows:
+        raise RuntimeError("; ".join(f"{kernel}: {why}" for kernel, why in failed.items()))
+    best = max(rows, key=lambda row: row["gflops"])
     return {
-        "gflops": 2.0 * side**3 * iterations / elapsed / 1e9,
+        "gflops": best["gflops"],
         "unit": "GOP/s" if kind == "int8" else "GFLOP/s",
-        "side": side,
+        "kernel": best["kernel"],
+        "side": best["side"],
         "dtype": str(MATMUL_DTYPE[kind]).removeprefix("torch."),
-        "iterations": iterations,
-        "seconds": elapsed,
+        "iterations": best["iterations"],
+        "seconds": time.perf_counter() - started,
+        "candidates": [{**row, "gflops": round(row["gflops"], 2)} for row in rows],
+        "failed": failed,
     }
 
 
@@ -303,7 +481,10 @@ def measure_ceiling(
         "matmul": {},
         "copy": None,
         "unavailable": {},
-        "note": "dense square GEMMs, 2 FLOPs per multiply-add; copy counts read + write",
+        "note": (
+            "the best of BLAS GEMMs and oneDNN/cuDNN convolutions (int8: torch._int_mm and quantized convolutions) at "
+            "several sizes, 2 FLOPs per multiply-add; copy counts read + write"
+        ),
     }
     for name, kind in classes.items():
         if kind is None:

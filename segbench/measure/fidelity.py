@@ -3,13 +3,16 @@
 The reference is a fresh fp32 eager build of the same model (same resolved weights, same options),
 run in true fp32 (TF32 off) on held-out photographs, never the ones int8 precisions calibrate on.
 Drift compares the tensors each family names as its raw outputs (`SegmentationAdapter.raw_outputs`):
-per-class logits for semantic heads, box and class scores, mask coefficients and prototypes before
-NMS for YOLO, whose thresholded class map says nothing when the reference detects nothing.
+per-class logits for semantic heads, class logits (pre-sigmoid), boxes, mask coefficients and prototypes
+before NMS for YOLO, whose thresholded class map says nothing when the reference detects nothing. Beside
+the absolute differences each output gets a scale-free SNR in dB, and an output whose reference is nearly
+constant (post-sigmoid scores of ~1e-5 under random weights) has its drift marked uninformative.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator
@@ -23,22 +26,65 @@ RANDOM_WEIGHTS_NOTE = "random weights: these figures measure numeric drift again
 NO_DETECTIONS = "reference found no detections: agreement undefined"
 
 
+# Below this spread (max - min) the reference output is nearly constant: an absolute difference on it reads ~0 however
+# wrong the candidate is (YOLO's post-sigmoid scores under random weights are all ~1e-5), so its drift is uninformative.
+MIN_REFERENCE_RANGE = 1e-3
+
+
 @dataclass
 class Drift:
-    """Largest and summed absolute difference of one named raw output."""
+    """Largest and summed absolute difference of one named raw output, and the energies a scale-free SNR needs."""
 
     max_abs: float = 0.0
     abs_sum: float = 0.0
     count: int = 0
+    signal_energy: float = 0.0  # sum of reference^2
+    error_energy: float = 0.0  # sum of (reference - candidate)^2
+    reference_min: float = float("inf")
+    reference_max: float = float("-inf")
 
     def add(self, reference: torch.Tensor, candidate: torch.Tensor) -> None:
-        diff = (reference.float() - candidate.float()).abs()
+        reference = reference.double()
+        error = reference - candidate.double()
+        diff = error.abs()
         self.max_abs = max(self.max_abs, float(diff.max()))
         self.abs_sum += float(diff.sum())
         self.count += diff.numel()
+        self.signal_energy += float(reference.square().sum())
+        self.error_energy += float(error.square().sum())
+        self.reference_min = min(self.reference_min, float(reference.min()))
+        self.reference_max = max(self.reference_max, float(reference.max()))
 
-    def to_dict(self) -> dict[str, float]:
-        return {"max_abs": self.max_abs, "mean_abs": self.abs_sum / self.count}
+    @property
+    def reference_range(self) -> float:
+        return self.reference_max - self.reference_min
+
+    def snr_db(self) -> float | None:
+        """10 log10(signal / error energy): independent of the output's scale. None when the two are identical."""
+        if self.error_energy == 0.0:
+            return None
+        if self.signal_energy == 0.0:
+            return float("-inf")
+        return 10.0 * math.log10(self.signal_energy / self.error_energy)
+
+    def uninformative(self) -> str | None:
+        """Why an absolute difference on this output says nothing, or None."""
+        if self.reference_range >= MIN_REFERENCE_RANGE:
+            return None
+        return (
+            f"the fp32 reference spans only {self.reference_range:.2g} (below {MIN_REFERENCE_RANGE:g}): absolute drift "
+            "on it reads ~0 whatever the candidate does; see snr_db"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_abs": self.max_abs,
+            "mean_abs": self.abs_sum / self.count,
+            "snr_db": self.snr_db(),
+            "identical": self.error_energy == 0.0,
+            "reference_range": self.reference_range,
+            "uninformative": self.uninformative(),
+        }
 
 
 @dataclass
@@ -98,6 +144,8 @@ class FidelityAccumulator:
             "miou_vs_fp32": miou,
             "max_abs_logit_diff": headline.max_abs if headline else None,
             "mean_abs_logit_diff": headline.to_dict()["mean_abs"] if headline else None,
+            "drift_snr_db": headline.snr_db() if headline else None,
+            "drift_uninformative": headline.uninformative() if headline else None,
             "drift_of": next(iter(self.drift), None),
             "drift": {name: drift.to_dict() for name, drift in self.drift.items()},
             "pixels": self.pixels,

@@ -27,6 +27,11 @@ def _init() -> tuple[Any | None, str | None]:
     return pynvml, None
 
 
+def module() -> Any | None:
+    """The initialised pynvml module, or None where NVML is unavailable."""
+    return _init()[0]
+
+
 def unavailable_reason() -> str | None:
     return _init()[1]
 

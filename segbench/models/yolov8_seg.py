@@ -21,6 +21,9 @@ from segbench.models.registry import register
 
 COCO_CLASSES = 80
 PROTO_STRIDE = 4  # the Proto module upsamples the stride-8 P3 features once: masks come at 1/4 of the input
+# Scores are clamped to [eps, 1 - eps] before the inverse sigmoid: fp32 sigmoid saturates at 1.0 past a logit of ~16.6,
+# and a reduced-precision score of 0 would be -inf; 1e-7 keeps logits within ±16.1 on both sides.
+LOGIT_EPS = 1e-7
 
 
 class YoloSegOptions(HeadOptions):
@@ -71,15 +74,26 @@ class YoloV8SegAdapter(UltralyticsAdapter):
         return result
 
     def raw_outputs(self, outputs: Any) -> dict[str, torch.Tensor]:
-        """The head's outputs before NMS: class scores (the headline), boxes, mask coefficients, prototypes.
+        """The head's outputs before NMS: class logits (the headline), class scores, boxes, mask coefficients,
+        prototypes.
 
         Drift is measured here because the class map after NMS is empty when nothing passes the
-        confidence threshold (random weights), which would make every option agree perfectly.
+        confidence threshold (random weights), which would make every option agree perfectly. The headline is
+        the pre-sigmoid logit: with random weights every score is ~1e-5, so an int8 drift on the scores read 0.0
+        while its boxes moved 0.47 px. The head's own logits (`scores` of the raw output ultralytics returns
+        beside the decoded one) where the output carries them; else the scores' inverse sigmoid, which also
+        measures the sigmoid's own error deep in its tail.
         """
-        (predictions, protos), _ = outputs
+        (predictions, protos), raw = outputs
         classes = self.head_classes
         boxes, scores, coefficients = predictions.split((4, classes, predictions.shape[1] - 4 - classes), dim=1)
-        return {"class_scores": scores, "boxes": boxes, "mask_coefficients": coefficients, "prototypes": protos}
+        return {
+            "class_logits": _class_logits(raw, scores),
+            "class_scores": scores,
+            "boxes": boxes,
+            "mask_coefficients": coefficients,
+            "prototypes": protos,
+        }
 
     def detections(self, outputs: Any) -> int | None:
         return sum(len(classes) for _, _, classes in self.instances(outputs))
@@ -115,6 +129,15 @@ class YoloV8SegAdapter(UltralyticsAdapter):
         """Class-id map (N, H, W) int64 on the host: 0 background, 1..80 COCO class + 1."""
         labels = [_merge_instances(*instance) for instance in self.instances(outputs)]
         return torch.stack(labels)[:, : size[0], : size[1]].cpu()
+
+
+def _class_logits(raw: Any, scores: torch.Tensor) -> torch.Tensor:
+    """The class head's pre-sigmoid output: the raw head's `scores` (ultralytics >= 8.3 returns them in a dict), or
+    the inverse sigmoid of the decoded scores where the output does not carry them."""
+    logits = raw.get("scores") if isinstance(raw, dict) else None
+    if isinstance(logits, torch.Tensor) and logits.shape == scores.shape:
+        return logits
+    return torch.logit(scores.float(), eps=LOGIT_EPS)
 
 
 def _merge_instances(masks: torch.Tensor, confidences: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:

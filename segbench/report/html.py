@@ -16,6 +16,7 @@ import jinja2
 import pandas as pd
 
 import segbench
+from segbench.data.datasets import PROTOCOL_TEXT
 from segbench.formatting import fmt_duration, fmt_fixed, fmt_flag, fmt_ms, fmt_time, fmt_yes_no
 from segbench.formatting import missing as _missing
 from segbench.report import plots, stream, tables
@@ -186,6 +187,7 @@ def telemetry_columns() -> list[Column]:
         Column("cell", "cell"),
         *(metric_column(key) for key in tables.TELEMETRY),
         Column("throttle_causes", "throttle causes"),
+        Column("energy_note", "energy"),  # why a stored energy figure is withheld (results.runs.energy_problem)
     ]
 
 
@@ -324,12 +326,21 @@ def dataset_text(run: RunData) -> str:
     described = next((tables.accuracy(r).get("dataset") for r in run.ok if tables.accuracy(r).get("dataset")), None)
     if not described:
         return ""
-    images = next(tables.accuracy(r).get("images") for r in run.ok if tables.accuracy(r))
+    measured = [tables.accuracy(r) for r in run.ok if tables.accuracy(r)]
+    images = measured[0].get("images")
+    protocols = sorted({PROTOCOL_TEXT.get(str(m.get("protocol") or "benchmarked"), "?") for m in measured})
+    invalid = sum(int(m.get("invalid_predictions") or 0) for m in measured)
+    invalid_text = (
+        f" {invalid} labelled pixels were predicted as no class of the model: counted as misses (per cell: the "
+        "'invalid px' column), never clamped into a class."
+        if invalid
+        else ""
+    )
     return (
         f"Against the labels of {described.get('path')} ({described.get('layout')} layout, split "
-        f"{described.get('split')}, {images} images, ignore index {described.get('ignore_index')}); each image is "
-        "resized to the cell's resolution and its class map resized back to the label's size (nearest). Classes "
-        "absent from both labels and prediction are left out of the mean."
+        f"{described.get('split')}, {images} images, ignore index {described.get('ignore_index')}); mIoU "
+        f"{' / '.join(protocols)}. Classes absent from both labels and prediction are left out of the mean."
+        f"{invalid_text}"
     )
 
 

@@ -27,6 +27,26 @@ def measurement_flags(record: dict[str, Any]) -> list[str]:
     for flag in ("inconsistent_forward", "over_budget"):
         if record.get(flag):
             flags.append(f"{flag}: {record[flag]}")
+    flags += roofline_flags(record)
+    return flags
+
+
+def roofline_flags(record: dict[str, Any]) -> list[str]:
+    """A share of a yardstick above 100 %: shown as measured, flagged, because the yardstick was not the maximum."""
+    roofline = record.get("roofline") or {}
+    flags = []
+    shares = ("percent_of_peak", "percent_of_ceiling", "percent_of_attainable")
+    peak, ceiling, roof = (roofline.get(key) for key in shares)
+    if isinstance(peak, (int, float)) and peak > 100.0:
+        flags.append(f"above_peak: {peak:.0f} % of the published {roofline.get('peak_figure')} (the FLOP count is off)")
+    if isinstance(ceiling, (int, float)) and ceiling > 100.0:
+        kernel, kind = roofline.get("ceiling_kernel") or "the run's GEMM", roofline.get("matmul_class")
+        flags.append(f"above_ceiling: {ceiling:.0f} % of the measured {kind} ceiling ({kernel})")
+    if isinstance(roof, (int, float)) and roof > 100.0:
+        flags.append(
+            f"above_roof: {roof:.0f} % of the attainable roof (the ceiling was not the maximum, or a fused forward "
+            "moves fewer bytes than counted)"
+        )
     return flags
 
 

@@ -70,6 +70,7 @@ LEADERBOARD_METRICS = (
     "params_m",
     "gflops",
     "percent_of_peak",
+    "percent_of_attainable",
     "miou_gt_pct",
     "pixel_accuracy_gt_pct",
 )
@@ -152,6 +153,7 @@ FIDELITY_METRICS = (
     "pixel_agreement_pct",
     "miou_vs_fp32_pct",
     "max_abs_logit_diff",
+    "drift_snr_db",
     "quantized_share_pct",
     "miou_gt_pct",
     "miou_delta_pts",
@@ -203,10 +205,13 @@ def per_class_iou(run: RunData) -> pd.DataFrame:
                 "mIoU %": _percent(measured.get("miou")),
                 "Δ vs fp32 (pts)": _percent(measured.get("miou_delta_vs_fp32")),
                 "pixel acc %": _percent(measured.get("pixel_accuracy")),
+                "invalid px": number(measured.get("invalid_predictions")),
                 **{f"IoU {name} %": _percent(value) for name, value in (measured.get("per_class_iou") or {}).items()},
             }
         )
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    # Shown where some cell predicted ids outside its classes (records before the count have none: no column).
+    return frame if frame.empty or frame["invalid px"].fillna(0).any() else frame.drop(columns=["invalid px"])
 
 
 def _percent(value: Any) -> float | None:
@@ -329,6 +334,7 @@ def telemetry(run: RunData) -> pd.DataFrame:
                 "cell": cell_label(record),
                 **values,
                 "throttle_causes": ", ".join(str(c) for c in causes),
+                "energy_note": str((record.get("telemetry") or {}).get("energy_withheld") or ""),
             }
         )
     frame = pd.DataFrame(rows)

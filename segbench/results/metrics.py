@@ -211,6 +211,14 @@ def interval(metric: Metric, record: Record) -> tuple[float, float] | None:
     return None
 
 
+def above_ceiling(record: Record) -> float | None:
+    """1 when the cell's share of the measured ceiling (or of the attainable roof) exceeds 100 %: the yardstick was
+    not a maximum. Read from the share itself, so records written before the flag are judged alike."""
+    shares = [number(dig(record, f"roofline.{key}")) for key in ("percent_of_ceiling", "percent_of_attainable")]
+    known = [share for share in shares if share is not None]
+    return float(any(share > 100.0 for share in known)) if known else None
+
+
 # ---- percentiles: shown only where their n supports them (measure/quantiles.py) --------------------
 
 
@@ -318,6 +326,13 @@ def _agreement(record: Record) -> float | None:
     if measured is None and is_reference(record) and record.get("status") == "ok":
         return 1.0
     return measured
+
+
+def _headline_drift(record: Record) -> float | None:
+    """The headline output's largest absolute drift; withheld where fp32's output is too flat for it to mean a thing."""
+    if dig(record, "fidelity.drift_uninformative"):
+        return None
+    return number(dig(record, "fidelity.max_abs_logit_diff"))
 
 
 def _quantized_share(record: Record) -> float | None:
@@ -806,9 +821,24 @@ CATALOGUE: tuple[Metric, ...] = (
         "",
         "lower",
         fmt_fixed(3),
-        "largest absolute difference of a logit against fp32 eager",
+        "largest absolute difference of the headline raw output (fidelity.drift_of: logits; YOLO's pre-sigmoid class "
+        "logits) against fp32 eager; withheld where fp32's output is nearly constant (fidelity.drift_uninformative)",
         path="fidelity.max_abs_logit_diff",
-        unavailable=_FIDELITY_WHY,
+        derive=_headline_drift,
+        why=lambda r: dig(r, "fidelity.drift_uninformative") or dig(r, _FIDELITY_WHY),
+    ),
+    _m(
+        "drift_snr_db",
+        "drift SNR dB",
+        "dB",
+        "higher",
+        _PCT1,
+        "signal-to-noise ratio of the headline raw output against fp32 eager, 10 log10(sum ref² / sum (ref - out)²): "
+        "scale-free, so tiny outputs (post-sigmoid scores) still show their drift; none where identical",
+        path="fidelity.drift_snr_db",
+        why=lambda r: "identical to fp32 eager"
+        if dig(r, "fidelity.drift_snr_db") is None and dig(r, "fidelity.max_abs_logit_diff") == 0
+        else dig(r, _FIDELITY_WHY),
     ),
     # accuracy against a labelled dataset's ground truth (suite `dataset:`); the deltas are added when a run is loaded
     _m(
@@ -817,7 +847,8 @@ CATALOGUE: tuple[Metric, ...] = (
         "%",
         "higher",
         _PCT2,
-        "mean IoU against the dataset's labels",
+        "mean IoU against the dataset's labels, at the benchmarked resolution (class map resized back with nearest) "
+        "unless the suite's dataset.protocol is mmseg (logits resized bilinearly to the labels): accuracy.protocol",
         path="accuracy.miou",
         scale=100.0,
         unavailable="accuracy_unavailable",
@@ -1079,9 +1110,63 @@ CATALOGUE: tuple[Metric, ...] = (
         "%",
         "higher",
         _PCT1,
-        "achieved TFLOP/s as a share of the matmul rate measured on this device",
+        "achieved TFLOP/s as a share of the best kernel rate (BLAS GEMM, oneDNN/cuDNN convolution) measured on this "
+        "device for the precision's class; above 100 % is kept and flagged above_ceiling (the ceiling was not the max)",
         path="roofline.percent_of_ceiling",
         unavailable="roofline.unavailable.percent_of_ceiling",
+    ),
+    _m(
+        "above_ceiling",
+        "above ceiling",
+        "",
+        "none",
+        fmt_yes_no,
+        "the cell beat the measured ceiling: the ceiling's kernels were not the fastest the stack offers",
+        path="roofline.above_ceiling",
+        derive=lambda r: above_ceiling(r),
+    ),
+    _m(
+        "bytes_per_image_mb",
+        "MB moved / image",
+        "MB",
+        "lower",
+        fmt_significant,
+        "parameters + input + every layer's output, at the precision class's element size (an unfused forward's "
+        "traffic; models/flops.py)",
+        path="roofline.bytes_per_image",
+        scale=1e-6,
+        unavailable="roofline.unavailable.arithmetic_intensity",
+    ),
+    _m(
+        "arithmetic_intensity",
+        "FLOP/byte",
+        "FLOP/byte",
+        "none",
+        fmt_significant,
+        "FLOPs per image over bytes moved per image: below the ridge (ceiling / bandwidth) the memory roof binds",
+        path="roofline.arithmetic_intensity",
+        unavailable="roofline.unavailable.arithmetic_intensity",
+    ),
+    _m(
+        "attainable_tflops",
+        "attainable TFLOP/s",
+        "TFLOP/s",
+        "higher",
+        fmt_significant,
+        "the roofline: min(measured ceiling, measured copy bandwidth x arithmetic intensity)",
+        path="roofline.attainable_tflops",
+        unavailable="roofline.unavailable.percent_of_attainable",
+    ),
+    _m(
+        "percent_of_attainable",
+        "% of roof",
+        "%",
+        "higher",
+        _PCT1,
+        "achieved TFLOP/s as a share of the attainable roof (roofline.bound says whether memory or compute binds; "
+        "above 100 % is kept and flagged above_roof)",
+        path="roofline.percent_of_attainable",
+        unavailable="roofline.unavailable.percent_of_attainable",
     ),
     _m(
         "sm_clock_mean_mhz",

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from segbench.device import gpu_index, is_gpu
+from segbench.measure.telemetry import MIN_WINDOW_S
 from segbench.results import store as results
+from segbench.results.devices import ran_on
 from segbench.results.metrics import MEMORY_FIGURES, headline_memory, is_reference, number
 
 
@@ -124,11 +126,64 @@ def _budget_from(source: Any) -> float | None:
     return None
 
 
+# A card draws at most its TDP; NVML readings above this multiple of it are the measurement's, not the card's.
+POWER_OVER_TDP = 1.5
+ENERGY_FIELDS = ("energy_j", "energy_source", "joules_per_image")
+
+
+def _tdp_w(record: dict[str, Any], meta: dict[str, Any]) -> float | None:
+    """The TDP of the card the cell ran on, from its hardware profile; None on a CPU or a card without one."""
+    if not is_gpu(record.get("device") or meta.get("device")):
+        return None
+    from segbench.hardware import profile_for_device  # lazy: imports torch, only for a GPU record with energy
+
+    profile = profile_for_device(ran_on(record, meta))
+    return number(profile.tdp_w) if profile is not None else None
+
+
+def energy_problem(record: dict[str, Any], meta: dict[str, Any]) -> str | None:
+    """Why a record's energy cannot be right, or None: a power above 1.5 x the card's TDP, 0 J over a window that
+    lasted, or a window shorter than NVML's power averaging (records from before segbench withheld those)."""
+    telemetry = record.get("telemetry")
+    energy = number(telemetry.get("energy_j")) if isinstance(telemetry, dict) else None
+    if energy is None:
+        return None
+    window = number(telemetry.get("window_s"))
+    if window and window > 0:
+        tdp = _tdp_w(record, meta)
+        if tdp and energy / window > POWER_OVER_TDP * tdp:
+            return (
+                f"energy withheld: {energy:g} J over {window:.3f} s implies {energy / window:,.0f} W, above "
+                f"{POWER_OVER_TDP:g} x the card's {tdp:g} W TDP"
+            )
+        if energy == 0:
+            return f"energy withheld: 0 J over a {window:.3f} s window (the energy counter did not advance)"
+    if window is not None and window < MIN_WINDOW_S:
+        return (
+            f"energy withheld: measured over {window:.3f} s, under NVML's {MIN_WINDOW_S:g} s power averaging (recorded "
+            "before segbench withheld such windows)"
+        )
+    return None
+
+
+def withhold_impossible_energy(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """The record with its energy figures nulled, the reason under telemetry.unavailable and telemetry.energy_withheld,
+    where `energy_problem` finds one; the stored file is never changed."""
+    problem = energy_problem(record, meta)
+    if problem is None:
+        return record
+    telemetry = dict(record["telemetry"])
+    telemetry.update(dict.fromkeys(ENERGY_FIELDS), energy_withheld=problem)
+    telemetry["unavailable"] = {**(telemetry.get("unavailable") or {}), **dict.fromkeys(ENERGY_FIELDS, problem)}
+    return {**record, "telemetry": telemetry}
+
+
 def load_run(run_dir: Path | str) -> RunData:
     """Read a run folder; a missing or corrupt folder raises ResultsError (one line in the CLI)."""
     path = Path(run_dir)
-    records = add_accuracy_deltas(_grouped_by_card(results.read_records(path)))
+    stored = results.read_records(path)  # first: its error names a folder that is no run
     meta = results.read_meta(path)
+    records = add_accuracy_deltas(_grouped_by_card([withhold_impossible_energy(record, meta) for record in stored]))
     return RunData(path=path.resolve(), meta=meta, records=records, suite=results.read_suite_copy(path))
 
 

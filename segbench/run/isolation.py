@@ -67,6 +67,11 @@ def _child_main(
     from segbench.cell.request import CellRequest  # lazy: only once armed
 
     _redirect_output(log_path)
+    if log_path is not None:  # the log names the physical device (GPU UUID) and the time it ran
+        from segbench.system.env import device_identity, identity_line  # lazy: only once armed
+
+        print(f"segbench cell {request['cell']['model']} on {identity_line(device_identity(request['device']))}")
+        sys.stdout.flush()
     outcome = run_cell(CellRequest.from_dict(request))
     connection.send(outcome)
     connection.close()

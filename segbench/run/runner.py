@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from segbench.cell.request import CellRequest
+from segbench.data.images import photograph_names
 from segbench.device import is_gpu
 from segbench.errors import SegbenchError
 from segbench.hardware import profile_for_device
-from segbench.hardware.roofline import measure_ceiling_isolated, roofline
+from segbench.hardware.roofline import bytes_per_image, measure_ceiling_isolated, roofline
 from segbench.measure.canary import against_reference, joined, reference_drift
 from segbench.models.registry import get_card
 from segbench.results import store as results
@@ -157,13 +158,15 @@ def _derived_fields(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, A
     flops_per_image = gflops * 1e9 if gflops else None
     telemetry = record.get("telemetry") or {}
     profile, name_or_reason = peak_profile(record, meta)
+    kind = _matmul_class(record)
     figures = roofline(
         flops_per_image,
         fps,
-        _matmul_class(record),
+        kind,
         profile,
         ceiling_for(record, meta),
         no_profile_reason=name_or_reason,
+        bytes_per_image=bytes_per_image(record.get("traffic"), kind),
     )
     return {
         "roofline": _withheld(figures, record.get("inconsistent_forward")),
@@ -216,6 +219,7 @@ def _new_run(
         "end_time": None,
         "status": "running",
         "fingerprint": fingerprint(),
+        "photographs": photograph_names(),  # which bundled photograph calibrates and which judges (data/images.py)
         "ceiling": _ceiling(suite, device),
     }
     results.write_json(run_dir / results.META_FILE, meta)

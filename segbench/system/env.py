@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import socket
 import subprocess
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -64,22 +66,43 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def git_commit() -> str | None:
-    """The commit of the segbench source tree, when it runs from a checkout."""
-    source = Path(segbench.__file__).resolve().parent.parent
+def _git(source: Path, *args: str) -> subprocess.CompletedProcess[str] | None:
     try:
-        out = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(
-            ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
+        return subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
-    if out.returncode != 0:
+
+
+def git_state(source: Path | None = None) -> dict[str, Any]:
+    """The segbench source tree a run came from: commit, and whether (and how) it differed from it.
+
+    `diff_sha256` hashes `git diff HEAD` (staged and unstaged changes to tracked files), so two runs from the same
+    dirty tree can be told from runs of different edits; `untracked_files` says whether files git does not track
+    exist (their content is not hashed). All None outside a checkout. `source`: segbench's own tree by default.
+    """
+    source = source or Path(segbench.__file__).resolve().parent.parent
+    state: dict[str, Any] = dict.fromkeys(("commit", "dirty", "diff_sha256", "untracked_files"))
+    head = _git(source, "rev-parse", "HEAD")
+    if head is None or head.returncode != 0:
+        return state
+    diff = _git(source, "diff", "HEAD", "--no-ext-diff", "--binary")
+    untracked = _git(source, "ls-files", "--others", "--exclude-standard")
+    changes = diff.stdout if diff is not None and diff.returncode == 0 else ""
+    state.update(
+        commit=head.stdout.strip(),
+        dirty=bool(changes.strip()),
+        diff_sha256=hashlib.sha256(changes.encode()).hexdigest() if changes.strip() else None,
+        untracked_files=bool(untracked.stdout.strip()) if untracked is not None else None,
+    )
+    return state
+
+
+def git_commit() -> str | None:
+    """The commit of the segbench source tree, '-dirty' appended when tracked files differ from it."""
+    state = git_state()
+    if state["commit"] is None:
         return None
-    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    return state["commit"] + ("-dirty" if state["dirty"] else "")
 
 
 def gpu_fingerprint() -> list[dict[str, Any]]:
@@ -103,6 +126,7 @@ def gpu_fingerprint() -> list[dict[str, Any]]:
             {
                 "index": index,
                 "name": props.name,
+                "uuid": f"GPU-{props.uuid}" if getattr(props, "uuid", None) else None,
                 "memory_mb": props.total_memory / 2**20,
                 "compute_capability": f"{props.major}.{props.minor}",
                 "multiprocessors": props.multi_processor_count,
@@ -156,8 +180,61 @@ def fingerprint() -> dict[str, Any]:
         },
         "torch_threads": torch.get_num_threads(),
         "packages": package_versions(),
-        "segbench": {"version": segbench.__version__, "commit": git_commit()},
+        "segbench": _segbench_source(),
     }
+
+
+def _nvml_identity(index: int) -> tuple[str | None, str | None]:
+    """(name, UUID) of GPU `index` from NVML alone: no CUDA context in the asking process (the fit search's parent
+    must leave the card's memory to its probes). NVML orders by PCI bus; CUDA does too under CUDA_DEVICE_ORDER."""
+    pynvml = nvml.module()
+    if pynvml is None:
+        return None, None
+    try:
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        name, uuid = pynvml.nvmlDeviceGetName(handle), pynvml.nvmlDeviceGetUUID(handle)
+    except Exception:  # NVMLError subclasses vary by driver
+        return None, None
+    decode = lambda value: value.decode() if isinstance(value, bytes) else str(value)  # noqa: E731 (old pynvml: bytes)
+    return decode(name), decode(uuid)
+
+
+def device_identity(device: str, cuda_context: bool = True) -> dict[str, Any]:
+    """Which physical device a log or probe is about, and when: its name, its UUID (GPUs) and the UTC time.
+
+    `cuda_context=False` asks NVML only, so the caller never creates a CUDA context.
+    """
+    identity: dict[str, Any] = {
+        "device": device,
+        "name": None,
+        "uuid": None,
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if not is_gpu(device):
+        identity["name"] = cpu_model()
+        return identity
+    index = int(device.split(":")[1]) if ":" in device else 0
+    identity["name"], identity["uuid"] = _nvml_identity(index)
+    if cuda_context and identity["uuid"] is None:
+        import torch
+
+        if torch.cuda.is_available() and index < torch.cuda.device_count():
+            props = torch.cuda.get_device_properties(index)
+            identity["name"] = props.name
+            identity["uuid"] = f"GPU-{props.uuid}" if getattr(props, "uuid", None) else None
+    return identity
+
+
+def identity_line(identity: dict[str, Any]) -> str:
+    """'cuda:0: NVIDIA H200 (GPU-5f3c…), 2026-12-02T02:13:00+00:00': the line a log or probe table starts with."""
+    uuid = f" ({identity['uuid']})" if identity.get("uuid") else ""
+    return f"{identity['device']}: {identity.get('name') or 'unknown device'}{uuid}, {identity['time']}"
+
+
+def _segbench_source() -> dict[str, Any]:
+    state = git_state()
+    commit = state["commit"] and state["commit"] + ("-dirty" if state["dirty"] else "")
+    return {"version": segbench.__version__, **state, "commit": commit}
 
 
 def resolve_device(requested: str) -> str:

@@ -70,6 +70,7 @@ class FitTable:
     batches: list[BatchFit]
     square: SideFit | None
     probes: list[Probe] = field(default_factory=list)
+    device: dict[str, Any] | None = None  # where the probes ran: name, GPU UUID, UTC time (system.env.device_identity)
 
     @property
     def probe_count(self) -> int:
@@ -85,6 +86,7 @@ class FitTable:
             "square": asdict(self.square) if self.square else None,
             "probe_count": self.probe_count,
             "probes": [asdict(probe) for probe in self.probes],
+            "device": self.device,
         }
 
 

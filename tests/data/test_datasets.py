@@ -9,12 +9,20 @@ from typing import Callable
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from PIL import Image
 
-from segbench.data.datasets import Dataset, DatasetConfig
-from segbench.data.images import calibration_batches, evaluation_batches, split_photographs
+from segbench.data import images as images_module
+from segbench.data.datasets import PROTOCOL_TEXT, Dataset, DatasetConfig
+from segbench.data.images import (
+    calibration_batches,
+    evaluation_batches,
+    photograph_names,
+    split_photographs,
+)
 from segbench.errors import SuiteError
-from segbench.measure.accuracy import ConfusionMatrix
+from segbench.measure.accuracy import ConfusionMatrix, mmseg_labels
 from segbench.report.exports import render_csv, render_markdown
 from segbench.report.html import render_report
 from segbench.results.runs import load_run
@@ -86,12 +94,76 @@ def test_miou_hand_computed_with_ignore_and_absent_classes() -> None:
     assert one_sided.result()["miou"] == pytest.approx(1 / 3)
 
 
+def test_a_prediction_outside_the_classes_is_counted_not_clamped_into_the_last() -> None:
+    """Issue 27 item 12: np.clip(prediction, 0, C - 1) scored an invalid id 7 as class 2, here a perfect match. It is
+    counted (`invalid_predictions`) and scored as a miss of the true class."""
+    matrix = ConfusionMatrix(num_classes=3)
+    matrix.add(np.array([0, 1, 2, 2]), np.array([0, 1, 7, 2]))
+    result = matrix.result()
+    assert result["invalid_predictions"] == 1
+    assert result["per_class_iou"] == {"0": 1.0, "1": 1.0, "2": 0.5}
+    assert result["pixel_accuracy"] == pytest.approx(3 / 4) and result["pixels"] == 4
+
+
+def test_mmseg_protocol_resizes_logits_bilinearly_before_the_argmax() -> None:
+    """The mmseg protocol scores argmax(bilinear(logits)) at the label's size; nearest on the class map differs."""
+    scores = torch.tensor([[[0.0, 1.0], [0.0, 1.0]], [[0.6, 0.0], [0.6, 0.0]]])  # class 1 left, class 0 right
+    mmseg = mmseg_labels(scores, (2, 2), (2, 2), (2, 8))
+    expected = F.interpolate(scores[None], size=(2, 8), mode="bilinear", align_corners=False)[0].argmax(0).numpy()
+    assert np.array_equal(mmseg, expected)
+    nearest = np.repeat(scores.argmax(0).numpy(), 4, axis=1)
+    assert not np.array_equal(mmseg, nearest)  # the boundary moves: bilinear blends 0.6 against 1.0
+    padded = torch.cat([scores, torch.full((2, 2, 2), 9.0)], dim=2)  # padding on the right is cropped first
+    assert np.array_equal(mmseg_labels(padded, (2, 2), (2, 4), (2, 8)), mmseg)
+
+
+def test_the_record_names_its_accuracy_protocol(tmp_path: Path, write_suite: Callable[..., Path]) -> None:
+    """Issue 27 item 12: mIoU was scored at the cell's (aspect-distorted) resolution with no word of it. Each record
+    names its protocol, the report says it, and `dataset.protocol: mmseg` scores mmseg's way."""
+    masks = [np.tile(np.arange(4, dtype=np.uint8).repeat(4), (12, 1)) for _ in range(2)]
+    root = plain_tree(tmp_path / "data", masks, split="val")
+    for protocol in ("benchmarked", "mmseg"):
+        suite = write_suite(f"{protocol}.yaml", dataset={"path": str(root), "protocol": protocol})
+        outcome = run_suite(load_suite(suite), suite, out_dir=tmp_path / protocol)
+        [record] = outcome.records
+        assert record["status"] == "ok", record.get("error")
+        assert record["accuracy"]["protocol"] == protocol and record["accuracy"]["invalid_predictions"] == 0
+        assert PROTOCOL_TEXT[protocol] in render_markdown(load_run(outcome.run_dir))
+    assert "at the benchmarked resolution" in PROTOCOL_TEXT["benchmarked"]
+
+
 def test_calibration_and_evaluation_photographs_never_meet() -> None:
     calibration = {image.tobytes() for image in split_photographs("calibration")}
     assert calibration and not calibration & {image.tobytes() for image in split_photographs("evaluation")}
     for calib in calibration_batches(32, 32, 1):
         for held_out in evaluation_batches(32, 32, 1):
             assert not np.array_equal(calib.numpy(), held_out.numpy())
+
+
+def test_the_photograph_halves_are_named_and_a_missing_one_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27 item 13: "four photographs" per half, but the installed scikit-image has no `motorcycle_left`, which
+    was skipped silently (halves of 4 and 3). The set is named per half, recorded, and a missing one is one line."""
+    names = photograph_names()
+    assert names == {
+        "calibration": ["astronaut", "chelsea", "immunohistochemistry", "retina"],
+        "evaluation": ["coffee", "rocket", "hubble_deep_field"],
+    }
+    assert [len(split_photographs(split)) for split in ("calibration", "evaluation")] == [4, 3]
+    frames = [batch.numpy().tobytes() for batch in evaluation_batches(24, 24, 1, count=6)]
+    assert len(set(frames)) == 6  # three photographs, then their mirror images
+    monkeypatch.setitem(images_module.SPLIT_NAMES, "evaluation", ("coffee", "motorcycle_left"))
+    with pytest.raises(RuntimeError, match="no sample photograph 'motorcycle_left'"):
+        split_photographs("evaluation")
+
+
+def test_a_run_records_which_photographs_it_used(write_suite: Callable[..., Path], tmp_path: Path) -> None:
+    """The names reach meta.json; the cell's record carries the elements it moved (the roofline's memory side)."""
+    suite = write_suite()
+    outcome = run_suite(load_suite(suite), suite, out_dir=tmp_path / "results")
+    assert load_run(outcome.run_dir).meta["photographs"] == photograph_names()
+    [record] = outcome.records
+    assert record["traffic"]["parameter_elements"] > 0 and record["traffic"]["activation_elements"] > 0
+    assert record["roofline"]["unavailable"]["percent_of_attainable"] == "no measured copy bandwidth in this run"
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from segbench.errors import SegbenchError
+from segbench.hardware import roofline as roofline_module
 from segbench.hardware.budget import BudgetError, allocator_budget_mb, apply_budget, occupy_mb, over_budget
 from segbench.hardware.profiles import (
     FIGURES,
@@ -25,6 +26,7 @@ from segbench.hardware.profiles import (
 from segbench.hardware.roofline import (
     _ceiling_child,
     achieved_tflops,
+    bytes_per_image,
     matmul_classes,
     measure_ceiling,
     measure_ceiling_isolated,
@@ -279,16 +281,94 @@ def test_roofline_record_and_measured_ceiling() -> None:
     assert record["achieved_tflops"] == pytest.approx(0.1)
     assert record["percent_of_ceiling"] == pytest.approx(50.0)
     assert record["peak_figure"] == "fp32_tflops" and record["percent_of_peak"] == pytest.approx(100 * 0.1 / 12.74)
-    assert record["unavailable"] == {}
+    unknown_bytes = "bytes moved per image unknown"
+    assert record["unavailable"] == dict.fromkeys(("arithmetic_intensity", "percent_of_attainable"), unknown_bytes)
+    assert record["above_ceiling"] is False
     assert percent_of_ceiling(0.1, ceiling, "tf32") == (None, "TF32 is a CUDA tensor-core mode")
     assert percent_of_ceiling(0.1, None, "fp32") == (None, "no measured ceiling in this run")
     no_card = roofline(2e9, 50.0, "fp32", None, None)
     assert no_card["percent_of_peak"] is None and set(no_card["unavailable"]) == {
         "percent_of_peak",
         "percent_of_ceiling",
+        "arithmetic_intensity",
+        "percent_of_attainable",
     }
     unknown = roofline(None, 50.0, "fp32", load_profile("rtx3060"), ceiling)
     assert unknown["achieved_tflops"] is None and unknown["unavailable"]["achieved_tflops"] == "FLOPs per image unknown"
+
+
+def test_a_cell_above_the_ceiling_keeps_its_share_and_is_flagged() -> None:
+    """Issue 27 item 10: YOLOv8n-seg under compile read 145-186 % "of ceiling" with no word that the ceiling (a slow
+    BLAS GEMM) was not the maximum. The share is kept, never clipped, and `above_ceiling` says so."""
+    from segbench.report.summary import measurement_flags
+    from segbench.results.metrics import METRICS
+
+    ceiling = {"matmul": {"fp32": {"gflops": 200.0, "kernel": "mm (BLAS)"}}, "copy": {"device_copy_gbs": 20.0}}
+    record = roofline(7.3e9, 50.0, "fp32", None, ceiling)  # 365 GFLOP/s against a 200 GFLOP/s "ceiling"
+    assert record["percent_of_ceiling"] == pytest.approx(182.5) and record["above_ceiling"] is True
+    assert record["ceiling_kernel"] == "mm (BLAS)"
+    cell = {"status": "ok", "roofline": record}
+    assert METRICS["above_ceiling"].value(cell) == 1.0
+    assert any(flag.startswith("above_ceiling: 182 %") for flag in measurement_flags(cell))
+    old = {"status": "ok", "roofline": {"percent_of_ceiling": 145.0}}  # a record written before the flag
+    assert METRICS["above_ceiling"].value(old) == 1.0 and measurement_flags(old)
+
+
+def test_the_memory_roof_judges_a_low_intensity_net_against_bandwidth() -> None:
+    """Issue 27 item 10: the copy bandwidth was measured but unused, so a depthwise-heavy net always read a few % "of
+    ceiling". Bytes per image give its intensity; the attainable rate is min(ceiling, bandwidth x intensity)."""
+    ceiling = {"matmul": {"fp16": {"gflops": 1000.0}}, "copy": {"device_copy_gbs": 20.0}}
+    traffic = {"parameter_elements": 1_000_000, "input_elements": 0, "activation_elements": 49_000_000}
+    moved = bytes_per_image(traffic, "fp16")
+    assert moved == 100e6  # 50 M elements x 2 bytes
+    record = roofline(1e9, 10.0, "fp16", None, ceiling, bytes_per_image=moved)  # 10 FLOP/byte, 10 GFLOP/s achieved
+    assert record["arithmetic_intensity"] == pytest.approx(10.0)
+    assert record["attainable_tflops"] == pytest.approx(0.2) and record["bound"] == "memory"  # 20 GB/s x 10 FLOP/B
+    assert record["percent_of_attainable"] == pytest.approx(5.0) and record["percent_of_ceiling"] == pytest.approx(1.0)
+    dense = roofline(1e9, 10.0, "fp16", None, ceiling, bytes_per_image=1e6)  # 1000 FLOP/byte: compute binds
+    assert dense["bound"] == "compute" and dense["attainable_tflops"] == pytest.approx(1.0)
+    assert bytes_per_image(None, "fp32") is None and bytes_per_image(traffic, "unknown") is None
+
+
+def test_the_ceiling_is_the_fastest_kernel_at_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27 item 10: the ceiling was one BLAS GEMM size; a convolution kernel twice as fast (oneDNN on a Zen 5)
+    went unmeasured. Every kernel is timed at several sizes, and the winner's kernel and size are recorded."""
+
+    def fake(rate_gflops: float, best_side: int):  # each call sleeps 1 ms; its FLOPs set the rate
+        def build(kind: str, side: int, device: torch.device):
+            flops = rate_gflops * 1e6 * (1.0 if side == best_side else 0.5)  # the rate peaks at best_side
+            return (lambda: time.sleep(0.001)), flops
+
+        return build
+
+    kernels = {
+        "mm (BLAS)": fake(20.0, 64),
+        "conv2d 1x1 (oneDNN/cuDNN)": fake(40.0, 128),
+        "conv2d 3x3 (oneDNN/cuDNN)": fake(5.0, 64),
+    }
+    monkeypatch.setattr(roofline_module, "KERNELS", kernels)
+    monkeypatch.setattr(roofline_module, "START_SIDE", 64)
+    ceiling = measure_ceiling("cpu", ["fp32"], seconds=2.0, max_side=128, copy_mb=1)  # room for a busy machine
+    fp32 = ceiling["matmul"]["fp32"]
+    assert fp32["kernel"] == "conv2d 1x1 (oneDNN/cuDNN)" and fp32["side"] == 128
+    tried = {(row["kernel"], row["side"]) for row in fp32["candidates"]}
+    assert {("mm (BLAS)", 64), ("mm (BLAS)", 128), ("conv2d 1x1 (oneDNN/cuDNN)", 64)} <= tried
+    assert fp32["gflops"] == pytest.approx(max(row["gflops"] for row in fp32["candidates"]), abs=0.01)
+
+
+def test_measure_ceiling_tries_blas_and_onednn_kernels_for_each_class() -> None:
+    """The real kernels run on this CPU: BLAS and convolutions for floats, _int_mm and a quantized conv for int8."""
+    ceiling = measure_ceiling("cpu", ["fp32", "int8"], seconds=0.4, max_side=128, copy_mb=1)
+    assert {row["kernel"] for row in ceiling["matmul"]["fp32"]["candidates"]} == {
+        "mm (BLAS)",
+        "conv2d 1x1 (oneDNN/cuDNN)",
+        "conv2d 3x3 (oneDNN/cuDNN)",
+    }
+    assert {row["kernel"] for row in ceiling["matmul"]["int8"]["candidates"]} == {
+        "mm (BLAS)",
+        "quantized conv2d 1x1 (x86)",
+    }
+    assert ceiling["matmul"]["int8"]["failed"] == {} and ceiling["matmul"]["fp32"]["kernel"]
 
 
 def test_measure_ceiling_on_cpu_is_quick_and_positive() -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -94,7 +96,51 @@ def test_yolo_drift_is_measured_on_the_head_before_nms() -> None:
     assert result["reference_detections"] == 0
     assert result["pixel_agreement"] is None and result["miou_vs_fp32"] is None
     assert result["agreement_unavailable"] == "reference found no detections: agreement undefined"
-    assert list(result["drift"]) == ["class_scores", "boxes", "mask_coefficients", "prototypes"]
-    assert result["drift_of"] == "class_scores"
+    assert list(result["drift"]) == ["class_logits", "class_scores", "boxes", "mask_coefficients", "prototypes"]
+    assert result["drift_of"] == "class_logits"
     assert all(part["max_abs"] > 0 for part in result["drift"].values())  # bf16 moves every head output
-    assert result["max_abs_logit_diff"] == result["drift"]["class_scores"]["max_abs"]
+    assert result["max_abs_logit_diff"] == result["drift"]["class_logits"]["max_abs"]
+    # Random weights: every score is ~1e-5, so their absolute drift is uninformative; the logits' is not.
+    assert result["drift"]["class_scores"]["uninformative"] and result["drift_uninformative"] is None
+    assert result["drift_snr_db"] is not None and math.isfinite(result["drift_snr_db"])
+
+
+def test_drift_on_a_flat_reference_is_marked_uninformative_and_snr_stays_scale_free() -> None:
+    """Issue 27 item 11: YOLO's headline drift was on post-sigmoid scores (~1e-5 with random weights), so int8 read
+    0.0 while its boxes moved 0.47 px. A nearly constant reference marks its drift uninformative; the SNR in dB is the
+    same whatever the output's scale."""
+    from segbench.results.metrics import METRICS
+
+    generator = torch.Generator().manual_seed(0)
+    reference = 1e-5 * (1 + 0.1 * torch.rand(1, 80, 100, generator=generator))
+    candidate = reference * 1.3  # a 30 % error: 3e-6 absolute, 0.000 at three decimals
+    flat = FidelityAccumulator(num_classes=2)
+    flat.add_raw({"class_scores": reference}, {"class_scores": candidate})
+    result = flat.result()
+    assert result["max_abs_logit_diff"] < 1e-5 and "spans only" in result["drift_uninformative"]
+    record = {"status": "ok", "fidelity": result}
+    assert METRICS["max_abs_logit_diff"].value(record) is None
+    assert "spans only" in METRICS["max_abs_logit_diff"].missing_reason(record)
+    scaled = FidelityAccumulator(num_classes=2)
+    scaled.add_raw({"logits": reference * 1e6}, {"logits": candidate * 1e6})
+    assert scaled.result()["drift_uninformative"] is None
+    assert scaled.result()["drift_snr_db"] == pytest.approx(result["drift_snr_db"])
+    assert METRICS["drift_snr_db"].value(record) == pytest.approx(result["drift_snr_db"])
+    assert result["drift_snr_db"] == pytest.approx(-20 * math.log10(0.3), abs=0.01)
+
+
+def test_yolo_headline_drift_is_on_the_heads_own_pre_sigmoid_logits() -> None:
+    """Issue 27 item 11: the headline is the class head's logit, not its ~1e-5 sigmoid; taken from the raw head output
+    where the model returns it (an inverse sigmoid of an approximate one would measure the sigmoid's tail error),
+    else the scores' inverse sigmoid."""
+    adapter = create_model("yolov8n-seg")
+    adapter.build("cpu")
+    with torch.inference_mode():
+        outputs = adapter.forward(adapter.preprocess(evaluation_batches(64, 64, 1)[0]))
+    raw = adapter.raw_outputs(outputs)
+    assert list(raw)[0] == "class_logits" and raw["class_logits"] is outputs[1]["scores"]
+    assert torch.allclose(raw["class_logits"].sigmoid(), raw["class_scores"])
+    assert float(raw["class_scores"].max() - raw["class_scores"].min()) < 1e-3  # random weights: flat scores
+    (decoded, protos), _ = outputs
+    inverted = adapter.raw_outputs(((decoded, protos), ()))["class_logits"]  # an output without the raw head
+    assert torch.allclose(inverted, raw["class_logits"], atol=1e-3)

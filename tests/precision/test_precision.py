@@ -316,7 +316,9 @@ def test_onnxruntime_rebuilds_each_family_output(write_suite: Callable[..., Path
         fidelity = record["fidelity"]
         if record["model"] == "yolov8n-seg":  # random weights detect nothing: only the raw head's drift says anything
             assert fidelity["pixel_agreement"] is None and fidelity["agreement_unavailable"]
-            assert set(fidelity["drift"]) == {"class_scores", "boxes", "mask_coefficients", "prototypes"}
+            heads = {"class_logits", "class_scores", "boxes", "mask_coefficients", "prototypes"}
+            assert set(fidelity["drift"]) == heads
+            assert fidelity["drift_of"] == "class_logits" and fidelity["drift_uninformative"] is None
             assert all(part["max_abs"] < 1e-2 for part in fidelity["drift"].values()), fidelity["drift"]
         else:
             assert fidelity["pixel_agreement"] >= 0.99, record["model"]

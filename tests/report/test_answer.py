@@ -236,6 +236,9 @@ def test_every_catalogue_path_resolves_on_a_real_run(small_run: Path, stream_run
         "pixel_accuracy_delta_pts",
         "quantized_share_pct",
         "percent_of_ceiling",
+        "above_ceiling",
+        "attainable_tflops",
+        "percent_of_attainable",
     }
     # ^ GPU-only, logits of a real head, a labelled dataset, a quantized precision, a measured ceiling: none in these
     # small runs

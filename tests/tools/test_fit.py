@@ -102,8 +102,10 @@ def test_isolated_runner_builds_one_request_per_probe(tmp_path: Path) -> None:
         return {"status": "oom" if request["batch"] > 3 else "ok"}
 
     run = isolated_runner(lambda b, h, w: {"batch": b, "size": (h, w)}, 90.0, tmp_path, execute=execute)
-    row = fit_search(run, [(256, 512)], max_batch=16, square=False).batches[0]
+    table = fit_search(run, [(256, 512)], max_batch=16, square=False)
+    row = table.batches[0]
     assert (row.largest_batch, row.limited_by) == (3, "oom")
+    assert table.to_dict()["device"] is None  # the CLI sets where the probes ran (system.env.device_identity)
     assert executed[0] == ({"batch": 1, "size": (256, 512)}, 90.0, tmp_path / "fit-b1-256x512.log")
 
 

@@ -5,9 +5,12 @@ Kept apart from the commands (`run.py`, `tools.py`) so they stay thin and these 
 
 from __future__ import annotations
 
+import math
+import sys
 from pathlib import Path
 from typing import Any
 
+import typer
 import typer.core
 
 from segbench.errors import SegbenchError
@@ -26,6 +29,50 @@ def _flags_without_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
 _typer_display_type_rich = getattr(typer.core.TyperOption, "display_type_rich", None)
 if _typer_display_type_rich is not None:
     typer.core.TyperOption.display_type_rich = _flags_without_type  # type: ignore[method-assign]
+
+
+def _finite(value: Any) -> Any:
+    """typer checks `min`/`max`, but NaN passes every comparison: refuse non-finite numbers (lists element-wise)."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for item in values:
+        if isinstance(item, float) and not math.isfinite(item):
+            raise typer.BadParameter(f"{item} is not a finite number")
+    return value
+
+
+def bounded(default: Any, *flags: str, low: float, high: float, help: str, **options: Any) -> Any:
+    """A numeric option that must be finite and within [low, high]: the one rule every command's numbers follow.
+
+    typer shows the range in --help; a value outside it is one line naming the flag (OneLineUsageErrors), exit 2.
+    """
+    return typer.Option(default, *flags, min=low, max=high, callback=_finite, help=help, **options)
+
+
+# click's exceptions, wherever this typer takes click from (newer typers vendor it as typer._click).
+_USAGE_ERROR: type[Exception] = next(kind for kind in typer.BadParameter.__mro__ if kind.__name__ == "UsageError")
+_NO_ARGS_IS_HELP = getattr(sys.modules[_USAGE_ERROR.__module__], "NoArgsIsHelpError", ())  # click >= 8.2
+
+
+class OneLineUsageErrors(typer.core.TyperGroup):
+    """A bad flag or argument is one line and exit 2, as every other input mistake, instead of a usage box."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _NO_ARGS_IS_HELP:
+            raise  # `segbench` alone shows the help: not a mistake
+        except _USAGE_ERROR as exc:
+            typer.echo(f"error: {_usage_error_line(exc)}", err=True)
+            raise typer.Exit(getattr(exc, "exit_code", 2)) from None
+
+
+def _usage_error_line(exc: Exception) -> str:
+    """`--timeout: Input should be … (see segbench fit -h)`: the flag first, as the suite's and the commands' own
+    errors put the field first."""
+    param = getattr(exc, "param", None)
+    command = getattr(getattr(exc, "ctx", None), "command_path", "segbench")
+    text = f"{param.opts[0]}: {exc.message}" if param is not None and param.opts else exc.format_message()  # type: ignore[attr-defined]
+    return f"{text} (see {command} -h)"
 
 
 def split_values(values: list[str] | None) -> list[str]:
@@ -110,6 +157,8 @@ def suite_from_flags(
     Unknown names and bad values are left to the schema, so they get the same one-line errors as a file.
     """
     names = split_values(models)
+    if not names:
+        raise SegbenchError("--model: no name given; e.g. --model fast-scnn (segbench models lists them)")
     if weights is not None and len(names) != 1:
         raise SegbenchError(
             f"--weights: belongs to one model, but {len(names)} are given; run one --model with --weights, or write a "

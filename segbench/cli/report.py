@@ -10,7 +10,11 @@ import typer
 from rich.markup import escape
 
 from segbench.cli.app import console, errors, user_errors
+from segbench.cli.options import bounded
 from segbench.errors import SegbenchError
+
+MAX_LATENCY_MS = 3_600_000.0  # an hour per frame: beyond it a latency target is a typo
+MAX_CHANGE_PCT = 100_000.0  # a thousandfold change: any threshold beyond it can never be met
 
 
 @user_errors
@@ -22,17 +26,29 @@ def report(
     fmt: str = typer.Option(
         "html", "--format", help="html (self-contained page), md (Markdown for a pull request) or csv"
     ),
-    target_fps: Optional[float] = typer.Option(
-        None, "--target-fps", help="target: achieved FPS at least this (end to end; a stream cell's sustained rate)"
+    target_fps: Optional[float] = bounded(
+        None,
+        "--target-fps",
+        low=0.001,
+        high=1e6,
+        help="target: achieved FPS at least this (end to end; a stream cell's sustained rate)",
     ),
-    max_latency_ms: Optional[float] = typer.Option(
-        None, "--max-latency-ms", help="target: latency percentile (see --latency-percentile) at most this"
+    max_latency_ms: Optional[float] = bounded(
+        None,
+        "--max-latency-ms",
+        low=0.001,
+        high=MAX_LATENCY_MS,
+        help="target: latency percentile (see --latency-percentile) at most this",
     ),
     latency_percentile: Optional[str] = typer.Option(
         None, "--latency-percentile", help="p50, p90, p95 or p99 (default p99)"
     ),
-    max_p99_ms: Optional[float] = typer.Option(
-        None, "--max-p99-ms", help="shorthand for --max-latency-ms X --latency-percentile p99"
+    max_p99_ms: Optional[float] = bounded(
+        None,
+        "--max-p99-ms",
+        low=0.001,
+        high=MAX_LATENCY_MS,
+        help="shorthand for --max-latency-ms X --latency-percentile p99",
     ),
     hardware: Optional[str] = typer.Option(
         None, "--hardware", help="target: fit this card profile's memory (e.g. rtx3060)"
@@ -40,8 +56,8 @@ def report(
     memory_budget: Optional[str] = typer.Option(
         None, "--memory-budget", help="target: fit this much memory (e.g. 12GiB, 800MiB) instead of a card"
     ),
-    min_agreement: Optional[float] = typer.Option(
-        None, "--min-agreement", help="target: pixel agreement with fp32 eager at least this many %"
+    min_agreement: Optional[float] = bounded(
+        None, "--min-agreement", low=0, high=100, help="target: pixel agreement with fp32 eager at least this many %"
     ),
 ) -> None:
     """Write a run's report: the answer (verdicts against targets), leaderboard, plots, quantization, failed cells,
@@ -113,17 +129,19 @@ def compare(
     output: Optional[Path] = typer.Option(
         None, "-o", "--output", help="also write the comparison as HTML to this file"
     ),
-    threshold: Optional[float] = typer.Option(
+    threshold: Optional[float] = bounded(
         None,
         "--threshold",
-        min=0.0,
+        low=0,
+        high=MAX_CHANGE_PCT,
         help="smallest change in % that can count as significant (default: measured from the runs' A/A spread)",
     ),
-    fail_on_regression: Optional[float] = typer.Option(
+    fail_on_regression: Optional[float] = bounded(
         None,
         "--fail-on-regression",
         metavar="PCT",
-        min=0.0,
+        low=0,
+        high=MAX_CHANGE_PCT,
         help=(
             "exit 1 if a cell is significantly slower by PCT % or more, or ran ok in A but not in B; a cell no "
             "statistics can judge (too few samples, drifted, contended) fails when slower by PCT % and the threshold"

@@ -132,7 +132,8 @@ def test_ray_init_does_not_take_over_the_run_s_stop_handlers() -> None:
 
 
 def test_no_ceiling_child_outlives_a_stop(write_suite: Callable[..., Path], tmp_path: Path) -> None:
-    """SIGTERM to segbench alone (not its group) during the ceiling: the child is killed at once, not left."""
+    """Issue 34 item 4: SIGTERM to segbench alone (not its group) during the ceiling: the child is killed at once and
+    the run is recorded as interrupted before any ceiling (before, meta.json did not exist yet)."""
     suite = write_suite(roofline={"measure_ceiling": True, "ceiling_seconds": 60})
     out = tmp_path / "out"
     process = start_cli("run", str(suite), "--out", str(out))
@@ -142,3 +143,6 @@ def test_no_ceiling_child_outlives_a_stop(write_suite: Callable[..., Path], tmp_
     stderr, took = stop(process, signal.SIGTERM, whole_group=False)
     assert process.returncode == 143 and took < 10, stderr
     assert wait_until(lambda: not any(child.is_running() and child.status() != "zombie" for child in children), 10)
+    [run_dir] = list(out.iterdir())
+    meta = results.read_meta(run_dir)
+    assert meta["status"] == "interrupted" and meta["ceiling"] is None

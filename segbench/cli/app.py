@@ -8,13 +8,13 @@ from typing import Any, Callable, TypeVar
 import typer
 from rich.console import Console
 
-# Imported for its effect: --help shows boolean flags as flags, not `--dry-run <bool>`.
-import segbench.cli.options  # noqa: F401
 from segbench import __version__
+from segbench.cli.options import OneLineUsageErrors  # importing it also shows boolean flags as flags in --help
 from segbench.errors import SegbenchError
 from segbench.naming import shorten
 
 app = typer.Typer(
+    cls=OneLineUsageErrors,
     add_completion=False,
     pretty_exceptions_enable=False,
     no_args_is_help=True,

@@ -6,9 +6,12 @@ Kept apart from the commands (`run.py`, `tools.py`) so they stay thin and these 
 from __future__ import annotations
 
 import json
+import math
+import sys
 from pathlib import Path
 from typing import Any
 
+import typer
 import typer.core
 
 from segbench.errors import SegbenchError
@@ -27,6 +30,50 @@ def _flags_without_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
 _typer_display_type_rich = getattr(typer.core.TyperOption, "display_type_rich", None)
 if _typer_display_type_rich is not None:
     typer.core.TyperOption.display_type_rich = _flags_without_type  # type: ignore[method-assign]
+
+
+def _finite(value: Any) -> Any:
+    """typer checks `min`/`max`, but NaN passes every comparison: refuse non-finite numbers (lists element-wise)."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for item in values:
+        if isinstance(item, float) and not math.isfinite(item):
+            raise typer.BadParameter(f"{item} is not a finite number")
+    return value
+
+
+def bounded(default: Any, *flags: str, low: float, high: float, help: str, **options: Any) -> Any:
+    """A numeric option that must be finite and within [low, high]: the one rule every command's numbers follow.
+
+    typer shows the range in --help; a value outside it is one line naming the flag (OneLineUsageErrors), exit 2.
+    """
+    return typer.Option(default, *flags, min=low, max=high, callback=_finite, help=help, **options)
+
+
+# click's exceptions, wherever this typer takes click from (newer typers vendor it as typer._click).
+_USAGE_ERROR: type[Exception] = next(kind for kind in typer.BadParameter.__mro__ if kind.__name__ == "UsageError")
+_NO_ARGS_IS_HELP = getattr(sys.modules[_USAGE_ERROR.__module__], "NoArgsIsHelpError", ())  # click >= 8.2
+
+
+class OneLineUsageErrors(typer.core.TyperGroup):
+    """A bad flag or argument is one line and exit 2, as every other input mistake, instead of a usage box."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _NO_ARGS_IS_HELP:
+            raise  # `segbench` alone shows the help: not a mistake
+        except _USAGE_ERROR as exc:
+            typer.echo(f"error: {_usage_error_line(exc)}", err=True)
+            raise typer.Exit(getattr(exc, "exit_code", 2)) from None
+
+
+def _usage_error_line(exc: Exception) -> str:
+    """`--timeout: Input should be … (see segbench fit -h)`: the flag first, as the suite's and the commands' own
+    errors put the field first."""
+    param = getattr(exc, "param", None)
+    command = getattr(getattr(exc, "ctx", None), "command_path", "segbench")
+    text = f"{param.opts[0]}: {exc.message}" if param is not None and param.opts else exc.format_message()  # type: ignore[attr-defined]
+    return f"{text} (see {command} -h)"
 
 
 def split_values(values: list[str] | None) -> list[str]:
@@ -157,24 +204,37 @@ def axis_flags_given(**flags: Any) -> list[str]:
 
 # ---- targets: the same flags on `run` and `report` ----------------------------------------------------
 
-TARGET_FPS = typer.Option(
-    None, "--target-fps", help="target: achieved FPS at least this (end to end; a stream's sustained rate)"
+MAX_TARGET_LATENCY_MS = 3_600_000.0  # an hour per frame: beyond it a latency target is a typo
+TARGET_FPS = bounded(
+    None,
+    "--target-fps",
+    low=0.001,
+    high=1e12,  # finite is the point: an unreachable target (1e9) is a legitimate question
+    help="target: achieved FPS at least this (end to end; a stream cell's sustained rate)",
 )
-MAX_LATENCY_MS = typer.Option(
-    None, "--max-latency-ms", help="target: latency percentile (see --latency-percentile) at most this"
+MAX_LATENCY_MS = bounded(
+    None,
+    "--max-latency-ms",
+    low=0.001,
+    high=MAX_TARGET_LATENCY_MS,
+    help="target: latency percentile (see --latency-percentile) at most this",
 )
 LATENCY_PERCENTILE = typer.Option(None, "--latency-percentile", help="p50, p90, p95 or p99 (default p99)")
-MAX_P99_MS = typer.Option(
-    None, "--max-p99-ms", help="shorthand for --max-latency-ms X --latency-percentile p99"
+MAX_P99_MS = bounded(
+    None,
+    "--max-p99-ms",
+    low=0.001,
+    high=MAX_TARGET_LATENCY_MS,
+    help="shorthand for --max-latency-ms X --latency-percentile p99",
 )
 MEMORY_BUDGET = typer.Option(
     None, "--memory-budget", help="target: fit this much memory (e.g. 12GiB, 800MiB) or a card profile's (rtx3060)"
 )
-MIN_AGREEMENT = typer.Option(
-    None, "--min-agreement", help="target: pixel agreement with fp32 eager at least this many %"
+MIN_AGREEMENT = bounded(
+    None, "--min-agreement", low=0, high=100, help="target: pixel agreement with fp32 eager at least this many %"
 )
-MIN_MIOU = typer.Option(
-    None, "--min-miou", help="target: mIoU against the labelled --dataset at least this many %"
+MIN_MIOU = bounded(
+    None, "--min-miou", low=0, high=100, help="target: mIoU against the labelled --dataset at least this many %"
 )
 # Which flag sets which `targets:` field, so a bad value's one-line error names the flag the user typed.
 TARGET_FLAG_OF = {

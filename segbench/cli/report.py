@@ -19,9 +19,12 @@ from segbench.cli.options import (
     MIN_MIOU,
     TARGET_FLAG_OF,
     TARGET_FPS,
+    bounded,
     target_fields,
 )
 from segbench.errors import SegbenchError
+
+MAX_CHANGE_PCT = 100_000.0  # a thousandfold change: any threshold beyond it can never be met
 
 
 @user_errors
@@ -93,18 +96,23 @@ def compare(
     output: Optional[Path] = typer.Option(
         None, "-o", "--output", help="also write the comparison as HTML to this file"
     ),
-    threshold: Optional[float] = typer.Option(
+    threshold: Optional[float] = bounded(
         None,
         "--threshold",
-        min=0.0,
+        low=0,
+        high=MAX_CHANGE_PCT,
         help="smallest change in % that can count as significant (default: measured from the runs' A/A spread)",
     ),
-    fail_on_regression: Optional[float] = typer.Option(
+    fail_on_regression: Optional[float] = bounded(
         None,
         "--fail-on-regression",
         metavar="PCT",
-        min=0.0,
-        help="exit 1 if a cell is significantly slower by PCT % or more, or ran ok in A but not in B",
+        low=0,
+        high=MAX_CHANGE_PCT,
+        help=(
+            "exit 1 if a cell is significantly slower by PCT % or more, or ran ok in A but not in B; a cell no "
+            "statistics can judge (too few samples, drifted, contended) fails when slower by PCT % and the threshold"
+        ),
     ),
     confirm: bool = typer.Option(
         False,
@@ -224,14 +232,32 @@ def _held(first: Any, again: Any) -> str:
 
 
 def _gate(comparison: Any, fail_on_regression: float) -> None:
+    """The regression gate's exit code, by the rule in segbench.report.compare's docstring: what it cannot judge
+    statistically is judged on size alone (and named), never passed unseen."""
+    size_alone = comparison.judged_on_size_alone()
+    if size_alone:
+        bar = max(fail_on_regression, comparison.threshold_pct)
+        listed = "; ".join(f"{cell.label} ({why})" for cell, why in size_alone[:3])
+        more = f"; and {len(size_alone) - 3} more" if len(size_alone) > 3 else ""
+        errors.print(
+            f"warning: {len(size_alone)} cell(s) judged on size alone (no statistics can judge them; slower by "
+            f"{bar:.3g} % or more fails): {listed}{more}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     slower = comparison.latency_regressions(fail_on_regression)
+    unmeasured = comparison.size_alone_regressions(fail_on_regression)
     broken = comparison.status_regressions
     # Missing or non-finite is a failure of the gate, never a pass: it cannot vouch for what it did not see.
     unjudged, missing = comparison.unjudgeable, comparison.only_in_a
-    if slower or broken or unjudged or missing:
-        names = [f"{cell.label} ({cell.metric('median_ms').change_pct:+.1f} %)" for cell in slower] + [
-            f"{cell.label} ({cell.status_a} → {cell.status_b})" for cell in broken
-        ]  # type: ignore[union-attr]
+    if slower or unmeasured or broken or unjudged or missing:
+        names = [f"{cell.label} ({cell.metric('median_ms').change_pct:+.1f} %)" for cell in slower]  # type: ignore[union-attr]
+        names += [
+            f"{cell.label} ({cell.metric('median_ms').change_pct:+.1f} %, judged on size alone)"  # type: ignore[union-attr]
+            for cell in unmeasured
+        ]
+        names += [f"{cell.label} ({cell.status_a} → {cell.status_b})" for cell in broken]
         names += [f"{cell.label} (median latency not a finite number)" for cell in unjudged] + [
             f"{label} (no result in B)" for label in missing
         ]

@@ -374,6 +374,11 @@ def run(
             on_schema_valid=None if dry_run else _prestart_local_template(executor),
         )
         plan = plan_cells(suite, expand(suite), device) if dry_run else None
+    if address is not None and (executor or suite.executor) != "ray":
+        raise SegbenchError(
+            f"--address: joins a Ray cluster, but this run uses the {executor or suite.executor} executor; add "
+            "--executor ray or drop --address"
+        )
     if plan is not None:
         _print_dry_run(suite, plan, out, verbose)
         return

@@ -11,13 +11,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from segbench.cli.app import console, errors, user_errors
-from segbench.cli.options import load_plugins, parse_resolution_flag, split_values
+from segbench.cli.options import bounded, load_plugins, parse_resolution_flag, split_values
 from segbench.cli.quiet import library_output
 from segbench.device import is_gpu
 from segbench.errors import SegbenchError
 from segbench.formatting import fmt_fixed
 from segbench.naming import REFERENCE_BACKEND, REFERENCE_PRECISION
+from segbench.suite.axes import MAX_SIDE
 from segbench.system.env import device_identity, fingerprint, identity_line, resolve_device
+
+MAX_FIT_BATCH = 65536  # the search doubles up to it: 17 probes at most
+MAX_TIMEOUT_S = 86400.0  # a day: any longer is a mistake, never a probe or a timing
+SELFCHECK_MAX_SIDE = 4096  # selfcheck times in this process: a 16k side would allocate gigabytes here
 
 
 @user_errors
@@ -128,14 +133,20 @@ def fit(
         metavar="SIDE|HxW",
         help="resolutions to find the largest batch for, as `run` takes them: 512 or 360x640 (repeatable)",
     ),
-    max_batch: int = typer.Option(256, "--max-batch", help="largest batch the search tries"),
-    max_side: int = typer.Option(4096, "--max-side", help="largest square side (px) the batch-1 search tries"),
+    max_batch: int = bounded(256, "--max-batch", low=1, high=MAX_FIT_BATCH, help="largest batch the search tries"),
+    max_side: int = bounded(
+        4096,
+        "--max-side",
+        low=32,
+        high=MAX_SIDE,
+        help="largest square side (px) the batch-1 search tries (32: fit's step)",
+    ),
     device: Optional[str] = typer.Option(
         None,
         "--device",
         help="where probes run: cuda or cuda:N (default: the GPU); --device cpu probes host RAM against the budget",
     ),
-    timeout: float = typer.Option(300.0, "--timeout", help="seconds per probe cell"),
+    timeout: float = bounded(300.0, "--timeout", low=1, high=MAX_TIMEOUT_S, help="seconds per probe cell"),
     plugins: Optional[list[str]] = typer.Option(None, "--plugin", metavar="FILE", help=PLUGIN_HELP),
     verbose: bool = typer.Option(
         False, "--verbose", "-v", help="show libraries' warnings from the probes on the terminal"
@@ -318,9 +329,9 @@ def predict(
 @user_errors
 def selfcheck(
     model: str = typer.Option("fast-scnn", help="registered model to time"),
-    resolution: int = typer.Option(256, help="square input side"),
-    repeats: int = typer.Option(5, help="repeats of each timing (for the CV of the median)"),
-    min_time_s: float = typer.Option(2.0, help="seconds per timing"),
+    resolution: int = bounded(256, "--resolution", low=16, high=SELFCHECK_MAX_SIDE, help="square input side"),
+    repeats: int = bounded(5, "--repeats", low=2, high=100, help="repeats of each timing (for the CV of the median)"),
+    min_time_s: float = bounded(2.0, "--min-time-s", low=0.1, high=600, help="seconds per timing"),
     device: str = typer.Option("auto", help="cpu, cuda or auto"),
 ) -> None:
     """Time one model with the harness and with a bare inference_mode loop, in one process; print the overhead ratio."""

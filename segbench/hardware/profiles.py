@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from segbench import safe_yaml
 from segbench.errors import SegbenchError
@@ -21,7 +21,10 @@ from segbench.naming import unknown_name_message
 PROFILE_DIR = Path(__file__).parent / "profiles"
 MIB_PER_GB = 1024  # GPU memory sizes are binary: a "12 GB" card has 12 x 1024 MiB of DRAM
 
-Positive = Annotated[float, Field(gt=0)]
+# Every figure is finite, positive and below ten million of its unit (GB, GB/s, TFLOP/s, W, MiB): no card comes
+# near that, and an infinite or 300-digit figure would turn every budget and percentage derived from it into noise.
+MAX_FIGURE = 1e7
+Positive = Annotated[float, Field(gt=0, le=MAX_FIGURE, allow_inf_nan=False)]
 
 # The figures of a profile that must each have a `sources` entry when they are not null.
 FIGURES = (
@@ -83,6 +86,29 @@ class HardwareProfile(BaseModel):
     )
     notes: str = ""
     sources: dict[str, str]
+
+    @field_validator("cuda_total_mb")
+    @classmethod
+    def _total_within_the_dram(cls, total_mb: float | None, info: ValidationInfo) -> float | None:
+        memory_gb = info.data.get("memory_gb")
+        if total_mb is not None and memory_gb is not None and total_mb > memory_gb * MIB_PER_GB:
+            raise ValueError(
+                f"{total_mb:g} MiB is more than memory_gb ({memory_gb:g} GB = {memory_gb * MIB_PER_GB:g} MiB); the "
+                "driver reports less than the card's DRAM, never more"
+            )
+        return total_mb
+
+    @field_validator("cuda_context_mb")
+    @classmethod
+    def _context_smaller_than_the_card(cls, context_mb: float, info: ValidationInfo) -> float:
+        memory_gb, total_mb = info.data.get("memory_gb"), info.data.get("cuda_total_mb")
+        card_mb = total_mb if total_mb is not None else memory_gb * MIB_PER_GB if memory_gb is not None else None
+        if card_mb is not None and context_mb >= card_mb:
+            raise ValueError(
+                f"{context_mb:g} MiB is not smaller than the card's {card_mb:g} MiB; a CUDA context takes a few "
+                "hundred MiB"
+            )
+        return context_mb
 
     @model_validator(mode="after")
     def _every_figure_has_a_source(self) -> HardwareProfile:

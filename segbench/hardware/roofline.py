@@ -16,6 +16,7 @@ FLOPs follow `segbench.models.flops` (2 per multiply-add), the convention of the
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import time
 import warnings
 from contextlib import contextmanager
@@ -515,7 +516,14 @@ def measure_ceiling(
     return result
 
 
+# The parent decides what a stop means: Ctrl-C reaches the whole terminal's process group, and a child that raised
+# KeyboardInterrupt itself would print its own traceback while the parent was already stopping the run.
+CHILD_IGNORES = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _ceiling_child(arguments: dict[str, Any], connection: Any) -> None:
+    for number in CHILD_IGNORES:
+        signal.signal(number, signal.SIG_IGN)
     die_with_parent()
     try:
         connection.send(measure_ceiling(**arguments))
@@ -537,7 +545,13 @@ def measure_ceiling_isolated(
     receiver, sender = context.Pipe(duplex=False)
     arguments = {"device": device, "precisions": list(precisions), "seconds": seconds, "threads": threads, **sizes}
     process = context.Process(target=_ceiling_child, args=(arguments, sender), name="segbench-ceiling")
-    process.start()
+    # Blocked while it starts, the child inherits them blocked (through exec too): its seconds of imports never see
+    # a Ctrl-C meant for the run; here a signal that came meanwhile is delivered as soon as they are unblocked.
+    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, CHILD_IGNORES)
+    try:
+        process.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
     sender.close()
     try:
         if not receiver.poll(timeout_s):
@@ -547,6 +561,9 @@ def measure_ceiling_isolated(
             return receiver.recv()
         except EOFError:
             return {"error": f"ceiling process exited with code {process.exitcode} before reporting"}
+    except BaseException:  # a stop (KeyboardInterrupt) or any error here: the child ends now, not in 30 s
+        process.kill()
+        raise
     finally:
         receiver.close()
         process.join(timeout=30)

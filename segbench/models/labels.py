@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
+from segbench import safe_yaml
 from segbench.models._imports import import_ultralytics
 
 # Cityscapes' 19 evaluation classes, in train-id order (cityscapesScripts, helpers/labels.py).
@@ -80,12 +82,8 @@ VOC_NAMES: tuple[str, ...] = (
 @functools.lru_cache(maxsize=1)
 def coco_names() -> tuple[str, ...]:
     """COCO's 80 detection classes, from the dataset YAML ultralytics ships (no download)."""
-    from pathlib import Path
-
-    import yaml
-
     import_ultralytics()
     import ultralytics
 
-    names = yaml.safe_load((Path(ultralytics.__file__).parent / "cfg" / "datasets" / "coco.yaml").read_text())["names"]
+    names = safe_yaml.load_file(Path(ultralytics.__file__).parent / "cfg" / "datasets" / "coco.yaml")["names"]
     return tuple(str(names[index]) for index in sorted(names))

@@ -17,6 +17,14 @@ significant. Peak memory is one measurement per
 cell (no samples): NVML and allocator peaks are judged by the threshold alone, peak RSS (which moved by up to
 55 % between A/A runs) only shown. The default threshold is measured: twice the runs' median
 between-process CV, the range in which two A/A medians of three processes fall 95 % of the time.
+
+The regression gate (`compare --fail-on-regression PCT`) never passes what it cannot judge. A cell fails it when it
+ran ok in A but not in B, has no result in B, has a missing or non-finite median, or its median latency got
+significantly slower by PCT % or more. A cell ok in both runs whose median change no statistics can judge (no
+interval: fewer than MIN_SAMPLES_FOR_CI kept samples a side and no per-process values on both; or drifted or
+contended in either run) is judged on its size alone (`size_alone_regressions`): it fails when its median got slower
+by at least the larger of PCT and the comparison's threshold (the bar a judged change must clear, without the
+p-value), and the gate names every such cell with a warning, pass or fail.
 """
 
 from __future__ import annotations
@@ -91,6 +99,14 @@ class MetricChange:
     indicative: bool = False  # no between-process evidence: the interval cannot see process-to-process variance
     excluded: str | None = None  # why this change cannot be significant whatever its size ("drifted in B")
     threshold_pct: float = math.inf  # the size a change must exceed (set when the comparison judges it)
+    no_interval: str | None = None  # why a sampled figure's change has no interval ("9 and 9 kept samples …")
+
+    @property
+    def unjudgeable_reason(self) -> str | None:
+        """Why no statistics can judge this change (it is judged on its size alone), or None when they can."""
+        if self.change_pct is None:
+            return None
+        return self.excluded or self.no_interval
 
     @property
     def beyond_threshold(self) -> bool:
@@ -167,6 +183,25 @@ class Comparison:
             ):
                 found.append(cell)
         return found
+
+    def judged_on_size_alone(self) -> list[tuple[CellChange, str]]:
+        """(cell, why) for each cell ok in both runs with a finite median change that no statistics can judge."""
+        found = []
+        for cell in self.cells:
+            median = cell.metric("median_ms")
+            reason = median.unjudgeable_reason if median and cell not in self.unjudgeable else None
+            if reason and cell.status_a == "ok" and cell.status_b == "ok":
+                found.append((cell, reason))
+        return found
+
+    def size_alone_regressions(self, min_pct: float) -> list[CellChange]:
+        """The cells judged on size alone whose median got slower by at least min_pct % and the threshold."""
+        bar = max(min_pct, self.threshold_pct)
+        return [
+            cell
+            for cell, _ in self.judged_on_size_alone()
+            if (median := cell.metric("median_ms")) and median.change_pct is not None and median.change_pct >= bar
+        ]
 
     @property
     def significant_count(self) -> tuple[int, int]:
@@ -316,6 +351,7 @@ def _metric_change(metric: _Metric, a: dict[str, Any], b: dict[str, Any], cache:
     if memory and headline_memory(a)[1] in NOISY_MEMORY:
         return _noisy_memory_change(metric, value_a, value_b, change, a, b)
     test = _change_test(metric, a, b, cache, seed) if change is not None else None
+    no_interval = _no_interval(metric, a, b) if change is not None and test is None else None
     between = test is not None and test.evidence.startswith(BETWEEN)
     enough_processes = between and min(_processes(a), _processes(b)) >= MIN_PROCESSES_FOR_SIGNIFICANCE
     return MetricChange(
@@ -331,6 +367,20 @@ def _metric_change(metric: _Metric, a: dict[str, Any], b: dict[str, Any], cache:
         p_value=test.p_value if test else None,
         indicative=test is not None and not enough_processes,
         excluded=_excluded(a, b),
+        no_interval=no_interval,
+    )
+
+
+def _no_interval(metric: _Metric, a: dict[str, Any], b: dict[str, Any]) -> str | None:
+    """Why a sampled figure got no interval (None for one-measurement figures, which are judged by size anyway)."""
+    if metric.samples is None:
+        return None
+    if max(_processes(a), _processes(b)) > 1:
+        return "no interval: a repeated cell needs every process's figure on both sides (timing.repeats >= 2 in both)"
+    counts = [0 if (series := metric.samples(r)) is None else series.size for r in (a, b)]
+    return (
+        f"no interval: {counts[0]} and {counts[1]} kept samples (one process needs "
+        f"{min_samples_for_ci(metric.quantile)} a side; or run both with -s timing.repeats=3)"
     )
 
 

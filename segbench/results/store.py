@@ -6,6 +6,7 @@ cell in flight. Every line carries `schema_version`; the loader upgrades older l
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -38,13 +39,15 @@ def utc_now() -> str:
 def new_run_dir(parent: Path, suite_name: str) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     safe_name = "".join(c if c.isalnum() or c in "-_." else "-" for c in suite_name)
-    run_dir = parent / f"{safe_name}-{stamp}"
-    suffix = 1
-    while run_dir.exists():
-        suffix += 1
-        run_dir = parent / f"{safe_name}-{stamp}-{suffix}"
-    run_dir.mkdir(parents=True)
-    return run_dir
+    parent.mkdir(parents=True, exist_ok=True)
+    for suffix in range(1, 10_000):
+        run_dir = parent / (f"{safe_name}-{stamp}" + (f"-{suffix}" if suffix > 1 else ""))
+        try:
+            run_dir.mkdir()  # the mkdir itself claims the name: two runs starting at once never share a folder
+        except FileExistsError:
+            continue
+        return run_dir
+    raise FileExistsError(errno.EEXIST, "no free run folder name in 9,999 tries", str(parent))
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -164,7 +167,10 @@ def read_records(run_dir: Path | str, latest_only: bool = True) -> list[dict[str
                 f"{path}: line {number}: corrupt record (not a JSON object with a cell_id, or not UTF-8); delete or "
                 "repair that line"
             )
-        record = upgrade(record)
+        try:
+            record = upgrade(record)
+        except ResultsError as exc:
+            raise ResultsError(f"{path}: line {number}: {exc}") from None
         try:
             validate_record(record)
         except ValidationError as exc:

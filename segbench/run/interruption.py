@@ -1,5 +1,6 @@
-"""Stopping a run on request: Ctrl-C (SIGINT) and SIGTERM end the cell in flight at once, the run's
-meta.json says `interrupted` with the cells done, and the user gets the exact command that resumes.
+"""Stopping a run on request: Ctrl-C (SIGINT), SIGTERM and SIGHUP (a closed ssh session) end the cell in flight
+at once, in whatever phase the run is (the ceiling measurement included), the run's meta.json says `interrupted`
+with the cells done, and the user gets the exact command that resumes.
 
 Like pytest and MLPerf LoadGen, an interruption is a clean, reported stop, never a traceback; a
 second Ctrl-C during the (sub-second) bookkeeping is ignored rather than breaking it.
@@ -16,7 +17,9 @@ from types import FrameType
 
 from segbench.errors import SegbenchError
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# A signal the caller ignores stays ignored: the shell's `&` ignores SIGINT, `nohup` SIGHUP.
+RESPECT_IGNORED = (signal.SIGINT, signal.SIGHUP)
 _EXITS_AFTER_A_STOP = False  # set by `exit_after_a_stop`
 
 
@@ -52,19 +55,27 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 
 @contextmanager
 def stop_signals_raise() -> Iterator[None]:
-    """While a run's cells execute, SIGTERM raises like Ctrl-C does (a SIGINT the shell ignored stays ignored)."""
+    """While a run goes on, SIGTERM and SIGHUP raise like Ctrl-C does (one the caller ignored stays ignored)."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield
         return
     previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
-    signal.signal(signal.SIGTERM, _raise_stop)
-    if previous[signal.SIGINT] is not signal.SIG_IGN:
-        signal.signal(signal.SIGINT, _raise_stop)
+    install_stop_handlers()
     try:
         yield
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+def install_stop_handlers() -> None:
+    """Make every stop signal raise StopRequested here; also called after a library (Ray) installed its own."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for number in STOP_SIGNALS:
+        if number in RESPECT_IGNORED and signal.getsignal(number) is signal.SIG_IGN:
+            continue
+        signal.signal(number, _raise_stop)
 
 
 @contextmanager
@@ -82,7 +93,6 @@ def stop_signals_deferred() -> Iterator[None]:
         if not _EXITS_AFTER_A_STOP:
             for number, handler in previous.items():
                 signal.signal(number, handler)
-
 
 
 def exit_after_a_stop() -> None:

@@ -146,5 +146,3 @@ def _await_outcome(process: Any, receiver: Connection, timeout_s: float) -> dict
 
 
 # ---- preparation in a throwaway child ---------------------------------------------------------------
-
-

@@ -1,11 +1,14 @@
 """Runs a suite: expands the matrix, hands cells to an executor, appends each record as it ends.
 
-The run folder is created first (suite copy + meta.json), so a run killed at any moment loses at
-most the cells in flight, and `--resume` continues it on any executor.
+The run folder is created first (suite copy + meta.json, before anything slow: the fingerprint, the ceiling), so
+a run killed at any moment loses at most the cells in flight, and `--resume` continues it on any executor. Every
+phase after that obeys the same stop rules (interruption.py): a stop signal during the ceiling measurement ends the
+run as one during a cell does.
 """
 
 from __future__ import annotations
 
+import errno
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -218,12 +221,22 @@ def _new_run(
         "start_time": results.utc_now(),
         "end_time": None,
         "status": "running",
-        "fingerprint": fingerprint(),
+        "fingerprint": None,
         "photographs": photograph_names(),  # which bundled photograph calibrates and which judges (data/images.py)
-        "ceiling": _ceiling(suite, device),
+        "ceiling": None,
     }
-    results.write_json(run_dir / results.META_FILE, meta)
+    results.write_json(run_dir / results.META_FILE, meta)  # before anything slow: a stop from here on is resumable
     return meta
+
+
+def _measure_machine(suite: Suite, device: str, run_dir: Path, meta: dict[str, Any]) -> None:
+    """The slow parts of a new run's meta (the fingerprint, the matmul ceiling), each written as soon as it is known."""
+    if meta.get("fingerprint") is None:
+        meta["fingerprint"] = fingerprint()
+        results.write_json(run_dir / results.META_FILE, meta)
+    if meta.get("ceiling") is None and suite.roofline.measure_ceiling:
+        meta["ceiling"] = _ceiling(suite, device)
+        results.write_json(run_dir / results.META_FILE, meta)
 
 
 def _mark_stopped(
@@ -239,12 +252,43 @@ def _mark_stopped(
         pass
 
 
+class RunFolderWriteFailed(Exception):
+    """An OSError from writing the run folder itself (a record, a log, meta.json), told apart from an executor's."""
+
+    def __init__(self, error: OSError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _writes_run_folder(exc: OSError, run_dir: Path) -> bool:
+    """An OSError is the disk's only when it names a file in the run folder; a refused connection or the fd limit
+    (torch's fd sharing) from the executor names none."""
+    return bool(exc.filename) and Path(str(exc.filename)).resolve().is_relative_to(run_dir.resolve())
+
+
 def _write_error(exc: OSError, run_dir: Path) -> SegbenchError:
     where = exc.filename or run_dir
     return SegbenchError(
         f"{where}: cannot write ({exc.strerror or exc}); earlier cells are kept; free space or fix permissions, then "
         f"resume with --resume {run_dir}"
     )
+
+
+def _executor_error(exc: OSError, run_dir: Path, executor_name: str) -> SegbenchError:
+    return SegbenchError(
+        f"the {executor_name} executor failed: {type(exc).__name__}: {exc.strerror or exc}; earlier cells are kept in "
+        f"{run_dir}; resume with --resume {run_dir}"
+    )
+
+
+def _folder_error(exc: OSError, out_dir: Path) -> SegbenchError:
+    """Why the run folder could not be made, pointing at the fix that helps."""
+    where = exc.filename or out_dir
+    if exc.errno == errno.ENAMETOOLONG:
+        return SegbenchError(
+            f"{where}: the run folder's name is too long for this file system; shorten the suite's name (or --out)"
+        )
+    return SegbenchError(f"{where}: cannot create the run folder ({exc.strerror or exc}); choose a writable --out")
 
 
 def _hardware_targets(suite: Suite, executor_name: str) -> list[str | None]:
@@ -319,6 +363,7 @@ def run_suite(
     cards = _hardware_targets(suite, executor_name)
     executor = executor or get_executor(executor_name, cpus_per_cell=suite.ray.cpus_per_cell)
     with ExitStack() as stack:
+        stack.enter_context(stop_signals_raise())  # every phase from here obeys the same stop rules
         if resume is not None:
             run_dir = resume
             results.read_meta(run_dir)  # not a run folder: say so before taking its lock
@@ -335,33 +380,52 @@ def run_suite(
                 meta, done = _new_run(suite, suite_path, run_dir, device, suite_text), set()
                 (run_dir / LOG_DIR).mkdir(exist_ok=True)
             except OSError as exc:
-                raise SegbenchError(
-                    f"{exc.filename or out_dir}: cannot create the run folder ({exc.strerror or exc}); choose a "
-                    "writable --out"
-                ) from None
-        _node_ceilings(suite, executor, device, run_dir, meta)
-        return _run_jobs(
-            suite, suite_path, run_dir, meta, done, device, cards, executor, executor_name, observer, only_cells
-        )
+                raise _folder_error(exc, out_dir) from None
+        cells = [cell for cell in expand(suite) if only_cells is None or cell.cell_id in only_cells]
+        jobs = [job for job in _jobs(suite, suite_path, cells, device, run_dir, cards) if job.key not in done]
+        outcome = RunResult(run_dir=run_dir, skipped=len(cells) * len(cards) - len(jobs))
+        total = len(cells) * len(cards)
+
+        def cells_done() -> int:
+            return outcome.skipped + len(outcome.records)
+
+        try:
+            _measure_machine(suite, device, run_dir, meta)
+            _node_ceilings(suite, executor, device, run_dir, meta)
+            return _run_jobs(run_dir, meta, jobs, outcome, total, device, executor, executor_name, observer)
+        except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP in any phase: the cell in flight is stopped
+            with stop_signals_deferred():
+                name = signal_name_of(exc)
+                _mark_stopped(run_dir, meta, "interrupted", f"interrupted by {name}", cells_done(), total)
+            raise RunInterrupted(run_dir, name, cells_done(), total) from None
+        except RunFolderWriteFailed as exc:  # a full disk or a read-only folder: one line, what is written stays
+            _mark_stopped(run_dir, meta, "failed", _reason(exc.error), cells_done(), total)
+            raise _write_error(exc.error, run_dir) from None
+        except OSError as exc:
+            _mark_stopped(run_dir, meta, "failed", _reason(exc), cells_done(), total)
+            if _writes_run_folder(exc, run_dir):
+                raise _write_error(exc, run_dir) from None
+            raise _executor_error(exc, run_dir, executor_name) from None
+        except BaseException as exc:
+            _mark_stopped(run_dir, meta, "failed", f"{type(exc).__name__}: {exc}", cells_done(), total)
+            raise
+
+
+def _reason(exc: OSError) -> str:
+    return f"{type(exc).__name__}: {exc.strerror or exc}"
 
 
 def _run_jobs(
-    suite: Suite,
-    suite_path: Path | None,
     run_dir: Path,
     meta: dict[str, Any],
-    done: set[str],
+    jobs: list[Job],
+    outcome: RunResult,
+    total: int,
     device: str,
-    cards: list[str | None],
     executor: Executor,
     executor_name: str,
     observer: RunObserver,
-    only_cells: frozenset[str] | None = None,
 ) -> RunResult:
-    cells = [cell for cell in expand(suite) if only_cells is None or cell.cell_id in only_cells]
-    jobs = [job for job in _jobs(suite, suite_path, cells, device, run_dir, cards) if job.key not in done]
-    outcome = RunResult(run_dir=run_dir, skipped=len(cells) * len(cards) - len(jobs))
-    total = len(cells) * len(cards)
     observer.run_started(run_dir, [job.request.cell for job in jobs], outcome.skipped)
     started = time.perf_counter()
     positions = {id(job): index for index, job in enumerate(jobs)}
@@ -374,36 +438,14 @@ def _run_jobs(
         if job.hardware is not None:
             record.update(hardware=job.hardware, cell_key=job.key)
         record.update(_derived_fields(record, meta))
-        results.append_record(run_dir, record)
+        try:
+            results.append_record(run_dir, record)
+        except OSError as exc:
+            raise RunFolderWriteFailed(exc) from exc
         outcome.records.append(record)
         observer.cell_finished(job.request.cell, record)
 
-    try:
-        with stop_signals_raise():
-            executor.run(jobs, job_started, job_finished)
-    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the cell in flight is already stopped
-        with stop_signals_deferred():
-            name = signal_name_of(exc)
-            _mark_stopped(
-                run_dir, meta, "interrupted", f"interrupted by {name}", outcome.skipped + len(outcome.records), total
-            )
-        raise RunInterrupted(run_dir, name, outcome.skipped + len(outcome.records), total) from None
-    except OSError as exc:  # a full disk or a read-only folder: one line, what is written stays
-        _mark_stopped(
-            run_dir,
-            meta,
-            "failed",
-            f"{type(exc).__name__}: {exc.strerror or exc}",
-            outcome.skipped + len(outcome.records),
-            total,
-        )
-        raise _write_error(exc, run_dir) from None
-    except BaseException as exc:
-        _mark_stopped(
-            run_dir, meta, "failed", f"{type(exc).__name__}: {exc}", outcome.skipped + len(outcome.records), total
-        )
-        raise
-
+    executor.run(jobs, job_started, job_finished)
     add_accuracy_deltas(outcome.records)  # for the run summary's expectations; reports recompute it from the file
     meta.update(
         status="complete",
@@ -415,5 +457,5 @@ def _run_jobs(
     try:
         results.write_json(run_dir / results.META_FILE, meta)
     except OSError as exc:
-        raise _write_error(exc, run_dir) from None
+        raise RunFolderWriteFailed(exc) from exc
     return outcome

@@ -33,6 +33,9 @@ DeviceName = Annotated[str, Field(pattern=DEVICE_NAME_PATTERN)]
 PositiveInt = Annotated[int, Field(gt=0)]
 
 
+MAX_NAME = 120  # characters; a run folder's name adds 18 and most file systems allow 255 bytes
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -139,7 +142,7 @@ class RooflineConfig(StrictModel):
 
 
 class Suite(StrictModel):
-    name: Annotated[str, Field(min_length=1)]
+    name: Annotated[str, Field(min_length=1, max_length=MAX_NAME)]  # it names the run folder
     description: str = ""
     device: DeviceName = "auto"
     hardware: str | list[str] | None = None

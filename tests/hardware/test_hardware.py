@@ -78,7 +78,7 @@ def _write_profile(tmp_path: Path, **changes: object) -> Path:
 
 
 def test_profile_file_by_path(tmp_path: Path) -> None:
-    path = _write_profile(tmp_path, name="mycard", memory_gb=6)
+    path = _write_profile(tmp_path, name="mycard", memory_gb=6, cuda_total_mb=6000)
     assert load_profile(str(path)).memory_gb == 6
 
 

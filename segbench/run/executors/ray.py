@@ -16,8 +16,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import signal
 import socket
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from segbench.cell.request import CellRequest
 from segbench.device import is_gpu
 from segbench.errors import SegbenchError
 from segbench.run.executors.base import Job, JobFinished, JobStarted
+from segbench.run.interruption import STOP_SIGNALS
 from segbench.run.repeats import execute_repeated
 from segbench.system.cpus import claim_cores, logical_per_core, release_cores, threads_for_cpus
 from segbench.system.env import fingerprint
@@ -36,6 +39,26 @@ LOG_TAIL_CHARS = 100_000
 FORWARDED_ENV = ("SEGBENCH_CACHE_DIR", "SEGBENCH_NO_CACHE", "SEGBENCH_WARM_START")
 PROBE_TIMEOUT_S = 120.0  # a node's topology probe: a worker may need to start first
 INSTALL_HINT = "--executor ray needs Ray: pip install 'segbench[ray]'"
+CONNECT_TIMEOUT_S = 10.0  # a cluster's head answers a TCP connect at once; ray.init alone waits ~14 min in silence
+
+
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """A `host:port` (or `ray://host:port`) address must accept a TCP connection within timeout_s, else one line.
+
+    `auto` and `local` are Ray's own lookups and pass through.
+    """
+    host, separator, port = address.removeprefix("ray://").rpartition(":")
+    if not separator or not port.isdigit():
+        if address in ("auto", "local"):
+            return
+        raise SegbenchError(f"--address: {address!r} is not host:port (e.g. 10.0.0.5:6379), auto or local")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise SegbenchError(
+            f"--address {address}: no Ray cluster answers there ({exc.strerror or type(exc).__name__} within "
+            f"{timeout_s:g} s); check the address, or start one with `ray start --head`"
+        ) from None
 
 
 def _import_ray() -> Any:
@@ -128,6 +151,13 @@ def cpus_for_threads(threads: int, nodes: list[tuple[float, float]]) -> float:
     return max((cpus for cpus, _ in needs), default=float(threads))
 
 
+def _restore(handlers: dict[int, Any]) -> None:
+    if threading.current_thread() is threading.main_thread():
+        for number, handler in handlers.items():
+            if handler is not None:
+                signal.signal(number, handler)
+
+
 class RayExecutor:
     def __init__(self, address: str | None = None, cpus_per_cell: float | None = None, retries_on_node_loss: int = 1):
         self.ray = _import_ray()
@@ -138,8 +168,18 @@ class RayExecutor:
 
     def _connect(self) -> None:
         if not self.ray.is_initialized():
-            # No address: start a local instance (its lifetime is the driver's).
-            self.ray.init(address=self.address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+            if self.address is not None:
+                check_reachable(self.address)
+            # ray.init installs its own SIGTERM handler (SIGABRT and a crash dump): the run's stop rules, set before,
+            # are put back, so a stop during a Ray run is recorded and resumable like a local one.
+            handlers = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+            try:
+                # No address: start a local instance (its lifetime is the driver's).
+                self.ray.init(
+                    address=self.address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True
+                )
+            finally:
+                _restore(handlers)
 
     def _alive_nodes_with(self, resource: str | None) -> list[str]:
         return [

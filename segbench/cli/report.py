@@ -178,6 +178,8 @@ def _print_comparison(comparison: Any) -> None:
             f"{escape(INDICATIVE_HINT)}[/]",
             highlight=False,
         )
+    if comparison.bootstrap_note:
+        console.print(f"note: {escape(comparison.bootstrap_note)}", highlight=False)
     if comparison.machine_warnings:
         console.print("[red](!) the measured ceilings differ: these changes compare machines, not code[/]")
 

@@ -4,6 +4,7 @@ left out, and a large comparison bootstraps only what can decide a verdict, reac
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -84,6 +85,19 @@ def test_a_long_comparison_table_shows_the_notable_cells_and_says_how_many_it_le
     assert all(cell in comparison.notable for cell in shown)
     assert f"of {len(comparison.cells)} matched cells shown" in caption and "-o FILE.html" in caption
     assert table_rows(comparison, limit=len(comparison.cells)) == (list(comparison.cells), "")
+
+
+def test_compare_says_which_cells_it_did_not_bootstrap(large_runs: tuple[Path, Path], tmp_path: Path) -> None:
+    """The terminal and the HTML say that a large comparison left small single-process changes without an
+    interval, and the terminal table says how many cells it left out."""
+    result = segbench("compare", *map(str, large_runs), "-o", str(tmp_path / "cmp.html"), env=_wide())
+    assert result.returncode == 0, result.stderr
+    assert "no within-process interval" in result.stdout and "matched cells shown" in result.stdout
+    assert "no within-process interval" in (tmp_path / "cmp.html").read_text()
+
+
+def _wide() -> dict[str, str]:
+    return {**os.environ, "COLUMNS": "300"}
 
 
 def test_the_scale_benchmark_runs_end_to_end_at_a_tiny_size(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -309,6 +309,7 @@ class Timed:
 
     command: str
     wall_s: float
+    cpu_s: float  # user + system: near the wall time on a quiet machine, far below it on a busy one
     peak_rss_mb: float
     returncode: int
     output_tail: str
@@ -324,7 +325,8 @@ def timed(args: list[str], log: Path) -> Timed:
         wall = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)
     tail = log.read_text(errors="replace")[-2000:]
-    return Timed(" ".join(["segbench", *args]), wall, usage.ru_maxrss / 1024, process.returncode, tail)
+    cpu = usage.ru_utime + usage.ru_stime
+    return Timed(" ".join(["segbench", *args]), wall, cpu, usage.ru_maxrss / 1024, process.returncode, tail)
 
 
 @dataclass(frozen=True)
@@ -361,6 +363,11 @@ def print_table(console: Console, cells: int, samples: int, results: list[Verdic
         table.add_row(verdict.figure, f"{verdict.measured:.1f} {verdict.unit}", target, passed)
     console.print(table)
     for run in runs:
+        console.print(f"{run.command}: {run.wall_s:.1f} s wall, {run.cpu_s:.1f} s CPU", highlight=False, markup=False)
+    console.print(
+        "(CPU time well below wall time means other processes took the cores: rerun on a quiet machine)", markup=False
+    )
+    for run in runs:
         if run.returncode != 0:
             console.print(f"[red]{run.command} exited {run.returncode}[/]:\n{run.output_tail}", highlight=False)
 
@@ -373,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (its path is printed)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
+    largest = math.prod(len(axis) for axis in (MODELS, RESOLUTIONS, BATCHES, PRECISIONS, BACKENDS))
+    if args.cells > largest:
+        parser.error(f"--cells: at most {largest} (the synthetic matrix's size; got {args.cells})")
     console = Console()
     out = args.out or Path(tempfile.mkdtemp(prefix="segbench-scale-"))
     out.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,10 @@ significant. Peak memory is one measurement per
 cell (no samples): NVML and allocator peaks are judged by the threshold alone, peak RSS (which moved by up to
 55 % between A/A runs) only shown. The default threshold is measured: twice the runs' median
 between-process CV, the range in which two A/A medians of three processes fall 95 % of the time.
+
+A comparison of more than FULL_BOOTSTRAP_MAX_CELLS matched cells bootstraps within one process only the changes that
+could be significant (beyond the single-process A/A bound or the threshold), with the same verdicts (see the
+constant), and its terminal table lists only the notable cells past TABLE_MAX_ROWS; the HTML lists every cell.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ step-down correction (family-wise error rate, no assumption about how the cells'
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,17 +68,55 @@ def within_process_spread(
     samples: np.ndarray, quantile: float = 50.0, resamples: int = BLOCK_RESAMPLES, seed: int = 0
 ) -> Spread:
     """The spread of a quantile of one process's samples, by stationary block bootstrap (seeded: reproducible)."""
-    from arch.bootstrap import StationaryBootstrap  # lazy: arch imports pandas and scipy (about 2 s)
+    return within_process_spreads(samples, (quantile,), resamples, seed)[0]
 
+
+def within_process_spreads(
+    samples: np.ndarray, quantiles: tuple[float, ...], resamples: int = BLOCK_RESAMPLES, seed: int = 0
+) -> tuple[Spread, ...]:
+    """within_process_spread of several quantiles of one series from the same resamples (the same seed drew the same
+    resamples for each quantile before, so each Spread is the one a call per quantile gives, at the cost of one)."""
     values = np.asarray(samples, dtype=np.float64)
     length = block_length(values)
-    bootstrap = StationaryBootstrap(length, values, seed=np.random.default_rng(seed))
-    logs = np.log([np.percentile(data[0][0], quantile) for data in bootstrap.bootstrap(resamples)])
-    return Spread(
-        log_value=math.log(float(np.percentile(values, quantile))),
-        log_se=float(logs.std(ddof=1)),
-        dof=max(1.0, values.size / length - 1),
+    chunks = [
+        np.percentile(values[indices], quantiles, axis=1)
+        for indices in stationary_indices(values.size, length, resamples, seed)
+    ]
+    logs = np.log(np.concatenate(chunks, axis=1))  # one row per quantile, one column per resample
+    centres = np.percentile(values, quantiles)
+    dof = max(1.0, values.size / length - 1)
+    return tuple(
+        Spread(log_value=math.log(float(centre)), log_se=float(row.std(ddof=1)), dof=dof)
+        for centre, row in zip(centres, logs)
     )
+
+
+CHUNK_ELEMENTS = 1 << 20  # resampled indices held at once: 8 MiB of int64, whatever the series' length
+
+
+def stationary_indices(n: int, length: float, resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """The indices of `arch`'s StationaryBootstrap(length, seed=default_rng(seed)), chunks of rows of resamples.
+
+    The draws come from the same generator in the same order as arch's (per resample: n block starts, then n
+    uniforms), so a seed gives the very resamples arch gives; only arch's per-sample loop that continues a block
+    (u > 1 / length: the next index, wrapping at n) is done for a whole chunk at once, with no Python per resample
+    beyond the two draws. The median of 1,000 resamples of 1,000 samples took 80 ms through arch's loop.
+    """
+    generator = np.random.default_rng(seed)
+    probability = 1.0 / length
+    positions = np.arange(n)
+    rows_per_chunk = max(1, CHUNK_ELEMENTS // max(1, n))
+    for first in range(0, resamples, rows_per_chunk):
+        rows = min(rows_per_chunk, resamples - first)
+        starts = np.empty((rows, n), dtype=np.int64)
+        uniforms = np.empty((rows, n))
+        for row in range(rows):
+            starts[row] = generator.integers(n, size=n, dtype=np.int64)
+            uniforms[row] = generator.random(n)
+        block_start = np.where(uniforms <= probability, positions, 0)  # a block starts where u <= p (and at 0)
+        block_start[:, 0] = 0
+        np.maximum.accumulate(block_start, axis=1, out=block_start)
+        yield (np.take_along_axis(starts, block_start, axis=1) + positions - block_start) % n
 
 
 def between_process_spread(values: np.ndarray) -> Spread:

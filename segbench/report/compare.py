@@ -25,6 +25,10 @@ interval: fewer than MIN_SAMPLES_FOR_CI kept samples a side and no per-process v
 contended in either run) is judged on its size alone (`size_alone_regressions`): it fails when its median got slower
 by at least the larger of PCT and the comparison's threshold (the bar a judged change must clear, without the
 p-value), and the gate names every such cell with a warning, pass or fail.
+
+A comparison of more than FULL_BOOTSTRAP_MAX_CELLS matched cells bootstraps within one process only the changes that
+could be significant (beyond the single-process A/A bound or the threshold), with the same verdicts (see the
+constant), and its terminal table lists only the notable cells past TABLE_MAX_ROWS; the HTML lists every cell.
 """
 
 from __future__ import annotations
@@ -41,10 +45,13 @@ from rich.table import Table
 from segbench.measure.significance import (
     BETWEEN,
     SIGNIFICANCE_LEVEL,
+    WITHIN,
     ChangeTest,
+    Spread,
     adjust,
     between_process_change,
-    within_process_change,
+    change_test,
+    within_process_spreads,
 )
 from segbench.report.tables import sort_cells
 from segbench.results.labels import cell_label
@@ -68,6 +75,15 @@ THRESHOLD_FLOOR_PCT = 2.0  # below this no change matters to a deployment decisi
 MEMORY_THRESHOLD_PCT = 5.0  # the default for one-measurement memory figures (allocator peaks repeat to the byte)
 TAIL_SAMPLES_FOR_CI = 5  # samples needed beyond a quantile (each side) before its interval means anything
 INDICATIVE_HINT = "no between-process spread; rerun with -s timing.repeats=3"
+# A comparison of more matched ok cells than this bootstraps within one process only the changes that could be
+# significant (beyond max(SINGLE_PROCESS_AA_BOUND_PCT, threshold), not drifted or contended): a block bootstrap of
+# 1,000 resamples of 1,000 samples costs tens of milliseconds per cell and side, an hour over 10,000 cells, and a
+# smaller single-process change is never significant whatever its p. Those others are shown without an interval.
+# Holm's p of a bootstrapped change is then bounded by Bonferroni's over the whole family (m * p, never below
+# Holm's), which decides its verdict unless p < 0.05 <= m * p; then every change of the family is bootstrapped and
+# Holm's p is exact, so no verdict differs from bootstrapping every cell.
+FULL_BOOTSTRAP_MAX_CELLS = 200
+NOT_BOOTSTRAPPED = "not bootstrapped: too small a change to be significant within one process"
 
 
 def min_samples_for_ci(quantile: float) -> int:
@@ -107,6 +123,8 @@ class MetricChange:
         if self.change_pct is None:
             return None
         return self.excluded or self.no_interval
+    bootstrap_skipped: bool = False  # a large comparison left out its within-process bootstrap (FULL_BOOTSTRAP_...)
+    p_is_bound: bool = False  # p_adjusted is Bonferroni's bound on Holm's p (FULL_BOOTSTRAP_MAX_CELLS)
 
     @property
     def beyond_threshold(self) -> bool:
@@ -154,6 +172,20 @@ class Comparison:
     fingerprint_differences: tuple[str, ...]
     machine_warnings: tuple[str, ...] = ()  # measured ceilings that differ: the machines, not the code, changed
     threshold_source: str = "given"  # how the threshold was chosen ("--threshold", or the A/A spread it came from)
+    bootstrap_note: str = ""  # how many within-process bootstraps a large comparison left out, and why
+
+    @property
+    def notable(self) -> list[CellChange]:
+        """Cells worth a row when the table is too long for every one: a status change, a change beyond the
+        threshold (significant, indicative or not judged), or a median no gate can judge."""
+        unjudged = {id(cell) for cell in self.unjudgeable}
+        return [
+            cell
+            for cell in self.cells
+            if cell.status_a != cell.status_b
+            or id(cell) in unjudged
+            or any(m.significant or m.beyond_threshold for m in cell.metrics)
+        ]
 
     def latency_regressions(self, min_pct: float) -> list[CellChange]:
         """Cells whose median latency got significantly slower by at least min_pct %."""
@@ -299,20 +331,51 @@ def _inverted(test: ChangeTest) -> ChangeTest:
 
 
 TestCache = dict[Any, "ChangeTest | None"]
+SKIPPED = ChangeTest((math.nan, math.nan), math.nan, WITHIN)  # a within-process test a large comparison left out
+
+
+class Spreads:
+    """Each record's within-process spreads, bootstrapped once per series for every quantile compared on it (the
+    median and p95 of a series come from the same resamples), and reused by every metric and rerun."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self._found: dict[tuple[int, Any], dict[float, Spread]] = {}
+
+    def of(self, record: dict[str, Any], series: Callable[[dict[str, Any]], Samples | None], quantile: float) -> Spread:
+        key = (id(record), series)
+        if key not in self._found:
+            quantiles = tuple(sorted({m.quantile for m in METRICS_COMPARED if m.samples is series}))
+            samples = series(record)
+            assert samples is not None  # the caller checked that the record has the series
+            self._found[key] = dict(zip(quantiles, within_process_spreads(samples, quantiles, seed=self.seed)))
+        return self._found[key][quantile]
+
+
+def _test_key(metric: _Metric) -> tuple[Any, ...]:
+    return (metric.per_process, metric.samples, metric.quantile)
 
 
 def _change_test(
-    metric: _Metric, a: dict[str, Any], b: dict[str, Any], cache: TestCache, seed: int
+    metric: _Metric,
+    a: dict[str, Any],
+    b: dict[str, Any],
+    cache: TestCache,
+    spreads: Spreads,
+    bootstrap: bool,
 ) -> ChangeTest | None:
-    """Between processes when both runs have >= 3; otherwise within one process; None without enough samples."""
-    key = (metric.per_process, metric.samples, metric.quantile)
+    """Between processes when both runs have >= 3; otherwise within one process (SKIPPED when not `bootstrap`);
+    None without enough samples."""
+    key = _test_key(metric)
     if key not in cache:
-        cache[key] = _uncached_test(metric, a, b, seed)
+        cache[key] = _uncached_test(metric, a, b, spreads, bootstrap)
     test = cache[key]
-    return _inverted(test) if test is not None and metric.higher_is_better else test
+    return _inverted(test) if test is not None and test is not SKIPPED and metric.higher_is_better else test
 
 
-def _uncached_test(metric: _Metric, a: dict[str, Any], b: dict[str, Any], seed: int) -> ChangeTest | None:
+def _uncached_test(
+    metric: _Metric, a: dict[str, Any], b: dict[str, Any], spreads: Spreads, bootstrap: bool
+) -> ChangeTest | None:
     if metric.per_process is not None:
         values_a, values_b = metric.per_process(a), metric.per_process(b)
         if values_a is not None and values_b is not None:
@@ -324,7 +387,10 @@ def _uncached_test(metric: _Metric, a: dict[str, Any], b: dict[str, Any], seed: 
     needed = min_samples_for_ci(metric.quantile)
     if samples_a is None or samples_b is None or min(samples_a.size, samples_b.size) < needed:
         return None
-    return within_process_change(samples_a, samples_b, metric.quantile, seed=seed)
+    if not bootstrap:
+        return SKIPPED
+    series = metric.samples
+    return change_test(spreads.of(a, series, metric.quantile), spreads.of(b, series, metric.quantile), WITHIN)
 
 
 EXCLUDING_FLAGS = ("drifted", "contended")  # the machine, not the code, may have moved the figure
@@ -341,16 +407,43 @@ def _excluded(a: dict[str, Any], b: dict[str, Any]) -> str | None:
     return "; ".join(reasons) or None
 
 
-def _metric_change(metric: _Metric, a: dict[str, Any], b: dict[str, Any], cache: TestCache, seed: int) -> MetricChange:
-    """The change with its test, before the threshold and the multiplicity correction decide significance."""
+def _values(metric: _Metric, a: dict[str, Any], b: dict[str, Any]) -> tuple[float | None, float | None, float | None]:
+    """(value in A, value in B, change in %), each None where it cannot be had."""
     value_a, value_b = metric.value(a), metric.value(b)
-    memory = metric.key in MEMORY_METRICS
-    if memory and headline_memory(a)[1] != headline_memory(b)[1]:
+    if metric.key in MEMORY_METRICS and headline_memory(a)[1] != headline_memory(b)[1]:
         value_a = value_b = None  # different memory figures (e.g. NVML vs RSS) are not comparable
     change = (value_b - value_a) / value_a * 100 if value_a and value_b is not None else None
-    if memory and headline_memory(a)[1] in NOISY_MEMORY:
+    return value_a, value_b, change
+
+
+def _metric_change(
+    metric: _Metric,
+    a: dict[str, Any],
+    b: dict[str, Any],
+    cache: TestCache,
+    spreads: Spreads,
+    bootstrap: bool = True,
+) -> MetricChange:
+    """The change with its test, before the threshold and the multiplicity correction decide significance."""
+    value_a, value_b, change = _values(metric, a, b)
+    if metric.key in MEMORY_METRICS and headline_memory(a)[1] in NOISY_MEMORY:
         return _noisy_memory_change(metric, value_a, value_b, change, a, b)
-    test = _change_test(metric, a, b, cache, seed) if change is not None else None
+    test = _change_test(metric, a, b, cache, spreads, bootstrap) if change is not None else None
+    if test is SKIPPED:
+        return MetricChange(
+            metric.key,
+            metric.label,
+            value_a,
+            value_b,
+            change,
+            None,
+            False,
+            metric.higher_is_better,
+            evidence=WITHIN,
+            indicative=True,
+            excluded=_excluded(a, b),
+            bootstrap_skipped=True,
+        )
     no_interval = _no_interval(metric, a, b) if change is not None and test is None else None
     between = test is not None and test.evidence.startswith(BETWEEN)
     enough_processes = between and min(_processes(a), _processes(b)) >= MIN_PROCESSES_FOR_SIGNIFICANCE
@@ -413,9 +506,12 @@ def _noisy_memory_change(
     )
 
 
-def _judged(change: MetricChange, p_adjusted: float | None, threshold_pct: float, has_samples: bool) -> MetricChange:
+def _judged(
+    change: MetricChange, p_adjusted: float | None, threshold_pct: float, has_samples: bool, p_is_bound: bool = False
+) -> MetricChange:
     """Significance: beyond the threshold, and (for sampled metrics) Holm-adjusted p below the level, with the
     between-process evidence or beyond what single-process A/A runs reach."""
+    change = replace(change, p_is_bound=p_is_bound and p_adjusted is not None)
     if change.change_pct is None or change.excluded:
         return replace(change, p_adjusted=p_adjusted, threshold_pct=threshold_pct)
     size = abs(change.change_pct)
@@ -427,18 +523,37 @@ def _judged(change: MetricChange, p_adjusted: float | None, threshold_pct: float
     return replace(change, significant=significant, p_adjusted=p_adjusted, threshold_pct=threshold_pct)
 
 
-def _holm_per_metric(cells: list[list[MetricChange]]) -> list[list[float | None]]:
-    """Holm-adjusted p-values, one family per metric across the cells (drifted cells are not in any family)."""
+def _holm_per_metric(cells: list[list[MetricChange]]) -> tuple[list[list[float | None]], set[int]]:
+    """Holm-adjusted p-values, one family per metric across the cells (drifted cells are not in any family), and
+    the columns whose p-values are Bonferroni bounds (a family with skipped bootstraps). Raises _Undecided when a
+    bound cannot decide a verdict."""
     adjusted: list[list[float | None]] = [[None] * len(changes) for changes in cells]
+    bounded: set[int] = set()
     for column in range(len(METRICS_COMPARED)):
         members = [
             (row, changes[column].p_value)
             for row, changes in enumerate(cells)
             if changes and changes[column].p_value is not None and not changes[column].excluded
         ]
+        skipped = sum(
+            1 for changes in cells if changes and changes[column].bootstrap_skipped and not changes[column].excluded
+        )
+        if skipped:
+            bounded.add(column)
+            family = len(members) + skipped
+            for row, p in members:
+                bound = min(1.0, family * p)
+                if p < SIGNIFICANCE_LEVEL <= bound:
+                    raise _Undecided
+                adjusted[row][column] = bound
+            continue
         for (row, _), p in zip(members, adjust([p for _, p in members])):
             adjusted[row][column] = p
-    return adjusted
+    return adjusted, bounded
+
+
+class _Undecided(Exception):
+    """A Bonferroni bound cannot settle a verdict that Holm's exact p would: bootstrap the whole family."""
 
 
 def auto_threshold(records_a: list[dict[str, Any]], records_b: list[dict[str, Any]]) -> tuple[float, str]:
@@ -551,8 +666,15 @@ def compare_runs(
         memory_threshold = MEMORY_THRESHOLD_PCT
     else:
         latency_threshold, source, memory_threshold = threshold, "--threshold", threshold
-    raw = [_raw_changes(ra, rb, seed) for ra, rb in pairs]
-    adjusted = _holm_per_metric(raw)
+    spreads = Spreads(seed)
+    bootstrap_all = len(ok_pairs) <= FULL_BOOTSTRAP_MAX_CELLS
+    decisive = max(SINGLE_PROCESS_AA_BOUND_PCT, latency_threshold)
+    raw = [_raw_changes(ra, rb, spreads, None if bootstrap_all else decisive) for ra, rb in pairs]
+    try:
+        adjusted, bounded = _holm_per_metric(raw)
+    except _Undecided:
+        raw = [_raw_changes(ra, rb, spreads, None) for ra, rb in pairs]
+        adjusted, bounded = _holm_per_metric(raw)
     cells = []
     for (record_a, record_b), changes, p_values in zip(pairs, raw, adjusted):
         judged = tuple(
@@ -561,8 +683,9 @@ def compare_runs(
                 p,
                 latency_threshold if metric.samples is not None else memory_threshold,
                 metric.samples is not None,
+                column in bounded,
             )
-            for metric, change, p in zip(METRICS_COMPARED, changes, p_values)
+            for column, (metric, change, p) in enumerate(zip(METRICS_COMPARED, changes, p_values))
         )
         cells.append(
             CellChange(
@@ -584,14 +707,50 @@ def compare_runs(
         fingerprint_differences=tuple(fingerprint_differences(run_a.meta, run_b.meta)),
         machine_warnings=tuple(ceiling_differences(run_a.meta, run_b.meta)),
         threshold_source=source,
+        bootstrap_note=_bootstrap_note(raw, decisive),
     )
 
 
-def _raw_changes(record_a: dict[str, Any], record_b: dict[str, Any], seed: int) -> list[MetricChange]:
+def _raw_changes(
+    record_a: dict[str, Any], record_b: dict[str, Any], spreads: Spreads, decisive_pct: float | None
+) -> list[MetricChange]:
+    """Every compared metric's change; with `decisive_pct`, a within-process test only for a series on which some
+    metric moved beyond it in a cell that is not excluded (FULL_BOOTSTRAP_MAX_CELLS)."""
     if record_a.get("status") != "ok" or record_b.get("status") != "ok":
         return []
     cache: TestCache = {}
-    return [_metric_change(metric, record_a, record_b, cache, seed) for metric in METRICS_COMPARED]
+    deciding = _deciding_tests(record_a, record_b, decisive_pct)
+    return [
+        _metric_change(
+            metric, record_a, record_b, cache, spreads, deciding is None or _test_key(metric) in deciding
+        )
+        for metric in METRICS_COMPARED
+    ]
+
+
+def _deciding_tests(a: dict[str, Any], b: dict[str, Any], decisive_pct: float | None) -> set[Any] | None:
+    """The tests whose verdict a within-process bootstrap could decide; None: every test."""
+    if decisive_pct is None:
+        return None
+    if _excluded(a, b):
+        return set()
+    deciding = set()
+    for metric in METRICS_COMPARED:
+        change = _values(metric, a, b)[2] if metric.samples is not None else None
+        if change is not None and abs(change) > decisive_pct:
+            deciding.add(_test_key(metric))
+    return deciding
+
+
+def _bootstrap_note(raw: list[list[MetricChange]], decisive_pct: float) -> str:
+    skipped = sum(1 for changes in raw if any(m.bootstrap_skipped for m in changes))
+    if not skipped:
+        return ""
+    return (
+        f"{skipped} of {len(raw)} cells: no within-process interval, as a comparison of more than "
+        f"{FULL_BOOTSTRAP_MAX_CELLS} cells bootstraps only changes beyond {decisive_pct:g} % (a smaller "
+        "single-process change cannot be significant); their Holm p-values are Bonferroni bounds (p ≤)"
+    )
 
 
 # ---- presentation ----------------------------------------------------------------------------------
@@ -625,7 +784,10 @@ def evidence_text(change: MetricChange | None) -> str:
         text = "1 process (indicative)"
     if change.excluded:
         return f"{text}; {change.excluded}: not judged"
-    return text + (f", p = {change.p_adjusted:.2g}" if change.p_adjusted is not None else "")
+    if change.bootstrap_skipped:
+        return f"{text}, {NOT_BOOTSTRAPPED}"
+    relation = "≤" if change.p_is_bound else "="
+    return text + (f", p {relation} {change.p_adjusted:.2g}" if change.p_adjusted is not None else "")
 
 
 def change_tone(change: MetricChange | None) -> str:
@@ -644,6 +806,24 @@ def _rich_change(change: MetricChange | None, with_ci: bool = False) -> str:
         style += " bold"
     text = escape(change_text(change, with_ci))
     return f"[{style}]{text}[/]" if style.strip() else text
+
+
+TABLE_MAX_ROWS = 200  # past this a table of every matched cell is unreadable: it shows the notable cells
+
+
+def table_rows(comparison: Comparison, limit: int = TABLE_MAX_ROWS) -> tuple[list[CellChange], str]:
+    """The cells a table shows, and a sentence when it leaves some out: every cell up to `limit`, past it only the
+    notable ones (Comparison.notable), at most `limit` of them."""
+    cells = list(comparison.cells)
+    if len(cells) <= limit:
+        return cells, ""
+    notable = comparison.notable
+    shown = notable[:limit]
+    more = f" (the first {limit} of {len(notable)} notable)" if len(notable) > limit else ""
+    return shown, (
+        f"{len(shown)} of {len(cells)} matched cells shown{more}: those whose status changed or whose change goes "
+        f"beyond the threshold; the other {len(cells) - len(shown)} moved less. Write every cell with -o FILE.html."
+    )
 
 
 def comparison_table(comparison: Comparison) -> Table:
@@ -668,7 +848,9 @@ def comparison_table(comparison: Comparison) -> Table:
         "mIoU (GT) Δ",
     ):
         table.add_column(escape(column), justify="left" if column in ("cell", "status") else "right")
-    for cell in comparison.cells:
+    shown, caption = table_rows(comparison)
+    table.caption = escape(caption) if caption else None
+    for cell in shown:
         median = cell.metric("median_ms")
         status = escape(cell.status_a if cell.status_a == cell.status_b else f"{cell.status_a} → {cell.status_b}")
         table.add_row(

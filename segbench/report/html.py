@@ -71,13 +71,34 @@ class Row:
 class HtmlTable:
     columns: list[Column]
     rows: list[Row]
+    note: str = ""  # what a long table left out, and where to find it
 
 
 # ---- tables ----------------------------------------------------------------------------------------
 
 
-def html_table(frame: pd.DataFrame, columns: list[Column]) -> HtmlTable:
-    """Rows of display text plus a machine-sortable value per cell; columns absent from the frame are dropped."""
+MAX_TABLE_ROWS = 300  # past this a page of rows is unreadable (and tens of MB): each model keeps its first rows
+CSV_HINT = "every row is in the CSV export (segbench report RUN --format csv)"
+
+
+def shortened(frame: pd.DataFrame, limit: int = MAX_TABLE_ROWS) -> tuple[pd.DataFrame, str]:
+    """The frame cut to `limit` rows, each model keeping its first limit / models rows in the table's order (so every
+    model is still there), and the sentence that says so; the frame itself and "" when it fits."""
+    if len(frame) <= limit:
+        return frame, ""
+    if "model" in frame.columns:
+        per_model = max(1, limit // frame["model"].nunique())
+        kept = frame[frame.groupby("model", sort=False).cumcount() < per_model]
+        which = f"the first {per_model} of each model's, in the table's order"
+    else:
+        kept, which = frame.head(limit), "the first ones"
+    return kept, f"{len(kept)} of {len(frame)} rows shown ({which}); {CSV_HINT}."
+
+
+def html_table(frame: pd.DataFrame, columns: list[Column], limit: int = MAX_TABLE_ROWS) -> HtmlTable:
+    """Rows of display text plus a machine-sortable value per cell; columns absent from the frame are dropped. Past
+    `limit` rows the table is shortened (see `shortened`) and its note says so."""
+    frame, note = shortened(frame, limit)
     present = [c for c in columns if c.key in frame.columns]
     rows = []
     for record in frame.to_dict("records"):
@@ -92,7 +113,7 @@ def html_table(frame: pd.DataFrame, columns: list[Column]) -> HtmlTable:
                 css += f" verdict verdict-{value}"
             cells.append(Cell(column.format(value), "" if _missing(sort_value) else str(sort_value), css.strip()))
         rows.append(Row(str(record.get("model", "")), cells))
-    return HtmlTable(present, rows)
+    return HtmlTable(present, rows, note)
 
 
 AXIS_COLUMNS = [
@@ -354,6 +375,7 @@ def report_context(run: RunData, targets: Targets | None = None) -> dict[str, An
     failures = tables.failures(run)
     artefacts = tables.artefacts(run)
     result = answer(run, targets)
+    drawn, pareto = plots.report_plots(run)
     return {
         "run": run,
         "answer": result,
@@ -381,12 +403,12 @@ def report_context(run: RunData, targets: Targets | None = None) -> dict[str, An
         "stream_note": stream.TRIALS_NOTE,
         "memory_breakdown": _memory_breakdown_table(run),
         "memory_breakdown_note": BREAKDOWN_NOTE,
-        "plots": plots.all_plots(run),
+        "plots": drawn,
         "quantization": html_table(quantization, QUANTIZATION_COLUMNS) if not quantization.empty else None,
         "has_fidelity": run.has_fidelity,
         "accuracy": _accuracy_table(run),
         "dataset_text": dataset_text(run),
-        "pareto": plots.pareto_plot(run),
+        "pareto": pareto,
         "failures": html_table(failures, FAILURE_COLUMNS) if not failures.empty else None,
         "artefacts": html_table(artefacts, ARTEFACT_COLUMNS) if not artefacts.empty else None,
         "artefacts_sentence": ARTEFACTS_SENTENCE,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable
 
 import matplotlib
+import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -41,6 +42,11 @@ DPI = 100
 WIDE_PX = 760
 PANEL_SIZE = (6.4, 3.8)  # inches per model panel, legend beside it
 MAX_ROWS = 60  # per-cell plots beyond this many cells become unreadable; the rest are left out with a note
+# Past these a panel plot is unreadable (and slow: matplotlib lays out every legend entry): it draws the fastest
+# models, and in each panel the fastest lines, and its note says how many cells it left to the CSV export.
+MAX_PANELS = 6
+MAX_SERIES = 8
+CSV_HINT = "every cell's figures are in the CSV export (segbench report RUN --format csv)"
 MIN_AGREEMENT_SPAN = 1.0  # percentage points: a narrower axis turns 99.99 vs 100 % into a cliff
 STAGE_COLOURS = {"preprocess": "#8da0cb", "forward": "#fc8d62", "postprocess": "#66c2a5"}
 Records = list[dict[str, Any]]
@@ -73,6 +79,15 @@ def pareto_plot(run: RunData) -> Plot:
     return _drawn_safely(_pareto_plot, plottable, dropped)
 
 
+def report_plots(run: RunData) -> tuple[list[Plot], Plot]:
+    """all_plots and pareto_plot from one pass that leaves out unplottable values (the pass walks every sample)."""
+    plottable, dropped = plottable_run(run)
+    drawers = (latency_vs_resolution, fps_vs_batch, memory_vs_resolution, stage_breakdown, latency_distribution)
+    return [_drawn_safely(draw, plottable, dropped) for draw in drawers], _drawn_safely(
+        _pareto_plot, plottable, dropped
+    )
+
+
 # ---- values matplotlib cannot place ------------------------------------------------------------------
 
 PLOTTABLE_LIMIT = 1e15  # beyond this a figure is a corrupt or sentinel value (1e308), and axis limits overflow
@@ -85,10 +100,21 @@ def _plottable(value: Any) -> tuple[Any, int]:
     if isinstance(value, dict):
         pairs = [(key, _plottable(item)) for key, item in value.items()]
         return {key: item for key, (item, _) in pairs}, sum(count for _, (_, count) in pairs)
+    if isinstance(value, list) and _all_plottable_numbers(value):
+        return value, 0  # a list of samples: checked in one numpy pass, not one Python call per sample
     if isinstance(value, list):
         items = [_plottable(item) for item in value]
         return [item for item, _ in items], sum(count for _, count in items)
     return value, 0
+
+
+def _all_plottable_numbers(values: list[Any]) -> bool:
+    """Whether every item is a number no axis chokes on (None, text or nesting: False, for the per-item walk)."""
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return bool(array.size and np.isfinite(array).all() and np.abs(array).max() <= PLOTTABLE_LIMIT)
 
 
 def plottable_run(run: RunData) -> tuple[RunData, int]:
@@ -159,10 +185,40 @@ def _resolution_axis(axis: Axes, records: Records) -> dict[tuple[int, int], int]
 
 
 def _series(records: Records, key: Callable[[dict[str, Any]], str]) -> dict[str, Records]:
+    """The records by line label: the MAX_SERIES fastest lines (by their fastest median), in first-seen order."""
     grouped: dict[str, Records] = {}
     for record in records:
         grouped.setdefault(key(record), []).append(record)
-    return grouped
+    return _fastest(grouped, MAX_SERIES, _record_median)
+
+
+def _record_median(record: dict[str, Any]) -> float:
+    value = number((record.get("latency_ms") or {}).get("median"))
+    return value if value is not None else math.inf
+
+
+def _fastest(groups: dict[Any, list[Any]], limit: int, speed: Callable[[Any], float]) -> dict[Any, list[Any]]:
+    """The `limit` groups whose fastest member is fastest, in their own order; all of them up to `limit`."""
+    if len(groups) <= limit:
+        return groups
+    kept = set(sorted(groups, key=lambda name: min(speed(item) for item in groups[name]))[:limit])
+    return {name: items for name, items in groups.items() if name in kept}
+
+
+def _shown_models(groups: dict[str, Records]) -> list[str]:
+    """The models a panel plot draws: every one up to MAX_PANELS, past it the fastest (by their fastest cell)."""
+    return list(_fastest(groups, MAX_PANELS, _record_median))
+
+
+def _left_out(total: int, drawn: int, models: int) -> str:
+    """The sentence a capped plot's note ends with; empty when it drew every cell."""
+    if drawn >= total:
+        return ""
+    panels = f"the {MAX_PANELS} fastest of {models} models, " if models > MAX_PANELS else ""
+    return (
+        f" {total - drawn} of {total} cells are not drawn: this plot shows {panels}at most {MAX_SERIES} lines per "
+        f"panel (the fastest); {CSV_HINT}."
+    )
 
 
 def _ci_errors(records: Records) -> list[list[float]] | None:
@@ -209,11 +265,16 @@ def latency_vs_resolution(run: RunData) -> Plot:
         why = f"every model ran at one resolution ({', '.join(resolutions)})" if resolutions else "no cell finished ok"
         return Plot(key, title, None, f"Skipped: {why}, so there is no trend to draw; the leaderboard has the figures.")
 
+    drawn: Records = []
+
     def draw(axis: Axes, model: str) -> None:
         batch = min(r["batch_size"] for r in models[model])
         here = [r for r in models[model] if r["batch_size"] == batch]
+        shown = _series(here, option_text)
+        here = [r for series in shown.values() for r in series]
+        drawn.extend(here)
         positions = _resolution_axis(axis, here)
-        for label, series in _series(here, option_text).items():
+        for label, series in shown.items():
             series = sorted(series, key=pixels)
             medians = [r["latency_ms"]["median"] for r in series]
             axis.errorbar(
@@ -228,11 +289,13 @@ def latency_vs_resolution(run: RunData) -> Plot:
         axis.set(title=f"{model} (batch {batch})", xlabel="input resolution (H x W)", ylabel="median latency (ms)")
         _legend(axis)
 
+    image = _panels(_shown_models(models), title, draw)
+    eligible = sum(1 for rs in models.values() for r in rs if r["batch_size"] == min(x["batch_size"] for x in rs))
     note = (
         "Median forward latency at each model's smallest batch, with its 95 % bootstrap interval as error bars; "
-        "one line per precision / backend."
+        "one line per precision / backend." + _left_out(eligible, len(drawn), len(models))
     )
-    return Plot(key, title, _panels(list(models), title, draw), note)
+    return Plot(key, title, image, note)
 
 
 def fps_vs_batch(run: RunData) -> Plot:
@@ -241,9 +304,13 @@ def fps_vs_batch(run: RunData) -> Plot:
     if not models:
         return Plot(key, title, None, "Skipped: every model ran at a single batch size, so there is no batch trend.")
 
+    drawn: Records = []
+
     def draw(axis: Axes, model: str) -> None:
-        here = models[model]
-        for label, series in _series(here, lambda r: f"{resolution_text(r)} {option_text(r)}").items():
+        shown = _series(models[model], lambda r: f"{resolution_text(r)} {option_text(r)}")
+        here = [r for series in shown.values() for r in series]
+        drawn.extend(here)
+        for label, series in shown.items():
             series = sorted(series, key=lambda r: r["batch_size"])
             (line,) = axis.plot(
                 [r["batch_size"] for r in series], [r["fps"] for r in series], marker="o", label=f"{label} (forward)"
@@ -266,11 +333,13 @@ def fps_vs_batch(run: RunData) -> Plot:
         axis.set_ylim(bottom=0)
         _legend(axis)
 
+    image = _panels(_shown_models(models), title, draw)
     note = (
         "Images per second: solid lines from the median forward latency (batch × 1000 / median ms), dashed lines end "
         "to end (preprocess + forward + postprocess); one colour per resolution and precision / backend."
+        + _left_out(sum(len(rs) for rs in models.values()), len(drawn), len(models))
     )
-    return Plot(key, title, _panels(list(models), title, draw), note)
+    return Plot(key, title, image, note)
 
 
 FOOTPRINT = METRICS["footprint_mb"]
@@ -308,10 +377,15 @@ def memory_vs_resolution(run: RunData) -> Plot:
     top = max(footprint_mb(r) or 0.0 for r in measured)
     notes = []
 
+    drawn: Records = []
+
     def draw(axis: Axes, model: str) -> None:
         here = [r for r in measured if r["model"] == model]
+        series = memory_series(here)
+        here = [r for r in here if f"{option_text(r)} b{r['batch_size']}" in series]
+        drawn.extend(here)
         positions = _resolution_axis(axis, here)
-        for label, points in memory_series(here).items():
+        for label, points in series.items():
             axis.plot(
                 [positions[resolution] for resolution, _ in points], [v for _, v in points], marker="o", label=label
             )
@@ -341,7 +415,9 @@ def memory_vs_resolution(run: RunData) -> Plot:
         notes.append(
             f"{capacity[1]} ({capacity[0] / 1024:.3g} GiB) is far above every footprint, so its line is not drawn."
         )
-    image = _panels(sorted({r["model"] for r in measured}), title, draw)
+    image = _panels(_shown_models(_by_model(measured)), title, draw)
+    if len(drawn) < len(measured):
+        notes.append(_left_out(len(measured), len(drawn), len(trends)).strip())
     single = sorted({r["model"] for r in run.ok if footprint_mb(r) is not None} - trends)
     if single:
         notes.append(f"Left out (one resolution each): {', '.join(single)}.")
@@ -384,7 +460,7 @@ def stage_breakdown(run: RunData) -> Plot:
         axis.grid(axis="y", visible=False)
         figure.legend(loc="outside lower center", ncol=3, frameon=False)
         image = _encode(figure)
-    left_out = f" {len(cells) - len(shown)} more cells are left out." if len(cells) > len(shown) else ""
+    left_out = f" {len(cells) - len(shown)} more cells are left out; {CSV_HINT}." if len(cells) > len(shown) else ""
     return Plot(
         key,
         title,
@@ -415,7 +491,7 @@ def latency_distribution(run: RunData) -> Plot:
         axis.set(xlabel="forward latency per iteration (ms)", title=f"{title} (every kept sample)")
         axis.grid(axis="y", visible=False)
         image = _encode(figure)
-    left_out = f" {len(cells) - len(shown)} more cells are left out." if len(cells) > len(shown) else ""
+    left_out = f" {len(cells) - len(shown)} more cells are left out; {CSV_HINT}." if len(cells) > len(shown) else ""
     return Plot(
         key,
         title,
@@ -436,11 +512,17 @@ def _pareto_plot(run: RunData) -> Plot:
     if not (run.has_fidelity or labelled(run)) or not points:
         return Plot(key, title, None, "Skipped: this run has no fidelity or accuracy data.")
     front = pareto_front(run)
-    models = sorted({p["record"]["model"] for p in points})
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for point in points:
+        by_model.setdefault(point["record"]["model"], []).append(point)
+    models = list(_fastest(dict(sorted(by_model.items())), MAX_PANELS, lambda p: p["median_ms"]))
+    drawn: list[dict[str, Any]] = []
 
     def draw(axis: Axes, model: str) -> None:
-        here = [p for p in points if p["record"]["model"] == model]
-        for label, group in _series_points(here).items():
+        shown = _series_points(by_model[model])
+        here = [p for group in shown.values() for p in group]
+        drawn.extend(here)
+        for label, group in shown.items():
             group = sorted(group, key=lambda p: p["median_ms"])
             line = axis.scatter(
                 [p["median_ms"] for p in group], [p["quality"] * 100 for p in group], label=label, s=30
@@ -479,7 +561,8 @@ def _pareto_plot(run: RunData) -> Plot:
         "Each point is a precision / backend at one resolution and batch; the labelled points joined by the step line "
         f"are the Pareto front, the options no other beats on both speed and {quality}."
     )
-    return Plot(key, title, _panels(models, title, draw), note)
+    image = _panels(models, title, draw)
+    return Plot(key, title, image, note + _left_out(len(points), len(drawn), len(by_model)))
 
 
 def _series_points(points: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -487,4 +570,4 @@ def _series_points(points: list[dict[str, Any]]) -> dict[str, list[dict[str, Any
     for point in points:
         record = point["record"]
         grouped.setdefault(f"{resolution_text(record)} b{record['batch_size']}", []).append(point)
-    return grouped
+    return _fastest(grouped, MAX_SERIES, lambda p: p["median_ms"])

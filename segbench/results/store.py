@@ -219,8 +219,8 @@ def read_records(run_dir: Path | str, latest_only: bool = True) -> list[dict[str
             if position == len(lines):
                 continue  # torn final write: the cell in flight is lost, nothing else
             raise ResultsError(
-                f"{path}: line {number}: corrupt record (not a JSON object with a cell_id, or not UTF-8); delete or "
-                "repair that line"
+                f"{path}: line {number}: corrupt record (not a JSON object with a cell_id, not UTF-8, or nested too "
+                "deeply); delete or repair that line"
             )
         too_deep = nesting_problem(record)
         if too_deep:

@@ -171,6 +171,9 @@ def _configure_cache(cache_dir: Path | None, no_cache: bool) -> None:
     if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
         raise SegbenchError(f"--cache-dir: {cache_dir} is a file; give a directory (it is created if missing)")
     cache.configure(cache_dir, disabled=no_cache)
+    unusable = cache.fall_back_if_unusable()
+    if unusable:
+        errors.print(f"warning: {unusable}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _write_run_log(log_dir: Path, parts: list[Captured]) -> None:

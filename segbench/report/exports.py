@@ -31,6 +31,7 @@ from segbench.report.html import (
 from segbench.report.memory import BREAKDOWN_NOTE, gpu_memory_breakdown
 from segbench.results.metrics import CATALOGUE, withhold_percentiles
 from segbench.results.runs import RunData, load_run
+from segbench.results.store import refuse_run_file_as_output
 from segbench.suite.expectations import verdict_note
 from segbench.suite.targets import Targets
 
@@ -49,8 +50,9 @@ def write_report(
     """Render a run in the given format and write it; returns the file written. `targets` default to the suite's."""
     if fmt not in FORMATS:
         raise SegbenchError(f"--format: unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    run = load_run(run_dir)
     target = output or default_output(run_dir, fmt)
+    refuse_run_file_as_output(target, run_dir)  # before anything is read or rendered
+    run = load_run(run_dir)
     renderers = {"html": render_report, "md": render_markdown, "csv": render_csv}
     text = renderers[fmt](run, targets)
     try:

@@ -115,6 +115,23 @@ def copy_suite(suite_path: Path, run_dir: Path) -> None:
     shutil.copyfile(suite_path, run_dir / SUITE_FILE)
 
 
+def refuse_run_file_as_output(output: Path, *run_dirs: Path | str) -> None:
+    """One line when a report or comparison would be written over a run's own file (results.jsonl, meta.json, the
+    suite copy, the lock or a log), by its path, through a link or as a hard link to it."""
+    target = Path(output).resolve()
+    for run_dir in run_dirs:
+        folder = Path(run_dir).resolve()
+        own = [folder / name for name in RUN_FILES if name != LOG_DIR]
+        hit = target in own or target.is_relative_to(folder / LOG_DIR)
+        if not hit and target.is_file():
+            hit = any(path.is_file() and os.path.samefile(path, target) for path in own)
+        if hit:
+            raise ResultsError(
+                f"-o {output}: that is the run's own {target.name} in {run_dir}; writing there would destroy the run: "
+                "choose another file (the default is reports/<run>.<format>)"
+            )
+
+
 def _parse_line(raw: bytes) -> dict[str, Any] | None:
     """A line as a JSON object with a cell_id, or None when it is not one (torn, truncated, not UTF-8, too deep)."""
     try:

@@ -4,7 +4,8 @@ A plugin's adapter may return numpy scalars or torch tensors where segbench expe
 returning `numpy.int64(3)` or a 0-d tensor). Sent as they are, a tensor crosses the cell's pipe as a shared-memory
 handle that dies with the cell, and `json.dumps(default=str)` turns a numpy integer into the string "3" that the
 record schema then rejects. `to_plain` turns any such value into the JSON type it stands for, by duck typing (this
-leaf imports neither numpy nor torch), and names what it cannot convert.
+leaf imports neither numpy nor torch); any other object (a dtype, a device, a date) becomes its text, as the store
+always wrote it, and the record schema then judges the fields it types.
 
 `nesting_problem` walks data iteratively and says where it nests deeper than `MAX_DEPTH`, so a hand-made file never
 reaches a recursive reader (pydantic, pandas, json.dumps) as a RecursionError.
@@ -20,7 +21,7 @@ MAX_DEPTH = 64  # levels of lists and objects; a record needs about five, as a s
 
 
 class NotPlain(TypeError):
-    """A value with no JSON form; the message names where it is and what it was."""
+    """A value too deeply nested to store; the message names where."""
 
 
 def to_plain(value: Any, where: str = "outcome", depth: int = 0) -> Any:
@@ -47,7 +48,7 @@ def _plain_key(key: Any, where: str) -> str:
         return key
     if isinstance(key, (bool, int, float)) or key is None:
         return json_key(key)
-    raise NotPlain(f"{where}: a key of type {type(key).__name__} ({key!r:.40}); keys must be strings")
+    return str(key)
 
 
 def json_key(key: bool | int | float | None) -> str:
@@ -60,7 +61,7 @@ def json_key(key: bool | int | float | None) -> str:
 
 
 def _array_like(value: Any, where: str, depth: int) -> Any:
-    """numpy and torch scalars (`.item()`), their arrays and tensors (`.tolist()`), converted; anything else refused."""
+    """numpy and torch scalars (`.item()`), their arrays and tensors (`.tolist()`), converted; anything else as text."""
     size = getattr(value, "size", None)
     numel = getattr(value, "numel", None)
     elements = numel() if callable(numel) else size if isinstance(size, int) else None
@@ -69,7 +70,9 @@ def _array_like(value: Any, where: str, depth: int) -> Any:
         return to_plain(value.item(), where, depth)
     if callable(getattr(value, "tolist", None)):
         return to_plain(value.tolist(), where, depth)
-    raise NotPlain(f"{where}: a {type(value).__module__}.{type(value).__qualname__} has no JSON form")
+    if isinstance(value, (set, frozenset)):
+        return [to_plain(item, f"{where}[]", depth + 1) for item in sorted(value, key=repr)]
+    return str(value)
 
 
 def nesting_problem(value: Any, where: str = "", limit: int = MAX_DEPTH) -> str | None:

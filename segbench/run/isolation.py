@@ -90,7 +90,7 @@ def plain_outcome(outcome: dict[str, Any]) -> dict[str, Any]:
         return to_plain(outcome)
     except NotPlain as exc:
         kept = {key: outcome[key] for key in ("threads", "interop_threads") if isinstance(outcome.get(key), int)}
-        return {**kept, "status": "error", "error": f"the cell's outcome has no JSON form: {exc}"}
+        return {**kept, "status": "error", "error": f"the cell's outcome cannot be stored: {exc}"}
 
 
 def _death_outcome(exit_code: int | None, failure: str | None = None) -> dict[str, Any]:

@@ -69,6 +69,36 @@ class Repeats(Stored):
     between_ci95: list[Number] | None = None
 
 
+class CpuInfo(Stored):
+    model: str | None = None
+    physical_cores: int | None = None
+    logical_cores: int | None = None
+    flags: list[str] | None = None
+
+
+class GpuInfo(Stored):
+    index: int | None = None
+    name: str | None = None
+    memory_mb: Number = None
+
+
+class Fingerprint(Stored):
+    """`fingerprint` (system/env.py): the parts the reports and compare read field by field."""
+
+    machine: str | None = None
+    cpu: CpuInfo | None = None
+    gpus: list[GpuInfo] | None = None
+    packages: dict[str, str | None] | None = None
+    ram_gb: Number = None
+
+
+class Node(Stored):
+    """`node`: where a Ray cell ran (run/executors/ray.py); its fingerprint names the card the cell ran on."""
+
+    hostname: str | None = None
+    fingerprint: Fingerprint | None = None
+
+
 class CellRecord(Stored):
     """One line of results.jsonl."""
 
@@ -100,6 +130,7 @@ class CellRecord(Stored):
     fidelity: dict[str, Any] | None = None
     accuracy: Accuracy | None = None
     repeats: Repeats | None = None
+    node: Node | None = None
     stream: dict[str, Any] | None = None
     roofline: dict[str, Any] | None = None
     telemetry: dict[str, Any] | None = None
@@ -118,29 +149,6 @@ class CellRecord(Stored):
         if self.status == "ok" and (self.latency_ms is None or self.fps is None):
             raise ValueError("status is ok but latency_ms or fps is missing")
         return self
-
-
-class CpuInfo(Stored):
-    model: str | None = None
-    physical_cores: int | None = None
-    logical_cores: int | None = None
-    flags: list[str] | None = None
-
-
-class GpuInfo(Stored):
-    index: int | None = None
-    name: str | None = None
-    memory_mb: Number = None
-
-
-class Fingerprint(Stored):
-    """`fingerprint` (system/env.py): the parts the reports and compare read field by field."""
-
-    machine: str | None = None
-    cpu: CpuInfo | None = None
-    gpus: list[GpuInfo] | None = None
-    packages: dict[str, str | None] | None = None
-    ram_gb: Number = None
 
 
 class RunMeta(Stored):

@@ -50,6 +50,7 @@ RECORD_DAMAGE: dict[str, tuple[dict[str, Any], str]] = {
     "per_class_iou a string": ({"accuracy": {"miou": 0.5, "per_class_iou": "all"}}, "accuracy.per_class_iou"),
     "per_class_iou of strings": ({"accuracy": {"miou": 0.5, "per_class_iou": {"road": "high"}}}, "per_class_iou.road"),
     "process medians a string": ({"repeats": {"k": 3, "process_medians_ms": "12"}}, "repeats.process_medians_ms"),
+    "a Ray node's fingerprint cpu a string": ({"node": {"fingerprint": {"cpu": "x86"}}}, "node.fingerprint.cpu"),
     "nested 100 deep": ({"accuracy": nested(100)}, "nested deeper than 64"),
 }
 

@@ -14,7 +14,7 @@ import grimp
 from tests.helpers import REPO
 
 PACKAGE = REPO / "segbench"
-LEAVES = {"errors", "naming", "formatting", "paths", "safe_yaml", "device"}
+LEAVES = {"errors", "naming", "formatting", "paths", "safe_yaml", "device", "plain"}
 ARCHITECTURE = (REPO / "docs" / "architecture.md").read_text()
 
 

@@ -30,8 +30,9 @@ class Captured:
 
     def write_to(self, path: os.PathLike[str] | str) -> None:
         """Append the captured text to a log file (nothing when there is none)."""
-        if self.text:
-            with open(path, "a", encoding="utf-8") as log:
+        if self.text:  # never through a link planted where the log goes (O_NOFOLLOW)
+            handle = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            with os.fdopen(handle, "a", encoding="utf-8") as log:
                 log.write(self.text)
 
 

@@ -126,8 +126,10 @@ def compare(
     """Compare two runs cell by cell: % change per metric, its interval, and whether it is real (between-process
     evidence, Holm-corrected); warn when setups differ."""
     from segbench.report.compare import compare_runs  # lazy: imports pandas (and numpy)
-    from segbench.results.store import partial_run_note, read_meta  # lazy: imports pandas
+    from segbench.results.store import partial_run_note, read_meta, refuse_run_file_as_output  # lazy: imports pandas
 
+    if output is not None:
+        refuse_run_file_as_output(output, run_a, run_b)
     comparison = compare_runs(run_a, run_b, threshold=threshold)
     if not comparison.cells:
         raise SegbenchError(

@@ -197,6 +197,25 @@ def _configure_cache(cache_dir: Path | None, no_cache: bool) -> None:
     if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
         raise SegbenchError(f"--cache-dir: {cache_dir} is a file; give a directory (it is created if missing)")
     cache.configure(cache_dir, disabled=no_cache)
+    unusable = cache.fall_back_if_unusable()
+    if unusable:
+        errors.print(f"warning: {unusable}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _write_run_log(log_dir: Path, parts: list[Captured]) -> None:
+    """What libraries said, into logs/segbench.log (recreated when something deleted logs/ mid-run); a log that
+    cannot be written is a warning, never the end of the run before its summary and exit line."""
+    try:
+        log_dir.mkdir(exist_ok=True)
+        for captured in parts:
+            captured.write_to(log_dir / "segbench.log")
+    except OSError as exc:
+        errors.print(
+            f"warning: {log_dir / 'segbench.log'}: not written ({exc.strerror or exc}); libraries' output is lost",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @user_errors
@@ -429,8 +448,7 @@ def run(
         raise typer.Exit(exc.exit_code) from None
 
     # The templates write into a file of their own: they outlive the blocks that capture this process's chatter.
-    for captured in (chatter, more_chatter, Captured(forkserver.template_output())):
-        captured.write_to(result.run_dir / LOG_DIR / "segbench.log")
+    _write_run_log(result.run_dir / LOG_DIR, [chatter, more_chatter, Captured(forkserver.template_output())])
     from segbench.results.store import read_meta, read_records  # lazy: imports pandas
     from segbench.run.gate import run_gate  # lazy: imports numpy
 

@@ -33,6 +33,7 @@ from segbench.report.html import (
 from segbench.report.memory import BREAKDOWN_NOTE, gpu_memory_breakdown
 from segbench.results.metrics import CATALOGUE, withhold_percentiles
 from segbench.results.runs import RunData, load_run, load_runs, merge_note
+from segbench.results.store import refuse_run_file_as_output
 from segbench.suite.expectations import verdict_note
 from segbench.suite.targets import Targets
 
@@ -59,8 +60,10 @@ def write_report(
     `targets` default to the (first) suite's."""
     if fmt not in FORMATS:
         raise SegbenchError(f"--format: unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    run = load_runs(run_dir) if isinstance(run_dir, list) else load_run(run_dir)
     target = output or default_output(run_dir, fmt)
+    for folder in run_dir if isinstance(run_dir, list) else [run_dir]:
+        refuse_run_file_as_output(target, folder)  # before anything is read or rendered
+    run = load_runs(run_dir) if isinstance(run_dir, list) else load_run(run_dir)
     renderers = {"html": render_report, "md": render_markdown, "csv": render_csv}
     text = renderers[fmt](run, targets)
     try:

@@ -46,6 +46,59 @@ class LatencySummary(Stored):
     percentiles_withheld: dict[str, str] | None = None  # p90/p95/p99 left null: n below 1 / (1 - q) (measure/quantiles)
 
 
+class Accuracy(Stored):
+    """`accuracy`: ground-truth figures (measure/accuracy.py); the reports iterate `per_class_iou`."""
+
+    miou: Number = None
+    pixel_accuracy: Number = None
+    per_class_iou: dict[str, Number] | None = None
+    images: int | None = None
+
+
+class Repeats(Stored):
+    """`repeats`: the k processes of a repeated cell (run/repeats.py); compare tests on the per-process lists."""
+
+    k: int | None = None
+    statuses: list[str] | None = None
+    process_medians_ms: list[Number] | None = None
+    process_p95_ms: list[Number] | None = None
+    process_end_to_end_ms: list[Number] | None = None
+    process_end_to_end_p95_ms: list[Number] | None = None
+    within_cv: list[Number] | None = None
+    between_cv: Number = None
+    between_ci95: list[Number] | None = None
+
+
+class CpuInfo(Stored):
+    model: str | None = None
+    physical_cores: int | None = None
+    logical_cores: int | None = None
+    flags: list[str] | None = None
+
+
+class GpuInfo(Stored):
+    index: int | None = None
+    name: str | None = None
+    memory_mb: Number = None
+
+
+class Fingerprint(Stored):
+    """`fingerprint` (system/env.py): the parts the reports and compare read field by field."""
+
+    machine: str | None = None
+    cpu: CpuInfo | None = None
+    gpus: list[GpuInfo] | None = None
+    packages: dict[str, str | None] | None = None
+    ram_gb: Number = None
+
+
+class Node(Stored):
+    """`node`: where a Ray cell ran (run/executors/ray.py); its fingerprint names the card the cell ran on."""
+
+    hostname: str | None = None
+    fingerprint: Fingerprint | None = None
+
+
 class CellRecord(Stored):
     """One line of results.jsonl."""
 
@@ -77,7 +130,9 @@ class CellRecord(Stored):
     gflops: Number = None
     measured_s: Number = None
     fidelity: dict[str, Any] | None = None
-    accuracy: dict[str, Any] | None = None
+    accuracy: Accuracy | None = None
+    repeats: Repeats | None = None
+    node: Node | None = None
     stream: dict[str, Any] | None = None
     roofline: dict[str, Any] | None = None
     telemetry: dict[str, Any] | None = None
@@ -114,7 +169,7 @@ class RunMeta(Stored):
     start_time: str | None = None
     end_time: str | None = None
     status: Literal[RUN_STATUSES] | None = None  # type: ignore[valid-type]
-    fingerprint: dict[str, Any] | None = None
+    fingerprint: Fingerprint | None = None
     ceiling: dict[str, Any] | None = None
     executor: str | None = None
     duration_s: Number = None

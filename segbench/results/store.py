@@ -6,10 +6,12 @@ cell in flight. Every line carries `schema_version`; the loader upgrades older l
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import shutil
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
@@ -20,6 +22,7 @@ from pydantic import ValidationError
 
 from segbench import safe_yaml
 from segbench.errors import ResultsError
+from segbench.plain import nesting_problem
 from segbench.results.schema import (
     SCHEMA_VERSION,
     first_problem,
@@ -30,6 +33,10 @@ from segbench.results.schema import (
 RESULTS_FILE = "results.jsonl"
 META_FILE = "meta.json"
 SUITE_FILE = "suite.yaml"
+LOCK_FILE = ".lock"
+LOG_DIR = "logs"
+# Everything segbench writes in a run folder; none of it may be a symbolic link (see `refuse_links`).
+RUN_FILES = (RESULTS_FILE, META_FILE, f"{META_FILE}.tmp", SUITE_FILE, LOCK_FILE, LOG_DIR)
 
 
 def utc_now() -> str:
@@ -52,9 +59,50 @@ def new_run_dir(parent: Path, suite_name: str) -> Path:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Atomic write: a crash mid-write leaves the old file, never half a file."""
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(temporary, path)
+    replace_file(path, (json.dumps(data, indent=2, default=str) + "\n").encode("utf-8"))
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Write `data` to a fresh temporary file beside `path` (mkstemp: created, never opened through a link), fsync
+    it, then rename it over `path` (a rename replaces a link itself, never the file it points at)."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            os.fchmod(stream.fileno(), 0o644)  # what open() would have made under the usual umask
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def open_no_follow(path: Path, flags: int) -> int:
+    """os.open that refuses a symbolic link at `path` (ELOOP) instead of writing wherever it points."""
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+
+
+def refuse_links(run_dir: Path) -> None:
+    """One line when anything segbench writes in the run folder (or in its logs/) is a symbolic link.
+
+    A folder from a tarball or a CI artifact can hold a `results.jsonl` or `.lock` that points at any file the user
+    can write; segbench would append to it, truncate it or rewrite it. It is refused before anything is opened.
+    """
+    paths = [run_dir / name for name in RUN_FILES]
+    logs = run_dir / LOG_DIR
+    if logs.is_dir() and not logs.is_symlink():
+        try:
+            paths += sorted(logs.iterdir())
+        except OSError as exc:
+            raise ResultsError(f"{logs}: cannot list it ({exc.strerror or exc}); fix its permissions") from None
+    for path in paths:
+        if path.is_symlink():
+            raise ResultsError(
+                f"{path}: is a symbolic link (to {os.readlink(path)}); segbench never writes through links in a run "
+                "folder: replace it with a plain file or folder (a copy made with `cp -rL` has none)"
+            )
 
 
 def read_suite_copy(run_dir: Path | str) -> dict[str, Any]:
@@ -70,13 +118,38 @@ def copy_suite(suite_path: Path, run_dir: Path) -> None:
     shutil.copyfile(suite_path, run_dir / SUITE_FILE)
 
 
+def refuse_run_file_as_output(output: Path, *run_dirs: Path | str) -> None:
+    """One line when a report or comparison would be written over a run's own file (results.jsonl, meta.json, the
+    suite copy, the lock or a log), by its path, through a link or as a hard link to it."""
+    target = Path(output).resolve()
+    for run_dir in run_dirs:
+        folder = Path(run_dir).resolve()
+        own = [folder / name for name in RUN_FILES if name != LOG_DIR]
+        hit = target in own or target.is_relative_to(folder / LOG_DIR)
+        if not hit and target.is_file():
+            hit = any(path.is_file() and os.path.samefile(path, target) for path in own)
+        if hit:
+            raise ResultsError(
+                f"-o {output}: that is the run's own {target.name} in {run_dir}; writing there would destroy the run: "
+                "choose another file (the default is reports/<run>.<format>)"
+            )
+
+
 def _parse_line(raw: bytes) -> dict[str, Any] | None:
-    """A line as a JSON object with a cell_id, or None when it is not one (torn, truncated, not UTF-8)."""
+    """A line as a JSON object with a cell_id, or None when it is not one (torn, truncated, not UTF-8, too deep)."""
     try:
         record = json.loads(raw.decode("utf-8"))
-    except ValueError:  # UnicodeDecodeError and JSONDecodeError are both ValueErrors
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are both ValueErrors
         return None
     return record if isinstance(record, dict) and "cell_id" in record else None
+
+
+def _read_bytes(path: Path) -> bytes:
+    """A run file's bytes, or one line naming it and the OS error (unreadable, a folder, gone)."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot read it ({exc.strerror or exc}); fix its permissions") from None
 
 
 def _content_lines(data: bytes) -> list[tuple[int, bytes]]:
@@ -86,11 +159,15 @@ def _content_lines(data: bytes) -> list[tuple[int, bytes]]:
 
 def drop_torn_tail(run_dir: Path) -> None:
     """Cut the last line when it is not a record, exactly what `read_records` skips, so appends start
-    after the last good record (like SQLite rolling back a torn write), with or without a newline."""
+    after the last good record (like SQLite rolling back a torn write), with or without a newline.
+
+    Every other line is validated first (`read_records`): a file that would be refused is never rewritten.
+    """
     path = run_dir / RESULTS_FILE
-    if not path.is_file():
+    if not path.is_file() or path.is_symlink():
         return
-    data = path.read_bytes()
+    read_records(run_dir)
+    data = _read_bytes(path)
     lines = _content_lines(data)
     if lines and _parse_line(lines[-1][1]) is None:
         data = b"".join(line + b"\n" for _, line in lines[:-1])
@@ -98,18 +175,16 @@ def drop_torn_tail(run_dir: Path) -> None:
         data += b"\n"
     else:
         return
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    replace_file(path, data)
 
 
 def append_record(run_dir: Path, record: dict[str, Any]) -> None:
-    line = json.dumps({"schema_version": SCHEMA_VERSION, **record}, default=str, allow_nan=True)
-    with open(run_dir / RESULTS_FILE, "a", encoding="utf-8") as handle:
-        handle.write(line + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    line = json.dumps({"schema_version": SCHEMA_VERSION, **record}, allow_nan=True)
+    handle = open_no_follow(run_dir / RESULTS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        stream.write(line + "\n")
+        stream.flush()
+        os.fsync(stream.fileno())
 
 
 def declared(precision_name: str, backend_name: str) -> dict[str, Any]:
@@ -156,7 +231,7 @@ def read_records(run_dir: Path | str, latest_only: bool = True) -> list[dict[str
         raise ResultsError(f"{run_dir}: not a run directory (expected a folder made by `segbench run`)")
     if not path.is_file():
         raise ResultsError(f"{path}: no results file; is this a run directory made by `segbench run`?")
-    lines = _content_lines(path.read_bytes())
+    lines = _content_lines(_read_bytes(path))
     records: list[dict[str, Any]] = []
     for position, (number, raw) in enumerate(lines, start=1):
         record = _parse_line(raw)
@@ -164,9 +239,12 @@ def read_records(run_dir: Path | str, latest_only: bool = True) -> list[dict[str
             if position == len(lines):
                 continue  # torn final write: the cell in flight is lost, nothing else
             raise ResultsError(
-                f"{path}: line {number}: corrupt record (not a JSON object with a cell_id, or not UTF-8); delete or "
-                "repair that line"
+                f"{path}: line {number}: corrupt record (not a JSON object with a cell_id, not UTF-8, or nested too "
+                "deeply); delete or repair that line"
             )
+        too_deep = nesting_problem(record)
+        if too_deep:
+            raise ResultsError(f"{path}: line {number}: invalid record: {too_deep}; fix or delete that line")
         try:
             record = upgrade(record)
         except ResultsError as exc:
@@ -198,13 +276,18 @@ def read_meta(run_dir: Path | str) -> dict[str, Any]:
     if not path.is_file():
         raise ResultsError(f"{path}: missing; is this a run directory made by `segbench run`?")
     try:
-        meta = json.loads(path.read_bytes().decode("utf-8"))
+        meta = json.loads(_read_bytes(path).decode("utf-8"))
     except ValueError as exc:
         raise ResultsError(f"{path}: corrupt JSON ({exc})") from None
+    except RecursionError:
+        raise ResultsError(f"{path}: nested too deeply to be a meta.json; restore the run's meta.json") from None
     if not isinstance(meta, dict):
         raise ResultsError(
             f"{path}: expected a JSON object, found a {type(meta).__name__}; restore the run's meta.json"
         )
+    too_deep = nesting_problem(meta)
+    if too_deep:
+        raise ResultsError(f"{path}: invalid: {too_deep}; restore the run's meta.json")
     version = meta.get("schema_version")
     if isinstance(version, int) and version > SCHEMA_VERSION:
         raise ResultsError(

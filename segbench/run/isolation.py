@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from segbench.device import is_gpu
+from segbench.plain import NotPlain, to_plain
 from segbench.run import forkserver
 from segbench.system.process import die_with_parent, kill_cell_group, own_process_group, signal_name
 
@@ -33,16 +34,24 @@ if TYPE_CHECKING:
 # ---- the child ------------------------------------------------------------------------------------
 
 
-def _redirect_output(log_path: str | None) -> None:
-    """Libraries print while building models; that goes to the cell's log, not over the progress bar."""
+def _redirect_output(log_path: str | None) -> str | None:
+    """Libraries print while building models; that goes to the cell's log, not over the progress bar.
+
+    A log that cannot be opened (its folder deleted under a running run, a link in its place) costs the log, never
+    the cell: the cell runs on, and the reason comes back in its record (`log`)."""
     if log_path is None:
-        return
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        return None
+    try:
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        return f"not written: {log_path}: {exc.strerror or exc}"
     sys.stdout.flush()
     sys.stderr.flush()
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
+    return None
 
 
 def arm_cell_process(parent_pid: int | None) -> None:
@@ -66,15 +75,27 @@ def _child_main(
     from segbench.cell.passes import run_cell  # lazy: only once armed; importing torch takes seconds
     from segbench.cell.request import CellRequest  # lazy: only once armed
 
-    _redirect_output(log_path)
-    if log_path is not None:  # the log names the physical device (GPU UUID) and the time it ran
+    log_problem = _redirect_output(log_path)
+    if log_path is not None and not log_problem:  # the log names the physical device (GPU UUID) and the time it ran
         from segbench.system.env import device_identity, identity_line  # lazy: only once armed
 
         print(f"segbench cell {request['cell']['model']} on {identity_line(device_identity(request['device']))}")
         sys.stdout.flush()
-    outcome = run_cell(CellRequest.from_dict(request))
+    outcome = plain_outcome(run_cell(CellRequest.from_dict(request)))
+    if log_problem:
+        outcome["log"] = log_problem
     connection.send(outcome)
     connection.close()
+
+
+def plain_outcome(outcome: dict[str, Any]) -> dict[str, Any]:
+    """The outcome as plain JSON before it leaves the cell: a tensor or numpy value a plugin returned would cross the
+    pipe as a handle that dies with this process (the parent's read fails), or be stored as its text."""
+    try:
+        return to_plain(outcome)
+    except NotPlain as exc:
+        kept = {key: outcome[key] for key in ("threads", "interop_threads") if isinstance(outcome.get(key), int)}
+        return {**kept, "status": "error", "error": f"the cell's outcome cannot be stored: {exc}"}
 
 
 def _death_outcome(exit_code: int | None, failure: str | None = None) -> dict[str, Any]:
@@ -138,6 +159,11 @@ def _await_outcome(process: Any, receiver: Connection, timeout_s: float) -> dict
     except EOFError:
         process.join()
         return _death_outcome(process.exitcode, getattr(process, "failure", None))
+    # What the cell sent cannot be read (a handle that died with it, a class this process lacks): the cell's error.
+    except Exception as exc:  # noqa: BLE001
+        kill_cell_group(process)
+        process.join()
+        return {"status": "error", "error": f"the cell's outcome could not be received: {type(exc).__name__}: {exc}"}
     process.join(timeout=30)
     if process.is_alive():
         process.kill()

@@ -16,15 +16,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from segbench.errors import SegbenchError
-
-LOCK_FILE = ".lock"
+from segbench.results.store import LOCK_FILE, open_no_follow
 
 
 @contextmanager
 def hold_run_lock(run_dir: Path) -> Iterator[None]:
     """Hold the run folder's lock, or refuse in one line naming the process that holds it."""
-    try:
-        handle = open(run_dir / LOCK_FILE, "a+", encoding="utf-8")
+    try:  # never through a link: a `.lock` pointing elsewhere would have that file truncated
+        handle = os.fdopen(open_no_follow(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT), "r+", encoding="utf-8")
     except OSError as exc:
         raise SegbenchError(
             f"{run_dir}: cannot open its lock file ({exc.strerror or exc}); check the folder's permissions"

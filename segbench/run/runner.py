@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
 from segbench.cell.request import CellRequest
 from segbench.data.images import photograph_names
 from segbench.device import is_gpu
@@ -23,9 +25,11 @@ from segbench.hardware import profile_for_device
 from segbench.hardware.roofline import bytes_per_image, measure_ceiling_isolated, roofline
 from segbench.measure.canary import against_reference, joined, reference_drift
 from segbench.models.registry import get_card
+from segbench.plain import NotPlain, to_plain
 from segbench.results import store as results
 from segbench.results.devices import ran_on
 from segbench.results.runs import add_accuracy_deltas
+from segbench.results.schema import first_problem, validate_record
 from segbench.run.executors import get_executor
 from segbench.run.executors.base import Executor, Job
 from segbench.run.interruption import RunInterrupted, signal_name_of, stop_signals_deferred, stop_signals_raise
@@ -34,7 +38,7 @@ from segbench.suite.matrix import CellSpec, expand
 from segbench.suite.schema import Suite
 from segbench.system.env import fingerprint, resolve_device
 
-LOG_DIR = "logs"
+LOG_DIR = results.LOG_DIR
 
 
 class RunObserver(Protocol):
@@ -78,6 +82,56 @@ def _base_record(cell: CellSpec, device: str) -> dict[str, Any]:
         "error": None,
         **results.declared(cell.precision, cell.backend),
     }
+
+
+def storable(record: dict[str, Any]) -> dict[str, Any]:
+    """The record as plain JSON that the record schema accepts; a cell whose outcome is neither becomes that cell's
+    `error` (naming the field), never the run's, so every line appended can be read back."""
+    try:
+        plain = to_plain(record, "record")
+        validate_record(plain)
+        return plain
+    except NotPlain as exc:
+        problem = str(exc)
+    except ValidationError as exc:
+        problem = first_problem(exc)
+    failed = {key: _plain_or_none(record.get(key)) for key in _IDENTITY_FIELDS if key in record}
+    failed.update(status="error", latency_ms=None, fps=None)
+    failed["error"] = f"the cell's outcome is not a valid record: {problem}"
+    return failed
+
+
+def _plain_or_none(value: Any) -> Any:
+    try:
+        return to_plain(value)
+    except NotPlain:
+        return None
+
+
+_IDENTITY_FIELDS = (
+    "cell_id",
+    "cell_key",
+    "model",
+    "family",
+    "source",
+    "resolution",
+    "batch_size",
+    "precision",
+    "backend",
+    "scenario",
+    "device",
+    "hardware",
+    "weights",
+    "options",
+    "matmul_class",
+    "reference_precision",
+    "reference",
+    "latency_scope",
+    "started_at",
+    "wall_s",
+    "startup",
+    "threads",
+)
 
 
 def _check_resume(run_dir: Path, suite: Suite, device: str) -> None:
@@ -367,6 +421,7 @@ def run_suite(
         if resume is not None:
             run_dir = resume
             results.read_meta(run_dir)  # not a run folder: say so before taking its lock
+            results.refuse_links(run_dir)  # a handed-over folder never gets a file outside it written
             stack.enter_context(hold_run_lock(run_dir))
             try:
                 meta, done = _resume_run(run_dir, suite, device, retry_failed)
@@ -438,6 +493,7 @@ def _run_jobs(
         if job.hardware is not None:
             record.update(hardware=job.hardware, cell_key=job.key)
         record.update(_derived_fields(record, meta))
+        record = storable(record)
         try:
             results.append_record(run_dir, record)
         except OSError as exc:

@@ -30,6 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from segbench.plain import nesting_problem
+
 CACHE_DIR_ENV = "SEGBENCH_CACHE_DIR"
 NO_CACHE_ENV = "SEGBENCH_NO_CACHE"
 MANIFEST = "manifest.json"
@@ -68,6 +72,32 @@ def configure(cache_dir: Path | None = None, disabled: bool = False) -> None:
         os.environ[NO_CACHE_ENV] = "1"
 
 
+def unusable_reason() -> str | None:
+    """Why the configured cache root cannot hold entries (read-only, under a file, not creatable), or None."""
+    base = root()
+    if base is None:
+        return None
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".probe-", dir=base)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"{exc.filename or base}: {exc.strerror or exc}"
+    return None
+
+
+def fall_back_if_unusable() -> str | None:
+    """Turn caching off for this process and its cells when the root is unusable; the one warning to show, or None.
+
+    A cache only saves time: a bad one costs the run its reuse, never a cell (fp32 eager needs no cache at all)."""
+    reason = unusable_reason()
+    if reason is None:
+        return None
+    os.environ[NO_CACHE_ENV] = "1"
+    return f"the prepare cache is unusable ({reason}); this run prepares every cell afresh, uncached"
+
+
 def clear(directory: Path | None = None) -> None:
     """Delete every cache (segbench's entries and inductor's) under `directory` or the configured root."""
     target = directory or root()
@@ -88,7 +118,11 @@ def configure_inductor() -> None:
             sys.modules["torch._inductor.config"].force_disable_caches = True
         return
     directory = base / INDUCTOR_DIR
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:  # unusable since the run checked it: compile into a temporary folder, as with --no-cache
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="segbench-inductor-")
+        return
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory)
 
 
@@ -276,17 +310,47 @@ def lookup(cache_key: CacheKey) -> Entry | None:
         _record(cache_key, "miss")
         return None
     try:
-        manifest = json.loads(manifest_path.read_text())
-        if manifest["key"] != json.loads(cache_key.canonical()):
+        manifest = _read_manifest(manifest_path)
+        if manifest.key != json.loads(cache_key.canonical()):
             raise ValueError("its manifest holds another key")
-        for name, expected in manifest["files"].items():
-            if _sha256(directory / name) != expected:
+        for name, expected in manifest.files.items():
+            if Path(name).name != name or _sha256(directory / name) != expected:
                 raise ValueError(f"{name} does not match its checksum")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError) as exc:
         discard(cache_key, str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}")
         return None
     _record(cache_key, "hit")
-    return Entry(directory, manifest.get("extra", {}))
+    return Entry(directory, manifest.extra)
+
+
+class Manifest(BaseModel):
+    """An entry's manifest.json: the key it was built from, a SHA-256 per file, what the builder stored beside."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    key: dict[str, Any]
+    files: dict[str, str]
+    extra: dict[str, Any] = {}
+
+
+MAX_MANIFEST_DEPTH = 32  # a key and its extra nest a few levels; deeper is a damaged or hostile file
+
+
+def _read_manifest(path: Path) -> Manifest:
+    """The manifest, checked; ValueError (the entry is discarded and rebuilt) when it is not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise ValueError("its manifest is nested too deeply") from None
+    too_deep = nesting_problem(data, "manifest", MAX_MANIFEST_DEPTH)
+    if too_deep:
+        raise ValueError(f"its {too_deep}")
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        raise ValueError(f"its manifest is invalid: {where}: {error['msg']}") from None
+
 
 
 def store(cache_key: CacheKey, files: dict[str, Path], extra: dict[str, Any] | None = None) -> Entry | None:
@@ -294,9 +358,10 @@ def store(cache_key: CacheKey, files: dict[str, Path], extra: dict[str, Any] | N
     directory = _entry_dir(cache_key)
     if directory is None:
         return None
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{cache_key.digest}-", dir=directory.parent))
+    staging: Path | None = None
     try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{cache_key.digest}-", dir=directory.parent))
         for name, source in files.items():
             shutil.copyfile(source, staging / name)
         manifest = {
@@ -309,7 +374,8 @@ def store(cache_key: CacheKey, files: dict[str, Path], extra: dict[str, Any] | N
         shutil.rmtree(directory, ignore_errors=True)
         staging.rename(directory)
     except OSError as exc:  # a full or read-only disk costs the next run a rebuild, never this cell
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         print(f"segbench cache: could not store {cache_key.kind} entry ({exc})", file=sys.stderr, flush=True)
         return None
     return Entry(directory, extra or {})

@@ -155,6 +155,12 @@ class StagesRun:
     samples_ms: dict[str, list[float]]
     detections: list[int] | None  # instances found in each frame (detector families), counted outside the timing
     warmup: dict[str, float]  # the pipeline's own warm-up before the clock: calls made and seconds taken
+    wall_s: float  # from the first timed call's start to the last one's end, less what was counted outside the clock
+
+    def throughput_fps(self, batch_size: int) -> float:
+        """Images / wall time of the timed calls: what the sequential pipeline sustained, gaps and slow calls
+        included (1 / median leaves out a skewed series' tail)."""
+        return batch_size * len(self.samples_ms["end_to_end"]) / self.wall_s
 
 
 Readings = tuple[int, int, int, int]  # perf_counter_ns before preprocess, forward, postprocess, and after it
@@ -229,9 +235,11 @@ def _time_stages(
     warmup = _warm_pipeline(adapter, forward, parts, frames, device, warmup_iters, warmup_s)
     clock = time.perf_counter_ns
     start = clock()
+    first_t0, last_t3, uncounted_ns = 0, 0, 0
     while not rule.done(len(samples["end_to_end"]), (clock() - start) / 1e9):
         frame_index = len(samples["end_to_end"]) % len(frames)
         outputs, (t0, t1, t2, t3) = _pipeline_call(adapter, forward, parts, frames[frame_index], device, samples)
+        first_t0, last_t3 = first_t0 or t0, t3
         for stage, (a, b) in zip((*STAGES, "end_to_end"), ((t0, t1), (t1, t2), (t2, t3), (t0, t3))):
             samples[stage].append((b - a) / 1e6)
         if counting and len(detections) == frame_index:  # first pass over the frames, after the clock stopped
@@ -240,7 +248,15 @@ def _time_stages(
                 counting = False
             else:
                 detections.append(found)
-    return StagesRun(samples, detections or None, warmup)
+            uncounted_ns += clock() - t3
+    return StagesRun(samples, detections or None, warmup, (last_t3 - first_t0 - uncounted_ns) / 1e9)
+
+
+def pipelined_bound_fps(stages: dict[str, LatencyStats], batch_size: int) -> float | None:
+    """Images per second a pipeline that overlaps its stages could sustain at most: 1 / the slowest stage's median
+    (each stage busy on another frame, as a deployment overlapping host pre/post with the forward runs)."""
+    medians = [stats.median for name, stats in stages.items() if name in STAGES and stats.median > 0]
+    return batch_size * 1000.0 / max(medians) if medians else None
 
 
 def _memory_pass(
@@ -514,6 +530,8 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         "stage_samples_ms": {stage: list(stats.samples) for stage, stats in stages.items()},
         "end_to_end_ms": end_to_end.summary(),
         "end_to_end_fps": cell.batch_size * 1000.0 / end_to_end.median,
+        "end_to_end_throughput_fps": stages_run.throughput_fps(cell.batch_size),
+        "pipelined_fps_bound": pipelined_bound_fps(stages, cell.batch_size),
         "first_call_ms": cold_ms,
         "end_to_end_warmup": stages_run.warmup,
         "end_to_end_input": f"{len(frames) * cell.batch_size} held-out photographs in turn, {height}x{width}",

@@ -61,6 +61,8 @@ LEADERBOARD_METRICS = (
     "fps",
     "end_to_end_ms",
     "end_to_end_fps",
+    "end_to_end_throughput_fps",
+    "pipelined_fps_bound",
     "first_call_ms",
     *STREAM,
     "peak_mb",

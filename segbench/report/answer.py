@@ -29,7 +29,8 @@ HOW_TO = (
 )
 FPS_SENTENCE = (
     "FPS here is end to end (preprocess + forward + postprocess; the sustained camera rate for a stream cell), "
-    "not the forward pass alone."
+    "not the forward pass alone: batch / the median end-to-end call of the sequential pipeline, which targets judge. "
+    "Beside it, images / wall time of the end-to-end pass (throughput, slow calls and gaps included)."
 )
 PERCENTILE_SENTENCE = (
     f"A percentile is shown with its n, and only where n supports it: p90 from {samples_needed('p90')} samples, p95 "

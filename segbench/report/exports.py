@@ -31,6 +31,7 @@ from segbench.report.html import (
 from segbench.report.memory import BREAKDOWN_NOTE, gpu_memory_breakdown
 from segbench.results.metrics import CATALOGUE, withhold_percentiles
 from segbench.results.runs import RunData, load_run
+from segbench.results.schema import STAGES
 from segbench.suite.expectations import verdict_note
 from segbench.suite.targets import Targets
 
@@ -139,6 +140,11 @@ def render_markdown(run: RunData, targets: Targets | None = None) -> str:
                 "Latency per batch (forward pass); FPS (forward) and FPS (end to end) side by side. " + memory_note(run)
             ),
         ]
+    stage_medians = tables.stages(run)
+    if not stage_medians.empty:
+        columns = [Column("label", "cell"), *(Column(stage, f"{stage} ms", fmt_fixed(2), True) for stage in STAGES)]
+        parts += ["", "### Stage breakdown", "", *(_md_text(line) for line in tables.end_to_end_scope(run)), ""]
+        parts.append(markdown_table(stage_medians, columns))
     breakdown = gpu_memory_breakdown(run)
     if not breakdown.empty:
         parts += [

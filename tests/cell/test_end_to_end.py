@@ -13,7 +13,7 @@ from segbench.measure.stats import LatencyStats
 from segbench.measure.timing import StopRule
 from segbench.models.registry import load_plugin
 from segbench.suite.matrix import CellSpec
-from segbench.suite.schema import Timing
+from segbench.suite.schema import EndToEndConfig, Timing
 from tests.helpers import FAST_TIMING, FAULT_PLUGIN
 
 COLD_MS = 500.0  # what test-cold-start's first postprocess sleeps (ColdStartAdapter in tests/fault_models.py)
@@ -130,3 +130,28 @@ def test_a_measured_cell_records_throughput_and_the_pipelined_bound() -> None:
     slowest = max(outcome["stages_ms"][stage]["median"] for stage in ("preprocess", "forward", "postprocess"))
     assert outcome["pipelined_fps_bound"] == 1000 / slowest
     assert 0 < outcome["end_to_end_throughput_fps"] <= outcome["pipelined_fps_bound"]
+
+
+def test_end_to_end_covers_what_it_says_and_can_include_decode_and_a_camera_resize() -> None:
+    """Guards item 7's scope: end to end silently started from decoded frames at the cell's size; the record now
+    says what it covers, and `end_to_end: {decode, camera_size}` times decode and resize as stages of their own."""
+    plain = _measure("test-tiny")
+    assert plain["end_to_end_covers"]["stages"] == ["preprocess", "forward", "postprocess"]
+    assert "no decode, no resize" in plain["end_to_end_covers"]["input"]
+    assert "first maximum" in plain["end_to_end_covers"]["class_map"]
+
+    load_plugin(FAULT_PLUGIN)
+    spec = CellSpec(model="test-tiny", resolution=(32, 32), batch_size=2, precision="fp32", backend="eager")
+    camera = EndToEndConfig(decode="jpeg", camera_size="120x160")
+    request = CellRequest(
+        cell=spec, device="cpu", timing=Timing(**FAST_TIMING), poll_interval_ms=10, threads=None, end_to_end=camera
+    )
+    outcome = cell.measure_cell(CellRequest.from_dict(request.to_dict()))  # as it crosses into the cell's process
+    covers = outcome["end_to_end_covers"]
+    assert covers["stages"] == ["decode", "resize", "preprocess", "forward", "postprocess"]
+    assert covers["decode"] == "jpeg" and covers["camera_size"] == [120, 160]
+    assert "JPEG bytes at 120x160" in outcome["end_to_end_input"]
+    stages = outcome["stages_ms"]
+    assert {"decode", "resize"} <= set(stages)
+    summed = sum(stages[name]["median"] for name in covers["stages"])
+    assert outcome["end_to_end_ms"]["median"] >= 0.8 * summed  # the input stages are inside end to end

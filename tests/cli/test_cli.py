@@ -9,7 +9,7 @@ from typing import Callable
 import pytest
 import torch
 
-from tests.helpers import REPO, segbench
+from tests.helpers import FAST_TIMING, FAULT_PLUGIN, REPO, segbench
 
 
 def test_dry_run_prints_the_matrix_with_its_count(write_suite: Callable[..., Path]) -> None:
@@ -55,3 +55,19 @@ def test_bad_options_give_one_line(write_suite: Callable[..., Path], tmp_path: P
     assert done.returncode == 2 and "--resume" in done.stderr
     done = segbench("run", str(write_suite()), "--resume", str(tmp_path / "nowhere"))
     assert done.returncode == 2 and "nowhere" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_camera_size_and_decode_flags_put_decode_and_resize_in_end_to_end(tmp_path: Path) -> None:
+    """Guards item 7's option: end to end could not include a camera's decode and resize; --camera-size and --decode
+    (the suite's end_to_end block) time them as stages, and the record says what was measured."""
+    timing = [arg for key, value in FAST_TIMING.items() for arg in ("-s", f"timing.{key}={value}")]
+    args = ["run", "--plugin", FAULT_PLUGIN, "--model", "test-tiny", "--resolution", "32", "--device", "cpu"]
+    args += ["--camera-size", "90x120", "--decode", "png", "-s", "roofline.measure_ceiling=false", *timing]
+    result = segbench(*args, "--out", str(tmp_path), timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (record,) = [json.loads(line) for line in next(tmp_path.glob("*/results.jsonl")).read_text().splitlines()]
+    assert record["end_to_end_covers"]["stages"][:2] == ["decode", "resize"]
+    assert record["end_to_end_covers"]["camera_size"] == [90, 120] and record["end_to_end_covers"]["decode"] == "png"
+    assert {"decode", "resize"} <= set(record["stages_ms"])
+    bad = segbench("run", "--model", "fast-scnn", "--camera-size", "1080by1920", "--dry-run")
+    assert bad.returncode == 2 and "end_to_end.camera_size" in bad.stderr + bad.stdout

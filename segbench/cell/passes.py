@@ -260,20 +260,20 @@ def _time_stages(
 ) -> StagesRun:
     """Wall-clock each stage with a device sync at its end, after a warm-up of its own: the latency a caller of the
     pipeline sees."""
-    inputs = camera.stages if camera is not None else ()
-    samples: dict[str, list[float]] = {stage: [] for stage in (*inputs, *STAGES, "end_to_end")}
+    input_stages = camera.stages if camera is not None else ()
+    samples: dict[str, list[float]] = {stage: [] for stage in (*input_stages, *STAGES, "end_to_end")}
     detections: list[int] = []
     counting = True  # until the family says it has no instances to count, or every frame has been counted
     parts = adapter.forward_parts() if split else None
     warmup = _warm_pipeline(adapter, forward, parts, frames, device, warmup_iters, warmup_s, camera)
     clock = time.perf_counter_ns
     start = clock()
-    first_t0, last_t3, uncounted_ns = 0, 0, 0
+    first_start, last_end, uncounted_ns = 0, 0, 0
     while not rule.done(len(samples["end_to_end"]), (clock() - start) / 1e9):
         frame_index = len(samples["end_to_end"]) % len(frames)
         frame = frames[frame_index]
         outputs, (begun, t0, t1, t2, t3) = _pipeline_call(adapter, forward, parts, frame, device, samples, camera)
-        first_t0, last_t3 = first_t0 or begun, t3
+        first_start, last_end = first_start or begun, t3
         for stage, (a, b) in zip((*STAGES, "end_to_end"), ((t0, t1), (t1, t2), (t2, t3), (begun, t3))):
             samples[stage].append((b - a) / 1e6)
         if counting and len(detections) == frame_index:  # first pass over the frames, after the clock stopped
@@ -283,7 +283,7 @@ def _time_stages(
             else:
                 detections.append(found)
             uncounted_ns += clock() - t3
-    return StagesRun(samples, detections or None, warmup, (last_t3 - first_t0 - uncounted_ns) / 1e9)
+    return StagesRun(samples, detections or None, warmup, (last_end - first_start - uncounted_ns) / 1e9)
 
 
 def end_to_end_covers(camera: CameraInput, adapter: SegmentationAdapter, library_pipeline: bool) -> dict[str, Any]:

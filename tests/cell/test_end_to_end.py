@@ -129,7 +129,8 @@ def test_a_measured_cell_records_throughput_and_the_pipelined_bound() -> None:
     outcome = _measure("test-tiny")
     slowest = max(outcome["stages_ms"][stage]["median"] for stage in ("preprocess", "forward", "postprocess"))
     assert outcome["pipelined_fps_bound"] == 1000 / slowest
-    assert 0 < outcome["end_to_end_throughput_fps"] <= outcome["pipelined_fps_bound"]
+    # 1 / mean call against 1 / the slowest stage's median: below it, unless that stage is skewed low
+    assert 0 < outcome["end_to_end_throughput_fps"] <= 1.05 * outcome["pipelined_fps_bound"]
 
 
 def test_end_to_end_covers_what_it_says_and_can_include_decode_and_a_camera_resize() -> None:

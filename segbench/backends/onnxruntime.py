@@ -38,6 +38,10 @@ OPSET = 18
 CUDA_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 EXPORT_LIBRARIES = ("onnx", "onnxscript", "onnxruntime")  # their versions key cached graphs, with torch's
 GRAPH_FILE = "model.onnx"
+# ONNX Runtime's pool threads spin-wait for the next op by default, and after a run they keep spinning on the cores
+# torch's pre- and postprocess need: on 2 cores the same YOLO postprocess took 50.7 ms after an ORT forward, 11.8 ms
+# after eager (cpu-best-20261126T061749Z). segbench's pipeline always runs pre/post in torch, so spinning is off.
+NO_SPINNING = {"session.intra_op.allow_spinning": "0", "session.inter_op.allow_spinning": "0"}
 
 
 # Its forward refuses; under torch.compile too, so the refusal surfaces unchanged.
@@ -220,7 +224,9 @@ def providers_for(device: torch.device, int8: bool = False) -> list[Any]:
     return [*chosen, "CPUExecutionProvider"]
 
 
-def make_session(path: Path, device: torch.device, int8: bool = False) -> Any:
+def session_options(spinning: bool = False) -> Any:
+    """The cell's ONNX Runtime options: all graph optimisations, sequential, torch's thread count, and (unless asked
+    for) pool threads that sleep instead of spinning once their work is done."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -229,6 +235,20 @@ def make_session(path: Path, device: torch.device, int8: bool = False) -> Any:
     options.intra_op_num_threads = torch.get_num_threads()  # the cell's thread count, as torch got it
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if not spinning:
+        for key, value in NO_SPINNING.items():
+            options.add_session_config_entry(key, value)
+    return options
+
+
+def spinning_setting(options: Any) -> dict[str, str]:
+    """The spin entries as the session options hold them ("" where unset: ONNX Runtime's default, spinning on)."""
+    return {key: options.get_session_config_entry(key) for key in NO_SPINNING}
+
+
+def make_session(path: Path, device: torch.device, options: Any, int8: bool = False) -> Any:
+    import onnxruntime
+
     return onnxruntime.InferenceSession(str(path), options, providers=providers_for(device, int8))
 
 
@@ -423,15 +443,16 @@ class OnnxRuntime(Backend):
                 graph_precision.release()
             gc.collect()  # export leftovers (graphs, fake tensors) go before the session's memory is read
             before_session = process_memory_mb(device)
+            options = session_options()
             try:
-                session = make_session(path, device, int8=graph_precision is not None)
+                session = make_session(path, device, options, int8=graph_precision is not None)
             # A cached graph ONNX Runtime cannot load is rebuilt; a fresh one's failure stands.
             except Exception as exc:  # noqa: BLE001
                 if info.get("cache") != "hit":
                     raise
                 cache.discard(cache_key, f"ONNX Runtime could not load it: {_first_line(exc)}")
                 path, info = _built_graph(cache_key, model, graph_precision, layout, example)
-                session = make_session(path, device, int8=graph_precision is not None)
+                session = make_session(path, device, options, int8=graph_precision is not None)
             forward = (
                 cuda_forward(session, layout, specs, device) if device.type == "cuda" else cpu_forward(session, layout)
             )
@@ -449,6 +470,7 @@ class OnnxRuntime(Backend):
             "providers": session.get_providers(),
             "onnx_mb": round(path.stat().st_size / 2**20, 2),
             "threads": torch.get_num_threads(),
+            "thread_spinning": spinning_setting(options),  # "0": pool threads sleep between runs (torch does pre/post)
             "session_mb": session_mb,
             "session_mb_is": SESSION_MEMORY_NOTE[device.type == "cuda"],
         }

@@ -209,6 +209,25 @@ def unconvertible_reason(model: nn.Module, device: torch.device) -> str | None:
     return None
 
 
+# What OpenVINO's CPU threads do between inferences. Its default threading runtime, oneTBB, keeps its workers
+# busy-waiting briefly after each inference (OpenVINO's docs, "Composability of different threading runtimes"); unlike
+# ONNX Runtime's allow_spinning there is no property to turn that off: the docs' advice is on torch's side (its thread
+# count, OMP_WAIT_POLICY). A fixed torch postprocess measured the same after an OpenVINO forward as after eager
+# (tests/backends/test_thread_spinning.py), so nothing is changed; the record says what ran.
+CPU_THREADING = "oneTBB workers (a brief busy-wait after each inference; OpenVINO has no property to turn it off)"
+
+
+def threading_info(compiled: Any, ov_device: str) -> dict[str, Any]:
+    """The CPU plugin's thread settings as compiled: count, streams, pinning, and what its workers do when idle."""
+    if ov_device != "CPU":
+        return {"threads": None}
+    return {
+        "threads": int(compiled.get_property("INFERENCE_NUM_THREADS")),
+        "cpu_pinning": bool(compiled.get_property("ENABLE_CPU_PINNING")),
+        "thread_spinning": CPU_THREADING,
+    }
+
+
 def compile_for_latency(ov_model: Any, ov_device: str, hint: str, threads: int) -> Any:
     """OpenVINO's CPU latency recipe: the LATENCY hint (one stream), the cell's threads, an explicit precision."""
     import openvino as ov
@@ -310,7 +329,7 @@ class OpenVino(Backend):
             "device": ov_device,
             "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
             "performance_hint": str(compiled.get_property("PERFORMANCE_HINT")),
-            "threads": int(compiled.get_property("INFERENCE_NUM_THREADS")) if ov_device == "CPU" else None,
+            **threading_info(compiled, ov_device),
             "streams": int(compiled.get_property("NUM_STREAMS")),
         }
         return ov_forward(compiled, layout)

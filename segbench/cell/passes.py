@@ -14,7 +14,7 @@ import sys
 import time
 import traceback
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,6 +24,7 @@ from torch import nn
 from segbench.backends import get_backend
 from segbench.cell.request import CellRequest
 from segbench.cell.stream import Criterion, StreamOutcome, find_max_rate, run_stream, trial_row, warm_stream
+from segbench.data.camera import CameraInput
 from segbench.data.datasets import Dataset, images_in_folder
 from segbench.data.images import calibration_batches, evaluation_batches
 from segbench.data.sources import open_source
@@ -56,13 +57,13 @@ from segbench.measure.timing import (
     time_throughput,
     warm_up,
 )
-from segbench.models.base import SegmentationAdapter
+from segbench.models.base import OutputPolicy, SegmentationAdapter
 from segbench.models.flops import Work, count_work
 from segbench.models.registry import create_model, load_plugin
 from segbench.paths import resolve_path
 from segbench.precision import cell_reason, get_precision
 from segbench.precision.base import Precision, PrecisionContext
-from segbench.results.schema import STAGES
+from segbench.results.schema import INPUT_STAGES, STAGES
 from segbench.suite.matrix import CellSpec
 from segbench.suite.schema import Timing
 from segbench.system import cache
@@ -95,13 +96,15 @@ def synthetic_images(cell: CellSpec, device: torch.device) -> torch.Tensor:
     return images.pin_memory() if device.type == "cuda" else images
 
 
-def end_to_end_frames(cell: CellSpec, device: torch.device) -> list[torch.Tensor]:
+def end_to_end_frames(cell: CellSpec, device: torch.device, camera: CameraInput | None = None) -> list[Any]:
     """What the end-to-end pass feeds the pipeline, in turn: the held-out photographs at the cell's size and batch.
 
     Not the noise batch the forward pass times: a detector's postprocess scales with what it finds, and in noise an
     int8 model can find far more than fp32 does (trained YOLOv8n-seg at 640 on the Xeon: 30 instances against 1,
     postprocess 127 ms against 33 ms), which no camera would show it.
     """
+    if camera is not None and camera.active:  # at the camera's size, encoded as it delivers them (outside the clock)
+        return [camera.encode(batch) for batch in evaluation_batches(*camera.source_size(), cell.batch_size)]
     frames = evaluation_batches(*cell.resolution, cell.batch_size)
     return [frame.pin_memory() for frame in frames] if device.type == "cuda" else frames
 
@@ -177,21 +180,49 @@ class StagesRun:
     samples_ms: dict[str, list[float]]
     detections: list[int] | None  # instances found in each frame (detector families), counted outside the timing
     warmup: dict[str, float]  # the pipeline's own warm-up before the clock: calls made and seconds taken
+    wall_s: float  # from the first timed call's start to the last one's end, less what was counted outside the clock
+
+    def throughput_fps(self, batch_size: int) -> float:
+        """Images / wall time of the timed calls: what the sequential pipeline sustained, gaps and slow calls
+        included (1 / median leaves out a skewed series' tail)."""
+        return batch_size * len(self.samples_ms["end_to_end"]) / self.wall_s
 
 
-Readings = tuple[int, int, int, int]  # perf_counter_ns before preprocess, forward, postprocess, and after it
+# perf_counter_ns before the input stages (decode, resize; the same as the next when there are none), before
+# preprocess, forward, postprocess, and after it
+Readings = tuple[int, int, int, int, int]
+
+
+def _camera_frame(camera: CameraInput | None, frame: Any, samples: dict[str, list[float]]) -> torch.Tensor:
+    """The input stages a camera's frame needs before preprocess (decode, resize), each timed into `samples`."""
+    if camera is None or not camera.active:
+        return frame
+    clock = time.perf_counter_ns
+    began = clock()
+    images = camera.decoded(frame)
+    decoded = clock()
+    batch = camera.resized(images)
+    ended = clock()
+    for stage, (a, b) in (("decode", (began, decoded)), ("resize", (decoded, ended))):
+        if stage in camera.stages:
+            samples.setdefault(stage, []).append((b - a) / 1e6)
+    return batch
 
 
 def _pipeline_call(
     adapter: SegmentationAdapter,
     forward: Callable[[torch.Tensor], Any],
     parts: list[tuple[str, Callable[[Any], Any]]] | None,
-    frame: torch.Tensor,
+    frame: Any,
     device: torch.device,
     samples: dict[str, list[float]],
+    camera: CameraInput | None = None,
 ) -> tuple[Any, Readings]:
-    """One frame through preprocess, forward and postprocess, a device sync closing each stage."""
+    """One frame through the input stages (when the suite asks for them), preprocess, forward and postprocess, a
+    device sync closing each stage."""
     clock = time.perf_counter_ns
+    start = clock()
+    frame = _camera_frame(camera, frame, samples)
     t0 = clock()
     inputs = adapter.preprocess(frame)
     synchronize(device)
@@ -199,35 +230,41 @@ def _pipeline_call(
     outputs = _timed_forward(forward, parts, inputs, device, samples)
     synchronize(device)
     t2 = clock()
-    adapter.postprocess(outputs, tuple(frame.shape[1:3]))  # ends on the host, so it is complete when it returns
+    adapter.postprocess(outputs, tuple(frame.shape[1:3]))
+    synchronize(device)  # a map left on the device (end_to_end.map_device) is complete only after a sync
     t3 = clock()
-    return outputs, (t0, t1, t2, t3)
+    return outputs, (start, t0, t1, t2, t3)
 
 
 def first_call_ms(
-    adapter: SegmentationAdapter, forward: Callable[[torch.Tensor], Any], frame: torch.Tensor, device: torch.device
+    adapter: SegmentationAdapter,
+    forward: Callable[[torch.Tensor], Any],
+    frame: Any,
+    device: torch.device,
+    camera: CameraInput | None = None,
 ) -> float:
     """The first call of the whole pipeline once the model is built and prepared: cold (lazy initialisation, first
     kernels, caches), what a user waits for once. Recorded apart, never one of the end-to-end samples."""
-    _, (t0, _, _, t3) = _pipeline_call(adapter, forward, None, frame, device, {})
-    return (t3 - t0) / 1e6
+    _, (start, _, _, _, t3) = _pipeline_call(adapter, forward, None, frame, device, {}, camera)
+    return (t3 - start) / 1e6
 
 
 def _warm_pipeline(
     adapter: SegmentationAdapter,
     forward: Callable[[torch.Tensor], Any],
     parts: list[tuple[str, Callable[[Any], Any]]] | None,
-    frames: list[torch.Tensor],
+    frames: list[Any],
     device: torch.device,
     iterations: int,
     seconds: float,
+    camera: CameraInput | None = None,
 ) -> dict[str, float]:
     """The end-to-end frames through the whole pipeline, untimed, for at least `iterations` calls and at least
     `seconds` (timing.warmup_iters, timing.warmup_s). Without it the pass's first samples carried the first
     postprocess (Fast-SCNN on an H200: 14.78 ms against a 1.16 ms median) and set its p99."""
     calls, started = 0, time.perf_counter()
     while calls < iterations or time.perf_counter() - started < seconds:
-        _pipeline_call(adapter, forward, parts, frames[calls % len(frames)], device, {})
+        _pipeline_call(adapter, forward, parts, frames[calls % len(frames)], device, {}, camera)
         calls += 1
     return {"calls": calls, "seconds": round(time.perf_counter() - started, 3)}
 
@@ -235,26 +272,31 @@ def _warm_pipeline(
 def _time_stages(
     adapter: SegmentationAdapter,
     forward: Callable[[torch.Tensor], Any],
-    frames: list[torch.Tensor],
+    frames: list[Any],
     rule: StopRule,
     device: torch.device,
     split: bool,
     warmup_iters: int = 0,
     warmup_s: float = 0.0,
+    camera: CameraInput | None = None,
 ) -> StagesRun:
     """Wall-clock each stage with a device sync at its end, after a warm-up of its own: the latency a caller of the
     pipeline sees."""
-    samples: dict[str, list[float]] = {stage: [] for stage in (*STAGES, "end_to_end")}
+    input_stages = camera.stages if camera is not None else ()
+    samples: dict[str, list[float]] = {stage: [] for stage in (*input_stages, *STAGES, "end_to_end")}
     detections: list[int] = []
     counting = True  # until the family says it has no instances to count, or every frame has been counted
     parts = adapter.forward_parts() if split else None
-    warmup = _warm_pipeline(adapter, forward, parts, frames, device, warmup_iters, warmup_s)
+    warmup = _warm_pipeline(adapter, forward, parts, frames, device, warmup_iters, warmup_s, camera)
     clock = time.perf_counter_ns
     start = clock()
+    first_start, last_end, uncounted_ns = 0, 0, 0
     while not rule.done(len(samples["end_to_end"]), (clock() - start) / 1e9):
         frame_index = len(samples["end_to_end"]) % len(frames)
-        outputs, (t0, t1, t2, t3) = _pipeline_call(adapter, forward, parts, frames[frame_index], device, samples)
-        for stage, (a, b) in zip((*STAGES, "end_to_end"), ((t0, t1), (t1, t2), (t2, t3), (t0, t3))):
+        frame = frames[frame_index]
+        outputs, (begun, t0, t1, t2, t3) = _pipeline_call(adapter, forward, parts, frame, device, samples, camera)
+        first_start, last_end = first_start or begun, t3
+        for stage, (a, b) in zip((*STAGES, "end_to_end"), ((t0, t1), (t1, t2), (t2, t3), (begun, t3))):
             samples[stage].append((b - a) / 1e6)
         if counting and len(detections) == frame_index:  # first pass over the frames, after the clock stopped
             found = adapter.detections(outputs)
@@ -262,7 +304,31 @@ def _time_stages(
                 counting = False
             else:
                 detections.append(found)
-    return StagesRun(samples, detections or None, warmup)
+            uncounted_ns += clock() - t3
+    return StagesRun(samples, detections or None, warmup, (last_end - first_start - uncounted_ns) / 1e9)
+
+
+def end_to_end_covers(camera: CameraInput, adapter: SegmentationAdapter, library_pipeline: bool) -> dict[str, Any]:
+    """What the end-to-end pass timed, for the record and the report beside the stage breakdown."""
+    class_map = (
+        "the library's own postprocess (a pipeline backend: its call is the forward stage)"
+        if library_pipeline
+        else f"{adapter.output_policy.describe()}, at the cell's resolution"
+    )
+    return {
+        "stages": [*camera.stages, *STAGES],
+        "input": camera.describe(),
+        "class_map": class_map,
+        "decode": None if camera.decode == "none" else camera.decode,
+        "camera_size": list(camera.camera_size) if camera.camera_size else None,
+    }
+
+
+def pipelined_bound_fps(stages: dict[str, LatencyStats], batch_size: int) -> float | None:
+    """Images per second a pipeline that overlaps its stages could sustain at most: 1 / the slowest stage's median
+    (each stage busy on another frame, as a deployment overlapping host pre/post with the forward runs)."""
+    medians = [stats.median for name, stats in stages.items() if name in (*INPUT_STAGES, *STAGES) and stats.median > 0]
+    return batch_size * 1000.0 / max(medians) if medians else None
 
 
 def _memory_pass(
@@ -273,6 +339,7 @@ def _memory_pass(
     device: torch.device,
     baseline: memory.Baseline,
     occupied_mb: float,
+    camera: CameraInput | None = None,
 ) -> memory.MemoryPeaks:
     """Peaks with the poller on, over the end-to-end pass's frames (the held-out photographs, each at least once: a
     detector's postprocess memory scales with what it finds, and noise finds what no camera shows)."""
@@ -280,7 +347,7 @@ def _memory_pass(
     iterations = max(1, request.timing.memory_iters, len(frames))
     with memory.MemoryPoller(device, request.poll_interval_ms) as poller:
         for index in range(iterations):
-            frame = frames[index % len(frames)]
+            frame = _camera_frame(camera, frames[index % len(frames)], {})  # what end to end feeds: decoded, resized
             adapter.postprocess(forward(adapter.preprocess(frame)), tuple(frame.shape[1:3]))
         synchronize(device)
     assert adapter.model is not None
@@ -513,10 +580,13 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
     weights = _local_or_named(cell.weights, suite_dir)
     adapter = create_model(cell.model, weights, cell.options)
     adapter.build(device)
+    options = request.end_to_end
+    adapter.output_policy = OutputPolicy(options.resize, options.interpolate_dtype, options.map_device)
+    camera = CameraInput(options.decode, options.camera_size, cell.resolution)
     # Counted once on the fp32 model, batch 1: FLOPs per image are a property of the architecture.
     work, flops_unavailable = (None, "fit probe") if request.probe else _work(adapter, cell)
     images = synthetic_images(cell, device)
-    frames = end_to_end_frames(cell, device)
+    frames = end_to_end_frames(cell, device, camera)
     dataset = Dataset(request.dataset, suite_dir) if request.dataset is not None else None
     calibration_files, calibration_source = _calibration_files(request, dataset, suite_dir)
     calibration = calibration_batches(*cell.resolution, cell.batch_size, calibration_files)
@@ -537,7 +607,7 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         inputs = adapter.preprocess(images)  # again: a backend may change the layout preprocess emits (channels_last)
         release_preparation(device)
 
-        cold_ms = first_call_ms(adapter, forward, frames[0], device)  # before anything else warms the pipeline
+        cold_ms = first_call_ms(adapter, forward, frames[0], device, camera)  # before anything else warms the pipeline
         step = lambda: forward(inputs)  # noqa: E731 (the timed closure)
         canary_before = canary_reading()  # before warm-up, so the timed passes start from warm caches
         latency_warmup = _latency_warm_up(step, request.timing, device)
@@ -555,13 +625,16 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
                 split=cell.backend == "eager",
                 warmup_iters=request.timing.warmup_iters,
                 warmup_s=request.timing.warmup_s,
+                camera=camera,
             )
             stage_samples = stages_run.samples_ms
         canary = cell_canary(canary_before, canary_reading(), steal)
-        peaks = _memory_pass(adapter, forward, frames, request, device, baseline, budget_occupied(budget))
+        peaks = _memory_pass(adapter, forward, frames, request, device, baseline, budget_occupied(budget), camera)
         end_to_end = LatencyStats.from_samples(stage_samples["end_to_end"])
         stream = _stream_pass(adapter, forward, request, device, end_to_end) if request.stream else None
 
+    # Fidelity and accuracy compare the map with host-side references: a map left on the device comes home for them.
+    adapter.output_policy = replace(adapter.output_policy, map_device="host")
     fidelity, fidelity_unavailable = None, "this is the fp32 eager reference"
     if not (precision.is_reference and backend.is_reference) and not request.probe:
         try:
@@ -608,9 +681,13 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         "stage_samples_ms": {stage: list(stats.samples) for stage, stats in stages.items()},
         "end_to_end_ms": end_to_end.summary(),
         "end_to_end_fps": cell.batch_size * 1000.0 / end_to_end.median,
+        "end_to_end_throughput_fps": stages_run.throughput_fps(cell.batch_size),
+        "pipelined_fps_bound": pipelined_bound_fps(stages, cell.batch_size),
         "first_call_ms": cold_ms,
         "end_to_end_warmup": stages_run.warmup,
-        "end_to_end_input": f"{len(frames) * cell.batch_size} held-out photographs in turn, {height}x{width}",
+        "end_to_end_input": f"{len(frames) * cell.batch_size} held-out photographs in turn, "
+        + (camera.describe() if camera.active else f"{height}x{width}"),
+        "end_to_end_covers": end_to_end_covers(camera, adapter, backend.latency_scope == "end_to_end"),
         "detections_per_frame": stages_run.detections,
         "memory_mb": memory_mb,
         "memory_unavailable": peaks.unavailable,

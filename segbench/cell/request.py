@@ -8,7 +8,7 @@ from typing import Any
 from segbench.data.datasets import CalibrationConfig, DatasetConfig
 from segbench.measure.telemetry import CooldownConfig
 from segbench.suite.matrix import CellSpec
-from segbench.suite.schema import StreamConfig, Timing
+from segbench.suite.schema import EndToEndConfig, StreamConfig, Timing
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class CellRequest:
     calibration: CalibrationConfig | None = None  # images int8 calibrates on
     launched_at: float | None = None  # wall clock when the runner asked for the cell's process (startup_s)
     cpu_set: tuple[int, ...] | None = None  # logical CPUs, one per physical core, the cell pins its threads to
+    end_to_end: EndToEndConfig = EndToEndConfig()  # decode / camera resize in the end-to-end pass; the class map's form
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +49,7 @@ class CellRequest:
             "calibration": self.calibration.model_dump(mode="json") if self.calibration else None,
             "launched_at": self.launched_at,
             "cpu_set": list(self.cpu_set) if self.cpu_set else None,
+            "end_to_end": self.end_to_end.model_dump(),
         }
 
     @classmethod
@@ -68,4 +70,5 @@ class CellRequest:
             calibration=CalibrationConfig(**data["calibration"]) if data.get("calibration") else None,
             launched_at=data.get("launched_at"),
             cpu_set=tuple(data["cpu_set"]) if data.get("cpu_set") else None,
+            end_to_end=EndToEndConfig(**data.get("end_to_end") or {}),
         )

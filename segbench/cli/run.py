@@ -39,6 +39,12 @@ from segbench.suite.expectations import evaluate_run
 from segbench.system import cache
 
 
+def end_to_end_overrides(camera_size: str | None, decode: str | None) -> list[str]:
+    """--camera-size and --decode as the -s overrides they stand for (the suite's end_to_end block checks them)."""
+    given = {"camera_size": camera_size, "decode": decode}
+    return [f"end_to_end.{key}={json.dumps(value)}" for key, value in given.items() if value is not None]
+
+
 class ProgressObserver:
     """Rich progress: cell count, the current cell, elapsed time and an ETA."""
 
@@ -265,6 +271,18 @@ def run(
             "and per-class IoU"
         ),
     ),
+    camera_size: Optional[str] = typer.Option(
+        None,
+        "--camera-size",
+        metavar="HxW",
+        help="end to end starts from frames at a camera's size, resized to the cell's in the clock, e.g. 1080x1920",
+    ),
+    decode: Optional[str] = typer.Option(
+        None,
+        "--decode",
+        metavar="jpeg|png",
+        help="end to end starts from encoded frames, decoded (cv2.imdecode) inside the clock",
+    ),
     hardware: Optional[list[str]] = typer.Option(
         None,
         "--hardware",
@@ -356,6 +374,7 @@ def run(
             "e.g. -s batch_sizes=[1,8])"
         )
     plugin_specs = [absolute_plugin(spec) for spec in plugins or []]
+    overrides = [*(overrides or []), *end_to_end_overrides(camera_size, decode)]
     if dataset is not None:  # the same as -s dataset=…, made absolute because the run folder keeps a suite copy
         overrides = [*(overrides or []), f"dataset={json.dumps(str(dataset.expanduser().resolve()))}"]
     # The report's target flags, as -s targets.KEY=VALUE: checked like the file's, kept in the run's suite.yaml.

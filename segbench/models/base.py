@@ -7,7 +7,7 @@ family's own pre- and postprocessing, so the harness can time every family the s
     adapter.build(device)                      # random weights unless the suite gives a file
     x = adapter.preprocess(images_uint8)        # host uint8 (N, H, W, 3) -> device float NCHW
     out = adapter.forward(x)                    # the timed forward pass
-    labels = adapter.postprocess(out, (H, W))   # int64 class-id map (N, H, W) on the host
+    labels = adapter.postprocess(out, (H, W))   # class-id map (N, H, W), uint8 (int16 past 256 classes), on the host
 
 The contract for your own model (a plugin: `--plugin my_models.py`, or a suite's `plugins:`):
 
@@ -17,7 +17,9 @@ The contract for your own model (a plugin: `--plugin my_models.py`, or a suite's
   NCHW batch `preprocess` made and, unless `logits` is overridden, returns scores (N, C, h, w), any h, w.
 - may override, each with the return it must keep: `preprocess` -> float NCHW tensor on `self.device`
   in `self.input_dtype`; `forward` -> whatever `logits` understands; `logits` -> scores (N, C, h, w);
-  `postprocess` -> int64 (N, H, W) on the CPU at the input size; `read_weights` -> `Checkpoint`;
+  `postprocess` -> integer class ids (N, H, W) at the input size, in `label_dtype` of the class count, where
+  `self.output_policy.map_device` says (the host by default; `class_map` does all of it from scores);
+  `read_weights` -> `Checkpoint`;
   `load_weights` -> None (loads in place, raises `WeightsError` on a mismatch); `finalize` -> module;
   `forward_parts` -> named sequential parts or None; `notes` -> list of caveat strings.
 - class attributes: `constraints` (`InputConstraints`: minimum side, pad or refuse other sizes),
@@ -46,6 +48,8 @@ from segbench.models._common import read_state_file, strict_load
 from segbench.models.weights import fetch, named_kind
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
+UINT8_CLASSES = 256  # class ids 0..255 fit a uint8 map
+INT16_CLASSES = 2**15
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
@@ -75,6 +79,56 @@ class InputConstraints:
             return height, width
         m = self.multiple_of
         return math.ceil(height / m) * m, math.ceil(width / m) * m
+
+
+ResizeWhat = Literal["logits", "labels"]
+InterpolateDtype = Literal["float32", "logits"]
+MapDevice = Literal["host", "device"]
+
+
+@dataclass(frozen=True)
+class OutputPolicy:
+    """How `class_map` turns scores into the class map a deployment gets (the suite's `end_to_end:` block).
+
+    The defaults give the labels of the reference path bit for bit (scores upsampled bilinearly in float32, then
+    the first maximum): only the work that cannot change a label was cut (argmax's strided reduction, the int64
+    map). The other values trade labels or placement for speed, and the record says which ran:
+    resize "labels" reduces at the logits' resolution and nearest-upsamples the class map (C times less to
+    resize; labels move along class borders); interpolate_dtype "logits" resizes in the logits' own dtype, as
+    HF's image processors do (fp16/bf16 logits: near-ties may flip; on CPUs half interpolation is slower);
+    map_device "device" leaves the map where the forward ran, as HF and ultralytics do, for a consumer there.
+    """
+
+    resize: ResizeWhat = "logits"
+    interpolate_dtype: InterpolateDtype = "float32"
+    map_device: MapDevice = "host"
+
+    def describe(self) -> str:
+        resize = (
+            "scores resized to the input, then reduced"
+            if self.resize == "logits"
+            else "reduced at the logits' resolution, the class map nearest-upsampled"
+        )
+        dtype = "in float32" if self.interpolate_dtype == "float32" else "in the logits' dtype"
+        return f"{resize} ({dtype}); first maximum; uint8/int16 map on the {self.map_device}"
+
+
+def label_dtype(classes: int) -> torch.dtype:
+    """The smallest integer dtype that holds class ids 0..classes-1 (uint8 up to 256 classes, then int16)."""
+    if classes <= UINT8_CLASSES:
+        return torch.uint8
+    return torch.int16 if classes <= INT16_CLASSES else torch.int32
+
+
+def first_max_indices(scores: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """argmax's labels (the first maximum wins a tie; NaN counts as the maximum) through `max(dim).indices`,
+    whose CPU kernel reduces a strided NCHW channel dim several times faster than argmax's."""
+    return scores.max(dim=dim).indices
+
+
+def deliver(labels: torch.Tensor, policy: OutputPolicy) -> torch.Tensor:
+    """The class map where the deployment needs it: copied to the host, or left on the forward's device."""
+    return labels.cpu() if policy.map_device == "host" else labels
 
 
 class HeadOptions(BaseModel):
@@ -136,6 +190,8 @@ class SegmentationAdapter(ABC):
     # head has beyond the classes (Mask2Former's "no object": 1; YOLO-seg's background has no row: -1).
     head_keys: ClassVar[tuple[str, ...]] = ()
     head_extra_rows: ClassVar[int] = 0
+    # How postprocess hands over the class map; the cell sets the suite's (end_to_end:), so plain uses get the default.
+    output_policy: OutputPolicy = OutputPolicy()
 
     def __init__(self, card: ModelCard, weights: Path | None = None, options: dict[str, Any] | None = None):
         self.card = card
@@ -278,10 +334,24 @@ class SegmentationAdapter(ABC):
         return None
 
     def postprocess(self, outputs: Any, size: tuple[int, int]) -> torch.Tensor:
-        """Class-id map (N, H, W) int64 on the host at the input resolution (padding cropped)."""
-        scores = self.logits(outputs)
+        """Class-id map (N, H, W) at the input resolution (padding cropped), as `output_policy` says."""
+        return self.class_map(self.logits(outputs), size)
+
+    def class_map(self, scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Scores (N, C, h, w) -> class ids (N, H, W) in `label_dtype(C)`, where `output_policy` puts them.
+
+        By default the labels of the reference path (float32 bilinear upsample to the padded input, crop, argmax)
+        bit for bit, without its costs that cannot change a label: argmax's slow strided reduction and an int64
+        map (8x the bytes a uint8 one moves to the host). float32 logits are never copied.
+        """
+        policy, dtype = self.output_policy, label_dtype(scores.shape[1])
         padded = self.model_input_size(*size)
+        if tuple(scores.shape[-2:]) != padded and policy.resize == "labels":
+            low = first_max_indices(scores).to(dtype)
+            labels = F.interpolate(low[:, None], size=padded, mode="nearest")[:, 0, : size[0], : size[1]]
+            return deliver(labels, policy)
         if tuple(scores.shape[-2:]) != padded:
-            scores = F.interpolate(scores.float(), size=padded, mode="bilinear", align_corners=False)
-        labels = scores[..., : size[0], : size[1]].argmax(dim=1)
-        return labels.cpu()
+            scores = scores.float() if policy.interpolate_dtype == "float32" else scores
+            scores = F.interpolate(scores, size=padded, mode="bilinear", align_corners=False)
+        labels = first_max_indices(scores[..., : size[0], : size[1]]).to(dtype)
+        return deliver(labels, policy)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from segbench.models._transformers import TransformersAdapter
-from segbench.models.base import InputConstraints, ModelCard
+from segbench.models.base import InputConstraints, ModelCard, deliver, label_dtype
 from segbench.models.registry import register
 
 ADE20K_CLASSES = 150
@@ -83,7 +83,8 @@ class Mask2FormerAdapter(TransformersAdapter):
         padded = self.model_input_size(*size)
         batch = outputs.class_queries_logits.shape[0]
         maps = self.processor().post_process_semantic_segmentation(outputs, target_sizes=[padded] * batch)
-        return torch.stack(maps)[:, : size[0], : size[1]].to(torch.int64).cpu()
+        labels = torch.stack(maps)[:, : size[0], : size[1]].to(label_dtype(self.num_classes))
+        return deliver(labels, self.output_policy)
 
 
 for _variant in _SWIN:

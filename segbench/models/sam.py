@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from segbench.models._transformers import TransformersAdapter
-from segbench.models.base import InputConstraints, ModelCard
+from segbench.models.base import InputConstraints, ModelCard, deliver, first_max_indices, label_dtype
 from segbench.models.registry import register
 
 MAX_PROMPTS = 64
@@ -129,7 +129,7 @@ class SamAdapter(TransformersAdapter):
 
     def postprocess(self, outputs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         scores = F.interpolate(self.logits(outputs), size=size, mode="bilinear", align_corners=False)
-        return scores.argmax(dim=1).cpu()
+        return deliver(first_max_indices(scores).to(label_dtype(scores.shape[1])), self.output_policy)
 
     def notes(self) -> list[str]:
         notes = [

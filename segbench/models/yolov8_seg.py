@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from segbench.models._imports import import_ultralytics
 from segbench.models._ultralytics import UltralyticsAdapter
-from segbench.models.base import Checkpoint, HeadOptions, ModelCard
+from segbench.models.base import Checkpoint, HeadOptions, ModelCard, deliver, label_dtype
 from segbench.models.labels import coco_names
 from segbench.models.registry import register
 
@@ -126,9 +126,10 @@ class YoloV8SegAdapter(UltralyticsAdapter):
         return []
 
     def postprocess(self, outputs: Any, size: tuple[int, int]) -> torch.Tensor:
-        """Class-id map (N, H, W) int64 on the host: 0 background, 1..80 COCO class + 1."""
-        labels = [_merge_instances(*instance) for instance in self.instances(outputs)]
-        return torch.stack(labels)[:, : size[0], : size[1]].cpu()
+        """Class-id map (N, H, W), uint8, where output_policy says: 0 background, 1..80 COCO class + 1."""
+        dtype = label_dtype(self.num_classes)
+        labels = [_merge_instances(*instance).to(dtype) for instance in self.instances(outputs)]
+        return deliver(torch.stack(labels)[:, : size[0], : size[1]], self.output_policy)
 
 
 def _class_logits(raw: Any, scores: torch.Tensor) -> torch.Tensor:

@@ -30,8 +30,9 @@ HOW_TO = (
 )
 FPS_SENTENCE = (
     "FPS here is end to end (preprocess + forward + postprocess; the sustained camera rate for a stream cell), "
-    "not the forward pass alone; the forward-only FPS beside it is batch / its synchronous latency (one request at a "
-    "time), not the device's back-to-back throughput."
+    "not the forward pass alone: batch / the median end-to-end call of the sequential pipeline, which targets judge. "
+    "Beside it, images / wall time of the end-to-end pass (throughput, slow calls and gaps included); the forward-only "
+    "FPS is batch / its synchronous latency (one request at a time), not the device's back-to-back throughput."
 )
 PERCENTILE_SENTENCE = (
     f"A percentile is shown with its n, and only where n supports it: p90 from {samples_needed('p90')} samples, p95 "
@@ -107,10 +108,8 @@ def figures_text(record: dict[str, Any], percentile: str = "p99") -> str:
     achieved, forward = METRICS["achieved_fps"].value(record), METRICS["fps"].value(record)
     if achieved is not None:
         kind = "sustained" if record.get("stream") else "end to end"
-        parts.append(
-            f"{achieved:.1f} FPS {kind}"
-            + (f" ({forward:.1f} forward only, 1/latency)" if forward is not None and not record.get("stream") else "")
-        )
+        basis = "" if record.get("stream") else _offline_fps_basis(record, forward)
+        parts.append(f"{achieved:.1f} FPS {kind}{basis}")
     first_call = METRICS["first_call_ms"].value(record)
     if first_call is not None:
         parts.append(f"first call {METRICS['first_call_ms'].show(first_call)}")
@@ -133,6 +132,18 @@ def _quality_texts(record: dict[str, Any]) -> list[str]:
         return [f"mIoU {miou:.2f} %{lost}"]
     agreement = METRICS["pixel_agreement_pct"].value(record)
     return [] if agreement is None else [f"pixel agreement {agreement:.2f} %"]
+
+
+def _offline_fps_basis(record: dict[str, Any], forward: float | None) -> str:
+    """What an offline cell's FPS rests on: 1 / the median end-to-end call (what targets judge), beside the images
+    its end-to-end pass delivered per second of wall time and the forward alone."""
+    throughput = METRICS["end_to_end_throughput_fps"].value(record)
+    basis = ["1 / median call"]
+    if throughput is not None:
+        basis.append(f"{throughput:.1f} images / wall time")
+    if forward is not None:
+        basis.append(f"{forward:.1f} forward only")
+    return f" ({'; '.join(basis)})"
 
 
 def _latency_text(record: dict[str, Any], percentile: str) -> str:

@@ -318,6 +318,7 @@ METRICS_COMPARED = (
     _Metric(METRICS["fps"], _samples, _per_process("process_medians_ms"), 50.0),
     _Metric(METRICS["end_to_end_ms"], _end_to_end_samples, _per_process("process_end_to_end_ms"), 50.0),
     _Metric(METRICS["end_to_end_fps"], _end_to_end_samples, _per_process("process_end_to_end_ms"), 50.0),
+    _Metric(METRICS["end_to_end_throughput_fps"]),  # one figure per process: its change, without an interval
     _Metric(METRICS["peak_mb"]),
     _Metric(METRICS["footprint_mb"]),
     _Metric(METRICS["miou_gt_pct"]),
@@ -843,6 +844,7 @@ def comparison_table(comparison: Comparison) -> Table:
         "FPS Δ",
         "end-to-end Δ",
         "end-to-end FPS Δ",
+        "throughput Δ",
         "peak memory Δ",
         "footprint Δ",
         "mIoU (GT) Δ",
@@ -863,6 +865,7 @@ def comparison_table(comparison: Comparison) -> Table:
             _rich_change(cell.metric("fps")),
             _rich_change(cell.metric("end_to_end_ms")),
             _rich_change(cell.metric("end_to_end_fps")),
+            _rich_change(cell.metric("end_to_end_throughput_fps")),
             _rich_change(cell.metric("peak_mb")),
             _rich_change(cell.metric("footprint_mb")),
             _rich_change(cell.metric("miou_gt_pct")),

@@ -33,6 +33,7 @@ from segbench.report.html import (
 from segbench.report.memory import BREAKDOWN_NOTE, gpu_memory_breakdown
 from segbench.results.metrics import CATALOGUE, withhold_percentiles
 from segbench.results.runs import RunData, load_run, load_runs, merge_note
+from segbench.results.schema import STAGES
 from segbench.results.store import refuse_run_file_as_output
 from segbench.suite.expectations import verdict_note
 from segbench.suite.targets import Targets
@@ -159,6 +160,11 @@ def render_markdown(run: RunData, targets: Targets | None = None) -> str:
                 + memory_note(run)
             ),
         ]
+    stage_medians = tables.stages(run)
+    if not stage_medians.empty:
+        columns = [Column("label", "cell"), *(Column(stage, f"{stage} ms", fmt_fixed(2), True) for stage in STAGES)]
+        parts += ["", "### Stage breakdown", "", *(_md_text(line) for line in tables.end_to_end_scope(run)), ""]
+        parts.append(markdown_table(stage_medians, columns))
     breakdown = gpu_memory_breakdown(run)
     if not breakdown.empty:
         parts += [

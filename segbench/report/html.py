@@ -463,6 +463,7 @@ COMPARE_METRICS = (
     "fps",
     "end_to_end_ms",
     "end_to_end_fps",
+    "end_to_end_throughput_fps",
     "peak_mb",
     "footprint_mb",
     "miou_gt_pct",

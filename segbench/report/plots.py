@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from segbench.report.tables import fidelity_points, labelled, pareto_front, quality_axis
+from segbench.report.tables import end_to_end_scope, fidelity_points, labelled, pareto_front, quality_axis
 from segbench.results.labels import cell_label, option_text, resolution_text
 from segbench.results.metrics import METRICS, footprint_mb, number
 from segbench.results.runs import RunData, peak_memory, pixels
@@ -465,7 +465,8 @@ def stage_breakdown(run: RunData) -> Plot:
         key,
         title,
         image,
-        "Each bar is one cell; the number at its end is the sum of the three stage medians." + left_out,
+        "Each bar is one cell; the number at its end is the sum of the three stage medians." + left_out + " "
+        + " ".join(end_to_end_scope(run)),
     )
 
 

@@ -86,9 +86,11 @@ def status_text(record: dict[str, Any]) -> str:
         peak_text = f" · peak {peak:.0f} MiB" if peak is not None else ""
         noisy = "".join(f" [yellow](! {escape(flag)})[/]" for flag in measurement_flags(record))
         end_to_end = METRICS["end_to_end_fps"].value(record)
+        throughput = METRICS["end_to_end_throughput_fps"].value(record)
         fps = f"{record['fps']:.1f} FPS forward (1/latency)" + (
             f", {end_to_end:.1f} end to end" if end_to_end is not None else ""
         )
+        fps += f" ({throughput:.1f} images / wall time)" if throughput is not None else ""
         return f"[{style}]ok[/] median {latency['median']:.2f} ms · {fps}{peak_text}{noisy}{stream_text(record)}"
     return f"[{style}]{escape(status)}[/]: {escape(str(record.get('error') or ''))}"
 
@@ -117,7 +119,17 @@ def stream_text(record: dict[str, Any]) -> str:
     )
 
 
-SUMMARY_METRICS = ("median_ms", "p95_ms", "n", "cv_pct", "fps", "end_to_end_fps", "peak_mb", "footprint_mb")
+SUMMARY_METRICS = (
+    "median_ms",
+    "p95_ms",
+    "n",
+    "cv_pct",
+    "fps",
+    "end_to_end_fps",
+    "end_to_end_throughput_fps",
+    "peak_mb",
+    "footprint_mb",
+)
 
 
 def summary_table(records: Iterable[dict[str, Any]], title: str = "") -> Table:

@@ -63,6 +63,8 @@ LEADERBOARD_METRICS = (
     "device_throughput_fps",
     "end_to_end_ms",
     "end_to_end_fps",
+    "end_to_end_throughput_fps",
+    "pipelined_fps_bound",
     "first_call_ms",
     *STREAM,
     "peak_mb",
@@ -306,6 +308,29 @@ def artefacts(run: RunData) -> pd.DataFrame:
             export = f"segbench export {run.folder_of(record)} {cell_id} --out <folder>"
             rows.append({"cell": cell_label(record), "kind": kind, "cache_folder": folder, "export": export})
     return pd.DataFrame(rows)
+
+
+# What records made before `end_to_end_covers` timed (segbench's own class map was then argmax into int64).
+LEGACY_COVERS = (
+    "preprocess → forward → postprocess, from decoded uint8 frames at the cell's resolution (no decode, no resize "
+    "from a camera's size); class map: float32 upsample, argmax, int64 on the host (recorded before end_to_end_covers)"
+)
+
+
+def end_to_end_scope(run: RunData) -> list[str]:
+    """What the end-to-end figures cover, one sentence per distinct scope among the ok cells (with how many)."""
+    counts: dict[str, int] = {}
+    for record in run.ok:
+        covers = record.get("end_to_end_covers")
+        if isinstance(covers, dict):
+            stages = " → ".join(str(stage) for stage in covers.get("stages") or STAGES)
+            text = f"{stages}, from {covers.get('input')}; class map: {covers.get('class_map')}"
+        else:
+            text = LEGACY_COVERS
+        counts[text] = counts.get(text, 0) + 1
+    if len(counts) == 1:
+        return [f"End to end covers {text}." for text in counts]
+    return [f"End to end covers, in {n} cell(s): {text}." for text, n in counts.items()]
 
 
 def stages(run: RunData) -> pd.DataFrame:

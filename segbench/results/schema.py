@@ -20,6 +20,8 @@ SCHEMA_VERSION = 1
 FINAL_STATUSES = ("ok", "oom", "timeout", "error", "unsupported")
 RUN_STATUSES = ("running", "complete", "interrupted", "failed")
 STAGES = ("preprocess", "forward", "postprocess")  # the timed parts of one end-to-end frame, in order
+# Timed before preprocess when the suite's end_to_end block asks for them (frames encoded, or at a camera's size).
+INPUT_STAGES = ("decode", "resize")
 
 Number = float | None  # JSON numbers; NaN and ±inf are numbers too (reports handle them)
 
@@ -121,7 +123,10 @@ class CellRecord(Stored):
     fps: Number = None  # latency-derived: batch x 1000 / the latency pass's median
     device_throughput_fps: Number = None  # images / loop time of the forward back to back (measure/timing.py)
     end_to_end_ms: LatencySummary | None = None
-    end_to_end_fps: Number = None
+    end_to_end_fps: Number = None  # batch x 1000 / end-to-end median: 1 / the median call of the sequential pipeline
+    end_to_end_throughput_fps: Number = None  # images / wall time of the end-to-end pass (slow calls and gaps included)
+    pipelined_fps_bound: Number = None  # batch x 1000 / the slowest stage's median: what overlapping stages could reach
+    end_to_end_covers: dict[str, Any] | None = None  # what the end-to-end pass timed: input, stages, class map
     first_call_ms: Number = None  # the first, cold call of the whole pipeline: never one of the end-to-end samples
     end_to_end_input: str | None = None  # what the end-to-end pass fed the pipeline (held-out photographs)
     detections_per_frame: list[int] | None = None  # instances found per end-to-end frame (detector families)

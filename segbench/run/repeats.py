@@ -34,6 +34,7 @@ PER_PROCESS_FIELDS = {  # repeats.<field>: the k per-process values compare test
     "process_end_to_end_ms": ("end_to_end_ms", "median"),
     "process_end_to_end_p95_ms": ("end_to_end_ms", "p95"),
 }
+PIPELINE_RATES = ("end_to_end_throughput_fps", "pipelined_fps_bound")  # one per process: their median, like the rest
 # A flag of any process is the cell's, with its process.
 REASON_FLAGS = ("undersampled", "contended", "drifted", "inconsistent_forward", "over_budget")
 
@@ -128,6 +129,7 @@ def merge_repeats(outcomes: list[dict[str, Any]], batch_size: int) -> dict[str, 
         "end_to_end_ms": end_to_end,
         "end_to_end_fps": batch_size * 1000.0 / end_to_end["median"],
         "device_throughput_fps": _median_or_none([outcome.get("device_throughput_fps") for outcome in outcomes]),
+        **{figure: _median_or_none([outcome.get(figure) for outcome in outcomes]) for figure in PIPELINE_RATES},
         "stages_ms": stages,
         "stage_samples_ms": _pooled_stages(outcomes),
         "first_call_ms": _median_or_none([outcome.get("first_call_ms") for outcome in outcomes]),

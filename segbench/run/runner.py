@@ -380,6 +380,7 @@ def _jobs(
             cooldown,
             dataset=suite.dataset,
             calibration=suite.calibration,
+            end_to_end=suite.end_to_end,
         )
         for card in cards:
             suffix = f"@{card}" if card else ""

@@ -126,6 +126,29 @@ class StreamConfig(StrictModel):
         return self.search_budget_s or min(DEFAULT_SEARCH_BUDGET_S, timeout_s / 2)
 
 
+class EndToEndConfig(StrictModel):
+    """What the end-to-end pass times besides preprocess, forward and postprocess, and how postprocess hands over its
+    class map. The defaults time decoded frames at the cell's resolution and give the reference labels bit for bit;
+    `resize`, `interpolate_dtype` and `map_device` trade labels or placement for speed (see OutputPolicy)."""
+
+    decode: Literal["none", "jpeg", "png"] = "none"  # frames arrive encoded: cv2.imdecode inside the clock
+    # frames arrive at this (height, width), e.g. "1080x1920": cv2.resize to the cell's resolution inside the clock
+    camera_size: tuple[Annotated[int, Field(gt=0, le=MAX_SIDE)], Annotated[int, Field(gt=0, le=MAX_SIDE)]] | None = None
+    resize: Literal["logits", "labels"] = "logits"
+    interpolate_dtype: Literal["float32", "logits"] = "float32"
+    map_device: Literal["host", "device"] = "host"
+
+    @field_validator("camera_size", mode="before")
+    @classmethod
+    def _height_x_width(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            height, times, width = value.lower().partition("x")
+            if not times or not height.strip().isdigit() or not width.strip().isdigit():
+                raise ValueError(f"camera_size {value!r} is not HEIGHTxWIDTH; write e.g. 1080x1920 or [1080, 1920]")
+            return int(height), int(width)
+        return value
+
+
 class RayConfig(StrictModel):
     """How cells ask a Ray cluster for resources (each still runs in its own fresh process)."""
 
@@ -163,6 +186,7 @@ class Suite(StrictModel):
     targets: Targets | None = None
     scenario: Literal["offline", "stream"] = "offline"
     stream: StreamConfig = StreamConfig()
+    end_to_end: EndToEndConfig = EndToEndConfig()
     dataset: DatasetConfig | None = None  # labelled images: every ok cell gets mIoU, pixel accuracy, per-class IoU
     calibration: CalibrationConfig | None = None  # images int8 calibrates on (default: the dataset's train split)
     include: list[Rule] = Field(default_factory=list)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -12,7 +13,7 @@ from segbench.measure.stats import LatencyStats
 from segbench.measure.timing import StopRule
 from segbench.models.registry import load_plugin
 from segbench.suite.matrix import CellSpec
-from segbench.suite.schema import Timing
+from segbench.suite.schema import EndToEndConfig, Timing
 from tests.helpers import FAST_TIMING, FAULT_PLUGIN
 
 COLD_MS = 500.0  # what test-cold-start's first postprocess sleeps (ColdStartAdapter in tests/fault_models.py)
@@ -92,3 +93,66 @@ def test_undersampled_reads_the_end_to_end_pass_too() -> None:
     assert "latency pass" not in reason
     assert "at 2,750 ms each that is ≥ 28 s: raise timing.max_time_s" in reason  # how long min_iters needs
     assert cell.undersampled({"latency pass": latency, "end-to-end pass": latency}, timing) is None
+
+
+class _SkewedPipeline(_FrameRecorder):
+    """Every fourth frame's postprocess is slow: a skewed series whose median hides the slow calls."""
+
+    def postprocess(self, outputs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        time.sleep(0.040 if len(self.preprocessed) % 4 == 0 else 0.002)
+        return outputs[..., 0].long()
+
+
+def test_throughput_is_images_over_wall_time_beside_one_over_the_median() -> None:
+    """Guards item 9: FPS was only 1 / median of the sequential pipeline, which a skewed series overstates; the
+    record now also gives images / wall time of the pass and the pipelined bound (1 / the slowest stage)."""
+    frames = [torch.zeros((2, 4, 4, 3), dtype=torch.uint8)]
+    run = cell._time_stages(
+        _SkewedPipeline(),  # type: ignore[arg-type]
+        lambda x: (time.sleep(0.005), x)[1],
+        frames,
+        StopRule(12, 12, 0.0, 60.0),
+        torch.device("cpu"),
+        split=False,
+    )
+    median_fps = 2 * 1000 / LatencyStats.from_samples(run.samples_ms["end_to_end"]).median
+    throughput = run.throughput_fps(batch_size=2)
+    assert throughput < 0.7 * median_fps  # three 40 ms calls in twelve: the wall time sees them, the median not
+    assert throughput == 2 * 12 / run.wall_s and run.wall_s >= sum(run.samples_ms["end_to_end"]) / 1000 * 0.999
+    stages = {stage: LatencyStats.from_samples(run.samples_ms[stage]) for stage in ("preprocess", "forward")}
+    stages["postprocess"] = LatencyStats.from_samples(run.samples_ms["postprocess"])
+    slowest = max(stats.median for stats in stages.values())
+    assert cell.pipelined_bound_fps(stages, 2) == 2 * 1000 / slowest
+
+
+def test_a_measured_cell_records_throughput_and_the_pipelined_bound() -> None:
+    outcome = _measure("test-tiny")
+    slowest = max(outcome["stages_ms"][stage]["median"] for stage in ("preprocess", "forward", "postprocess"))
+    assert outcome["pipelined_fps_bound"] == 1000 / slowest
+    # 1 / mean call against 1 / the slowest stage's median: below it, unless that stage is skewed low
+    assert 0 < outcome["end_to_end_throughput_fps"] <= 1.05 * outcome["pipelined_fps_bound"]
+
+
+def test_end_to_end_covers_what_it_says_and_can_include_decode_and_a_camera_resize() -> None:
+    """Guards item 7's scope: end to end silently started from decoded frames at the cell's size; the record now
+    says what it covers, and `end_to_end: {decode, camera_size}` times decode and resize as stages of their own."""
+    plain = _measure("test-tiny")
+    assert plain["end_to_end_covers"]["stages"] == ["preprocess", "forward", "postprocess"]
+    assert "no decode, no resize" in plain["end_to_end_covers"]["input"]
+    assert "first maximum" in plain["end_to_end_covers"]["class_map"]
+
+    load_plugin(FAULT_PLUGIN)
+    spec = CellSpec(model="test-tiny", resolution=(32, 32), batch_size=2, precision="fp32", backend="eager")
+    camera = EndToEndConfig(decode="jpeg", camera_size="120x160")
+    request = CellRequest(
+        cell=spec, device="cpu", timing=Timing(**FAST_TIMING), poll_interval_ms=10, threads=None, end_to_end=camera
+    )
+    outcome = cell.measure_cell(CellRequest.from_dict(request.to_dict()))  # as it crosses into the cell's process
+    covers = outcome["end_to_end_covers"]
+    assert covers["stages"] == ["decode", "resize", "preprocess", "forward", "postprocess"]
+    assert covers["decode"] == "jpeg" and covers["camera_size"] == [120, 160]
+    assert "JPEG bytes at 120x160" in outcome["end_to_end_input"]
+    stages = outcome["stages_ms"]
+    assert {"decode", "resize"} <= set(stages)
+    summed = sum(stages[name]["median"] for name in covers["stages"])
+    assert outcome["end_to_end_ms"]["median"] >= 0.8 * summed  # the input stages are inside end to end

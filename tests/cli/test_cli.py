@@ -80,3 +80,19 @@ def test_a_run_prints_its_next_step_and_where_a_failed_cells_traceback_is(tmp_pa
     assert f"why: {log} (--verbose prints it here)" in done.stdout
     assert "ValueError" in log.read_text() and "the last line of a multi-line failure" in log.read_text()
     assert done.stdout.strip().splitlines()[-1] == f"next: segbench report {run_dir}"
+
+
+def test_camera_size_and_decode_flags_put_decode_and_resize_in_end_to_end(tmp_path: Path) -> None:
+    """Guards item 7's option: end to end could not include a camera's decode and resize; --camera-size and --decode
+    (the suite's end_to_end block) time them as stages, and the record says what was measured."""
+    timing = [arg for key, value in FAST_TIMING.items() for arg in ("-s", f"timing.{key}={value}")]
+    args = ["run", "--plugin", FAULT_PLUGIN, "--model", "test-tiny", "--resolution", "32", "--device", "cpu"]
+    args += ["--camera-size", "90x120", "--decode", "png", "-s", "roofline.measure_ceiling=false", *timing]
+    result = segbench(*args, "--out", str(tmp_path), timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (record,) = [json.loads(line) for line in next(tmp_path.glob("*/results.jsonl")).read_text().splitlines()]
+    assert record["end_to_end_covers"]["stages"][:2] == ["decode", "resize"]
+    assert record["end_to_end_covers"]["camera_size"] == [90, 120] and record["end_to_end_covers"]["decode"] == "png"
+    assert {"decode", "resize"} <= set(record["stages_ms"])
+    bad = segbench("run", "--model", "fast-scnn", "--camera-size", "1080by1920", "--dry-run")
+    assert bad.returncode == 2 and "end_to_end.camera_size" in bad.stderr + bad.stdout

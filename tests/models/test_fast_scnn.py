@@ -20,7 +20,7 @@ def test_pipeline_returns_a_class_map_at_input_resolution() -> None:
     images = torch.randint(0, 256, (2, 64, 96, 3), dtype=torch.uint8)
     with torch.inference_mode():
         labels = adapter.postprocess(adapter.forward(adapter.preprocess(images)), (64, 96))
-    assert labels.shape == (2, 64, 96) and labels.dtype == torch.int64
+    assert labels.shape == (2, 64, 96) and labels.dtype == torch.uint8
     assert 0 <= int(labels.min()) and int(labels.max()) < 19
 
 

@@ -388,3 +388,26 @@ def test_memory_plot_draws_each_cells_footprint_as_the_table_does(small_run: Pat
     )
     plot = memory_vs_resolution(run)
     assert plot.image_png and "footprint" in plot.title.lower() and "footprint column" in plot.note
+
+
+def test_reports_say_what_end_to_end_covers_and_show_throughput(
+    small_run: Path, small_report: Path, tmp_path: Path
+) -> None:
+    """Guards items 7 and 9 in the reports: the stage breakdown never said what end to end covers, and FPS was only
+    1 / the median call. Markdown and HTML now state the scope beside the stage breakdown and show throughput
+    (images / wall time) beside it; records made before the scope was recorded get the old scope, said as such."""
+    markdown = write_report(small_run, tmp_path / "r.md", fmt="md").read_text()
+    assert "### Stage breakdown" in markdown
+    assert "End to end covers" in markdown
+    assert "preprocess → forward → postprocess, from decoded uint8 frames" in markdown
+    assert "throughput (end to end)" in markdown and "pipelined FPS bound" in markdown
+    html = small_report.read_text(encoding="utf-8")
+    assert "End to end covers preprocess → forward → postprocess" in html and "images / wall time" in html
+
+    def legacy(record: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in record.items() if key != "end_to_end_covers"}
+
+    old = copy_run(small_run, tmp_path / "old", change=legacy)
+    assert "recorded before end_to_end_covers" in write_report(old, tmp_path / "old.md", fmt="md").read_text()
+    csv = write_report(small_run, tmp_path / "r.csv", fmt="csv").read_text()
+    assert "end_to_end_throughput_fps" in csv.splitlines()[0]

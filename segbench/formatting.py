@@ -1,8 +1,10 @@
-"""Number formats shared by the terminal, HTML, Markdown and the metric catalogue ("–" for a missing value)."""
+"""Number formats shared by the terminal, HTML, Markdown and the metric catalogue ("–" for a missing value), and the
+one rule for text that reaches a terminal or a text file (`printable`)."""
 
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -79,3 +81,21 @@ def fmt_time(text: Any) -> str:
         return datetime.fromisoformat(str(text)).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     except ValueError:
         return str(text)
+
+
+# C0 controls but tab and newline, DEL, and C1 controls: ESC sequences set a terminal's title, clear its screen or
+# rewrite what it shows; a carriage return overwrites a line.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
+
+
+def _surrogate_text(match: re.Match[str]) -> str:
+    """A byte a file name carried that is not UTF-8 (Python keeps it as U+DC80..U+DCFF) shown as `\\xNN`."""
+    code = ord(match.group())
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else "\ufffd"
+
+
+def printable(text: str) -> str:
+    """Text safe to print or write as text: control characters (newline and tab kept) removed, and the raw bytes of a
+    non-UTF-8 file name spelled `\\xNN` (they cannot be encoded, and a terminal would misread them)."""
+    return _SURROGATES.sub(_surrogate_text, _CONTROLS.sub("", text))

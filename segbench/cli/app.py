@@ -6,11 +6,13 @@ import functools
 from typing import Any, Callable, TypeVar
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderableType
+from rich.segment import Segment
 
 from segbench import __version__
 from segbench.cli.options import OneLineUsageErrors  # importing it also shows boolean flags as flags in --help
 from segbench.errors import SegbenchError
+from segbench.formatting import printable
 from segbench.naming import shorten
 
 app = typer.Typer(
@@ -23,10 +25,23 @@ app = typer.Typer(
 )
 
 
-console = Console()
+class TerminalSafeConsole(Console):
+    """A console that never writes a control character it did not make itself: every rendered segment's text goes
+    through `printable`, so an ESC sequence in a suite name, a results file or an error cannot retitle or clear the
+    terminal; rich's own styling and cursor codes (added after rendering) are kept."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Any:  # strings: cleaned before they are measured
+        return super().render_str(printable(text), **kwargs)
+
+    def render(self, renderable: RenderableType, options: ConsoleOptions | None = None) -> Any:
+        for segment in super().render(renderable, options):
+            yield segment if segment.control else Segment(printable(segment.text), segment.style)
+
+
+console = TerminalSafeConsole()
 if not console.is_terminal:  # logs and CI: rich would wrap tables at 80 columns
-    console = Console(width=160)
-errors = Console(stderr=True, width=1000)
+    console = TerminalSafeConsole(width=160)
+errors = TerminalSafeConsole(stderr=True, width=1000)
 F = TypeVar("F", bound=Callable[..., Any])
 MAX_ERROR_LINE = 500  # an error quoting a user's value never floods the terminal (YAML alias bombs)
 

@@ -180,13 +180,10 @@ def _print_comparison(comparison: Any) -> None:
 
 
 def _write_comparison(comparison: Any, output: Path) -> None:
+    from segbench.report.exports import save_text  # lazy: imports matplotlib (and pandas, numpy)
     from segbench.report.html import render_comparison  # lazy: imports matplotlib (and pandas, numpy)
 
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(render_comparison(comparison), encoding="utf-8")
-    except OSError as exc:
-        raise SegbenchError(f"{output}: cannot write the comparison ({exc.strerror or exc})") from None
+    save_text(output, render_comparison(comparison), "the comparison")
     console.print(f"comparison written: [bold]{escape(str(output))}[/]", highlight=False)
 
 

@@ -143,6 +143,11 @@ def _print_dry_run(suite: Any, plan: Any, out: Path, verbose: bool) -> None:
         highlight=False,
     )
     console.print("the estimate rests on: " + "; ".join(escape(part) for part in estimate.basis), highlight=False)
+    if suite.plugins:  # checking a plugin's model names means importing it: a dry run is no sandbox
+        console.print(
+            f"plugins imported to check their models (their code ran): {escape(', '.join(map(str, suite.plugins)))}",
+            highlight=False,
+        )
 
 
 def _suite_for_run(
@@ -300,7 +305,12 @@ def run(
         help="override a suite field, e.g. -s timing.min_time_s=5 -s batch_sizes=[1,8] (repeatable)",
     ),
     dry_run: bool = typer.Option(
-        False, "--dry-run", help="print the matrix, the cells the device cannot run and a wall-time estimate, then exit"
+        False,
+        "--dry-run",
+        help=(
+            "print the matrix, the cells the device cannot run and a wall-time estimate, then exit (the suite's "
+            "plugins are imported, i.e. their code runs: read them first)"
+        ),
     ),
     device: Optional[str] = typer.Option(
         None, "--device", help="override the suite's device (cpu, cuda, cuda:N, auto)"
@@ -309,7 +319,10 @@ def run(
     resume: Optional[Path] = typer.Option(
         None,
         "--resume",
-        help="continue this run folder, skipping finished cells (SUITE defaults to the suite.yaml it keeps)",
+        help=(
+            "continue this run folder, skipping finished cells (SUITE defaults to the suite.yaml it keeps; its plugins "
+            "are imported, i.e. their code runs)"
+        ),
     ),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="with --resume, rerun cells that did not end ok"),
     executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray; overrides the suite's"),

@@ -240,6 +240,20 @@ def fit(
         raise typer.Exit(1)
 
 
+def _check_weights(model: str, weights: Path | None) -> None:
+    """--weights names a local path (the adapter checks it is a file or folder) or a library's weights name."""
+    if weights is None or weights.exists():
+        return
+    from segbench.models.registry import get_card  # lazy: imports torch
+    from segbench.models.weights import named_kind  # lazy: imports torch
+
+    if named_kind(str(weights), get_card(model).source) is None:
+        raise SegbenchError(
+            f"--weights: not found: {weights} (a local file or folder, or a Hub id / ultralytics asset / "
+            "torchvision weights name)"
+        )
+
+
 @user_errors
 def predict(
     model: str = typer.Argument(..., help="registered model name"),
@@ -267,7 +281,8 @@ def predict(
         4096 * 4096,
         "--max-pixels",
         min=1,
-        help="refuse images with more pixels than this (memory grows with image size)",
+        max=1 << 30,  # OpenCV decodes at most 2**30 pixels (CV_IO_MAX_IMAGE_PIXELS)
+        help="refuse images with more pixels than this (memory grows with image size; at most 2**30)",
     ),
 ) -> None:
     """Segment real images: class-id map PNG, coloured overlay PNG and a JSON (areas, contours, RLE) per image, with
@@ -275,15 +290,6 @@ def predict(
     from segbench.tools.predict import RANDOM_WEIGHTS_WARNING  # lazy: imports torch (and numpy)
     from segbench.tools.predict import predict as run_predict
 
-    if weights is not None and not weights.exists():
-        from segbench.models.registry import get_card  # lazy: imports torch
-        from segbench.models.weights import named_kind  # lazy: imports torch
-
-        if named_kind(str(weights), get_card(model).source) is None:
-            raise SegbenchError(
-                f"--weights: not found: {weights} (a local file or folder, or a Hub id / ultralytics asset / "
-                "torchvision weights name)"
-            )
     labelled = None
     if dataset is not None:
         from segbench.data.datasets import Dataset, DatasetConfig  # lazy: imports numpy
@@ -293,8 +299,18 @@ def predict(
     if not images:
         raise SegbenchError("predict: give one or more image files, or --dataset FOLDER")
     with library_output(verbose) as chatter:
-        load_plugins(plugins)
+        load_plugins(plugins)  # first: a plugin's model is known to the weights check below
+        _check_weights(model, weights)
         predictions = run_predict(model, images, out, weights, resolve_device(device), max_pixels=max_pixels)
+    renamed = [p for p in predictions if not p.class_map.name.startswith(f"{p.image.stem}.classes.")]
+    if renamed:
+        errors.print(
+            f"note: {len(renamed)} image(s) share a file name with an earlier one; their outputs are numbered, e.g. "
+            f"{renamed[0].image} → {renamed[0].class_map.name}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     for prediction in predictions:
         console.print(
             f"{escape(str(prediction.image))} → {escape(str(prediction.class_map))}, "

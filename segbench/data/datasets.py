@@ -13,6 +13,7 @@ before any cell runs.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,6 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from segbench.errors import SegbenchError
+from segbench.naming import shorten
 from segbench.paths import resolve_path
 
 Layout = Literal["plain", "cityscapes", "ade20k"]
@@ -101,8 +103,14 @@ def detect_layout(root: Path) -> Layout:
 
 
 def _images_in(folder: Path, recursive: bool = False) -> list[Path]:
-    found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    try:  # listing is lazy: an unreadable folder (or subfolder) raises while iterating
+        found = folder.rglob("*") if recursive else folder.iterdir()
+        return sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    except OSError as exc:
+        where = exc.filename or folder
+        raise SegbenchError(
+            f"{where}: cannot list this folder ({exc.strerror or type(exc).__name__}); make it readable (chmod +rx)"
+        ) from None
 
 
 def images_in_folder(folder: Path) -> list[Path]:
@@ -174,12 +182,9 @@ class Dataset:
 
     def read_mask(self, path: Path) -> np.ndarray:
         """A mask as int64 train ids (H, W), with ignored pixels at ignore_index."""
-        from PIL import Image
-
         if not path.is_file():
             raise SegbenchError(f"{path}: label mask missing; every image needs a mask with the same stem")
-        with Image.open(path) as image:
-            raw = np.asarray(image).astype(np.int64)
+        raw = _decode_mask(path)
         if raw.ndim != 2:
             raise SegbenchError(
                 f"{path}: label mask has {raw.shape[-1]} channels; save class ids as a single-channel PNG"
@@ -202,6 +207,33 @@ class Dataset:
             "split": self.config.split,
             "ignore_index": self.ignore_index,
         }
+
+
+def _decode_mask(path: Path) -> np.ndarray:
+    """A mask file's pixels, or one line naming the file: whatever the file is, no decoder error escapes."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            # PIL only warns between its limit and twice it; a mask that large is refused the same way.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return np.asarray(image).astype(np.int64)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise SegbenchError(
+            f"{path}: label mask is over PIL's decompression-bomb limit ({Image.MAX_IMAGE_PIXELS:,} pixels); "
+            "downscale the dataset's images and masks"
+        ) from None
+    except OSError as exc:  # unreadable, not an image (UnidentifiedImageError), truncated
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise SegbenchError(
+            f"{path}: cannot read this label mask ({shorten(reason, 120)}); save class ids as a single-channel PNG "
+            "(and make it readable)"
+        ) from None
+    except (ValueError, SyntaxError, ImportError) as exc:  # a decoder's own complaint about a malformed file
+        raise SegbenchError(
+            f"{path}: cannot decode this label mask ({type(exc).__name__}); save class ids as a single-channel PNG"
+        ) from None
 
 
 def image_size(path: Path) -> tuple[int, int]:

@@ -6,6 +6,7 @@ imported at module level; safetensors is imported only when a .safetensors file 
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,20 @@ def read_state_file(name: str, path: Path) -> Mapping[str, torch.Tensor]:
             return load_file(str(path), device="cpu")
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any reader failure means the same thing to the user: an unreadable file
-        raise WeightsError(
-            f"{name}: cannot read weights file {path} ({type(exc).__name__}: {_first_line(exc)})"
-        ) from None
+        raise unreadable_weights(name, path, exc) from None
     return unwrap_state(name, path, obj)
+
+
+def unreadable_weights(name: str, path: Path, exc: BaseException) -> WeightsError:
+    """One line for a weights file no reader accepts. torch's own text for a file its safe loader refuses advises
+    turning that loader off (running the file's pickled code); segbench never does, and says what to save instead."""
+    if isinstance(exc, pickle.UnpicklingError) and "weights only load failed" in str(exc).lower():
+        return WeightsError(
+            f"{name}: weights file {path} is not a plain checkpoint (torch's safe loader refuses the Python objects "
+            "it holds, or it is no torch file); segbench never unpickles code: save the state dict "
+            "(torch.save(model.state_dict(), path)) or a .safetensors file"
+        )
+    return WeightsError(f"{name}: cannot read weights file {path} ({type(exc).__name__}: {_first_line(exc)})")
 
 
 def _key_mismatch(module: nn.Module, state: Mapping[str, torch.Tensor], shown: int = 3) -> str | None:

@@ -12,8 +12,7 @@ from typing import ClassVar
 
 from torch import nn
 
-from segbench.errors import WeightsError
-from segbench.models._common import read_state_file, unwrap_state
+from segbench.models._common import read_state_file, unreadable_weights, unwrap_state
 from segbench.models._imports import import_ultralytics
 from segbench.models.base import Checkpoint, InputConstraints, SegmentationAdapter
 
@@ -37,10 +36,8 @@ def read_ultralytics_checkpoint(name: str, path: Path) -> Checkpoint:
     try:
         # safe_only: weights_only loading against ultralytics' allow-list of its own classes, never arbitrary pickle
         checkpoint, _ = torch_safe_load(str(path), safe_only=True)
-    except Exception as exc:
-        raise WeightsError(
-            f"{name}: cannot read weights file {path} ({type(exc).__name__}: {str(exc).strip()[:200]})"
-        ) from None
+    except Exception as exc:  # noqa: BLE001 (any reader failure: an unreadable file, in one line)
+        raise unreadable_weights(name, path, exc) from None
     if isinstance(checkpoint, Mapping):
         for key in ("ema", "model"):  # trainer checkpoints keep the EMA model; exported ones only 'model'
             if isinstance(checkpoint.get(key), nn.Module):

@@ -273,6 +273,10 @@ class SegmentationAdapter(ABC):
         """Build (seeded, so every process gets the same random weights), load weights, finalize, move to device."""
         if self.weights is not None and not self.weights.exists():
             self.weights = self.fetch_named_weights(str(self.weights))
+        if self.weights is not None and not (self.weights.is_file() or self.weights.is_dir()):
+            raise WeightsError(  # a FIFO or a device: reading it would block forever or never end
+                f"{self.card.name}: weights {self.weights} is not a regular file or folder; give a weights file"
+            )
         torch.manual_seed(0)
         checkpoint = self.read_weights(self.weights) if self.weights is not None else None
         if checkpoint is not None:

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from segbench.errors import SegbenchError
-from segbench.formatting import fmt_duration, fmt_fixed, fmt_time
+from segbench.formatting import fmt_duration, fmt_fixed, fmt_time, printable
 from segbench.report import stream, tables
 from segbench.report.answer import FPS_SENTENCE, HOW_TO, PERCENTILE_SENTENCE, answer
 from segbench.report.html import (
@@ -66,13 +66,18 @@ def write_report(
         refuse_run_file_as_output(target, folder)  # before anything is read or rendered
     run = load_runs(run_dir) if isinstance(run_dir, list) else load_run(run_dir)
     renderers = {"html": render_report, "md": render_markdown, "csv": render_csv}
-    text = renderers[fmt](run, targets)
+    save_text(target, renderers[fmt](run, targets), "the report")
+    return target
+
+
+def save_text(target: Path, text: str, what: str) -> None:
+    """Write a report as UTF-8 text with control characters removed (an ESC sequence from a foreign run's meta.json
+    would act when the file is shown in a terminal), or one line saying why it cannot be written."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
+        target.write_text(printable(text), encoding="utf-8")
     except OSError as exc:
-        raise SegbenchError(f"{target}: cannot write the report ({exc.strerror or exc})") from None
-    return target
+        raise SegbenchError(f"{target}: cannot write {what} ({exc.strerror or exc})") from None
 
 
 # ---- Markdown --------------------------------------------------------------------------------------

@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING, Any
 from segbench.device import is_gpu
 from segbench.plain import NotPlain, to_plain
 from segbench.run import forkserver
-from segbench.system.process import die_with_parent, kill_cell_group, own_process_group, signal_name
+from segbench.system.process import (
+    become_subreaper,
+    die_with_parent,
+    kill_cell_group,
+    kill_descendants,
+    own_process_group,
+    signal_name,
+)
 
 if TYPE_CHECKING:
     from segbench.cell.request import CellRequest
@@ -63,6 +70,7 @@ def arm_cell_process(parent_pid: int | None) -> None:
         os.setpgid(0, 0)
     except OSError:
         pass
+    become_subreaper()  # what the cell starts stays its descendant, however it detaches (setsid, double fork)
     die_with_parent(check_parent=False)  # a cell forked from a template has the template as its parent
     if parent_pid is not None and os.getppid() != parent_pid:
         os._exit(1)
@@ -82,6 +90,7 @@ def _child_main(
         print(f"segbench cell {request['cell']['model']} on {identity_line(device_identity(request['device']))}")
         sys.stdout.flush()
     outcome = plain_outcome(run_cell(CellRequest.from_dict(request)))
+    kill_descendants()  # before the cell ends: its orphans would otherwise go to init, out of the runner's reach
     if log_problem:
         outcome["log"] = log_problem
     connection.send(outcome)

@@ -30,7 +30,9 @@ MAX_DURATION_S = 86_400.0  # a day of measuring one cell
 MAX_TIMEOUT_S = 7 * 86_400.0
 DEFAULT_SEARCH_BUDGET_S = 300.0  # a stream search's trials, unless the suite or a short timeout says less
 DeviceName = Annotated[str, Field(pattern=DEVICE_NAME_PATTERN)]
-PositiveInt = Annotated[int, Field(gt=0)]
+# strict: YAML's `true` is a bool, never a batch of 1 (lax pydantic reads it as 1); floats and strings are refused too.
+PositiveInt = Annotated[int, Field(gt=0, strict=True)]
+MAX_THREADS = 1024  # a sane bound for any node a cell may run on (a Ray node can have more CPUs than this machine)
 
 
 MAX_NAME = 120  # characters; a run folder's name adds 18 and most file systems allow 255 bytes
@@ -46,6 +48,13 @@ class ModelEntry(StrictModel):
     name: str
     weights: Path | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _weights_not_empty(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():  # Path("") is the working directory
+            raise ValueError("empty weights; give a weights file or folder, or leave weights out for random weights")
+        return value
 
 
 class Timing(StrictModel):
@@ -171,7 +180,7 @@ class Suite(StrictModel):
     hardware: str | list[str] | None = None
     executor: Literal["local", "ray"] = "local"
     ray: RayConfig = RayConfig()
-    threads: PositiveInt | None = None
+    threads: Annotated[int, Field(gt=0, le=MAX_THREADS, strict=True)] | None = None
     plugins: list[str] = Field(default_factory=list)
     models: Annotated[list[ModelEntry], Field(min_length=1)]
     resolutions: Annotated[list[tuple[int, int]], Field(min_length=1)]

@@ -15,6 +15,8 @@ import sys
 from typing import Any
 
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+KILL_ROUNDS = 20  # a descendant forking while its tree is killed leaves orphans for the next round
 
 
 STOP_GRACE_S = 5.0  # how long a killed cell's process gets to be reaped
@@ -36,6 +38,50 @@ def die_with_parent(check_parent: bool = True) -> None:
         os._exit(1)
 
 
+def become_subreaper() -> None:
+    """Orphans of anything this process starts are re-parented to it, not to init: a daemon that double-forks or
+    calls setsid (leaving the process group) stays among this process's descendants, where kill_descendants finds
+    it."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1)
+        except OSError:
+            pass
+
+
+def kill_descendants(pid: int | None = None) -> None:
+    """SIGKILL every living descendant of `pid` (default: this process), whatever its session or group, until none
+    is left. Zombies are left to their parents: they run nothing."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+    except psutil.Error:
+        return
+    for _ in range(KILL_ROUNDS):
+        try:
+            living = [p for p in root.children(recursive=True) if _running(p)]
+        except psutil.Error:  # the root itself ended: its orphans went to a subreaper above it
+            return
+        if not living:
+            return
+        for process in living:
+            try:
+                process.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(living, timeout=0.5)
+
+
+def _running(process: Any) -> bool:
+    import psutil
+
+    try:
+        return bool(process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
 def signal_name(exit_code: int) -> str:
     try:
         return signal.Signals(-exit_code).name
@@ -54,8 +100,11 @@ def own_process_group(pid: int | None) -> None:
 
 
 def kill_cell_group(process: Any) -> None:
-    """SIGKILL the cell's process group (the child and anything it started), then reap the child."""
+    """SIGKILL what the cell started (its descendants, in its group or detached from it: the cell is their subreaper)
+    and the cell's process group, then reap the child."""
     if process.pid is not None:
+        if process.is_alive():
+            kill_descendants(process.pid)
         try:
             os.killpg(process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):

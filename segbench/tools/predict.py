@@ -7,7 +7,11 @@ and share, contours (OpenCV findContours) and an uncompressed COCO-style RLE mas
 from __future__ import annotations
 
 import json
+import tempfile
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -52,14 +56,35 @@ class Prediction:
 
 
 def read_image(path: Path) -> np.ndarray:
+    """An image as RGB. The bytes are read in Python and decoded in memory: OpenCV's own path handling crashes on a
+    file name that is not UTF-8."""
     import cv2
 
     if not path.is_file():
         raise SegbenchError(f"{path}: image not found")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    try:
+        data = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    except OSError as exc:
+        raise SegbenchError(f"{path}: cannot read this image ({exc.strerror or exc}); make it readable") from None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
         raise SegbenchError(f"{path}: cannot decode this image (use PNG or JPEG)")
     return np.ascontiguousarray(image[..., ::-1])  # BGR -> RGB
+
+
+@contextmanager
+def pixel_limit(max_pixels: int) -> Iterator[None]:
+    """PIL's decompression-bomb limit raised to `max_pixels` for the block, so --max-pixels is the one limit."""
+    from PIL import Image
+
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max(saved or 0, max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # --max-pixels decides, in one line
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def check_image_size(path: Path, max_pixels: int) -> None:
@@ -69,9 +94,9 @@ def check_image_size(path: Path, max_pixels: int) -> None:
     if not path.is_file():
         raise SegbenchError(f"{path}: image not found")
     try:
-        with Image.open(path) as image:
+        with pixel_limit(max_pixels), Image.open(path) as image:
             width, height = image.size
-    except Image.DecompressionBombError:
+    except Image.DecompressionBombError:  # over twice PIL's (raised) limit: over max_pixels too
         raise SegbenchError(
             f"{path}: over {max_pixels:,} pixels (PIL calls it a decompression bomb); downscale it or raise "
             "--max-pixels"
@@ -85,6 +110,36 @@ def check_image_size(path: Path, max_pixels: int) -> None:
             f"{path}: {width}x{height} is {width * height:,} pixels, over --max-pixels {max_pixels:,}; downscale the "
             "image or raise --max-pixels"
         )
+
+
+def output_stems(images: list[Path]) -> list[str]:
+    """A distinct output name per image: its stem, numbered (`cam-2`) where another image has the same one
+    (`a/cam.png b/cam.png` would otherwise overwrite each other's outputs)."""
+    taken = {path.stem for path in images}
+    seen: set[str] = set()
+    stems = []
+    for path in images:
+        stem, number = path.stem, 1
+        while stem in seen or (number > 1 and stem in taken):
+            number += 1
+            stem = f"{path.stem}-{number}"
+        seen.add(stem)
+        stems.append(stem)
+    return stems
+
+
+def prepare_out_dir(out_dir: Path) -> None:
+    """Create the output folder and prove it writable before any model is built, or say why in one line."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except FileExistsError:
+        raise SegbenchError(f"--out {out_dir}: is a file, not a folder; choose a folder for the outputs") from None
+    except OSError as exc:
+        raise SegbenchError(
+            f"--out {out_dir}: cannot write there ({exc.strerror or exc}); choose a writable folder"
+        ) from None
 
 
 def _out_of_memory(path: Path, shape: tuple[int, ...], exc: BaseException) -> SegbenchError:
@@ -164,6 +219,16 @@ def class_summary(labels: np.ndarray, names: dict[int, str] | None = None) -> li
     return rows
 
 
+def _write_png(path: Path, pixels: np.ndarray) -> None:
+    """Encoded in memory and written in Python (OpenCV's own path handling crashes on a non-UTF-8 name)."""
+    import cv2
+
+    encoded, data = cv2.imencode(".png", pixels)
+    if not encoded:
+        raise SegbenchError(f"{path}: OpenCV could not encode the PNG")
+    path.write_bytes(data.tobytes())
+
+
 def write_outputs(
     image_path: Path,
     image: np.ndarray,
@@ -172,31 +237,31 @@ def write_outputs(
     num_classes: int,
     meta: dict[str, Any],
     names: dict[int, str] | None = None,
+    stem: str | None = None,
 ) -> Prediction:
-    import cv2
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = image_path.stem
+    stem = stem or image_path.stem
     class_map = out_dir / f"{stem}.classes.png"
     overlay = out_dir / f"{stem}.overlay.png"
     summary = out_dir / f"{stem}.json"
     dtype = np.uint8 if num_classes <= 256 else np.uint16
-    cv2.imwrite(str(class_map), labels.astype(dtype))
     coloured = palette(num_classes)[labels]
     blended = (0.5 * image + 0.5 * coloured).astype(np.uint8)
-    cv2.imwrite(str(overlay), blended[..., ::-1])
-    summary.write_text(
-        json.dumps(
-            {
-                **meta,
-                "image": str(image_path),
-                "height": labels.shape[0],
-                "width": labels.shape[1],
-                "classes": class_summary(labels, names),
-            },
-            indent=1,
-        )
-    )
+    document = {
+        **meta,
+        "image": str(image_path),
+        "height": labels.shape[0],
+        "width": labels.shape[1],
+        "classes": class_summary(labels, names),
+    }
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_png(class_map, labels.astype(dtype))
+        _write_png(overlay, blended[..., ::-1])
+        summary.write_text(json.dumps(document, indent=1))  # ASCII: a non-UTF-8 file name is escaped
+    except OSError as exc:
+        raise SegbenchError(
+            f"{exc.filename or out_dir}: cannot write ({exc.strerror or exc}); free space or choose a writable --out"
+        ) from None
     return Prediction(image_path, class_map, overlay, summary)
 
 
@@ -242,6 +307,7 @@ def predict(
     """
     for path in images:
         check_image_size(path, max_pixels)
+    prepare_out_dir(out_dir)
     started = time.perf_counter()
     adapter = create_model(model, weights, options)
     adapter.build(device)
@@ -258,7 +324,7 @@ def predict(
         "build_s": round(build_s, 3),
     }
     predictions = []
-    for path in images:
+    for path, stem in zip(images, output_stems(images)):
         clock = _StageClock(adapter.device)
         image = read_image(path)
         problem = adapter.constraints.problem(*image.shape[:2])
@@ -279,7 +345,7 @@ def predict(
             raise _out_of_memory(path, image.shape, exc) from None
         timing = {stage: round(ms, 3) for stage, ms in clock.timing_ms.items()}
         prediction = write_outputs(
-            path, image, labels, out_dir, adapter.num_classes, {**meta, "timing_ms": timing}, names
+            path, image, labels, out_dir, adapter.num_classes, {**meta, "timing_ms": timing}, names, stem
         )
         clock.lap("write")
         predictions.append(replace(prediction, timing_ms=dict(clock.timing_ms), top_classes=top_classes(labels, names)))
@@ -295,7 +361,8 @@ def dataset_accuracy(dataset: Any, predictions: list[Prediction], out_dir: Path)
     masks = {sample.image: sample.mask for sample in dataset.samples()}
     for prediction in predictions:
         truth = dataset.read_mask(masks[prediction.image])
-        labels = cv2.imread(str(prediction.class_map), cv2.IMREAD_UNCHANGED).astype(np.int64)
+        encoded = np.frombuffer(prediction.class_map.read_bytes(), dtype=np.uint8)
+        labels = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED).astype(np.int64)
         try:
             matrix.add(truth, labels)
         except ValueError as exc:

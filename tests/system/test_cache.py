@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from segbench.cell.request import CellRequest
-from segbench.models.registry import load_plugin
+from segbench.models.registry import load_plugin, plugin_module_name
 from segbench.run.isolation import execute_isolated
 from segbench.suite.matrix import CellSpec
 from segbench.suite.schema import Timing
@@ -27,7 +27,7 @@ from tests.helpers import FAST_TIMING, FAULT_PLUGIN
 def _fault_models() -> ModuleType:
     """The fault plugin as segbench loads it (imported as `tests.fault_models` too, its models would register twice)."""
     load_plugin(FAULT_PLUGIN)
-    return sys.modules["segbench_plugin_fault_models"]
+    return sys.modules[plugin_module_name(Path(FAULT_PLUGIN))]
 
 
 @pytest.fixture

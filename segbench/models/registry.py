@@ -35,13 +35,27 @@ def register(card: ModelCard, adapter: type[SegmentationAdapter]) -> None:
     The built-in families are discovered first, so a plugin that reuses one of their names is told so while it
     registers, not by a traceback when the families are imported later."""
     _discover_families()  # a no-op while the families themselves register (discovery is marked started)
-    if card.name in _CARDS and _ADAPTERS[card.name] is not adapter:
+    if card.name in _CARDS and not _same_definition(_ADAPTERS[card.name], adapter):
         raise SegbenchError(
             f"model {card.name!r} is already registered (a built-in model or another plugin's); register yours "
             "under another name"
         )
     _CARDS[card.name] = card
     _ADAPTERS[card.name] = adapter
+
+
+def _same_definition(first: type, second: type) -> bool:
+    """The same class, or the same class of the same file imported twice (a test module imports a plugin file that a
+    suite also loads by path): registering it again is no clash."""
+    if first is second:
+        return True
+
+    def source(cls: type) -> Path | None:
+        module = sys.modules.get(cls.__module__)
+        file = getattr(module, "__file__", None)
+        return Path(file).resolve() if file else None
+
+    return first.__qualname__ == second.__qualname__ and source(first) is not None and source(first) == source(second)
 
 
 def _discover_families() -> None:

@@ -76,7 +76,9 @@ class ProgressObserver:
 
             card = f"@{record['hardware']}" if record.get("hardware") else ""
             log = self.run_dir / LOG_DIR / f"{record.get('cell_id')}{card}.log"
-            self.progress.console.print(f"    why: {log} (--verbose prints it here)", markup=False, highlight=False)
+            self.progress.console.print(
+                f"    why: {log} (--verbose prints it here)", markup=False, highlight=False, soft_wrap=True
+            )
         self.progress.advance(self.task)
 
 

@@ -103,6 +103,11 @@ def test_a_fixed_postprocess_takes_the_same_time_whichever_backend_ran_the_forwa
         forwards["openvino"] = lambda: compiled(array)
     except ImportError:
         pass
+    attempts = []
     with torch.inference_mode():
-        ratios = _ratios(forwards)
-    assert all(abs(ratio - 1) <= TOLERANCE for ratio in ratios.values()), ratios
+        for _ in range(3):  # a neighbour's burst can skew one attempt either way; spinning threads skew every one
+            ratios = _ratios(forwards)
+            attempts.append(ratios)
+            if all(abs(ratio - 1) <= TOLERANCE for ratio in ratios.values()):
+                break
+    assert all(abs(ratio - 1) <= TOLERANCE for ratio in attempts[-1].values()), attempts

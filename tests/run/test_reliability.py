@@ -212,6 +212,9 @@ def test_once_a_run_stopped_the_cli_ignores_a_late_second_ctrl_c_and_a_library_c
     # Under load a second Ctrl-C came after the bookkeeping and turned the CLI's exit into a traceback.
     code = (
         "import signal\n"
+        # Python's own Ctrl-C handler, whatever this process inherited (a shell's background job starts with SIGINT
+        # ignored, and Python then leaves it ignored).
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from segbench.run import interruption\n"
         "with interruption.stop_signals_deferred(): pass\n"
         "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n"

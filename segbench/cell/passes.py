@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from segbench.backends import get_backend
+from segbench.cell.profile import profile_pass
 from segbench.cell.request import CellRequest
 from segbench.cell.stream import Criterion, StreamOutcome, find_max_rate, run_stream, trial_row, warm_stream
 from segbench.data.camera import CameraInput
@@ -58,6 +59,7 @@ from segbench.measure.timing import (
     warm_up,
 )
 from segbench.models.base import OutputPolicy, SegmentationAdapter
+from segbench.models.blocks import BlockMap, count_block_work
 from segbench.models.flops import Work, count_work
 from segbench.models.registry import create_model, load_plugin
 from segbench.paths import resolve_path
@@ -585,6 +587,7 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
     camera = CameraInput(options.decode, options.camera_size, cell.resolution)
     # Counted once on the fp32 model, batch 1: FLOPs per image are a property of the architecture.
     work, flops_unavailable = (None, "fit probe") if request.probe else _work(adapter, cell)
+    blocks, block_work = _block_work(adapter, cell) if request.profile else (None, None)
     images = synthetic_images(cell, device)
     frames = end_to_end_frames(cell, device, camera)
     dataset = Dataset(request.dataset, suite_dir) if request.dataset is not None else None
@@ -595,6 +598,7 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
     del calibration  # no measured pass may hold the calibration images
     adapter.input_dtype = precision.input_dtype
     adapter = backend.wrap(adapter)
+    backend.profiling = request.profile is not None
     rule = _stop_rule(request.timing)
 
     with ExitStack() as stack:
@@ -632,6 +636,11 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         peaks = _memory_pass(adapter, forward, frames, request, device, baseline, budget_occupied(budget), camera)
         end_to_end = LatencyStats.from_samples(stage_samples["end_to_end"])
         stream = _stream_pass(adapter, forward, request, device, end_to_end) if request.stream else None
+        profile = (  # the last pass under the timed context: no profiler ran before it
+            _profile(backend, forward, inputs, request, device, adapter, blocks, block_work, precision.input_dtype)
+            if request.profile and blocks is not None
+            else None
+        )
 
     # Fidelity and accuracy compare the map with host-side references: a map left on the device comes home for them.
     adapter.output_policy = replace(adapter.output_policy, map_device="host")
@@ -723,7 +732,46 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         "budget": budget.to_dict() if budget else None,
         "cooldown": cooldown,
         "backend_info": backend.describe(adapter),
+        **profile_fields(profile, request),
     }
+
+
+def profile_fields(profile: dict[str, Any] | str | None, request: CellRequest) -> dict[str, Any]:
+    """The record's profile, or why there is none (a failed profiler never fails the cell)."""
+    if request.profile is None:
+        return {}
+    if isinstance(profile, str) or profile is None:
+        return {"profile": None, "profile_unavailable": profile or "no profile"}
+    return {"profile": profile, "profile_unavailable": None}
+
+
+def _block_work(adapter: SegmentationAdapter, cell: CellSpec) -> tuple[BlockMap, dict[str, Any] | None]:
+    """The family's block map and each block's FLOPs and elements, on the float model before any precision."""
+    blocks = BlockMap.for_model(adapter.card.family, adapter.model)
+    try:
+        return blocks, count_block_work(adapter, *cell.resolution, blocks)
+    except Exception:  # noqa: BLE001 (a model the counter cannot trace is still profiled, without FLOPs)
+        return blocks, None
+
+
+def _profile(
+    backend: Any,
+    forward: Callable[[Any], Any],
+    inputs: Any,
+    request: CellRequest,
+    device: torch.device,
+    adapter: SegmentationAdapter,
+    blocks: BlockMap,
+    block_work: dict[str, Any] | None,
+    float_dtype: torch.dtype,
+) -> dict[str, Any] | str:
+    assert request.profile is not None
+    try:
+        return profile_pass(
+            backend, forward, inputs, request.profile.iters, device, adapter.model, blocks, block_work, float_dtype
+        )
+    except Exception as exc:  # noqa: BLE001 (the timed figures stand without a profile)
+        return f"profile pass failed: {last_line(exc)}"
 
 
 def budget_occupied(budget: BudgetInfo | None) -> float:

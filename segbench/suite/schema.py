@@ -173,6 +173,14 @@ class RooflineConfig(StrictModel):
     ceiling_seconds: Annotated[float, Field(gt=0, le=120)] = 4.0
 
 
+class ProfileConfig(StrictModel):
+    """The profile pass (segbench.cell.profile): the runtime's own profiler over a few forwards, after the timed
+    passes. `profile: true` takes these defaults."""
+
+    enabled: bool = True
+    iters: Annotated[int, Field(ge=1, le=1000, strict=True)] = 10
+
+
 class Suite(StrictModel):
     name: Annotated[str, Field(min_length=1, max_length=MAX_NAME)]  # it names the run folder
     description: str = ""
@@ -198,6 +206,7 @@ class Suite(StrictModel):
     end_to_end: EndToEndConfig = EndToEndConfig()
     dataset: DatasetConfig | None = None  # labelled images: every ok cell gets mIoU, pixel accuracy, per-class IoU
     calibration: CalibrationConfig | None = None  # images int8 calibrates on (default: the dataset's train split)
+    profile: ProfileConfig | None = None  # a per-operator profile of every cell, after its timed passes
     include: list[Rule] = Field(default_factory=list)
     exclude: list[Rule] = Field(default_factory=list)
 
@@ -212,6 +221,13 @@ class Suite(StrictModel):
     def _names_to_entries(cls, value: Any) -> Any:
         if isinstance(value, list):
             return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("profile", mode="before")
+    @classmethod
+    def _profile_flag(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return {"enabled": True} if value else None
         return value
 
     @field_validator("resolutions", mode="before")

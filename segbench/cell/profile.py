@@ -9,8 +9,8 @@ of the latency pass's batch:
   kernels are named (oneDNN int8 convolutions as `onednn::qconv...`), their module is not.
 - onnxruntime: a second session on the same graph with `enable_profiling` (the JSON trace: node, op type, provider,
   input types), node names mapped to module paths through the export's `pkg.torch.onnx.name_scopes`.
-- openvino: the same IR compiled again with the timed settings and `PERF_COUNT` on, `get_profiling_info()` per node (layer type,
-  `exec_type` such as `jit_avx512_I8`, real time), fused nodes mapped to module paths through the runtime model's
+- openvino: the same IR compiled again with the timed settings and `PERF_COUNT` on, `get_profiling_info()` per node
+  (layer type, `exec_type` such as `jit_avx512_I8`, real time), fused nodes mapped to module paths through the runtime model's
   `originalLayersNames`.
 
 Each collector hands back `NodeTime` rows; the rest (operators, blocks, precision shares) is shared.
@@ -118,8 +118,9 @@ def _outer_op_and_path(event: Any) -> tuple[Any, str | None]:
 def torch_nodes(
     forward: Callable[[Any], Any], inputs: Any, iters: int, device: torch.device, model: nn.Module | None, fallback: str
 ) -> tuple[list[NodeTime], list[float], str]:
-    """torch.profiler over `iters` forwards: the self time of every op, summed into the outermost op the model called
-    (aten::conv2d), its implementation the inner op (or CUDA kernel) that spent most of it (aten::mkldnn_convolution)."""
+    """torch.profiler over `iters` forwards: each op's self time, summed into the outermost op the model called
+    (aten::conv2d); its implementation is the inner op or CUDA kernel that spent most of it (aten::mkldnn_convolution).
+    """
     from torch.profiler import ProfilerActivity, profile
 
     cuda = device.type == "cuda"
@@ -284,7 +285,8 @@ def ov_nodes(source: dict[str, Any], inputs: torch.Tensor, iters: int) -> tuple[
     import openvino as ov
 
     core = ov.Core()
-    profiled = core.compile_model(core.read_model(source["xml"]), source["device"], {**source["config"], "PERF_COUNT": True})
+    config = {**source["config"], "PERF_COUNT": True}
+    profiled = core.compile_model(core.read_model(source["xml"]), source["device"], config)
     request = profiled.create_infer_request()
     feed = {0: inputs.detach().cpu().contiguous().numpy()}
     request.infer(feed)

@@ -154,7 +154,7 @@ class CellRecord(Stored):
     over_budget: str | None = None  # an emulated card's total exceeded by the NVML process peak
     torch_flags: dict[str, Any] | None = None  # cuDNN/matmul settings the timed passes ran with
     memory_allocator_mb: dict[str, Number] | None = None  # torch.cuda.memory_stats() at the memory pass's peak
-    profile: dict[str, Any] | None = None  # the profile pass: operators, blocks (bounded), their bounds (cell/profile.py)
+    profile: dict[str, Any] | None = None  # the profile pass: operators and blocks, bounded (cell/profile.py)
 
     @model_validator(mode="after")
     def _ok_has_figures(self) -> CellRecord:

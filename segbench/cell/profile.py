@@ -10,8 +10,8 @@ of the latency pass's batch:
 - onnxruntime: a second session on the same graph with `enable_profiling` (the JSON trace: node, op type, provider,
   input types), node names mapped to module paths through the export's `pkg.torch.onnx.name_scopes`.
 - openvino: the same IR compiled again with the timed settings and `PERF_COUNT` on, `get_profiling_info()` per node
-  (layer type, `exec_type` such as `jit_avx512_I8`, real time), fused nodes mapped to module paths through the runtime model's
-  `originalLayersNames`.
+  (layer type, `exec_type` such as `jit_avx512_I8`, real time), fused nodes mapped to module paths through the
+  runtime model's `originalLayersNames`.
 
 Each collector hands back `NodeTime` rows; the rest (operators, blocks, precision shares) is shared.
 """

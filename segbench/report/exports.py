@@ -10,6 +10,7 @@ import pandas as pd
 
 from segbench.errors import SegbenchError
 from segbench.formatting import fmt_duration, fmt_fixed, fmt_time, printable
+from segbench.report import profile as profiles
 from segbench.report import stream, tables
 from segbench.report.answer import FPS_SENTENCE, HOW_TO, PERCENTILE_SENTENCE, answer
 from segbench.report.html import (
@@ -17,6 +18,9 @@ from segbench.report.html import (
     ARTEFACTS_SENTENCE,
     FAILURE_COLUMNS,
     LEADERBOARD_COLUMNS,
+    PROFILE_BLOCK_COLUMNS,
+    PROFILE_OPERATOR_COLUMNS,
+    PROFILE_PAIR_COLUMNS,
     QUANTIZATION_COLUMNS,
     STREAM_TRIAL_COLUMNS,
     Column,
@@ -186,6 +190,7 @@ def render_markdown(run: RunData, targets: Targets | None = None) -> str:
     if not trials.empty:
         parts += ["", "### Stream trials", "", *(f"- {_md_text(line)}" for line in stream.criteria(run)), ""]
         parts += [markdown_table(trials, STREAM_TRIAL_COLUMNS), "", _md_text(stream.TRIALS_NOTE)]
+    parts += _md_profile(run)
     quantization = tables.quantization(run)
     if not quantization.empty:
         parts += ["", "### Quantization and precision", "", markdown_table(quantization, QUANTIZATION_COLUMNS)]
@@ -239,6 +244,24 @@ def render_markdown(run: RunData, targets: Targets | None = None) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _md_profile(run: RunData) -> list[str]:
+    """The Profile section: per configuration its headline, blocks and top operators; two precisions side by side."""
+    sections = profiles.sections(run)
+    if not sections:
+        return []
+    parts = ["", "### Profile: where the time goes", "", _md_text(profiles.PROFILE_NOTE)]
+    for section in sections:
+        parts += ["", f"#### {_md_text(section.title)}", "", _md_text(section.headline)]
+        parts += ["", f"_{_md_text(section.how)}_"]
+        parts += ["", markdown_table(section.blocks, PROFILE_BLOCK_COLUMNS), ""]
+        parts += [markdown_table(section.operators, PROFILE_OPERATOR_COLUMNS)]
+    for base, other in profiles.precision_pairs(run):
+        parts += ["", f"#### {_md_text(profiles.pair_title(base, other))}"]
+        parts += ["", _md_text(profiles.pair_line(base, other))]
+        parts += ["", markdown_table(profiles.pair_frame(base, other), PROFILE_PAIR_COLUMNS)]
+    return parts
+
+
 # ---- CSV -------------------------------------------------------------------------------------------
 
 IDENTITY_COLUMNS = [
@@ -253,7 +276,7 @@ IDENTITY_COLUMNS = [
     "status",
     "error",
 ]
-BULKY = ("samples_ms", "stage_samples_ms", "traceback")
+BULKY = ("samples_ms", "stage_samples_ms", "traceback", "profile")  # the profile's few columns: csv_columns
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -290,6 +313,8 @@ def cells_frame(run: RunData, targets: Targets | None = None) -> pd.DataFrame:
         row["memory_figure"] = tables.peak_memory(record)[1] if row.get("peak_mb") is not None else None
         ran = tables.artefact(record)
         row.update(artefact_kind=ran[0] if ran else None, artefact_folder=ran[1] if ran else None)
+        if record.get("profile"):
+            row.update(profiles.csv_columns(record))
         judged = result.verdicts.get(record["cell_id"])
         row.update(verdict=judged.status if judged else None, verdict_detail=judged.text if judged else None)
         for key, value in _flatten(withhold_percentiles(record)).items():  # old records kept a p99 for any n

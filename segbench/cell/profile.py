@@ -4,8 +4,8 @@ It runs after every timed pass (the headline figures never carry a profiler's co
 of the latency pass's batch:
 
 - PyTorch backends (eager, channels_last, compile, pipelines): torch.profiler (CPU, and CUDA kernels on a GPU), each
-  op's self time; on an eager module, forward hooks open a `record_function` range per module (three levels deep) so
-  each op knows the block it ran in. A compiled graph (compile, int8's inductor graph) runs as one region: its ops and
+  op's self time; on an eager module, forward hooks open a `record_function` range where each block begins, so each op
+  knows the block it ran in. A compiled graph (compile, int8's inductor graph) runs as one region: its ops and
   kernels are named (oneDNN int8 convolutions as `onednn::qconv...`), their module is not.
 - onnxruntime: a second session on the same graph with `enable_profiling` (the JSON trace: node, op type, provider,
   input types), node names mapped to module paths through the export's `pkg.torch.onnx.name_scopes`.
@@ -38,7 +38,6 @@ from segbench.models.blocks import BlockMap, strip_wrapper
 
 TOP_OPERATORS = 40  # operators kept in the record; the rest is one "other" row
 RANGE_PREFIX = "segbench.module::"
-HOOK_DEPTH = 3  # module levels that open a profiler range (deeper ones add overhead and no block information)
 LOW_PRECISIONS = ("int8", "bf16", "fp16", "fp8")
 QUANT_OPS = ("quantize", "dequantize", "quantizelinear", "dequantizelinear", "dynamicquantizelinear")
 INT8_MARKERS = ("qconv", "qlinear", "quantized::", "int8", "_int_mm", "qmatmul", "integer", "qgemm", "qlinear")
@@ -74,9 +73,10 @@ def dtype_name(dtype: torch.dtype) -> str:
 # ---- PyTorch ------------------------------------------------------------------------------------------------
 
 
-def _module_ranges(model: nn.Module | None, stack: ExitStack) -> bool:
-    """Forward hooks on the model's modules (HOOK_DEPTH levels) that open and close a named profiler range; False
-    where the model is a compiled or exported graph (hooks would recompile it, and its ops run in one region)."""
+def _module_ranges(model: nn.Module | None, stack: ExitStack, blocks: BlockMap) -> bool:
+    """Forward hooks that open and close a named profiler range on each module where a new block begins (few hooks:
+    each adds the profiler's cost); False where the model is a compiled or exported graph (hooks would recompile it,
+    and its ops run in one region)."""
     if model is None or any(
         isinstance(module, (torch.fx.GraphModule, torch._dynamo.eval_frame.OptimizedModule))
         for module in model.modules()
@@ -97,7 +97,8 @@ def _module_ranges(model: nn.Module | None, stack: ExitStack) -> bool:
             open_ranges.pop().__exit__(None, None, None)
 
     for path, module in model.named_modules():
-        if path and path.count(".") < HOOK_DEPTH:
+        parent = path.rsplit(".", 1)[0] if "." in path else ""
+        if path and blocks.block(path) != blocks.block(parent):
             stack.callback(module.register_forward_pre_hook(enter(path)).remove)
             stack.callback(module.register_forward_hook(leave, always_call=True).remove)
     return True
@@ -116,7 +117,13 @@ def _outer_op_and_path(event: Any) -> tuple[Any, str | None]:
 
 
 def torch_nodes(
-    forward: Callable[[Any], Any], inputs: Any, iters: int, device: torch.device, model: nn.Module | None, fallback: str
+    forward: Callable[[Any], Any],
+    inputs: Any,
+    iters: int,
+    device: torch.device,
+    model: nn.Module | None,
+    blocks: BlockMap,
+    fallback: str,
 ) -> tuple[list[NodeTime], list[float], str]:
     """torch.profiler over `iters` forwards: each op's self time, summed into the outermost op the model called
     (aten::conv2d); its implementation is the inner op or CUDA kernel that spent most of it (aten::mkldnn_convolution).
@@ -127,17 +134,16 @@ def torch_nodes(
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     walls: list[float] = []
     with ExitStack() as stack:
-        hooked = _module_ranges(model, stack)
-        with profile(activities=activities, record_shapes=True) as prof:
+        hooked = _module_ranges(model, stack, blocks)
+        with profile(activities=activities) as prof:
             for _ in range(iters):
                 began = time.perf_counter()
                 forward(inputs)
                 if cuda:
                     torch.cuda.synchronize(device)
                 walls.append((time.perf_counter() - began) * 1000.0)
-    totals: dict[tuple[str, str | None], float] = defaultdict(float)
-    inner: dict[tuple[str, str | None], dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    calls: dict[tuple[str, str | None], set[int]] = defaultdict(set)
+    # Per call of an outermost op: its module range, and the self time of each op inside it.
+    calls: dict[int, tuple[str, str | None, dict[str, float]]] = {}
     for event in prof.events():
         if event.name.startswith((RANGE_PREFIX, "ProfilerStep")):
             continue
@@ -145,18 +151,20 @@ def torch_nodes(
         if self_us <= 0:
             continue
         outer, path = _outer_op_and_path(event)
-        key = (outer.name, path)
-        totals[key] += self_us
+        inner = calls.setdefault(id(outer), (outer.name, path, defaultdict(float)))[2]
         kernels = getattr(event, "kernels", None) if cuda else None
-        inner[key][kernels[0].name if kernels else event.name] += self_us
-        calls[key].add(id(outer))
-    rows = []
-    for (op, path), total_us in totals.items():
-        implementation = max(inner[(op, path)].items(), key=lambda item: item[1])[0]
-        precision = precision_of_name(f"{op} {implementation}", fallback)
-        rows.append(NodeTime(op, implementation, precision, path, total_us, len(calls[(op, path)])))
+        inner[kernels[0].name if kernels else event.name] += self_us
+    rows: dict[tuple[str, str, str | None], NodeTime] = {}
+    for op, path, inner in calls.values():
+        implementation = max(inner.items(), key=lambda item: item[1])[0]  # what this call spent most in
+        row = rows.get((op, implementation, path))
+        if row is None:
+            precision = precision_of_name(f"{op} {implementation}", fallback)
+            row = rows[(op, implementation, path)] = NodeTime(op, implementation, precision, path, 0.0, 0)
+        row.total_us += sum(inner.values())
+        row.calls += 1
     how = "module ranges (forward hooks)" if hooked else "none: a compiled graph runs as one region"
-    return rows, walls, how
+    return list(rows.values()), walls, how
 
 
 # ---- ONNX Runtime ---------------------------------------------------------------------------------------------
@@ -395,6 +403,7 @@ def _collect(
     iters: int,
     device: torch.device,
     model: nn.Module | None,
+    blocks: BlockMap,
     fallback: str,
 ) -> tuple[list[NodeTime], list[float], str, str]:
     source = backend.profile_source()
@@ -402,7 +411,7 @@ def _collect(
         return (*ort_nodes(source, inputs, iters), "onnxruntime session profiling")
     if backend.runtime == "openvino" and source is not None:
         return (*ov_nodes(source, inputs, iters), "openvino PERF_COUNT")
-    return (*torch_nodes(forward, inputs, iters, device, model, fallback), "torch.profiler")
+    return (*torch_nodes(forward, inputs, iters, device, model, blocks, fallback), "torch.profiler")
 
 
 def profile_pass(
@@ -417,19 +426,20 @@ def profile_pass(
     float_dtype: torch.dtype,
 ) -> dict[str, Any]:
     """The profile of `iters` forwards: operators, blocks, how much of the forward the operators account for."""
-    nodes, walls, grouping, profiler = _collect(backend, forward, inputs, iters, device, model, dtype_name(float_dtype))
+    nodes, walls, grouping, profiler = _collect(
+        backend, forward, inputs, iters, device, model, blocks, dtype_name(float_dtype)
+    )
     attributed_ms = sum(node.total_us for node in nodes) / iters / 1000.0
-    walls.sort()
-    wall_ms = walls[len(walls) // 2] if walls else None
+    wall_ms = sum(walls) / len(walls) if walls else None  # a mean, as the operators' times are
     ops = operators(nodes, iters)
     top = [row for row in ops if not row["name"].startswith("other (")]
     low = sum(node.total_us for node in nodes if node.precision in LOW_PRECISIONS)
     return {
         "profiler": profiler,
         "iters": iters,
-        "forward_ms": round(wall_ms, 4) if wall_ms else None,  # median wall of a profiled forward (profiler on)
+        "forward_ms": round(wall_ms, 4) if wall_ms else None,  # mean wall of a profiled forward (profiler on)
         "attributed_ms": round(attributed_ms, 4),  # the operators' self time per forward
-        "coverage": round(attributed_ms / wall_ms, 4) if wall_ms else None,
+        "coverage": round(attributed_ms / wall_ms, 4) if wall_ms else None,  # the rest: Python and dispatch between ops
         "top_coverage": round(sum(row["self_ms"] for row in top) / wall_ms, 4) if wall_ms else None,
         "low_precision_share": _share(low, sum(node.total_us for node in nodes)),
         "grouping": grouping,

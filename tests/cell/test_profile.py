@@ -166,6 +166,7 @@ def test_each_int8_path_reports_the_operators_that_ran_in_int8(tmp_path: Path) -
         assert names & FAST_SCNN_BLOCKS, (precision, names)
 
 
+@pytest.mark.slow
 def test_every_runtime_profiles_a_cell_in_its_own_process(tmp_path: Path) -> None:
     records = _run(tmp_path, ["fp32"], ["eager", "onnxruntime", "openvino"])
     profilers = {record["backend"]: record["profile"]["profiler"] for record in records}

@@ -9,11 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import matplotlib
 import pandas as pd
-from matplotlib.figure import Figure
 
-from segbench.report.plots import MAX_ROWS, STAGE_COLOURS, STYLE, Plot, _encode
 from segbench.results.labels import cell_label
 from segbench.results.runs import RunData
 
@@ -191,9 +188,14 @@ def pair_line(base: dict[str, Any], other: dict[str, Any]) -> str:
 # ---- the stacked bar ----------------------------------------------------------------------------------------------
 
 
-def stacked_plot(run: RunData) -> Plot:
+def stacked_plot(run: RunData) -> Any:
     """One bar per profiled cell: preprocess, the forward's blocks (their profile shares of the forward stage median),
     postprocess, in ms from the stage pass."""
+    import matplotlib  # compare reads this module too, and needs no plots
+    from matplotlib.figure import Figure
+
+    from segbench.report.plots import MAX_ROWS, STAGE_COLOURS, STYLE, Plot, _encode  # lazy: imports matplotlib
+
     key, title = "plot-profile", "Where the time goes"
     cells = [r for r in profiled(run) if all((r.get("stages_ms") or {}).get(s) for s in STAGE_COLOURS)][:MAX_ROWS]
     if not cells:

@@ -38,6 +38,12 @@ from segbench.models.blocks import BlockMap, strip_wrapper
 
 TOP_OPERATORS = 40  # operators kept in the record; the rest is one "other" row
 RANGE_PREFIX = "segbench.module::"
+# What a compiled graph wraps its ops in: region markers, not ops the model called (their own self time is the
+# generated code's, which stays a row of its own).
+REGION_PREFIXES = ("Torch-Compiled Region", "CompiledFunction", "## Call CompiledFxGraph", "ProfilerStep")
+UNGROUPED = "none: a compiled graph runs as one region"
+COMPILED_BLOCK = "compiled graph (not split by module)"
+WARM_RUNS = 3  # a fresh profiling session or compile runs these before its counted forwards (arenas, prepacking)
 LOW_PRECISIONS = ("int8", "bf16", "fp16", "fp8")
 QUANT_OPS = ("quantize", "dequantize", "quantizelinear", "dequantizelinear", "dynamicquantizelinear")
 INT8_MARKERS = ("qconv", "qlinear", "quantized::", "int8", "_int_mm", "qmatmul", "integer", "qgemm", "qlinear")
@@ -110,7 +116,7 @@ def _outer_op_and_path(event: Any) -> tuple[Any, str | None]:
     while parent is not None:
         if parent.name.startswith(RANGE_PREFIX):
             path = path or parent.name[len(RANGE_PREFIX) :]
-        elif not parent.name.startswith("ProfilerStep"):
+        elif not parent.name.startswith(REGION_PREFIXES):
             outer = parent
         parent = parent.cpu_parent
     return outer, path
@@ -163,7 +169,7 @@ def torch_nodes(
             row = rows[(op, implementation, path)] = NodeTime(op, implementation, precision, path, 0.0, 0)
         row.total_us += sum(inner.values())
         row.calls += 1
-    how = "module ranges (forward hooks)" if hooked else "none: a compiled graph runs as one region"
+    how = "module ranges (forward hooks)" if hooked else UNGROUPED
     return list(rows.values()), walls, how
 
 
@@ -226,7 +232,8 @@ def ort_nodes(source: dict[str, Any], inputs: torch.Tensor, iters: int) -> tuple
     session = make_session(graph, source["device"], options, int8=source["int8"])
     name = session.get_inputs()[0].name
     feed = {name: inputs.detach().cpu().contiguous().numpy()}
-    session.run(None, feed)  # the first run allocates; its events are dropped below
+    for _ in range(WARM_RUNS):  # the first runs allocate and prepack; their events are dropped below
+        session.run(None, feed)
     walls: list[float] = []
     for _ in range(iters):
         began = time.perf_counter()
@@ -236,10 +243,10 @@ def ort_nodes(source: dict[str, Any], inputs: torch.Tensor, iters: int) -> tuple
     del session
     paths = onnx_paths(graph)
     runs = [event for event in trace if event.get("name") == "model_run"]
-    first_end = runs[0]["ts"] + runs[0]["dur"] if runs else 0
+    warm_end = runs[WARM_RUNS - 1]["ts"] + runs[WARM_RUNS - 1]["dur"] if len(runs) >= WARM_RUNS else 0
     rows: dict[tuple[str, str, str | None, str], NodeTime] = {}
     for event in trace:
-        if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time") or event["ts"] < first_end:
+        if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time") or event["ts"] < warm_end:
             continue
         args = event.get("args", {})
         node = event["name"].removesuffix("_kernel_time")
@@ -297,7 +304,8 @@ def ov_nodes(source: dict[str, Any], inputs: torch.Tensor, iters: int) -> tuple[
     profiled = core.compile_model(core.read_model(source["xml"]), source["device"], config)
     request = profiled.create_infer_request()
     feed = {0: inputs.detach().cpu().contiguous().numpy()}
-    request.infer(feed)
+    for _ in range(WARM_RUNS):
+        request.infer(feed)
     paths = ov_paths(profiled)
     totals: dict[str, list[Any]] = {}
     walls: list[float] = []
@@ -366,14 +374,15 @@ def operators(nodes: list[NodeTime], iters: int, limit: int = TOP_OPERATORS) -> 
 
 
 def block_rows(
-    nodes: list[NodeTime], iters: int, blocks: BlockMap, work: dict[str, Any] | None
+    nodes: list[NodeTime], iters: int, blocks: BlockMap, work: dict[str, Any] | None, ungrouped: str | None = None
 ) -> list[dict[str, Any]]:
-    """Per block: self ms per forward, share of the forward, and how much of it ran in each precision."""
+    """Per block: self ms per forward, share of the forward, and how much of it ran in each precision (`ungrouped`
+    names the one block of a graph the profiler could not split by module)."""
     times: dict[str, float] = defaultdict(float)
     by_precision: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     order: dict[str, int] = {}
     for node in nodes:
-        name = blocks.block(node.path)
+        name = ungrouped or blocks.block(node.path)
         times[name] += node.total_us
         by_precision[name][node.precision] += node.total_us
         order.setdefault(name, len(order))
@@ -445,7 +454,7 @@ def profile_pass(
         "grouping": grouping,
         "block_map": blocks.to_dict(),
         "operators": ops,
-        "blocks": block_rows(nodes, iters, blocks, work),
+        "blocks": block_rows(nodes, iters, blocks, work, COMPILED_BLOCK if grouping == UNGROUPED else None),
     }
 
 

@@ -163,7 +163,15 @@ def pair_frame(base: dict[str, Any], other: dict[str, Any]) -> pd.DataFrame:
                 "base_ms": a["self_ms"] if a else None,
                 "other_ms": b["self_ms"] if b else None,
                 "speedup": speedup,
-                "verdict": "faster" if speedup and speedup > 1.1 else "slower" if speedup and speedup < 0.9 else "same",
+                "verdict": (
+                    "not in both"
+                    if speedup is None
+                    else "faster"
+                    if speedup > 1.1
+                    else "slower"
+                    if speedup < 0.9
+                    else "same"
+                ),  # fmt: skip
                 "float_pct": 100.0 * _float_share(b) if b else None,
             }
         )
@@ -177,11 +185,12 @@ def pair_title(base: dict[str, Any], other: dict[str, Any]) -> str:
 def pair_line(base: dict[str, Any], other: dict[str, Any]) -> str:
     frame = pair_frame(base, other)
     faster = [row.block for row in frame.itertuples() if row.verdict == "faster"]
-    stayed = [row.block for row in frame.itertuples() if row.verdict != "faster" and row.other_ms is not None]
+    stayed = [row.block for row in frame.itertuples() if row.verdict in ("same", "slower")]
     in_float = [f"{row.block} ({row.float_pct:.0f} % float)" for row in frame.itertuples() if (row.float_pct or 0) > 50]
+    unmatched = "" if len(faster) + len(stayed) else " (the two profiles share no block: one ran as a compiled graph)"
     return (
-        f"{other['precision']} on {other['backend']}: faster in {', '.join(faster) or 'no block'}; not faster in "
-        f"{', '.join(stayed) or 'no block'}; mostly float: {', '.join(in_float) or 'none'}"
+        f"{other['precision']} on {other['backend']}{unmatched}: faster in {', '.join(faster) or 'no block'}; "
+        f"not faster in {', '.join(stayed) or 'no block'}; mostly float: {', '.join(in_float) or 'none'}"
     )
 
 

@@ -34,7 +34,8 @@ FAST_SCNN = {
     "fusion": "feature fusion",
     "classifier": "classifier (head)",
 }
-SEGFORMER_STAGE = re.compile(r"encoder\.(?:patch_embeddings|block|layer_norm)\.(\d+)")
+# transformers' SegFormer: encoder.block.N / patch_embeddings.N (older releases) or stages.N (newer)
+SEGFORMER_STAGE = re.compile(r"(?:encoder\.(?:patch_embeddings|block|layer_norm)|stages)\.(\d+)")
 MASK2FORMER = {
     "pixel_level_module.encoder": "backbone",
     "pixel_level_module.decoder": "pixel decoder",
@@ -138,13 +139,18 @@ def count_block_work(adapter: SegmentationAdapter, height: int, width: int, bloc
         for name, ops in counter.get_flop_counts().items()
         if name == root or name.startswith(root + ".")
     }
-    for path, total in totals.items():  # each module's own FLOPs: its total less its children's
+    for path, total in totals.items():  # each module's own FLOPs: its total less its nearest counted descendants'
         children = sum(
-            value for other, value in totals.items() if other != path and _parent(other) == path
+            value for other, value in totals.items() if other != path and _counted_parent(other, totals) == path
         )
         entry(path)["flops"] += total - children
     return work
 
 
-def _parent(path: str) -> str:
-    return path.rsplit(".", 1)[0] if "." in path else ""
+def _counted_parent(path: str, totals: dict[str, float]) -> str:
+    """The nearest ancestor the counter saw run (ultralytics calls its layers one by one, never their Sequential)."""
+    while path:
+        path = path.rsplit(".", 1)[0] if "." in path else ""
+        if path in totals:
+            return path
+    return ""

@@ -134,6 +134,7 @@ def torch_nodes(
     """torch.profiler over `iters` forwards: each op's self time, summed into the outermost op the model called
     (aten::conv2d); its implementation is the inner op or CUDA kernel that spent most of it (aten::mkldnn_convolution).
     """
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     cuda = device.type == "cuda"
@@ -152,6 +153,8 @@ def torch_nodes(
     calls: dict[int, tuple[str, str | None, dict[str, float]]] = {}
     for event in prof.events():
         if event.name.startswith((RANGE_PREFIX, "ProfilerStep")):
+            continue
+        if event.device_type != DeviceType.CPU:  # a kernel's own event: its time is its launching op's device time
             continue
         self_us = float(event.self_device_time_total if cuda else event.self_cpu_time_total)
         if self_us <= 0:

@@ -13,7 +13,7 @@ from rich.progress import Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from segbench.cli.app import console, errors, user_errors
-from segbench.cli.options import absolute_plugin, suite_from_flags, valid_paths
+from segbench.cli.options import absolute_plugin, bounded, suite_from_flags, valid_paths
 from segbench.cli.quiet import library_output
 from segbench.cli.run import ProgressObserver, _configure_cache, _suite_for_run
 from segbench.device import is_device_name
@@ -86,7 +86,7 @@ def profile(
     backend: str = typer.Option("eager", "--backend", help="e.g. eager, compile, onnxruntime, openvino"),
     device: Optional[str] = typer.Option(None, "--device", help="auto (default), cpu, cuda or cuda:N"),
     weights: Optional[Path] = typer.Option(None, "--weights", help="a checkpoint for the model"),
-    iters: int = typer.Option(10, "--iters", min=1, max=1000, help="forwards the profiler records"),
+    iters: int = bounded(10, "--iters", low=1, high=1000, help="forwards the profiler records"),
     plugins: Optional[list[str]] = typer.Option(None, "--plugin", metavar="FILE", help="a file registering models"),
     overrides: Optional[list[str]] = typer.Option(None, "--set", "-s", help="suite field overrides, KEY=VALUE"),
     out: Path = typer.Option(Path("results"), "--out", help="parent folder of the run folder"),

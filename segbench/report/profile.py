@@ -186,7 +186,12 @@ def pair_line(base: dict[str, Any], other: dict[str, Any]) -> str:
     frame = pair_frame(base, other)
     faster = [row.block for row in frame.itertuples() if row.verdict == "faster"]
     stayed = [row.block for row in frame.itertuples() if row.verdict in ("same", "slower")]
-    in_float = [f"{row.block} ({row.float_pct:.0f} % float)" for row in frame.itertuples() if (row.float_pct or 0) > 50]
+    shares = {block["name"]: block["share"] for block in other["profile"]["blocks"]}
+    in_float = [
+        f"{row.block} ({row.float_pct:.0f} % float)"
+        for row in frame.itertuples()
+        if (row.float_pct or 0) > 50 and shares.get(row.block, 0) >= 0.05  # blocks that matter to the forward
+    ]
     unmatched = "" if len(faster) + len(stayed) else " (the two profiles share no block: one ran as a compiled graph)"
     return (
         f"{other['precision']} on {other['backend']}{unmatched}: faster in {', '.join(faster) or 'no block'}; "

@@ -31,3 +31,16 @@ def test_a_pair_that_cannot_run_is_one_line(tmp_path: Path) -> None:
     done = segbench("profile", "fast-scnn", "--precision", "ort-int8", "--backend", "eager", "--device", "cpu")
     assert done.returncode == 2  # a user error, as every command's
     assert done.stderr.strip().count("\n") == 0 and "ort-int8" in done.stderr, done.stderr
+
+
+def test_run_profile_flag_profiles_every_cell(tmp_path: Path) -> None:
+    overrides = [arg for item in [*FAST, "roofline.measure_ceiling=false", "threads=1"] for arg in ("-s", item)]
+    done = segbench(
+        "run", "--model", "test-tiny", "--resolution", "32", "--plugin", FAULT_PLUGIN, "--device", "cpu",
+        "--profile", "--out", str(tmp_path), *overrides,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (run_dir,) = tmp_path.iterdir()
+    [record] = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    assert record["profile"]["profiler"] == "torch.profiler" and record["profile"]["operators"]
+    assert "profile: true" in (run_dir / "suite.yaml").read_text()  # the run folder's suite repeats it

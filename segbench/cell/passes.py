@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from segbench.backends import get_backend
-from segbench.cell.profile import profile_pass
+from segbench.cell.profile import dtype_name, profile_pass
 from segbench.cell.request import CellRequest
 from segbench.cell.stream import Criterion, StreamOutcome, find_max_rate, run_stream, trial_row, warm_stream
 from segbench.data.camera import CameraInput
@@ -637,7 +637,7 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         end_to_end = LatencyStats.from_samples(stage_samples["end_to_end"])
         stream = _stream_pass(adapter, forward, request, device, end_to_end) if request.stream else None
         profile = (  # the last pass under the timed context: no profiler ran before it
-            _profile(backend, forward, inputs, request, device, adapter, blocks, block_work, precision.input_dtype)
+            _profile(backend, forward, inputs, request, device, adapter, blocks, block_work, _executed_float(precision))
             if request.profile and blocks is not None
             else None
         )
@@ -745,6 +745,15 @@ def profile_fields(profile: dict[str, Any] | str | None, request: CellRequest) -
     return {"profile": profile, "profile_unavailable": None}
 
 
+def _executed_float(precision: Precision) -> str:
+    """What a PyTorch op that no kernel name marks as int8 ran in: the model's dtype, or under autocast its dtype for
+    matmuls and convolutions ("amp-bf16: mixed", as the profiler's CPU events carry no dtypes)."""
+    dtype = getattr(precision, "dtype", None)
+    if precision.name.startswith("amp") and isinstance(dtype, torch.dtype):
+        return f"mixed ({dtype_name(dtype)} convs and matmuls)"
+    return dtype_name(precision.input_dtype)
+
+
 def _block_work(adapter: SegmentationAdapter, cell: CellSpec) -> tuple[BlockMap, dict[str, Any] | None]:
     """The family's block map and each block's FLOPs and elements, on the float model before any precision."""
     blocks = BlockMap.for_model(adapter.card.family, adapter.model)
@@ -763,12 +772,12 @@ def _profile(
     adapter: SegmentationAdapter,
     blocks: BlockMap,
     block_work: dict[str, Any] | None,
-    float_dtype: torch.dtype,
+    float_name: str,
 ) -> dict[str, Any] | str:
     assert request.profile is not None
     try:
         return profile_pass(
-            backend, forward, inputs, request.profile.iters, device, adapter.model, blocks, block_work, float_dtype
+            backend, forward, inputs, request.profile.iters, device, adapter.model, blocks, block_work, float_name
         )
     except Exception as exc:  # noqa: BLE001 (the timed figures stand without a profile)
         return f"profile pass failed: {last_line(exc)}"

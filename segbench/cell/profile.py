@@ -435,11 +435,18 @@ def profile_pass(
     model: nn.Module | None,
     blocks: BlockMap,
     work: dict[str, Any] | None,
-    float_dtype: torch.dtype,
+    float_name: str | torch.dtype,
 ) -> dict[str, Any]:
     """The profile of `iters` forwards: operators, blocks, how much of the forward the operators account for."""
     nodes, walls, grouping, profiler = _collect(
-        backend, forward, inputs, iters, device, model, blocks, dtype_name(float_dtype)
+        backend,
+        forward,
+        inputs,
+        iters,
+        device,
+        model,
+        blocks,
+        float_name if isinstance(float_name, str) else dtype_name(float_name),
     )
     attributed_ms = sum(node.total_us for node in nodes) / iters / 1000.0
     wall_ms = sum(walls) / len(walls) if walls else None  # a mean, as the operators' times are

@@ -13,10 +13,10 @@ import gc
 import sys
 import time
 import traceback
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -308,6 +308,35 @@ def _time_stages(
                 detections.append(found)
             uncounted_ns += clock() - t3
     return StagesRun(samples, detections or None, warmup, (last_end - first_start - uncounted_ns) / 1e9)
+
+
+# Runtimes that run the forward in a thread pool of their own, beside torch's (which runs the host stages).
+FOREIGN_THREAD_POOLS = ("onnxruntime", "openvino")
+
+
+def host_thread_count(setting: int | str, runtime: str, cell_threads: int) -> int:
+    """torch's threads for the host stages: the suite's number, else 1 beside another runtime's pool, else the
+    cell's."""
+    if isinstance(setting, int):
+        return setting
+    return 1 if runtime in FOREIGN_THREAD_POOLS else cell_threads
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch at `count` threads inside, the count it had outside."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _time_stages_with(host_threads: int, *args: Any, **kwargs: Any) -> StagesRun:
+    """The end-to-end pass with torch at the host stages' thread count."""
+    with torch_threads(host_threads):
+        return _time_stages(*args, **kwargs)
 
 
 def end_to_end_covers(camera: CameraInput, adapter: SegmentationAdapter, library_pipeline: bool) -> dict[str, Any]:
@@ -611,7 +640,9 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         inputs = adapter.preprocess(images)  # again: a backend may change the layout preprocess emits (channels_last)
         release_preparation(device)
 
-        cold_ms = first_call_ms(adapter, forward, frames[0], device, camera)  # before anything else warms the pipeline
+        host_threads = host_thread_count(options.host_threads, backend.runtime, torch.get_num_threads())
+        with torch_threads(host_threads):  # before anything else warms the pipeline
+            cold_ms = first_call_ms(adapter, forward, frames[0], device, camera)
         step = lambda: forward(inputs)  # noqa: E731 (the timed closure)
         canary_before = canary_reading()  # before warm-up, so the timed passes start from warm caches
         latency_warmup = _latency_warm_up(step, request.timing, device)
@@ -620,7 +651,8 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
             throughput = _device_throughput(step, rule, device, latency_run, cell.batch_size)
             telemetry = _telemetry_pass(step, request.timing, device, cell.batch_size)
             # Sub-stages need the eager module; another backend's forward is timed whole.
-            stages_run = _time_stages(
+            stages_run = _time_stages_with(
+                host_threads,
                 adapter,
                 forward,
                 frames,
@@ -635,7 +667,8 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         canary = cell_canary(canary_before, canary_reading(), steal)
         peaks = _memory_pass(adapter, forward, frames, request, device, baseline, budget_occupied(budget), camera)
         end_to_end = LatencyStats.from_samples(stage_samples["end_to_end"])
-        stream = _stream_pass(adapter, forward, request, device, end_to_end) if request.stream else None
+        with torch_threads(host_threads):
+            stream = _stream_pass(adapter, forward, request, device, end_to_end) if request.stream else None
         profile = (  # the last pass under the timed context: no profiler ran before it
             _profile(backend, forward, inputs, request, device, adapter, blocks, block_work, _executed_float(precision))
             if request.profile and blocks is not None
@@ -696,7 +729,10 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         "end_to_end_warmup": stages_run.warmup,
         "end_to_end_input": f"{len(frames) * cell.batch_size} held-out photographs in turn, "
         + (camera.describe() if camera.active else f"{height}x{width}"),
-        "end_to_end_covers": end_to_end_covers(camera, adapter, backend.latency_scope == "end_to_end"),
+        "end_to_end_covers": {
+            **end_to_end_covers(camera, adapter, backend.latency_scope == "end_to_end"),
+            "host_threads": host_threads,
+        },
         "detections_per_frame": stages_run.detections,
         "memory_mb": memory_mb,
         "memory_unavailable": peaks.unavailable,

@@ -325,6 +325,8 @@ def end_to_end_scope(run: RunData) -> list[str]:
         if isinstance(covers, dict):
             stages = " → ".join(str(stage) for stage in covers.get("stages") or STAGES)
             text = f"{stages}, from {covers.get('input')}; class map: {covers.get('class_map')}"
+            if covers.get("host_threads") is not None:
+                text += f"; host stages on {covers['host_threads']} torch thread(s)"
         else:
             text = LEGACY_COVERS
         counts[text] = counts.get(text, 0) + 1

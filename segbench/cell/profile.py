@@ -202,15 +202,16 @@ def onnx_paths(graph_path: Path) -> dict[str, str]:
     return paths
 
 
-def _known_name(name: str, paths: dict[str, str]) -> str | None:
+def module_of_node(name: str, paths: dict[str, str]) -> str | None:
     """The module path of an ORT node, its name trimmed of what ORT's rewrites append (`_nchwc`, `_quant`, ...)."""
-    candidate = name
+    candidate = re.sub(r"_token_\d+", "", name)  # what ORT appends to the nodes it inserts
     while candidate:
         if candidate in paths:
             return paths[candidate]
-        if "_" not in candidate:
+        stem, _, last = candidate.rpartition("_")
+        if not stem or last.isdigit():  # never strip a number: `relu_11` is not `relu`
             return None
-        candidate = candidate.rsplit("_", 1)[0]
+        candidate = stem
     return None
 
 
@@ -254,7 +255,7 @@ def ort_nodes(source: dict[str, Any], inputs: torch.Tensor, iters: int) -> tuple
         args = event.get("args", {})
         node = event["name"].removesuffix("_kernel_time")
         op, provider = args.get("op_name", "?"), args.get("provider", "?").removesuffix("ExecutionProvider")
-        path = _known_name(node, paths)
+        path = module_of_node(node, paths)
         key = (op, provider, path, _ort_precision(args, op))
         row = rows.setdefault(key, NodeTime(op, provider, key[3], path, 0.0, 0))
         row.total_us += float(event.get("dur", 0))

@@ -13,7 +13,7 @@ import yaml
 
 from segbench.backends import get_backend
 from segbench.cell import passes as cell
-from segbench.cell.profile import TOP_OPERATORS, NodeTime, operators, profile_pass, profiler_active
+from segbench.cell.profile import TOP_OPERATORS, NodeTime, module_of_node, operators, profile_pass, profiler_active
 from segbench.cell.request import CellRequest
 from segbench.models.blocks import BlockMap, count_block_work
 from segbench.models.registry import create_model, load_plugin
@@ -181,3 +181,11 @@ def test_every_runtime_profiles_a_cell_in_its_own_process(tmp_path: Path) -> Non
         executed = {row["precision"] for row in record["profile"]["operators"]}
         assert "fp32" in executed and not executed & {"int8", "bf16", "fp16"}, (record["backend"], executed)
         assert record["profile"]["blocks"][0].get("arithmetic_intensity")  # the runner's bound fields
+
+
+def test_onnx_runtime_node_names_map_back_to_module_paths_only_when_certain() -> None:
+    paths = {"relu_1": "stage.0", "getitem_21": "stage.1", "relu": "stem", "node_Conv_788": "head.0"}
+    assert module_of_node("relu_1_nchwc", paths) == "stage.0"  # ORT's layout rewrite renames after the output
+    assert module_of_node("node_Conv_788_quant", paths) == "head.0"  # quantize_static's rename
+    assert module_of_node("relu_11_nchwc", paths) is None  # never the `relu` of another module
+    assert module_of_node("Squeeze_token_12", paths) is None  # a node ORT inserted

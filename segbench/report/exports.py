@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from segbench.report.html import (
     weights_note,
 )
 from segbench.report.memory import BREAKDOWN_NOTE, gpu_memory_breakdown
-from segbench.results.metrics import CATALOGUE, withhold_percentiles
+from segbench.results import frame
 from segbench.results.runs import RunData, load_run, load_runs, merge_note
 from segbench.results.schema import STAGES
 from segbench.results.store import refuse_run_file_as_output
@@ -43,7 +42,6 @@ from segbench.suite.expectations import verdict_note
 from segbench.suite.targets import Targets
 
 FORMATS = {"html": ".html", "md": ".md", "csv": ".csv"}
-ARTEFACT_FIELDS = ("artefact_kind", "artefact_folder")  # the file a cell ran (its ONNX, IR, int8 program)
 REPORTS_DIR = Path("reports")
 
 
@@ -264,68 +262,18 @@ def _md_profile(run: RunData) -> list[str]:
 
 # ---- CSV -------------------------------------------------------------------------------------------
 
-IDENTITY_COLUMNS = [
-    "cell_id",
-    "model",
-    "card",
-    "resolution",
-    "batch",
-    "precision",
-    "backend",
-    "options",
-    "status",
-    "error",
-]
-BULKY = ("samples_ms", "stage_samples_ms", "traceback", "profile")  # the profile's few columns: csv_columns
-
-
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """Every scalar of a record under its dotted path; lists of scalars as JSON text, lists of objects (trials, series)
-    left out."""
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if name in BULKY:
-            continue
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}."))
-        elif isinstance(value, list):
-            if all(not isinstance(item, (dict, list)) for item in value):
-                flat[name] = json.dumps(value)
-        else:
-            flat[name] = value
-    return flat
-
 
 def cells_frame(run: RunData, targets: Targets | None = None) -> pd.DataFrame:
-    """One row per cell (ok or not): its axes, every catalogue metric (stable keys), the verdict, then every other
-    scalar of the record by its dotted path (latency_ms.p90, stream.frames_dropped)."""
+    """One row per cell (ok or not), named as `segbench.results.load` names its columns (results/frame.py builds the
+    rows): its axes, every catalogue metric (stable keys), the verdict, then every other scalar of the record by its
+    dotted path (latency_ms.p90, stream.frames_dropped)."""
     result = answer(run, targets)
-    found = tables.references(run)
-    per_value = [metric.key for metric in CATALOGUE]
     rows = []
-    for record in tables.sort_cells(run.records):
-        row: dict[str, Any] = {key: value for key, value in tables.identity(record).items() if key != "pixels"}
-        row["options"] = json.dumps(record["options"], sort_keys=True) if record.get("options") else ""  # whole
-        row.update(status=record.get("status"), error=record.get("error"))
-        row.update({metric.key: metric.value(record) for metric in CATALOGUE if not metric.relative})
-        row.update(tables.relative_values(record, found.get(tables.variant_key(record))))
-        row["memory_figure"] = tables.peak_memory(record)[1] if row.get("peak_mb") is not None else None
-        ran = tables.artefact(record)
-        row.update(artefact_kind=ran[0] if ran else None, artefact_folder=ran[1] if ran else None)
-        if record.get("profile"):
-            row.update(profiles.csv_columns(record))
+    for record, row in frame.cell_rows(run):
         judged = result.verdicts.get(record["cell_id"])
         row.update(verdict=judged.status if judged else None, verdict_detail=judged.text if judged else None)
-        for key, value in _flatten(withhold_percentiles(record)).items():  # old records kept a p99 for any n
-            row.setdefault(key, value)  # a catalogue key equal to its record path (fps, prepare_s) is the same value
         rows.append(row)
-    columns = [*IDENTITY_COLUMNS, *per_value, "memory_figure", "verdict", "verdict_detail", *ARTEFACT_FIELDS]
-    frame = pd.DataFrame(rows)
-    extra = sorted(c for c in frame.columns if c not in columns) if not frame.empty else []
-    return frame.reindex(
-        columns=[*columns, *extra]
-    )  # explicit columns: an empty run still gets a header, names never move
+    return frame.ordered(rows, judged=True)
 
 
 FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")

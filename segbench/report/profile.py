@@ -250,21 +250,6 @@ def _segment_ms(record: dict[str, Any], name: str) -> float:
 # ---- CSV and compare ------------------------------------------------------------------------------------------------
 
 
-def csv_columns(record: dict[str, Any]) -> dict[str, Any]:
-    """A few flat columns for the CSV: the top block, its share, and the forward's share in low precision."""
-    profile = record.get("profile") or {}
-    blocks = profile.get("blocks") or []
-    top = blocks[0] if blocks else {}
-    operators = profile.get("operators") or []
-    return {
-        "profile_top_block": top.get("name"),
-        "profile_top_block_share": top.get("share"),
-        "profile_top_block_bound": top.get("bound"),
-        "profile_top_operator": operators[0]["name"] if operators else None,
-        "profile_low_precision_share": profile.get("low_precision_share"),
-    }
-
-
 def block_regressions(old: dict[str, Any], new: dict[str, Any], ratio: float = REGRESSION_RATIO) -> list[str]:
     """Blocks whose share of the forward time grew, as 'neck 2.10 -> 3.40 ms (+62 %)': which part of a slower model
     got slower (profiled milliseconds carry the profiler's cost, so each side is scaled to its timed median)."""

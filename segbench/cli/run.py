@@ -23,6 +23,8 @@ from segbench.cli.options import (
     TARGET_FPS,
     absolute_plugin,
     axis_flags_given,
+    bounded,
+    scenario_overrides,
     suite_from_flags,
     target_fields,
     target_overrides,
@@ -349,6 +351,12 @@ def run(
     memory_budget: Optional[str] = MEMORY_BUDGET,
     min_agreement: Optional[float] = MIN_AGREEMENT,
     min_miou: Optional[float] = MIN_MIOU,
+    scenario: Optional[str] = typer.Option(
+        None, "--scenario", metavar="NAME", help="offline (default), stream or capacity (how many cameras it serves)"
+    ),
+    camera_fps: Optional[float] = bounded(
+        None, "--camera-fps", low=0.001, high=1000, help="with --scenario capacity: each camera's frame rate"
+    ),
     all_paths: bool = typer.Option(
         False,
         "--all-paths",
@@ -397,6 +405,10 @@ def run(
         target_fps, max_latency_ms, latency_percentile, max_p99_ms, memory_budget, min_agreement, min_miou
     )
     overrides = [*(overrides or []), *target_overrides(targets)]
+    overrides = [
+        *overrides,
+        *scenario_overrides(scenario, camera_fps, max_p99_ms, max_latency_ms, latency_percentile),
+    ]
     from_flags = (
         suite_from_flags(
             models,

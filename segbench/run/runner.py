@@ -381,6 +381,7 @@ def _jobs(
             dataset=suite.dataset,
             calibration=suite.calibration,
             end_to_end=suite.end_to_end,
+            capacity=suite.capacity if suite.scenario == "capacity" else None,
         )
         for card in cards:
             suffix = f"@{card}" if card else ""

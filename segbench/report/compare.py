@@ -322,6 +322,7 @@ METRICS_COMPARED = (
     _Metric(METRICS["peak_mb"]),
     _Metric(METRICS["footprint_mb"]),
     _Metric(METRICS["miou_gt_pct"]),
+    _Metric(METRICS["max_cameras"]),  # a confirmed count: its change, judged by size (k trials, one process)
 )
 
 

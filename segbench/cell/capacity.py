@@ -477,10 +477,14 @@ class MemoryFit:
         return None if self.footprint_mb is None else self.context_mb + instances * self.footprint_mb
 
     def check(self, instances: int) -> None:
-        """Raise PolicyUnavailable('budget') when the `instances`-th instance would not fit the emulated card."""
-        projected = self.projected_mb(instances)
-        if self.budget_mb is None or projected is None or projected <= self.budget_mb:
+        """Raise PolicyUnavailable('budget') naming the first of `instances` instances that would not fit the emulated
+        card: before any copy is made, so a deployment that cannot fit costs no memory here."""
+        if self.budget_mb is None or self.footprint_mb is None:
             return
+        first = next((i for i in range(1, instances + 1) if (self.projected_mb(i) or 0) > self.budget_mb), None)
+        if first is None:
+            return
+        instances, projected = first, self.projected_mb(first) or 0.0
         raise PolicyUnavailable(
             "budget",
             f"replica {instances} does not fit {self.target}'s {self.budget_mb:.0f} MiB: {self.context_mb:.0f} MiB "
@@ -507,10 +511,9 @@ def _replicas(
     fit: MemoryFit,
 ) -> tuple[list[Worker], list[float]]:
     """The cell's model and count - 1 copies, each prepared by the backend; the memory each copy added."""
-    fit.check(1)
+    fit.check(count)
     workers, added = [Worker(adapter, forward)], []
     for index in range(2, count + 1):
-        fit.check(index)
         before = _resident_mb(adapter)
         try:
             replica = copy.deepcopy(adapter)

@@ -404,6 +404,8 @@ def run(
     targets = target_fields(
         target_fps, max_latency_ms, latency_percentile, max_p99_ms, memory_budget, min_agreement, min_miou
     )
+    if scenario == "capacity":  # the latency flags are the capacity criterion's bound (scenario_overrides)
+        targets.update(max_latency_ms=None, latency_percentile=None)
     overrides = [*(overrides or []), *target_overrides(targets)]
     overrides = [
         *overrides,

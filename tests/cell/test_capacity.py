@@ -108,7 +108,7 @@ def test_the_cap_and_the_budget_are_said() -> None:
 
 def test_replica_that_does_not_fit_the_card_ends_the_search_with_budget() -> None:
     fit = MemoryFit(footprint_mb=300.0, budget_mb=800.0, context_mb=150.0, target="tiny-card")
-    fit.check(2)  # 150 + 2 x 300 = 750 fits
+    fit.check(2)  # 150 + 2 x 300 = 750 fits; the third is named
     load_plugin(PACED_PLUGIN)
     adapter = create_model("test-paced")
     adapter.build(CPU)

@@ -132,9 +132,9 @@ def paced():
 @pytest.mark.alone
 def test_policies_serve_the_cameras_arithmetic_predicts(paced) -> None:
     """At 25 FPS (40 ms between a camera's frames; a frame may wait one more, so a hiccup of the busy machine is no
-    drop) two replicas of a 10 ms model serve floor(2 x 40 / 10.x) = 7
-    cameras; a batcher of up to 4 frames (16 ms a batch: 250 frames/s) serves floor(250 / 25) - the boundary = 9. One
-    worker would serve 3: the bounds fail a policy that does not run its replicas or batches."""
+    drop) two replicas of a 10 ms model serve floor(2 x 40 / 10.x) = 7 cameras; a batcher of up to 4 frames (16 ms a
+    batch: 250 frames/s) serves floor(250 / 25) - the boundary = 9. One worker would serve 3: the bounds fail a policy
+    that does not run its replicas in parallel or does not batch."""
     config = CapacityConfig(
         camera_fps=25, duration_s=0.3, confirmations=2, warmup_s=0.1, max_cameras=16, max_batch=4,
         max_batch_delay_ms=5, latency_bound_ms=40, queue_size=2,

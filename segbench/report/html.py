@@ -29,6 +29,7 @@ from segbench.report.compare import (
     change_text,
     change_tone,
     evidence_text,
+    has_capacity,
     min_samples_for_ci,
 )
 from segbench.report.memory import BREAKDOWN_NOTE, gpu_memory_breakdown
@@ -521,11 +522,12 @@ EVIDENCE_HELP = (
 
 
 def comparison_context(comparison: Comparison) -> dict[str, Any]:
+    shown = (*COMPARE_METRICS, "max_cameras") if has_capacity(comparison) else COMPARE_METRICS
     rows = []
     for cell in comparison.cells:
         median = cell.metric("median_ms")
         changes = []
-        for key in COMPARE_METRICS:
+        for key in shown:
             metric = cell.metric(key)
             changes.append(
                 Cell(
@@ -555,7 +557,7 @@ def comparison_context(comparison: Comparison) -> dict[str, Any]:
         "comparison": comparison,
         "change_columns": [
             column
-            for key in COMPARE_METRICS
+            for key in shown
             for column in [
                 (f"{METRICS[key].name} Δ" + (" [95 % CI]" if key == "median_ms" else ""), METRICS[key].help),
                 *([("evidence (Holm p)", EVIDENCE_HELP)] if key == "median_ms" else []),

@@ -427,7 +427,13 @@ def find_max_cameras(
             high, low, streak = low, low - 1, 0
     confirmed = low > 0 and streak >= k
     if low == 0 and why is None:
-        why = "no N kept up, not even one camera"
+        one = [row for row in rows if row["cameras"] == 1]
+        why = (
+            f"no N was confirmed: one camera passed {sum(row['passed'] for row in one)} of {len(one)} trials, the "
+            f"last failing on {one[-1]['failed_on']} ({one[-1]['fail_reason']})"
+            if any(row["passed"] for row in one)
+            else f"no N kept up, not even one camera ({one[-1]['fail_reason'] if one else 'no trial ran'})"
+        )
     failing = next((row for row in reversed(rows) if row["cameras"] == high and not row["passed"]), None)
     if confirmed and failing is not None:
         how = (

@@ -104,6 +104,8 @@ def test_the_cap_and_the_budget_are_said() -> None:
     assert capped["max_cameras"] == 8 and capped["capped"] and capped["failing_cameras"] is None
     broke = find_max_cameras(_fake_trial(), CRITERION, 25.0, estimate=1, max_cameras=64, budget_s=3)
     assert broke["max_cameras"] is None and "budget" in broke["max_cameras_why"]
+    shaky = find_max_cameras(_fake_trial(passes={(1, 2)}, limit=1), CRITERION, 25.0, 1, 64, 600)
+    assert shaky["max_cameras"] is None and "one camera passed 1 of 2 trials" in shaky["max_cameras_why"]
 
 
 def test_replica_that_does_not_fit_the_card_ends_the_search_with_budget() -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from segbench.results.metrics import CATALOGUE, METRICS, path_exists
 from tests.helpers import FAST_TIMING, REPO, TESTS_DIR, segbench
 
 PLUGIN = str(TESTS_DIR / "capacity_models.py")
@@ -72,6 +73,10 @@ def test_the_one_line_cli_searches_each_policy_and_the_budget_ends_the_replicas(
         assert batched["failing_cameras"] == batched["max_cameras"] + 1 and batched["failed_on"] in ("drops", "latency")
     assert capacity["max_cameras"] == batched["max_cameras"] and capacity["policy"] == "batched"
     assert batched["memory"]["per_instance_mb"] >= BALLAST_MB  # the instance's memory is in the figure
+    capacity_metrics = [m for m in CATALOGUE if (m.path or "").startswith("capacity.")]
+    assert capacity_metrics and all(path_exists(record, m.path) for m in capacity_metrics)
+    assert METRICS["max_cameras"].value(record) == batched["max_cameras"]
+    assert METRICS["capacity_p99_ms"].value(record) is not None
     suite = yaml.safe_load((run_dir / "suite.yaml").read_text())
     assert suite["scenario"] == "capacity" and suite["capacity"]["camera_fps"] == 25.0
 

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from segbench.backends import get_backend
+from segbench.cell.capacity import capacity_pass, memory_fit
 from segbench.cell.profile import dtype_name, profile_pass
 from segbench.cell.request import CellRequest
 from segbench.cell.stream import Criterion, StreamOutcome, find_max_rate, run_stream, trial_row, warm_stream
@@ -669,6 +670,13 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         end_to_end = LatencyStats.from_samples(stage_samples["end_to_end"])
         with torch_threads(host_threads):
             stream = _stream_pass(adapter, forward, request, device, end_to_end) if request.stream else None
+        capacity = None
+        if request.capacity is not None:  # N cameras against each serving policy, the model's copies prepared alike
+            capacity = capacity_pass(
+                request.capacity, adapter, forward, lambda replica: backend.prepare(replica, inputs), device,
+                cell.resolution, end_to_end.median, request.timing.timeout_s,
+                memory_fit(peaks.to_dict(), budget, request.hardware), lambda: precision.autocast(device),
+            )  # fmt: skip
         profile = (  # the last pass under the timed context: no profiler ran before it
             _profile(backend, forward, inputs, request, device, adapter, blocks, block_work, _executed_float(precision))
             if request.profile and blocks is not None
@@ -760,6 +768,7 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         "canary": canary,  # the machine's speed around the timed passes (segbench.measure.canary)
         "drifted": cell_drift(canary),  # the run's reference joins it when the runner writes the record
         "stream": stream,
+        "capacity": capacity,
         "gflops": work.flops / 1e9 if work and work.flops else None,
         "gflops_unavailable": flops_unavailable,
         "traffic": work.traffic() if work else None,  # elements moved per image: the roofline's memory side

@@ -8,7 +8,7 @@ from typing import Any
 from segbench.data.datasets import CalibrationConfig, DatasetConfig
 from segbench.measure.telemetry import CooldownConfig
 from segbench.suite.matrix import CellSpec
-from segbench.suite.schema import EndToEndConfig, ProfileConfig, StreamConfig, Timing
+from segbench.suite.schema import CapacityConfig, EndToEndConfig, ProfileConfig, StreamConfig, Timing
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class CellRequest:
     cpu_set: tuple[int, ...] | None = None  # logical CPUs, one per physical core, the cell pins its threads to
     end_to_end: EndToEndConfig = EndToEndConfig()  # decode / camera resize in the end-to-end pass; the class map's form
     profile: ProfileConfig | None = None  # the profile pass, after the timed passes (None: no profile)
+    capacity: CapacityConfig | None = None  # the capacity scenario: how many cameras the cell's deployment serves
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +53,7 @@ class CellRequest:
             "cpu_set": list(self.cpu_set) if self.cpu_set else None,
             "end_to_end": self.end_to_end.model_dump(),
             "profile": self.profile.model_dump() if self.profile else None,
+            "capacity": self.capacity.model_dump() if self.capacity else None,
         }
 
     @classmethod
@@ -74,4 +76,5 @@ class CellRequest:
             cpu_set=tuple(data["cpu_set"]) if data.get("cpu_set") else None,
             end_to_end=EndToEndConfig(**data.get("end_to_end") or {}),
             profile=ProfileConfig(**data["profile"]) if data.get("profile") else None,
+            capacity=CapacityConfig(**data["capacity"]) if data.get("capacity") else None,
         )

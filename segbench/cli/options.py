@@ -202,6 +202,34 @@ def axis_flags_given(**flags: Any) -> list[str]:
     return [f"--{name.replace('_', '-')}" for name, value in flags.items() if value]
 
 
+# ---- the scenario from flags: --scenario capacity --camera-fps 30 ------------------------------------------
+
+SCENARIOS = ("offline", "stream", "capacity")
+
+
+def scenario_overrides(
+    scenario: str | None, camera_fps: float | None, max_p99_ms: float | None, max_latency_ms: float | None,
+    percentile: str | None,
+) -> list[str]:  # fmt: skip
+    """`-s` overrides for --scenario and --camera-fps; with capacity the latency target flags are also its bound."""
+    if scenario is not None and scenario not in SCENARIOS:
+        raise SegbenchError(f"--scenario: unknown scenario {scenario!r}; use one of {', '.join(SCENARIOS)}")
+    if camera_fps is not None and scenario != "capacity":
+        raise SegbenchError("--camera-fps: sets the capacity scenario's camera rate; add --scenario capacity")
+    if scenario is None:
+        return []
+    overrides = [f"scenario={scenario}"]
+    if scenario != "capacity":
+        return overrides
+    if camera_fps is not None:
+        overrides.append(f"capacity.camera_fps={camera_fps!r}")
+    bound = max_p99_ms if max_p99_ms is not None else max_latency_ms
+    if bound is not None:
+        overrides.append(f"capacity.latency_bound_ms={bound!r}")
+        overrides.append(f"capacity.latency_percentile={'p99' if max_p99_ms is not None else percentile or 'p99'}")
+    return overrides
+
+
 # ---- targets: the same flags on `run` and `report` ----------------------------------------------------
 
 MAX_TARGET_LATENCY_MS = 3_600_000.0  # an hour per frame: beyond it a latency target is a typo

@@ -23,6 +23,8 @@ from segbench.cli.options import (
     TARGET_FPS,
     absolute_plugin,
     axis_flags_given,
+    bounded,
+    scenario_overrides,
     suite_from_flags,
     target_fields,
     target_overrides,
@@ -355,6 +357,12 @@ def run(
         help="a per-operator profile of every cell (the runtime's own profiler, after the timed passes): the same as "
         "-s profile=true",
     ),
+    scenario: Optional[str] = typer.Option(
+        None, "--scenario", metavar="NAME", help="offline (default), stream or capacity (how many cameras it serves)"
+    ),
+    camera_fps: Optional[float] = bounded(
+        None, "--camera-fps", low=0.001, high=1000, help="with --scenario capacity: each camera's frame rate"
+    ),
     all_paths: bool = typer.Option(
         False,
         "--all-paths",
@@ -402,7 +410,13 @@ def run(
     targets = target_fields(
         target_fps, max_latency_ms, latency_percentile, max_p99_ms, memory_budget, min_agreement, min_miou
     )
+    if scenario == "capacity":  # the latency flags are the capacity criterion's bound (scenario_overrides)
+        targets.update(max_latency_ms=None, latency_percentile=None)
     overrides = [*(overrides or []), *target_overrides(targets)]
+    overrides = [
+        *overrides,
+        *scenario_overrides(scenario, camera_fps, max_p99_ms, max_latency_ms, latency_percentile),
+    ]
     from_flags = (
         suite_from_flags(
             models,

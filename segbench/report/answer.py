@@ -9,7 +9,7 @@ the speeds were measured on and what of the suite's target card was only emulate
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -19,7 +19,7 @@ from segbench.report.summary import reliability_text
 from segbench.report.tables import identity, sort_cells
 from segbench.results.devices import measured_on_line
 from segbench.results.labels import option_text, resolution_text
-from segbench.results.metrics import MEMORY_FIGURES, METRICS, deploy_pass, headline_memory
+from segbench.results.metrics import MEMORY_FIGURES, METRICS, deploy_pass, headline_memory, number
 from segbench.results.runs import RunData
 from segbench.suite.targets import STATUSES, Targets, Verdict, describe, targets_from_suite, verdict
 
@@ -241,6 +241,35 @@ def _with_targets(
     return ModelAnswer(model, (f"No verdict: no configuration could be judged against every target ({reason}).",))
 
 
+def capacity_text(record: dict[str, Any]) -> str | None:
+    """'fast-scnn 360x640 fp32 / eager, batched: 3 cameras at 30 FPS with p99 ≤ 100 ms on this CPU (…)', for a
+    capacity cell; None for any other."""
+    capacity = record.get("capacity")
+    if not isinstance(capacity, dict):
+        return None
+    where = "this CPU" if str(record.get("device", "")).startswith("cpu") else f"this {record.get('device')}"
+    head = f"{record['model']} {resolution_text(record)} {option_text(record)}"
+    bound = f"{capacity.get('percentile', 'p99')} ≤ {number(capacity.get('latency_bound_ms')) or 0:g} ms"
+    fps = f"{number(capacity.get('camera_fps')) or 0:g} FPS"
+    if capacity.get("max_cameras") is None:
+        why = capacity.get("max_cameras_why")
+        return f"{head}: no number of cameras at {fps} kept up with {bound} on {where}: {why}"
+    cameras = int(capacity["max_cameras"])
+    return (
+        f"{head}, {capacity.get('policy')}: {cameras} camera{'s' if cameras != 1 else ''} at {fps} with {bound} on "
+        f"{where} ({capacity.get('how')})"
+    )
+
+
+def _with_capacity(found: ModelAnswer, ok: list[dict[str, Any]]) -> ModelAnswer:
+    """The model's answer, plus the capacity cell that serves the most cameras."""
+    capacity = [r for r in ok if isinstance(r.get("capacity"), dict)]
+    if not capacity:
+        return found
+    best = max(capacity, key=lambda r: number(r["capacity"].get("max_cameras")) or 0)
+    return replace(found, lines=(*found.lines, f"Most cameras: {capacity_text(best)}."))
+
+
 def answer(run: RunData, targets: Targets | None = None) -> Answer:
     """Verdicts per cell and the answer per model; `targets` defaults to the suite's."""
     targets = targets if targets is not None else run_targets(run)
@@ -254,9 +283,8 @@ def answer(run: RunData, targets: Targets | None = None) -> Answer:
     for model in models:
         mine = [r for r in records if r["model"] == model]
         ok = [r for r in mine if r.get("status") == "ok"]
-        answers.append(
-            _with_targets(model, mine, verdicts, percentile) if targets else _without_targets(model, mine, ok)
-        )
+        found = _with_targets(model, mine, verdicts, percentile) if targets else _without_targets(model, mine, ok)
+        answers.append(_with_capacity(found, ok))
     return Answer(
         targets,
         tuple(answers),

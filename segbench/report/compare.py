@@ -324,6 +324,7 @@ METRICS_COMPARED = (
     _Metric(METRICS["peak_mb"]),
     _Metric(METRICS["footprint_mb"]),
     _Metric(METRICS["miou_gt_pct"]),
+    _Metric(METRICS["max_cameras"]),  # a confirmed count: its change, judged by size (k trials, one process)
 )
 
 
@@ -832,6 +833,7 @@ def table_rows(comparison: Comparison, limit: int = TABLE_MAX_ROWS) -> tuple[lis
 
 def comparison_table(comparison: Comparison) -> Table:
     """The terminal table: one row per matched cell; green faster, red slower, (!) significant."""
+    capacity = has_capacity(comparison)
     table = Table(
         title=escape(
             f"{comparison.name_b} vs {comparison.name_a} (baseline) · threshold {comparison.threshold_pct:g} %"
@@ -851,6 +853,7 @@ def comparison_table(comparison: Comparison) -> Table:
         "peak memory Δ",
         "footprint Δ",
         "mIoU (GT) Δ",
+        *(["cameras Δ"] if capacity else []),
     ):
         table.add_column(escape(column), justify="left" if column in ("cell", "status") else "right")
     shown, caption = table_rows(comparison)
@@ -872,5 +875,14 @@ def comparison_table(comparison: Comparison) -> Table:
             _rich_change(cell.metric("peak_mb")),
             _rich_change(cell.metric("footprint_mb")),
             _rich_change(cell.metric("miou_gt_pct")),
+            *([_rich_change(cell.metric("max_cameras"))] if capacity else []),
         )
     return table
+
+
+def has_capacity(comparison: Comparison) -> bool:
+    """Whether any matched cell is a capacity cell in either run: then the tables add the cameras column."""
+    return any(
+        (change := cell.metric("max_cameras")) is not None and (change.a is not None or change.b is not None)
+        for cell in comparison.cells
+    )

@@ -9,12 +9,14 @@ import pandas as pd
 
 from segbench.errors import SegbenchError
 from segbench.formatting import fmt_duration, fmt_fixed, fmt_time, printable
+from segbench.report import capacity, stream, tables
 from segbench.report import profile as profiles
-from segbench.report import stream, tables
 from segbench.report.answer import FPS_SENTENCE, HOW_TO, PERCENTILE_SENTENCE, answer
 from segbench.report.html import (
     ARTEFACT_COLUMNS,
     ARTEFACTS_SENTENCE,
+    CAPACITY_COLUMNS,
+    CAPACITY_TRIAL_COLUMNS,
     FAILURE_COLUMNS,
     LEADERBOARD_COLUMNS,
     PROFILE_BLOCK_COLUMNS,
@@ -188,6 +190,10 @@ def render_markdown(run: RunData, targets: Targets | None = None) -> str:
     if not trials.empty:
         parts += ["", "### Stream trials", "", *(f"- {_md_text(line)}" for line in stream.criteria(run)), ""]
         parts += [markdown_table(trials, STREAM_TRIAL_COLUMNS), "", _md_text(stream.TRIALS_NOTE)]
+    capacity_found = capacity.summary(run)
+    if not capacity_found.empty:
+        parts += ["", "### Capacity", "", markdown_table(capacity_found, CAPACITY_COLUMNS), ""]
+        parts += [markdown_table(capacity.trials(run), CAPACITY_TRIAL_COLUMNS), "", _md_text(capacity.NOTE)]
     parts += _md_profile(run)
     quantization = tables.quantization(run)
     if not quantization.empty:

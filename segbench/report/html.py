@@ -19,7 +19,7 @@ import segbench
 from segbench.data.datasets import PROTOCOL_TEXT
 from segbench.formatting import fmt_duration, fmt_fixed, fmt_flag, fmt_ms, fmt_time, fmt_yes_no
 from segbench.formatting import missing as _missing
-from segbench.report import plots, stream, tables
+from segbench.report import capacity, plots, stream, tables
 from segbench.report import profile as profiles
 from segbench.report.answer import FPS_SENTENCE, HOW_TO, PERCENTILE_SENTENCE, Answer, answer
 from segbench.report.compare import (
@@ -30,6 +30,7 @@ from segbench.report.compare import (
     change_text,
     change_tone,
     evidence_text,
+    has_capacity,
     min_samples_for_ci,
 )
 from segbench.report.memory import BREAKDOWN_NOTE, gpu_memory_breakdown
@@ -196,6 +197,47 @@ STREAM_TRIAL_COLUMNS = [
     Column("passed", "passed", fmt_yes_no),
     Column("note", "why it failed or stopped"),
 ]
+
+
+CAPACITY_COLUMNS = [
+    Column("cell", "cell"),
+    Column("policy", "policy", help="replicas: k model instances; batched: one model behind a dynamic batcher"),
+    Column("knobs", "knobs", help="the policy's own settings"),
+    Column("camera_fps", "camera FPS", fmt_fixed(1), True),
+    Column("bound", "criterion", help="no frame dropped, and this percentile from scheduled arrival"),
+    Column("max_cameras", "cameras", fmt_fixed(0), True, help="the largest N confirmed by k consecutive trials"),
+    Column("failing_cameras", "N + 1", fmt_fixed(0), True, help="the N whose trial failed"),
+    Column("failed_on", "failed on", help="drops or latency"),
+    Column("memory_mb", "memory MiB", fmt_fixed(0), True, help="context + every instance's footprint"),
+    Column("how", "how it was confirmed"),
+]
+CAPACITY_TRIAL_COLUMNS = [
+    Column("cell", "cell"),
+    Column("policy", "policy"),
+    Column("phase", "phase", help="search (doubling, bisection) or confirm (k in a row at the reported N)"),
+    Column("cameras", "cameras", fmt_fixed(0), True),
+    Column("per_camera_fps", "FPS per camera", fmt_fixed(1), True, help="frames served per camera per second"),
+    Column("drop_pct", "dropped %", fmt_fixed(1), True),
+    Column("p50_ms", "p50 ms", fmt_ms, True, help="from scheduled arrival"),
+    Column("p95_ms", "p95 ms", fmt_ms, True),
+    Column("p99_ms", "p99 ms", fmt_ms, True),
+    Column("latency_bound_ms", "bound ms", fmt_ms, True),
+    Column("issue_delay_p99_ms", "issue delay p99 ms", fmt_ms, True, help="scheduled → put on the queue"),
+    Column("service_p99_ms", "service p99 ms", fmt_ms, True, help="taken → class map (a batch's whole call)"),
+    Column("queue_depth_max", "queue max", fmt_fixed(0), True),
+    Column("batch_mean", "mean batch", fmt_fixed(2), True),
+    Column("memory_peak_mb", "peak MiB", fmt_fixed(0), True, help="the process's peak over the trial"),
+    Column("passed", "passed", fmt_yes_no),
+    Column("note", "why it failed"),
+]
+
+
+def _capacity_tables(run: RunData) -> tuple[HtmlTable | None, HtmlTable | None]:
+    found, rows = capacity.summary(run), capacity.trials(run)
+    return (
+        None if found.empty else html_table(found, CAPACITY_COLUMNS),
+        None if rows.empty else html_table(rows, CAPACITY_TRIAL_COLUMNS),
+    )
 
 
 def _stream_trials_table(run: RunData) -> HtmlTable | None:
@@ -460,6 +502,9 @@ def report_context(run: RunData, targets: Targets | None = None) -> dict[str, An
         "stream_trials": _stream_trials_table(run),
         "stream_criteria": stream.criteria(run),
         "stream_note": stream.TRIALS_NOTE,
+        "capacity": _capacity_tables(run),
+        "capacity_plot": capacity.plot(run),
+        "capacity_note": capacity.NOTE,
         "memory_breakdown": _memory_breakdown_table(run),
         "memory_breakdown_note": BREAKDOWN_NOTE,
         "plots": drawn,
@@ -537,11 +582,12 @@ EVIDENCE_HELP = (
 
 
 def comparison_context(comparison: Comparison) -> dict[str, Any]:
+    shown = (*COMPARE_METRICS, "max_cameras") if has_capacity(comparison) else COMPARE_METRICS
     rows = []
     for cell in comparison.cells:
         median = cell.metric("median_ms")
         changes = []
-        for key in COMPARE_METRICS:
+        for key in shown:
             metric = cell.metric(key)
             changes.append(
                 Cell(
@@ -571,7 +617,7 @@ def comparison_context(comparison: Comparison) -> dict[str, Any]:
         "comparison": comparison,
         "change_columns": [
             column
-            for key in COMPARE_METRICS
+            for key in shown
             for column in [
                 (f"{METRICS[key].name} Δ" + (" [95 % CI]" if key == "median_ms" else ""), METRICS[key].help),
                 *([("evidence (Holm p)", EVIDENCE_HELP)] if key == "median_ms" else []),

@@ -91,8 +91,22 @@ def status_text(record: dict[str, Any]) -> str:
             f", {end_to_end:.1f} end to end" if end_to_end is not None else ""
         )
         fps += f" ({throughput:.1f} images / wall time)" if throughput is not None else ""
-        return f"[{style}]ok[/] median {latency['median']:.2f} ms · {fps}{peak_text}{noisy}{stream_text(record)}"
+        scenario = stream_text(record) + capacity_text(record)
+        return f"[{style}]ok[/] median {latency['median']:.2f} ms · {fps}{peak_text}{noisy}{scenario}"
     return f"[{style}]{escape(status)}[/]: {escape(str(record.get('error') or ''))}"
+
+
+def capacity_text(record: dict[str, Any]) -> str:
+    """' · 3 cameras at 30 FPS (batched; 4 failed on drops)' for a capacity cell, else ''."""
+    capacity = record.get("capacity")
+    if not isinstance(capacity, dict):
+        return ""
+    fps = f"{capacity.get('camera_fps') or 0:g} FPS"
+    if capacity.get("max_cameras") is None:
+        return f" · [red]no camera count confirmed at {fps}[/]: {escape(str(capacity.get('max_cameras_why') or ''))}"
+    failing = capacity.get("failing_cameras")
+    why = f"; {failing} failed on {capacity.get('failed_on')}" if failing else ""
+    return f" · {capacity['max_cameras']} cameras at {fps} ({escape(str(capacity.get('policy')))}{escape(why)})"
 
 
 def stream_text(record: dict[str, Any]) -> str:

@@ -154,6 +154,27 @@ def _stream(record: Record) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _capacity_missing(record: Record, path: str) -> str | None:
+    """Why a capacity figure is missing: not a capacity cell, the policy was not searched, or the search's reason."""
+    part = dig(record, path)
+    if not isinstance(record.get("capacity"), dict):
+        return "not a capacity cell"
+    if not isinstance(part, dict):
+        return "this policy was not searched"
+    return str(part.get("max_cameras_why") or "") or None
+
+
+def capacity_confirmed_p99(record: Record) -> float | None:
+    """p99 from scheduled arrival of the best policy's last confirmation trial at the reported N."""
+    capacity = record.get("capacity")
+    if not isinstance(capacity, dict) or not capacity.get("policy"):
+        return None
+    policy = dig(capacity, f"policies.{capacity['policy']}") or {}
+    rows = [row for row in policy.get("trials") or [] if isinstance(row, dict)]
+    confirmed = [row for row in rows if row.get("phase") == "confirm" and row.get("cameras") == capacity["max_cameras"]]
+    return number(confirmed[-1].get("p99_ms")) if confirmed else None
+
+
 def stream_fps(record: Record) -> float | None:
     """The camera rate a stream cell sustained: the confirmed highest rate of a search, else the target it kept up with.
 
@@ -1103,6 +1124,50 @@ CATALOGUE: tuple[Metric, ...] = (
         _INT,
         "deepest the frame queue got",
         path="stream.queue_depth.max",
+    ),
+    # the capacity scenario
+    _m(
+        "max_cameras",
+        "cameras",
+        "cameras",
+        "higher",
+        _INT,
+        "largest number of cameras at the capacity scenario's camera FPS whose trials dropped no frame and kept the "
+        "latency percentile within the bound, confirmed by k consecutive trials (the best serving policy)",
+        path="capacity.max_cameras",
+        why=lambda r: _capacity_missing(r, "capacity"),
+    ),
+    _m(
+        "capacity_camera_fps",
+        "camera FPS",
+        "FPS",
+        "none",
+        _FPS,
+        "each camera's frame rate in the capacity scenario",
+        path="capacity.camera_fps",
+    ),
+    _m(
+        "capacity_p99_ms",
+        "p99 at N ms",
+        "ms",
+        "lower",
+        fmt_ms,
+        "p99 latency from scheduled arrival in the last confirmation trial at the reported number of cameras",
+        derive=lambda r: capacity_confirmed_p99(r),
+        why=lambda r: _capacity_missing(r, "capacity"),
+    ),
+    *(
+        _m(
+            f"capacity_{policy}_cameras",
+            f"cameras ({policy})",
+            "cameras",
+            "higher",
+            _INT,
+            f"cameras the {policy} serving policy serves, confirmed (capacity.policies.{policy})",
+            path=f"capacity.policies.{policy}.max_cameras",
+            why=lambda r, policy=policy: _capacity_missing(r, f"capacity.policies.{policy}"),
+        )
+        for policy in ("replicas", "batched")
     ),
     # roofline and GPU telemetry
     _m(

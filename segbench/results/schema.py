@@ -71,6 +71,29 @@ class Repeats(Stored):
     between_ci95: list[Number] | None = None
 
 
+class CapacityPolicy(Stored):
+    """`capacity.policies.<name>`: one serving policy's search (cell/capacity.py)."""
+
+    policy: str
+    status: str  # ok, unsupported, budget
+    max_cameras: int | None = None  # confirmed by k consecutive trials; None with max_cameras_why
+    max_cameras_why: str | None = None
+    failing_cameras: int | None = None  # N + 1, whose trial failed
+    failed_on: Literal["drops", "latency"] | None = None
+    trials: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Capacity(Stored):
+    """`capacity`: how many cameras at camera_fps the cell's deployment serves, and each policy's search."""
+
+    camera_fps: float
+    max_cameras: int | None = None  # the best policy's confirmed N
+    policy: str | None = None  # that policy
+    how: str | None = None  # how it was confirmed, and how N + 1 failed
+    max_cameras_why: str | None = None
+    policies: dict[str, CapacityPolicy] = Field(default_factory=dict)
+
+
 class CpuInfo(Stored):
     model: str | None = None
     physical_cores: int | None = None
@@ -139,6 +162,7 @@ class CellRecord(Stored):
     repeats: Repeats | None = None
     node: Node | None = None
     stream: dict[str, Any] | None = None
+    capacity: Capacity | None = None
     roofline: dict[str, Any] | None = None
     telemetry: dict[str, Any] | None = None
     params: Number = None

@@ -203,6 +203,14 @@ def _measurement_window(suite: Suite) -> tuple[float, float, str]:
             seconds = max(stream.duration_s, stream.trial_frames() / stream.target_fps)
             low, high = low + seconds, high + seconds
             words += f", plus a stream trial of {seconds:g} s"
+    if suite.scenario == "capacity":  # per policy: at least k confirmations; all policies within the budget
+        capacity = suite.capacity
+        budget = capacity.search_budget(timing.timeout_s)
+        low, high = low + len(capacity.policies) * capacity.confirmations * capacity.duration_s, high + budget
+        words += (
+            f", plus a capacity search per policy ({', '.join(capacity.policies)}): {capacity.confirmations} "
+            f"confirmation trial(s) of at least {capacity.duration_s:g} s each, at most its {budget:g} s budget"
+        )
     if suite.cooldown and suite.cooldown.fixed_s:
         low, high = low + suite.cooldown.fixed_s, high + suite.cooldown.fixed_s
         words += f", plus a {suite.cooldown.fixed_s:g} s cooldown"

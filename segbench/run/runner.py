@@ -389,6 +389,7 @@ def _jobs(
             calibration=suite.calibration,
             end_to_end=suite.end_to_end,
             profile=suite.profile if suite.profile is not None and suite.profile.enabled else None,
+            capacity=suite.capacity if suite.scenario == "capacity" else None,
         )
         for card in cards:
             suffix = f"@{card}" if card else ""

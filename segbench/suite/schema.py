@@ -135,6 +135,54 @@ class StreamConfig(StrictModel):
         return self.search_budget_s or min(DEFAULT_SEARCH_BUDGET_S, timeout_s / 2)
 
 
+class CapacityConfig(StrictModel):
+    """The capacity scenario: N cameras at `camera_fps` (phases spread over the frame interval; `jitter` or `poisson`
+    arrivals optionally) feed one deployment of the cell's model under each serving policy; the largest N whose trials
+    keep up (no frame dropped, `latency_percentile` of latency from scheduled arrival within `latency_bound_ms`,
+    default the frame interval) is searched up to `max_cameras`, confirmed by `confirmations` consecutive trials, and
+    N + 1 shown to fail. A trial lasts at least `duration_s` and `min_frames` frames over all cameras (default
+    1 / (1 - q): 100 for p99); the search runs within `search_budget_s` (default half the cell's timeout, at most
+    300 s) for all policies together."""
+
+    camera_fps: Annotated[float, Field(gt=0, le=1000)] = 30.0
+    latency_bound_ms: Annotated[float, Field(gt=0, le=3_600_000)] | None = None
+    latency_percentile: Percentile = "p99"
+    confirmations: Annotated[int, Field(ge=1, le=20)] = 2
+    duration_s: Annotated[float, Field(gt=0, le=3600)] = 3.0
+    min_frames: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    arrival: Literal["uniform", "jitter", "poisson"] = "uniform"
+    jitter_ms: Annotated[float, Field(ge=0, le=10_000)] = 2.0  # arrival: jitter: each frame up to ± this late/early
+    seed: Annotated[int, Field(ge=0)] = 0  # the arrival schedule's random phases and gaps (jitter, poisson)
+    policies: Annotated[list[Literal["replicas", "batched", "streams"]], Field(min_length=1)] = ["replicas", "batched"]
+    replicas: Annotated[int, Field(ge=1, le=64, strict=True)] = 2  # workers of the replicas policy (and streams)
+    max_batch: Annotated[int, Field(ge=1, le=256, strict=True)] = 4  # the batched policy's largest batch
+    max_batch_delay_ms: Annotated[float, Field(ge=0, le=10_000)] = 5.0  # how long a batch waits to fill
+    queue_size: Annotated[int, Field(ge=1, le=100, strict=True)] = 1  # frames a camera may have waiting
+    max_cameras: Annotated[int, Field(ge=1, le=1024, strict=True)] = 64  # the search's cap
+    search_budget_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S)] | None = None
+    warmup_s: Annotated[float, Field(ge=0, le=600)] = 1.0  # every worker's path runs this long before the clocks
+
+    @field_validator("policies")
+    @classmethod
+    def _policies_once(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"policies {value} names one twice; list each of replicas, batched, streams once")
+        return value
+
+    def quantile(self) -> float:
+        return int(self.latency_percentile.removeprefix("p")) / 100
+
+    def bound_ms(self) -> float:
+        """The latency bound: the suite's, else the frame interval (each class map before the camera's next frame)."""
+        return self.latency_bound_ms if self.latency_bound_ms is not None else 1000.0 / self.camera_fps
+
+    def trial_frames(self) -> int:
+        return self.min_frames or round(1 / (1 - self.quantile()))
+
+    def search_budget(self, timeout_s: float) -> float:
+        return self.search_budget_s or min(DEFAULT_SEARCH_BUDGET_S, timeout_s / 2)
+
+
 class EndToEndConfig(StrictModel):
     """What the end-to-end pass times besides preprocess, forward and postprocess, and how postprocess hands over its
     class map. The defaults time decoded frames at the cell's resolution and give the reference labels bit for bit;
@@ -206,8 +254,9 @@ class Suite(StrictModel):
     cooldown: CooldownConfig | None = None
     expectations: list[Expectation] = Field(default_factory=list)
     targets: Targets | None = None
-    scenario: Literal["offline", "stream"] = "offline"
+    scenario: Literal["offline", "stream", "capacity"] = "offline"
     stream: StreamConfig = StreamConfig()
+    capacity: CapacityConfig = CapacityConfig()
     end_to_end: EndToEndConfig = EndToEndConfig()
     dataset: DatasetConfig | None = None  # labelled images: every ok cell gets mIoU, pixel accuracy, per-class IoU
     calibration: CalibrationConfig | None = None  # images int8 calibrates on (default: the dataset's train split)
@@ -390,6 +439,23 @@ def _check_stream(suite: Suite, base_dir: Path | None) -> list[tuple[str, str]]:
     return []
 
 
+def _check_capacity(suite: Suite) -> list[tuple[str, str]]:
+    if suite.scenario != "capacity":
+        return []
+    if any(batch != 1 for batch in suite.batch_sizes):
+        return [("batch_sizes", "the capacity scenario takes frames one camera at a time; use batch_sizes: [1]")]
+    budget, timeout = suite.capacity.search_budget_s, suite.timing.timeout_s
+    if budget is not None and budget + suite.capacity.warmup_s >= timeout:
+        return [
+            (
+                "capacity.search_budget_s",
+                f"the search ({budget:g} s) and its warm-up ({suite.capacity.warmup_s:g} s) must end within "
+                f"timing.timeout_s ({timeout:g} s); lower the budget or raise the timeout",
+            )
+        ]
+    return []
+
+
 def _known_classes(entry: ModelEntry) -> int | None:
     """The class count a model entry will have, when known without reading its weights."""
     from segbench.models.registry import get_card  # lazy: imports torch
@@ -450,6 +516,7 @@ def parse_suite(
         _check_names(suite, base_dir)
         or _check_resolutions(suite)
         or _check_stream(suite, base_dir)
+        or _check_capacity(suite)
         or _check_data(suite, base_dir)
     )
     if problems:

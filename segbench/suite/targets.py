@@ -84,6 +84,7 @@ class Targets(BaseModel):
     memory: str | float | None = None
     min_agreement: Annotated[float, Field(ge=0, le=100)] | None = None
     min_miou: Annotated[float, Field(ge=0, le=100)] | None = None  # mIoU against the suite's dataset, in %
+    cameras: Annotated[int, Field(ge=1, strict=True)] | None = None  # capacity: at least this many at camera_fps
     metrics: list[Bound] = Field(default_factory=list)
 
     @field_validator("memory")
@@ -132,6 +133,8 @@ class Targets(BaseModel):
             found.append(Requirement("pixel_agreement_pct", "at_least", self.min_agreement))
         if self.min_miou is not None:
             found.append(Requirement("miou_gt_pct", "at_least", self.min_miou))
+        if self.cameras is not None:
+            found.append(Requirement("max_cameras", "at_least", float(self.cameras)))
         for bound in self.metrics:
             key = get_metric(bound.metric).key
             found.append(

@@ -23,6 +23,8 @@ CASES = [  # (command line, the flag the line must name); each a traceback, a ha
     (["report", "x", "--min-agreement", "101"], "--min-agreement"),
     (["run", "--model", ""], "--model"),
     (["run", "--no-such-flag"], "--no-such-flag"),
+    (["run", "--model", "fast-scnn", "--scenario", "capacity", "--camera-fps", "0"], "--camera-fps"),
+    (["run", "--model", "fast-scnn", "--scenario", "capacity", "--camera-fps", "nan"], "--camera-fps"),
 ]
 
 

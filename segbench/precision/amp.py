@@ -15,6 +15,7 @@ from typing import ContextManager
 import torch
 from torch import nn
 
+from segbench.backends.base import Runtime
 from segbench.precision.base import Precision, PrecisionContext, cuda_capability
 from segbench.system.env import cpu_flags
 
@@ -40,14 +41,21 @@ class _Autocast(Precision):
             return f"torch has no autocast for device type {device.type!r}"
         return None
 
-    def notes(self, device: torch.device) -> list[str]:
+    def _emulated_reason(self, device: torch.device) -> str | None:
         if device.type == "cpu" and not self.native_cpu_flags & _cpu_flags():
             flags = " / ".join(sorted(self.native_cpu_flags))
-            return [
+            return (
                 f"this CPU has no {flags}: autocast to {self.dtype} is emulated and slower than fp32 (impractical for "
                 "deployment, shown for completeness)"
-            ]
-        return []
+            )
+        return None
+
+    def notes(self, device: torch.device) -> list[str]:
+        reason = self._emulated_reason(device)
+        return [reason] if reason else []
+
+    def impractical_reason(self, device: torch.device, runtime: Runtime) -> str | None:
+        return self._emulated_reason(device)  # autocast runs only on PyTorch, whose CPU kernels emulate it
 
     def apply(self, model: nn.Module, device: torch.device, context: PrecisionContext) -> nn.Module:
         return model.float()

@@ -582,6 +582,11 @@ def test_all_paths_tries_every_pair_this_device_runs(tmp_path: Path) -> None:
     assert {("fp32", "eager"), ("ort-int8", "onnxruntime"), ("ov-int8", "openvino"), ("int8", "compile")} <= pairs
     assert not any(backend.startswith(("ultralytics", "hf-")) for _, backend in pairs)  # peers, not segbench's paths
     assert ("fp16", "eager") not in pairs and "left out: fp16 on eager: fp16 on a CPU is emulated" in done.stdout
+    # autocast to a dtype this CPU only emulates is no deployment choice either (amp-fp16 without avx512_fp16)
+    from segbench.system.env import cpu_flags
+
+    if not {"avx512_fp16", "amx_fp16"} & set(cpu_flags()):
+        assert not any(precision == "amp-fp16" for precision, _ in pairs) and "left out: amp-fp16 on" in done.stdout
     assert all("unsupported" not in "│".join(cells) for cells in rows)
     clash = runner.invoke(app, ["run", "--model", "fast-scnn", "--all-paths", "--precision", "fp32", "--dry-run"])
     assert clash.exit_code == 2 and "--all-paths: needs --model and replaces --precision" in clash.stderr

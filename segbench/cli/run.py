@@ -327,6 +327,15 @@ def run(
         ),
     ),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="with --resume, rerun cells that did not end ok"),
+    search: bool = typer.Option(
+        False,
+        "--search",
+        help="needs targets: run the cells in the order that decides the Answer soonest and prune (record, with the "
+        "rule and evidence) those that cannot change it; the same as `search: true` in the suite",
+    ),
+    retry_pruned: bool = typer.Option(
+        False, "--retry-pruned", help="with --resume: measure exactly the cells a search pruned, in full"
+    ),
     executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray; overrides the suite's"),
     address: Optional[str] = typer.Option(
         None, "--address", help="with --executor ray: the cluster to join (default: start a local one)"
@@ -396,7 +405,7 @@ def run(
     targets = target_fields(
         target_fps, max_latency_ms, latency_percentile, max_p99_ms, memory_budget, min_agreement, min_miou
     )
-    overrides = [*(overrides or []), *target_overrides(targets)]
+    overrides = [*(overrides or []), *target_overrides(targets), *(["search=true"] if search else [])]
     from_flags = (
         suite_from_flags(
             models,
@@ -437,6 +446,8 @@ def run(
         return
     if retry_failed and resume is None:
         raise SegbenchError("--retry-failed needs --resume RUN_DIR (the run whose failed cells to rerun)")
+    if retry_pruned and resume is None:
+        raise SegbenchError("--retry-pruned needs --resume RUN_DIR (the search run whose pruned cells to measure)")
     # Imported only now: they import torch (seconds), which a bad suite, a flag error or a dry run never needs.
     from segbench.run.executors import get_executor  # lazy: imports numpy
     from segbench.run.runner import LOG_DIR, run_suite  # lazy: imports torch (and pandas, numpy)
@@ -467,6 +478,7 @@ def run(
                 chosen,
                 executor or suite.executor,
                 suite_text,
+                retry_pruned=retry_pruned,
             )
     except RunInterrupted as exc:
         errors.print(str(exc), markup=False, highlight=False, soft_wrap=True)

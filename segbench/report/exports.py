@@ -17,6 +17,7 @@ from segbench.report.html import (
     ARTEFACTS_SENTENCE,
     FAILURE_COLUMNS,
     LEADERBOARD_COLUMNS,
+    PRUNED_COLUMNS,
     QUANTIZATION_COLUMNS,
     STREAM_TRIAL_COLUMNS,
     Column,
@@ -31,6 +32,7 @@ from segbench.report.html import (
     weights_note,
 )
 from segbench.report.memory import BREAKDOWN_NOTE, gpu_memory_breakdown
+from segbench.report.search import pruned_table
 from segbench.results.metrics import CATALOGUE, withhold_percentiles
 from segbench.results.runs import RunData, load_run, load_runs, merge_note
 from segbench.results.schema import STAGES
@@ -110,6 +112,8 @@ def _md_answer(run: RunData, targets: Targets | None) -> list[str]:
     parts = ["### Answer", ""]
     if result.measured_on:
         parts += [f"**{_md_text(result.measured_on)}**", ""]
+    if result.search:
+        parts += [f"> {_md_text(result.search)}", ""]
     if result.reliability:
         parts += [f"> {_md_text(result.reliability)}", ""]
     if result.has_targets:
@@ -203,6 +207,9 @@ def render_markdown(run: RunData, targets: Targets | None = None) -> str:
             "",
             markdown_table(accuracy, columns),
         ]
+    pruned = pruned_table(run)
+    if not pruned.empty:
+        parts += ["", "### Cells the search pruned", "", markdown_table(pruned, PRUNED_COLUMNS)]
     failures = tables.failures(run)
     if not failures.empty:
         parts += ["", "### Cells that did not finish", "", markdown_table(failures, FAILURE_COLUMNS)]
@@ -292,6 +299,8 @@ def cells_frame(run: RunData, targets: Targets | None = None) -> pd.DataFrame:
         row.update(artefact_kind=ran[0] if ran else None, artefact_folder=ran[1] if ran else None)
         judged = result.verdicts.get(record["cell_id"])
         row.update(verdict=judged.status if judged else None, verdict_detail=judged.text if judged else None)
+        if (record.get("search") or {}).get("evidence"):  # a pruned cell's measured cells, whole
+            row["search.evidence"] = json.dumps(record["search"]["evidence"], sort_keys=True)
         for key, value in _flatten(withhold_percentiles(record)).items():  # old records kept a p99 for any n
             row.setdefault(key, value)  # a catalogue key equal to its record path (fps, prepare_s) is the same value
         rows.append(row)

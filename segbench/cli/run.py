@@ -145,6 +145,11 @@ def _print_dry_run(suite: Any, plan: Any, out: Path, verbose: bool) -> None:
         highlight=False,
     )
     console.print("the estimate rests on: " + "; ".join(escape(part) for part in estimate.basis), highlight=False)
+    if suite.search:
+        from segbench.run.search import dry_run_lines  # lazy: the runner's side imports torch
+
+        for line in dry_run_lines(suite, [planned.cell for planned in plan.cells if not planned.unsupported]):
+            console.print(escape(line), highlight=False, soft_wrap=True)
     if suite.plugins:  # checking a plugin's model names means importing it: a dry run is no sandbox
         console.print(
             f"plugins imported to check their models (their code ran): {escape(', '.join(map(str, suite.plugins)))}",

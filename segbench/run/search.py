@@ -19,7 +19,9 @@ from typing import Any, Callable
 from segbench.results import store as results
 from segbench.results.search import accounting, phase
 from segbench.run.executors.base import Job
+from segbench.results.labels import axes_label
 from segbench.run.search_rules import (
+    RULES,
     SCREENING,
     Prune,
     RulesOff,
@@ -30,7 +32,8 @@ from segbench.run.search_rules import (
     pixels,
     prune_for,
 )
-from segbench.suite.schema import Timing
+from segbench.suite.matrix import CellSpec
+from segbench.suite.schema import Suite, Timing
 from segbench.suite.targets import Targets
 
 SCREEN_SHARE = 0.25  # a screening timing's share of the suite's timing (successive halving's first rung)
@@ -173,3 +176,27 @@ def run_search(
             job = replace(job, request=replace(job.request, timing=screening_timing(job.request.timing)))
         retry.discard(step.cell_id)
         execute(job, {"phase": step.phase, "why": step.why})
+
+
+def dry_run_lines(suite: Suite, cells: list[CellSpec], shown: int = 8) -> list[str]:
+    """What `run --search --dry-run` says: the order the search starts in and what it may prune (no cell is measured,
+    so no cell is pruned yet)."""
+    plain = [{**cell.to_dict(), "cell_id": cell.cell_id} for cell in cells]
+    index = {cell["cell_id"]: position for position, cell in enumerate(plain)}
+    ordered = sorted(plain, key=lambda cell: _order(cell, 0, index))
+    timing = screening_timing(suite.timing) if suite.search_screening else suite.timing
+    first = ", ".join(axes_label(cell) for cell in ordered[:shown])
+    more = f", … ({len(ordered) - shown} more)" if len(ordered) > shown else ""
+    screened = (
+        f"each cell first screened with a quarter of the timing (min_time_s {timing.min_time_s:g}, max_time_s "
+        f"{timing.max_time_s:g}) and timed in full only where its interval straddles a target or it could still be "
+        "the Answer"
+        if suite.search_screening
+        else "each cell timed in full (search_screening: false)"
+    )
+    return [
+        f"search: {len(cells)} cell(s), cheapest resolution first: {first}{more}",
+        f"search: {screened}; cells the measured ones show cannot change the Answer are pruned (rules: "
+        f"{', '.join(RULES)}), so the estimate above is the most it can spend (plus the full timings of extended "
+        "cells); how many are pruned depends on what the first cells measure",
+    ]

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from segbench.results import store as results
+from segbench.results.labels import axes_label
 from segbench.results.search import accounting, phase
 from segbench.run.executors.base import Job
-from segbench.results.labels import axes_label
 from segbench.run.search_rules import (
     RULES,
     SCREENING,
@@ -48,7 +48,7 @@ def screening_timing(timing: Timing) -> Timing:
             "min_time_s": min_time,
             "max_time_s": max(min_time, timing.max_time_s * SCREEN_SHARE),
             "warmup_s": timing.warmup_s * SCREEN_SHARE,
-            "min_iters": max(5, min(timing.min_iters, timing.max_iters) // 2),
+            "min_iters": max(min(5, timing.min_iters), timing.min_iters // 2),  # never more than the suite asks
             "telemetry_s": timing.telemetry_s * SCREEN_SHARE,
         }
     )

@@ -12,9 +12,9 @@ for a model whose own measured cells contradict its assumption:
 - `dominance`: the Answer is the fastest configuration meeting every target; a cell whose speed is bounded (by
   resolution-monotone) below a measured cell that meets every target cannot be it. It needs no accuracy ranking: with
   accuracy measured (a dataset or an accuracy target) an unmeasured cell's accuracy is unknown, and dominance is off.
-- `screening`: a cell is first timed briefly; only a cell whose interval straddles a target, or which could still be
-  the Answer, is timed in full (successive halving). Off for a model where a full timing fell outside its screening
-  interval.
+- `screening`: a cell is first timed briefly; only a cell whose interval (widened by SCREEN_MARGIN) straddles a
+  target, or which could still be the Answer, is timed in full (successive halving). Off for a model where a full
+  timing fell outside its widened screening interval: every screened cell of that model is then timed in full.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ DOMINANCE = "dominance"
 SCREENING = "screening"
 RULES = (MEMORY_MONOTONE, RESOLUTION_MONOTONE, DOMINANCE, SCREENING)
 NOISE = 0.05  # the margin a figure without an interval gets, and the least a contradiction must exceed
+# A screening interval rests on few samples: the search reads it widened by this much, and a full timing outside the
+# widened interval switches screening off for the model.
+SCREEN_MARGIN = 0.10
 SPEED_METRICS = ("achieved_fps", "latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms")
 ACCURACY_METRICS = ("pixel_agreement_pct", "miou_gt_pct")
 MEASURED = ("ok", "oom")  # statuses whose figures are evidence
@@ -90,7 +93,14 @@ def fps_bounds(record: dict[str, Any]) -> tuple[float, float] | None:
     if value is None:
         return None
     measured = interval(METRICS["achieved_fps"], record)
-    return measured if measured is not None else (value * (1 - NOISE), value * (1 + NOISE))
+    return _widened(record, measured if measured is not None else (value * (1 - NOISE), value * (1 + NOISE)))
+
+
+def _widened(record: dict[str, Any], bounds: tuple[float, float]) -> tuple[float, float]:
+    """A screened cell's interval as the search reads it: SCREEN_MARGIN wider on each side."""
+    if (record.get("search") or {}).get("phase") != "screen":
+        return bounds
+    return bounds[0] * (1 - SCREEN_MARGIN), bounds[1] * (1 + SCREEN_MARGIN)
 
 
 def _bounds(requirement: Requirement, record: dict[str, Any]) -> tuple[float, float] | None:
@@ -99,7 +109,7 @@ def _bounds(requirement: Requirement, record: dict[str, Any]) -> tuple[float, fl
     if value is None:
         return None
     measured = interval(metric, record)
-    return measured if measured is not None else (value * (1 - NOISE), value * (1 + NOISE))
+    return _widened(record, measured if measured is not None else (value * (1 - NOISE), value * (1 + NOISE)))
 
 
 def clearly_misses(requirement: Requirement, record: dict[str, Any]) -> bool:
@@ -134,6 +144,13 @@ def _fps_text(record: dict[str, Any]) -> str:
     bounds = interval(METRICS["achieved_fps"], record)
     ci = f" (95 % CI {bounds[0]:.1f}–{bounds[1]:.1f})" if bounds else ""
     return f"{_fps(record):.1f} FPS end to end{ci}"
+
+
+def target_text(requirement: Requirement) -> str:
+    """'30 FPS end to end' for the FPS target, the requirement's own label for any other."""
+    if requirement.metric == "achieved_fps":
+        return f"{requirement.threshold:g} FPS end to end"
+    return requirement.label
 
 
 def _where(record: dict[str, Any]) -> str:
@@ -221,8 +238,8 @@ def _check_screening(measured: list[dict[str, Any]], screens: list[dict[str, Any
         value = _fps(extended) if extended else None
         if bounds is None or value is None:
             continue
-        low, high = bounds
-        if not low * (1 - NOISE) <= value <= high * (1 + NOISE):
+        low, high = bounds  # already widened by SCREEN_MARGIN
+        if not low <= value <= high:
             rules_off.switch_off(
                 screen["model"],
                 SCREENING,
@@ -319,8 +336,8 @@ def _resolution_prune(
                 return Prune(
                     cell["cell_id"],
                     RESOLUTION_MONOTONE,
-                    f"{_where(cell)} cannot meet {requirement.label}: {_where(record)} measured {shown}, and more "
-                    "pixels is not faster for this model, batch, precision and backend",
+                    f"{_where(cell)} cannot meet {target_text(requirement)}: {_where(record)} measured {shown}, "
+                    "and more pixels is not faster for this model, batch, precision and backend",
                     (evidence_of(record, metric.key),),
                 )
     return None
@@ -359,9 +376,9 @@ def needs_full_timing(record: dict[str, Any], targets: Targets, best: dict[str, 
     for requirement in targets.requirements():
         bounds = _bounds(requirement, record)
         if bounds is None:
-            return f"its screening timing cannot judge {requirement.label} (the figure is missing)"
+            return f"its screening timing cannot judge {target_text(requirement)} (the figure is missing)"
         if bounds[0] <= requirement.threshold <= bounds[1]:
-            return f"its interval straddles {requirement.label}"
+            return f"its interval straddles {target_text(requirement)}"
     judged = verdict(record, targets).status
     leader = best.get(record["model"])
     if judged in ("meets", "borderline") and leader is not None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from segbench.results.labels import axes_label
 from segbench.results.metrics import METRICS, interval
-from segbench.suite.targets import Requirement, Targets, verdict
+from segbench.suite.targets import Requirement, Targets
 
 MEMORY_MONOTONE = "memory-monotone"
 RESOLUTION_MONOTONE = "resolution-monotone"
@@ -65,6 +65,33 @@ class RulesOff:
 
     def switch_off(self, model: str, rule: str, why: str) -> None:
         self.by_model.setdefault(model, {}).setdefault(rule, why)
+
+
+_REQUIREMENTS: dict[int, tuple[Targets, list[Requirement]]] = {}
+
+
+def requirements_of(targets: Targets) -> list[Requirement]:
+    """The targets' requirements, built once per Targets (a card's memory budget reads its profile's YAML)."""
+    cached = _REQUIREMENTS.get(id(targets))
+    if cached is None or cached[0] is not targets:
+        cached = (targets, targets.requirements())
+        _REQUIREMENTS[id(targets)] = cached
+    return cached[1]
+
+
+def meets(record: dict[str, Any], targets: Targets) -> bool:
+    """The verdict `meets` (suite/targets.py): ok, every target met, none borderline."""
+    if record.get("status") != "ok":
+        return False
+    checks = [requirement.check(record) for requirement in requirements_of(targets)]
+    return all(check.passed for check in checks) and not any(check.borderline for check in checks)
+
+
+def _judged_ok(record: dict[str, Any], targets: Targets) -> bool:
+    """Meets every target or is borderline on one: no target clearly missed, none unknown."""
+    if record.get("status") != "ok":
+        return False
+    return all(requirement.check(record).passed for requirement in requirements_of(targets))
 
 
 def group(record: dict[str, Any]) -> str:
@@ -165,26 +192,35 @@ def contradictions(measured: list[dict[str, Any]], targets: Targets, screens: li
     timing of the same cell."""
     rules_off = RulesOff()
     ok = [r for r in measured if r.get("status") == "ok"]
+    by_group: dict[str, list[dict[str, Any]]] = {}
+    for record in measured:
+        by_group.setdefault(group(record), []).append(record)
+    for records in by_group.values():
+        _check_group(records, targets, rules_off)
+    _check_screening(measured, screens, rules_off)
+    if any(requirement.metric in ACCURACY_METRICS for requirement in requirements_of(targets)) or any(
+        r.get("accuracy") for r in ok
+    ):
+        rules_off.switch_off("*", DOMINANCE, "the run measures accuracy: an unmeasured cell's accuracy is unknown")
+    return rules_off
+
+
+def _check_group(records: list[dict[str, Any]], targets: Targets, rules_off: RulesOff) -> None:
+    """Resolution and memory monotonicity checked on every pair of one group's measured cells."""
+    ok = [r for r in records if r.get("status") == "ok"]
     for small in ok:
         for large in ok:
-            if large is small or group(large) != group(small):
-                continue
-            _check_resolution(small, large, rules_off)
-            _check_memory(small, large, targets, rules_off)
-    for oom in (r for r in measured if r.get("status") == "oom"):
+            if large is not small:
+                _check_resolution(small, large, rules_off)
+                _check_memory(small, large, targets, rules_off)
+    for oom in (r for r in records if r.get("status") == "oom"):
         for fitted in ok:
-            if group(fitted) == group(oom) and _at_least_as_large(fitted, oom):
+            if _at_least_as_large(fitted, oom):
                 rules_off.switch_off(
                     oom["model"],
                     MEMORY_MONOTONE,
                     f"{axes_label(fitted)} ran ok although {axes_label(oom)}, no larger, ran out of memory",
                 )
-    _check_screening(measured, screens, rules_off)
-    if any(requirement.metric in ACCURACY_METRICS for requirement in targets.requirements()) or any(
-        r.get("accuracy") for r in ok
-    ):
-        rules_off.switch_off("*", DOMINANCE, "the run measures accuracy: an unmeasured cell's accuracy is unknown")
-    return rules_off
 
 
 def _at_least_as_large(cell: dict[str, Any], than: dict[str, Any]) -> bool:
@@ -208,7 +244,7 @@ def _check_resolution(small: dict[str, Any], large: dict[str, Any], rules_off: R
 
 
 def _memory(record: dict[str, Any], targets: Targets) -> float | None:
-    memory = [requirement for requirement in targets.requirements() if requirement.metric == "memory"]
+    memory = [requirement for requirement in requirements_of(targets) if requirement.metric == "memory"]
     metric = memory[0].metric_for(record) if memory else METRICS["footprint_mb"]
     return metric.value(record)
 
@@ -254,7 +290,7 @@ def best_meeting(measured: list[dict[str, Any]], targets: Targets) -> dict[str, 
     """Per model, the fastest measured cell that meets every target (the Answer so far)."""
     best: dict[str, dict[str, Any]] = {}
     for record in measured:
-        if record.get("status") != "ok" or verdict(record, targets).status != "meets":
+        if not meets(record, targets):
             continue
         current = best.get(record["model"])
         if current is None or (_fps(record) or 0) > (_fps(current) or 0):
@@ -269,8 +305,10 @@ def prune_for(
     rules_off: RulesOff,
     best: dict[str, dict[str, Any]],
 ) -> Prune | None:
-    """The first rule that shows this unmeasured cell cannot change the Answer, or None (it must be measured)."""
-    same = [r for r in measured if group(r) == group(cell) and r["cell_id"] != cell["cell_id"]]
+    """The first rule that shows this unmeasured cell cannot change the Answer, or None (it must be measured).
+    `measured` may be every measured cell or only those of the cell's group (the search passes those)."""
+    key = group(cell)
+    same = [r for r in measured if r["cell_id"] != cell["cell_id"] and group(r) == key]
     model = cell["model"]
     for rule, find in (
         (MEMORY_MONOTONE, _memory_prune),
@@ -288,7 +326,7 @@ def prune_for(
 def _memory_prune(
     cell: dict[str, Any], same: list[dict[str, Any]], targets: Targets, best: dict[str, Any] | None
 ) -> Prune | None:
-    memory = [requirement for requirement in targets.requirements() if requirement.metric == "memory"]
+    memory = [requirement for requirement in requirements_of(targets) if requirement.metric == "memory"]
     for record in sorted(same, key=lambda r: (pixels(r), r["batch_size"])):
         if not _at_least_as_large(cell, record):
             continue
@@ -327,7 +365,7 @@ def _smaller_same_batch(cell: dict[str, Any], same: list[dict[str, Any]]) -> lis
 def _resolution_prune(
     cell: dict[str, Any], same: list[dict[str, Any]], targets: Targets, best: dict[str, Any] | None
 ) -> Prune | None:
-    speed = [requirement for requirement in targets.requirements() if requirement.metric in SPEED_METRICS]
+    speed = [requirement for requirement in requirements_of(targets) if requirement.metric in SPEED_METRICS]
     for record in _smaller_same_batch(cell, same):
         for requirement in speed:
             if clearly_misses(requirement, record):
@@ -373,15 +411,14 @@ def needs_full_timing(record: dict[str, Any], targets: Targets, best: dict[str, 
     None: the brief timing decides it."""
     if record.get("status") != "ok" or (record.get("search") or {}).get("phase") != "screen":
         return None
-    for requirement in targets.requirements():
+    for requirement in requirements_of(targets):
         bounds = _bounds(requirement, record)
         if bounds is None:
             return f"its screening timing cannot judge {target_text(requirement)} (the figure is missing)"
         if bounds[0] <= requirement.threshold <= bounds[1]:
             return f"its interval straddles {target_text(requirement)}"
-    judged = verdict(record, targets).status
     leader = best.get(record["model"])
-    if judged in ("meets", "borderline") and leader is not None:
+    if _judged_ok(record, targets) and leader is not None:
         bounds, leader_bounds = fps_bounds(record), fps_bounds(leader)
         if record["cell_id"] == leader["cell_id"]:
             return "it is the Answer so far"

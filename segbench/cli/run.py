@@ -504,7 +504,8 @@ def run(
     from segbench.run.gate import run_gate  # lazy: imports numpy
 
     records, meta = read_records(result.run_dir), read_meta(result.run_dir)  # resumed cells included
-    console.print(summary_table(result.records, title=f"{suite.name}: {result.run_dir}"))
+    shown = records if suite.search else result.records  # a search's screenings: only each cell's latest line
+    console.print(summary_table(shown, title=f"{suite.name}: {result.run_dir}"))
     measured_on = measured_on_line(records, meta, suite.hardware)
     if measured_on:  # the device whose speed the table shows, and what of the target card was only emulated
         console.print(measured_on, markup=False, highlight=False, soft_wrap=True)

@@ -4,6 +4,7 @@ twice, and `--retry-pruned` measures exactly the pruned cells."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -15,7 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from segbench.errors import SegbenchError
+from segbench.report.compare import compare_runs
+from segbench.report.exports import render_csv
 from segbench.results import store as results
+from segbench.results.runs import load_run
 from segbench.run.search import decide, screening_timing
 from segbench.run.search_rules import (
     DOMINANCE,
@@ -27,7 +34,7 @@ from segbench.run.search_rules import (
     needs_full_timing,
     prune_for,
 )
-from segbench.suite.schema import Timing
+from segbench.suite.schema import Timing, parse_suite
 from segbench.suite.targets import Targets
 from tests.helpers import segbench
 
@@ -205,6 +212,19 @@ def test_decide_orders_cheapest_resolution_first_and_re_measures_a_prune_whose_r
     assert again.rules_off.off("m", RESOLUTION_MONOTONE)
 
 
+def test_a_search_without_targets_is_one_line_naming_the_fix() -> None:
+    data = {"name": "t", "models": ["fast-scnn"], "resolutions": [64], "search": True}
+    try:
+        parse_suite(data, "suite.yaml")
+    except SegbenchError as exc:
+        assert str(exc) == (
+            "suite.yaml: search: a search needs targets: add a targets: block (e.g. targets: {fps: 30}) or pass "
+            "--target-fps 30"
+        )
+    else:
+        raise AssertionError("a search without targets was accepted")
+
+
 # ---- a real search through the CLI --------------------------------------------------------------------------------
 
 
@@ -251,6 +271,11 @@ def test_a_search_prunes_with_evidence_reports_it_and_retry_pruned_runs_exactly_
     html = tmp_path / "report.html"
     assert segbench("report", str(run_dir), "--output", str(html)).returncode == 0
     assert 'id="pruned"' in html.read_text()
+    frame = pd.read_csv(io.StringIO(render_csv(load_run(run_dir))))
+    rows = frame[frame["status"] == "pruned"]
+    assert len(rows) == 2 and set(rows["search.rule"]) <= {RESOLUTION_MONOTONE, DOMINANCE}
+    assert all(json.loads(text) for text in rows["search.evidence"])
+    assert "2 cell(s) pruned by a search in A and 2 in B are left out" in compare_runs(run_dir, run_dir).pruned_note
     before = _lines(run_dir)
     again = segbench("run", "--resume", str(run_dir), "--retry-pruned")
     assert again.returncode == 0, again.stdout + again.stderr

@@ -158,7 +158,7 @@ def test_dominance_prunes_what_cannot_be_faster_than_the_best_cell_meeting_the_t
 
 def test_dominance_refuses_when_the_interval_reaches_the_best_or_accuracy_is_measured() -> None:
     best = measured(16, batch=2, fps=60.0, backend="eager-cl")
-    close = measured(16, batch=1, fps=58.0, spread=0.1)  # its interval reaches 60: it might be faster
+    close = measured(16, batch=1, fps=60.0, spread=0.1)  # its interval reaches 66: it might be > 5 % faster
     assert prune(cell(32), [best, close]) is None
     slower = measured(16, batch=1, fps=40.0)
     with_accuracy = Targets(fps=30, min_agreement=99)

@@ -89,13 +89,15 @@ def resume_command(
     executor: str | None,
     address: str | None,
     retry_failed: bool,
+    retry_pruned: bool = False,
 ) -> str:
     """The exact command that continues an interrupted run with the same choices (the run folder keeps its suite)."""
     words = ["segbench", "run", *([str(suite_path)] if suite_path else []), "--resume", str(run_dir)]
     for flag, value in (("--device", device), ("--executor", executor), ("--address", address)):
         if value is not None:
             words += [flag, value]
-    return shlex.join(words + (["--retry-failed"] if retry_failed else []))
+    flags = (["--retry-failed"] if retry_failed else []) + (["--retry-pruned"] if retry_pruned else [])
+    return shlex.join(words + flags)
 
 
 DRY_RUN_ROWS = 40  # a large matrix is summarised; --verbose lists every cell
@@ -490,8 +492,9 @@ def run(
         kept_suite = (
             suite_path if suite_text is None else None
         )  # flags or -s overrides: the run folder keeps the suite that ran
+        again = resume_command(kept_suite, exc.run_dir, device, executor, address, retry_failed, retry_pruned)
         errors.print(
-            f"resume with: {resume_command(kept_suite, exc.run_dir, device, executor, address, retry_failed)}",
+            f"resume with: {again}",
             markup=False,
             highlight=False,
             soft_wrap=True,

@@ -70,6 +70,13 @@ class Backend(ABC):
         """What the backend did that a reader should know (threads a library chose, its own stage timings)."""
         return None
 
+    profiling: bool = False  # set by the cell when a profile pass follows: a backend keeps what it will need
+
+    def profile_source(self) -> dict[str, Any] | None:
+        """What the profile pass needs to profile this backend's graph with its runtime's own profiler (the ONNX file,
+        the compiled OpenVINO model), or None: a PyTorch backend is profiled by torch.profiler around its forward."""
+        return None
+
     @abstractmethod
     def prepare(self, adapter: SegmentationAdapter, example: torch.Tensor) -> ForwardFn:
         """Return the forward callable. Its cost (compile, export) is recorded as prepare_s, never as latency."""

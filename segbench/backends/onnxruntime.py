@@ -403,6 +403,10 @@ class OnnxRuntime(Backend):
 
     def __init__(self) -> None:
         self._info: dict[str, Any] | None = None
+        self._profile_source: dict[str, Any] | None = None
+
+    def profile_source(self) -> dict[str, Any] | None:
+        return self._profile_source
 
     def unsupported_reason(self, device: torch.device) -> str | None:
         if importlib.util.find_spec("onnxruntime") is None:
@@ -465,6 +469,7 @@ class OnnxRuntime(Backend):
             if before_session is not None and after_session is not None
             else None
         )
+        self._profile_source = {"graph": path, "device": device, "int8": graph_precision is not None}
         self._info = {
             **info,
             "providers": session.get_providers(),

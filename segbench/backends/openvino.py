@@ -60,6 +60,10 @@ class OpenVinoGraphPrecision(nn.Module, ABC):
     """
 
     precision_name: str
+    # What OpenVINO computes the layers the rewrite left in float in: "f32" (true to the float model's name, and
+    # segbench's default), "bf16" (where the device computes it natively) or None: the plugin's own default, which
+    # is bf16 on CPUs with avx512_bf16 or AMX and f32 elsewhere (what a user who never sets the hint gets).
+    float_hint: str | None = "f32"
 
     def __init__(self, float_model: nn.Module):
         super().__init__()
@@ -176,17 +180,32 @@ def inference_precision(model: nn.Module, ov_device: str) -> str:
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     if dtype not in INFERENCE_PRECISIONS:
         raise UnsupportedError(f"OpenVINO has no inference precision for {dtype}")
-    hint, capability = INFERENCE_PRECISIONS[dtype]
-    if capability is not None:
-        import openvino as ov
-
-        capabilities = ov.Core().get_property(ov_device, "OPTIMIZATION_CAPABILITIES")
-        if capability not in capabilities:
-            raise UnsupportedError(
-                f"{hint} on OpenVINO needs a {ov_device} that computes in {capability} natively (avx512_bf16 or AMX on "
-                f"CPUs); this one offers {', '.join(capabilities)}"
-            )
+    hint, _ = INFERENCE_PRECISIONS[dtype]
+    require_native(hint, ov_device)
     return hint
+
+
+def native_reason(hint: str, ov_device: str) -> str | None:
+    """Why `ov_device` does not compute in the inference precision `hint` natively (so OpenVINO would emulate or
+    refuse it), or None when it does."""
+    capability = next((needs for name, needs in INFERENCE_PRECISIONS.values() if name == hint), None)
+    if capability is None:
+        return None
+    import openvino as ov
+
+    capabilities = ov.Core().get_property(ov_device, "OPTIMIZATION_CAPABILITIES")
+    if capability in capabilities:
+        return None
+    return (
+        f"{hint} on OpenVINO needs a {ov_device} that computes in {capability} natively (avx512_bf16 or AMX on "
+        f"CPUs); this one offers {', '.join(capabilities)}"
+    )
+
+
+def require_native(hint: str, ov_device: str) -> None:
+    reason = native_reason(hint, ov_device)
+    if reason:
+        raise UnsupportedError(reason)
 
 
 def unconvertible_reason(model: nn.Module, device: torch.device) -> str | None:
@@ -228,11 +247,16 @@ def threading_info(compiled: Any, ov_device: str) -> dict[str, Any]:
     }
 
 
-def compile_for_latency(ov_model: Any, ov_device: str, hint: str, threads: int) -> Any:
-    """OpenVINO's CPU latency recipe: the LATENCY hint (one stream), the cell's threads, an explicit precision."""
+def compile_model(
+    ov_model: Any, ov_device: str, hint: str | None, threads: int, performance_hint: str = "LATENCY"
+) -> Any:
+    """OpenVINO's CPU recipe for the performance hint (LATENCY: one stream; THROUGHPUT: the streams the plugin
+    picks), the cell's threads, and the inference precision asked for (None: the plugin's own default)."""
     import openvino as ov
 
-    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
+    config: dict[str, Any] = {"PERFORMANCE_HINT": performance_hint}
+    if hint is not None:
+        config["INFERENCE_PRECISION_HINT"] = hint
     if ov_device == "CPU":
         config["INFERENCE_NUM_THREADS"] = threads
     blobs = blob_cache_dir()
@@ -253,6 +277,21 @@ def ov_forward(compiled: Any, layout: OutputLayout) -> ForwardFn:
     return forward
 
 
+def profile_ir(ov_model: Any, compiled: Any, ov_device: str) -> dict[str, Any]:
+    """The graph saved as IR (on disk, so no measured pass holds a second copy) and the timed compile's settings."""
+    import openvino as ov
+
+    started = time.perf_counter()
+    xml = Path(tempfile.mkdtemp(prefix="segbench-profile-")) / MODEL_XML
+    ov.save_model(ov_model, xml, compress_to_fp16=False)
+    config = {
+        key: compiled.get_property(key)
+        for key in ("INFERENCE_PRECISION_HINT", "PERFORMANCE_HINT", "INFERENCE_NUM_THREADS")
+        if ov_device == "CPU" or key != "INFERENCE_NUM_THREADS"
+    }
+    return {"xml": xml, "device": ov_device, "config": config, "saved_s": round(time.perf_counter() - started, 3)}
+
+
 # ---- the backend ------------------------------------------------------------------------------------------
 
 
@@ -267,6 +306,10 @@ class OpenVino(Backend):
 
     def __init__(self) -> None:
         self._info: dict[str, Any] | None = None
+        self._profile_source: dict[str, Any] | None = None
+
+    def profile_source(self) -> dict[str, Any] | None:
+        return self._profile_source
 
     def unsupported_reason(self, device: torch.device) -> str | None:
         missing = openvino_missing()
@@ -286,6 +329,26 @@ class OpenVino(Backend):
     def describe(self, adapter: SegmentationAdapter) -> dict[str, Any] | None:
         return self._info
 
+    performance_hint = "LATENCY"
+
+    def float_hint(
+        self, model: nn.Module, graph_precision: OpenVinoGraphPrecision | None, ov_device: str
+    ) -> str | None:
+        """The inference precision to ask for: the cast model's dtype, or what a graph precision asks for its float
+        remainder (None: the plugin's default); refuses one the device does not compute natively."""
+        if graph_precision is None:
+            return inference_precision(model, ov_device)
+        if graph_precision.float_hint is not None:
+            require_native(graph_precision.float_hint, ov_device)
+        return graph_precision.float_hint
+
+    def shape_for_requests(self, ov_model: Any, example: torch.Tensor) -> Any:
+        """The graph each infer request runs: the cell's whole batch (one request per forward)."""
+        return ov_model
+
+    def make_forward(self, compiled: Any, layout: OutputLayout) -> ForwardFn:
+        return ov_forward(compiled, layout)
+
     def prepare(self, adapter: SegmentationAdapter, example: torch.Tensor) -> ForwardFn:
         assert adapter.model is not None
         device = example.device
@@ -295,7 +358,7 @@ class OpenVino(Backend):
         reason = unconvertible_reason(model, device)
         if reason:
             raise UnsupportedError(reason)
-        hint = inference_precision(model, ov_device)
+        hint = self.float_hint(model, graph_precision, ov_device)
         # OpenVINO takes float32 in and computes in the hinted precision; the cast weights stay rounded.
         model, adapter.input_dtype = model.float(), torch.float32
 
@@ -317,7 +380,8 @@ class OpenVino(Backend):
         else:
             ov_model, info = found
         began = time.perf_counter()
-        compiled = compile_for_latency(ov_model, ov_device, hint, torch.get_num_threads())
+        ov_model = self.shape_for_requests(ov_model, example)
+        compiled = compile_model(ov_model, ov_device, hint, torch.get_num_threads(), self.performance_hint)
         import openvino as ov
 
         self._info = {
@@ -327,9 +391,14 @@ class OpenVino(Backend):
             "prepare_s": round(time.perf_counter() - started, 3),
             "openvino": ov.get_version(),
             "device": ov_device,
+            "inference_precision_requested": hint if hint is not None else "plugin default",
             "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
             "performance_hint": str(compiled.get_property("PERFORMANCE_HINT")),
             **threading_info(compiled, ov_device),
             "streams": int(compiled.get_property("NUM_STREAMS")),
+            "infer_requests": int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")),
         }
-        return ov_forward(compiled, layout)
+        if self.profiling:  # the profile pass compiles the same IR again with PERF_COUNT on
+            self._profile_source = profile_ir(ov_model, compiled, ov_device)
+            self._info["profile_ir_s"] = self._profile_source["saved_s"]
+        return self.make_forward(compiled, layout)

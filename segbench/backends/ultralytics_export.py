@@ -29,8 +29,8 @@ from segbench.models.base import SegmentationAdapter
 class ExportedPipeline(UltralyticsPipeline):
     """ultralytics' predictor on the model ultralytics exported; the export happens in `export`, during prepare."""
 
-    def __init__(self, inner: SegmentationAdapter, fmt: str, options: dict[str, Any]):
-        super().__init__(inner)
+    def __init__(self, inner: SegmentationAdapter, fmt: str, options: dict[str, Any], cell_threads: bool = False):
+        super().__init__(inner, cell_threads)
         self.fmt, self.export_options = fmt, options
         self.info: dict[str, Any] = {}
 
@@ -82,9 +82,11 @@ class UltralyticsExport(Backend):
     def export_options(self) -> dict[str, Any]:
         """The export arguments that make this format ultralytics' best for a CPU."""
 
+    cell_threads: ClassVar[bool] = False  # torch (its pre/postprocess) at the cell's count, not ultralytics' pick
+
     def wrap(self, adapter: SegmentationAdapter) -> SegmentationAdapter:
         UltralyticsPredict().wrap(adapter)  # the same model check (ultralytics segmentation models only)
-        return ExportedPipeline(adapter, self.fmt, self.export_options())
+        return ExportedPipeline(adapter, self.fmt, self.export_options(), self.cell_threads)
 
     def prepare(self, adapter: SegmentationAdapter, example: Any) -> ForwardFn:
         assert isinstance(adapter, ExportedPipeline)
@@ -103,6 +105,8 @@ class UltralyticsExport(Backend):
             **adapter.info,
             "pipeline": f"ultralytics YOLO.predict on its {self.fmt} export",
             "own_stage_median_ms": own_stages,
+            "torch_threads_chosen_by_ultralytics": adapter.threads_chosen,
+            "torch_threads_ran": adapter.threads_ran,
         }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -14,9 +15,28 @@ from segbench.models._imports import import_ultralytics
 from segbench.models.base import SegmentationAdapter
 
 
+def threads_ultralytics_gives() -> int:
+    """torch's thread count in a script that imports ultralytics first: the OMP_NUM_THREADS the user set, else the 1
+    that `import ultralytics` sets (its __init__: "default for reduced CPU utilization during training")."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS") or 1))
+    except ValueError:
+        return 1
+
+
 class UltralyticsPipeline(PipelineAdapter):
-    def __init__(self, inner: SegmentationAdapter):
+    """ultralytics' predictor called as its documentation's defaults call it (no retina_masks: masks at the
+    letterboxed input size, as `predict` returns them unless asked otherwise).
+
+    ultralytics picks torch's thread count itself: `import ultralytics` sets OMP_NUM_THREADS=1 unless the user set
+    it, so a script that imports it first runs torch on one thread. The library call runs at that count here
+    (`threads_chosen`); `cell_threads` runs it at the cell's count instead, for the peer at segbench's threads.
+    segbench's own stages around the call (the BGR copy, the class map) run at the cell's count in both.
+    """
+
+    def __init__(self, inner: SegmentationAdapter, cell_threads: bool = False):
         super().__init__(inner)
+        self.cell_threads = cell_threads
 
         import_ultralytics()
         from ultralytics import YOLO
@@ -25,6 +45,7 @@ class UltralyticsPipeline(PipelineAdapter):
         self.yolo.model = inner.model  # the zoo's built (seeded, fused) module, not a fresh one
         self.speeds: list[dict[str, float]] = []
         self.threads_before = torch.get_num_threads()
+        self.threads_chosen = threads_ultralytics_gives()
 
     def preprocess(self, images: torch.Tensor) -> list[np.ndarray]:  # type: ignore[override]
         return [
@@ -33,15 +54,23 @@ class UltralyticsPipeline(PipelineAdapter):
 
     def forward(self, inputs: list[np.ndarray]) -> Any:  # type: ignore[override]
         height, width = inputs[0].shape[:2]
-        results = self.yolo.predict(
-            inputs,
-            imgsz=list(self.model_input_size(height, width)),
-            device=str(self.device),
-            retina_masks=True,
-            verbose=False,
-        )
+        outside = torch.get_num_threads()
+        torch.set_num_threads(self.threads_ran)
+        try:
+            results = self.yolo.predict(
+                inputs,
+                imgsz=list(self.model_input_size(height, width)),
+                device=str(self.device),
+                verbose=False,
+            )
+        finally:
+            torch.set_num_threads(outside)
         self.speeds.append(results[0].speed)
         return results
+
+    @property
+    def threads_ran(self) -> int:
+        return self.threads_before if self.cell_threads else self.threads_chosen
 
     def detections(self, outputs: Any) -> int | None:
         return sum(len(result.boxes) for result in outputs)
@@ -53,11 +82,21 @@ class UltralyticsPipeline(PipelineAdapter):
             labels = torch.zeros(size, dtype=torch.int64)
             if result.masks is not None and len(result.boxes):
                 order = torch.argsort(result.boxes.conf.cpu())  # most confident painted last, so it wins
-                masks, classes = result.masks.data.cpu()[order], result.boxes.cls.cpu().long()[order]
+                masks, classes = on_image(result.masks.data.cpu()[order], size), result.boxes.cls.cpu().long()[order]
                 for mask, class_id in zip(masks, classes):
-                    labels[mask[: size[0], : size[1]] > 0.5] = int(class_id) + 1
+                    labels[mask > 0.5] = int(class_id) + 1
             maps.append(labels)
         return torch.stack(maps)
+
+
+def on_image(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Masks at the letterboxed input size -> the image's size (the letterbox's padding cropped, then scaled, as
+    ultralytics' own `scale_masks` does); unchanged when the letterbox added nothing."""
+    if tuple(masks.shape[-2:]) == size:
+        return masks
+    from ultralytics.utils.ops import scale_masks
+
+    return scale_masks(masks[None].float(), size)[0]
 
 
 class UltralyticsPredict(Backend):
@@ -68,6 +107,7 @@ class UltralyticsPredict(Backend):
         "ultralytics' own YOLO.predict on host images (its letterbox, NMS and masks; it picks threads and fuses layers)"
     )
     latency_scope = "end_to_end"  # forward is the whole library call: letterbox/resize, model, NMS/masks
+    cell_threads: bool = False  # torch at the cell's thread count instead of the one ultralytics picks
 
     def wrap(self, adapter: SegmentationAdapter) -> SegmentationAdapter:
         if "yaml" not in adapter.card.extra or adapter.card.source != "ultralytics" or "seg" not in adapter.card.family:
@@ -75,7 +115,7 @@ class UltralyticsPredict(Backend):
                 f"ultralytics-predict runs ultralytics segmentation models; {adapter.card.name} is from "
                 f"{adapter.card.source}"
             )
-        return UltralyticsPipeline(adapter)
+        return UltralyticsPipeline(adapter, self.cell_threads)
 
     def prepare(self, adapter: SegmentationAdapter, example: Any) -> ForwardFn:
         return adapter.forward
@@ -89,6 +129,7 @@ class UltralyticsPredict(Backend):
             "pipeline": "ultralytics YOLO.predict",
             "own_stage_median_ms": own_stages,  # ultralytics' `speed`, per image
             "torch_threads_before": adapter.threads_before,
-            "torch_threads_after": torch.get_num_threads(),
+            "torch_threads_chosen_by_ultralytics": adapter.threads_chosen,
+            "torch_threads_ran": adapter.threads_ran,
             "fused": bool(adapter.yolo.model.is_fused()),
         }

@@ -13,15 +13,16 @@ import gc
 import sys
 import time
 import traceback
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
 from segbench.backends import get_backend
+from segbench.cell.profile import dtype_name, profile_pass
 from segbench.cell.request import CellRequest
 from segbench.cell.stream import Criterion, StreamOutcome, find_max_rate, run_stream, trial_row, warm_stream
 from segbench.data.camera import CameraInput
@@ -58,6 +59,7 @@ from segbench.measure.timing import (
     warm_up,
 )
 from segbench.models.base import OutputPolicy, SegmentationAdapter
+from segbench.models.blocks import BlockMap, count_block_work
 from segbench.models.flops import Work, count_work
 from segbench.models.registry import create_model, load_plugin
 from segbench.paths import resolve_path
@@ -306,6 +308,35 @@ def _time_stages(
                 detections.append(found)
             uncounted_ns += clock() - t3
     return StagesRun(samples, detections or None, warmup, (last_end - first_start - uncounted_ns) / 1e9)
+
+
+# Runtimes that run the forward in a thread pool of their own, beside torch's (which runs the host stages).
+FOREIGN_THREAD_POOLS = ("onnxruntime", "openvino")
+
+
+def host_thread_count(setting: int | str, runtime: str, cell_threads: int) -> int:
+    """torch's threads for the host stages: the suite's number, else 1 beside another runtime's pool, else the
+    cell's."""
+    if isinstance(setting, int):
+        return setting
+    return 1 if runtime in FOREIGN_THREAD_POOLS else cell_threads
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch at `count` threads inside, the count it had outside."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _time_stages_with(host_threads: int, *args: Any, **kwargs: Any) -> StagesRun:
+    """The end-to-end pass with torch at the host stages' thread count."""
+    with torch_threads(host_threads):
+        return _time_stages(*args, **kwargs)
 
 
 def end_to_end_covers(camera: CameraInput, adapter: SegmentationAdapter, library_pipeline: bool) -> dict[str, Any]:
@@ -585,6 +616,7 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
     camera = CameraInput(options.decode, options.camera_size, cell.resolution)
     # Counted once on the fp32 model, batch 1: FLOPs per image are a property of the architecture.
     work, flops_unavailable = (None, "fit probe") if request.probe else _work(adapter, cell)
+    blocks, block_work = _block_work(adapter, cell) if request.profile else (None, None)
     images = synthetic_images(cell, device)
     frames = end_to_end_frames(cell, device, camera)
     dataset = Dataset(request.dataset, suite_dir) if request.dataset is not None else None
@@ -595,6 +627,7 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
     del calibration  # no measured pass may hold the calibration images
     adapter.input_dtype = precision.input_dtype
     adapter = backend.wrap(adapter)
+    backend.profiling = request.profile is not None
     rule = _stop_rule(request.timing)
 
     with ExitStack() as stack:
@@ -607,7 +640,9 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         inputs = adapter.preprocess(images)  # again: a backend may change the layout preprocess emits (channels_last)
         release_preparation(device)
 
-        cold_ms = first_call_ms(adapter, forward, frames[0], device, camera)  # before anything else warms the pipeline
+        host_threads = host_thread_count(options.host_threads, backend.runtime, torch.get_num_threads())
+        with torch_threads(host_threads):  # before anything else warms the pipeline
+            cold_ms = first_call_ms(adapter, forward, frames[0], device, camera)
         step = lambda: forward(inputs)  # noqa: E731 (the timed closure)
         canary_before = canary_reading()  # before warm-up, so the timed passes start from warm caches
         latency_warmup = _latency_warm_up(step, request.timing, device)
@@ -616,7 +651,8 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
             throughput = _device_throughput(step, rule, device, latency_run, cell.batch_size)
             telemetry = _telemetry_pass(step, request.timing, device, cell.batch_size)
             # Sub-stages need the eager module; another backend's forward is timed whole.
-            stages_run = _time_stages(
+            stages_run = _time_stages_with(
+                host_threads,
                 adapter,
                 forward,
                 frames,
@@ -631,7 +667,13 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         canary = cell_canary(canary_before, canary_reading(), steal)
         peaks = _memory_pass(adapter, forward, frames, request, device, baseline, budget_occupied(budget), camera)
         end_to_end = LatencyStats.from_samples(stage_samples["end_to_end"])
-        stream = _stream_pass(adapter, forward, request, device, end_to_end) if request.stream else None
+        with torch_threads(host_threads):
+            stream = _stream_pass(adapter, forward, request, device, end_to_end) if request.stream else None
+        profile = (  # the last pass under the timed context: no profiler ran before it
+            _profile(backend, forward, inputs, request, device, adapter, blocks, block_work, _executed_float(precision))
+            if request.profile and blocks is not None
+            else None
+        )
 
     # Fidelity and accuracy compare the map with host-side references: a map left on the device comes home for them.
     adapter.output_policy = replace(adapter.output_policy, map_device="host")
@@ -687,7 +729,10 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         "end_to_end_warmup": stages_run.warmup,
         "end_to_end_input": f"{len(frames) * cell.batch_size} held-out photographs in turn, "
         + (camera.describe() if camera.active else f"{height}x{width}"),
-        "end_to_end_covers": end_to_end_covers(camera, adapter, backend.latency_scope == "end_to_end"),
+        "end_to_end_covers": {
+            **end_to_end_covers(camera, adapter, backend.latency_scope == "end_to_end"),
+            "host_threads": host_threads,
+        },
         "detections_per_frame": stages_run.detections,
         "memory_mb": memory_mb,
         "memory_unavailable": peaks.unavailable,
@@ -723,7 +768,55 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         "budget": budget.to_dict() if budget else None,
         "cooldown": cooldown,
         "backend_info": backend.describe(adapter),
+        **profile_fields(profile, request),
     }
+
+
+def profile_fields(profile: dict[str, Any] | str | None, request: CellRequest) -> dict[str, Any]:
+    """The record's profile, or why there is none (a failed profiler never fails the cell)."""
+    if request.profile is None:
+        return {}
+    if isinstance(profile, str) or profile is None:
+        return {"profile": None, "profile_unavailable": profile or "no profile"}
+    return {"profile": profile, "profile_unavailable": None}
+
+
+def _executed_float(precision: Precision) -> str:
+    """What a PyTorch op that no kernel name marks as int8 ran in: the model's dtype, or under autocast its dtype for
+    matmuls and convolutions ("amp-bf16: mixed", as the profiler's CPU events carry no dtypes)."""
+    dtype = getattr(precision, "dtype", None)
+    if precision.name.startswith("amp") and isinstance(dtype, torch.dtype):
+        return f"mixed ({dtype_name(dtype)} convs and matmuls)"
+    return dtype_name(precision.input_dtype)
+
+
+def _block_work(adapter: SegmentationAdapter, cell: CellSpec) -> tuple[BlockMap, dict[str, Any] | None]:
+    """The family's block map and each block's FLOPs and elements, on the float model before any precision."""
+    blocks = BlockMap.for_model(adapter.card.family, adapter.model)
+    try:
+        return blocks, count_block_work(adapter, *cell.resolution, blocks)
+    except Exception:  # noqa: BLE001 (a model the counter cannot trace is still profiled, without FLOPs)
+        return blocks, None
+
+
+def _profile(
+    backend: Any,
+    forward: Callable[[Any], Any],
+    inputs: Any,
+    request: CellRequest,
+    device: torch.device,
+    adapter: SegmentationAdapter,
+    blocks: BlockMap,
+    block_work: dict[str, Any] | None,
+    float_name: str,
+) -> dict[str, Any] | str:
+    assert request.profile is not None
+    try:
+        return profile_pass(
+            backend, forward, inputs, request.profile.iters, device, adapter.model, blocks, block_work, float_name
+        )
+    except Exception as exc:  # noqa: BLE001 (the timed figures stand without a profile)
+        return f"profile pass failed: {last_line(exc)}"
 
 
 def budget_occupied(budget: BudgetInfo | None) -> float:

@@ -8,7 +8,7 @@ from typing import Any
 from segbench.data.datasets import CalibrationConfig, DatasetConfig
 from segbench.measure.telemetry import CooldownConfig
 from segbench.suite.matrix import CellSpec
-from segbench.suite.schema import EndToEndConfig, StreamConfig, Timing
+from segbench.suite.schema import EndToEndConfig, ProfileConfig, StreamConfig, Timing
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class CellRequest:
     launched_at: float | None = None  # wall clock when the runner asked for the cell's process (startup_s)
     cpu_set: tuple[int, ...] | None = None  # logical CPUs, one per physical core, the cell pins its threads to
     end_to_end: EndToEndConfig = EndToEndConfig()  # decode / camera resize in the end-to-end pass; the class map's form
+    profile: ProfileConfig | None = None  # the profile pass, after the timed passes (None: no profile)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +51,7 @@ class CellRequest:
             "launched_at": self.launched_at,
             "cpu_set": list(self.cpu_set) if self.cpu_set else None,
             "end_to_end": self.end_to_end.model_dump(),
+            "profile": self.profile.model_dump() if self.profile else None,
         }
 
     @classmethod
@@ -71,4 +73,5 @@ class CellRequest:
             launched_at=data.get("launched_at"),
             cpu_set=tuple(data["cpu_set"]) if data.get("cpu_set") else None,
             end_to_end=EndToEndConfig(**data.get("end_to_end") or {}),
+            profile=ProfileConfig(**data["profile"]) if data.get("profile") else None,
         )

@@ -9,11 +9,12 @@ import threading
 import time
 from concurrent.futures import thread as futures_thread
 
-from segbench.cli import artifacts, report, run, tools
+from segbench.cli import artifacts, profile, report, run, tools
 from segbench.cli.app import app, errors
 
 COMMANDS = (
     run.run,
+    profile.profile,
     tools.env,
     tools.models,
     tools.fit,

@@ -177,6 +177,9 @@ def _print_comparison(comparison: Any) -> None:
         console.print(f"note: {escape(comparison.pruned_note)}", highlight=False)
     if comparison.bootstrap_note:
         console.print(f"note: {escape(comparison.bootstrap_note)}", highlight=False)
+    for cell in comparison.cells:  # from the profiles both runs recorded: which part of the model got slower
+        if cell.slower_blocks:
+            console.print(f"blocks slower in B: {escape(cell.label)}: {escape('; '.join(cell.slower_blocks))}")
     if comparison.machine_warnings:
         console.print("[red](!) the measured ceilings differ: these changes compare machines, not code[/]")
 

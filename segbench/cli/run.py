@@ -365,6 +365,12 @@ def run(
     memory_budget: Optional[str] = MEMORY_BUDGET,
     min_agreement: Optional[float] = MIN_AGREEMENT,
     min_miou: Optional[float] = MIN_MIOU,
+    profile: bool = typer.Option(
+        False,
+        "--profile",
+        help="a per-operator profile of every cell (the runtime's own profiler, after the timed passes): the same as "
+        "-s profile=true",
+    ),
     all_paths: bool = typer.Option(
         False,
         "--all-paths",
@@ -405,7 +411,7 @@ def run(
             "e.g. -s batch_sizes=[1,8])"
         )
     plugin_specs = [absolute_plugin(spec) for spec in plugins or []]
-    overrides = [*(overrides or []), *end_to_end_overrides(camera_size, decode)]
+    overrides = [*(overrides or []), *end_to_end_overrides(camera_size, decode), *(["profile=true"] if profile else [])]
     if dataset is not None:  # the same as -s dataset=…, made absolute because the run folder keeps a suite copy
         overrides = [*(overrides or []), f"dataset={json.dumps(str(dataset.expanduser().resolve()))}"]
     # The report's target flags, as -s targets.KEY=VALUE: checked like the file's, kept in the run's suite.yaml.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.markup import escape
@@ -19,6 +19,9 @@ from segbench.formatting import fmt_fixed
 from segbench.naming import REFERENCE_BACKEND, REFERENCE_PRECISION
 from segbench.suite.axes import MAX_SIDE
 from segbench.system.env import device_identity, fingerprint, identity_line, resolve_device
+
+if TYPE_CHECKING:
+    from segbench.tools.predict import Prediction  # only a type here: importing it at run time imports torch
 
 MAX_FIT_BATCH = 65536  # the search doubles up to it: 17 probes at most
 MAX_TIMEOUT_S = 86400.0  # a day: any longer is a mistake, never a probe or a timing
@@ -254,6 +257,38 @@ def _check_weights(model: str, weights: Path | None) -> None:
         )
 
 
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.1f} %"
+
+
+def _prediction_line(prediction: Prediction, miou: float | str | None) -> str:
+    """One line per image: what it found (largest classes, their share), its mIoU where a mask is known, the time,
+    the files written."""
+    parts = [escape(str(prediction.image)), escape(prediction.classes_text())]
+    if miou != "no mask":
+        parts.append(f"mIoU {_percent(miou if isinstance(miou, float) else None)}")
+    parts.append(f"{prediction.total_ms():.0f} ms")
+    return f"{' · '.join(parts)} → {escape(prediction.files_text())}"
+
+
+def _class_names_flag(text: str | None) -> list[str] | None:
+    """--class-names: a comma list, or a file with one name a line."""
+    if text is None:
+        return None
+    source = Path(text)
+    if "," not in text and source.is_file():
+        try:
+            lines = source.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SegbenchError(f"--class-names {text}: cannot read it ({exc}); give a UTF-8 text file") from None
+        names = [line.strip() for line in lines if line.strip()]
+    else:
+        names = [name.strip() for name in text.split(",")]
+    if not names or not all(names):
+        raise SegbenchError(f"--class-names {text!r}: an empty name; give one name per class id, e.g. road,sky,car")
+    return names
+
+
 @user_errors
 def predict(
     model: str = typer.Argument(..., help="registered model name"),
@@ -284,9 +319,21 @@ def predict(
         max=1 << 30,  # OpenCV decodes at most 2**30 pixels (CV_IO_MAX_IMAGE_PIXELS)
         help="refuse images with more pixels than this (memory grows with image size; at most 2**30)",
     ),
+    precision: str = typer.Option(
+        REFERENCE_PRECISION, "--precision", metavar="NAME", help="run the model in this precision (as a run's cell)"
+    ),
+    backend: str = typer.Option(
+        REFERENCE_BACKEND, "--backend", metavar="NAME", help="run the model on this backend (as a run's cell)"
+    ),
+    class_names: Optional[str] = typer.Option(
+        None,
+        "--class-names",
+        metavar="NAMES",
+        help="one name per class id: a comma list (road,sky,car) or a text file with one name a line",
+    ),
 ) -> None:
-    """Segment real images: class-id map PNG, coloured overlay PNG and a JSON (areas, contours, RLE) per image, with
-    per-stage timing."""
+    """Segment real images: class-id map PNG, overlay PNG with a legend and a JSON (names, areas, contours, RLE) per
+    image, one line each on the terminal; the stage timing is in the JSON."""
     from segbench.tools.predict import RANDOM_WEIGHTS_WARNING  # lazy: imports torch (and numpy)
     from segbench.tools.predict import predict as run_predict
 
@@ -301,7 +348,17 @@ def predict(
     with library_output(verbose) as chatter:
         load_plugins(plugins)  # first: a plugin's model is known to the weights check below
         _check_weights(model, weights)
-        predictions = run_predict(model, images, out, weights, resolve_device(device), max_pixels=max_pixels)
+        predictions = run_predict(
+            model,
+            images,
+            out,
+            weights,
+            resolve_device(device),
+            class_names=_class_names_flag(class_names),
+            max_pixels=max_pixels,
+            precision=precision,
+            backend=backend,
+        )
     renamed = [p for p in predictions if not p.class_map.name.startswith(f"{p.image.stem}.classes.")]
     if renamed:
         errors.print(
@@ -311,24 +368,22 @@ def predict(
             highlight=False,
             soft_wrap=True,
         )
-    for prediction in predictions:
-        console.print(
-            f"{escape(str(prediction.image))} → {escape(str(prediction.class_map))}, "
-            f"{escape(str(prediction.overlay))}, {escape(str(prediction.summary))}",
-            highlight=False,
-        )
-        console.print(f"  {prediction.timing_text()}", highlight=False)
-        console.print(f"  largest classes: {escape(prediction.classes_text())}", highlight=False)
+    scored = None
     if labelled is not None:
         from segbench.tools.predict import dataset_accuracy  # lazy: imports torch (and numpy)
 
         scored = dataset_accuracy(
             labelled, [p for p in predictions if p.image in set(labelled.images(labelled.config.split))], out
         )
+    per_image = scored["per_image_miou"] if scored else {}
+    for prediction in predictions:
+        line = _prediction_line(prediction, per_image.get(str(prediction.image), "no mask"))
+        console.print(line, highlight=False, soft_wrap=True)  # one line an image, however long
+    if scored is not None:
         console.print(
-            f"against {escape(str(dataset))}: mIoU {scored['miou'] or 0:.4f}, pixel accuracy "
-            f"{scored['pixel_accuracy'] or 0:.4f} "
-            f"over {scored['images']} images ({escape(str(out / 'accuracy.json'))})",
+            f"against {escape(str(dataset))}: mIoU {_percent(scored['miou'])}, pixel accuracy "
+            f"{_percent(scored['pixel_accuracy'])} over {scored['images']} images "
+            f"({escape(str(out / 'accuracy.json'))})",
             highlight=False,
         )
     if chatter.lines:

@@ -4,13 +4,21 @@ Built offline from the model YAML shipped inside the ultralytics package. Postpr
 ultralytics' own: NMS, then prototype-mask assembly cropped to each box. The instances are then
 merged into one class-id map: 0 is background and 1..80 are COCO class ids + 1, so the card has
 81 classes. Where instances overlap, the most confident one owns the pixel.
+
+The class map is built without materialising any instance's full-size mask: each instance's mask logits
+are upsampled only over its box (with a margin of prototype pixels, so every kept pixel reads the same
+neighbours as ultralytics' full-size `process_mask(upsample=True)`) and painted in order of confidence. The
+labels are those of the full-size path bit for bit (tests/models/test_yolo_postprocess.py), at a fraction
+of its cost: ultralytics' path upsamples, thresholds and crops every instance over the whole image.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, Field
 
 from segbench.models._imports import import_ultralytics
@@ -53,20 +61,27 @@ class YoloV8SegAdapter(UltralyticsAdapter):
             return ("background", *coco_names())
         return names
 
-    def instances(self, outputs: Any) -> list[Instances]:
-        """Per image: the NMS survivors' binary masks at the model-input size, their confidences and classes."""
+    def kept(self, outputs: Any) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Per image the NMS survivors (n, 6 + mask coefficients: box xyxy, confidence, class, coefficients), and the
+        prototypes (N, 32, h, w), both float32."""
         import_ultralytics()
         from ultralytics.utils.nms import non_max_suppression
-        from ultralytics.utils.ops import process_mask
 
         options: YoloSegOptions = self.options  # type: ignore[assignment]
         (predictions, protos), _ = outputs  # eval output: ((decoded boxes+scores+coefficients, protos), raw head)
         # fp32 on purpose: process_mask multiplies the coefficients with fp32 prototypes
         predictions, protos = predictions.float(), protos.float()
-        size = (protos.shape[-2] * PROTO_STRIDE, protos.shape[-1] * PROTO_STRIDE)
         detections = non_max_suppression(
             predictions, options.conf, options.iou, max_det=options.max_det, nc=self.head_classes
         )
+        return detections, protos
+
+    def instances(self, outputs: Any) -> list[Instances]:
+        """Per image: the NMS survivors' binary masks at the model-input size, their confidences and classes."""
+        from ultralytics.utils.ops import process_mask
+
+        detections, protos = self.kept(outputs)
+        size = (protos.shape[-2] * PROTO_STRIDE, protos.shape[-1] * PROTO_STRIDE)
         result = []
         for det, proto in zip(detections, protos):
             masks = process_mask(proto, det[:, 6:], det[:, :4], size, upsample=True)
@@ -96,7 +111,7 @@ class YoloV8SegAdapter(UltralyticsAdapter):
         }
 
     def detections(self, outputs: Any) -> int | None:
-        return sum(len(classes) for _, _, classes in self.instances(outputs))
+        return sum(len(det) for det in self.kept(outputs)[0])
 
     def logits(self, outputs: Any) -> torch.Tensor:
         """Per-pixel score map (N, num_classes, H, W) at the model-input size, for fidelity comparisons.
@@ -128,8 +143,57 @@ class YoloV8SegAdapter(UltralyticsAdapter):
     def postprocess(self, outputs: Any, size: tuple[int, int]) -> torch.Tensor:
         """Class-id map (N, H, W), uint8, where output_policy says: 0 background, 1..80 COCO class + 1."""
         dtype = label_dtype(self.num_classes)
-        labels = [_merge_instances(*instance).to(dtype) for instance in self.instances(outputs)]
+        detections, protos = self.kept(outputs)
+        labels = [paint_instances(det, proto, dtype) for det, proto in zip(detections, protos)]
         return deliver(torch.stack(labels)[:, : size[0], : size[1]], self.output_policy)
+
+
+def painting_order(confidences: torch.Tensor) -> list[int]:
+    """Least confident first, so the most confident instance is painted last and owns the pixel; among equal
+    confidences the first instance wins, as `max(dim=0)` over stacked masks picks it."""
+    reversed_indices = torch.arange(len(confidences) - 1, -1, -1)
+    order = torch.argsort(confidences[reversed_indices], stable=True)
+    return reversed_indices[order].tolist()
+
+
+def _source_window(start: int, stop: int, stride: int, length: int) -> tuple[int, int]:
+    """The prototype rows (or columns) the bilinear upsample reads for output pixels [start, stop), with one more on
+    each side, so no kept pixel reads an edge clamped by the window that the full-size upsample would not clamp."""
+    first = math.floor((start + 0.5) / stride - 0.5)
+    last = math.floor((stop - 1 + 0.5) / stride - 0.5) + 1
+    return max(0, first - 1), min(length, last + 2)
+
+
+def paint_instances(det: torch.Tensor, proto: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """One image's class map at the model-input size from its NMS survivors: ultralytics' `process_mask` (mask
+    logits upsampled bilinearly from the prototypes, > 0, cropped to the box) computed only over each box."""
+    channels, height, width = proto.shape
+    size = (height * PROTO_STRIDE, width * PROTO_STRIDE)
+    labels = torch.zeros(size, dtype=dtype, device=proto.device)
+    if not len(det):
+        return labels
+    logits = (det[:, 6:] @ proto.view(channels, -1)).view(-1, height, width)
+    boxes = det[:, :4].tolist()
+    classes = (det[:, 5].long() + 1).tolist()
+    for index in painting_order(det[:, 4]):
+        x1, y1, x2, y2 = boxes[index]
+        # crop_mask keeps pixel (r, c) where y1 <= r < y2 and x1 <= c < x2
+        rows = (max(0, math.ceil(y1)), min(size[0], math.ceil(y2)))
+        cols = (max(0, math.ceil(x1)), min(size[1], math.ceil(x2)))
+        if rows[0] >= rows[1] or cols[0] >= cols[1]:
+            continue
+        r0, r1 = _source_window(*rows, PROTO_STRIDE, height)
+        c0, c1 = _source_window(*cols, PROTO_STRIDE, width)
+        window = F.interpolate(
+            logits[index, r0:r1, c0:c1][None, None],
+            size=((r1 - r0) * PROTO_STRIDE, (c1 - c0) * PROTO_STRIDE),
+            mode="bilinear",
+            align_corners=False,
+        )[0, 0]
+        top, left = r0 * PROTO_STRIDE, c0 * PROTO_STRIDE
+        inside = window[rows[0] - top : rows[1] - top, cols[0] - left : cols[1] - left] > 0
+        labels[rows[0] : rows[1], cols[0] : cols[1]].masked_fill_(inside, classes[index])
+    return labels
 
 
 def _class_logits(raw: Any, scores: torch.Tensor) -> torch.Tensor:
@@ -139,14 +203,6 @@ def _class_logits(raw: Any, scores: torch.Tensor) -> torch.Tensor:
     if isinstance(logits, torch.Tensor) and logits.shape == scores.shape:
         return logits
     return torch.logit(scores.float(), eps=LOGIT_EPS)
-
-
-def _merge_instances(masks: torch.Tensor, confidences: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """One class-id map from instance masks: the most confident covering instance wins, else background 0."""
-    if not len(classes):
-        return torch.zeros(masks.shape[-2:], dtype=torch.int64, device=masks.device)
-    best, owner = (masks.float() * confidences.view(-1, 1, 1)).max(dim=0)
-    return torch.where(best > 0, classes[owner] + 1, 0)
 
 
 # Published parameter counts (M) are those of the fused model, as ultralytics prints them.

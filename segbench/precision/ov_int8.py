@@ -272,6 +272,7 @@ class OvInt8(Precision):
     warm_imports = ("openvino", "nncf")
     matmul_class = "int8"
     runs_on = ("openvino",)
+    graph_class: type[OvInt8Graph] = OvInt8Graph
 
     def __init__(self) -> None:
         self._calibration_count = 0
@@ -298,4 +299,4 @@ class OvInt8(Precision):
         batches = [batch.float().cpu().numpy() for batch in (context.calibration or (context.example,))]
         self._calibration_count = sum(batch.shape[0] for batch in batches)
         self._settings = []
-        return OvInt8Graph(model.float(), batches, self._settings.extend)
+        return self.graph_class(model.float(), batches, self._settings.extend)

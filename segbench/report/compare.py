@@ -53,6 +53,7 @@ from segbench.measure.significance import (
     change_test,
     within_process_spreads,
 )
+from segbench.report.profile import block_regressions
 from segbench.report.tables import sort_cells
 from segbench.results.labels import cell_label
 from segbench.results.metrics import METRICS, Metric, headline_memory
@@ -146,6 +147,7 @@ class CellChange:
     status_b: str
     metrics: tuple[MetricChange, ...]
     flags: tuple[str, ...] = ()  # why its figures deserve less trust: "contended in B", "undersampled in A"
+    slower_blocks: tuple[str, ...] = ()  # profiled blocks whose time grew, "neck 2.1 -> 3.4 ms (+62 %)"
 
     def metric(self, key: str) -> MetricChange | None:
         return next((m for m in self.metrics if m.key == key), None)
@@ -698,6 +700,7 @@ def compare_runs(
                 str(record_b.get("status")),
                 judged,
                 cell_flags(record_a, record_b),
+                tuple(block_regressions(record_a, record_b)),
             )
         )
     return Comparison(

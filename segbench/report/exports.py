@@ -10,6 +10,7 @@ import pandas as pd
 
 from segbench.errors import SegbenchError
 from segbench.formatting import fmt_duration, fmt_fixed, fmt_time, printable
+from segbench.report import profile as profiles
 from segbench.report import stream, tables
 from segbench.report.answer import FPS_SENTENCE, HOW_TO, PERCENTILE_SENTENCE, answer
 from segbench.report.html import (
@@ -17,6 +18,9 @@ from segbench.report.html import (
     ARTEFACTS_SENTENCE,
     FAILURE_COLUMNS,
     LEADERBOARD_COLUMNS,
+    PROFILE_BLOCK_COLUMNS,
+    PROFILE_OPERATOR_COLUMNS,
+    PROFILE_PAIR_COLUMNS,
     PRUNED_COLUMNS,
     QUANTIZATION_COLUMNS,
     STREAM_TRIAL_COLUMNS,
@@ -33,7 +37,7 @@ from segbench.report.html import (
 )
 from segbench.report.memory import BREAKDOWN_NOTE, gpu_memory_breakdown
 from segbench.report.search import pruned_table
-from segbench.results.metrics import CATALOGUE, withhold_percentiles
+from segbench.results import frame
 from segbench.results.runs import RunData, load_run, load_runs, merge_note
 from segbench.results.schema import STAGES
 from segbench.results.store import refuse_run_file_as_output
@@ -41,7 +45,6 @@ from segbench.suite.expectations import verdict_note
 from segbench.suite.targets import Targets
 
 FORMATS = {"html": ".html", "md": ".md", "csv": ".csv"}
-ARTEFACT_FIELDS = ("artefact_kind", "artefact_folder")  # the file a cell ran (its ONNX, IR, int8 program)
 REPORTS_DIR = Path("reports")
 
 
@@ -190,6 +193,7 @@ def render_markdown(run: RunData, targets: Targets | None = None) -> str:
     if not trials.empty:
         parts += ["", "### Stream trials", "", *(f"- {_md_text(line)}" for line in stream.criteria(run)), ""]
         parts += [markdown_table(trials, STREAM_TRIAL_COLUMNS), "", _md_text(stream.TRIALS_NOTE)]
+    parts += _md_profile(run)
     quantization = tables.quantization(run)
     if not quantization.empty:
         parts += ["", "### Quantization and precision", "", markdown_table(quantization, QUANTIZATION_COLUMNS)]
@@ -246,70 +250,40 @@ def render_markdown(run: RunData, targets: Targets | None = None) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _md_profile(run: RunData) -> list[str]:
+    """The Profile section: per configuration its headline, blocks and top operators; two precisions side by side."""
+    sections = profiles.sections(run)
+    if not sections:
+        return []
+    parts = ["", "### Profile: where the time goes", "", _md_text(profiles.PROFILE_NOTE)]
+    for section in sections:
+        parts += ["", f"#### {_md_text(section.title)}", "", _md_text(section.headline)]
+        parts += ["", f"_{_md_text(section.how)}_"]
+        parts += ["", markdown_table(section.blocks, PROFILE_BLOCK_COLUMNS), ""]
+        parts += [markdown_table(section.operators, PROFILE_OPERATOR_COLUMNS)]
+    for base, other in profiles.precision_pairs(run):
+        parts += ["", f"#### {_md_text(profiles.pair_title(base, other))}"]
+        parts += ["", _md_text(profiles.pair_line(base, other))]
+        parts += ["", markdown_table(profiles.pair_frame(base, other), PROFILE_PAIR_COLUMNS)]
+    return parts
+
+
 # ---- CSV -------------------------------------------------------------------------------------------
-
-IDENTITY_COLUMNS = [
-    "cell_id",
-    "model",
-    "card",
-    "resolution",
-    "batch",
-    "precision",
-    "backend",
-    "options",
-    "status",
-    "error",
-]
-BULKY = ("samples_ms", "stage_samples_ms", "traceback")
-
-
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """Every scalar of a record under its dotted path; lists of scalars as JSON text, lists of objects (trials, series)
-    left out."""
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if name in BULKY:
-            continue
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}."))
-        elif isinstance(value, list):
-            if all(not isinstance(item, (dict, list)) for item in value):
-                flat[name] = json.dumps(value)
-        else:
-            flat[name] = value
-    return flat
 
 
 def cells_frame(run: RunData, targets: Targets | None = None) -> pd.DataFrame:
-    """One row per cell (ok or not): its axes, every catalogue metric (stable keys), the verdict, then every other
-    scalar of the record by its dotted path (latency_ms.p90, stream.frames_dropped)."""
+    """One row per cell (ok or not), named as `segbench.results.load` names its columns (results/frame.py builds the
+    rows): its axes, every catalogue metric (stable keys), the verdict, then every other scalar of the record by its
+    dotted path (latency_ms.p90, stream.frames_dropped)."""
     result = answer(run, targets)
-    found = tables.references(run)
-    per_value = [metric.key for metric in CATALOGUE]
     rows = []
-    for record in tables.sort_cells(run.records):
-        row: dict[str, Any] = {key: value for key, value in tables.identity(record).items() if key != "pixels"}
-        row["options"] = json.dumps(record["options"], sort_keys=True) if record.get("options") else ""  # whole
-        row.update(status=record.get("status"), error=record.get("error"))
-        row.update({metric.key: metric.value(record) for metric in CATALOGUE if not metric.relative})
-        row.update(tables.relative_values(record, found.get(tables.variant_key(record))))
-        row["memory_figure"] = tables.peak_memory(record)[1] if row.get("peak_mb") is not None else None
-        ran = tables.artefact(record)
-        row.update(artefact_kind=ran[0] if ran else None, artefact_folder=ran[1] if ran else None)
+    for record, row in frame.cell_rows(run):
         judged = result.verdicts.get(record["cell_id"])
         row.update(verdict=judged.status if judged else None, verdict_detail=judged.text if judged else None)
         if (record.get("search") or {}).get("evidence"):  # a pruned cell's measured cells, whole
             row["search.evidence"] = json.dumps(record["search"]["evidence"], sort_keys=True)
-        for key, value in _flatten(withhold_percentiles(record)).items():  # old records kept a p99 for any n
-            row.setdefault(key, value)  # a catalogue key equal to its record path (fps, prepare_s) is the same value
         rows.append(row)
-    columns = [*IDENTITY_COLUMNS, *per_value, "memory_figure", "verdict", "verdict_detail", *ARTEFACT_FIELDS]
-    frame = pd.DataFrame(rows)
-    extra = sorted(c for c in frame.columns if c not in columns) if not frame.empty else []
-    return frame.reindex(
-        columns=[*columns, *extra]
-    )  # explicit columns: an empty run still gets a header, names never move
+    return frame.ordered(rows, judged=True)
 
 
 FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")

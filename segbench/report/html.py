@@ -20,6 +20,7 @@ from segbench.data.datasets import PROTOCOL_TEXT
 from segbench.formatting import fmt_duration, fmt_fixed, fmt_flag, fmt_ms, fmt_time, fmt_yes_no
 from segbench.formatting import missing as _missing
 from segbench.report import plots, stream, tables
+from segbench.report import profile as profiles
 from segbench.report.answer import FPS_SENTENCE, HOW_TO, PERCENTILE_SENTENCE, Answer, answer
 from segbench.report.compare import (
     AA_BOUND_SOURCE,
@@ -377,6 +378,64 @@ def dataset_text(run: RunData) -> str:
     )
 
 
+PROFILE_OPERATOR_COLUMNS = [
+    Column("operator", "operator"),
+    Column("implementation", "implementation / kernel"),
+    Column("precision", "precision executed"),
+    Column("self_ms", "self ms / forward", fmt_fixed(3), True),
+    Column("share_pct", "share %", fmt_fixed(1), True),
+    Column("calls", "calls / forward", fmt_fixed(0), True),
+]
+PROFILE_BLOCK_COLUMNS = [
+    Column("block", "block"),
+    Column("self_ms", "self ms / forward", fmt_fixed(3), True),
+    Column("share_pct", "share %", fmt_fixed(1), True),
+    Column("low_precision_pct", "in low precision %", fmt_fixed(0), True),
+    Column("precisions", "precisions executed"),
+    Column("gflops", "GFLOP / image", fmt_fixed(3), True),
+    Column("intensity", "FLOP / byte", fmt_fixed(1), True),
+    Column("pct_of_roof", "% of its roof", fmt_fixed(1), True),
+    Column("bound", "bound"),
+]
+PROFILE_PAIR_COLUMNS = [
+    Column("block", "block"),
+    Column("base_ms", "fp32 ms", fmt_fixed(3), True),
+    Column("other_ms", "low precision ms", fmt_fixed(3), True),
+    Column("speedup", "speed-up", fmt_fixed(2), True),
+    Column("verdict", "block"),
+    Column("float_pct", "still in float %", fmt_fixed(0), True),
+]
+
+
+def _profile_context(run: RunData) -> dict[str, Any]:
+    """The Profile section: each profiled configuration, the stacked bar, two precisions side by side."""
+    sections = profiles.sections(run)
+    if not sections:
+        return {"profiles": [], "profile_pairs": [], "profile_plot": None}
+    return {
+        "profiles": [
+            {
+                "title": section.title,
+                "headline": section.headline,
+                "how": section.how,
+                "operators": html_table(section.operators, PROFILE_OPERATOR_COLUMNS),
+                "blocks": html_table(section.blocks, PROFILE_BLOCK_COLUMNS),
+            }
+            for section in sections
+        ],
+        "profile_pairs": [
+            {
+                "title": profiles.pair_title(base, other),
+                "line": profiles.pair_line(base, other),
+                "table": html_table(profiles.pair_frame(base, other), PROFILE_PAIR_COLUMNS),
+            }
+            for base, other in profiles.precision_pairs(run)
+        ],
+        "profile_plot": profiles.stacked_plot(run),
+        "profile_note": profiles.PROFILE_NOTE,
+    }
+
+
 def report_context(run: RunData, targets: Targets | None = None) -> dict[str, Any]:
     leaderboard, notes = footnote_notes(tables.leaderboard(run))
     quantization = tables.quantization(run)
@@ -430,6 +489,7 @@ def report_context(run: RunData, targets: Targets | None = None) -> dict[str, An
         "verdict_note": verdict_note(),
         "generated": f"segbench {segbench.__version__}",
         "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        **_profile_context(run),
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import textwrap
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable
 
@@ -523,6 +524,7 @@ def _pareto_plot(run: RunData) -> Plot:
         shown = _series_points(by_model[model])
         here = [p for group in shown.values() for p in group]
         drawn.extend(here)
+        front_points: list[dict[str, Any]] = []
         for label, group in shown.items():
             group = sorted(group, key=lambda p: p["median_ms"])
             line = axis.scatter(
@@ -537,14 +539,7 @@ def _pareto_plot(run: RunData) -> Plot:
                     color=line.get_facecolor()[0],
                     linewidth=1,
                 )
-            for p in on_front:  # labelling every point would pile labels on top of each other
-                axis.annotate(
-                    option_text(p["record"]),
-                    (p["median_ms"], p["quality"] * 100),
-                    fontsize=7,
-                    xytext=(3, 3),
-                    textcoords="offset points",
-                )
+            front_points.extend(on_front)  # labelling every point would pile labels on top of each other
         _log_if_wide([p["median_ms"] for p in here], axis, "x")
         lowest, highest = (fn(p["quality"] for p in here) * 100 for fn in (min, max))
         # Agreement tops out at 100 % (the reference), so the axis ends there; mIoU ends a little above its best.
@@ -555,7 +550,10 @@ def _pareto_plot(run: RunData) -> Plot:
         axis.set_ylim(bottom, top)
         decimals = max(0, math.ceil(-math.log10((top - bottom) / 10)))  # about ten steps of the axis tell apart
         axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.{decimals}f}"))
-        axis.set(title=model, xlabel="median end-to-end latency (ms)", ylabel=quality_label)
+        labels, shared = _point_labels([p["record"] for p in front_points])
+        _place_labels(axis, [(p["median_ms"], p["quality"] * 100, text) for p, text in zip(front_points, labels)])
+        axis.set(title=f"{model}\n{shared}" if shared else model, xlabel="median end-to-end latency (ms)")
+        axis.set_ylabel(quality_label)
         _legend(axis)
 
     note = (
@@ -564,6 +562,41 @@ def _pareto_plot(run: RunData) -> Plot:
     )
     image = _panels(models, title, draw)
     return Plot(key, title, image, note + _left_out(len(points), len(drawn), len(by_model)))
+
+
+MAX_LABEL_CHARS = 28  # a point label wraps past this (a panel is about 45 characters of 7 pt text wide)
+
+
+def _point_labels(records: Records) -> tuple[list[str], str]:
+    """Each point's label: precision / backend, plus the options and weights tag only where the panel's points differ
+    in it; a tag they all share is returned once, for the panel's title (it made every label longer than the panel)."""
+    full = [option_text(record) for record in records]
+    short = [f"{record['precision']} / {record['backend']}" for record in records]
+    tags = {text[len(head) :].strip() for text, head in zip(full, short)}
+    if len(tags) == 1:
+        return short, textwrap.shorten(next(iter(tags)), 60, placeholder="…")
+    return [textwrap.fill(text, MAX_LABEL_CHARS) for text in full], ""
+
+
+def _place_labels(axis: Axes, points: list[tuple[float, float, str]]) -> None:
+    """Labels toward the panel's inside (left of a point in its right half, below one near its top), clipped to the
+    panel: none reaches the legend beside it."""
+    axis.get_xlim()  # settles the autoscaled limits the fractions below are taken in
+    to_fraction = axis.transScale + axis.transLimits
+    for x, y, text in points:
+        across, up = to_fraction.transform((x, y))
+        right, top = across > 0.5, up > 0.75
+        axis.annotate(
+            text,
+            (x, y),
+            fontsize=7,
+            xytext=(-3 if right else 3, -3 if top else 3),
+            textcoords="offset points",
+            ha="right" if right else "left",
+            va="top" if top else "bottom",
+            annotation_clip=True,
+            clip_on=True,
+        )
 
 
 def _series_points(points: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

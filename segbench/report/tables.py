@@ -6,27 +6,30 @@ quantized share, a memory budget) become columns only when at least one cell has
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pandas as pd
 
 from segbench.report.summary import measurement_flags
-from segbench.results.labels import cell_label, options_tag, resolution_text
+from segbench.results.frame import (  # the CSV's and load()'s rows use them too
+    artefact,
+    identity,
+    references,
+    relative_values,
+    sort_cells,
+)
+from segbench.results.labels import cell_label, resolution_text
 from segbench.results.metrics import (
     METRICS,
     PIPELINE_WHY,
     STREAM,
     TELEMETRY,
-    footprint_mb,
-    headline_memory,
     is_reference,
     number,
     times_whole_pipeline,
 )
-from segbench.results.runs import RunData, accuracy, fidelity, peak_memory, pixels, variant_key
+from segbench.results.runs import RunData, accuracy, fidelity, peak_memory, variant_key
 from segbench.results.schema import STAGES
-from segbench.system import cache
 
 # ---- record accessors: every optional field may be missing or null ------------------------------
 
@@ -38,19 +41,6 @@ def _latency(record: dict[str, Any], key: str) -> float | None:
 # ---- tables -----------------------------------------------------------------------------------------
 
 
-def sort_cells(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(
-        records,
-        key=lambda r: (
-            r["model"],
-            pixels(r),
-            r["batch_size"],
-            not is_reference(r),
-            r["precision"],
-            r["backend"],
-            json.dumps(r.get("options") or {}),
-        ),
-    )
 
 
 IDENTITY = ("cell_id", "model", "card", "resolution", "pixels", "batch", "precision", "backend", "options")
@@ -77,22 +67,8 @@ LEADERBOARD_METRICS = (
     "pixel_accuracy_gt_pct",
 )
 ALWAYS_SHOWN = {"median_ms", "p95_ms", "cv_pct", "n", "fps", "peak_mb"}  # the rest only when some cell has them
-RELATIVE_METRICS = ("speedup", "end_to_end_speedup", "memory_saving_pct")
 
 
-def identity(record: dict[str, Any]) -> dict[str, Any]:
-    """The axes that name a cell, as table columns."""
-    return {
-        "cell_id": record["cell_id"],
-        "model": record["model"],
-        "card": record.get("hardware") or "",
-        "resolution": resolution_text(record),
-        "pixels": pixels(record),
-        "batch": record["batch_size"],
-        "precision": record["precision"],
-        "backend": record["backend"],
-        "options": options_tag(record["options"]) if record.get("options") else "",  # the CSV keeps them whole
-    }
 
 
 def metric_values(record: dict[str, Any], keys: tuple[str, ...]) -> dict[str, float | None]:
@@ -132,22 +108,8 @@ def leaderboard(run: RunData) -> pd.DataFrame:
     )
 
 
-def relative_values(record: dict[str, Any], reference: dict[str, Any] | None) -> dict[str, float | None]:
-    """Speed-ups and memory saving against the fp32 eager cell of the same variant (None without one)."""
-    values: dict[str, float | None] = dict.fromkeys(RELATIVE_METRICS)
-    if reference is None or is_reference(record):
-        return values
-    for key, metric in (("speedup", "median_ms"), ("end_to_end_speedup", "end_to_end_ms")):
-        mine, theirs = METRICS[metric].value(record), METRICS[metric].value(reference)
-        values[key] = theirs / mine if mine and theirs else None
-    footprint, reference_footprint = footprint_mb(record), footprint_mb(reference)
-    if footprint is not None and reference_footprint and headline_memory(record)[1] == headline_memory(reference)[1]:
-        values["memory_saving_pct"] = (1 - footprint / reference_footprint) * 100
-    return values
 
 
-def references(run: RunData) -> dict[tuple[Any, ...], dict[str, Any]]:
-    return {variant_key(r): r for r in run.ok if is_reference(r)}
 
 
 # What the quantization table shows of a cell beside its speed: fidelity to fp32 eager and against ground truth.
@@ -289,13 +251,6 @@ def failures(run: RunData) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def artefact(record: dict[str, Any]) -> tuple[str, str] | None:
-    """The kind and cache folder of the file a cell ran (its ONNX, IR or int8 program), None for a module run in
-    PyTorch itself; old records name only the entry's key."""
-    event = cache.artefact_event(record.get("cache_events"))
-    if event is None:
-        return None
-    return str(event["kind"]), str(event.get("entry") or f"<cache>/{cache.ENTRIES_DIR}/{event['kind']}/{event['key']}")
 
 
 def artefacts(run: RunData) -> pd.DataFrame:
@@ -326,6 +281,8 @@ def end_to_end_scope(run: RunData) -> list[str]:
         if isinstance(covers, dict):
             stages = " → ".join(str(stage) for stage in covers.get("stages") or STAGES)
             text = f"{stages}, from {covers.get('input')}; class map: {covers.get('class_map')}"
+            if covers.get("host_threads") is not None:
+                text += f"; host stages on {covers['host_threads']} torch thread(s)"
         else:
             text = LEGACY_COVERS
         counts[text] = counts.get(text, 0) + 1

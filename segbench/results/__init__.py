@@ -11,7 +11,7 @@ from typing import Any
 
 def __getattr__(name: str) -> Any:
     if name == "load":
-        from segbench.results.store import load  # lazy: the store imports pandas
+        from segbench.results.frame import load  # lazy: the frame imports pandas
 
         return load
     raise AttributeError(f"module 'segbench.results' has no attribute {name!r}")

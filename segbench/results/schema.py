@@ -155,6 +155,7 @@ class CellRecord(Stored):
     over_budget: str | None = None  # an emulated card's total exceeded by the NVML process peak
     torch_flags: dict[str, Any] | None = None  # cuDNN/matmul settings the timed passes ran with
     memory_allocator_mb: dict[str, Number] | None = None  # torch.cuda.memory_stats() at the memory pass's peak
+    profile: dict[str, Any] | None = None  # the profile pass: operators and blocks, bounded (cell/profile.py)
     # `run --search`: phase (screen | extend | full) and why, or for a pruned cell its rule, reason and evidence
     search: dict[str, Any] | None = None
 

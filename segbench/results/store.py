@@ -14,9 +14,8 @@ import shutil
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-import pandas as pd
 import yaml
 from pydantic import ValidationError
 
@@ -308,29 +307,6 @@ def finished_cell_ids(run_dir: Path, retry_failed: bool = False) -> set[str]:
         return set()
     kept = ("ok", "pruned")
     return {record_key(r) for r in read_records(run_dir) if not retry_failed or r.get("status") in kept}
-
-
-_BULKY_COLUMNS = ("samples_ms", "stage_samples_ms", "traceback")
-
-
-def to_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """Flatten records into columns like `latency_ms.median`; raw samples stay as list columns."""
-    records = list(records)
-    if not records:
-        return pd.DataFrame()
-    flat = pd.json_normalize([{k: v for k, v in r.items() if k not in _BULKY_COLUMNS} for r in records], sep=".")
-    for column in ("samples_ms",):
-        flat[column] = [r.get(column) for r in records]
-    return flat
-
-
-def load(run_dir: Path | str | list[Path] | list[str]) -> pd.DataFrame:
-    """A run's results as a pandas DataFrame, one row per cell (latest attempt); given several run folders, one
-    frame of all their cells with a `run` column naming each cell's folder."""
-    if not isinstance(run_dir, (list, tuple)):
-        return to_frame(read_records(run_dir))
-    frames = [to_frame(read_records(path)).assign(run=Path(path).name) for path in run_dir]
-    return pd.concat(frames, ignore_index=True) if frames else to_frame([])
 
 
 def partial_run_note(run_dir: Path | str, meta: dict[str, Any]) -> str | None:

@@ -22,6 +22,7 @@ from segbench.data.images import photograph_names
 from segbench.device import is_gpu
 from segbench.errors import SegbenchError
 from segbench.hardware import profile_for_device
+from segbench.hardware.bounds import profile_bounds
 from segbench.hardware.roofline import bytes_per_image, measure_ceiling_isolated, roofline
 from segbench.measure.canary import against_reference, joined, reference_drift
 from segbench.models.registry import get_card
@@ -227,10 +228,16 @@ def _derived_fields(record: dict[str, Any], meta: dict[str, Any]) -> dict[str, A
         no_profile_reason=name_or_reason,
         bytes_per_image=bytes_per_image(record.get("traffic"), kind),
     )
+    bounded = (
+        {"profile": profile_bounds(record["profile"], record["batch_size"], ceiling_for(record, meta), kind)}
+        if record.get("profile")
+        else {}
+    )
     return {
         "roofline": _withheld(figures, record.get("inconsistent_forward")),
         "throttled": telemetry.get("throttled"),
         **_drift_fields(record, meta),
+        **bounded,
     }
 
 
@@ -383,6 +390,7 @@ def _jobs(
             dataset=suite.dataset,
             calibration=suite.calibration,
             end_to_end=suite.end_to_end,
+            profile=suite.profile if suite.profile is not None and suite.profile.enabled else None,
         )
         for card in cards:
             suffix = f"@{card}" if card else ""

@@ -146,6 +146,11 @@ class EndToEndConfig(StrictModel):
     resize: Literal["logits", "labels"] = "logits"
     interpolate_dtype: Literal["float32", "logits"] = "float32"
     map_device: Literal["host", "device"] = "host"
+    # torch's threads for the host stages (decode, resize, preprocess, postprocess) around a forward another runtime
+    # runs: "auto" is 1 where OpenVINO or ONNX Runtime run the forward in their own thread pool (torch's OpenMP
+    # workers spin-wait after each host stage and took the forward's cores: OpenVINO's docs, "Composability of
+    # different threading runtimes"), else the cell's threads; a number sets it for every backend.
+    host_threads: Literal["auto"] | Annotated[int, Field(ge=1, le=MAX_THREADS)] = "auto"
 
     @field_validator("camera_size", mode="before")
     @classmethod
@@ -173,6 +178,14 @@ class RooflineConfig(StrictModel):
     ceiling_seconds: Annotated[float, Field(gt=0, le=120)] = 4.0
 
 
+class ProfileConfig(StrictModel):
+    """The profile pass (segbench.cell.profile): the runtime's own profiler over a few forwards, after the timed
+    passes. `profile: true` takes these defaults."""
+
+    enabled: bool = True
+    iters: Annotated[int, Field(ge=1, le=1000, strict=True)] = 10
+
+
 class Suite(StrictModel):
     name: Annotated[str, Field(min_length=1, max_length=MAX_NAME)]  # it names the run folder
     description: str = ""
@@ -198,6 +211,7 @@ class Suite(StrictModel):
     end_to_end: EndToEndConfig = EndToEndConfig()
     dataset: DatasetConfig | None = None  # labelled images: every ok cell gets mIoU, pixel accuracy, per-class IoU
     calibration: CalibrationConfig | None = None  # images int8 calibrates on (default: the dataset's train split)
+    profile: ProfileConfig | None = None  # a per-operator profile of every cell, after its timed passes
     include: list[Rule] = Field(default_factory=list)
     exclude: list[Rule] = Field(default_factory=list)
     # `run --search`: the cells in the order that decides the Answer soonest, the rest pruned (run/search.py); each
@@ -216,6 +230,13 @@ class Suite(StrictModel):
     def _names_to_entries(cls, value: Any) -> Any:
         if isinstance(value, list):
             return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("profile", mode="before")
+    @classmethod
+    def _profile_flag(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return {"enabled": True} if value else None
         return value
 
     @field_validator("resolutions", mode="before")

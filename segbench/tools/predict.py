@@ -1,7 +1,8 @@
 """`segbench predict`: run real images through a model and write the outputs practitioners use.
 
-Per image: the class-id map (PNG), a coloured overlay (PNG), and a JSON with per-class pixel area
-and share, contours (OpenCV findContours) and an uncompressed COCO-style RLE mask per class.
+Per image: the class-id map (PNG), a coloured overlay (PNG) with a legend strip below it (each class found, by name,
+with its share of the image), and a JSON with per-class name, pixel area and share, contours (OpenCV findContours) and
+an uncompressed COCO-style RLE mask per class. The model runs as one precision x backend path (`predict_path`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import torch
 
 from segbench.errors import SegbenchError
 from segbench.measure.accuracy import ConfusionMatrix
-from segbench.models.registry import create_model
+from segbench.naming import REFERENCE_BACKEND, REFERENCE_PRECISION
+from segbench.tools.predict_path import PredictPath
 
 RANDOM_WEIGHTS_WARNING = (
     "random weights (no weights file given): these masks are meaningless; they show the output "
@@ -29,6 +31,7 @@ RANDOM_WEIGHTS_WARNING = (
 )
 DEFAULT_MAX_PIXELS = 4096 * 4096  # 16.8 MP: a 4K frame fits twice; a 16000² PNG (256 MP) would need gigabytes
 MAX_CONTOUR_POINTS = 2000  # per class, so a JSON stays readable for noisy masks
+MAX_LEGEND_ENTRIES = 12  # the largest classes; the rest are counted ("+3 more") and all are in the JSON
 
 
 PREDICT_STAGES = ("read", "preprocess", "forward", "postprocess", "write")
@@ -47,6 +50,16 @@ class Prediction:
 
     def classes_text(self) -> str:
         return ", ".join(f"{name} {share * 100:.1f} %" for name, share in self.top_classes)
+
+    def files_text(self) -> str:
+        """The three files written, the folder named once: `out/cam.{classes.png, overlay.png, json}`."""
+        names = [self.class_map.name, self.overlay.name, self.summary.name]
+        stem = self.summary.name[: -len(".json")]
+        tails = ", ".join(name[len(stem) + 1 :] for name in names)
+        return f"{self.summary.parent / stem}.{{{tails}}}"
+
+    def total_ms(self) -> float:
+        return sum(self.timing_ms.values())
 
     def timing_text(self) -> str:
         stages = " · ".join(
@@ -166,6 +179,52 @@ def palette(num_classes: int) -> np.ndarray:
     return colours
 
 
+def _legend_font(width: int) -> Any:
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=max(11, min(28, width // 50)))  # readable on a thumbnail and on a 4K frame
+
+
+def with_legend(
+    blended: np.ndarray, labels: np.ndarray, colours: np.ndarray, names: dict[int, str] | None
+) -> np.ndarray:
+    """The overlay with a strip below it: a colour swatch, the class name and its share per class found, largest
+    first, wrapped to the image's width. The image's own pixels are untouched, so the overlay's top left is the
+    image's."""
+    from PIL import Image, ImageDraw
+
+    width = blended.shape[1]
+    font = _legend_font(width)
+    size = int(font.size)
+    entries = top_classes(labels, names, count=MAX_LEGEND_ENTRIES, with_ids=True)
+    left = int(np.unique(labels).size) - len(entries)
+    items = [(colours[class_id], f"{name} {share * 100:.1f} %") for class_id, name, share in entries]
+    if left:
+        items.append((None, f"+{left} more (in the JSON)"))
+    pad, swatch = size // 2, size
+    rows: list[list[tuple[Any, str, int]]] = [[]]
+    x = pad
+    for colour, text in items:
+        step = (swatch + pad // 2 if colour is not None else 0) + int(font.getlength(text)) + 2 * pad
+        if rows[-1] and x + step > width:
+            rows.append([])
+            x = pad
+        rows[-1].append((colour, text, x))
+        x += step
+    row_height = size + pad
+    strip = Image.new("RGB", (width, len(rows) * row_height + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    for index, row in enumerate(rows):
+        top = pad + index * row_height
+        for colour, text, x in row:
+            if colour is not None:
+                draw.rectangle([x, top, x + swatch - 1, top + swatch - 1], fill=tuple(int(c) for c in colour))
+                draw.rectangle([x, top, x + swatch - 1, top + swatch - 1], outline=(0, 0, 0))
+                x += swatch + pad // 2
+            draw.text((x, top), text, fill=(0, 0, 0), font=font)
+    return np.concatenate([blended, np.asarray(strip, dtype=np.uint8)], axis=0)
+
+
 def rle_encode(mask: np.ndarray) -> dict[str, Any]:
     """Uncompressed COCO RLE: run lengths over the column-major flattened mask, starting with zeros."""
     flat = mask.T.reshape(-1).astype(np.uint8)
@@ -244,8 +303,8 @@ def write_outputs(
     overlay = out_dir / f"{stem}.overlay.png"
     summary = out_dir / f"{stem}.json"
     dtype = np.uint8 if num_classes <= 256 else np.uint16
-    coloured = palette(num_classes)[labels]
-    blended = (0.5 * image + 0.5 * coloured).astype(np.uint8)
+    colours = palette(num_classes)
+    blended = with_legend((0.5 * image + 0.5 * colours[labels]).astype(np.uint8), labels, colours, names)
     document = {
         **meta,
         "image": str(image_path),
@@ -265,13 +324,17 @@ def write_outputs(
     return Prediction(image_path, class_map, overlay, summary)
 
 
-def top_classes(labels: np.ndarray, names: dict[int, str] | None, count: int = 3) -> tuple[tuple[str, float], ...]:
-    """The classes covering most pixels, by name where the model has names."""
+def top_classes(
+    labels: np.ndarray, names: dict[int, str] | None, count: int = 3, with_ids: bool = False
+) -> tuple[Any, ...]:
+    """The classes covering most pixels, by name where the model has names: (name, share), or (id, name, share)."""
     ids, pixels = np.unique(labels, return_counts=True)
-    order = np.argsort(-pixels)[:count]
-    return tuple(
-        ((names or {}).get(int(ids[i]), f"class {int(ids[i])}"), float(pixels[i]) / labels.size) for i in order
-    )
+    order = np.argsort(-pixels, kind="stable")[:count]
+    found = [
+        (int(ids[i]), (names or {}).get(int(ids[i]), f"class {int(ids[i])}"), float(pixels[i]) / labels.size)
+        for i in order
+    ]
+    return tuple(found) if with_ids else tuple((name, share) for _, name, share in found)
 
 
 class _StageClock:
@@ -298,55 +361,59 @@ def predict(
     device: str = "cpu",
     options: dict[str, Any] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    precision: str = REFERENCE_PRECISION,
+    backend: str = REFERENCE_BACKEND,
+    class_names: list[str] | None = None,
 ) -> list[Prediction]:
-    """Segment each image and write its outputs; each Prediction carries its per-stage timing (single pass, not a
-    benchmark).
+    """Segment each image with the model as `precision` on `backend` runs it and write its outputs; each Prediction
+    carries its per-stage timing (single pass, not a benchmark).
 
-    Every image is checked against `max_pixels` before the model is built; running out of memory on
-    one is a one-line error naming it.
+    The pair is checked (as `run` checks it) and every image against `max_pixels` before the model is built; running
+    out of memory on one is a one-line error naming it.
     """
+    path_ = PredictPath(model, weights, options, device, precision, backend, class_names)
     for path in images:
         check_image_size(path, max_pixels)
     prepare_out_dir(out_dir)
-    started = time.perf_counter()
-    adapter = create_model(model, weights, options)
-    adapter.build(device)
-    build_s = time.perf_counter() - started
-    names = dict(enumerate(adapter.class_names)) if adapter.class_names else None
-    meta = {
-        "model": model,
-        "weights": str(weights) if weights else None,
-        "random_weights": weights is None,
-        "note": RANDOM_WEIGHTS_WARNING if weights is None else None,
-        "num_classes": adapter.num_classes,
-        "class_names": list(adapter.class_names) if adapter.class_names else None,
-        "dataset": adapter.card.dataset if adapter.num_classes == adapter.card.num_classes else None,
-        "build_s": round(build_s, 3),
-    }
     predictions = []
     for path, stem in zip(images, output_stems(images)):
-        clock = _StageClock(adapter.device)
+        clock = _StageClock(path_.device)
         image = read_image(path)
+        clock.lap("read")
+        prepared = path_.prepared(*image.shape[:2])  # built once, or once per size for an exported path
+        adapter = prepared.adapter
         problem = adapter.constraints.problem(*image.shape[:2])
         if problem:
             raise SegbenchError(f"{path}: {image.shape[0]}x{image.shape[1]} is {problem} for model '{model}'")
-        clock.lap("read")
+        clock.started = time.perf_counter()  # building is build_s, never a stage
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), path_.autocast():
                 inputs = adapter.preprocess(torch.from_numpy(image).unsqueeze(0))
                 clock.lap("preprocess")
-                outputs = adapter.forward(inputs)
+                outputs = prepared.forward(inputs)
                 clock.lap("forward")
-                labels = adapter.postprocess(outputs, image.shape[:2])[0].numpy()
+                labels = adapter.postprocess(outputs, image.shape[:2])[0].cpu().numpy()
                 clock.lap("postprocess")
         except (MemoryError, RuntimeError) as exc:
             if not _is_out_of_memory(exc):
                 raise
             raise _out_of_memory(path, image.shape, exc) from None
-        timing = {stage: round(ms, 3) for stage, ms in clock.timing_ms.items()}
-        prediction = write_outputs(
-            path, image, labels, out_dir, adapter.num_classes, {**meta, "timing_ms": timing}, names, stem
-        )
+        class_names_ = path_.names(adapter)
+        names = dict(enumerate(class_names_)) if class_names_ else None
+        meta = {
+            "model": model,
+            "weights": str(weights) if weights else None,
+            "random_weights": weights is None,
+            "note": RANDOM_WEIGHTS_WARNING if weights is None else None,
+            "precision": precision,
+            "backend": backend,
+            "num_classes": adapter.num_classes,
+            "class_names": list(class_names_) if class_names_ else None,
+            "dataset": adapter.card.dataset if adapter.num_classes == adapter.card.num_classes else None,
+            "build_s": round(prepared.build_s, 3),
+            "timing_ms": {stage: round(ms, 3) for stage, ms in clock.timing_ms.items()},
+        }
+        prediction = write_outputs(path, image, labels, out_dir, adapter.num_classes, meta, names, stem)
         clock.lap("write")
         predictions.append(replace(prediction, timing_ms=dict(clock.timing_ms), top_classes=top_classes(labels, names)))
     return predictions
@@ -357,18 +424,28 @@ def dataset_accuracy(dataset: Any, predictions: list[Prediction], out_dir: Path)
     import cv2
 
     summary = json.loads(predictions[0].summary.read_text())
-    matrix = ConfusionMatrix(int(summary["num_classes"]), dataset.ignore_index)
+    num_classes = int(summary["num_classes"])
+    matrix = ConfusionMatrix(num_classes, dataset.ignore_index)
     masks = {sample.image: sample.mask for sample in dataset.samples()}
+    per_image: dict[str, float | None] = {}
     for prediction in predictions:
         truth = dataset.read_mask(masks[prediction.image])
         encoded = np.frombuffer(prediction.class_map.read_bytes(), dtype=np.uint8)
         labels = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED).astype(np.int64)
+        image_matrix = ConfusionMatrix(num_classes, dataset.ignore_index)
         try:
             matrix.add(truth, labels)
+            image_matrix.add(truth, labels)
         except ValueError as exc:
             raise SegbenchError(
                 f"{masks[prediction.image]}: {exc}; set the model's num_classes to match the dataset"
             ) from None
-    result = {**matrix.result(summary.get("class_names")), "images": len(predictions), "dataset": dataset.describe()}
+        per_image[str(prediction.image)] = image_matrix.result()["miou"]
+    result = {
+        **matrix.result(summary.get("class_names")),
+        "images": len(predictions),
+        "dataset": dataset.describe(),
+        "per_image_miou": per_image,  # each image against its own mask (the headline mIoU pools every pixel)
+    }
     (out_dir / "accuracy.json").write_text(json.dumps(result, indent=1))
     return result

@@ -159,7 +159,7 @@ def test_cpu_best_benchmark_runs_ultralytics_exports_and_prints_ratios(
     exports through its predictor, and a segbench path, with the ratios and the CPU's instruction sets."""
     from segbench.bench.cpu_best import main
 
-    backends = "ultralytics-predict,ultralytics-onnx,ultralytics-openvino,eager"
+    backends = "ultralytics-predict,ultralytics-predict-cell-threads,ultralytics-onnx,ultralytics-openvino,eager"
     timing = ["--min-time", "0.05", "--max-time", "0.5", "--min-iters", "3"]
     assert (
         main(["--resolution", "64", "--backends", backends, "--precisions", "fp32", *timing, "--out", str(tmp_path)])
@@ -167,10 +167,15 @@ def test_cpu_best_benchmark_runs_ultralytics_exports_and_prints_ratios(
     )
     printed = capsys.readouterr().out
     assert "x ultralytics' default predict" in printed and "x ultralytics' best export" in printed
+    assert "target >=" in printed and "1.5x" in printed
     assert "instruction sets: AVX2" in printed and "OpenVINO CPU capabilities: " in printed
 
     (run_dir,) = tmp_path.iterdir()
     records = {r["backend"]: r for r in results.read_records(run_dir)}
+    # The default predict as a user gets it (one torch thread after `import ultralytics`), and at the cell's count.
+    assert _ok(records["ultralytics-predict"])["backend_info"]["torch_threads_ran"] == 1
+    cell_threads = _ok(records["ultralytics-predict-cell-threads"])
+    assert cell_threads["backend_info"]["torch_threads_ran"] == cell_threads["threads"]
     for backend in ("ultralytics-onnx", "ultralytics-openvino"):
         record = _ok(records[backend])
         info = record["backend_info"]
@@ -206,8 +211,11 @@ def test_cpu_best_never_crowns_a_path_that_lost_the_detections() -> None:
         _path_record("eager", "fp32", 189.2, None, None),
         _path_record("onnxruntime", "ort-int8", 62.6, 0.9954, 0.249),
         _path_record("openvino", "fp32", 106.7, 1.0, 1.0),
+        _path_record("ultralytics-openvino", "fp32", 120.0, 1.0, 1.0),
+        _path_record("ultralytics-openvino-cell-threads", "fp32", 110.0, 1.0, 1.0),
     ]
     _, result = verdict(records)
+    assert result.best_export is not None and result.best_export.backend == "ultralytics-openvino-cell-threads"
     assert result.best_segbench is not None and result.best_segbench.label == "openvino fp32"
     assert result.fastest_unfaithful is not None and result.fastest_unfaithful.label == "onnxruntime ort-int8"
     assert abs(result.speedup_over_default() - 206.6 / 106.7) < 1e-9

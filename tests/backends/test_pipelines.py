@@ -31,7 +31,7 @@ def test_ultralytics_predict_and_hf_pipeline_cells(write_suite: Callable[..., Pa
     assert yolo["status"] == "ok", yolo.get("traceback")
     info = yolo["backend_info"]
     assert set(info["own_stage_median_ms"]) == {"preprocess", "inference", "postprocess"}  # ultralytics' own `speed`
-    assert info["fused"] is True and info["torch_threads_after"] >= 1  # what predict did is recorded
+    assert info["fused"] is True and info["torch_threads_chosen_by_ultralytics"] >= 1  # what predict did is recorded
     # Random weights detect nothing: the class maps agree trivially, so agreement is undefined, not 100 %.
     assert yolo["fidelity"]["reference_detections"] == 0 and yolo["fidelity"]["pixel_agreement"] is None
     assert yolo["fidelity"]["agreement_unavailable"] == "reference found no detections: agreement undefined"

@@ -45,10 +45,14 @@ def _prepared(backend_name: str) -> dict[str, Any]:
 
 def test_onnxruntime_sessions_do_not_spin_and_backend_info_says_so() -> None:
     """Guards the missing session.intra_op/inter_op.allow_spinning: ORT's default (spinning) was never changed."""
-    assert _prepared("onnxruntime")["thread_spinning"] == NO_SPINNING == {
-        "session.intra_op.allow_spinning": "0",
-        "session.inter_op.allow_spinning": "0",
-    }
+    assert (
+        _prepared("onnxruntime")["thread_spinning"]
+        == NO_SPINNING
+        == {
+            "session.intra_op.allow_spinning": "0",
+            "session.inter_op.allow_spinning": "0",
+        }
+    )
 
 
 def test_openvino_records_what_its_cpu_threads_do() -> None:
@@ -97,9 +101,9 @@ def test_a_fixed_postprocess_takes_the_same_time_whichever_backend_ran_the_forwa
     try:
         import openvino as ov
 
-        from segbench.backends.openvino import compile_for_latency  # lazy: openvino is an optional extra
+        from segbench.backends.openvino import compile_model  # lazy: openvino is an optional extra
 
-        compiled = compile_for_latency(ov.Core().read_model(str(path)), "CPU", "f32", torch.get_num_threads())
+        compiled = compile_model(ov.Core().read_model(str(path)), "CPU", "f32", torch.get_num_threads())
         forwards["openvino"] = lambda: compiled(array)
     except ImportError:
         pass

@@ -69,6 +69,7 @@ def test_the_options_that_trade_labels_run_and_say_so() -> None:
         ("fast-scnn", DEMO_WEIGHTS / "fast-scnn-shapes.safetensors", {}, (96, 160)),
         ("segformer-b0", DEMO_WEIGHTS / "segformer-b0-shapes.safetensors", {}, (64, 96)),
         ("yolov8n-seg", None, {"conf": 0.0}, (96, 128)),  # conf 0: random weights still find 300 instances
+        ("yolov8n-seg", DEMO_WEIGHTS / "yolov8n-seg-shapes.pt", {}, (160, 224)),  # trained: real, overlapping boxes
     ],
 )
 def test_real_models_give_the_old_labels_bit_for_bit(
@@ -95,3 +96,28 @@ def test_the_new_class_map_is_faster_than_the_old_in_one_process() -> None:
     classes, 1/4-resolution logits to 256x512). Old and new alternate in one process; the bound is generous."""
     result = compare(classes=19, logits=(64, 128), size=(256, 512), rounds=9)
     assert result["speedup"] > 1.3, result
+
+
+def test_yolo_boxes_anywhere_give_the_full_size_labels() -> None:
+    """The box-window upsample against ultralytics' full-size process_mask on boxes at every edge, fractional,
+    degenerate, off the image and overlapping, with tied confidences: the same labels bit for bit."""
+    from ultralytics.utils.ops import process_mask
+
+    from segbench.bench.postprocess import merge_full_size_instances
+    from segbench.models.yolov8_seg import paint_instances
+
+    generator = torch.Generator().manual_seed(3)
+    proto = torch.randn(32, 24, 40, generator=generator)
+    count = 60
+    corners = torch.rand(count, 2, generator=generator) * torch.tensor([170.0, 106.0]) - 5
+    sides = torch.rand(count, 2, generator=generator) * 80
+    boxes = torch.cat([corners, corners + sides], dim=1)
+    boxes[0] = torch.tensor([0.0, 0.0, 160.0, 96.0])  # the whole image
+    boxes[1] = torch.tensor([10.5, 10.5, 10.5, 30.0])  # no width
+    confidences = torch.rand(count, generator=generator)
+    confidences[5:9] = confidences[4]  # ties: the first instance wins
+    classes = torch.randint(0, 7, (count,), generator=generator).float()
+    det = torch.cat([boxes, confidences[:, None], classes[:, None], torch.randn(count, 32, generator=generator)], 1)
+    masks = process_mask(proto, det[:, 6:], det[:, :4], (96, 160), upsample=True)
+    expected = merge_full_size_instances(masks, det[:, 4], det[:, 5].long())
+    assert torch.equal(paint_instances(det, proto, torch.uint8).long(), expected)

@@ -167,3 +167,65 @@ def test_answer_table_in_headless_chromium(
     verdicts = {cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#answer-table td.verdict")}
     assert verdicts == {"misses", "unknown"}  # nothing reaches 1e9 FPS; the oom cell misses, the error cell is unknown
     assert "Nearest miss" in browser.find_element(By.ID, "answer").text
+
+
+# ---- layout at a 1,400 px window (issue 33.5): nothing wider than the window, every plot loaded and inside its
+# container, no plot over another ------------------------------------------------------------------------------
+
+LAYOUT_PROBLEMS = """
+const problems = [];
+const width = window.innerWidth;
+if (document.documentElement.scrollWidth > width) {
+  problems.push(`page scrolls sideways: ${document.documentElement.scrollWidth} px in a ${width} px window`);
+}
+for (const element of document.querySelectorAll('body *')) {
+  const box = element.getBoundingClientRect();
+  const clipped = element.closest('.table-wrap, pre, details:not([open])');
+  if (!clipped && box.width > 0 && box.right > width + 0.5) {
+    problems.push(`${element.tagName.toLowerCase()}#${element.id}.${element.className} ends at ${box.right} px`);
+  }
+}
+const images = [...document.querySelectorAll('img')];
+for (const img of images) {
+  const box = img.getBoundingClientRect(), parent = img.parentElement.getBoundingClientRect();
+  if (!(img.complete && img.naturalWidth > 0)) problems.push(`${img.alt}: not loaded`);
+  if (box.width === 0 || box.height === 0) problems.push(`${img.alt}: not displayed`);
+  if (box.left < parent.left - 0.5 || box.right > parent.right + 0.5) {
+    problems.push(`${img.alt}: ${box.left}-${box.right} px outside its container ${parent.left}-${parent.right} px`);
+  }
+  // Scaled below three quarters, a plot's 9-10 pt text drops under 7 pt: too small to read.
+  if (box.width < 0.75 * img.naturalWidth) problems.push(`${img.alt}: shrunk to ${box.width} of ${img.naturalWidth}`);
+}
+for (let i = 0; i < images.length; i++) {
+  for (let j = i + 1; j < images.length; j++) {
+    const a = images[i].getBoundingClientRect(), b = images[j].getBoundingClientRect();
+    const across = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+    const down = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+    if (across > 0.5 && down > 0.5) problems.push(`${images[i].alt} overlaps ${images[j].alt}`);
+  }
+}
+return problems;
+"""
+
+COMMITTED = Path(__file__).parents[2] / "results"
+LAYOUT_RUNS = ["accuracy-demo-20261202T041955Z", "cpu-best-20261202T041047Z", "quick-20261202T035301Z"]
+
+
+def assert_layout_fits(browser: Any, page: Path) -> None:
+    browser.set_window_size(WIDTH, 1000)
+    open_page(browser, page)
+    assert browser.execute_script("return window.innerWidth") <= WIDTH
+    assert browser.execute_script(LAYOUT_PROBLEMS) == []
+    assert console_errors(browser) == []
+
+
+def test_small_run_report_fits_a_1400px_window(
+    browser: Any, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    assert_layout_fits(browser, write_report(build_small_run(tmp_path_factory), tmp_path / "report.html"))
+
+
+@pytest.mark.parametrize("name", LAYOUT_RUNS, ids=lambda name: name.rsplit("-", 1)[0])
+def test_committed_run_reports_fit_a_1400px_window(browser: Any, name: str, tmp_path: Path) -> None:
+    """Real runs: several models (two-panel plots), labels against ground truth (the mIoU Pareto plot)."""
+    assert_layout_fits(browser, write_report(COMMITTED / name, tmp_path / "report.html"))

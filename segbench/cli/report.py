@@ -173,6 +173,8 @@ def _print_comparison(comparison: Any) -> None:
             f"{escape(INDICATIVE_HINT)}[/]",
             highlight=False,
         )
+    if comparison.pruned_note:
+        console.print(f"note: {escape(comparison.pruned_note)}", highlight=False)
     if comparison.bootstrap_note:
         console.print(f"note: {escape(comparison.bootstrap_note)}", highlight=False)
     for cell in comparison.cells:  # from the profiles both runs recorded: which part of the model got slower

@@ -91,13 +91,15 @@ def resume_command(
     executor: str | None,
     address: str | None,
     retry_failed: bool,
+    retry_pruned: bool = False,
 ) -> str:
     """The exact command that continues an interrupted run with the same choices (the run folder keeps its suite)."""
     words = ["segbench", "run", *([str(suite_path)] if suite_path else []), "--resume", str(run_dir)]
     for flag, value in (("--device", device), ("--executor", executor), ("--address", address)):
         if value is not None:
             words += [flag, value]
-    return shlex.join(words + (["--retry-failed"] if retry_failed else []))
+    flags = (["--retry-failed"] if retry_failed else []) + (["--retry-pruned"] if retry_pruned else [])
+    return shlex.join(words + flags)
 
 
 DRY_RUN_ROWS = 40  # a large matrix is summarised; --verbose lists every cell
@@ -147,6 +149,11 @@ def _print_dry_run(suite: Any, plan: Any, out: Path, verbose: bool) -> None:
         highlight=False,
     )
     console.print("the estimate rests on: " + "; ".join(escape(part) for part in estimate.basis), highlight=False)
+    if suite.search:
+        from segbench.run.search import dry_run_lines  # lazy: the runner's side imports torch
+
+        for line in dry_run_lines(suite, [planned.cell for planned in plan.cells if not planned.unsupported]):
+            console.print(escape(line), highlight=False, soft_wrap=True)
     if suite.plugins:  # checking a plugin's model names means importing it: a dry run is no sandbox
         console.print(
             f"plugins imported to check their models (their code ran): {escape(', '.join(map(str, suite.plugins)))}",
@@ -329,6 +336,15 @@ def run(
         ),
     ),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="with --resume, rerun cells that did not end ok"),
+    search: bool = typer.Option(
+        False,
+        "--search",
+        help="needs targets: run the cells in the order that decides the Answer soonest and prune (record, with the "
+        "rule and evidence) those that cannot change it; the same as `search: true` in the suite",
+    ),
+    retry_pruned: bool = typer.Option(
+        False, "--retry-pruned", help="with --resume: measure exactly the cells a search pruned, in full"
+    ),
     executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray; overrides the suite's"),
     address: Optional[str] = typer.Option(
         None, "--address", help="with --executor ray: the cluster to join (default: start a local one)"
@@ -412,10 +428,11 @@ def run(
     )
     if scenario == "capacity":  # the latency flags are the capacity criterion's bound (scenario_overrides)
         targets.update(max_latency_ms=None, latency_percentile=None)
-    overrides = [*(overrides or []), *target_overrides(targets)]
     overrides = [
-        *overrides,
+        *(overrides or []),
+        *target_overrides(targets),
         *scenario_overrides(scenario, camera_fps, max_p99_ms, max_latency_ms, latency_percentile),
+        *(["search=true"] if search else []),
     ]
     from_flags = (
         suite_from_flags(
@@ -457,6 +474,8 @@ def run(
         return
     if retry_failed and resume is None:
         raise SegbenchError("--retry-failed needs --resume RUN_DIR (the run whose failed cells to rerun)")
+    if retry_pruned and resume is None:
+        raise SegbenchError("--retry-pruned needs --resume RUN_DIR (the search run whose pruned cells to measure)")
     # Imported only now: they import torch (seconds), which a bad suite, a flag error or a dry run never needs.
     from segbench.run.executors import get_executor  # lazy: imports numpy
     from segbench.run.runner import LOG_DIR, run_suite  # lazy: imports torch (and pandas, numpy)
@@ -487,14 +506,16 @@ def run(
                 chosen,
                 executor or suite.executor,
                 suite_text,
+                retry_pruned=retry_pruned,
             )
     except RunInterrupted as exc:
         errors.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         kept_suite = (
             suite_path if suite_text is None else None
         )  # flags or -s overrides: the run folder keeps the suite that ran
+        again = resume_command(kept_suite, exc.run_dir, device, executor, address, retry_failed, retry_pruned)
         errors.print(
-            f"resume with: {resume_command(kept_suite, exc.run_dir, device, executor, address, retry_failed)}",
+            f"resume with: {again}",
             markup=False,
             highlight=False,
             soft_wrap=True,
@@ -507,7 +528,8 @@ def run(
     from segbench.run.gate import run_gate  # lazy: imports numpy
 
     records, meta = read_records(result.run_dir), read_meta(result.run_dir)  # resumed cells included
-    console.print(summary_table(result.records, title=f"{suite.name}: {result.run_dir}"))
+    shown = records if suite.search else result.records  # a search's screenings: only each cell's latest line
+    console.print(summary_table(shown, title=f"{suite.name}: {result.run_dir}"))
     measured_on = measured_on_line(records, meta, suite.hardware)
     if measured_on:  # the device whose speed the table shows, and what of the target card was only emulated
         console.print(measured_on, markup=False, highlight=False, soft_wrap=True)

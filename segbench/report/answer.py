@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from segbench.measure.quantiles import samples_needed, time_needed_text
+from segbench.report.search import search_note
 from segbench.report.summary import reliability_text
 from segbench.report.tables import identity, sort_cells
 from segbench.results.devices import measured_on_line
@@ -58,6 +59,8 @@ class Answer:
     measured_on: str = ""
     # How many cells' figures are flagged contended, drifted or undersampled, and what to do; "" when none is.
     reliability: str = ""
+    # A search run: cells measured and pruned, device-seconds against the exhaustive estimate; "" otherwise.
+    search: str = ""
 
     @property
     def has_targets(self) -> bool:
@@ -275,7 +278,7 @@ def answer(run: RunData, targets: Targets | None = None) -> Answer:
     targets = targets if targets is not None else run_targets(run)
     if targets is not None and targets.empty:
         targets = None
-    records = sort_cells(run.records)
+    records = sort_cells([r for r in run.records if r.get("status") != "pruned"])  # a search's pruned: never measured
     percentile = targets.latency_percentile if targets else "p99"
     verdicts = {r["cell_id"]: verdict(r, targets) for r in records} if targets else {}
     models = sorted({r["model"] for r in records})
@@ -292,6 +295,7 @@ def answer(run: RunData, targets: Targets | None = None) -> Answer:
         verdicts,
         measured_on_line(records, run.meta, run.suite.get("hardware") or run.meta.get("hardware_target")),
         reliability_text(records) or "",
+        search_note(run),
     )
 
 

@@ -175,6 +175,7 @@ class Comparison:
     machine_warnings: tuple[str, ...] = ()  # measured ceilings that differ: the machines, not the code, changed
     threshold_source: str = "given"  # how the threshold was chosen ("--threshold", or the A/A spread it came from)
     bootstrap_note: str = ""  # how many within-process bootstraps a large comparison left out, and why
+    pruned_note: str = ""  # cells a search pruned (never measured) in either run: left out of the comparison
 
     @property
     def notable(self) -> list[CellChange]:
@@ -661,8 +662,9 @@ def compare_runs(
     run_a = a if isinstance(a, RunData) else load_run(a)
     run_b = b if isinstance(b, RunData) else load_run(b)
     # record_key is the cell_id (a hash of the axes), qualified by the card in a run over several cards.
-    by_id_a = {record_key(r): r for r in run_a.records}
-    by_id_b = {record_key(r): r for r in run_b.records}
+    pruned_note = _pruned_note(run_a.records, run_b.records)
+    by_id_a = {record_key(r): r for r in run_a.records if r.get("status") != "pruned"}
+    by_id_b = {record_key(r): r for r in run_b.records if r.get("status") != "pruned"}
     pairs = [(r, by_id_b[record_key(r)]) for r in sort_cells([r for r in run_a.records if record_key(r) in by_id_b])]
     ok_pairs = [(ra, rb) for ra, rb in pairs if ra.get("status") == "ok" and rb.get("status") == "ok"]
     if threshold is None:
@@ -707,8 +709,13 @@ def compare_runs(
         name_b=run_b.name,
         threshold_pct=latency_threshold,
         cells=tuple(cells),
-        only_in_a=tuple(cell_label(r) for r in sort_cells([r for r in run_a.records if record_key(r) not in by_id_b])),
-        only_in_b=tuple(cell_label(r) for r in sort_cells([r for r in run_b.records if record_key(r) not in by_id_a])),
+        only_in_a=tuple(
+            cell_label(r) for r in sort_cells([r for r in by_id_a.values() if record_key(r) not in by_id_b])
+        ),
+        only_in_b=tuple(
+            cell_label(r) for r in sort_cells([r for r in by_id_b.values() if record_key(r) not in by_id_a])
+        ),
+        pruned_note=pruned_note,
         fingerprint_differences=tuple(fingerprint_differences(run_a.meta, run_b.meta)),
         machine_warnings=tuple(ceiling_differences(run_a.meta, run_b.meta)),
         threshold_source=source,
@@ -745,6 +752,17 @@ def _deciding_tests(a: dict[str, Any], b: dict[str, Any], decisive_pct: float | 
         if change is not None and abs(change) > decisive_pct:
             deciding.add(_test_key(metric))
     return deciding
+
+
+def _pruned_note(records_a: list[dict[str, Any]], records_b: list[dict[str, Any]]) -> str:
+    """'3 cells pruned by a search in A, 0 in B, are left out (never measured: nothing to compare)'."""
+    counts = [sum(r.get("status") == "pruned" for r in records) for records in (records_a, records_b)]
+    if not any(counts):
+        return ""
+    return (
+        f"{counts[0]} cell(s) pruned by a search in A and {counts[1]} in B are left out: never measured, they have "
+        "nothing to compare (`segbench run --resume RUN --retry-pruned` measures them)"
+    )
 
 
 def _bootstrap_note(raw: list[list[MetricChange]], decisive_pct: float) -> str:

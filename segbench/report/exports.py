@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from segbench.report.html import (
     PROFILE_BLOCK_COLUMNS,
     PROFILE_OPERATOR_COLUMNS,
     PROFILE_PAIR_COLUMNS,
+    PRUNED_COLUMNS,
     QUANTIZATION_COLUMNS,
     STREAM_TRIAL_COLUMNS,
     Column,
@@ -36,6 +38,7 @@ from segbench.report.html import (
     weights_note,
 )
 from segbench.report.memory import BREAKDOWN_NOTE, gpu_memory_breakdown
+from segbench.report.search import pruned_table
 from segbench.results import frame
 from segbench.results.runs import RunData, load_run, load_runs, merge_note
 from segbench.results.schema import STAGES
@@ -114,6 +117,8 @@ def _md_answer(run: RunData, targets: Targets | None) -> list[str]:
     parts = ["### Answer", ""]
     if result.measured_on:
         parts += [f"**{_md_text(result.measured_on)}**", ""]
+    if result.search:
+        parts += [f"> {_md_text(result.search)}", ""]
     if result.reliability:
         parts += [f"> {_md_text(result.reliability)}", ""]
     if result.has_targets:
@@ -212,6 +217,9 @@ def render_markdown(run: RunData, targets: Targets | None = None) -> str:
             "",
             markdown_table(accuracy, columns),
         ]
+    pruned = pruned_table(run)
+    if not pruned.empty:
+        parts += ["", "### Cells the search pruned", "", markdown_table(pruned, PRUNED_COLUMNS)]
     failures = tables.failures(run)
     if not failures.empty:
         parts += ["", "### Cells that did not finish", "", markdown_table(failures, FAILURE_COLUMNS)]
@@ -278,6 +286,8 @@ def cells_frame(run: RunData, targets: Targets | None = None) -> pd.DataFrame:
     for record, row in frame.cell_rows(run):
         judged = result.verdicts.get(record["cell_id"])
         row.update(verdict=judged.status if judged else None, verdict_detail=judged.text if judged else None)
+        if (record.get("search") or {}).get("evidence"):  # a pruned cell's measured cells, whole
+            row["search.evidence"] = json.dumps(record["search"]["evidence"], sort_keys=True)
         rows.append(row)
     return frame.ordered(rows, judged=True)
 

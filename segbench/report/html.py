@@ -34,6 +34,7 @@ from segbench.report.compare import (
     min_samples_for_ci,
 )
 from segbench.report.memory import BREAKDOWN_NOTE, gpu_memory_breakdown
+from segbench.report.search import pruned_table
 from segbench.results.metrics import METRICS
 from segbench.results.runs import RunData, merge_note
 from segbench.suite.expectations import evaluate_suite_data, verdict_detail, verdict_label, verdict_note
@@ -153,6 +154,17 @@ QUANTIZATION_COLUMNS = [
         "pareto", "Pareto", fmt_flag, help="on the latency / agreement Pareto front of its model, resolution and batch"
     ),
     Column("fidelity_note", "fidelity note"),
+]
+
+PRUNED_COLUMNS = [
+    Column("model", "model"),
+    Column("resolution", "resolution"),
+    Column("batch", "batch", numeric=True),
+    Column("precision", "precision"),
+    Column("backend", "backend"),
+    Column("rule", "rule"),
+    Column("reason", "why it cannot change the Answer"),
+    Column("evidence", "evidence (measured cells)"),
 ]
 
 FAILURE_COLUMNS = [
@@ -474,6 +486,7 @@ def report_context(run: RunData, targets: Targets | None = None) -> dict[str, An
     elif not quantization.empty and not quantization["fidelity_note"].any():
         quantization = quantization.drop(columns="fidelity_note")
     failures = tables.failures(run)
+    pruned = pruned_table(run)
     artefacts = tables.artefacts(run)
     result = answer(run, targets)
     drawn, pareto = plots.report_plots(run)
@@ -514,6 +527,7 @@ def report_context(run: RunData, targets: Targets | None = None) -> dict[str, An
         "dataset_text": dataset_text(run),
         "pareto": pareto,
         "failures": html_table(failures, FAILURE_COLUMNS) if not failures.empty else None,
+        "pruned": html_table(pruned, PRUNED_COLUMNS) if not pruned.empty else None,
         "artefacts": html_table(artefacts, ARTEFACT_COLUMNS) if not artefacts.empty else None,
         "artefacts_sentence": ARTEFACTS_SENTENCE,
         "expectations": expectation_rows(run),

@@ -12,7 +12,14 @@ from segbench.suite.expectations import verdict_detail, verdict_label
 
 __all__ = ["headline_memory", "status_text", "stream_text", "summary_table", "expectations_table"]
 
-STATUS_STYLE = {"ok": "green", "oom": "yellow", "timeout": "red", "error": "red", "unsupported": "dim"}
+STATUS_STYLE = {
+    "ok": "green",
+    "oom": "yellow",
+    "timeout": "red",
+    "error": "red",
+    "unsupported": "dim",
+    "pruned": "cyan",  # skipped by a search: the rule and its evidence in `search`
+}
 
 
 def measurement_flags(record: dict[str, Any]) -> list[str]:
@@ -91,8 +98,15 @@ def status_text(record: dict[str, Any]) -> str:
             f", {end_to_end:.1f} end to end" if end_to_end is not None else ""
         )
         fps += f" ({throughput:.1f} images / wall time)" if throughput is not None else ""
+        phase = (record.get("search") or {}).get("phase")
+        searched = {"screen": " · screened (brief timing)", "extend": " · timed in full after screening"}.get(
+            str(phase), ""
+        )
         scenario = stream_text(record) + capacity_text(record)
-        return f"[{style}]ok[/] median {latency['median']:.2f} ms · {fps}{peak_text}{noisy}{scenario}"
+        return f"[{style}]ok[/] median {latency['median']:.2f} ms · {fps}{peak_text}{noisy}{scenario}{searched}"
+    if status == "pruned":
+        search = record.get("search") or {}
+        return f"[{style}]pruned[/] ({escape(str(search.get('rule')))}): {escape(str(search.get('reason') or ''))}"
     return f"[{style}]{escape(status)}[/]: {escape(str(record.get('error') or ''))}"
 
 

@@ -246,6 +246,7 @@ def failures(run: RunData) -> pd.DataFrame:
             "reason": str(r.get("error") or "no reason recorded"),
         }
         for r in sort_cells(run.failed)
+        if r.get("status") != "pruned"  # never run: the pruned section lists them with their evidence
     ]
     return pd.DataFrame(rows)
 

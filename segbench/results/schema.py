@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from segbench.naming import shorten
 
 SCHEMA_VERSION = 1
-FINAL_STATUSES = ("ok", "oom", "timeout", "error", "unsupported")
+# pruned: skipped by `run --search`, its rule and evidence in `search` (run/search_rules.py); never measured
+FINAL_STATUSES = ("ok", "oom", "timeout", "error", "unsupported", "pruned")
 RUN_STATUSES = ("running", "complete", "interrupted", "failed")
 STAGES = ("preprocess", "forward", "postprocess")  # the timed parts of one end-to-end frame, in order
 # Timed before preprocess when the suite's end_to_end block asks for them (frames encoded, or at a camera's size).
@@ -179,6 +180,8 @@ class CellRecord(Stored):
     torch_flags: dict[str, Any] | None = None  # cuDNN/matmul settings the timed passes ran with
     memory_allocator_mb: dict[str, Number] | None = None  # torch.cuda.memory_stats() at the memory pass's peak
     profile: dict[str, Any] | None = None  # the profile pass: operators and blocks, bounded (cell/profile.py)
+    # `run --search`: phase (screen | extend | full) and why, or for a pruned cell its rule, reason and evidence
+    search: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _ok_has_figures(self) -> CellRecord:

@@ -301,10 +301,12 @@ def read_meta(run_dir: Path | str) -> dict[str, Any]:
 
 
 def finished_cell_ids(run_dir: Path, retry_failed: bool = False) -> set[str]:
-    """Cells a resume skips: all recorded ones, or only the `ok` ones with --retry-failed."""
+    """Cells a resume skips: all recorded ones, or only the `ok` (and `pruned`: --retry-pruned runs those) ones with
+    --retry-failed."""
     if not (run_dir / RESULTS_FILE).is_file():
         return set()
-    return {record_key(r) for r in read_records(run_dir) if not retry_failed or r.get("status") == "ok"}
+    kept = ("ok", "pruned")
+    return {record_key(r) for r in read_records(run_dir) if not retry_failed or r.get("status") in kept}
 
 
 def partial_run_note(run_dir: Path | str, meta: dict[str, Any]) -> str | None:

@@ -63,6 +63,8 @@ def run_gate(
         return Gate(1, "exit 1: " + "; ".join(reasons) + also + trust)
     ok = sum(r.get("status") == "ok" for r in records)
     tail = f"; {', '.join(notes)} (use --strict to fail on them)" if notes else ""
+    pruned = sum(r.get("status") == "pruned" for r in records)
+    tail = f"; {pruned} pruned by the search (never measured){tail}" if pruned else tail
     return Gate(
         0,
         f"exit 0: {ok} of {len(records)} cell(s) ok, none ended in error or timeout (oom and unsupported are "

@@ -13,7 +13,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from pydantic import ValidationError
 
@@ -31,10 +31,12 @@ from segbench.results import store as results
 from segbench.results.devices import ran_on
 from segbench.results.runs import add_accuracy_deltas
 from segbench.results.schema import first_problem, validate_record
+from segbench.results.search import accounting
 from segbench.run.executors import get_executor
 from segbench.run.executors.base import Executor, Job
 from segbench.run.interruption import RunInterrupted, signal_name_of, stop_signals_deferred, stop_signals_raise
 from segbench.run.runlock import hold_run_lock
+from segbench.run.search import run_search
 from segbench.suite.matrix import CellSpec, expand
 from segbench.suite.schema import Suite
 from segbench.system.env import fingerprint, resolve_device
@@ -409,10 +411,13 @@ def run_suite(
     executor_name: str | None = None,
     suite_text: str | None = None,
     only_cells: frozenset[str] | None = None,
+    retry_pruned: bool = False,
 ) -> RunResult:
     """Expand the suite and run every cell not yet finished, each isolated; returns the run folder and its records.
 
     `only_cells` (cell ids) runs those cells of the matrix and no other (`compare --confirm` reruns what it flagged).
+    A suite with `search: true` runs as a search (run/search.py); `retry_pruned` (with `resume`) measures exactly the
+    cells a search pruned, in full.
 
     `suite_text` is the YAML the run folder keeps instead of a copy of `suite_path` (a suite built from
     command-line flags, where `suite_path` is None, or one with `-s` overrides applied).
@@ -446,8 +451,14 @@ def run_suite(
                 (run_dir / LOG_DIR).mkdir(exist_ok=True)
             except OSError as exc:
                 raise _folder_error(exc, out_dir) from None
+        if retry_pruned:
+            only_cells, done = _retry_pruned(run_dir, done, only_cells)
+        searching = suite.search and not retry_pruned
+        if searching and cards != [None]:
+            raise SegbenchError("search: runs on one card; list one hardware: card, or drop search")
         cells = [cell for cell in expand(suite) if only_cells is None or cell.cell_id in only_cells]
-        jobs = [job for job in _jobs(suite, suite_path, cells, device, run_dir, cards) if job.key not in done]
+        all_jobs = _jobs(suite, suite_path, cells, device, run_dir, cards)
+        jobs = [job for job in all_jobs if job.key not in done]
         outcome = RunResult(run_dir=run_dir, skipped=len(cells) * len(cards) - len(jobs))
         total = len(cells) * len(cards)
 
@@ -457,7 +468,8 @@ def run_suite(
         try:
             _measure_machine(suite, device, run_dir, meta)
             _node_ceilings(suite, executor, device, run_dir, meta)
-            return _run_jobs(run_dir, meta, jobs, outcome, total, device, executor, executor_name, observer)
+            search = (suite, all_jobs, retry_failed) if searching else None
+            return _run_jobs(run_dir, meta, jobs, outcome, total, device, executor, executor_name, observer, search)
         except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP in any phase: the cell in flight is stopped
             with stop_signals_deferred():
                 name = signal_name_of(exc)
@@ -476,6 +488,54 @@ def run_suite(
             raise
 
 
+def _retry_pruned(
+    run_dir: Path, done: set[str], only_cells: frozenset[str] | None
+) -> tuple[frozenset[str], set[str]]:
+    """--retry-pruned: exactly the cells whose latest record is `pruned`, none of them counted as done."""
+    pruned = {results.record_key(r) for r in results.read_records(run_dir) if r.get("status") == "pruned"}
+    if not pruned:
+        raise SegbenchError(f"--retry-pruned: {run_dir} has no pruned cells (only a search run prunes cells)")
+    chosen = frozenset(pruned if only_cells is None else pruned & only_cells)
+    return chosen, done - chosen
+
+
+def _search_jobs(
+    run_dir: Path,
+    meta: dict[str, Any],
+    search: tuple[Suite, list[Job], bool],
+    executor: Executor,
+    job_started: Callable[[Job], None],
+    job_finished: Callable[[Job, dict[str, Any]], None],
+) -> None:
+    """The cells as a search: one at a time, each step decided on the records so far (run/search.py)."""
+    suite, all_jobs, retry_failed = search
+    assert suite.targets is not None  # the suite's schema refuses a search without targets
+
+    def execute(job: Job, step: dict[str, Any]) -> None:
+        executor.run([job], job_started, lambda ran, outcome: job_finished(ran, {**outcome, "search": step}))
+
+    def record_pruned(job: Job, prune: dict[str, Any]) -> None:
+        job_finished(job, {"status": "pruned", "search": prune})
+
+    def write_meta(figures: dict[str, Any]) -> None:
+        meta["search"] = figures
+        try:
+            results.write_json(run_dir / results.META_FILE, meta)
+        except OSError as exc:
+            raise RunFolderWriteFailed(exc) from exc
+
+    run_search(
+        all_jobs,
+        run_dir,
+        suite.targets,
+        execute,
+        record_pruned,
+        write_meta,
+        screening=suite.search_screening,
+        retry_failed=retry_failed,
+    )
+
+
 def _reason(exc: OSError) -> str:
     return f"{type(exc).__name__}: {exc.strerror or exc}"
 
@@ -490,13 +550,14 @@ def _run_jobs(
     executor: Executor,
     executor_name: str,
     observer: RunObserver,
+    search: tuple[Suite, list[Job], bool] | None = None,
 ) -> RunResult:
     observer.run_started(run_dir, [job.request.cell for job in jobs], outcome.skipped)
     started = time.perf_counter()
-    positions = {id(job): index for index, job in enumerate(jobs)}
+    positions = {job.key: index for index, job in enumerate(jobs)}
 
     def job_started(job: Job) -> None:
-        observer.cell_started(job.request.cell, positions[id(job)])
+        observer.cell_started(job.request.cell, positions.get(job.key, len(positions)))
 
     def job_finished(job: Job, cell_outcome: dict[str, Any]) -> None:
         record = _base_record(job.request.cell, device) | cell_outcome
@@ -511,7 +572,10 @@ def _run_jobs(
         outcome.records.append(record)
         observer.cell_finished(job.request.cell, record)
 
-    executor.run(jobs, job_started, job_finished)
+    if search is None:
+        executor.run(jobs, job_started, job_finished)
+    else:
+        _search_jobs(run_dir, meta, search, executor, job_started, job_finished)
     add_accuracy_deltas(outcome.records)  # for the run summary's expectations; reports recompute it from the file
     meta.update(
         status="complete",
@@ -520,6 +584,8 @@ def _run_jobs(
         duration_s=meta.get("duration_s", 0) + round(time.perf_counter() - started, 3),
     )
     meta.update(cells_done=outcome.skipped + len(outcome.records), cells_total=total)
+    if meta.get("search"):  # a search's spend, with what --retry-pruned measured since
+        meta["search"].update(accounting(results.read_records(run_dir, latest_only=False)))
     try:
         results.write_json(run_dir / results.META_FILE, meta)
     except OSError as exc:

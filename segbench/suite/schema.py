@@ -263,6 +263,10 @@ class Suite(StrictModel):
     profile: ProfileConfig | None = None  # a per-operator profile of every cell, after its timed passes
     include: list[Rule] = Field(default_factory=list)
     exclude: list[Rule] = Field(default_factory=list)
+    # `run --search`: the cells in the order that decides the Answer soonest, the rest pruned (run/search.py); each
+    # cell first timed briefly (screening) unless search_screening is false
+    search: bool = False
+    search_screening: bool = True
 
     @property
     def hardware_targets(self) -> list[str]:
@@ -518,10 +522,23 @@ def parse_suite(
         or _check_stream(suite, base_dir)
         or _check_capacity(suite)
         or _check_data(suite, base_dir)
+        or _check_search(suite)
     )
     if problems:
         raise SuiteError("\n".join(f"{source}: {where}: {what}" for where, what in problems))
     return suite
+
+
+def _check_search(suite: Suite) -> list[tuple[str, str]]:
+    """A search prunes what cannot change the Answer, and the Answer needs targets."""
+    if suite.search and (suite.targets is None or suite.targets.empty):
+        return [
+            (
+                "search",
+                "a search needs targets: add a targets: block (e.g. targets: {fps: 30}) or pass --target-fps 30",
+            )
+        ]
+    return []
 
 
 def read_suite_data(path: Path | str) -> Any:

@@ -35,6 +35,7 @@ def _run(folder: Path, **suite: Any) -> dict[tuple[str, str, int], dict[str, Any
         "timing": {**FAST_TIMING, "timeout_s": 300},
         **suite,
     }
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "suite.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     run_dir = run_suite(load_suite(path), path, folder / "results").run_dir
@@ -134,28 +135,37 @@ def test_ultralytics_predict_calls_it_with_its_defaults_and_at_the_cell_threads(
 
 
 STAGE_BACKENDS = ["eager", "compile", "onnxruntime", "openvino", "openvino-throughput"]
+STAGE_TIMING = {**FAST_TIMING, "min_iters": 30, "max_iters": 400, "min_time_s": 1.0, "max_time_s": 3.0, "warmup_s": 0.3}
+
+
+def _forward_gaps(folder: Path, backends: list[str]) -> dict[str, tuple[float, float]]:
+    """Per backend: the latency pass's median and the stage pass's forward median, from one real cell each."""
+    records = _run(folder, models=["fast-scnn"], resolutions=[[192, 256]], backends=backends, timing=STAGE_TIMING)
+    found = {}
+    for backend in backends:
+        record = _ok(records[("fp32", backend, 1)])
+        found[backend] = (record["latency_ms"]["median"], record["stages_ms"]["forward"]["median"])
+    return found
+
+
+def _outside(gaps: dict[str, tuple[float, float]], tolerance: float = 0.10) -> dict[str, tuple[float, float]]:
+    return {backend: pair for backend, pair in gaps.items() if abs(pair[1] / pair[0] - 1) > tolerance}
 
 
 @pytest.mark.alone
 def test_the_stage_pass_forward_matches_the_latency_pass_forward_on_every_backend(tmp_path: Path) -> None:
     """Issue 28, item 2: the end-to-end pass hands each runtime its input as the latency pass does, and nothing
-    beside the forward takes its cores (torch's OpenMP workers spinning after the host stages did, on OpenVINO),
-    so the stage pass's forward median is within 10 % of the latency pass's on a deterministic model."""
-    records = _run(
-        tmp_path,
-        models=["fast-scnn"],
-        resolutions=[[192, 256]],
-        backends=STAGE_BACKENDS,
-        timing={
-            **FAST_TIMING,
-            "min_iters": 30,
-            "max_iters": 400,
-            "min_time_s": 0.6,
-            "max_time_s": 3.0,
-            "warmup_s": 0.3,
-        },
-    )
-    for backend in STAGE_BACKENDS:
-        record = _ok(records[("fp32", backend, 1)])
-        latency, forward = record["latency_ms"]["median"], record["stages_ms"]["forward"]["median"]
-        assert abs(forward / latency - 1) <= 0.10, (backend, latency, forward)
+    beside the forward takes its cores (torch's OpenMP workers spinning after the host stages did: +45 % on OpenVINO
+    before host_threads), so the stage pass's forward median is within 10 % of the latency pass's on a
+    deterministic model. Two passes of a few seconds each can differ by more than that by chance (eager PyTorch
+    on a 2-core VM settles in one of two speeds about 25 % apart, either pass in either), so a backend outside it
+    is measured again in a fresh cell, up to three times: a systematic gap fails every time."""
+    attempts: list[dict[str, tuple[float, float]]] = []
+    backends = STAGE_BACKENDS
+    for attempt in range(3):
+        outside = _outside(_forward_gaps(tmp_path / f"attempt-{attempt}", backends))
+        attempts.append(outside)
+        if not outside:
+            return
+        backends = list(outside)
+    raise AssertionError(f"the stage pass's forward differs from the latency pass's by more than 10 %: {attempts}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import statistics
 import sys
 import time
 import traceback
@@ -315,12 +316,32 @@ def _time_stages(
 FOREIGN_THREAD_POOLS = ("onnxruntime", "openvino")
 
 
-def host_thread_count(setting: int | str, runtime: str, cell_threads: int) -> int:
-    """torch's threads for the host stages: the suite's number, else 1 beside another runtime's pool, else the
-    cell's."""
+PROBE_BLOCKS, PROBE_CALLS = 2, 3  # per thread count: blocks of calls, the first of each block not counted
+
+
+def host_thread_count(setting: int | str, runtime: str, cell_threads: int) -> int | None:
+    """torch's threads for the host stages: the suite's number, else the cell's, except beside another runtime's
+    pool where `auto` is decided by measurement (None)."""
     if isinstance(setting, int):
         return setting
-    return 1 if runtime in FOREIGN_THREAD_POOLS else cell_threads
+    return None if runtime in FOREIGN_THREAD_POOLS and cell_threads > 1 else cell_threads
+
+
+def probe_host_threads(calls: Callable[[int], float], cell_threads: int) -> tuple[int, dict[str, float]]:
+    """1 or the cell's threads for the host stages beside another runtime's pool, whichever runs the whole pipeline
+    faster here. torch's OpenMP workers spin-wait after a host stage and take the cores the runtime's forward needs
+    (fast-scnn 192x256 on OpenVINO: its forward 9.8 ms after 2-thread host stages, 6.1 ms after 1-thread ones), but a
+    heavy postprocess (SegFormer's 150-class upsample) on one thread costs more than that. Blocks of calls at each
+    count alternate, the first call of each block (the previous count's spin still under way) not counted; `calls`
+    runs one pipeline call at a count and returns its end-to-end ms."""
+    samples: dict[int, list[float]] = {1: [], cell_threads: []}
+    for _ in range(PROBE_BLOCKS):
+        for count, found in samples.items():
+            calls(count)
+            found.extend(calls(count) for _ in range(PROBE_CALLS))
+    medians = {count: statistics.median(found) for count, found in samples.items()}
+    chosen = min(medians, key=lambda count: (medians[count], -count))
+    return chosen, {f"{count} thread(s)": round(median, 3) for count, median in medians.items()}
 
 
 @contextmanager
@@ -641,9 +662,19 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         inputs = adapter.preprocess(images)  # again: a backend may change the layout preprocess emits (channels_last)
         release_preparation(device)
 
-        host_threads = host_thread_count(options.host_threads, backend.runtime, torch.get_num_threads())
-        with torch_threads(host_threads):  # before anything else warms the pipeline
+        cell_threads = torch.get_num_threads()
+        host_threads = host_thread_count(options.host_threads, backend.runtime, cell_threads)
+        with torch_threads(host_threads or cell_threads):  # before anything else warms the pipeline
             cold_ms = first_call_ms(adapter, forward, frames[0], device, camera)
+        host_probe: dict[str, float] | None = None
+        if host_threads is None:
+
+            def pipeline_ms(count: int) -> float:
+                with torch_threads(count):
+                    _, (begun, *_, ended) = _pipeline_call(adapter, forward, None, frames[0], device, {}, camera)
+                return (ended - begun) / 1e6
+
+            host_threads, host_probe = probe_host_threads(pipeline_ms, cell_threads)
         step = lambda: forward(inputs)  # noqa: E731 (the timed closure)
         canary_before = canary_reading()  # before warm-up, so the timed passes start from warm caches
         latency_warmup = _latency_warm_up(step, request.timing, device)
@@ -740,6 +771,7 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
         "end_to_end_covers": {
             **end_to_end_covers(camera, adapter, backend.latency_scope == "end_to_end"),
             "host_threads": host_threads,
+            "host_threads_probe_ms": host_probe,  # auto beside another runtime's pool: each count's median
         },
         "detections_per_frame": stages_run.detections,
         "memory_mb": memory_mb,

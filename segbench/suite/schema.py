@@ -194,10 +194,11 @@ class EndToEndConfig(StrictModel):
     resize: Literal["logits", "labels"] = "logits"
     interpolate_dtype: Literal["float32", "logits"] = "float32"
     map_device: Literal["host", "device"] = "host"
-    # torch's threads for the host stages (decode, resize, preprocess, postprocess) around a forward another runtime
-    # runs: "auto" is 1 where OpenVINO or ONNX Runtime run the forward in their own thread pool (torch's OpenMP
-    # workers spin-wait after each host stage and took the forward's cores: OpenVINO's docs, "Composability of
-    # different threading runtimes"), else the cell's threads; a number sets it for every backend.
+    # torch's threads for the host stages (decode, resize, preprocess, postprocess): "auto" is the cell's threads,
+    # except where OpenVINO or ONNX Runtime run the forward in their own thread pool: there torch's OpenMP workers
+    # spin-wait after each host stage and take the forward's cores (OpenVINO's docs, "Composability of different
+    # threading runtimes"), so a short probe before the timed passes picks 1 or the cell's count, whichever runs the
+    # whole pipeline faster (recorded with both medians); a number sets it for every backend.
     host_threads: Literal["auto"] | Annotated[int, Field(ge=1, le=MAX_THREADS)] = "auto"
 
     @field_validator("camera_size", mode="before")

@@ -99,11 +99,34 @@ def test_throughput_hint_runs_each_image_as_its_own_request(cells: dict) -> None
     assert latency["performance_hint"].endswith("LATENCY") and latency["streams"] == 1
 
 
-def test_host_stages_run_one_torch_thread_beside_another_runtime(cells: dict) -> None:
+def test_host_threads_beside_another_runtime_are_chosen_by_a_probe(cells: dict) -> None:
     eager = _ok(cells[("fp32", "eager", 1)])
     openvino = _ok(cells[("fp32", "openvino", 1)])
-    assert eager["end_to_end_covers"]["host_threads"] == eager["threads"]
-    assert openvino["end_to_end_covers"]["host_threads"] == 1
+    assert eager["end_to_end_covers"]["host_threads"] == eager["threads"]  # torch's own pool: the cell's threads
+    assert eager["end_to_end_covers"]["host_threads_probe_ms"] is None
+    covers = openvino["end_to_end_covers"]
+    if openvino["threads"] > 1:  # beside OpenVINO's pool: the faster of 1 and the cell's count, both recorded
+        probe = covers["host_threads_probe_ms"]
+        assert set(probe) == {"1 thread(s)", f"{openvino['threads']} thread(s)"}
+        assert probe[f"{covers['host_threads']} thread(s)"] == min(probe.values())
+
+
+def test_the_probe_picks_the_faster_count_and_skips_each_blocks_first_call() -> None:
+    from segbench.cell.passes import PROBE_BLOCKS, PROBE_CALLS, probe_host_threads
+
+    calls: list[int] = []
+
+    def pipeline_ms(count: int) -> float:
+        first_of_block = not calls or calls[-1] != count
+        calls.append(count)
+        # a block's first call carries the last count's cost
+        return 100.0 if first_of_block else {1: 6.0, 4: 9.0}[count]
+
+    chosen, medians = probe_host_threads(pipeline_ms, 4)
+    assert chosen == 1 and medians == {"1 thread(s)": 6.0, "4 thread(s)": 9.0}
+    assert len(calls) == 2 * PROBE_BLOCKS * (PROBE_CALLS + 1)
+    heavy_post = probe_host_threads(lambda count: {1: 30.0, 4: 12.0}[count], 4)
+    assert heavy_post[0] == 4
 
 
 def test_a_suite_sets_the_host_threads(tmp_path: Path) -> None:

@@ -180,7 +180,8 @@ def test_every_runtime_profiles_a_cell_in_its_own_process(tmp_path: Path) -> Non
         assert blocks & FAST_SCNN_BLOCKS, (record["backend"], blocks)
         executed = {row["precision"] for row in record["profile"]["operators"]}
         assert "fp32" in executed and not executed & {"int8", "bf16", "fp16"}, (record["backend"], executed)
-        assert record["profile"]["blocks"][0].get("arithmetic_intensity")  # the runner's bound fields
+        counted = [block for block in record["profile"]["blocks"] if block.get("flops")]
+        assert counted and all(block.get("arithmetic_intensity") for block in counted)  # the runner's bound fields
 
 
 def test_onnx_runtime_node_names_map_back_to_module_paths_only_when_certain() -> None:

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import pytest
 import torch
 
+import segbench.results
 from segbench.cell import passes as cell_module
 from segbench.data.images import evaluation_batches
 from segbench.measure.timing import StopRule
@@ -84,7 +85,7 @@ def test_real_fast_scnn_cell_writes_valid_results(write_suite: Callable[..., Pat
     meta = results.read_meta(run_dir)
     assert meta["status"] == "complete" and meta["device"] == "cpu" and meta["fingerprint"]["cpu"]["logical_cores"] >= 1
     assert (run_dir / results.SUITE_FILE).read_text() == suite_path.read_text()
-    frame = results.load(run_dir)
+    frame = segbench.results.load(run_dir)
     assert frame.loc[0, "latency_ms.median"] == latency["median"] and frame.loc[0, "status"] == "ok"
 
 

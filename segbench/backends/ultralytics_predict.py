@@ -13,6 +13,7 @@ from segbench.backends.base import Backend, ForwardFn
 from segbench.errors import UnsupportedError
 from segbench.models._imports import import_ultralytics
 from segbench.models.base import SegmentationAdapter
+from segbench.system.cpus import torch_threads
 
 
 def threads_ultralytics_gives() -> int:
@@ -54,17 +55,10 @@ class UltralyticsPipeline(PipelineAdapter):
 
     def forward(self, inputs: list[np.ndarray]) -> Any:  # type: ignore[override]
         height, width = inputs[0].shape[:2]
-        outside = torch.get_num_threads()
-        torch.set_num_threads(self.threads_ran)
-        try:
+        with torch_threads(self.threads_ran):
             results = self.yolo.predict(
-                inputs,
-                imgsz=list(self.model_input_size(height, width)),
-                device=str(self.device),
-                verbose=False,
+                inputs, imgsz=list(self.model_input_size(height, width)), device=str(self.device), verbose=False
             )
-        finally:
-            torch.set_num_threads(outside)
         self.speeds.append(results[0].speed)
         return results
 

@@ -43,6 +43,7 @@ from segbench.measure import memory
 from segbench.measure.timing import synchronize
 from segbench.models.base import SegmentationAdapter
 from segbench.suite.schema import CapacityConfig
+from segbench.system.cpus import torch_threads
 
 MB = 1024 * 1024
 FRAME_POOL = 8  # distinct frames the cameras cycle through (the producer never renders a frame inside the clock)
@@ -290,35 +291,35 @@ def run_trial(
             if late >= late_limit:
                 failed.set()
 
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(deployment.threads)
-    _memory_reset(device)
-    process = psutil.Process()
-    cpu_before = sum(process.cpu_times()[:2])
-    threads = [
-        threading.Thread(
-            target=_worker_loop, args=(w, deployment, dispatch, device, autocast, record, errors), daemon=True
-        )
-        for w in deployment.workers
-    ]
-    for thread in threads:
-        thread.start()
-    start = time.perf_counter() + 0.005
-    outcome.started = start
-    try:
-        for index, (due, deadline, camera) in enumerate(plan):
-            if failed.is_set():
-                outcome.stopped_early = "the trial had failed (a frame dropped, or the percentile over the bound)"
-                break
-            delay = start + due - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            dispatch.put(Arrival(camera, start + due, start + deadline, time.perf_counter(), pool[index % len(pool)]))
-    finally:
-        dispatch.close()
+    with torch_threads(deployment.threads):  # torch's count is process-wide: set for every worker
+        _memory_reset(device)
+        process = psutil.Process()
+        cpu_before = sum(process.cpu_times()[:2])
+        threads = [
+            threading.Thread(
+                target=_worker_loop, args=(w, deployment, dispatch, device, autocast, record, errors), daemon=True
+            )
+            for w in deployment.workers
+        ]
         for thread in threads:
-            thread.join()
-        torch.set_num_threads(previous_threads)
+            thread.start()
+        start = time.perf_counter() + 0.005
+        outcome.started = start
+        try:
+            for index, (due, deadline, camera) in enumerate(plan):
+                if failed.is_set():
+                    outcome.stopped_early = "the trial had failed (a frame dropped, or the percentile over the bound)"
+                    break
+                delay = start + due - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                dispatch.put(
+                    Arrival(camera, start + due, start + deadline, time.perf_counter(), pool[index % len(pool)])
+                )
+        finally:
+            dispatch.close()
+            for thread in threads:
+                thread.join()
     outcome.wall_s = time.perf_counter() - start
     outcome.memory_peak_mb, outcome.memory_source = _memory_peak(device)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -585,28 +586,23 @@ def warm_deployment(
 ) -> dict[str, Any]:
     """Every worker through its path (batch 1 and the largest batch) for `seconds`, at least once each; a batch the
     backend cannot take makes the policy unsupported."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(deployment.threads)
     calls, started = 0, time.perf_counter()
-    try:
-        with torch.inference_mode(), autocast():
-            while calls == 0 or time.perf_counter() - started < seconds:
-                for worker in deployment.workers:
-                    for size in sorted({1, deployment.limit}):
-                        frames = [(Arrival(0, 0.0, math.inf, 0.0, pool[i % len(pool)]), 0.0) for i in range(size)]
-                        try:
-                            _serve_frames(worker, frames, device)
-                        except Exception as exc:
-                            if size == 1:
-                                raise
-                            raise PolicyUnavailable(
-                                "unsupported",
-                                f"the forward cannot take a batch of {size} (prepared for batch 1?): "
-                                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                            ) from None
-                        calls += 1
-    finally:
-        torch.set_num_threads(previous)
+    with torch_threads(deployment.threads), torch.inference_mode(), autocast():
+        while calls == 0 or time.perf_counter() - started < seconds:
+            for worker in deployment.workers:
+                for size in sorted({1, deployment.limit}):
+                    frames = [(Arrival(0, 0.0, math.inf, 0.0, pool[i % len(pool)]), 0.0) for i in range(size)]
+                    try:
+                        _serve_frames(worker, frames, device)
+                    except Exception as exc:
+                        if size == 1:
+                            raise
+                        raise PolicyUnavailable(
+                            "unsupported",
+                            f"the forward cannot take a batch of {size} (prepared for batch 1?): "
+                            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                        ) from None
+                    calls += 1
     return {"seconds": round(time.perf_counter() - started, 3), "calls": calls}
 
 

@@ -14,10 +14,10 @@ import statistics
 import sys
 import time
 import traceback
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -71,7 +71,7 @@ from segbench.results.schema import INPUT_STAGES, STAGES
 from segbench.suite.matrix import CellSpec
 from segbench.suite.schema import Timing
 from segbench.system import cache
-from segbench.system.cpus import ContentionWindow, default_threads, pin_to
+from segbench.system.cpus import ContentionWindow, default_threads, pin_to, torch_threads
 
 # The synchronous latency pass and the synchronised forward stage time the same forward: beyond this ratio (either
 # way) and this many ms, something moved one of them (a thread beside the loop, a pipelined backend), so the cell is
@@ -342,23 +342,6 @@ def probe_host_threads(calls: Callable[[int], float], cell_threads: int) -> tupl
     medians = {count: statistics.median(found) for count, found in samples.items()}
     chosen = min(medians, key=lambda count: (medians[count], -count))
     return chosen, {f"{count} thread(s)": round(median, 3) for count, median in medians.items()}
-
-
-@contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """torch at `count` threads inside, the count it had outside."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _time_stages_with(host_threads: int, *args: Any, **kwargs: Any) -> StagesRun:
-    """The end-to-end pass with torch at the host stages' thread count."""
-    with torch_threads(host_threads):
-        return _time_stages(*args, **kwargs)
 
 
 def end_to_end_covers(camera: CameraInput, adapter: SegmentationAdapter, library_pipeline: bool) -> dict[str, Any]:
@@ -683,18 +666,18 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
             throughput = _device_throughput(step, rule, device, latency_run, cell.batch_size)
             telemetry = _telemetry_pass(step, request.timing, device, cell.batch_size)
             # Sub-stages need the eager module; another backend's forward is timed whole.
-            stages_run = _time_stages_with(
-                host_threads,
-                adapter,
-                forward,
-                frames,
-                rule,
-                device,
-                split=cell.backend == "eager",
-                warmup_iters=request.timing.warmup_iters,
-                warmup_s=request.timing.warmup_s,
-                camera=camera,
-            )
+            with torch_threads(host_threads):
+                stages_run = _time_stages(
+                    adapter,
+                    forward,
+                    frames,
+                    rule,
+                    device,
+                    split=cell.backend == "eager",
+                    warmup_iters=request.timing.warmup_iters,
+                    warmup_s=request.timing.warmup_s,
+                    camera=camera,
+                )
             stage_samples = stages_run.samples_ms
         canary = cell_canary(canary_before, canary_reading(), steal)
         peaks = _memory_pass(adapter, forward, frames, request, device, baseline, budget_occupied(budget), camera)

@@ -28,7 +28,7 @@ import torch.ao.nn.quantized as quantized
 from segbench.hardware.profiles import HardwareProfile
 from segbench.measure.canary import reference_canary
 from segbench.precision import get_precision, precision_names
-from segbench.system.cpus import default_threads
+from segbench.system.cpus import default_threads, torch_threads
 from segbench.system.env import cpu_model
 from segbench.system.process import die_with_parent
 
@@ -442,17 +442,6 @@ def _device_name(device: torch.device) -> str:
     return cpu_model()
 
 
-@contextmanager
-def _threads(count: int | None) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    if count:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def measure_ceiling(
     device: torch.device | str,
     precisions: list[str],
@@ -491,7 +480,7 @@ def measure_ceiling(
         if kind is None:
             result["unavailable"][name] = f"no precision named '{name}' declares a matmul class"
     started = time.perf_counter()
-    with _threads(threads), torch.inference_mode():
+    with torch_threads(threads), torch.inference_mode():
         result["threads"] = torch.get_num_threads()
         for kind in kinds:
             reason = _kind_unavailable(kind, device)
@@ -510,7 +499,7 @@ def measure_ceiling(
         except Exception as exc:
             result["unavailable"]["copy"] = f"{type(exc).__name__}: {exc}"
     # What each cell's canary is compared with (segbench.measure.canary), on the threads a cell with none set uses.
-    with _threads(threads or default_threads()):
+    with torch_threads(threads or default_threads()):
         result["canary"] = reference_canary()
     result["seconds"] = time.perf_counter() - started
     return result

@@ -269,3 +269,17 @@ def pin_to(cpus: tuple[int, ...] | None) -> list[int] | None:
     process = psutil.Process()
     process.cpu_affinity(list(cpus))
     return sorted(process.cpu_affinity())
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op thread count at `count` inside (unchanged when None), the count it had outside."""
+    import torch  # already loaded wherever this runs; cpus stays importable without it (light paths use it)
+
+    previous = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -471,7 +471,7 @@ def _prepare_device(device: torch.device, timing: Timing) -> None:
         torch.empty(1, device=device)  # creates the CUDA context, so the baseline includes it
 
 
-def _apply_precision(
+def apply_precision(
     precision: Precision,
     adapter: SegmentationAdapter,
     images: torch.Tensor,
@@ -628,7 +628,7 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
     calibration_files, calibration_source = _calibration_files(request, dataset, suite_dir)
     calibration = calibration_batches(*cell.resolution, cell.batch_size, calibration_files)
     calibration_images = sum(batch.shape[0] for batch in calibration)
-    adapter.model, precision_prepare_s = _apply_precision(precision, adapter, images, calibration, device)
+    adapter.model, precision_prepare_s = apply_precision(precision, adapter, images, calibration, device)
     del calibration  # no measured pass may hold the calibration images
     adapter.input_dtype = precision.input_dtype
     adapter = backend.wrap(adapter)

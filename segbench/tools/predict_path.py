@@ -16,13 +16,13 @@ import torch
 
 from segbench.backends import get_backend
 from segbench.backends.base import ForwardFn
+from segbench.cell.passes import apply_precision
 from segbench.data.images import calibration_batches
 from segbench.errors import SegbenchError, UnsupportedError
 from segbench.models.base import SegmentationAdapter
 from segbench.models.registry import create_model
 from segbench.naming import REFERENCE_BACKEND, REFERENCE_PRECISION
 from segbench.precision import cell_reason, get_precision
-from segbench.precision.base import PrecisionContext
 from segbench.system import cache
 
 
@@ -108,12 +108,7 @@ class PredictPath:
         )
         images = calibration_batches(height, width, 1)  # the photographs a cell calibrates on, at this size
         try:
-            with torch.inference_mode():
-                context = PrecisionContext(
-                    example=adapter.preprocess(images[0]), calibration=tuple(adapter.preprocess(b) for b in images)
-                )
-            assert adapter.model is not None
-            adapter.model = self.precision.apply(adapter.model, self.device, context)
+            adapter.model, _ = apply_precision(self.precision, adapter, images[0], images, self.device)
             adapter.input_dtype = self.precision.input_dtype
             adapter = self.backend.wrap(adapter)
             with torch.inference_mode(), self.autocast():

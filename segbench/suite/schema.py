@@ -201,6 +201,16 @@ class EndToEndConfig(StrictModel):
     # whole pipeline faster (recorded with both medians); a number sets it for every backend.
     host_threads: Literal["auto"] | Annotated[int, Field(ge=1, le=MAX_THREADS)] = "auto"
 
+    @field_validator("host_threads", mode="before")
+    @classmethod
+    def _auto_or_a_count(cls, value: Any) -> Any:
+        # One line for a bad value, not one per member of the union.
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_THREADS):
+            return value
+        raise ValueError(
+            f"host_threads {value!r} is neither auto nor a thread count 1-{MAX_THREADS}; write auto or e.g. 1"
+        )
+
     @field_validator("camera_size", mode="before")
     @classmethod
     def _height_x_width(cls, value: Any) -> Any:

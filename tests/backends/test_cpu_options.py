@@ -134,6 +134,18 @@ def test_a_suite_sets_the_host_threads(tmp_path: Path) -> None:
     assert _ok(records[("fp32", "openvino", 1)])["end_to_end_covers"]["host_threads"] == 2
 
 
+@pytest.mark.parametrize("bad", [0, -1, True, "some", 2.5])
+def test_a_bad_host_threads_is_one_line_naming_the_fix(bad: Any) -> None:
+    from segbench.errors import SuiteError
+    from segbench.suite.schema import parse_suite
+
+    data = {"name": "x", "models": ["fast-scnn"], "resolutions": [64], "end_to_end": {"host_threads": bad}}
+    with pytest.raises(SuiteError) as raised:
+        parse_suite(data, "suite.yaml", Path("."))
+    message = str(raised.value)
+    assert len(message.splitlines()) == 1 and "end_to_end.host_threads" in message and "write auto" in message
+
+
 def test_ultralytics_predict_calls_it_with_its_defaults_and_at_the_cell_threads(tmp_path: Path) -> None:
     """No retina_masks (ultralytics' default), torch at the count ultralytics picks, and the -cell-threads peer
     at the cell's count"""

@@ -23,6 +23,8 @@ def stream_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_stream_run(tmp_path_factory)
 
 
+# The stream run it reads searches a sustainable camera rate: a timing, made with nothing beside it.
+@pytest.mark.alone
 def test_record_and_report_show_the_criterion_and_the_trials(stream_run: Path, tmp_path: Path) -> None:
     [record] = results.read_records(stream_run)
     assert record["status"] == "ok", record.get("traceback")
@@ -44,6 +46,8 @@ def test_record_and_report_show_the_criterion_and_the_trials(stream_run: Path, t
     assert html.count('id="stream-trials-table"') == 1
 
 
+# The stream run it reads searches a sustainable camera rate: a timing, made with nothing beside it.
+@pytest.mark.alone
 def test_a_search_that_confirmed_no_rate_says_why_everywhere(stream_run: Path) -> None:
     [record] = results.read_records(stream_run)
     why = "the search budget (1 s) ran out before 2 consecutive passing trials at 3.00 FPS (10 s each)"

@@ -318,30 +318,47 @@ def compute_suite(threads: int) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def gemm_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+def _gemm_runs(base: Path) -> tuple[Path, Path, Path]:
     """Two A/A runs at two threads, minutes apart at most, and one run of the same cells at one thread (the thread
     count is not an axis, so the cells match)."""
-    base = tmp_path_factory.mktemp("compare-gemm")
+    base.mkdir(parents=True)
     first, second = _runs(base, compute_suite(2), 2)
     [half] = _runs(base, compute_suite(1), 1)
     return first, second, half
 
 
+def _a_a_and_half_threads_problems(first: Path, second: Path, half: Path) -> list[str]:
+    """What an A/A pair and a half-threads run got wrong: a change found between the same cells, or one of the two
+    cells not found slower at half the threads."""
+    runner = CliRunner()
+    problems = []
+    same = compare_runs(first, second)
+    if len(same.cells) != 2 or same.significant_count != (0, 0):
+        problems.append(f"A/A found a change: {[c.metric('median_ms') for c in same.cells]}")
+    if runner.invoke(app, ["compare", str(first), str(second), "--fail-on-regression", "10"]).exit_code != 0:
+        problems.append("A/A: --fail-on-regression 10 failed")
+    slower = compare_runs(first, half)
+    if len(slower.cells) != 2 or slower.significant_count != (2, 0):
+        problems.append(f"half the threads not slower in both cells: {[c.metric('median_ms') for c in slower.cells]}")
+    evidence = {cell.metric("median_ms").evidence for cell in slower.cells}  # type: ignore[union-attr]
+    if evidence != {"between processes (3 vs 3)"}:
+        problems.append(f"evidence {evidence}")
+    if runner.invoke(app, ["compare", str(first), str(half), "--fail-on-regression", "10"]).exit_code != 1:
+        problems.append("half the threads: --fail-on-regression 10 passed")
+    return problems
+
+
 @ALONE
 @pytest.mark.slow
-def test_a_a_runs_find_nothing_and_half_the_threads_is_slower_in_every_cell(
-    gemm_runs: tuple[Path, Path, Path],
-) -> None:
-    first, second, half = gemm_runs
-    runner = CliRunner()
-    same = compare_runs(first, second)
-    assert len(same.cells) == 2 and same.significant_count == (0, 0), [c.metric("median_ms") for c in same.cells]
-    assert runner.invoke(app, ["compare", str(first), str(second), "--fail-on-regression", "10"]).exit_code == 0
-    slower = compare_runs(first, half)
-    assert len(slower.cells) == 2 and slower.significant_count == (2, 0), [c.metric("median_ms") for c in slower.cells]
-    assert all(cell.metric("median_ms").evidence == "between processes (3 vs 3)" for cell in slower.cells)  # type: ignore[union-attr]
-    assert runner.invoke(app, ["compare", str(first), str(half), "--fail-on-regression", "10"]).exit_code == 1
+def test_a_a_runs_find_nothing_and_half_the_threads_is_slower_in_every_cell(tmp_path: Path) -> None:
+    """A shared 2-core VM can change speed between two runs minutes apart (a core taken by a neighbour: the CI
+    machine's 2-thread A side once ran 33 % slow, so half the threads read only +33 %), which no canary inside
+    either run sees. Such a chance fails one try; a fresh set of runs is made once, and a compare that finds
+    changes that are not there (or misses one that is) fails both."""
+    tries = [_a_a_and_half_threads_problems(*_gemm_runs(tmp_path / "try-0"))]
+    if tries[0]:
+        tries.append(_a_a_and_half_threads_problems(*_gemm_runs(tmp_path / "try-1")))
+    assert not tries[-1], tries
 
 
 def test_quantile_intervals_need_samples_beyond_them() -> None:

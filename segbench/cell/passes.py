@@ -70,6 +70,7 @@ from segbench.precision.base import Precision, PrecisionContext
 from segbench.results.schema import INPUT_STAGES, STAGES
 from segbench.suite.matrix import CellSpec
 from segbench.suite.schema import Timing
+from segbench.suite.search_rules import promotion
 from segbench.system import cache
 from segbench.system.cpus import ContentionWindow, default_threads, pin_to, torch_threads
 
@@ -633,11 +634,9 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
     adapter.input_dtype = precision.input_dtype
     adapter = backend.wrap(adapter)
     backend.profiling = request.profile is not None
-    rule = _stop_rule(request.timing)
+    timed_policy = adapter.output_policy  # the timed passes' class map (fidelity's comes home to the host)
 
-    with ExitStack() as stack:
-        stack.enter_context(torch.inference_mode())
-        stack.enter_context(precision.autocast(device))
+    with _timed_context(precision, device):
         inputs = adapter.preprocess(images)
         started = time.perf_counter()
         forward = backend.prepare(adapter, inputs)
@@ -659,29 +658,13 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
 
             host_threads, host_probe = probe_host_threads(pipeline_ms, cell_threads)
         step = lambda: forward(inputs)  # noqa: E731 (the timed closure)
-        canary_before = canary_reading()  # before warm-up, so the timed passes start from warm caches
-        latency_warmup = _latency_warm_up(step, request.timing, device)
-        with ContentionWindow(torch.get_num_threads()) as contention, StealWindow() as steal:
-            latency_run: TimedRun = time_steps(step, rule, device)  # nothing beside it
-            throughput = _device_throughput(step, rule, device, latency_run, cell.batch_size)
-            telemetry = _telemetry_pass(step, request.timing, device, cell.batch_size)
-            # Sub-stages need the eager module; another backend's forward is timed whole.
-            with torch_threads(host_threads):
-                stages_run = _time_stages(
-                    adapter,
-                    forward,
-                    frames,
-                    rule,
-                    device,
-                    split=cell.backend == "eager",
-                    warmup_iters=request.timing.warmup_iters,
-                    warmup_s=request.timing.warmup_s,
-                    camera=camera,
-                )
-            stage_samples = stages_run.samples_ms
-        canary = cell_canary(canary_before, canary_reading(), steal)
+
+        def timed(timing: Timing) -> TimedPasses:
+            return _timed_passes(step, adapter, forward, frames, timing, device, cell, host_threads, camera)
+
+        passes = timed(request.timing)
         peaks = _memory_pass(adapter, forward, frames, request, device, baseline, budget_occupied(budget), camera)
-        end_to_end = LatencyStats.from_samples(stage_samples["end_to_end"])
+        end_to_end = passes.end_to_end
         with torch_threads(host_threads):
             stream = _stream_pass(adapter, forward, request, device, end_to_end) if request.stream else None
         capacity = None
@@ -691,7 +674,7 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
                 cell.resolution, end_to_end.median, request.timing.timeout_s,
                 memory_fit(peaks.to_dict(), budget, request.hardware), lambda: precision.autocast(device),
             )  # fmt: skip
-        profile = (  # the last pass under the timed context: no profiler ran before it
+        profile = (  # the last timed pass under this context: no profiler ran before it
             _profile(backend, forward, inputs, request, device, adapter, blocks, block_work, _executed_float(precision))
             if request.profile and blocks is not None
             else None
@@ -719,36 +702,16 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
             accuracy_unavailable = str(exc)
 
     cache_events = cache.events()
-    latency = LatencyStats.from_samples(latency_run.samples_ms)
-    stages = {
-        stage: LatencyStats.from_samples(values) for stage, values in stage_samples.items() if stage != "end_to_end"
-    }
     height, width = cell.resolution
-    forward_flag = inconsistent_forward(latency.median, _median(stages.get("forward")), device)
     memory_mb = peaks.to_dict()
-    return {
-        "latency_ms": latency.summary(),
-        "latency_timing": SYNCHRONOUS,
-        "latency_warmup": latency_warmup,
-        "samples_ms": list(latency.samples),
-        "fps": cell.batch_size * 1000.0 / latency.median,  # latency-derived: batch / synchronous median
-        "device_throughput": throughput,
-        "device_throughput_fps": throughput["fps"],
-        "iterations": latency.n,
-        "measured_s": latency_run.measured_s,
+    record = {
+        **_timing_fields(passes, cell, request.timing, device),
         "startup_s": startup_s,
         "prepare_s": precision_prepare_s + prepare_s,  # never part of latency
         "prepare_breakdown_s": {"precision": precision_prepare_s, "backend": prepare_s},
         "prepare_cache": cache.summary(cache_events),  # hit: prepared from the cache; miss: built (and stored)
         "cache_events": cache_events,
-        "stages_ms": {stage: stats.summary() for stage, stats in stages.items()},
-        "stage_samples_ms": {stage: list(stats.samples) for stage, stats in stages.items()},
-        "end_to_end_ms": end_to_end.summary(),
-        "end_to_end_fps": cell.batch_size * 1000.0 / end_to_end.median,
-        "end_to_end_throughput_fps": stages_run.throughput_fps(cell.batch_size),
-        "pipelined_fps_bound": pipelined_bound_fps(stages, cell.batch_size),
         "first_call_ms": cold_ms,
-        "end_to_end_warmup": stages_run.warmup,
         "end_to_end_input": f"{len(frames) * cell.batch_size} held-out photographs in turn, "
         + (camera.describe() if camera.active else f"{height}x{width}"),
         "end_to_end_covers": {
@@ -756,7 +719,6 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
             "host_threads": host_threads,
             "host_threads_probe_ms": host_probe,  # auto beside another runtime's pool: each count's median
         },
-        "detections_per_frame": stages_run.detections,
         "memory_mb": memory_mb,
         "memory_unavailable": peaks.unavailable,
         "memory_sources": peaks.sources,
@@ -775,25 +737,157 @@ def measure_cell(request: CellRequest) -> dict[str, Any]:
             *adapter.notes(),
             *precision.notes(device),
         ],
-        "inconsistent_forward": forward_flag,
-        "noisy": latency.is_noisy,
-        "undersampled": undersampled({"latency pass": latency, "end-to-end pass": end_to_end}, request.timing),
-        "contended": contention.reason,
-        "load": contention.to_dict(),
-        "canary": canary,  # the machine's speed around the timed passes (segbench.measure.canary)
-        "drifted": cell_drift(canary),  # the run's reference joins it when the runner writes the record
         "stream": stream,
         "capacity": capacity,
         "gflops": work.flops / 1e9 if work and work.flops else None,
         "gflops_unavailable": flops_unavailable,
         "traffic": work.traffic() if work else None,  # elements moved per image: the roofline's memory side
-        "telemetry": telemetry,
         "torch_flags": torch_flags(device),
         "budget": budget.to_dict() if budget else None,
         "cooldown": cooldown,
         "backend_info": backend.describe(adapter),
         **profile_fields(profile, request),
     }
+    if request.screening is not None:
+        adapter.output_policy = timed_policy
+        again = lambda timing: _timed_again(timed, timing, precision, device)  # noqa: E731
+        record = _screened(record, request, passes.seconds, again)
+    return record
+
+
+def _timed_again(
+    timed: Callable[[Timing], TimedPasses], timing: Timing, precision: Precision, device: torch.device
+) -> TimedPasses:
+    with _timed_context(precision, device):
+        return timed(timing)
+
+
+def _timed_context(precision: Precision, device: torch.device) -> ExitStack:
+    """What every timed pass runs under: inference mode and the precision's autocast."""
+    stack = ExitStack()
+    stack.enter_context(torch.inference_mode())
+    stack.enter_context(precision.autocast(device))
+    return stack
+
+
+@dataclass
+class TimedPasses:
+    """The latency, throughput, telemetry and stage passes of one timing, with the machine's state around them."""
+
+    latency_warmup: dict[str, Any]
+    latency_run: TimedRun
+    throughput: dict[str, Any]
+    telemetry: dict[str, Any]
+    stages_run: StagesRun
+    contention: ContentionWindow
+    canary: dict[str, Any]
+    seconds: float  # wall time from the canary before to the canary after
+
+    @property
+    def end_to_end(self) -> LatencyStats:
+        return LatencyStats.from_samples(self.stages_run.samples_ms["end_to_end"])
+
+
+def _timed_passes(
+    step: Callable[[], Any],
+    adapter: SegmentationAdapter,
+    forward: Callable[[Any], Any],
+    frames: list[Any],
+    timing: Timing,
+    device: torch.device,
+    cell: CellSpec,
+    host_threads: int,
+    camera: CameraInput,
+) -> TimedPasses:
+    """The timed passes under `timing`, nothing else beside them, between two canary readings."""
+    started = time.perf_counter()
+    rule = _stop_rule(timing)
+    canary_before = canary_reading()  # before warm-up, so the timed passes start from warm caches
+    latency_warmup = _latency_warm_up(step, timing, device)
+    with ContentionWindow(torch.get_num_threads()) as contention, StealWindow() as steal:
+        latency_run: TimedRun = time_steps(step, rule, device)  # nothing beside it
+        throughput = _device_throughput(step, rule, device, latency_run, cell.batch_size)
+        telemetry = _telemetry_pass(step, timing, device, cell.batch_size)
+        # Sub-stages need the eager module; another backend's forward is timed whole.
+        with torch_threads(host_threads):
+            stages_run = _time_stages(
+                adapter,
+                forward,
+                frames,
+                rule,
+                device,
+                split=cell.backend == "eager",
+                warmup_iters=timing.warmup_iters,
+                warmup_s=timing.warmup_s,
+                camera=camera,
+            )
+    canary = cell_canary(canary_before, canary_reading(), steal)
+    seconds = time.perf_counter() - started
+    return TimedPasses(latency_warmup, latency_run, throughput, telemetry, stages_run, contention, canary, seconds)
+
+
+def _timing_fields(passes: TimedPasses, cell: CellSpec, timing: Timing, device: torch.device) -> dict[str, Any]:
+    """The record's fields that come from the timed passes (a promoted screening replaces exactly these)."""
+    latency = LatencyStats.from_samples(passes.latency_run.samples_ms)
+    end_to_end = passes.end_to_end
+    stage_samples = passes.stages_run.samples_ms
+    stages = {
+        stage: LatencyStats.from_samples(values) for stage, values in stage_samples.items() if stage != "end_to_end"
+    }
+    return {
+        "latency_ms": latency.summary(),
+        "latency_timing": SYNCHRONOUS,
+        "latency_warmup": passes.latency_warmup,
+        "samples_ms": list(latency.samples),
+        "fps": cell.batch_size * 1000.0 / latency.median,  # latency-derived: batch / synchronous median
+        "device_throughput": passes.throughput,
+        "device_throughput_fps": passes.throughput["fps"],
+        "iterations": latency.n,
+        "measured_s": passes.latency_run.measured_s,
+        "stages_ms": {stage: stats.summary() for stage, stats in stages.items()},
+        "stage_samples_ms": {stage: list(stats.samples) for stage, stats in stages.items()},
+        "end_to_end_ms": end_to_end.summary(),
+        "end_to_end_fps": cell.batch_size * 1000.0 / end_to_end.median,
+        "end_to_end_throughput_fps": passes.stages_run.throughput_fps(cell.batch_size),
+        "pipelined_fps_bound": pipelined_bound_fps(stages, cell.batch_size),
+        "end_to_end_warmup": passes.stages_run.warmup,
+        "detections_per_frame": passes.stages_run.detections,
+        "inconsistent_forward": inconsistent_forward(latency.median, _median(stages.get("forward")), device),
+        "noisy": latency.is_noisy,
+        "undersampled": undersampled({"latency pass": latency, "end-to-end pass": end_to_end}, timing),
+        "contended": passes.contention.reason,
+        "load": passes.contention.to_dict(),
+        "canary": passes.canary,  # the machine's speed around the timed passes (segbench.measure.canary)
+        "drifted": cell_drift(passes.canary),  # the run's reference joins it when the runner writes the record
+        "telemetry": passes.telemetry,
+    }
+
+
+# What a promoted cell keeps of its screening: enough for the search to check the screening against the full timing.
+SCREEN_FIGURES = ("latency_ms", "fps", "end_to_end_ms", "end_to_end_fps", "iterations", "measured_s")
+
+
+def _screened(
+    record: dict[str, Any], request: CellRequest, screen_s: float, time_again: Callable[[Timing], TimedPasses]
+) -> dict[str, Any]:
+    """A search's screening judged here, as the search's next step would judge it: where the brief timing cannot
+    decide the cell, it is timed again with the suite's timing in this process (its model built and warm), and the
+    full figures replace the screening's, which stay under `screening`."""
+    plan = request.screening
+    assert plan is not None
+    cell = request.cell
+    screened = {**cell.to_dict(), "cell_id": cell.cell_id, "status": "ok", **record}
+    why = promotion(screened, plan.targets, plan.leader)
+    screening: dict[str, Any] = {
+        "promoted": why,
+        "passes_s": round(screen_s, 3),
+        "figures": {key: record[key] for key in SCREEN_FIGURES},
+    }
+    if why is not None:
+        passes = time_again(plan.full_timing)
+        record.update(_timing_fields(passes, cell, plan.full_timing, torch.device(request.device)))
+        screening["full_passes_s"] = round(passes.seconds, 3)
+    return {**record, "screening": screening}
 
 
 def profile_fields(profile: dict[str, Any] | str | None, request: CellRequest) -> dict[str, Any]:

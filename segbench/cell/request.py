@@ -9,6 +9,30 @@ from segbench.data.datasets import CalibrationConfig, DatasetConfig
 from segbench.measure.telemetry import CooldownConfig
 from segbench.suite.matrix import CellSpec
 from segbench.suite.schema import CapacityConfig, EndToEndConfig, ProfileConfig, StreamConfig, Timing
+from segbench.suite.targets import Targets
+
+
+@dataclass(frozen=True)
+class ScreeningPlan:
+    """A search's screening step, decided in the cell's own process: after the brief timing the cell judges its
+    figures as the search's next step would (suite/search_rules.py's `needs_full_timing`, against `leader`, the Answer
+    so far for this model) and, where they ask for it, times itself again with `full_timing` before it reports, with
+    no second process, build and warm-up (successive halving's promotion)."""
+
+    full_timing: Timing
+    targets: Targets
+    leader: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "full_timing": self.full_timing.model_dump(),
+            "targets": self.targets.model_dump(mode="json"),
+            "leader": self.leader,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScreeningPlan:
+        return cls(Timing(**data["full_timing"]), Targets(**data["targets"]), data.get("leader"))
 
 
 @dataclass(frozen=True)
@@ -33,6 +57,7 @@ class CellRequest:
     end_to_end: EndToEndConfig = EndToEndConfig()  # decode / camera resize in the end-to-end pass; the class map's form
     profile: ProfileConfig | None = None  # the profile pass, after the timed passes (None: no profile)
     capacity: CapacityConfig | None = None  # the capacity scenario: how many cameras the cell's deployment serves
+    screening: ScreeningPlan | None = None  # a search's screening step (timing is the brief one), else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +79,7 @@ class CellRequest:
             "end_to_end": self.end_to_end.model_dump(),
             "profile": self.profile.model_dump() if self.profile else None,
             "capacity": self.capacity.model_dump() if self.capacity else None,
+            "screening": self.screening.to_dict() if self.screening else None,
         }
 
     @classmethod
@@ -77,4 +103,5 @@ class CellRequest:
             end_to_end=EndToEndConfig(**data.get("end_to_end") or {}),
             profile=ProfileConfig(**data["profile"]) if data.get("profile") else None,
             capacity=CapacityConfig(**data["capacity"]) if data.get("capacity") else None,
+            screening=ScreeningPlan.from_dict(data["screening"]) if data.get("screening") else None,
         )

@@ -49,6 +49,10 @@ class Column:
     numeric: bool = False
     sort_key: str | None = None  # another column to sort by (e.g. pixel count for "512x1024")
     help: str = ""
+    # A table wider than its frame folds columns (the page's script; a button shows them): `secondary` ones first,
+    # then from the right; never the first column nor a `keep` one (what names the configuration).
+    keep: bool = False
+    secondary: bool = False
 
 
 def metric_column(key: str, column: str | None = None) -> Column:
@@ -120,24 +124,26 @@ def html_table(frame: pd.DataFrame, columns: list[Column], limit: int = MAX_TABL
 
 
 AXIS_COLUMNS = [
-    Column("model", "model"),
-    Column("card", "card", help="the card this cell ran on (a run over several cards)"),
-    Column("resolution", "resolution", sort_key="pixels", help="input height x width"),
-    Column("batch", "batch", numeric=True),
-    Column("precision", "precision"),
-    Column("backend", "backend"),
-    Column("options", "options"),
+    Column("model", "model", keep=True),
+    Column("card", "card", help="the card this cell ran on (a run over several cards)", keep=True),
+    Column("resolution", "resolution", sort_key="pixels", help="input height x width", keep=True),
+    Column("batch", "batch", numeric=True, keep=True),
+    Column("precision", "precision", keep=True),
+    Column("backend", "backend", keep=True),
+    Column("options", "options", keep=True),
 ]
 LEADERBOARD_COLUMNS = [
     *AXIS_COLUMNS,
     *(metric_column(key) for key in tables.LEADERBOARD_METRICS),
-    Column("notes", "notes", help="numbers of the notes listed under the table"),
+    Column("notes", "notes", help="numbers of the notes listed under the table", secondary=True),
 ]
 
 QUANTIZATION_COLUMNS = [
     *AXIS_COLUMNS,
     metric_column("median_ms"),
-    Column("reference_ms", "fp32 eager ms", fmt_ms, True, help="the fp32 eager cell's forward median"),
+    Column(
+        "reference_ms", "fp32 eager ms", fmt_ms, True, help="the fp32 eager cell's forward median", secondary=True
+    ),
     metric_column("speedup"),
     metric_column("end_to_end_ms"),
     Column(
@@ -146,6 +152,7 @@ QUANTIZATION_COLUMNS = [
         fmt_ms,
         True,
         help="the fp32 eager cell's end-to-end median",
+        secondary=True,
     ),
     metric_column("end_to_end_speedup"),
     metric_column("memory_saving_pct"),
@@ -153,7 +160,7 @@ QUANTIZATION_COLUMNS = [
     Column(
         "pareto", "Pareto", fmt_flag, help="on the latency / agreement Pareto front of its model, resolution and batch"
     ),
-    Column("fidelity_note", "fidelity note"),
+    Column("fidelity_note", "fidelity note", secondary=True),
 ]
 
 PRUNED_COLUMNS = [

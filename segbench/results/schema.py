@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from segbench.naming import shorten
 
 SCHEMA_VERSION = 1
-# pruned: skipped by `run --search`, its rule and evidence in `search` (run/search_rules.py); never measured
+# pruned: skipped by `run --search`, its rule and evidence in `search` (suite/search_rules.py); never measured
 FINAL_STATUSES = ("ok", "oom", "timeout", "error", "unsupported", "pruned")
 RUN_STATUSES = ("running", "complete", "interrupted", "failed")
 STAGES = ("preprocess", "forward", "postprocess")  # the timed parts of one end-to-end frame, in order

@@ -21,6 +21,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # A signal the caller ignores stays ignored: the shell's `&` ignores SIGINT, `nohup` SIGHUP.
 RESPECT_IGNORED = (signal.SIGINT, signal.SIGHUP)
 _EXITS_AFTER_A_STOP = False  # set by `exit_after_a_stop`
+_STOPPED = False  # a run of this process stopped on a signal while it exits after a stop: signals stay ignored
 
 
 class StopRequested(KeyboardInterrupt):
@@ -64,8 +65,9 @@ def stop_signals_raise() -> Iterator[None]:
     try:
         yield
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        if not _STOPPED:  # after a stop the CLI only exits: a second Ctrl-C must not land in its cleanup
+            for number, handler in previous.items():
+                signal.signal(number, handler)
 
 
 def install_stop_handlers() -> None:
@@ -81,6 +83,7 @@ def install_stop_handlers() -> None:
 @contextmanager
 def stop_signals_deferred() -> Iterator[None]:
     """Ignore further stop signals while the run records how it stopped."""
+    global _STOPPED
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -90,7 +93,9 @@ def stop_signals_deferred() -> Iterator[None]:
     try:
         yield
     finally:
-        if not _EXITS_AFTER_A_STOP:
+        if _EXITS_AFTER_A_STOP:
+            _STOPPED = True
+        else:
             for number, handler in previous.items():
                 signal.signal(number, handler)
 

@@ -31,7 +31,7 @@ from segbench.results import store as results
 from segbench.results.devices import ran_on
 from segbench.results.runs import add_accuracy_deltas
 from segbench.results.schema import first_problem, validate_record
-from segbench.results.search import accounting
+from segbench.results.search import accounting, searched
 from segbench.run.executors import get_executor
 from segbench.run.executors.base import Executor, Job
 from segbench.run.interruption import RunInterrupted, signal_name_of, stop_signals_deferred, stop_signals_raise
@@ -512,7 +512,7 @@ def _search_jobs(
     assert suite.targets is not None  # the suite's schema refuses a search without targets
 
     def execute(job: Job, step: dict[str, Any]) -> None:
-        executor.run([job], job_started, lambda ran, outcome: job_finished(ran, {**outcome, "search": step}))
+        executor.run([job], job_started, lambda ran, outcome: job_finished(ran, searched(outcome, step)))
 
     def record_pruned(job: Job, prune: dict[str, Any]) -> None:
         job_finished(job, {"status": "pruned", "search": prune})

@@ -1,7 +1,7 @@
 """`segbench run --search`: cells in the order that decides the Answer soonest, skipping those that cannot change it.
 
 Every step is derived afresh from results.jsonl (so `--resume` continues a search where it stopped, and no cell is
-measured twice): the rules (run/search_rules.py) are checked against the measured cells, every cell they show cannot
+measured twice): the rules (suite/search_rules.py) are checked against the measured cells, every cell they show cannot
 change the Answer is recorded `pruned` with its rule and evidence, and the next cell runs. The order is Model
 Analyzer's and successive halving's: the cheapest resolution first (the fastest cells, which the Answer prefers, and
 the tightest bounds on the larger ones), each cell briefly timed (screening) and timed in full only where its interval
@@ -16,11 +16,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from segbench.cell.request import ScreeningPlan
 from segbench.results import store as results
 from segbench.results.labels import axes_label
-from segbench.results.search import accounting, phase
+from segbench.results.search import accounting, phase, screened_view, slim
 from segbench.run.executors.base import Job
-from segbench.run.search_rules import (
+from segbench.suite.matrix import CellSpec
+from segbench.suite.schema import Suite, Timing
+from segbench.suite.search_rules import (
     RULES,
     SCREENING,
     Prune,
@@ -32,8 +35,6 @@ from segbench.run.search_rules import (
     pixels,
     prune_for,
 )
-from segbench.suite.matrix import CellSpec
-from segbench.suite.schema import Suite, Timing
 from segbench.suite.targets import Targets
 
 SCREEN_SHARE = 0.25  # a screening timing's share of the suite's timing (successive halving's first rung)
@@ -68,6 +69,7 @@ class Decision:
     next: Step | None = None
     rules_off: RulesOff = field(default_factory=RulesOff)
     queued: int = 0  # cells still to measure (the next included)
+    best: dict[str, dict[str, Any]] = field(default_factory=dict)  # per model, the Answer so far
 
 
 def _order(cell: dict[str, Any], phase_rank: int, index: dict[str, int]) -> tuple[Any, ...]:
@@ -93,6 +95,7 @@ def decide(
     retried = {cell_id for cell_id in retry if latest.get(cell_id, {}).get("status") in FAILED}
     measured = [r for r in latest.values() if r.get("status") != "pruned" and r["cell_id"] not in retried]
     screens = [r for r in all_records if phase(r) == "screen" and phase(latest.get(r["cell_id"], {})) == "extend"]
+    screens += [view for view in map(screened_view, measured) if view is not None]  # promoted in their process
     rules_off = contradictions(measured, targets, screens)
     best = best_meeting(measured, targets)
     by_group: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -100,7 +103,7 @@ def decide(
         by_group[group(record)].append(record)
     measured_ids = {r["cell_id"] for r in measured}
     index = {cell["cell_id"]: position for position, cell in enumerate(cells)}
-    decision = Decision(rules_off=rules_off)
+    decision = Decision(rules_off=rules_off, best=best)
     queue: list[tuple[tuple[Any, ...], Step]] = []
     for cell in cells:
         cell_id = cell["cell_id"]
@@ -174,7 +177,11 @@ def run_search(
         measured_here.add((step.cell_id, step.phase))
         job = by_id[step.cell_id]
         if step.phase == "screen":
-            job = replace(job, request=replace(job.request, timing=screening_timing(job.request.timing)))
+            leader = decision.best.get(job.request.cell.model)
+            plan = ScreeningPlan(job.request.timing, targets, slim(leader) if leader else None)
+            job = replace(
+                job, request=replace(job.request, timing=screening_timing(job.request.timing), screening=plan)
+            )
         retry.discard(step.cell_id)
         execute(job, {"phase": step.phase, "why": step.why})
 

@@ -7,6 +7,7 @@ forward against the latency pass's on every backend."""
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +175,8 @@ STAGE_TIMING = {**FAST_TIMING, "min_iters": 30, "max_iters": 400, "min_time_s": 
 
 
 def _forward_gaps(folder: Path, backends: list[str]) -> dict[str, tuple[float, float]]:
-    """Per backend: the latency pass's median and the stage pass's forward median, from one real cell each."""
+    """Per backend: the latency pass's and the stage pass's forward, each its 10th percentile, from one real cell
+    each."""
     # host_threads auto, as a user runs it: torch's own backends keep the cell's threads (switching torch's count
     # between the host stages and the forward costs the next forward: fast-scnn eager +25 %, +29 % at 1 host
     # thread against -8 %, +9 % at the cell's 2, on the 2026-12-02 AVX2 EPYC), OpenVINO and ONNX Runtime get the
@@ -190,8 +192,15 @@ def _forward_gaps(folder: Path, backends: list[str]) -> dict[str, tuple[float, f
     found = {}
     for backend in backends:
         record = _ok(records[("fp32", backend, 1)])
-        found[backend] = (record["latency_ms"]["median"], record["stages_ms"]["forward"]["median"])
+        found[backend] = (_fast_tenth(record["samples_ms"]), _fast_tenth(record["stage_samples_ms"]["forward"]))
     return found
+
+
+def _fast_tenth(samples: list[float]) -> float:
+    """The 10th percentile: another job on a shared 2-core VM only adds time, and under the full suite's load it moved
+    either pass's median by 20-45 % (CI, 2026-12-02), while a cost the stage pass adds to every forward (a copy, a
+    thread pool spinning beside it) moves its fast tail as much as its median."""
+    return float(statistics.quantiles(samples, n=10)[0])
 
 
 def _outside(gaps: dict[str, tuple[float, float]], tolerance: float = 0.10) -> dict[str, tuple[float, float]]:
@@ -202,7 +211,7 @@ def _outside(gaps: dict[str, tuple[float, float]], tolerance: float = 0.10) -> d
 def test_the_stage_pass_forward_matches_the_latency_pass_forward_on_every_backend(tmp_path: Path) -> None:
     """Issue 28, item 2: the end-to-end pass hands each runtime its input as the latency pass does, and nothing
     beside the forward takes its cores (torch's OpenMP workers spinning after the host stages did: +45 % on OpenVINO
-    before host_threads), so the stage pass's forward median is within 10 % of the latency pass's on a
+    before host_threads), so the stage pass's forward (its fast tenth) is within 10 % of the latency pass's on a
     deterministic model. Two passes of a few seconds each can differ by more than that by chance (eager PyTorch
     on a 2-core VM settles in one of two speeds about 25 % apart, either pass in either), so a backend outside it
     is measured again in a fresh cell, up to three times: a systematic gap fails every time."""

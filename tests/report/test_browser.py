@@ -185,6 +185,12 @@ for (const element of document.querySelectorAll('body *')) {
     problems.push(`${element.tagName.toLowerCase()}#${element.id}.${element.className} ends at ${box.right} px`);
   }
 }
+for (const table of document.querySelectorAll('.table-wrap > table')) {
+  const frame = table.parentElement;  // a closed section's table folds when it is opened
+  if (!table.closest('details:not([open])') && table.scrollWidth > frame.clientWidth + 1) {
+    problems.push(`table#${table.id} is ${table.scrollWidth} px in a ${frame.clientWidth} px frame: columns clipped`);
+  }
+}
 const images = [...document.querySelectorAll('img')];
 for (const img of images) {
   const box = img.getBoundingClientRect(), parent = img.parentElement.getBoundingClientRect();
@@ -229,3 +235,33 @@ def test_small_run_report_fits_a_1400px_window(
 def test_committed_run_reports_fit_a_1400px_window(browser: Any, name: str, tmp_path: Path) -> None:
     """Real runs: several models (two-panel plots), labels against ground truth (the mIoU Pareto plot)."""
     assert_layout_fits(browser, write_report(COMMITTED / name, tmp_path / "report.html"))
+
+
+def test_a_wide_table_folds_its_secondary_columns_and_a_button_shows_them(browser: Any, tmp_path: Path) -> None:
+    """Issue 33.5: at 1,400 px the quantization table of a real run is wider than its frame. It folds its secondary
+    columns first (the fp32 eager references, the fidelity note), never the ones naming the configuration; the
+    button above it names what it folded and shows it."""
+    page = write_report(COMMITTED / "quantization-20261202T075022Z", tmp_path / "report.html")
+    assert_layout_fits(browser, page)
+    table = browser.find_element(By.ID, "quantization-table")
+    button = table.find_element(By.XPATH, "../preceding-sibling::button[@class='fold-toggle'][1]")
+    headers = table.find_elements(By.CSS_SELECTOR, "thead th")
+    hidden = [h.get_attribute("textContent").strip() for h in headers if not h.is_displayed()]
+    assert hidden and "fp32 eager ms" in hidden and not {"model", "precision", "backend"} & set(hidden), hidden
+    assert button.text.startswith(f"show {len(hidden)} more column(s): ") and "fp32 eager ms" in button.text
+    button.click()
+    assert all(h.is_displayed() for h in headers) and button.get_attribute("aria-expanded") == "true"
+    button.click()
+    assert sum(not h.is_displayed() for h in headers) == len(hidden)
+
+
+def test_a_table_in_a_closed_section_folds_when_the_section_is_opened(browser: Any, tmp_path: Path) -> None:
+    page = write_report(COMMITTED / "accuracy-demo-20261202T041955Z", tmp_path / "report.html")
+    browser.set_window_size(WIDTH, 1000)
+    open_page(browser, page)
+    table = browser.find_element(By.ID, "answer-table")
+    summary = table.find_element(By.XPATH, "ancestor::details[1]/summary")
+    summary.click()
+    fits = "const t = arguments[0]; return t.scrollWidth <= t.parentElement.clientWidth + 1;"
+    assert browser.execute_script(fits, table)
+    assert table.find_elements(By.XPATH, "../preceding-sibling::button[@class='fold-toggle']")

@@ -209,7 +209,8 @@ def test_ctrl_c_stops_the_cell_marks_meta_and_prints_the_resume_command(
 
 
 def test_once_a_run_stopped_the_cli_ignores_a_late_second_ctrl_c_and_a_library_caller_gets_its_handler_back() -> None:
-    # Under load a second Ctrl-C came after the bookkeeping and turned the CLI's exit into a traceback.
+    # Under load a second Ctrl-C came after the bookkeeping and turned the CLI's exit into a traceback; and once the
+    # run's block restored Python's handler after the stop, one 50 ms after the first landed in the exit's cleanup.
     code = (
         "import signal\n"
         # Python's own Ctrl-C handler, whatever this process inherited (a shell's background job starts with SIGINT
@@ -219,7 +220,9 @@ def test_once_a_run_stopped_the_cli_ignores_a_late_second_ctrl_c_and_a_library_c
         "with interruption.stop_signals_deferred(): pass\n"
         "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n"
         "interruption.exit_after_a_stop()\n"
-        "with interruption.stop_signals_deferred(): pass\n"
+        # The stop is recorded inside the run's own handlers, which must not come back when the run's block ends.
+        "with interruption.stop_signals_raise():\n"
+        "    with interruption.stop_signals_deferred(): pass\n"
         "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN, signal.getsignal(signal.SIGTERM) is signal.SIG_IGN)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)

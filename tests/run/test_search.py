@@ -23,8 +23,10 @@ from segbench.report.compare import compare_runs
 from segbench.report.exports import render_csv
 from segbench.results import store as results
 from segbench.results.runs import load_run
+from segbench.results.search import accounting, screened_view, searched
 from segbench.run.search import decide, screening_timing
-from segbench.run.search_rules import (
+from segbench.suite.schema import Timing, parse_suite
+from segbench.suite.search_rules import (
     DOMINANCE,
     MEMORY_MONOTONE,
     RESOLUTION_MONOTONE,
@@ -32,9 +34,9 @@ from segbench.run.search_rules import (
     best_meeting,
     contradictions,
     needs_full_timing,
+    promotion,
     prune_for,
 )
-from segbench.suite.schema import Timing, parse_suite
 from segbench.suite.targets import Targets
 from tests.helpers import segbench
 
@@ -192,6 +194,44 @@ def test_screening_is_off_for_a_model_whose_full_timing_fell_outside_its_screeni
     assert not contradictions([agreeing], FPS_30, [screen]).off("m", SCREENING)
 
 
+def test_a_cell_promotes_its_own_screening_as_the_search_would_extend_it() -> None:
+    """In its process a screened cell sees only the Answer so far: the first cell meeting the targets leads (and is
+    timed in full), one overlapping the leader is, one clearly behind it or clearly missing a target is not."""
+    leader = measured(16, batch=4, fps=90.0, phase="extend")
+    assert promotion(measured(16, fps=90.0), FPS_30, None) == "it is the Answer so far"
+    assert promotion(measured(16, batch=2, fps=88.0), FPS_30, leader) == (
+        "its interval overlaps the Answer so far (m 16x16 b4 fp32 eager)"
+    )
+    assert promotion(measured(16, batch=2, fps=50.0), FPS_30, leader) is None
+    assert promotion(measured(16, batch=2, fps=10.0), FPS_30, leader) is None
+    assert "straddles 30 FPS" in (promotion(measured(16, batch=2, fps=31.0), FPS_30, leader) or "")
+
+
+def _promoted(fps_screen: float, fps_full: float, wall_s: float, screen_s: float, full_s: float) -> dict[str, Any]:
+    """A cell's record as the runner writes it after the cell promoted its screening in its own process."""
+    screen = measured(16, fps=fps_screen)
+    outcome = {**measured(16, fps=fps_full), "wall_s": wall_s}
+    screening = {"promoted": "it is the Answer so far", "passes_s": screen_s, "full_passes_s": full_s}
+    screening["figures"] = {key: screen[key] for key in ("latency_ms", "fps", "end_to_end_ms", "end_to_end_fps")}
+    return searched({**outcome, "screening": screening}, {"phase": "screen", "why": "no rule prunes it yet"})
+
+
+def test_a_promoted_screening_is_one_extend_line_checked_against_its_screening_and_counted_once() -> None:
+    record = _promoted(fps_screen=20.0, fps_full=20.2, wall_s=4.0, screen_s=0.5, full_s=2.0)
+    assert record["search"]["phase"] == "extend" and record["search"]["in_process"] and "screening" not in record
+    view = screened_view(record)
+    assert view is not None and view["end_to_end_fps"] == 20.0 and view["search"] == {"phase": "screen"}
+    assert not contradictions([record], FPS_30, [view]).off("m", SCREENING)
+    wrong = _promoted(fps_screen=10.0, fps_full=20.0, wall_s=4.0, screen_s=0.5, full_s=2.0)
+    assert contradictions([wrong], FPS_30, [screened_view(wrong)]).off("m", SCREENING)  # type: ignore[list-item]
+    # Screened only: 1.5 s wall with 0.5 s of screening passes, which in full take 4x as long (2.0 / 0.5).
+    only_outcome = {**measured(16, batch=2, fps=10.0), "wall_s": 1.5, "screening": {"promoted": None, "passes_s": 0.5}}
+    only = searched(only_outcome, {"phase": "screen", "why": "no rule prunes it yet"})
+    figures = accounting([record, only])
+    assert figures["spent_s"] == 5.5 and figures["exhaustive_estimate_s"] == 3.5 + 3.0
+    assert (figures["timed_in_full"], figures["screened_only"]) == (1, 1)
+
+
 def test_a_screening_timing_is_a_quarter_and_never_asks_more_than_the_suite() -> None:
     timing = Timing(min_iters=3, max_iters=20, min_time_s=2.0, max_time_s=8.0)
     short = screening_timing(timing)
@@ -263,6 +303,10 @@ def test_a_search_prunes_with_evidence_reports_it_and_retry_pruned_runs_exactly_
         assert record["search"]["rule"] in (RESOLUTION_MONOTONE, DOMINANCE) and record["search"]["reason"]
         assert {item["cell_id"] for item in record["search"]["evidence"]} <= measured_ids
     assert results.read_meta(run_dir)["search"]["pruned"] == 2
+    # The leader (batch 4 at 16x16) is timed in full in its screening's own process: one line, one process.
+    [leader] = [r for r in latest.values() if r["status"] == "ok" and r["batch_size"] == 4]
+    assert leader["search"]["in_process"] and leader["search"]["screen"]["figures"]["end_to_end_fps"] > 30
+    assert [r["cell_id"] for r in _lines(run_dir)].count(leader["cell_id"]) == 1
     markdown = tmp_path / "report.md"
     assert segbench("report", str(run_dir), "--format", "md", "--output", str(markdown)).returncode == 0
     text = markdown.read_text()

@@ -430,3 +430,11 @@ def needs_full_timing(record: dict[str, Any], targets: Targets, best: dict[str, 
         if bounds is not None and leader_bounds is not None and bounds[1] >= leader_bounds[0]:
             return f"its interval overlaps the Answer so far ({axes_label(leader)})"
     return None
+
+
+def promotion(record: dict[str, Any], targets: Targets, leader: dict[str, Any] | None) -> str | None:
+    """Why a cell screened in its own process is timed in full there, or None (its screening decides it): judged as
+    the search's next step would judge it, against the Answer so far and the cell itself, either of which may lead."""
+    screened = {**record, "search": {"phase": "screen"}}
+    best = best_meeting([r for r in (leader, screened) if r is not None], targets)
+    return needs_full_timing(screened, targets, best)

@@ -311,6 +311,13 @@ class OpenVino(Backend):
     def profile_source(self) -> dict[str, Any] | None:
         return self._profile_source
 
+    def precision_reason(self, dtype: torch.dtype, device: torch.device) -> str | None:
+        """A model cast to bf16 or f16 runs in that inference precision, which the plugin needs natively: known
+        before building, so `--all-paths` and `--dry-run` leave the pair out as the cell would refuse it."""
+        if dtype not in INFERENCE_PRECISIONS or device.type not in OV_DEVICES or openvino_missing():
+            return None
+        return native_reason(INFERENCE_PRECISIONS[dtype][0], OV_DEVICES[device.type])
+
     def unsupported_reason(self, device: torch.device) -> str | None:
         missing = openvino_missing()
         if missing:

@@ -68,34 +68,32 @@ def _distance(a: dict[str, Any], b: dict[str, Any]) -> float:
     return abs(math.log(size(a) / size(b))) + abs(math.log(a["batch_size"] / b["batch_size"])) + 2.0 * mismatch
 
 
+def _model_median(ratios: list[tuple[str, float]], model: str) -> float | None:
+    """The median of this model's ratios, else of every model's; None where there are none."""
+    found = [ratio for owner, ratio in ratios if owner == model] or [ratio for _, ratio in ratios]
+    return statistics.median(found) if found else None
+
+
 def _full_ratio(all_records: list[dict[str, Any]], model: str) -> float:
     """Full timing's wall seconds over the screening's, from this model's cells timed both ways (else any model's)."""
     screens = {r["cell_id"]: _wall(r) for r in all_records if phase(r) == "screen"}
-
-    def ratios(only: str | None) -> list[float]:
-        return [
-            _wall(r) / screens[r["cell_id"]]
-            for r in all_records
-            if phase(r) == "extend" and screens.get(r["cell_id"]) and (only is None or r["model"] == only)
-        ]
-
-    found = ratios(model) or ratios(None)
-    return statistics.median(found) if found else 1.0
+    ratios = [
+        (r["model"], _wall(r) / screens[r["cell_id"]])
+        for r in all_records
+        if phase(r) == "extend" and screens.get(r["cell_id"])
+    ]
+    found = _model_median(ratios, model)
+    return 1.0 if found is None else found
 
 
 def _passes_ratio(all_records: list[dict[str, Any]], model: str) -> float | None:
     """Full timing's passes over the screening's, from cells promoted in their own process (this model's, else any)."""
-
-    def ratios(only: str | None) -> list[float]:
-        found = []
-        for record in all_records:
-            screen = (record.get("search") or {}).get("screen") or {}
-            if screen.get("full_passes_s") and screen.get("passes_s") and only in (None, record["model"]):
-                found.append(screen["full_passes_s"] / screen["passes_s"])
-        return found
-
-    found = ratios(model) or ratios(None)
-    return statistics.median(found) if found else None
+    ratios = []
+    for record in all_records:
+        screen = (record.get("search") or {}).get("screen") or {}
+        if screen.get("full_passes_s") and screen.get("passes_s"):
+            ratios.append((record["model"], screen["full_passes_s"] / screen["passes_s"]))
+    return _model_median(ratios, model)
 
 
 def _exhaustive_cost(record: dict[str, Any], all_records: list[dict[str, Any]]) -> float:
